@@ -1,0 +1,112 @@
+"""Time in India: IST now, session expiry boundaries, trading days and market hours.
+
+Trading days come from ``exchange_calendars`` calendar "XBOM" (NSE and BSE share the holiday
+list) plus the overrides below. The calendar only records holidays to the end of its data; asking
+beyond it raises :class:`~core.errors.ConfigError` rather than guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import exchange_calendars as xcals
+import pandas as pd
+
+from core.errors import ConfigError
+
+IST = ZoneInfo("Asia/Kolkata")
+PRE_OPEN_START = time(9, 0)
+MARKET_OPEN = time(9, 15)
+MARKET_CLOSE = time(15, 30)
+CLOSING_SESSION_END = time(16, 0)
+
+#: Dates the exchange calendar gets wrong for NSE, as (date, is_trading_day, why).
+CALENDAR_OVERRIDES: tuple[tuple[date, bool, str], ...] = ()
+
+
+class MarketStatus(StrEnum):
+    """Where the NSE cash market stands at a moment."""
+
+    PRE_OPEN = "pre-open"
+    OPEN = "open"
+    POST_CLOSE = "post-close"
+    CLOSED = "closed"
+    HOLIDAY = "holiday"
+
+
+@dataclass(frozen=True, slots=True)
+class MarketState:
+    """Market status at ``at`` (IST) with the reason shown to users."""
+
+    at: datetime
+    status: MarketStatus
+    detail: str
+
+
+def now_ist() -> datetime:
+    """Return the current time as an aware IST datetime."""
+    return datetime.now(IST)
+
+
+def to_ist(moment: datetime) -> datetime:
+    """Convert an aware datetime to IST; refuse naive ones (their zone is unknowable)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment.isoformat()} has no time zone; pass an aware one")
+    return moment.astimezone(IST)
+
+
+def format_ist(moment: datetime | None) -> str:
+    """Format an aware datetime for people: ``2026-11-21 09:15:00 IST``."""
+    if moment is None:
+        return "—"
+    return to_ist(moment).strftime("%Y-%m-%d %H:%M:%S IST")
+
+
+def next_expiry_after(moment: datetime, expiry: time) -> datetime:
+    """Return the first instant at wall-clock ``expiry`` IST strictly after ``moment``."""
+    local = to_ist(moment)
+    boundary = datetime.combine(local.date(), expiry, tzinfo=IST)
+    if boundary <= local:
+        boundary += timedelta(days=1)
+    return boundary
+
+
+@lru_cache(maxsize=1)
+def _calendar() -> xcals.ExchangeCalendar:
+    return xcals.get_calendar("XBOM")
+
+
+def is_trading_day(day: date) -> bool:
+    """Return whether NSE equities trade on ``day`` (calendar plus overrides)."""
+    for override_day, trades, _why in CALENDAR_OVERRIDES:
+        if override_day == day:
+            return trades
+    cal = _calendar()
+    stamp = pd.Timestamp(day)
+    if stamp > cal.last_session or stamp < cal.first_session:
+        raise ConfigError(
+            f"the trading calendar covers {cal.first_session.date()} to "
+            f"{cal.last_session.date()}; {day} is outside it. Add that year's NSE holidays to "
+            "CALENDAR_OVERRIDES in core/clock.py or upgrade exchange_calendars"
+        )
+    return bool(cal.is_session(stamp))
+
+
+def market_state(at: datetime | None = None) -> MarketState:
+    """Return the NSE cash-market status at ``at`` (default: now)."""
+    moment = to_ist(at) if at is not None else now_ist()
+    if not is_trading_day(moment.date()):
+        kind = "weekend" if moment.weekday() >= 5 else "exchange holiday"
+        return MarketState(moment, MarketStatus.HOLIDAY, f"No trading today ({kind})")
+    clock = moment.time()
+    if PRE_OPEN_START <= clock < MARKET_OPEN:
+        return MarketState(moment, MarketStatus.PRE_OPEN, "Pre-open 09:00-09:15 IST")
+    if MARKET_OPEN <= clock < MARKET_CLOSE:
+        return MarketState(moment, MarketStatus.OPEN, "Normal market 09:15-15:30 IST")
+    if MARKET_CLOSE <= clock < CLOSING_SESSION_END:
+        return MarketState(moment, MarketStatus.POST_CLOSE, "Closing session until 16:00 IST")
+    return MarketState(moment, MarketStatus.CLOSED, "Market opens 09:15 IST on trading days")

@@ -1,0 +1,109 @@
+"""Settings of the desk, read from the environment (and ``.env``) with pydantic-settings.
+
+Every process (app, worker, CLIs, ``alembic upgrade head``) reads the same settings, so
+``DATABASE_URL`` selects the database for all of them alike.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import time
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = PROJECT_ROOT / "var"
+DEFAULT_DATABASE_URL = f"sqlite:///{VAR_DIR / 'sher.db'}"
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
+MIN_SECRET_KEY_CHARS = 32
+
+
+class Settings(BaseSettings):
+    """Process-wide settings; each field documents its environment variable and default."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="DATABASE_URL: SQLAlchemy URL; sqlite:///path or postgresql://user@host/db.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="SECRET_KEY: signs cookies and encrypts secrets at rest; generated into "
+        "var/secret_key on first run when unset.",
+    )
+    session_expiry_time: time = Field(
+        default=time(3, 0),
+        description="SESSION_EXPIRY_TIME: IST wall-clock time after which every session ends.",
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, description="LOGIN_MAX_FAILURES: failed logins before a lockout."
+    )
+    login_lockout_minutes: int = Field(
+        default=15, ge=1, description="LOGIN_LOCKOUT_MINUTES: lockout window and duration."
+    )
+    worker_heartbeat_seconds: int = Field(
+        default=5, ge=1, description="WORKER_HEARTBEAT_SECONDS: how often the worker beats."
+    )
+    worker_stale_seconds: int = Field(
+        default=30,
+        ge=5,
+        description="WORKER_STALE_SECONDS: a lock older than this may be taken over.",
+    )
+    cookie_expiry_days: float = Field(
+        default=1.0, ge=0, description="COOKIE_EXPIRY_DAYS: re-login cookie lifetime (0 = off)."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_url(cls, value: str) -> str:
+        """Use psycopg 3 for PostgreSQL whatever spelling the operator chose."""
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        if not value.startswith(("sqlite://", "postgresql+psycopg://")):
+            raise ValueError(
+                f"DATABASE_URL must start with sqlite:// or postgresql://; got {value.split(':')[0]!r}"
+            )
+        return value
+
+    def resolved_secret_key(self) -> str:
+        """Return SECRET_KEY, generating and storing one in ``var/secret_key`` on first use."""
+        if self.secret_key:
+            if len(self.secret_key) < MIN_SECRET_KEY_CHARS:
+                raise ConfigError(
+                    f"SECRET_KEY must be at least {MIN_SECRET_KEY_CHARS} characters; "
+                    f"got {len(self.secret_key)}"
+                )
+            return self.secret_key
+        return _load_or_create_secret_key(SECRET_KEY_FILE)
+
+
+def _load_or_create_secret_key(path: Path) -> str:
+    """Read the generated secret key, creating it with owner-only permissions if missing."""
+    if path.exists():
+        key = path.read_text(encoding="utf-8").strip()
+        if len(key) >= MIN_SECRET_KEY_CHARS:
+            return key
+        raise ConfigError(f"{path} holds a key shorter than {MIN_SECRET_KEY_CHARS} characters")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key)
+    return key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process settings (read once)."""
+    try:
+        return Settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"Invalid setting: {exc}") from exc

@@ -1,0 +1,37 @@
+"""The one service facade that pages, jobs and (later) the Telegram bot call.
+
+Every method that acts takes the acting :class:`~core.domain.Actor` and checks its rights
+against the database; nothing relies on the UI hiding a button.
+"""
+
+from __future__ import annotations
+
+from core.config import Settings, get_settings
+from core.services.audit_log import AuditFilter, AuditLogService
+from core.services.auth import AuthService, LoginResult, TotpEnrolment
+from core.services.household import HouseholdService
+from core.services.users import UserService
+from core.services.worker import WorkerService
+from db.engine import Database
+
+__all__ = ["AuditFilter", "LoginResult", "Services", "TotpEnrolment", "build_services"]
+
+
+class Services:
+    """All services over one database."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        """Build every service over ``db``."""
+        self.db = db
+        self.settings = settings
+        self.auth = AuthService(db, settings)
+        self.users = UserService(self.auth)
+        self.household = HouseholdService(db, settings)
+        self.audit = AuditLogService(db, settings)
+        self.worker = WorkerService(db, settings)
+
+
+def build_services(database_url: str | None = None, settings: Settings | None = None) -> Services:
+    """Return services over ``database_url`` (default DATABASE_URL)."""
+    settings = settings or get_settings()
+    return Services(Database(database_url or settings.database_url), settings)

@@ -1,0 +1,361 @@
+"""Household members, trading accounts and per-account grants, with authorization on every call."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core import authz
+from core.clock import now_ist
+from core.domain import (
+    Account,
+    Actor,
+    Broker,
+    Grant,
+    Household,
+    Member,
+    Permission,
+    Role,
+    VerificationStatus,
+)
+from core.errors import ValidationError
+from core.services.base import ServiceBase
+from core.services.users import parse_relationship
+from db.models import AccountGrantRow, AccountRow, HouseholdRow, MemberRow, UserRow
+
+LABEL_MAX = 60
+GROUP_MAX = 40
+
+
+def _parse(enum_cls: type, value: str, what: str) -> object:
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum_cls)
+        raise ValidationError(f"Unknown {what} {value!r}; choose one of {allowed}") from None
+
+
+class HouseholdService(ServiceBase):
+    """Members, accounts and grants of a household."""
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _member(self, session: Session, member_id: int) -> tuple[Member, MemberRow] | None:
+        row = session.get(MemberRow, member_id)
+        if row is None:
+            return None
+        username = session.scalar(select(UserRow.username).where(UserRow.id == row.user_id))
+        given_by = session.scalar(
+            select(UserRow.username).where(UserRow.id == row.consent_given_by_user_id)
+        )
+        return (
+            Member(
+                id=row.id, household_id=row.household_id, full_name=row.full_name,
+                relationship=row.relationship, user_id=row.user_id, username=username,
+                consent_given_at=row.consent_given_at, consent_given_by=given_by,
+                verification_status=row.verification_status, verified_at=row.verified_at,
+            ),
+            row,
+        )
+
+    def _facts(self, session: Session, actor: Actor, row: AccountRow) -> authz.AccountFacts:
+        role = self._fresh_role(session, actor)
+        owner_user = session.scalar(
+            select(MemberRow.user_id).where(MemberRow.id == row.owner_member_id)
+        )
+        grant = None
+        if actor.member_id is not None:
+            grant = session.scalar(
+                select(AccountGrantRow.permission).where(
+                    AccountGrantRow.account_id == row.id,
+                    AccountGrantRow.member_id == actor.member_id,
+                )
+            )
+        return authz.AccountFacts(
+            actor_role=role,
+            same_household=row.household_id == actor.household_id,
+            is_owner=owner_user == actor.user_id,
+            grant=grant,
+        )
+
+    def _to_account(self, session: Session, row: AccountRow, perm: Permission | None) -> Account:
+        owner = session.get(MemberRow, row.owner_member_id)
+        assert owner is not None  # noqa: S101 - FK guarantees it
+        return Account(
+            id=row.id, household_id=row.household_id, owner_member_id=row.owner_member_id,
+            owner_name=owner.full_name, owner_relationship=owner.relationship,
+            broker=row.broker, label=row.label, group=row.account_group,
+            is_active=row.is_active, created_at=row.created_at, my_permission=perm,
+        )
+
+    def _account_for(
+        self, session: Session, actor: Actor, account_id: int, need: str, action: str
+    ) -> tuple[AccountRow, Permission | None]:
+        """Load an account the actor may ``need`` ('view', 'trade' or 'manage'), else refuse.
+
+        A missing id and a foreign id get the same refusal, so ids reveal nothing (no IDOR).
+        """
+        row = session.get(AccountRow, account_id)
+        refusal = f"Account {account_id} is not available to you for {need}"
+        if row is None:
+            self._fresh_role(session, actor)
+            self._deny(actor, action, f"account:{account_id}", refusal)
+        facts = self._facts(session, actor, row)
+        perm = authz.account_permission(facts)
+        allowed = {
+            "view": perm is not None,
+            "trade": perm is Permission.TRADE,
+            "manage": authz.may_manage_account(facts),
+        }[need]
+        if not allowed:
+            if perm is not None:
+                refusal = (
+                    f"Your role {facts.actor_role.value!r} with {perm.value!r} access may not "
+                    f"{need} account {account_id}"
+                )
+            self._deny(actor, action, f"account:{account_id}", refusal)
+        return row, perm
+
+    def _require_household_manager(self, session: Session, actor: Actor, action: str) -> None:
+        role = self._fresh_role(session, actor)
+        if role not in authz.HOUSEHOLD_MANAGERS:
+            self._deny(actor, action, f"household:{actor.household_id}",
+                       f"Your role {role.value!r} may not manage household members")
+
+    # -- household and members -------------------------------------------------------------
+    def household(self, actor: Actor) -> Household:
+        """Return the actor's household."""
+        with self.db.transaction() as session:
+            self._fresh_role(session, actor)
+            row = session.get(HouseholdRow, actor.household_id)
+            assert row is not None  # noqa: S101
+            return Household(id=row.id, name=row.name, created_at=row.created_at)
+
+    def list_members(self, actor: Actor) -> list[Member]:
+        """Return the members of the actor's household (any role may read them)."""
+        with self.db.transaction() as session:
+            self._fresh_role(session, actor)
+            ids = session.scalars(
+                select(MemberRow.id)
+                .where(MemberRow.household_id == actor.household_id)
+                .order_by(MemberRow.id)
+            ).all()
+            return [m for i in ids if (pair := self._member(session, i)) for m in (pair[0],)]
+
+    def add_member(
+        self, actor: Actor, full_name: str, relationship: str, user_id: int | None = None
+    ) -> Member:
+        """Add a person to the household, optionally linked to an existing login."""
+        rel = parse_relationship(relationship)
+        if not full_name.strip():
+            raise ValidationError("Member name must not be empty")
+        with self.db.transaction() as session:
+            self._require_household_manager(session, actor, "members.add")
+            if user_id is not None:
+                user = session.get(UserRow, user_id)
+                if user is None or user.household_id != actor.household_id:
+                    raise ValidationError(f"User {user_id} is not in your household")
+                if session.scalar(select(MemberRow.id).where(MemberRow.user_id == user_id)):
+                    raise ValidationError(f"User {user.username!r} is already a member")
+            row = MemberRow(household_id=actor.household_id, full_name=full_name.strip(),
+                            relationship=rel, user_id=user_id)
+            session.add(row)
+            session.flush()
+            self._audit(session, actor, "members.add", f"member:{row.id}",
+                        {"name": row.full_name, "relationship": rel.value})
+            pair = self._member(session, row.id)
+            assert pair is not None  # noqa: S101
+            return pair[0]
+
+    def _household_member(self, session: Session, actor: Actor, member_id: int, action: str) -> MemberRow:
+        row = session.get(MemberRow, member_id)
+        if row is None or row.household_id != actor.household_id:
+            self._deny(actor, action, f"member:{member_id}",
+                       f"Member {member_id} is not in your household")
+        return row
+
+    def record_consent(self, actor: Actor, member_id: int, note: str) -> None:
+        """Record that the member consented to the desk acting for them, by whom and when."""
+        if not note.strip():
+            raise ValidationError("Consent needs a note saying how it was given (e.g. 'signed form')")
+        with self.db.transaction() as session:
+            self._require_household_manager(session, actor, "members.consent")
+            row = self._household_member(session, actor, member_id, "members.consent")
+            row.consent_given_at = now_ist()
+            row.consent_given_by_user_id = actor.user_id
+            row.consent_note = note.strip()[:500]
+            self._audit(session, actor, "members.consent", f"member:{member_id}",
+                        {"note": row.consent_note})
+
+    def set_verification(self, actor: Actor, member_id: int, status: str) -> None:
+        """Set a member's verification status (unverified, verified, rejected)."""
+        parsed = _parse(VerificationStatus, status, "verification status")
+        assert isinstance(parsed, VerificationStatus)  # noqa: S101
+        with self.db.transaction() as session:
+            self._require_household_manager(session, actor, "members.verify")
+            row = self._household_member(session, actor, member_id, "members.verify")
+            row.verification_status = parsed
+            row.verified_at = now_ist() if parsed is VerificationStatus.VERIFIED else None
+            row.verified_by_user_id = actor.user_id
+            self._audit(session, actor, "members.verify", f"member:{member_id}",
+                        {"status": parsed.value})
+
+    # -- accounts --------------------------------------------------------------------------
+    def list_accounts(self, actor: Actor, include_closed: bool = False) -> list[Account]:
+        """Return the accounts the actor may see, each with the actor's permission."""
+        with self.db.transaction() as session:
+            role = self._fresh_role(session, actor)
+            query = select(AccountRow).order_by(AccountRow.id)
+            if role is not Role.SUPER_ADMIN:
+                query = query.where(AccountRow.household_id == actor.household_id)
+            if not include_closed:
+                query = query.where(AccountRow.is_active.is_(True))
+            result = []
+            for row in session.scalars(query).all():
+                perm = authz.account_permission(self._facts(session, actor, row))
+                if perm is not None:
+                    result.append(self._to_account(session, row, perm))
+            return result
+
+    def get_account(self, actor: Actor, account_id: int) -> Account:
+        """Return one account the actor may view."""
+        with self.db.transaction() as session:
+            row, perm = self._account_for(session, actor, account_id, "view", "accounts.view")
+            return self._to_account(session, row, perm)
+
+    def authorize_trade(self, actor: Actor, account_id: int) -> Account:
+        """Return the account if the actor may place orders on it; every order path calls this."""
+        with self.db.transaction() as session:
+            row, perm = self._account_for(session, actor, account_id, "trade", "accounts.trade")
+            if not row.is_active:
+                raise ValidationError(f"Account {account_id} ({row.label}) is closed")
+            return self._to_account(session, row, perm)
+
+    def create_account(
+        self, actor: Actor, owner_member_id: int, label: str, group: str, broker: str = "paper"
+    ) -> Account:
+        """Open a trading account owned by a household member."""
+        parsed_broker = _parse(Broker, broker, "broker")
+        label, group = label.strip(), group.strip()
+        if not label or len(label) > LABEL_MAX:
+            raise ValidationError(f"Account label must be 1-{LABEL_MAX} characters; got {len(label)}")
+        if not group or len(group) > GROUP_MAX:
+            raise ValidationError(f"Account group must be 1-{GROUP_MAX} characters; got {len(group)}")
+        with self.db.transaction() as session:
+            role = self._fresh_role(session, actor)
+            owner = session.get(MemberRow, owner_member_id)
+            same = owner is not None and owner.household_id == actor.household_id
+            for_self = owner is not None and owner.user_id == actor.user_id
+            if owner is None or not authz.may_create_account_for(role, same, for_self):
+                self._deny(actor, "accounts.create", f"member:{owner_member_id}",
+                           f"Your role {role.value!r} may not open an account for member "
+                           f"{owner_member_id}")
+            if session.scalar(select(AccountRow.id).where(
+                AccountRow.household_id == owner.household_id, AccountRow.label == label
+            )):
+                raise ValidationError(f"An account labelled {label!r} already exists")
+            row = AccountRow(household_id=owner.household_id, owner_member_id=owner.id,
+                             broker=parsed_broker, label=label, account_group=group)
+            session.add(row)
+            session.flush()
+            self._audit(session, actor, "accounts.create", f"account:{row.id}",
+                        {"label": label, "group": group, "owner_member_id": owner.id},
+                        household_id=owner.household_id)
+            return self._to_account(
+                session, row, authz.account_permission(self._facts(session, actor, row))
+            )
+
+    def update_account(
+        self, actor: Actor, account_id: int, label: str, group: str, is_active: bool
+    ) -> None:
+        """Rename, regroup, close or reopen an account."""
+        label, group = label.strip(), group.strip()
+        if not label or len(label) > LABEL_MAX or not group or len(group) > GROUP_MAX:
+            raise ValidationError(
+                f"Label must be 1-{LABEL_MAX} and group 1-{GROUP_MAX} characters; "
+                f"got {len(label)} and {len(group)}"
+            )
+        with self.db.transaction() as session:
+            row, _ = self._account_for(session, actor, account_id, "manage", "accounts.update")
+            clash = session.scalar(select(AccountRow.id).where(
+                AccountRow.household_id == row.household_id, AccountRow.label == label,
+                AccountRow.id != row.id,
+            ))
+            if clash:
+                raise ValidationError(f"An account labelled {label!r} already exists")
+            before = {"label": row.label, "group": row.account_group, "active": row.is_active}
+            row.label, row.account_group, row.is_active = label, group, is_active
+            self._audit(session, actor, "accounts.update", f"account:{row.id}",
+                        {"before": before, "after": {"label": label, "group": group,
+                                                     "active": is_active}},
+                        household_id=row.household_id)
+
+    # -- grants ----------------------------------------------------------------------------
+    def list_grants(self, actor: Actor) -> list[Grant]:
+        """Return grants on the accounts the actor may manage or that name the actor."""
+        with self.db.transaction() as session:
+            role = self._fresh_role(session, actor)
+            query = (
+                select(AccountGrantRow, AccountRow, MemberRow, UserRow.username)
+                .join(AccountRow, AccountRow.id == AccountGrantRow.account_id)
+                .join(MemberRow, MemberRow.id == AccountGrantRow.member_id)
+                .join(UserRow, UserRow.id == AccountGrantRow.granted_by_user_id)
+                .order_by(AccountGrantRow.id)
+            )
+            if role is not Role.SUPER_ADMIN:
+                query = query.where(AccountRow.household_id == actor.household_id)
+            grants = []
+            for grant, account, member, by in session.execute(query).all():
+                facts = self._facts(session, actor, account)
+                if authz.may_manage_account(facts) or member.id == actor.member_id:
+                    grants.append(Grant(
+                        id=grant.id, account_id=account.id, account_label=account.label,
+                        member_id=member.id, member_name=member.full_name,
+                        permission=grant.permission, granted_by=by, granted_at=grant.created_at,
+                    ))
+            return grants
+
+    def grant(self, actor: Actor, account_id: int, member_id: int, permission: str) -> None:
+        """Give (or change) a member's view/trade access to an account."""
+        perm = _parse(Permission, permission, "permission")
+        assert isinstance(perm, Permission)  # noqa: S101
+        with self.db.transaction() as session:
+            row, _ = self._account_for(session, actor, account_id, "manage", "grants.set")
+            member = session.get(MemberRow, member_id)
+            if member is None or member.household_id != row.household_id:
+                raise ValidationError(
+                    f"Member {member_id} is not in this account's household; grants stay "
+                    "within the family"
+                )
+            if member.id == row.owner_member_id:
+                raise ValidationError("The owner already has full access to their account")
+            grantee_role = session.scalar(select(UserRow.role).where(UserRow.id == member.user_id))
+            if perm is Permission.TRADE and grantee_role is Role.VIEWER:
+                raise ValidationError(
+                    f"{member.full_name} has the viewer role, which never trades; grant 'view'"
+                )
+            existing = session.scalar(select(AccountGrantRow).where(
+                AccountGrantRow.account_id == account_id, AccountGrantRow.member_id == member_id
+            ))
+            if existing is None:
+                session.add(AccountGrantRow(account_id=account_id, member_id=member_id,
+                                            permission=perm, granted_by_user_id=actor.user_id,
+                                            created_at=now_ist()))
+            else:
+                existing.permission = perm
+                existing.granted_by_user_id = actor.user_id
+            self._audit(session, actor, "grants.set", f"account:{account_id}",
+                        {"member_id": member_id, "permission": perm.value},
+                        household_id=row.household_id)
+
+    def revoke(self, actor: Actor, account_id: int, member_id: int) -> None:
+        """Remove a member's grant on an account."""
+        with self.db.transaction() as session:
+            row, _ = self._account_for(session, actor, account_id, "manage", "grants.revoke")
+            existing = session.scalar(select(AccountGrantRow).where(
+                AccountGrantRow.account_id == account_id, AccountGrantRow.member_id == member_id
+            ))
+            if existing is None:
+                raise ValidationError(f"Member {member_id} has no grant on account {account_id}")
+            session.delete(existing)
+            self._audit(session, actor, "grants.revoke", f"account:{account_id}",
+                        {"member_id": member_id}, household_id=row.household_id)

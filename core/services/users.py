@@ -1,0 +1,205 @@
+"""User management: admins manage their household's logins; super admins manage all."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core import authz
+from core.clock import now_ist
+from core.domain import Actor, Relationship, Role, User
+from core.errors import ValidationError
+from core.passwords import check_policy, hash_password
+from core.services.auth import END_DEACTIVATED, END_FORCED, END_ROLE, AuthService
+from core.services.base import ServiceBase
+from db.models import MemberRow, UserRow
+
+USERNAME_RULE = "a username is 3-32 characters: lowercase letters, digits, '.', '_' or '-'"
+USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
+
+
+def parse_role(value: str) -> Role:
+    """Return the Role named ``value`` or raise ValidationError listing the allowed ones."""
+    try:
+        return Role(value)
+    except ValueError:
+        allowed = ", ".join(r.value for r in Role)
+        raise ValidationError(f"Unknown role {value!r}; choose one of {allowed}") from None
+
+
+def parse_relationship(value: str) -> Relationship:
+    """Return the Relationship named ``value`` or raise ValidationError listing the allowed."""
+    try:
+        return Relationship(value)
+    except ValueError:
+        allowed = ", ".join(r.value for r in Relationship)
+        raise ValidationError(
+            f"Unknown relationship {value!r}; choose one of {allowed}"
+        ) from None
+
+
+def to_user(row: UserRow, member_id: int | None) -> User:
+    """Map a row to the domain type (never exposes the hash or TOTP secret)."""
+    return User(
+        id=row.id,
+        household_id=row.household_id,
+        username=row.username,
+        display_name=row.display_name,
+        email=row.email,
+        role=row.role,
+        is_active=row.is_active,
+        totp_enabled=row.totp_enabled_at is not None,
+        created_at=row.created_at,
+        member_id=member_id,
+    )
+
+
+class UserService(ServiceBase):
+    """Create, list, change and log out users."""
+
+    def __init__(self, auth: AuthService) -> None:
+        """Share the database and settings of ``auth``."""
+        super().__init__(auth.db, auth.settings)
+        self._auth = auth
+
+    def _require_manager(self, session: Session, actor: Actor, household_id: int, action: str) -> None:
+        role = self._fresh_role(session, actor)
+        if not authz.may_manage_users(role, household_id == actor.household_id):
+            self._deny(
+                actor, action, f"household:{household_id}",
+                f"Your role {role.value!r} may not manage users of household {household_id}",
+            )
+
+    def list_users(self, actor: Actor, household_id: int | None = None) -> list[User]:
+        """Return the household's users (admins) or every user (super admin, household None)."""
+        target = household_id if household_id is not None else actor.household_id
+        with self.db.transaction() as session:
+            self._require_manager(session, actor, target, "users.list")
+            query = select(UserRow, MemberRow.id).outerjoin(
+                MemberRow, MemberRow.user_id == UserRow.id
+            )
+            if not (actor.role is Role.SUPER_ADMIN and household_id is None):
+                query = query.where(UserRow.household_id == target)
+            rows = session.execute(query.order_by(UserRow.username)).all()
+            return [to_user(row, member_id) for row, member_id in rows]
+
+    def create_user(
+        self,
+        actor: Actor,
+        username: str,
+        display_name: str,
+        password: str,
+        role: str,
+        relationship: str | None = None,
+        email: str | None = None,
+        household_id: int | None = None,
+    ) -> User:
+        """Create a login (and, with ``relationship``, the household member it belongs to)."""
+        name = username.strip().lower()
+        target = household_id if household_id is not None else actor.household_id
+        parsed_role = parse_role(role)
+        parsed_rel = parse_relationship(relationship) if relationship else None
+        if not USERNAME_PATTERN.match(name):
+            raise ValidationError(f"Invalid username {username!r}: {USERNAME_RULE}")
+        if not display_name.strip():
+            raise ValidationError("Display name must not be empty")
+        check_policy(password, name)
+        with self.db.transaction() as session:
+            self._require_manager(session, actor, target, "users.create")
+            if not authz.may_assign_role(self._fresh_role(session, actor), parsed_role):
+                self._deny(actor, "users.create", f"user:{name}",
+                           f"Only a super admin may create a {parsed_role.value!r}")
+            if session.scalar(select(UserRow.id).where(UserRow.username == name)) is not None:
+                raise ValidationError(f"Username {name!r} is already taken; choose another")
+            row = UserRow(
+                household_id=target, username=name, display_name=display_name.strip(),
+                email=(email or "").strip() or None, password_hash=hash_password(password),
+                role=parsed_role, password_changed_at=now_ist(),
+            )
+            session.add(row)
+            session.flush()
+            member_id = None
+            if parsed_rel is not None:
+                member = MemberRow(
+                    household_id=target, full_name=row.display_name,
+                    relationship=parsed_rel, user_id=row.id,
+                )
+                session.add(member)
+                session.flush()
+                member_id = member.id
+            self._audit(
+                session, actor, "users.create", f"user:{name}",
+                {"role": parsed_role.value, "relationship": parsed_rel and parsed_rel.value},
+                household_id=target,
+            )
+            return to_user(row, member_id)
+
+    def _target(self, session: Session, actor: Actor, user_id: int, action: str) -> UserRow:
+        row = session.get(UserRow, user_id)
+        if row is None:
+            # Same refusal as a foreign user: ids reveal nothing.
+            self._fresh_role(session, actor)
+            self._deny(actor, action, f"user:{user_id}", f"User {user_id} is not in your household")
+        self._require_manager(session, actor, row.household_id, action)
+        return row
+
+    def set_role(self, actor: Actor, user_id: int, role: str) -> None:
+        """Change a user's role; their sessions end so the new role applies at once."""
+        parsed = parse_role(role)
+        with self.db.transaction() as session:
+            row = self._target(session, actor, user_id, "users.set_role")
+            if not authz.may_assign_role(self._fresh_role(session, actor), parsed) or (
+                row.role is Role.SUPER_ADMIN and actor.role is not Role.SUPER_ADMIN
+            ):
+                self._deny(actor, "users.set_role", f"user:{row.username}",
+                           f"Only a super admin may grant or remove {Role.SUPER_ADMIN.value!r}")
+            if row.id == actor.user_id and parsed is not row.role:
+                raise ValidationError("You cannot change your own role; ask another admin")
+            old = row.role
+            row.role = parsed
+            self._auth.end_sessions(session, [row.id], END_ROLE, None)
+            self._audit(session, actor, "users.set_role", f"user:{row.username}",
+                        {"from": old.value, "to": parsed.value}, household_id=row.household_id)
+
+    def set_active(self, actor: Actor, user_id: int, active: bool) -> None:
+        """Enable or disable a login; disabling ends its sessions."""
+        with self.db.transaction() as session:
+            row = self._target(session, actor, user_id, "users.set_active")
+            if row.id == actor.user_id and not active:
+                raise ValidationError("You cannot deactivate your own login")
+            row.is_active = active
+            if not active:
+                self._auth.end_sessions(session, [row.id], END_DEACTIVATED, None)
+            self._audit(session, actor, "users.set_active", f"user:{row.username}",
+                        {"active": active}, household_id=row.household_id)
+
+    def reset_password(self, actor: Actor, user_id: int, new_password: str) -> None:
+        """Set a new password for another user; their sessions end."""
+        with self.db.transaction() as session:
+            row = self._target(session, actor, user_id, "users.reset_password")
+            check_policy(new_password, row.username)
+            row.password_hash = hash_password(new_password)
+            row.password_changed_at = now_ist()
+            self._auth.end_sessions(session, [row.id], END_FORCED, None)
+            self._audit(session, actor, "users.reset_password", f"user:{row.username}",
+                        household_id=row.household_id)
+
+    def force_logout_all(self, actor: Actor, household_id: int | None = None) -> int:
+        """End every active session of the household (super admin with None: of the desk)."""
+        everyone = household_id is None and actor.role is Role.SUPER_ADMIN
+        target = household_id if household_id is not None else actor.household_id
+        with self.db.transaction() as session:
+            self._require_manager(session, actor, target, "users.force_logout_all")
+            count = self._auth.end_sessions(
+                session, None, END_FORCED, None if everyone else target
+            )
+            self._audit(session, actor, "users.force_logout_all",
+                        "desk" if everyone else f"household:{target}", {"sessions_ended": count})
+            return count
+
+    def count_users(self) -> int:
+        """Return how many users exist (seeding uses this; no actor needed)."""
+        with self.db.transaction() as session:
+            return int(session.scalar(select(func.count()).select_from(UserRow)) or 0)

@@ -1,0 +1,162 @@
+"""The desk's tables. Alembic owns the schema; these models are its single source."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.domain import Broker, Permission, Relationship, Role, VerificationStatus
+from db.base import Base, TimestampMixin, str_enum, utcnow
+
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class HouseholdRow(Base, TimestampMixin):
+    """A family sharing one desk."""
+
+    __tablename__ = "households"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+
+
+class UserRow(Base, TimestampMixin):
+    """A login; passwords as bcrypt hashes, TOTP secrets encrypted (AES-256-GCM)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    username: Mapped[str] = mapped_column(String(32), unique=True)
+    display_name: Mapped[str] = mapped_column(String(120))
+    email: Mapped[str | None] = mapped_column(String(254))
+    password_hash: Mapped[str] = mapped_column(String(100))
+    role: Mapped[Role] = mapped_column(str_enum(Role, "role"))
+    is_active: Mapped[bool] = mapped_column(default=True)
+    password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    totp_secret_enc: Mapped[str | None] = mapped_column(String(200))
+    totp_enabled_at: Mapped[datetime | None]
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+    household: Mapped[HouseholdRow] = relationship(lazy="raise")
+
+
+class MemberRow(Base, TimestampMixin):
+    """A person of the household; consent and verification recorded with time and actor."""
+
+    __tablename__ = "members"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    full_name: Mapped[str] = mapped_column(String(120))
+    relationship: Mapped[Relationship] = mapped_column(str_enum(Relationship, "relationship"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), unique=True)
+    consent_given_at: Mapped[datetime | None]
+    consent_given_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    consent_note: Mapped[str | None] = mapped_column(String(500))
+    verification_status: Mapped[VerificationStatus] = mapped_column(
+        str_enum(VerificationStatus, "verification_status"),
+        default=VerificationStatus.UNVERIFIED,
+    )
+    verified_at: Mapped[datetime | None]
+    verified_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+class AccountRow(Base, TimestampMixin):
+    """A trading account owned by one member."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (UniqueConstraint("household_id", "label"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    owner_member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    broker: Mapped[Broker] = mapped_column(str_enum(Broker, "broker"))
+    label: Mapped[str] = mapped_column(String(60))
+    account_group: Mapped[str] = mapped_column(String(40))
+    is_active: Mapped[bool] = mapped_column(default=True)
+
+
+class AccountGrantRow(Base):
+    """An explicit view/trade permission on one account for another member."""
+
+    __tablename__ = "account_grants"
+    __table_args__ = (UniqueConstraint("account_id", "member_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    permission: Mapped[Permission] = mapped_column(str_enum(Permission, "permission"))
+    granted_by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SessionRow(Base):
+    """A server-side login session; the browser holds only its token (hashed here)."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    cookie_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(40))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+
+
+class AuditRow(Base):
+    """One append-only audit entry; ``row_hash`` covers the fields and ``prev_hash``."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_action_resource_created_at", "action", "resource", "created_at"),
+        Index("ix_audit_log_household_id_created_at", "household_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime]
+    actor_user_id: Mapped[int | None]
+    actor_username: Mapped[str | None] = mapped_column(String(32))
+    household_id: Mapped[int | None]
+    action: Mapped[str] = mapped_column(String(60))
+    resource: Mapped[str] = mapped_column(String(120))
+    outcome: Mapped[str] = mapped_column(String(12))
+    details: Mapped[str] = mapped_column(Text)
+    client: Mapped[str] = mapped_column(String(400))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    """The single row that serialises audit appends and remembers the chain's tip."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class WorkerLockRow(Base):
+    """The worker lease and heartbeat: one worker per database."""
+
+    __tablename__ = "worker_lock"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
