@@ -56,6 +56,9 @@ class Settings(BaseSettings):
         ge=5,
         description="WORKER_STALE_SECONDS: a lock older than this may be taken over.",
     )
+    bcrypt_rounds: int = Field(
+        default=12, ge=4, le=16, description="BCRYPT_ROUNDS: password hashing cost (log2)."
+    )
     cookie_expiry_days: float = Field(
         default=1.0, ge=0, description="COOKIE_EXPIRY_DAYS: re-login cookie lifetime (0 = off)."
     )
@@ -69,7 +72,8 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         if not value.startswith(("sqlite://", "postgresql+psycopg://")):
             raise ValueError(
-                f"DATABASE_URL must start with sqlite:// or postgresql://; got {value.split(':')[0]!r}"
+                "DATABASE_URL must start with sqlite:// or postgresql://; "
+                f"got {value.split(':')[0]!r}"
             )
         return value
 

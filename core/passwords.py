@@ -37,9 +37,9 @@ def check_policy(password: str, username: str) -> None:
         raise ValidationError(f"Weak password: {RULE}; this one has {', '.join(missing)}")
 
 
-def hash_password(password: str) -> str:
-    """Return a bcrypt hash (cost 12)."""
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=12)).decode()
+def hash_password(password: str, rounds: int = 12) -> str:
+    """Return a bcrypt hash with cost ``rounds`` (BCRYPT_ROUNDS)."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds)).decode()
 
 
 def verify_password(password: str, password_hash: str) -> bool:

@@ -55,7 +55,7 @@ def seed_demo(services: Services) -> list[DemoLogin]:
         session.add(household)
         session.flush()
         ops = UserRow(household_id=household.id, username="ops", display_name="Desk operator",
-                      password_hash=hash_password(ops_password), role=Role.SUPER_ADMIN,
+                      password_hash=hash_password(ops_password, services.settings.bcrypt_rounds), role=Role.SUPER_ADMIN,
                       password_changed_at=now_ist())
         session.add(ops)
         session.flush()

@@ -357,7 +357,7 @@ class AuthService(ServiceBase):
             if current == new:
                 raise ValidationError("The new password must differ from the current one")
             check_policy(new, row.username)
-            row.password_hash = hash_password(new)
+            row.password_hash = hash_password(new, self.settings.bcrypt_rounds)
             row.password_changed_at = now_ist()
             ended = self.end_sessions(session, [row.id], END_PASSWORD, None)
             self._audit(

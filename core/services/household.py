@@ -130,6 +130,22 @@ class HouseholdService(ServiceBase):
             assert row is not None  # noqa: S101
             return Household(id=row.id, name=row.name, created_at=row.created_at)
 
+    def create_household(self, actor: Actor, name: str) -> Household:
+        """Create another household on the desk (super admin only)."""
+        if not name.strip() or len(name.strip()) > 120:
+            raise ValidationError(f"Household name must be 1-120 characters; got {len(name.strip())}")
+        with self.db.transaction() as session:
+            role = self._fresh_role(session, actor)
+            if role is not Role.SUPER_ADMIN:
+                self._deny(actor, "households.create", "desk",
+                           f"Your role {role.value!r} may not create households")
+            row = HouseholdRow(name=name.strip())
+            session.add(row)
+            session.flush()
+            self._audit(session, actor, "households.create", f"household:{row.id}",
+                        {"name": row.name}, household_id=row.id)
+            return Household(id=row.id, name=row.name, created_at=row.created_at)
+
     def list_members(self, actor: Actor) -> list[Member]:
         """Return the members of the actor's household (any role may read them)."""
         with self.db.transaction() as session:

@@ -115,7 +115,7 @@ class UserService(ServiceBase):
                 raise ValidationError(f"Username {name!r} is already taken; choose another")
             row = UserRow(
                 household_id=target, username=name, display_name=display_name.strip(),
-                email=(email or "").strip() or None, password_hash=hash_password(password),
+                email=(email or "").strip() or None, password_hash=hash_password(password, self.settings.bcrypt_rounds),
                 role=parsed_role, password_changed_at=now_ist(),
             )
             session.add(row)
@@ -180,7 +180,7 @@ class UserService(ServiceBase):
         with self.db.transaction() as session:
             row = self._target(session, actor, user_id, "users.reset_password")
             check_policy(new_password, row.username)
-            row.password_hash = hash_password(new_password)
+            row.password_hash = hash_password(new_password, self.settings.bcrypt_rounds)
             row.password_changed_at = now_ist()
             self._auth.end_sessions(session, [row.id], END_FORCED, None)
             self._audit(session, actor, "users.reset_password", f"user:{row.username}",
