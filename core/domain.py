@@ -124,6 +124,7 @@ class Account:
     is_active: bool
     created_at: datetime
     my_permission: Permission | None = None
+    can_manage: bool = False
 
     @property
     def scope(self) -> str:

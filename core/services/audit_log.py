@@ -71,6 +71,22 @@ class AuditLogService(ServiceBase):
                      "client"],
         )
 
+    def my_activity(self, actor: Actor, limit: int = 10) -> pd.DataFrame:
+        """Return the actor's own latest audit entries (every role may read its own)."""
+        with self.db.transaction() as session:
+            self._fresh_role(session, actor)
+            rows = session.scalars(
+                select(AuditRow)
+                .where(AuditRow.actor_user_id == actor.user_id)
+                .order_by(AuditRow.id.desc())
+                .limit(limit)
+            ).all()
+        return pd.DataFrame(
+            [{"time (IST)": format_ist(r.created_at), "action": r.action,
+              "resource": r.resource, "outcome": r.outcome} for r in rows],
+            columns=["time (IST)", "action", "resource", "outcome"],
+        )
+
     def verify(self, actor: Actor) -> audit.VerifyResult:
         """Check the whole hash chain (admins and super admins)."""
         with self.db.transaction() as session:

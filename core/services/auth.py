@@ -236,39 +236,46 @@ class AuthService(ServiceBase):
                     SessionRow.ended_at.is_(None),
                 )
             )
-            return row.id if row else None
+            if row is None or now_ist() >= self._expiry(row):
+                return None
+            return row.id
 
     def check_session(self, session_id: str, client: ClientInfo | None = None) -> Actor:
         """Return the actor of an active session, or raise SessionInvalid saying why not."""
         now = now_ist()
+        refusal: SessionInvalid | None = None
         with self.db.transaction() as session:
             row = session.get(SessionRow, session_id)
             if row is None:
                 raise SessionInvalid("Session not found; log in again")
             if row.ended_at is not None:
                 raise SessionInvalid(f"Session ended ({row.end_reason}); log in again")
+            user = session.get(UserRow, row.user_id)
+            # A refusal that ends the session is raised after the transaction commits the end
+            # (raising inside it would roll the end back).
             if now >= self._expiry(row):
                 self._end([row], END_EXPIRED)
-                raise SessionInvalid(
+                refusal = SessionInvalid(
                     f"Session expired at {format_ist(self._expiry(row))} "
                     f"(daily expiry {self.settings.session_expiry_time:%H:%M} IST); log in again"
                 )
-            user = session.get(UserRow, row.user_id)
-            if user is None or not user.is_active:
+            elif user is None or not user.is_active:
                 self._end([row], END_DEACTIVATED)
-                raise SessionInvalid("Your login was deactivated; ask a household admin")
-            member_id = session.scalar(select(MemberRow.id).where(MemberRow.user_id == user.id))
-            row.last_seen_at = now
-            return Actor(
-                user_id=user.id,
-                username=user.username,
-                display_name=user.display_name,
-                role=user.role,
-                household_id=user.household_id,
-                member_id=member_id,
-                session_id=row.id,
-                client=client or ClientInfo(ip=row.client_ip, user_agent=row.user_agent),
-            )
+                refusal = SessionInvalid("Your login was deactivated; ask a household admin")
+            if refusal is None and user is not None:
+                member_id = session.scalar(select(MemberRow.id).where(MemberRow.user_id == user.id))
+                row.last_seen_at = now
+                return Actor(
+                    user_id=user.id,
+                    username=user.username,
+                    display_name=user.display_name,
+                    role=user.role,
+                    household_id=user.household_id,
+                    member_id=member_id,
+                    session_id=row.id,
+                    client=client or ClientInfo(ip=row.client_ip, user_agent=row.user_agent),
+                )
+        raise refusal or SessionInvalid("Session not found; log in again")
 
     def _expiry(self, row: SessionRow) -> datetime:
         """Return when a session ends: the first daily expiry after it began."""

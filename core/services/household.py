@@ -77,7 +77,9 @@ class HouseholdService(ServiceBase):
             grant=grant,
         )
 
-    def _to_account(self, session: Session, row: AccountRow, perm: Permission | None) -> Account:
+    def _to_account(
+        self, session: Session, row: AccountRow, perm: Permission | None, manage: bool = False
+    ) -> Account:
         owner = session.get(MemberRow, row.owner_member_id)
         assert owner is not None  # noqa: S101 - FK guarantees it
         return Account(
@@ -85,6 +87,7 @@ class HouseholdService(ServiceBase):
             owner_name=owner.full_name, owner_relationship=owner.relationship,
             broker=row.broker, label=row.label, group=row.account_group,
             is_active=row.is_active, created_at=row.created_at, my_permission=perm,
+            can_manage=manage,
         )
 
     def _account_for(
@@ -227,10 +230,31 @@ class HouseholdService(ServiceBase):
                 query = query.where(AccountRow.is_active.is_(True))
             result = []
             for row in session.scalars(query).all():
-                perm = authz.account_permission(self._facts(session, actor, row))
+                facts = self._facts(session, actor, row)
+                perm = authz.account_permission(facts)
                 if perm is not None:
-                    result.append(self._to_account(session, row, perm))
+                    result.append(self._to_account(
+                        session, row, perm, authz.may_manage_account(facts)
+                    ))
             return result
+
+    def account_owner_options(self, actor: Actor) -> list[Member]:
+        """Return the members the actor may open an account for (empty: none)."""
+        with self.db.transaction() as session:
+            role = self._fresh_role(session, actor)
+            ids = session.scalars(
+                select(MemberRow.id)
+                .where(MemberRow.household_id == actor.household_id)
+                .order_by(MemberRow.id)
+            ).all()
+            options = []
+            for member_id in ids:
+                pair = self._member(session, member_id)
+                if pair and authz.may_create_account_for(
+                    role, True, pair[0].user_id == actor.user_id
+                ):
+                    options.append(pair[0])
+            return options
 
     def get_account(self, actor: Actor, account_id: int) -> Account:
         """Return one account the actor may view."""

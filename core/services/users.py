@@ -64,23 +64,26 @@ class UserService(ServiceBase):
         super().__init__(auth.db, auth.settings)
         self._auth = auth
 
-    def _require_manager(self, session: Session, actor: Actor, household_id: int, action: str) -> None:
+    def _require_manager(
+        self, session: Session, actor: Actor, household_id: int, action: str
+    ) -> Role:
         role = self._fresh_role(session, actor)
         if not authz.may_manage_users(role, household_id == actor.household_id):
             self._deny(
                 actor, action, f"household:{household_id}",
                 f"Your role {role.value!r} may not manage users of household {household_id}",
             )
+        return role
 
     def list_users(self, actor: Actor, household_id: int | None = None) -> list[User]:
         """Return the household's users (admins) or every user (super admin, household None)."""
         target = household_id if household_id is not None else actor.household_id
         with self.db.transaction() as session:
-            self._require_manager(session, actor, target, "users.list")
+            role = self._require_manager(session, actor, target, "users.list")
             query = select(UserRow, MemberRow.id).outerjoin(
                 MemberRow, MemberRow.user_id == UserRow.id
             )
-            if not (actor.role is Role.SUPER_ADMIN and household_id is None):
+            if not (role is Role.SUPER_ADMIN and household_id is None):
                 query = query.where(UserRow.household_id == target)
             rows = session.execute(query.order_by(UserRow.username)).all()
             return [to_user(row, member_id) for row, member_id in rows]
@@ -142,7 +145,11 @@ class UserService(ServiceBase):
             # Same refusal as a foreign user: ids reveal nothing.
             self._fresh_role(session, actor)
             self._deny(actor, action, f"user:{user_id}", f"User {user_id} is not in your household")
-        self._require_manager(session, actor, row.household_id, action)
+        role = self._require_manager(session, actor, row.household_id, action)
+        if row.role is Role.SUPER_ADMIN and role is not Role.SUPER_ADMIN:
+            self._deny(actor, action, f"user:{row.username}",
+                       f"Only a super admin may change the {Role.SUPER_ADMIN.value!r} login "
+                       f"{row.username!r}")
         return row
 
     def set_role(self, actor: Actor, user_id: int, role: str) -> None:
@@ -150,9 +157,7 @@ class UserService(ServiceBase):
         parsed = parse_role(role)
         with self.db.transaction() as session:
             row = self._target(session, actor, user_id, "users.set_role")
-            if not authz.may_assign_role(self._fresh_role(session, actor), parsed) or (
-                row.role is Role.SUPER_ADMIN and actor.role is not Role.SUPER_ADMIN
-            ):
+            if not authz.may_assign_role(self._fresh_role(session, actor), parsed):
                 self._deny(actor, "users.set_role", f"user:{row.username}",
                            f"Only a super admin may grant or remove {Role.SUPER_ADMIN.value!r}")
             if row.id == actor.user_id and parsed is not row.role:
@@ -188,10 +193,10 @@ class UserService(ServiceBase):
 
     def force_logout_all(self, actor: Actor, household_id: int | None = None) -> int:
         """End every active session of the household (super admin with None: of the desk)."""
-        everyone = household_id is None and actor.role is Role.SUPER_ADMIN
         target = household_id if household_id is not None else actor.household_id
         with self.db.transaction() as session:
-            self._require_manager(session, actor, target, "users.force_logout_all")
+            role = self._require_manager(session, actor, target, "users.force_logout_all")
+            everyone = household_id is None and role is Role.SUPER_ADMIN
             count = self._auth.end_sessions(
                 session, None, END_FORCED, None if everyone else target
             )

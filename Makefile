@@ -1,0 +1,42 @@
+# SHER — make run (the whole desk on SQLite) and make test (everything, SQLite + PostgreSQL).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck worker app migrate seed clean
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+run: $(STAMP)  ## the desk: migrate, seed demo household once, worker + app on :8501
+	$(PY) -m jobs.launcher
+
+test: $(STAMP)  ## every test, SQLite and a throwaway PostgreSQL, plus lint and types
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest -rs -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+worker: $(STAMP)
+	$(PY) -m jobs.worker
+
+app: $(STAMP)
+	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port 8501
+
+migrate: $(STAMP)
+	$(PY) -m db.migrate
+
+seed: $(STAMP)
+	$(PY) -m core.seed
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,72 @@
+"""``make run``: migrate, seed the demo household once, run the worker and the app together.
+
+Ctrl-C (or SIGTERM) stops both cleanly; if either dies, the other is stopped too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from core.config import PROJECT_ROOT, get_settings
+from core.seed import main as seed_main
+from db.migrate import upgrade
+
+APP_HOST = "127.0.0.1"
+APP_PORT = int(os.environ.get("SHER_PORT", "8501"))
+STOP_GRACE_SECONDS = 10
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *args], cwd=PROJECT_ROOT)  # noqa: S603
+
+
+def main() -> int:
+    """Run the desk until Ctrl-C; return the exit code."""
+    settings = get_settings()
+    settings.resolved_secret_key()  # create var/secret_key once, before two processes race
+    print(f"SHER: applying migrations to {settings.database_url.split('@')[-1]}")  # noqa: T201
+    upgrade(settings.database_url)
+    seed_main()
+    worker = _spawn(["-m", "jobs.worker"])
+    app = _spawn([
+        "-m", "streamlit", "run", "app.py", "--server.address", APP_HOST,
+        "--server.port", str(APP_PORT), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+    ])
+    print(f"SHER: app on http://{APP_HOST}:{APP_PORT} , worker beside it. Ctrl-C stops both.")  # noqa: T201
+    stopping = False
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    code = 0
+    while not stopping:
+        for name, proc in (("worker", worker), ("app", app)):
+            if proc.poll() is not None:
+                print(f"SHER: the {name} exited with code {proc.returncode}; stopping.")  # noqa: T201
+                code = proc.returncode or 1
+                stopping = True
+        time.sleep(0.5)
+    for proc in (app, worker):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for proc in (app, worker):
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    print("SHER: stopped.")  # noqa: T201
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Login gate: streamlit-authenticator's widget and cookie, checked against server-side sessions.
+
+The library's signed cookie only names a user; it survives logout and password changes
+(its issues #91 and #195). So the cookie is bound to one server-side session row at login,
+and every page load re-checks that row: ended, expired or unknown means logged out.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import streamlit as st
+import streamlit_authenticator as stauth
+from streamlit_authenticator.utilities import LoginError
+
+from core.domain import Actor
+from core.errors import SessionInvalid, TradingError
+from pages.common import ACTOR_KEY, client_info, footer, services
+
+COOKIE_NAME = "sher_login"
+SESSION_KEY = "sher_session_id"
+PENDING_TOTP_KEY = "sher_pending_totp"
+PASSWORD_OK_KEY = "sher_password_ok"
+NOTICE_KEY = "sher_notice"
+PENDING_TOTP_SECONDS = 300
+RUN_AUTHENTICATOR_KEY = "_sher_authenticator"
+_LIBRARY_KEYS = ("authentication_status", "username", "name", "email", "roles")
+
+
+def _authenticator() -> stauth.Authenticate:
+    """Return this run's authenticator (its cookie component may render once per run)."""
+    existing = st.session_state.get(RUN_AUTHENTICATOR_KEY)
+    if existing is not None:
+        return existing
+    svc = services()
+    creds: dict[str, Any] = svc.auth.credentials()
+    built = stauth.Authenticate(
+        creds,
+        cookie_name=COOKIE_NAME,
+        cookie_key=svc.settings.resolved_secret_key(),
+        cookie_expiry_days=svc.settings.cookie_expiry_days,
+        auto_hash=False,
+        login_sleep_time=0,
+    )
+    st.session_state[RUN_AUTHENTICATOR_KEY] = built
+    return built
+
+
+def _forget(authenticator: stauth.Authenticate | None = None) -> None:
+    """Drop this browser session's login state and ask the browser to drop the cookie."""
+    st.session_state[SESSION_KEY] = None
+    st.session_state.pop(ACTOR_KEY, None)
+    st.session_state.pop(PENDING_TOTP_KEY, None)
+    st.session_state["logout"] = True  # the library must not re-login from the cookie
+    for key in _LIBRARY_KEYS:
+        st.session_state[key] = None
+    if authenticator is not None:
+        authenticator.cookie_controller.delete_cookie()
+
+
+def current_actor() -> Actor | None:
+    """Return the actor of a valid server-side session, resuming from the cookie if bound."""
+    st.session_state.pop(RUN_AUTHENTICATOR_KEY, None)  # a new script run starts here
+    st.session_state.setdefault(SESSION_KEY, None)
+    st.session_state.setdefault("logout", None)
+    svc = services()
+    session_id = st.session_state[SESSION_KEY]
+    if session_id is None and not st.session_state["logout"]:
+        claims = _authenticator().cookie_controller.get_cookie()
+        if claims:
+            session_id = svc.auth.session_for_cookie(claims["username"], claims["exp_date"])
+            st.session_state[SESSION_KEY] = session_id
+            if session_id is None:
+                st.session_state["logout"] = True
+    if session_id is None:
+        return None
+    try:
+        current = svc.auth.check_session(session_id, client_info())
+    except SessionInvalid as exc:
+        _forget()
+        st.session_state[NOTICE_KEY] = str(exc)
+        return None
+    st.session_state[ACTOR_KEY] = current
+    return current
+
+
+def logout(current: Actor) -> None:
+    """End the session server-side, clear the browser's state and cookie."""
+    services().auth.logout(current)
+    _forget(_authenticator())
+    st.session_state[NOTICE_KEY] = "You are logged out."
+
+
+def _on_password_ok(payload: dict[str, Any]) -> None:
+    st.session_state[PASSWORD_OK_KEY] = payload["username"]
+
+
+def render_login() -> None:
+    """The login page: password (streamlit-authenticator), then TOTP when enabled."""
+    st.title("SHER · household trading desk")
+    _render_login_steps()
+    footer()
+
+
+def _render_login_steps() -> None:
+    notice = st.session_state.pop(NOTICE_KEY, None)
+    if notice:
+        st.info(notice)
+    if st.session_state.get(PENDING_TOTP_KEY):
+        _render_totp_step()
+        return
+    svc = services()
+    authenticator = _authenticator()
+    credentials = authenticator.authentication_controller.authentication_model.credentials
+    before = {u: c.get("failed_login_attempts", 0) for u, c in credentials["usernames"].items()}
+    for key in _LIBRARY_KEYS:
+        st.session_state[key] = None
+    try:
+        authenticator.login(
+            location="main", key="login", callback=_on_password_ok,
+            max_login_attempts=svc.settings.login_max_failures,
+        )
+    except LoginError:
+        st.error(
+            f"Login locked: {svc.settings.login_max_failures} failed attempts within "
+            f"{svc.settings.login_lockout_minutes} minutes. Try again later."
+        )
+        return
+    if st.session_state.get("authentication_status") is False:
+        failed = [u for u, c in credentials["usernames"].items()
+                  if c.get("failed_login_attempts", 0) > before.get(u, 0)]
+        svc.auth.record_failure(failed[0] if failed else None, client_info(),
+                                "wrong username or password")
+        st.session_state["authentication_status"] = None
+        st.error("Username or password is incorrect.")
+        return
+    username = st.session_state.pop(PASSWORD_OK_KEY, None)
+    if username:
+        exp_date = authenticator.cookie_controller.cookie_model.exp_date
+        _continue(username, None, (username, exp_date) if exp_date else None)
+
+
+def _continue(username: str, code: str | None, claims: tuple[str, float] | None) -> None:
+    try:
+        result = services().auth.password_verified(username, client_info(), code, claims)
+    except TradingError as exc:
+        if code is None:
+            _forget()
+        st.error(str(exc))
+        return
+    if result.needs_totp:
+        st.session_state[PENDING_TOTP_KEY] = {"username": username, "claims": claims,
+                                              "since": time.monotonic()}
+    else:
+        st.session_state.pop(PENDING_TOTP_KEY, None)
+        st.session_state[SESSION_KEY] = result.session_id
+        st.session_state["logout"] = False
+    st.rerun()
+
+
+def _render_totp_step() -> None:
+    pending = st.session_state[PENDING_TOTP_KEY]
+    if time.monotonic() - pending["since"] > PENDING_TOTP_SECONDS:
+        _forget()
+        st.warning(f"The 2FA step timed out after {PENDING_TOTP_SECONDS // 60} minutes; "
+                   "log in again.")
+        return
+    with st.form("login_totp"):
+        st.subheader("Two-factor code")
+        st.caption(f"Enter the 6-digit code from your authenticator app for {pending['username']}.")
+        code = st.text_input("Code", max_chars=6, key="login_totp_code")
+        submitted = st.form_submit_button("Verify")
+    if st.button("Cancel", key="login_totp_cancel"):
+        _forget()
+        st.rerun()
+    if submitted:
+        _continue(pending["username"], code, pending["claims"])

@@ -1,0 +1,95 @@
+"""Household & Accounts: members (consent, verification), accounts, per-account grants."""
+
+import streamlit as st
+
+from core import authz
+from core.domain import Permission, Relationship, VerificationStatus
+from core.services.views import accounts_table, grants_table, members_table
+from pages.common import actor, attempt, fetch, footer, services
+
+me = actor()
+svc = services()
+hh = svc.household
+manager = me.role in authz.HOUSEHOLD_MANAGERS
+st.title("Household & Accounts")
+members = fetch(lambda: hh.list_members(me)) or []
+accounts = fetch(lambda: hh.list_accounts(me, include_closed=True)) or []
+member_names = {m.id: f"{m.full_name} ({m.relationship.value})" for m in members}
+tab_members, tab_accounts, tab_grants = st.tabs(["Members", "Accounts", "Grants"])
+
+with tab_members:
+    st.dataframe(members_table(members), hide_index=True, key="household_members")
+    if manager:
+        with st.form("household_add_member", clear_on_submit=True):
+            st.markdown("**Add a member** (a person; give them a login on the Users page)")
+            name = st.text_input("Full name", key="household_member_name")
+            rel = st.selectbox("Relationship", [r.value for r in Relationship],
+                               key="household_member_rel")
+            if st.form_submit_button("Add member"):
+                attempt(lambda: hh.add_member(me, name, rel), f"Added {name}.")
+        with st.form("household_consent", clear_on_submit=True):
+            st.markdown("**Record consent or verification**")
+            target = st.selectbox("Member", list(member_names), format_func=member_names.get,
+                                  key="household_consent_member")
+            note = st.text_input("How consent was given", key="household_consent_note")
+            status = st.selectbox("Verification", [v.value for v in VerificationStatus],
+                                  key="household_verify_status")
+            c1, c2 = st.columns(2)
+            if c1.form_submit_button("Record consent"):
+                attempt(lambda: hh.record_consent(me, target, note), "Consent recorded.")
+            if c2.form_submit_button("Set verification"):
+                attempt(lambda: hh.set_verification(me, target, status), "Verification set.")
+
+with tab_accounts:
+    if accounts:
+        st.dataframe(accounts_table(accounts), hide_index=True, key="household_accounts")
+    else:
+        st.info("No accounts visible to you yet.")
+    owners = {m.id: member_names[m.id] for m in hh.account_owner_options(me)}
+    if owners:
+        with st.form("household_new_account", clear_on_submit=True):
+            st.markdown("**Open a paper account**")
+            owner = st.selectbox("Owner", list(owners), format_func=owners.get,
+                                 key="household_account_owner")
+            label = st.text_input("Label", key="household_account_label")
+            group = st.text_input("Group", value="Trading", key="household_account_group")
+            if st.form_submit_button("Open account"):
+                attempt(lambda: hh.create_account(me, owner, label, group), f"Opened {label}.")
+    managed = [a for a in accounts if a.can_manage]
+    if managed:
+        labels = {a.id: a.label for a in managed}
+        with st.form("household_edit_account"):
+            st.markdown("**Rename, regroup, close or reopen an account**")
+            acc_id = st.selectbox("Account", list(labels), format_func=labels.get,
+                                  key="household_edit_account")
+            acc = next(a for a in managed if a.id == acc_id)
+            new_label = st.text_input("Label", value=acc.label, key="household_edit_label")
+            new_group = st.text_input("Group", value=acc.group, key="household_edit_group")
+            active = st.checkbox("Open", value=acc.is_active, key="household_edit_active")
+            if st.form_submit_button("Save"):
+                attempt(lambda: hh.update_account(me, acc_id, new_label, new_group, active),
+                        "Account saved.")
+
+with tab_grants:
+    grants = fetch(lambda: hh.list_grants(me)) or []
+    if grants:
+        st.dataframe(grants_table(grants), hide_index=True, key="household_grants")
+    else:
+        st.info("No grants you can see. Owners and admins grant view or trade access here.")
+    if managed:
+        labels = {a.id: a.label for a in managed}
+        with st.form("household_grant"):
+            st.markdown("**Grant or revoke access to an account**")
+            acc_id = st.selectbox("Account", list(labels), format_func=labels.get,
+                                  key="household_grant_account")
+            member = st.selectbox("Member", list(member_names), format_func=member_names.get,
+                                  key="household_grant_member")
+            perm = st.radio("Access", [p.value for p in Permission], horizontal=True,
+                            key="household_grant_perm")
+            c1, c2 = st.columns(2)
+            if c1.form_submit_button("Grant"):
+                attempt(lambda: hh.grant(me, acc_id, member, perm), "Access granted.")
+            if c2.form_submit_button("Revoke"):
+                attempt(lambda: hh.revoke(me, acc_id, member), "Access revoked.")
+
+footer()

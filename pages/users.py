@@ -1,0 +1,57 @@
+"""Users (admins): create logins, change roles, enable/disable, reset passwords, force logout."""
+
+import streamlit as st
+
+from core.domain import Relationship, Role
+from core.services.views import users_table
+from pages.common import actor, attempt, fetch, footer, services
+
+me = actor()
+svc = services()
+st.title("Users")
+users = fetch(lambda: svc.users.list_users(me)) or []
+st.dataframe(users_table(users), hide_index=True, key="users_table")
+roles = [r.value for r in Role if me.role is Role.SUPER_ADMIN or r is not Role.SUPER_ADMIN]
+
+with st.form("users_create", clear_on_submit=True):
+    st.markdown("**New login**")
+    c1, c2 = st.columns(2)
+    username = c1.text_input("Username", key="users_new_username")
+    name = c2.text_input("Display name", key="users_new_name")
+    password = c1.text_input("Initial password", type="password", key="users_new_password")
+    email = c2.text_input("Email (optional)", key="users_new_email")
+    role = c1.selectbox("Role", roles, index=roles.index(Role.FAMILY_MEMBER.value),
+                        key="users_new_role")
+    rel = c2.selectbox("Relationship (creates the household member)",
+                       ["(no member)"] + [r.value for r in Relationship], key="users_new_rel")
+    if st.form_submit_button("Create login"):
+        attempt(lambda: svc.users.create_user(
+            me, username, name, password, role,
+            relationship=None if rel == "(no member)" else rel, email=email,
+        ), f"Created {username}.")
+
+if users:
+    names = {u.id: f"{u.username} ({u.role.value})" for u in users}
+    with st.form("users_change"):
+        st.markdown("**Change a login** (its sessions end, so changes apply at once)")
+        target = st.selectbox("User", list(names), format_func=names.get, key="users_target")
+        new_role = st.selectbox("Role", roles, key="users_target_role")
+        new_password = st.text_input("New password", type="password", key="users_target_pw")
+        c1, c2, c3, c4 = st.columns(4)
+        if c1.form_submit_button("Set role"):
+            attempt(lambda: svc.users.set_role(me, target, new_role), "Role changed.")
+        if c2.form_submit_button("Reset password"):
+            attempt(lambda: svc.users.reset_password(me, target, new_password),
+                    "Password reset; their sessions ended.")
+        if c3.form_submit_button("Disable"):
+            attempt(lambda: svc.users.set_active(me, target, False), "Login disabled.")
+        if c4.form_submit_button("Enable"):
+            attempt(lambda: svc.users.set_active(me, target, True), "Login enabled.")
+
+st.markdown("**Force log-out**")
+st.caption("Ends every active session in the household, including yours.")
+if st.button("Log everyone out now", key="users_force_logout", type="primary"):
+    attempt(lambda: svc.users.force_logout_all(me), "Everyone was logged out.")
+    st.rerun()
+
+footer()

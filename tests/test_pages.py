@@ -1,0 +1,186 @@
+"""Every page through Streamlit's AppTest: login, role-filtered navigation, forms, logout."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyotp
+import pytest
+from sqlalchemy import func, select
+from streamlit.testing.v1 import AppTest
+
+from core.domain import Role
+from core.seed import DemoLogin
+from core.services import Services
+from db.engine import Database
+from db.models import AuditRow, UserRow
+from pages.common import DISCLAIMER
+from pages.nav import PAGES, pages_for
+from tests.conftest import TEST_CLIENT, TEST_SECRET, make_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "tests" / "support" / "app_entry.py")
+ROLE_OF = {"ops": Role.SUPER_ADMIN, "rahul": Role.ADMIN, "priya": Role.TRADER,
+           "kamla": Role.FAMILY_MEMBER, "aarav": Role.VIEWER}
+
+
+@pytest.fixture
+def desk(sqlite_templates, tmp_path, monkeypatch) -> tuple[Services, dict[str, DemoLogin]]:
+    """A demo SQLite desk the app under test reads through DATABASE_URL."""
+    template = sqlite_templates[True]
+    target = tmp_path / "sher.db"
+    shutil.copyfile(template.source, target)
+    url = f"sqlite:///{target}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("BCRYPT_ROUNDS", "4")
+    svc = Services(Database(url), make_settings(url))
+    yield svc, template.logins
+    svc.db.dispose()
+
+
+def app_as(desk, username: str) -> AppTest:
+    """Return an AppTest whose browser session holds a fresh server-side session."""
+    svc, logins = desk
+    result = svc.auth.login(username, logins[username].password, TEST_CLIENT)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["sher_session_id"] = result.session_id
+    return at.run()
+
+
+def texts(at: AppTest) -> str:
+    """Return all visible text of the last run, for assertions."""
+    parts = [e.value for e in (*at.title, *at.caption, *at.markdown, *at.error, *at.warning,
+                               *at.info, *at.success)]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("username", list(ROLE_OF))
+def test_every_page_renders_for_each_role_that_may_see_it(desk, username) -> None:
+    at = app_as(desk, username)
+    for spec in pages_for(ROLE_OF[username]):
+        at.switch_page(str(ROOT / spec.path)).run()
+        assert not at.exception, f"{spec.path} raised for {username}: {at.exception}"
+        assert at.title[0].value.startswith(spec.title.split(" ")[0])
+        assert DISCLAIMER in texts(at), f"{spec.path} lacks the disclaimer footer"
+
+
+@pytest.mark.parametrize("username", ["priya", "kamla", "aarav"])
+def test_admin_pages_are_absent_for_roles_that_may_not_see_them(desk, username) -> None:
+    at = app_as(desk, username)
+    visible = {spec.path for spec in pages_for(ROLE_OF[username])}
+    hidden = [spec.path for spec in PAGES if spec.path not in visible]
+    assert hidden == ["pages/users.py", "pages/audit_log.py"]
+    for path in hidden:
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            at.switch_page(str(ROOT / path))
+
+
+def test_the_login_form_checks_the_password_stored_in_the_database(desk) -> None:
+    _, logins = desk
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    at.text_input[0].input("rahul")
+    at.text_input[1].input(logins["rahul"].password)
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.title[0].value == "Dashboard · Sharma family"
+    assert "Rahul Sharma" in texts(at)
+
+
+def test_a_wrong_password_is_refused_shown_and_audited(desk) -> None:
+    svc, _ = desk
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input[0].input("rahul")
+    at.text_input[1].input("Wrong-password-1")
+    at.button[0].click().run()
+    assert "Username or password is incorrect" in texts(at)
+    assert at.title[0].value.startswith("SHER")
+    with svc.db.transaction() as session:
+        failures = session.scalar(select(func.count()).select_from(AuditRow).where(
+            AuditRow.action == "auth.login_failed", AuditRow.resource == "user:rahul"))
+    assert failures == 1
+
+
+def test_a_user_with_two_factor_login_must_give_the_totp_code(desk) -> None:
+    svc, logins = desk
+    rahul = svc.auth.check_session(
+        svc.auth.login("rahul", logins["rahul"].password, TEST_CLIENT).session_id or "")
+    enrolment = svc.auth.start_totp(rahul)
+    svc.auth.confirm_totp(rahul, enrolment.secret, pyotp.TOTP(enrolment.secret).now())
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input[0].input("rahul")
+    at.text_input[1].input(logins["rahul"].password)
+    at.button[0].click().run()
+    assert "6-digit code from your authenticator app" in texts(at)
+    at.text_input(key="login_totp_code").input("12ab56")
+    at.button[0].click().run()
+    assert "must be exactly 6 digits" in texts(at)
+    assert not at.title[0].value.startswith("Dashboard")
+
+
+def test_force_logout_elsewhere_ends_the_browser_session_on_its_next_run(desk) -> None:
+    svc, logins = desk
+    at = app_as(desk, "priya")
+    assert at.title[0].value.startswith("Dashboard")
+    rahul = svc.auth.check_session(
+        svc.auth.login("rahul", logins["rahul"].password, TEST_CLIENT).session_id or "")
+    svc.users.force_logout_all(rahul)
+    at.run()
+    assert at.title[0].value.startswith("SHER")
+    assert "forced logout" in texts(at)
+
+
+def test_logging_out_from_the_sidebar_ends_the_server_side_session(desk) -> None:
+    svc, _ = desk
+    at = app_as(desk, "kamla")
+    session_id = at.session_state["sher_session_id"]
+    at.button(key="sidebar_logout").click().run()
+    assert at.title[0].value.startswith("SHER")
+    with pytest.raises(Exception, match="logout"):
+        svc.auth.check_session(session_id)
+
+
+def test_a_weak_password_on_the_users_page_states_the_rule_and_writes_nothing(desk) -> None:
+    svc, _ = desk
+    at = app_as(desk, "rahul")
+    at.switch_page(str(ROOT / "pages/users.py")).run()
+    with svc.db.transaction() as session:
+        before = session.scalar(select(func.count()).select_from(UserRow))
+    at.text_input(key="users_new_username").input("meera")
+    at.text_input(key="users_new_name").input("Meera Sharma")
+    at.text_input(key="users_new_password").input("short")
+    at.button[0].click().run()
+    assert "Weak password" in texts(at) and "10 to 72 characters" in texts(at)
+    with svc.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(UserRow)) == before
+
+
+def test_an_admin_opens_an_account_from_the_household_page(desk) -> None:
+    svc, _ = desk
+    at = app_as(desk, "rahul")
+    at.switch_page(str(ROOT / "pages/household.py")).run()
+    at.text_input(key="household_account_label").input("Rahul · Options")
+    form_buttons = [b for b in at.button if b.label == "Open account"]
+    form_buttons[0].click().run()
+    assert not at.exception
+    assert "Opened Rahul · Options" in texts(at)
+
+
+def test_a_page_script_run_on_its_own_still_requires_a_valid_session(desk) -> None:
+    at = AppTest.from_file(str(ROOT / "pages/household.py"), default_timeout=30).run()
+    assert not at.exception
+    assert "You are not logged in" in texts(at)
+    assert not at.title
+
+
+def test_an_admin_page_reached_directly_by_a_viewer_is_refused_by_the_service(desk) -> None:
+    svc, logins = desk
+    result = svc.auth.login("aarav", logins["aarav"].password, TEST_CLIENT)
+    at = AppTest.from_file(str(ROOT / "pages/users.py"), default_timeout=30)
+    at.session_state["sher_session_id"] = result.session_id
+    at.run()
+    assert not at.exception
+    assert "may not manage users" in texts(at)
+    assert not at.dataframe[0].value.shape[0]  # no user rows leaked
