@@ -92,9 +92,7 @@ def append(session: Session, event: AuditEvent) -> int:
     )
     row.row_hash = row_digest(row)
     session.add(row)
-    session.execute(
-        update(AuditHeadRow).where(AuditHeadRow.id == 1).values(last_hash=row.row_hash)
-    )
+    session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(last_hash=row.row_hash))
     return row.id
 
 

@@ -56,7 +56,9 @@ def generate_password() -> str:
     while True:
         body = "".join(secrets.choice(alphabet) for _ in range(14))
         candidate = f"{body[:7]}-{body[7:]}{secrets.choice('!@#%*+=?')}"
-        if re.search("[a-z]", candidate) and re.search("[A-Z]", candidate) and re.search(
-            "[0-9]", candidate
+        if (
+            re.search("[a-z]", candidate)
+            and re.search("[A-Z]", candidate)
+            and re.search("[0-9]", candidate)
         ):
             return candidate

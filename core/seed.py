@@ -38,10 +38,18 @@ DEMO_PEOPLE: tuple[tuple[str, str, Role, str | None], ...] = (
 )
 
 
-def _actor(user_id: int, username: str, role: Role, household_id: int,
-           member_id: int | None) -> Actor:
-    return Actor(user_id=user_id, username=username, display_name=username, role=role,
-                 household_id=household_id, member_id=member_id, client=SEED_CLIENT)
+def _actor(
+    user_id: int, username: str, role: Role, household_id: int, member_id: int | None
+) -> Actor:
+    return Actor(
+        user_id=user_id,
+        username=username,
+        display_name=username,
+        role=role,
+        household_id=household_id,
+        member_id=member_id,
+        client=SEED_CLIENT,
+    )
 
 
 def seed_demo(services: Services) -> list[DemoLogin]:
@@ -54,22 +62,35 @@ def seed_demo(services: Services) -> list[DemoLogin]:
         household = HouseholdRow(name="Sharma family")
         session.add(household)
         session.flush()
-        ops = UserRow(household_id=household.id, username="ops", display_name="Desk operator",
-                      password_hash=hash_password(ops_password, services.settings.bcrypt_rounds), role=Role.SUPER_ADMIN,
-                      password_changed_at=now_ist())
+        ops = UserRow(
+            household_id=household.id,
+            username="ops",
+            display_name="Desk operator",
+            password_hash=hash_password(ops_password, services.settings.bcrypt_rounds),
+            role=Role.SUPER_ADMIN,
+            password_changed_at=now_ist(),
+        )
         session.add(ops)
         session.flush()
-        audit.append(session, audit.AuditEvent(
-            action="seed.demo", resource=f"household:{household.id}",
-            household_id=household.id, details={"name": household.name}, client=SEED_CLIENT))
+        audit.append(
+            session,
+            audit.AuditEvent(
+                action="seed.demo",
+                resource=f"household:{household.id}",
+                household_id=household.id,
+                details={"name": household.name},
+                client=SEED_CLIENT,
+            ),
+        )
         ops_actor = _actor(ops.id, ops.username, Role.SUPER_ADMIN, household.id, None)
     logins.append(DemoLogin("ops", Role.SUPER_ADMIN, ops_password, "desk operator"))
 
     members: dict[str, tuple[int, int | None]] = {}
     for username, name, role, relationship in DEMO_PEOPLE:
         password = generate_password()
-        user = services.users.create_user(ops_actor, username, name, password, role.value,
-                                          relationship=relationship)
+        user = services.users.create_user(
+            ops_actor, username, name, password, role.value, relationship=relationship
+        )
         members[username] = (user.id, user.member_id)
         logins.append(DemoLogin(username, role, password, f"{name} ({relationship})"))
 
@@ -109,12 +130,12 @@ def main() -> int:
     logins = seed_demo(services)
     services.db.dispose()
     if not logins:
-        print("Demo household already seeded; logins unchanged.")  # noqa: T201
+        print("Demo household already seeded; logins unchanged.")
         return 0
-    print("\nDemo household 'Sharma family' created. Logins (shown once; change them in Profile):")  # noqa: T201
+    print("\nDemo household 'Sharma family' created. Logins (shown once; change them in Profile):")
     for login in logins:
-        print(f"  {login.username:<6} {login.role.value:<14} {login.password}   {login.who}")  # noqa: T201
-    print()  # noqa: T201
+        print(f"  {login.username:<6} {login.role.value:<14} {login.password}   {login.who}")
+    print()
     return 0
 
 

@@ -29,16 +29,27 @@ def main() -> int:
     """Run the desk until Ctrl-C; return the exit code."""
     settings = get_settings()
     settings.resolved_secret_key()  # create var/secret_key once, before two processes race
-    print(f"SHER: applying migrations to {settings.database_url.split('@')[-1]}")  # noqa: T201
+    print(f"SHER: applying migrations to {settings.database_url.split('@')[-1]}")
     upgrade(settings.database_url)
     seed_main()
     worker = _spawn(["-m", "jobs.worker"])
-    app = _spawn([
-        "-m", "streamlit", "run", "app.py", "--server.address", APP_HOST,
-        "--server.port", str(APP_PORT), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
-    ])
-    print(f"SHER: app on http://{APP_HOST}:{APP_PORT} , worker beside it. Ctrl-C stops both.")  # noqa: T201
+    app = _spawn(
+        [
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.address",
+            APP_HOST,
+            "--server.port",
+            str(APP_PORT),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ]
+    )
+    print(f"SHER: app on http://{APP_HOST}:{APP_PORT} , worker beside it. Ctrl-C stops both.")
     stopping = False
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
@@ -51,7 +62,7 @@ def main() -> int:
     while not stopping:
         for name, proc in (("worker", worker), ("app", app)):
             if proc.poll() is not None:
-                print(f"SHER: the {name} exited with code {proc.returncode}; stopping.")  # noqa: T201
+                print(f"SHER: the {name} exited with code {proc.returncode}; stopping.")
                 code = proc.returncode or 1
                 stopping = True
         time.sleep(0.5)
@@ -64,7 +75,7 @@ def main() -> int:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
-    print("SHER: stopped.")  # noqa: T201
+    print("SHER: stopped.")
     return code
 
 

@@ -47,13 +47,22 @@ class Worker:
     def schedule(self) -> None:
         """Register the jobs."""
         settings = self.services.settings
-        self.scheduler.add_job(self.heartbeat, "interval", id="heartbeat",
-                               seconds=settings.worker_heartbeat_seconds, max_instances=1,
-                               coalesce=True)
+        self.scheduler.add_job(
+            self.heartbeat,
+            "interval",
+            id="heartbeat",
+            seconds=settings.worker_heartbeat_seconds,
+            max_instances=1,
+            coalesce=True,
+        )
         expiry = settings.session_expiry_time
-        self.scheduler.add_job(self.expire_sessions, CronTrigger(hour=expiry.hour,
-                               minute=expiry.minute, second=1, timezone=IST),
-                               id="session_expiry", coalesce=True, misfire_grace_time=3600)
+        self.scheduler.add_job(
+            self.expire_sessions,
+            CronTrigger(hour=expiry.hour, minute=expiry.minute, second=1, timezone=IST),
+            id="session_expiry",
+            coalesce=True,
+            misfire_grace_time=3600,
+        )
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received signal %d; stopping", signum)
@@ -65,7 +74,7 @@ class Worker:
         try:
             self.services.worker.acquire(self.holder)
         except WorkerLockHeld as exc:
-            print(f"sher worker: {exc}", file=sys.stderr)  # noqa: T201
+            print(f"sher worker: {exc}", file=sys.stderr)
             return 2
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGTERM, self._stop)
@@ -87,7 +96,7 @@ def main() -> int:
     try:
         services = build_services()
     except ConfigError as exc:
-        print(f"sher worker: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"sher worker: {exc}", file=sys.stderr)
         return 1
     try:
         return Worker(services).run()

@@ -20,14 +20,22 @@ with st.form("audit_filters"):
     username = c4.text_input("User", key="audit_user")
     outcome = c5.selectbox("Outcome", ["", "ok", "denied", "failed"], key="audit_outcome")
     st.form_submit_button("Filter")
-entries = fetch(lambda: svc.audit.entries(
-    me, AuditFilter(start=start, end=end, action_prefix=action, username=username,
-                    outcome=outcome)))
+entries = fetch(
+    lambda: svc.audit.entries(
+        me,
+        AuditFilter(start=start, end=end, action_prefix=action, username=username, outcome=outcome),
+    )
+)
 if entries is not None:
     st.caption(f"{len(entries)} entries (newest first)")
     st.dataframe(entries, hide_index=True, key="audit_table")
-    st.download_button("Download CSV", entries.to_csv(index=False), "sher-audit.csv",
-                       "text/csv", key="audit_download")
+    st.download_button(
+        "Download CSV",
+        entries.to_csv(index=False),
+        "sher-audit.csv",
+        "text/csv",
+        key="audit_download",
+    )
 if st.button("Verify the hash chain", key="audit_verify"):
     result = fetch(lambda: svc.audit.verify(me))
     if result is not None:

@@ -21,7 +21,7 @@ from pages.common import ACTOR_KEY, client_info, footer, services
 COOKIE_NAME = "sher_login"
 SESSION_KEY = "sher_session_id"
 PENDING_TOTP_KEY = "sher_pending_totp"
-PASSWORD_OK_KEY = "sher_password_ok"
+PASSWORD_OK_KEY = "sher_password_ok"  # noqa: S105 - a session-state key
 NOTICE_KEY = "sher_notice"
 PENDING_TOTP_SECONDS = 300
 RUN_AUTHENTICATOR_KEY = "_sher_authenticator"
@@ -118,7 +118,9 @@ def _render_login_steps() -> None:
         st.session_state[key] = None
     try:
         authenticator.login(
-            location="main", key="login", callback=_on_password_ok,
+            location="main",
+            key="login",
+            callback=_on_password_ok,
             max_login_attempts=svc.settings.login_max_failures,
         )
     except LoginError:
@@ -128,10 +130,14 @@ def _render_login_steps() -> None:
         )
         return
     if st.session_state.get("authentication_status") is False:
-        failed = [u for u, c in credentials["usernames"].items()
-                  if c.get("failed_login_attempts", 0) > before.get(u, 0)]
-        svc.auth.record_failure(failed[0] if failed else None, client_info(),
-                                "wrong username or password")
+        failed = [
+            u
+            for u, c in credentials["usernames"].items()
+            if c.get("failed_login_attempts", 0) > before.get(u, 0)
+        ]
+        svc.auth.record_failure(
+            failed[0] if failed else None, client_info(), "wrong username or password"
+        )
         st.session_state["authentication_status"] = None
         st.error("Username or password is incorrect.")
         return
@@ -150,8 +156,11 @@ def _continue(username: str, code: str | None, claims: tuple[str, float] | None)
         st.error(str(exc))
         return
     if result.needs_totp:
-        st.session_state[PENDING_TOTP_KEY] = {"username": username, "claims": claims,
-                                              "since": time.monotonic()}
+        st.session_state[PENDING_TOTP_KEY] = {
+            "username": username,
+            "claims": claims,
+            "since": time.monotonic(),
+        }
     else:
         st.session_state.pop(PENDING_TOTP_KEY, None)
         st.session_state[SESSION_KEY] = result.session_id
@@ -163,8 +172,9 @@ def _render_totp_step() -> None:
     pending = st.session_state[PENDING_TOTP_KEY]
     if time.monotonic() - pending["since"] > PENDING_TOTP_SECONDS:
         _forget()
-        st.warning(f"The 2FA step timed out after {PENDING_TOTP_SECONDS // 60} minutes; "
-                   "log in again.")
+        st.warning(
+            f"The 2FA step timed out after {PENDING_TOTP_SECONDS // 60} minutes; log in again."
+        )
         return
     with st.form("login_totp"):
         st.subheader("Two-factor code")

@@ -42,8 +42,11 @@ def client_info() -> ClientInfo:
     except (AttributeError, RuntimeError, KeyError):
         ip, agent = None, None
     # Only plain strings reach the database (test harnesses hand back stand-in objects).
-    return ClientInfo(ip=ip if isinstance(ip, str) else None,
-                      user_agent=agent if isinstance(agent, str) else None, channel="web")
+    return ClientInfo(
+        ip=ip if isinstance(ip, str) else None,
+        user_agent=agent if isinstance(agent, str) else None,
+        channel="web",
+    )
 
 
 def actor() -> Actor:

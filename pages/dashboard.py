@@ -32,8 +32,10 @@ st.subheader("Your accounts")
 if accounts:
     st.dataframe(accounts_table(accounts), hide_index=True, key="dashboard_accounts")
 else:
-    st.info("No accounts are visible to you yet. The account's owner or a household admin "
-            "can open one or grant you access on Household & Accounts.")
+    st.info(
+        "No accounts are visible to you yet. The account's owner or a household admin "
+        "can open one or grant you access on Household & Accounts."
+    )
 
 st.subheader("Your recent activity")
 activity = svc.audit.my_activity(me)

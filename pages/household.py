@@ -23,17 +23,23 @@ with tab_members:
         with st.form("household_add_member", clear_on_submit=True):
             st.markdown("**Add a member** (a person; give them a login on the Users page)")
             name = st.text_input("Full name", key="household_member_name")
-            rel = st.selectbox("Relationship", [r.value for r in Relationship],
-                               key="household_member_rel")
+            rel = st.selectbox(
+                "Relationship", [r.value for r in Relationship], key="household_member_rel"
+            )
             if st.form_submit_button("Add member"):
                 attempt(lambda: hh.add_member(me, name, rel), f"Added {name}.")
         with st.form("household_consent", clear_on_submit=True):
             st.markdown("**Record consent or verification**")
-            target = st.selectbox("Member", list(member_names), format_func=member_names.get,
-                                  key="household_consent_member")
+            target = st.selectbox(
+                "Member",
+                list(member_names),
+                format_func=member_names.get,
+                key="household_consent_member",
+            )
             note = st.text_input("How consent was given", key="household_consent_note")
-            status = st.selectbox("Verification", [v.value for v in VerificationStatus],
-                                  key="household_verify_status")
+            status = st.selectbox(
+                "Verification", [v.value for v in VerificationStatus], key="household_verify_status"
+            )
             c1, c2 = st.columns(2)
             if c1.form_submit_button("Record consent"):
                 attempt(lambda: hh.record_consent(me, target, note), "Consent recorded.")
@@ -49,8 +55,9 @@ with tab_accounts:
     if owners:
         with st.form("household_new_account", clear_on_submit=True):
             st.markdown("**Open a paper account**")
-            owner = st.selectbox("Owner", list(owners), format_func=owners.get,
-                                 key="household_account_owner")
+            owner = st.selectbox(
+                "Owner", list(owners), format_func=owners.get, key="household_account_owner"
+            )
             label = st.text_input("Label", key="household_account_label")
             group = st.text_input("Group", value="Trading", key="household_account_group")
             if st.form_submit_button("Open account"):
@@ -60,15 +67,18 @@ with tab_accounts:
         labels = {a.id: a.label for a in managed}
         with st.form("household_edit_account"):
             st.markdown("**Rename, regroup, close or reopen an account**")
-            acc_id = st.selectbox("Account", list(labels), format_func=labels.get,
-                                  key="household_edit_account")
+            acc_id = st.selectbox(
+                "Account", list(labels), format_func=labels.get, key="household_edit_account"
+            )
             acc = next(a for a in managed if a.id == acc_id)
             new_label = st.text_input("Label", value=acc.label, key="household_edit_label")
             new_group = st.text_input("Group", value=acc.group, key="household_edit_group")
             active = st.checkbox("Open", value=acc.is_active, key="household_edit_active")
             if st.form_submit_button("Save"):
-                attempt(lambda: hh.update_account(me, acc_id, new_label, new_group, active),
-                        "Account saved.")
+                attempt(
+                    lambda: hh.update_account(me, acc_id, new_label, new_group, active),
+                    "Account saved.",
+                )
 
 with tab_grants:
     grants = fetch(lambda: hh.list_grants(me)) or []
@@ -80,12 +90,18 @@ with tab_grants:
         labels = {a.id: a.label for a in managed}
         with st.form("household_grant"):
             st.markdown("**Grant or revoke access to an account**")
-            acc_id = st.selectbox("Account", list(labels), format_func=labels.get,
-                                  key="household_grant_account")
-            member = st.selectbox("Member", list(member_names), format_func=member_names.get,
-                                  key="household_grant_member")
-            perm = st.radio("Access", [p.value for p in Permission], horizontal=True,
-                            key="household_grant_perm")
+            acc_id = st.selectbox(
+                "Account", list(labels), format_func=labels.get, key="household_grant_account"
+            )
+            member = st.selectbox(
+                "Member",
+                list(member_names),
+                format_func=member_names.get,
+                key="household_grant_member",
+            )
+            perm = st.radio(
+                "Access", [p.value for p in Permission], horizontal=True, key="household_grant_perm"
+            )
             c1, c2 = st.columns(2)
             if c1.form_submit_button("Grant"):
                 attempt(lambda: hh.grant(me, acc_id, member, perm), "Access granted.")

@@ -26,12 +26,17 @@ class PageSpec:
 
 PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/dashboard.py", "Dashboard", ":material/dashboard:", "Desk", ALL_ROLES),
-    PageSpec("pages/household.py", "Household & Accounts", ":material/family_restroom:", "Desk",
-             ALL_ROLES),
-    PageSpec("pages/users.py", "Users", ":material/manage_accounts:", "Admin",
-             authz.USER_MANAGERS),
-    PageSpec("pages/audit_log.py", "Audit log", ":material/receipt_long:", "Admin",
-             authz.USER_MANAGERS),
+    PageSpec(
+        "pages/household.py",
+        "Household & Accounts",
+        ":material/family_restroom:",
+        "Desk",
+        ALL_ROLES,
+    ),
+    PageSpec("pages/users.py", "Users", ":material/manage_accounts:", "Admin", authz.USER_MANAGERS),
+    PageSpec(
+        "pages/audit_log.py", "Audit log", ":material/receipt_long:", "Admin", authz.USER_MANAGERS
+    ),
     PageSpec("pages/profile.py", "Profile", ":material/person:", "You", ALL_ROLES),
 )
 
@@ -45,7 +50,11 @@ def navigation_for(role: Role) -> dict[str, list[st.Page]]:
     """Return ``st.navigation``'s grouped page dict for ``role``."""
     groups: dict[str, list[st.Page]] = {}
     for spec in pages_for(role):
-        page = st.Page(str(PROJECT_ROOT / spec.path), title=spec.title, icon=spec.icon,
-                       default=spec.path == PAGES[0].path)
+        page = st.Page(
+            str(PROJECT_ROOT / spec.path),
+            title=spec.title,
+            icon=spec.icon,
+            default=spec.path == PAGES[0].path,
+        )
         groups.setdefault(spec.group, []).append(page)
     return groups

@@ -43,18 +43,27 @@ else:
         st.code(pending.secret)
         with st.form("profile_totp_confirm"):
             code = st.text_input("6-digit code from the app", max_chars=6, key="profile_totp_code")
-            if st.form_submit_button("Confirm"):
-                if attempt(lambda: svc.auth.confirm_totp(me, pending.secret, code)):
-                    st.session_state.pop("profile_totp_pending", None)
-                    st.rerun()
+            confirmed = st.form_submit_button("Confirm")
+        if confirmed and attempt(lambda: svc.auth.confirm_totp(me, pending.secret, code)):
+            st.session_state.pop("profile_totp_pending", None)
+            st.rerun()
 
 st.subheader("Your sessions")
 st.dataframe(
-    [{"session": s.id_prefix, "started (IST)": format_ist(s.created_at),
-      "last seen (IST)": format_ist(s.last_seen_at), "ends (IST)": format_ist(s.expires_at),
-      "ended (IST)": format_ist(s.ended_at), "why": s.end_reason or "", "client": s.client}
-     for s in svc.auth.my_sessions(me)],
-    hide_index=True, key="profile_sessions",
+    [
+        {
+            "session": s.id_prefix,
+            "started (IST)": format_ist(s.created_at),
+            "last seen (IST)": format_ist(s.last_seen_at),
+            "ends (IST)": format_ist(s.expires_at),
+            "ended (IST)": format_ist(s.ended_at),
+            "why": s.end_reason or "",
+            "client": s.client,
+        }
+        for s in svc.auth.my_sessions(me)
+    ],
+    hide_index=True,
+    key="profile_sessions",
 )
 
 footer()

@@ -17,8 +17,10 @@ def worker_health() -> None:
     if status.is_up:
         st.success(status.describe(), icon=":material/favorite:")
     else:
-        st.warning(status.describe() + ". Start it with `python -m jobs.worker`.",
-                   icon=":material/warning:")
+        st.warning(
+            status.describe() + ". Start it with `python -m jobs.worker`.",
+            icon=":material/warning:",
+        )
 
 
 def render_sidebar(current: Actor) -> None:

@@ -20,15 +20,27 @@ with st.form("users_create", clear_on_submit=True):
     name = c2.text_input("Display name", key="users_new_name")
     password = c1.text_input("Initial password", type="password", key="users_new_password")
     email = c2.text_input("Email (optional)", key="users_new_email")
-    role = c1.selectbox("Role", roles, index=roles.index(Role.FAMILY_MEMBER.value),
-                        key="users_new_role")
-    rel = c2.selectbox("Relationship (creates the household member)",
-                       ["(no member)"] + [r.value for r in Relationship], key="users_new_rel")
+    role = c1.selectbox(
+        "Role", roles, index=roles.index(Role.FAMILY_MEMBER.value), key="users_new_role"
+    )
+    rel = c2.selectbox(
+        "Relationship (creates the household member)",
+        ["(no member)"] + [r.value for r in Relationship],
+        key="users_new_rel",
+    )
     if st.form_submit_button("Create login"):
-        attempt(lambda: svc.users.create_user(
-            me, username, name, password, role,
-            relationship=None if rel == "(no member)" else rel, email=email,
-        ), f"Created {username}.")
+        attempt(
+            lambda: svc.users.create_user(
+                me,
+                username,
+                name,
+                password,
+                role,
+                relationship=None if rel == "(no member)" else rel,
+                email=email,
+            ),
+            f"Created {username}.",
+        )
 
 if users:
     names = {u.id: f"{u.username} ({u.role.value})" for u in users}
@@ -41,8 +53,10 @@ if users:
         if c1.form_submit_button("Set role"):
             attempt(lambda: svc.users.set_role(me, target, new_role), "Role changed.")
         if c2.form_submit_button("Reset password"):
-            attempt(lambda: svc.users.reset_password(me, target, new_password),
-                    "Password reset; their sessions ended.")
+            attempt(
+                lambda: svc.users.reset_password(me, target, new_password),
+                "Password reset; their sessions ended.",
+            )
         if c3.form_submit_button("Disable"):
             attempt(lambda: svc.users.set_active(me, target, False), "Login disabled.")
         if c4.form_submit_button("Enable"):

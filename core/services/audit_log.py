@@ -39,13 +39,19 @@ class AuditLogService(ServiceBase):
         with self.db.transaction() as session:
             role = self._fresh_role(session, actor)
             if role not in authz.USER_MANAGERS:
-                self._deny(actor, "audit.read", "audit_log",
-                           f"Your role {role.value!r} may not read the audit log")
+                self._deny(
+                    actor,
+                    "audit.read",
+                    "audit_log",
+                    f"Your role {role.value!r} may not read the audit log",
+                )
             query = select(AuditRow).order_by(AuditRow.id.desc()).limit(MAX_ROWS)
             if role is not Role.SUPER_ADMIN:
                 query = query.where(AuditRow.household_id == actor.household_id)
             if filt.start:
-                query = query.where(AuditRow.created_at >= datetime.combine(filt.start, time(), IST))
+                query = query.where(
+                    AuditRow.created_at >= datetime.combine(filt.start, time(), IST)
+                )
             if filt.end:
                 end = datetime.combine(filt.end + timedelta(days=1), time(), IST)
                 query = query.where(AuditRow.created_at < end)
@@ -53,22 +59,36 @@ class AuditLogService(ServiceBase):
                 query = query.where(AuditRow.action.startswith(filt.action_prefix.strip()))
             if filt.username.strip():
                 name = filt.username.strip().lower()
-                query = query.where(or_(AuditRow.actor_username == name,
-                                        AuditRow.resource == f"user:{name}"))
+                query = query.where(
+                    or_(AuditRow.actor_username == name, AuditRow.resource == f"user:{name}")
+                )
             if filt.outcome:
                 query = query.where(AuditRow.outcome == filt.outcome)
             rows = session.scalars(query).all()
         return pd.DataFrame(
             [
                 {
-                    "id": r.id, "time (IST)": format_ist(r.created_at), "actor": r.actor_username,
-                    "action": r.action, "resource": r.resource, "outcome": r.outcome,
-                    "details": r.details, "client": r.client,
+                    "id": r.id,
+                    "time (IST)": format_ist(r.created_at),
+                    "actor": r.actor_username,
+                    "action": r.action,
+                    "resource": r.resource,
+                    "outcome": r.outcome,
+                    "details": r.details,
+                    "client": r.client,
                 }
                 for r in rows
             ],
-            columns=["id", "time (IST)", "actor", "action", "resource", "outcome", "details",
-                     "client"],
+            columns=[
+                "id",
+                "time (IST)",
+                "actor",
+                "action",
+                "resource",
+                "outcome",
+                "details",
+                "client",
+            ],
         )
 
     def my_activity(self, actor: Actor, limit: int = 10) -> pd.DataFrame:
@@ -82,8 +102,15 @@ class AuditLogService(ServiceBase):
                 .limit(limit)
             ).all()
         return pd.DataFrame(
-            [{"time (IST)": format_ist(r.created_at), "action": r.action,
-              "resource": r.resource, "outcome": r.outcome} for r in rows],
+            [
+                {
+                    "time (IST)": format_ist(r.created_at),
+                    "action": r.action,
+                    "resource": r.resource,
+                    "outcome": r.outcome,
+                }
+                for r in rows
+            ],
             columns=["time (IST)", "action", "resource", "outcome"],
         )
 
@@ -92,6 +119,10 @@ class AuditLogService(ServiceBase):
         with self.db.transaction() as session:
             role = self._fresh_role(session, actor)
         if role not in authz.USER_MANAGERS:
-            self._deny(actor, "audit.verify", "audit_log",
-                       f"Your role {role.value!r} may not verify the audit log")
+            self._deny(
+                actor,
+                "audit.verify",
+                "audit_log",
+                f"Your role {role.value!r} may not verify the audit log",
+            )
         return audit.verify(self.db)

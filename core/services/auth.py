@@ -29,7 +29,7 @@ from db.models import AuditRow, MemberRow, SessionRow, UserRow
 TOTP_PATTERN = re.compile(r"^\d{6}$")
 TOTP_ISSUER = "SHER"
 END_LOGOUT = "logout"
-END_PASSWORD = "password changed"
+END_PASSWORD = "password changed"  # noqa: S105 - a reason label, not a secret
 END_FORCED = "forced logout"
 END_EXPIRED = "daily expiry"
 END_DEACTIVATED = "user deactivated"
@@ -368,7 +368,10 @@ class AuthService(ServiceBase):
             row.password_changed_at = now_ist()
             ended = self.end_sessions(session, [row.id], END_PASSWORD, None)
             self._audit(
-                session, actor, "auth.password_changed", f"user:{row.username}",
+                session,
+                actor,
+                "auth.password_changed",
+                f"user:{row.username}",
                 {"sessions_ended": ended},
             )
 

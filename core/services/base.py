@@ -47,9 +47,9 @@ class ServiceBase:
                 resource=resource,
                 actor_user_id=actor.user_id if actor else None,
                 actor_username=actor.username if actor else None,
-                household_id=household_id if household_id is not None else (
-                    actor.household_id if actor else None
-                ),
+                household_id=household_id
+                if household_id is not None
+                else (actor.household_id if actor else None),
                 outcome=outcome,
                 details=details,
                 client=actor.client if actor else None,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import TypeVar
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,11 +26,12 @@ from core.services.base import ServiceBase
 from core.services.users import parse_relationship
 from db.models import AccountGrantRow, AccountRow, HouseholdRow, MemberRow, UserRow
 
+E = TypeVar("E", bound=StrEnum)
 LABEL_MAX = 60
 GROUP_MAX = 40
 
 
-def _parse(enum_cls: type, value: str, what: str) -> object:
+def _parse(enum_cls: type[E], value: str, what: str) -> E:
     try:
         return enum_cls(value)
     except ValueError:
@@ -49,10 +53,16 @@ class HouseholdService(ServiceBase):
         )
         return (
             Member(
-                id=row.id, household_id=row.household_id, full_name=row.full_name,
-                relationship=row.relationship, user_id=row.user_id, username=username,
-                consent_given_at=row.consent_given_at, consent_given_by=given_by,
-                verification_status=row.verification_status, verified_at=row.verified_at,
+                id=row.id,
+                household_id=row.household_id,
+                full_name=row.full_name,
+                relationship=row.relationship,
+                user_id=row.user_id,
+                username=username,
+                consent_given_at=row.consent_given_at,
+                consent_given_by=given_by,
+                verification_status=row.verification_status,
+                verified_at=row.verified_at,
             ),
             row,
         )
@@ -83,10 +93,17 @@ class HouseholdService(ServiceBase):
         owner = session.get(MemberRow, row.owner_member_id)
         assert owner is not None  # noqa: S101 - FK guarantees it
         return Account(
-            id=row.id, household_id=row.household_id, owner_member_id=row.owner_member_id,
-            owner_name=owner.full_name, owner_relationship=owner.relationship,
-            broker=row.broker, label=row.label, group=row.account_group,
-            is_active=row.is_active, created_at=row.created_at, my_permission=perm,
+            id=row.id,
+            household_id=row.household_id,
+            owner_member_id=row.owner_member_id,
+            owner_name=owner.full_name,
+            owner_relationship=owner.relationship,
+            broker=row.broker,
+            label=row.label,
+            group=row.account_group,
+            is_active=row.is_active,
+            created_at=row.created_at,
+            my_permission=perm,
             can_manage=manage,
         )
 
@@ -121,8 +138,12 @@ class HouseholdService(ServiceBase):
     def _require_household_manager(self, session: Session, actor: Actor, action: str) -> None:
         role = self._fresh_role(session, actor)
         if role not in authz.HOUSEHOLD_MANAGERS:
-            self._deny(actor, action, f"household:{actor.household_id}",
-                       f"Your role {role.value!r} may not manage household members")
+            self._deny(
+                actor,
+                action,
+                f"household:{actor.household_id}",
+                f"Your role {role.value!r} may not manage household members",
+            )
 
     # -- household and members -------------------------------------------------------------
     def household(self, actor: Actor) -> Household:
@@ -136,17 +157,29 @@ class HouseholdService(ServiceBase):
     def create_household(self, actor: Actor, name: str) -> Household:
         """Create another household on the desk (super admin only)."""
         if not name.strip() or len(name.strip()) > 120:
-            raise ValidationError(f"Household name must be 1-120 characters; got {len(name.strip())}")
+            raise ValidationError(
+                f"Household name must be 1-120 characters; got {len(name.strip())}"
+            )
         with self.db.transaction() as session:
             role = self._fresh_role(session, actor)
             if role is not Role.SUPER_ADMIN:
-                self._deny(actor, "households.create", "desk",
-                           f"Your role {role.value!r} may not create households")
+                self._deny(
+                    actor,
+                    "households.create",
+                    "desk",
+                    f"Your role {role.value!r} may not create households",
+                )
             row = HouseholdRow(name=name.strip())
             session.add(row)
             session.flush()
-            self._audit(session, actor, "households.create", f"household:{row.id}",
-                        {"name": row.name}, household_id=row.id)
+            self._audit(
+                session,
+                actor,
+                "households.create",
+                f"household:{row.id}",
+                {"name": row.name},
+                household_id=row.id,
+            )
             return Household(id=row.id, name=row.name, created_at=row.created_at)
 
     def list_members(self, actor: Actor) -> list[Member]:
@@ -175,48 +208,63 @@ class HouseholdService(ServiceBase):
                     raise ValidationError(f"User {user_id} is not in your household")
                 if session.scalar(select(MemberRow.id).where(MemberRow.user_id == user_id)):
                     raise ValidationError(f"User {user.username!r} is already a member")
-            row = MemberRow(household_id=actor.household_id, full_name=full_name.strip(),
-                            relationship=rel, user_id=user_id)
+            row = MemberRow(
+                household_id=actor.household_id,
+                full_name=full_name.strip(),
+                relationship=rel,
+                user_id=user_id,
+            )
             session.add(row)
             session.flush()
-            self._audit(session, actor, "members.add", f"member:{row.id}",
-                        {"name": row.full_name, "relationship": rel.value})
+            self._audit(
+                session,
+                actor,
+                "members.add",
+                f"member:{row.id}",
+                {"name": row.full_name, "relationship": rel.value},
+            )
             pair = self._member(session, row.id)
             assert pair is not None  # noqa: S101
             return pair[0]
 
-    def _household_member(self, session: Session, actor: Actor, member_id: int, action: str) -> MemberRow:
+    def _household_member(
+        self, session: Session, actor: Actor, member_id: int, action: str
+    ) -> MemberRow:
         row = session.get(MemberRow, member_id)
         if row is None or row.household_id != actor.household_id:
-            self._deny(actor, action, f"member:{member_id}",
-                       f"Member {member_id} is not in your household")
+            self._deny(
+                actor, action, f"member:{member_id}", f"Member {member_id} is not in your household"
+            )
         return row
 
     def record_consent(self, actor: Actor, member_id: int, note: str) -> None:
         """Record that the member consented to the desk acting for them, by whom and when."""
         if not note.strip():
-            raise ValidationError("Consent needs a note saying how it was given (e.g. 'signed form')")
+            raise ValidationError(
+                "Consent needs a note saying how it was given (e.g. 'signed form')"
+            )
         with self.db.transaction() as session:
             self._require_household_manager(session, actor, "members.consent")
             row = self._household_member(session, actor, member_id, "members.consent")
             row.consent_given_at = now_ist()
             row.consent_given_by_user_id = actor.user_id
             row.consent_note = note.strip()[:500]
-            self._audit(session, actor, "members.consent", f"member:{member_id}",
-                        {"note": row.consent_note})
+            self._audit(
+                session, actor, "members.consent", f"member:{member_id}", {"note": row.consent_note}
+            )
 
     def set_verification(self, actor: Actor, member_id: int, status: str) -> None:
         """Set a member's verification status (unverified, verified, rejected)."""
         parsed = _parse(VerificationStatus, status, "verification status")
-        assert isinstance(parsed, VerificationStatus)  # noqa: S101
         with self.db.transaction() as session:
             self._require_household_manager(session, actor, "members.verify")
             row = self._household_member(session, actor, member_id, "members.verify")
             row.verification_status = parsed
             row.verified_at = now_ist() if parsed is VerificationStatus.VERIFIED else None
             row.verified_by_user_id = actor.user_id
-            self._audit(session, actor, "members.verify", f"member:{member_id}",
-                        {"status": parsed.value})
+            self._audit(
+                session, actor, "members.verify", f"member:{member_id}", {"status": parsed.value}
+            )
 
     # -- accounts --------------------------------------------------------------------------
     def list_accounts(self, actor: Actor, include_closed: bool = False) -> list[Account]:
@@ -233,9 +281,9 @@ class HouseholdService(ServiceBase):
                 facts = self._facts(session, actor, row)
                 perm = authz.account_permission(facts)
                 if perm is not None:
-                    result.append(self._to_account(
-                        session, row, perm, authz.may_manage_account(facts)
-                    ))
+                    result.append(
+                        self._to_account(session, row, perm, authz.may_manage_account(facts))
+                    )
             return result
 
     def account_owner_options(self, actor: Actor) -> list[Member]:
@@ -277,29 +325,49 @@ class HouseholdService(ServiceBase):
         parsed_broker = _parse(Broker, broker, "broker")
         label, group = label.strip(), group.strip()
         if not label or len(label) > LABEL_MAX:
-            raise ValidationError(f"Account label must be 1-{LABEL_MAX} characters; got {len(label)}")
+            raise ValidationError(
+                f"Account label must be 1-{LABEL_MAX} characters; got {len(label)}"
+            )
         if not group or len(group) > GROUP_MAX:
-            raise ValidationError(f"Account group must be 1-{GROUP_MAX} characters; got {len(group)}")
+            raise ValidationError(
+                f"Account group must be 1-{GROUP_MAX} characters; got {len(group)}"
+            )
         with self.db.transaction() as session:
             role = self._fresh_role(session, actor)
             owner = session.get(MemberRow, owner_member_id)
             same = owner is not None and owner.household_id == actor.household_id
             for_self = owner is not None and owner.user_id == actor.user_id
             if owner is None or not authz.may_create_account_for(role, same, for_self):
-                self._deny(actor, "accounts.create", f"member:{owner_member_id}",
-                           f"Your role {role.value!r} may not open an account for member "
-                           f"{owner_member_id}")
-            if session.scalar(select(AccountRow.id).where(
-                AccountRow.household_id == owner.household_id, AccountRow.label == label
-            )):
+                self._deny(
+                    actor,
+                    "accounts.create",
+                    f"member:{owner_member_id}",
+                    f"Your role {role.value!r} may not open an account for member "
+                    f"{owner_member_id}",
+                )
+            if session.scalar(
+                select(AccountRow.id).where(
+                    AccountRow.household_id == owner.household_id, AccountRow.label == label
+                )
+            ):
                 raise ValidationError(f"An account labelled {label!r} already exists")
-            row = AccountRow(household_id=owner.household_id, owner_member_id=owner.id,
-                             broker=parsed_broker, label=label, account_group=group)
+            row = AccountRow(
+                household_id=owner.household_id,
+                owner_member_id=owner.id,
+                broker=parsed_broker,
+                label=label,
+                account_group=group,
+            )
             session.add(row)
             session.flush()
-            self._audit(session, actor, "accounts.create", f"account:{row.id}",
-                        {"label": label, "group": group, "owner_member_id": owner.id},
-                        household_id=owner.household_id)
+            self._audit(
+                session,
+                actor,
+                "accounts.create",
+                f"account:{row.id}",
+                {"label": label, "group": group, "owner_member_id": owner.id},
+                household_id=owner.household_id,
+            )
             return self._to_account(
                 session, row, authz.account_permission(self._facts(session, actor, row))
             )
@@ -316,18 +384,25 @@ class HouseholdService(ServiceBase):
             )
         with self.db.transaction() as session:
             row, _ = self._account_for(session, actor, account_id, "manage", "accounts.update")
-            clash = session.scalar(select(AccountRow.id).where(
-                AccountRow.household_id == row.household_id, AccountRow.label == label,
-                AccountRow.id != row.id,
-            ))
+            clash = session.scalar(
+                select(AccountRow.id).where(
+                    AccountRow.household_id == row.household_id,
+                    AccountRow.label == label,
+                    AccountRow.id != row.id,
+                )
+            )
             if clash:
                 raise ValidationError(f"An account labelled {label!r} already exists")
             before = {"label": row.label, "group": row.account_group, "active": row.is_active}
             row.label, row.account_group, row.is_active = label, group, is_active
-            self._audit(session, actor, "accounts.update", f"account:{row.id}",
-                        {"before": before, "after": {"label": label, "group": group,
-                                                     "active": is_active}},
-                        household_id=row.household_id)
+            self._audit(
+                session,
+                actor,
+                "accounts.update",
+                f"account:{row.id}",
+                {"before": before, "after": {"label": label, "group": group, "active": is_active}},
+                household_id=row.household_id,
+            )
 
     # -- grants ----------------------------------------------------------------------------
     def list_grants(self, actor: Actor) -> list[Grant]:
@@ -347,17 +422,23 @@ class HouseholdService(ServiceBase):
             for grant, account, member, by in session.execute(query).all():
                 facts = self._facts(session, actor, account)
                 if authz.may_manage_account(facts) or member.id == actor.member_id:
-                    grants.append(Grant(
-                        id=grant.id, account_id=account.id, account_label=account.label,
-                        member_id=member.id, member_name=member.full_name,
-                        permission=grant.permission, granted_by=by, granted_at=grant.created_at,
-                    ))
+                    grants.append(
+                        Grant(
+                            id=grant.id,
+                            account_id=account.id,
+                            account_label=account.label,
+                            member_id=member.id,
+                            member_name=member.full_name,
+                            permission=grant.permission,
+                            granted_by=by,
+                            granted_at=grant.created_at,
+                        )
+                    )
             return grants
 
     def grant(self, actor: Actor, account_id: int, member_id: int, permission: str) -> None:
         """Give (or change) a member's view/trade access to an account."""
         perm = _parse(Permission, permission, "permission")
-        assert isinstance(perm, Permission)  # noqa: S101
         with self.db.transaction() as session:
             row, _ = self._account_for(session, actor, account_id, "manage", "grants.set")
             member = session.get(MemberRow, member_id)
@@ -373,29 +454,50 @@ class HouseholdService(ServiceBase):
                 raise ValidationError(
                     f"{member.full_name} has the viewer role, which never trades; grant 'view'"
                 )
-            existing = session.scalar(select(AccountGrantRow).where(
-                AccountGrantRow.account_id == account_id, AccountGrantRow.member_id == member_id
-            ))
+            existing = session.scalar(
+                select(AccountGrantRow).where(
+                    AccountGrantRow.account_id == account_id, AccountGrantRow.member_id == member_id
+                )
+            )
             if existing is None:
-                session.add(AccountGrantRow(account_id=account_id, member_id=member_id,
-                                            permission=perm, granted_by_user_id=actor.user_id,
-                                            created_at=now_ist()))
+                session.add(
+                    AccountGrantRow(
+                        account_id=account_id,
+                        member_id=member_id,
+                        permission=perm,
+                        granted_by_user_id=actor.user_id,
+                        created_at=now_ist(),
+                    )
+                )
             else:
                 existing.permission = perm
                 existing.granted_by_user_id = actor.user_id
-            self._audit(session, actor, "grants.set", f"account:{account_id}",
-                        {"member_id": member_id, "permission": perm.value},
-                        household_id=row.household_id)
+            self._audit(
+                session,
+                actor,
+                "grants.set",
+                f"account:{account_id}",
+                {"member_id": member_id, "permission": perm.value},
+                household_id=row.household_id,
+            )
 
     def revoke(self, actor: Actor, account_id: int, member_id: int) -> None:
         """Remove a member's grant on an account."""
         with self.db.transaction() as session:
             row, _ = self._account_for(session, actor, account_id, "manage", "grants.revoke")
-            existing = session.scalar(select(AccountGrantRow).where(
-                AccountGrantRow.account_id == account_id, AccountGrantRow.member_id == member_id
-            ))
+            existing = session.scalar(
+                select(AccountGrantRow).where(
+                    AccountGrantRow.account_id == account_id, AccountGrantRow.member_id == member_id
+                )
+            )
             if existing is None:
                 raise ValidationError(f"Member {member_id} has no grant on account {account_id}")
             session.delete(existing)
-            self._audit(session, actor, "grants.revoke", f"account:{account_id}",
-                        {"member_id": member_id}, household_id=row.household_id)
+            self._audit(
+                session,
+                actor,
+                "grants.revoke",
+                f"account:{account_id}",
+                {"member_id": member_id},
+                household_id=row.household_id,
+            )

@@ -35,9 +35,7 @@ def parse_relationship(value: str) -> Relationship:
         return Relationship(value)
     except ValueError:
         allowed = ", ".join(r.value for r in Relationship)
-        raise ValidationError(
-            f"Unknown relationship {value!r}; choose one of {allowed}"
-        ) from None
+        raise ValidationError(f"Unknown relationship {value!r}; choose one of {allowed}") from None
 
 
 def to_user(row: UserRow, member_id: int | None) -> User:
@@ -70,7 +68,9 @@ class UserService(ServiceBase):
         role = self._fresh_role(session, actor)
         if not authz.may_manage_users(role, household_id == actor.household_id):
             self._deny(
-                actor, action, f"household:{household_id}",
+                actor,
+                action,
+                f"household:{household_id}",
                 f"Your role {role.value!r} may not manage users of household {household_id}",
             )
         return role
@@ -112,28 +112,41 @@ class UserService(ServiceBase):
         with self.db.transaction() as session:
             self._require_manager(session, actor, target, "users.create")
             if not authz.may_assign_role(self._fresh_role(session, actor), parsed_role):
-                self._deny(actor, "users.create", f"user:{name}",
-                           f"Only a super admin may create a {parsed_role.value!r}")
+                self._deny(
+                    actor,
+                    "users.create",
+                    f"user:{name}",
+                    f"Only a super admin may create a {parsed_role.value!r}",
+                )
             if session.scalar(select(UserRow.id).where(UserRow.username == name)) is not None:
                 raise ValidationError(f"Username {name!r} is already taken; choose another")
             row = UserRow(
-                household_id=target, username=name, display_name=display_name.strip(),
-                email=(email or "").strip() or None, password_hash=hash_password(password, self.settings.bcrypt_rounds),
-                role=parsed_role, password_changed_at=now_ist(),
+                household_id=target,
+                username=name,
+                display_name=display_name.strip(),
+                email=(email or "").strip() or None,
+                password_hash=hash_password(password, self.settings.bcrypt_rounds),
+                role=parsed_role,
+                password_changed_at=now_ist(),
             )
             session.add(row)
             session.flush()
             member_id = None
             if parsed_rel is not None:
                 member = MemberRow(
-                    household_id=target, full_name=row.display_name,
-                    relationship=parsed_rel, user_id=row.id,
+                    household_id=target,
+                    full_name=row.display_name,
+                    relationship=parsed_rel,
+                    user_id=row.id,
                 )
                 session.add(member)
                 session.flush()
                 member_id = member.id
             self._audit(
-                session, actor, "users.create", f"user:{name}",
+                session,
+                actor,
+                "users.create",
+                f"user:{name}",
                 {"role": parsed_role.value, "relationship": parsed_rel and parsed_rel.value},
                 household_id=target,
             )
@@ -147,9 +160,13 @@ class UserService(ServiceBase):
             self._deny(actor, action, f"user:{user_id}", f"User {user_id} is not in your household")
         role = self._require_manager(session, actor, row.household_id, action)
         if row.role is Role.SUPER_ADMIN and role is not Role.SUPER_ADMIN:
-            self._deny(actor, action, f"user:{row.username}",
-                       f"Only a super admin may change the {Role.SUPER_ADMIN.value!r} login "
-                       f"{row.username!r}")
+            self._deny(
+                actor,
+                action,
+                f"user:{row.username}",
+                f"Only a super admin may change the {Role.SUPER_ADMIN.value!r} login "
+                f"{row.username!r}",
+            )
         return row
 
     def set_role(self, actor: Actor, user_id: int, role: str) -> None:
@@ -158,15 +175,25 @@ class UserService(ServiceBase):
         with self.db.transaction() as session:
             row = self._target(session, actor, user_id, "users.set_role")
             if not authz.may_assign_role(self._fresh_role(session, actor), parsed):
-                self._deny(actor, "users.set_role", f"user:{row.username}",
-                           f"Only a super admin may grant or remove {Role.SUPER_ADMIN.value!r}")
+                self._deny(
+                    actor,
+                    "users.set_role",
+                    f"user:{row.username}",
+                    f"Only a super admin may grant or remove {Role.SUPER_ADMIN.value!r}",
+                )
             if row.id == actor.user_id and parsed is not row.role:
                 raise ValidationError("You cannot change your own role; ask another admin")
             old = row.role
             row.role = parsed
             self._auth.end_sessions(session, [row.id], END_ROLE, None)
-            self._audit(session, actor, "users.set_role", f"user:{row.username}",
-                        {"from": old.value, "to": parsed.value}, household_id=row.household_id)
+            self._audit(
+                session,
+                actor,
+                "users.set_role",
+                f"user:{row.username}",
+                {"from": old.value, "to": parsed.value},
+                household_id=row.household_id,
+            )
 
     def set_active(self, actor: Actor, user_id: int, active: bool) -> None:
         """Enable or disable a login; disabling ends its sessions."""
@@ -177,8 +204,14 @@ class UserService(ServiceBase):
             row.is_active = active
             if not active:
                 self._auth.end_sessions(session, [row.id], END_DEACTIVATED, None)
-            self._audit(session, actor, "users.set_active", f"user:{row.username}",
-                        {"active": active}, household_id=row.household_id)
+            self._audit(
+                session,
+                actor,
+                "users.set_active",
+                f"user:{row.username}",
+                {"active": active},
+                household_id=row.household_id,
+            )
 
     def reset_password(self, actor: Actor, user_id: int, new_password: str) -> None:
         """Set a new password for another user; their sessions end."""
@@ -188,8 +221,13 @@ class UserService(ServiceBase):
             row.password_hash = hash_password(new_password, self.settings.bcrypt_rounds)
             row.password_changed_at = now_ist()
             self._auth.end_sessions(session, [row.id], END_FORCED, None)
-            self._audit(session, actor, "users.reset_password", f"user:{row.username}",
-                        household_id=row.household_id)
+            self._audit(
+                session,
+                actor,
+                "users.reset_password",
+                f"user:{row.username}",
+                household_id=row.household_id,
+            )
 
     def force_logout_all(self, actor: Actor, household_id: int | None = None) -> int:
         """End every active session of the household (super admin with None: of the desk)."""
@@ -197,11 +235,14 @@ class UserService(ServiceBase):
         with self.db.transaction() as session:
             role = self._require_manager(session, actor, target, "users.force_logout_all")
             everyone = household_id is None and role is Role.SUPER_ADMIN
-            count = self._auth.end_sessions(
-                session, None, END_FORCED, None if everyone else target
+            count = self._auth.end_sessions(session, None, END_FORCED, None if everyone else target)
+            self._audit(
+                session,
+                actor,
+                "users.force_logout_all",
+                "desk" if everyone else f"household:{target}",
+                {"sessions_ended": count},
             )
-            self._audit(session, actor, "users.force_logout_all",
-                        "desk" if everyone else f"household:{target}", {"sessions_ended": count})
             return count
 
     def count_users(self) -> int:

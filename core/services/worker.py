@@ -36,8 +36,11 @@ class WorkerService(ServiceBase):
             if row is None:
                 try:
                     with session.begin_nested():
-                        session.add(WorkerLockRow(name=LOCK_NAME, holder=holder,
-                                                  started_at=now, heartbeat_at=now))
+                        session.add(
+                            WorkerLockRow(
+                                name=LOCK_NAME, holder=holder, started_at=now, heartbeat_at=now
+                            )
+                        )
                     return
                 except IntegrityError:
                     row = session.get(WorkerLockRow, LOCK_NAME)
@@ -49,23 +52,31 @@ class WorkerService(ServiceBase):
                     f"{self.settings.worker_stale_seconds} s ago. Stop it first, or wait "
                     "that long after it died."
                 )
+            same_holder = (
+                WorkerLockRow.holder.is_(None)
+                if row.holder is None
+                else WorkerLockRow.holder == row.holder
+            )
             taken = session.execute(
                 update(WorkerLockRow)
-                .where(WorkerLockRow.name == LOCK_NAME, WorkerLockRow.holder.is_(row.holder)
-                       if row.holder is None else WorkerLockRow.holder == row.holder)
+                .where(WorkerLockRow.name == LOCK_NAME, same_holder)
                 .values(holder=holder, started_at=now, heartbeat_at=now)
-            ).rowcount
-            if taken != 1:
+                .returning(WorkerLockRow.name)
+            ).first()
+            if taken is None:
                 raise WorkerLockHeld("Another worker took the lock at the same moment")
 
     def beat(self, holder: str) -> bool:
         """Renew the heartbeat; return False if the lease was lost to another worker."""
         with self.db.transaction() as session:
-            return bool(session.execute(
-                update(WorkerLockRow)
-                .where(WorkerLockRow.name == LOCK_NAME, WorkerLockRow.holder == holder)
-                .values(heartbeat_at=now_ist())
-            ).rowcount)
+            return bool(
+                session.execute(
+                    update(WorkerLockRow)
+                    .where(WorkerLockRow.name == LOCK_NAME, WorkerLockRow.holder == holder)
+                    .values(heartbeat_at=now_ist())
+                    .returning(WorkerLockRow.name)
+                ).first()
+            )
 
     def release(self, holder: str) -> None:
         """Give the lease up on a clean shutdown."""
