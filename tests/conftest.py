@@ -134,7 +134,7 @@ def services(demo_url: str) -> Iterator[Services]:
 
 
 @pytest.fixture
-def login(services: Services, demo_logins: dict[str, DemoLogin]):  # noqa: ANN201
+def login(services: Services, demo_logins: dict[str, DemoLogin]):
     """Return a function that logs a demo user in and returns their Actor."""
 
     def _login(username: str) -> Actor:

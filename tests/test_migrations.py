@@ -1,0 +1,186 @@
+"""The Alembic migrations build exactly the models' schema, the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text, types
+
+import db.models  # noqa: F401  (registers the tables on Base.metadata)
+from db.base import Base
+from db.engine import make_engine
+from db.migrate import alembic_config, upgrade
+from tests.support.pg import PostgresServer
+
+TABLES = {
+    "households", "users", "members", "accounts", "account_grants", "auth_sessions",
+    "audit_log", "audit_head", "worker_lock",
+}
+TRIGGERS = {"audit_log_no_update", "audit_log_no_delete"}
+
+
+def _new_sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / f'fresh-{uuid.uuid4().hex[:8]}.db'}"
+
+
+def _new_pg_url(request: pytest.FixtureRequest) -> str:
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    server.create_database(name)
+    request.addfinalizer(lambda: server.drop_database(name))
+    return server.url(name)
+
+
+@pytest.fixture
+def unmigrated_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
+    """URL of a brand-new database that has never been migrated."""
+    return _new_sqlite_url(tmp_path) if backend == "sqlite" else _new_pg_url(request)
+
+
+@pytest.fixture
+def engine_for() -> Iterator[Any]:
+    """Return a function making engines that are disposed after the test."""
+    engines: list[Engine] = []
+
+    def _make(url: str) -> Engine:
+        engine = make_engine(url)
+        engines.append(engine)
+        return engine
+
+    yield _make
+    for engine in engines:
+        engine.dispose()
+
+
+def _schema_diff(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+def _triggers(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+        else:
+            query = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+        return {row[0] for row in conn.execute(text(query))}
+
+
+def _type_family(column_type: types.TypeEngine[Any]) -> str:
+    """Reduce a reflected type to a family both databases can agree on."""
+    if isinstance(column_type, types.Integer):  # INTEGER, BIGINT, SMALLINT
+        return "integer"
+    if isinstance(column_type, types.Boolean):
+        return "boolean"
+    if isinstance(column_type, types.DateTime):
+        return "datetime"
+    if isinstance(column_type, types.Numeric):
+        return f"numeric({column_type.precision},{column_type.scale})"
+    if isinstance(column_type, types.Text):
+        return "text"
+    if isinstance(column_type, types.String):
+        return f"string({column_type.length})"
+    return f"other:{type(column_type).__name__}"
+
+
+def _describe_schema(engine: Engine) -> dict[str, dict[str, Any]]:
+    """Return every table's columns, keys, unique sets and named indexes, normalised."""
+    inspector = inspect(engine)
+    schema: dict[str, dict[str, Any]] = {}
+    for table in sorted(inspector.get_table_names()):
+        indexes = inspector.get_indexes(table)
+        uniques = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)}
+        uniques |= {tuple(i["column_names"]) for i in indexes if i["unique"]}
+        schema[table] = {
+            "columns": {
+                c["name"]: (_type_family(c["type"]), "null" if c["nullable"] else "not null")
+                for c in inspector.get_columns(table)
+            },
+            "primary_key": tuple(inspector.get_pk_constraint(table)["constrained_columns"]),
+            "foreign_keys": sorted(
+                (tuple(fk["constrained_columns"]), fk["referred_table"],
+                 tuple(fk["referred_columns"]))
+                for fk in inspector.get_foreign_keys(table)
+            ),
+            "unique": sorted(uniques),
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                for i in indexes
+                if not i.get("duplicates_constraint") and not i["unique"]
+            ),
+        }
+    return schema
+
+
+def _differences(left: dict[str, Any], right: dict[str, Any], path: str = "") -> list[str]:
+    """Return readable lines for every place two nested dicts disagree."""
+    lines = []
+    for key in sorted(set(left) | set(right)):
+        where = f"{path}.{key}" if path else str(key)
+        a, b = left.get(key, "<missing>"), right.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += _differences(a, b, where)
+        elif a != b:
+            lines.append(f"{where}: sqlite={a!r} postgres={b!r}")
+    return lines
+
+
+def test_migrating_a_fresh_database_to_head_builds_exactly_the_models(
+    unmigrated_url: str, engine_for: Any
+) -> None:
+    upgrade(unmigrated_url)
+    engine = engine_for(unmigrated_url)
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    assert _schema_diff(engine) == []
+    assert _triggers(engine) == TRIGGERS
+    with engine.connect() as conn:
+        head = conn.execute(text("SELECT id, last_id, last_hash FROM audit_head")).all()
+    assert head == [(1, 0, "0" * 64)]
+
+
+@pytest.mark.postgres
+def test_sqlite_and_postgresql_get_the_same_schema_from_the_migrations(
+    request: pytest.FixtureRequest, tmp_path: Path, engine_for: Any
+) -> None:
+    sqlite_url, pg_url = _new_sqlite_url(tmp_path), _new_pg_url(request)
+    upgrade(sqlite_url)
+    upgrade(pg_url)
+    on_sqlite = _describe_schema(engine_for(sqlite_url))
+    on_postgres = _describe_schema(engine_for(pg_url))
+    assert set(on_sqlite) >= TABLES
+    assert on_sqlite["users"]["unique"] == [("username",)]
+    assert ("ix_audit_log_action_resource_created_at", ("action", "resource", "created_at"),
+            False) in on_sqlite["audit_log"]["indexes"]
+    differences = _differences(on_sqlite, on_postgres)
+    assert not differences, "schemas differ:\n" + "\n".join(differences)
+
+
+def test_downgrading_to_base_and_upgrading_again_rebuilds_the_schema(
+    unmigrated_url: str, engine_for: Any
+) -> None:
+    config = alembic_config(unmigrated_url)
+    command.upgrade(config, "head")
+    command.downgrade(alembic_config(unmigrated_url), "base")
+    engine = engine_for(unmigrated_url)
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    assert _triggers(engine) == set()
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            functions = conn.execute(
+                text("SELECT proname FROM pg_proc WHERE proname = 'audit_log_append_only'")
+            ).all()
+        assert functions == []
+    engine.dispose()
+
+    command.upgrade(alembic_config(unmigrated_url), "head")
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    assert _schema_diff(engine) == []
+    assert _triggers(engine) == TRIGGERS
