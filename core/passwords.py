@@ -34,7 +34,7 @@ def check_policy(password: str, username: str) -> None:
     if username and username.lower() in password.lower():
         missing.append("contains the username")
     if missing:
-        raise ValidationError(f"Weak password: {RULE}; this one has {', '.join(missing)}")
+        raise ValidationError(f"Weak password: {RULE}. This one fails: {', '.join(missing)}")
 
 
 def hash_password(password: str, rounds: int = 12) -> str:

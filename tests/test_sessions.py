@@ -398,3 +398,13 @@ def test_the_stored_totp_secret_is_encrypted(
     assert stored
     assert secret not in stored
     assert secret.lower() not in stored.lower()
+
+
+def test_services_refuse_an_actor_whose_session_has_ended(services, login) -> None:
+    from core.errors import SessionInvalid
+
+    priya = login("priya")
+    accounts = services.household.list_accounts(priya)
+    services.auth.logout(priya)
+    with pytest.raises(SessionInvalid, match="session has ended"):
+        services.household.authorize_trade(priya, accounts[0].id)

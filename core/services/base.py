@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import audit
@@ -12,7 +13,7 @@ from core.config import Settings
 from core.domain import Actor, Role
 from core.errors import PermissionDenied, SessionInvalid
 from db.engine import Database
-from db.models import UserRow
+from db.models import SessionRow, UserRow
 
 
 class ServiceBase:
@@ -24,10 +25,20 @@ class ServiceBase:
         self.settings = settings
 
     def _fresh_role(self, session: Session, actor: Actor) -> Role:
-        """Re-read the actor's role so a demoted or disabled user cannot act on stale state."""
+        """Re-read the actor's role (and session) so stale state cannot act.
+
+        A demoted or disabled user, or one whose session ended (logout, force-logout, password
+        change, daily expiry), is refused even if a caller still holds the old Actor.
+        """
         row = session.get(UserRow, actor.user_id)
         if row is None or not row.is_active:
             raise SessionInvalid(f"user {actor.username!r} is no longer active; log in again")
+        if actor.session_id is not None:
+            ended = session.scalar(
+                select(SessionRow.ended_at).where(SessionRow.id == actor.session_id)
+            )
+            if ended is not None:
+                raise SessionInvalid("Your session has ended; log in again")
         return row.role
 
     def _audit(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core import authz
@@ -18,6 +18,7 @@ from core.domain import (
     Household,
     Member,
     Permission,
+    Relationship,
     Role,
     VerificationStatus,
 )
@@ -347,7 +348,8 @@ class HouseholdService(ServiceBase):
                 )
             if session.scalar(
                 select(AccountRow.id).where(
-                    AccountRow.household_id == owner.household_id, AccountRow.label == label
+                    AccountRow.household_id == owner.household_id,
+                    func.lower(AccountRow.label) == label.lower(),
                 )
             ):
                 raise ValidationError(f"An account labelled {label!r} already exists")
@@ -387,7 +389,7 @@ class HouseholdService(ServiceBase):
             clash = session.scalar(
                 select(AccountRow.id).where(
                     AccountRow.household_id == row.household_id,
-                    AccountRow.label == label,
+                    func.lower(AccountRow.label) == label.lower(),
                     AccountRow.id != row.id,
                 )
             )
@@ -453,6 +455,17 @@ class HouseholdService(ServiceBase):
             if perm is Permission.TRADE and grantee_role is Role.VIEWER:
                 raise ValidationError(
                     f"{member.full_name} has the viewer role, which never trades; grant 'view'"
+                )
+            owner = session.get(MemberRow, row.owner_member_id)
+            if (
+                perm is Permission.TRADE
+                and owner is not None
+                and owner.relationship is not Relationship.SELF
+                and owner.consent_given_at is None
+            ):
+                raise ValidationError(
+                    f"{owner.full_name} ({owner.relationship.value}) has not consented to others "
+                    "trading their account; record their consent on the Members tab first"
                 )
             existing = session.scalar(
                 select(AccountGrantRow).where(

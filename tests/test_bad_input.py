@@ -1,0 +1,157 @@
+"""Bad input: each gives a ValidationError stating the rule and the value, and writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyotp
+import pytest
+from sqlalchemy import func, select
+
+from core.domain import Actor
+from core.errors import ValidationError
+from core.services import Services
+from db.models import AccountGrantRow, AccountRow, AuditRow, MemberRow, UserRow
+
+STRONG = "Good-Enough-42!"
+COUNTED = (UserRow, MemberRow, AccountRow, AccountGrantRow, AuditRow)
+
+
+@dataclass(frozen=True)
+class Ids:
+    """Member ids by username (vikram lives in the foreign Verma household), accounts by label."""
+
+    members: dict[str, int]
+    accounts: dict[str, int]
+
+
+@pytest.fixture
+def ids(services: Services, login: Callable[[str], Actor]) -> Ids:
+    """The demo household's ids plus a foreign household whose member is 'vikram'."""
+    ops = login("ops")
+    verma = services.household.create_household(ops, "Verma family")
+    vikram = services.users.create_user(ops, "vikram", "Vikram Verma", STRONG, "admin",
+                                        relationship="self", household_id=verma.id)
+    assert vikram.member_id is not None
+    members = {m.username: m.id for m in services.household.list_members(ops) if m.username}
+    members["vikram"] = vikram.member_id
+    accounts = {a.label: a.id for a in services.household.list_accounts(ops)}
+    return Ids(members=members, accounts=accounts)
+
+
+def _row_counts(services: Services) -> dict[str, int]:
+    with services.db.transaction() as session:
+        return {
+            model.__tablename__: int(session.scalar(select(func.count()).select_from(model)) or 0)
+            for model in COUNTED
+        }
+
+
+Call = Callable[[Services, Actor, Ids], Any]
+
+
+def _new_user(username: str = "newbie", password: str = STRONG, role: str = "viewer",
+              relationship: str | None = "child") -> Call:
+    return lambda s, a, i: s.users.create_user(a, username, "New Person", password, role,
+                                               relationship=relationship)
+
+
+def _grant(label: str, member: str, permission: str) -> Call:
+    return lambda s, a, i: s.household.grant(a, i.accounts[label], i.members[member], permission)
+
+
+def _open(owner: str, label: str) -> Call:
+    return lambda s, a, i: s.household.create_account(a, i.members[owner], label, "Long-term")
+
+
+def _rename(label: str, new_label: str) -> Call:
+    return lambda s, a, i: s.household.update_account(a, i.accounts[label], new_label,
+                                                      "Trading", True)
+
+
+# Each message part may name an id with {member:<username>}, filled in from the fixture.
+BAD_INPUTS = [
+    pytest.param(_new_user("priya"), ("'priya' is already taken",), id="duplicate-username"),
+    pytest.param(_new_user("Priya"), ("'priya' is already taken",),
+                 id="duplicate-username-differing-by-case"),
+    pytest.param(_new_user(password="short"),
+                 ("10 to 72 characters", "one lowercase letter", "one uppercase letter",
+                  "one digit", "one symbol",
+                  "This one fails: length 5 < 10, no uppercase letter, no digit, no symbol"),
+                 id="weak-password"),
+    pytest.param(_new_user(password="newbie-Pass-123"), ("must not contain the username",
+                                                         "This one fails: contains the username"),
+                 id="password-containing-the-username"),
+    pytest.param(_new_user("bad name!"),
+                 ("Invalid username 'bad name!'", "lowercase letters, digits, '.', '_' or '-'"),
+                 id="invalid-username-characters"),
+    pytest.param(_new_user(relationship="cousin"),
+                 ("Unknown relationship 'cousin'", "self, spouse, parent, child"),
+                 id="unknown-relationship"),
+    pytest.param(_new_user(role="owner"),
+                 ("Unknown role 'owner'", "super_admin, admin, trader, family_member, viewer"),
+                 id="unknown-role"),
+    pytest.param(lambda s, a, i: s.auth.confirm_totp(a, pyotp.random_base32(), "12ab"),
+                 ("exactly 6 digits", "'12ab'"), id="malformed-totp-code"),
+    pytest.param(_grant("Rahul · Long-term", "vikram", "view"),
+                 ("Member {vikram} is not in this account's household",),
+                 id="grant-to-a-member-outside-the-household"),
+    pytest.param(_grant("Rahul · Intraday", "aarav", "trade"),
+                 ("Aarav Sharma has the viewer role, which never trades", "grant 'view'"),
+                 id="trade-grant-to-a-viewer"),
+    pytest.param(_grant("Rahul · Intraday", "kamla", "admin"),
+                 ("Unknown permission 'admin'", "view, trade"), id="unknown-permission"),
+    pytest.param(_open("kamla", "   "), ("Account label must be 1-60 characters; got 0",),
+                 id="empty-account-label"),
+    pytest.param(_open("kamla", "x" * 61), ("Account label must be 1-60 characters; got 61",),
+                 id="too-long-account-label"),
+    pytest.param(_rename("Rahul · Intraday", ""), ("Label must be 1-60", "got 0"),
+                 id="empty-label-on-rename"),
+    pytest.param(_open("kamla", "Rahul · Long-term"),
+                 ("An account labelled 'Rahul · Long-term' already exists",),
+                 id="duplicate-account-label"),
+    pytest.param(_rename("Rahul · Intraday", "Priya · Trading"),
+                 ("An account labelled 'Priya · Trading' already exists",),
+                 id="duplicate-account-label-on-rename"),
+    pytest.param(_open("kamla", "rahul · long-term"),
+                 ("An account labelled 'rahul · long-term' already exists",),
+                 id="duplicate-account-label-differing-only-by-case"),
+    pytest.param(lambda s, a, i: s.household.record_consent(a, i.members["kamla"], "  "),
+                 ("Consent needs a note saying how it was given",), id="consent-with-empty-note"),
+    pytest.param(lambda s, a, i: s.household.set_verification(a, i.members["kamla"], "approved"),
+                 ("Unknown verification status 'approved'", "unverified, verified, rejected"),
+                 id="unknown-verification-status"),
+]
+
+
+@pytest.mark.parametrize(("call", "message_parts"), BAD_INPUTS)
+def test_bad_input_is_refused_with_a_clear_message_and_writes_nothing(
+    services: Services, login: Callable[[str], Actor], ids: Ids,
+    call: Call, message_parts: tuple[str, ...],
+) -> None:
+    rahul = login("rahul")
+    before = _row_counts(services)
+    with pytest.raises(ValidationError) as refused:
+        call(services, rahul, ids)
+    message = str(refused.value)
+    for part in message_parts:
+        assert part.format(**ids.members) in message
+    assert _row_counts(services) == before
+
+
+def test_a_trade_grant_needs_the_owners_recorded_consent(
+    services: Services, login: Callable[[str], Actor], ids: Ids,
+) -> None:
+    rahul = login("rahul")
+    nani = services.household.add_member(rahul, "Nani Devi", "parent")
+    account = services.household.create_account(rahul, nani.id, "Nani · Savings", "Long-term")
+    before = _row_counts(services)
+    with pytest.raises(ValidationError, match=r"Nani Devi \(parent\) has not consented"):
+        services.household.grant(rahul, account.id, ids.members["rahul"], "trade")
+    assert _row_counts(services) == before
+    services.household.grant(rahul, account.id, ids.members["priya"], "view")  # view is fine
+    services.household.record_consent(rahul, nani.id, "Signed form, witnessed by Priya")
+    services.household.grant(rahul, account.id, ids.members["rahul"], "trade")
+    assert services.household.authorize_trade(rahul, account.id).label == "Nani · Savings"
