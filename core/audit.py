@@ -48,6 +48,7 @@ def row_digest(row: AuditRow) -> str:
         row.outcome,
         row.details,
         row.client,
+        row.client_ip,
         row.prev_hash,
     ]
     encoded = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
@@ -87,6 +88,7 @@ def append(session: Session, event: AuditEvent) -> int:
         outcome=event.outcome,
         details=canonical_details(event.details),
         client=(event.client or ClientInfo(channel="system")).describe()[:400],
+        client_ip=event.client.ip[:64] if event.client and event.client.ip else None,
         prev_hash=head.last_hash,
         row_hash="",
     )

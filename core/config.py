@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(
         default=5, ge=1, description="LOGIN_MAX_FAILURES: failed logins before a lockout."
     )
+    login_max_failures_per_ip: int = Field(
+        default=20,
+        ge=1,
+        description="LOGIN_MAX_FAILURES_PER_IP: failed logins from one address before a lockout.",
+    )
     login_lockout_minutes: int = Field(
         default=15, ge=1, description="LOGIN_LOCKOUT_MINUTES: lockout window and duration."
     )

@@ -125,6 +125,7 @@ class AuditRow(Base):
     __table_args__ = (
         Index("ix_audit_log_action_resource_created_at", "action", "resource", "created_at"),
         Index("ix_audit_log_household_id_created_at", "household_id", "created_at"),
+        Index("ix_audit_log_action_client_ip_created_at", "action", "client_ip", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -137,6 +138,7 @@ class AuditRow(Base):
     outcome: Mapped[str] = mapped_column(String(12))
     details: Mapped[str] = mapped_column(Text)
     client: Mapped[str] = mapped_column(String(400))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     row_hash: Mapped[str] = mapped_column(String(64))
 

@@ -111,6 +111,11 @@ def _render_login_steps() -> None:
         _render_totp_step()
         return
     svc = services()
+    try:
+        svc.auth.refuse_if_locked(None, client_info())
+    except TradingError as exc:
+        st.error(str(exc))
+        return
     authenticator = _authenticator()
     credentials = authenticator.authentication_controller.authentication_model.credentials
     before = {u: c.get("failed_login_attempts", 0) for u, c in credentials["usernames"].items()}

@@ -8,7 +8,14 @@ from datetime import date, datetime, time
 import pytest
 
 from core import config as config_module
-from core.clock import IST, MarketStatus, format_ist, is_trading_day, market_state, next_expiry_after
+from core.clock import (
+    IST,
+    MarketStatus,
+    format_ist,
+    is_trading_day,
+    market_state,
+    next_expiry_after,
+)
 from core.config import Settings
 from core.crypto import SecretBox
 from core.errors import ConfigError

@@ -14,7 +14,7 @@ from core.domain import Role
 from core.seed import DemoLogin
 from core.services import Services
 from db.engine import Database
-from db.models import AuditRow, UserRow
+from db.models import AccountRow, AuditRow, UserRow
 from pages.common import DISCLAIMER
 from pages.nav import PAGES, pages_for
 from tests.conftest import TEST_CLIENT, TEST_SECRET, make_settings
@@ -166,6 +166,8 @@ def test_an_admin_opens_an_account_from_the_household_page(desk) -> None:
     form_buttons[0].click().run()
     assert not at.exception
     assert "Opened Rahul · Options" in texts(at)
+    with svc.db.transaction() as session:
+        assert session.scalar(select(AccountRow.label).where(AccountRow.label == "Rahul · Options"))
 
 
 def test_a_page_script_run_on_its_own_still_requires_a_valid_session(desk) -> None:

@@ -12,7 +12,7 @@ import pytest
 import time_machine
 from sqlalchemy import func, select
 
-from core.domain import Actor
+from core.domain import Actor, ClientInfo
 from core.errors import AuthenticationError, SessionInvalid, ValidationError
 from core.passwords import generate_password
 from core.seed import DemoLogin
@@ -324,6 +324,24 @@ def test_failures_of_one_user_do_not_lock_another(
             with pytest.raises(AuthenticationError):
                 services.auth.login("priya", "wrong-password-1A", TEST_CLIENT)
         assert open_session(services, demo_logins, "kamla")
+
+
+def test_many_usernames_tried_from_one_address_lock_that_address_only(
+    demo_url: str, demo_logins: dict[str, DemoLogin]
+) -> None:
+    svc = Services(Database(demo_url), make_settings(demo_url, login_max_failures_per_ip=3))
+    attacker = ClientInfo(ip="203.0.113.9", user_agent="spray", channel="web")
+    with frozen_at(ist(10, 11, 0)):
+        for name in ("alice", "bob", "carol"):  # unknown usernames still count for the address
+            with pytest.raises(AuthenticationError, match="incorrect"):
+                svc.auth.login(name, "Wrong-password-1", attacker)
+        with pytest.raises(AuthenticationError) as locked:
+            svc.auth.login("priya", demo_logins["priya"].password, attacker)
+        assert "Login locked for address 203.0.113.9: 3 failed attempts within 15 minutes" in str(
+            locked.value
+        )
+        assert svc.auth.login("priya", demo_logins["priya"].password, TEST_CLIENT).session_id
+    svc.db.dispose()
 
 
 # -- TOTP ------------------------------------------------------------------------------------

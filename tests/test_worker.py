@@ -59,7 +59,7 @@ def _env(url: str) -> dict[str, str]:
             "WORKER_HEARTBEAT_SECONDS": "1"}
 
 
-def _wait_until(predicate, timeout: float = 20.0) -> bool:  # noqa: ANN001
+def _wait_until(predicate, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

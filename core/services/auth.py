@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import pyotp
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from core import audit
 from core.clock import format_ist, next_expiry_after, now_ist
@@ -83,31 +84,51 @@ class AuthService(ServiceBase):
         }
 
     # -- lockout ---------------------------------------------------------------------------
-    def locked_until(self, username: str) -> datetime | None:
-        """Return when the username's lockout ends, or None if it may try now."""
+    def _lockout_end(self, condition: ColumnElement[bool], limit: int) -> datetime | None:
+        """Return when a lockout over failures matching ``condition`` ends, or None."""
         window = timedelta(minutes=self.settings.login_lockout_minutes)
         with self.db.transaction() as session:
             times = session.scalars(
                 select(AuditRow.created_at)
                 .where(
                     AuditRow.action == "auth.login_failed",
-                    AuditRow.resource == f"user:{username.lower()}",
+                    condition,
                     AuditRow.created_at >= now_ist() - window,
                 )
                 .order_by(AuditRow.created_at.desc())
-                .limit(self.settings.login_max_failures)
+                .limit(limit)
             ).all()
-        if len(times) < self.settings.login_max_failures:
-            return None
-        return times[0] + window
+        return times[0] + window if len(times) >= limit else None
 
-    def _refuse_if_locked(self, username: str) -> None:
-        until = self.locked_until(username)
+    def locked_until(self, username: str) -> datetime | None:
+        """Return when the username's lockout ends, or None if it may try now."""
+        return self._lockout_end(
+            AuditRow.resource == f"user:{username.lower()}", self.settings.login_max_failures
+        )
+
+    def client_locked_until(self, client: ClientInfo) -> datetime | None:
+        """Return when the client address's lockout ends (many usernames tried), or None."""
+        if not client.ip:
+            return None
+        return self._lockout_end(
+            AuditRow.client_ip == client.ip, self.settings.login_max_failures_per_ip
+        )
+
+    def refuse_if_locked(self, username: str | None, client: ClientInfo) -> None:
+        """Raise AuthenticationError stating the rule if the client or the username is locked."""
+        minutes = self.settings.login_lockout_minutes
+        until = self.client_locked_until(client)
+        if until is not None:
+            raise AuthenticationError(
+                f"Login locked for address {client.ip}: "
+                f"{self.settings.login_max_failures_per_ip} failed attempts within {minutes} "
+                f"minutes; try again after {format_ist(until)}"
+            )
+        until = self.locked_until(username) if username else None
         if until is not None:
             raise AuthenticationError(
                 f"Login locked for {username!r}: {self.settings.login_max_failures} failed "
-                f"attempts within {self.settings.login_lockout_minutes} minutes; "
-                f"try again after {format_ist(until)}"
+                f"attempts within {minutes} minutes; try again after {format_ist(until)}"
             )
 
     def record_failure(self, username: str | None, client: ClientInfo, reason: str) -> None:
@@ -135,7 +156,7 @@ class AuthService(ServiceBase):
     ) -> LoginResult:
         """Check password (and TOTP when enabled) and open a session; audit either outcome."""
         name = username.strip().lower()
-        self._refuse_if_locked(name)
+        self.refuse_if_locked(name, client)
         with self.db.transaction() as session:
             row = session.scalar(select(UserRow).where(UserRow.username == name))
             ok = row is not None and row.is_active and verify_password(password, row.password_hash)
@@ -157,7 +178,7 @@ class AuthService(ServiceBase):
         :meth:`credentials`; this step applies the lockout, TOTP and opens the session.
         """
         name = username.strip().lower()
-        self._refuse_if_locked(name)
+        self.refuse_if_locked(name, client)
         with self.db.transaction() as session:
             row = session.scalar(select(UserRow).where(UserRow.username == name))
             if row is None or not row.is_active:

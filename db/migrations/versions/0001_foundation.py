@@ -71,12 +71,14 @@ def upgrade() -> None:
     sa.Column('outcome', sa.String(length=12), nullable=False),
     sa.Column('details', sa.Text(), nullable=False),
     sa.Column('client', sa.String(length=400), nullable=False),
+    sa.Column('client_ip', sa.String(length=64), nullable=True),
     sa.Column('prev_hash', sa.String(length=64), nullable=False),
     sa.Column('row_hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_log'))
     )
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.create_index('ix_audit_log_action_resource_created_at', ['action', 'resource', 'created_at'], unique=False)
+        batch_op.create_index('ix_audit_log_action_client_ip_created_at', ['action', 'client_ip', 'created_at'], unique=False)
         batch_op.create_index('ix_audit_log_household_id_created_at', ['household_id', 'created_at'], unique=False)
 
     op.create_table('households',
@@ -234,6 +236,7 @@ def downgrade() -> None:
     op.drop_table('households')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_log_household_id_created_at')
+        batch_op.drop_index('ix_audit_log_action_client_ip_created_at')
         batch_op.drop_index('ix_audit_log_action_resource_created_at')
 
     op.drop_table('audit_log')
