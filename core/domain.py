@@ -5,6 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
+
+from core.errors import ValidationError
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def parse_choice(enum_cls: type[E], value: str, what: str) -> E:
+    """Return ``enum_cls(value)`` or raise ValidationError naming the value and the choices."""
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum_cls)
+        raise ValidationError(f"Unknown {what} {value!r}; choose one of {allowed}") from None
 
 
 class Role(StrEnum):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import TypeVar
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -21,23 +18,14 @@ from core.domain import (
     Relationship,
     Role,
     VerificationStatus,
+    parse_choice,
 )
 from core.errors import ValidationError
 from core.services.base import ServiceBase
-from core.services.users import parse_relationship
 from db.models import AccountGrantRow, AccountRow, HouseholdRow, MemberRow, UserRow
 
-E = TypeVar("E", bound=StrEnum)
 LABEL_MAX = 60
 GROUP_MAX = 40
-
-
-def _parse(enum_cls: type[E], value: str, what: str) -> E:
-    try:
-        return enum_cls(value)
-    except ValueError:
-        allowed = ", ".join(m.value for m in enum_cls)
-        raise ValidationError(f"Unknown {what} {value!r}; choose one of {allowed}") from None
 
 
 class HouseholdService(ServiceBase):
@@ -198,7 +186,7 @@ class HouseholdService(ServiceBase):
         self, actor: Actor, full_name: str, relationship: str, user_id: int | None = None
     ) -> Member:
         """Add a person to the household, optionally linked to an existing login."""
-        rel = parse_relationship(relationship)
+        rel = parse_choice(Relationship, relationship, "relationship")
         if not full_name.strip():
             raise ValidationError("Member name must not be empty")
         with self.db.transaction() as session:
@@ -256,7 +244,7 @@ class HouseholdService(ServiceBase):
 
     def set_verification(self, actor: Actor, member_id: int, status: str) -> None:
         """Set a member's verification status (unverified, verified, rejected)."""
-        parsed = _parse(VerificationStatus, status, "verification status")
+        parsed = parse_choice(VerificationStatus, status, "verification status")
         with self.db.transaction() as session:
             self._require_household_manager(session, actor, "members.verify")
             row = self._household_member(session, actor, member_id, "members.verify")
@@ -323,7 +311,7 @@ class HouseholdService(ServiceBase):
         self, actor: Actor, owner_member_id: int, label: str, group: str, broker: str = "paper"
     ) -> Account:
         """Open a trading account owned by a household member."""
-        parsed_broker = _parse(Broker, broker, "broker")
+        parsed_broker = parse_choice(Broker, broker, "broker")
         label, group = label.strip(), group.strip()
         if not label or len(label) > LABEL_MAX:
             raise ValidationError(
@@ -440,7 +428,7 @@ class HouseholdService(ServiceBase):
 
     def grant(self, actor: Actor, account_id: int, member_id: int, permission: str) -> None:
         """Give (or change) a member's view/trade access to an account."""
-        perm = _parse(Permission, permission, "permission")
+        perm = parse_choice(Permission, permission, "permission")
         with self.db.transaction() as session:
             row, _ = self._account_for(session, actor, account_id, "manage", "grants.set")
             member = session.get(MemberRow, member_id)

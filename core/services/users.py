@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from core import authz
 from core.clock import now_ist
-from core.domain import Actor, Relationship, Role, User
+from core.domain import Actor, Relationship, Role, User, parse_choice
 from core.errors import ValidationError
 from core.passwords import check_policy, hash_password
 from core.services.auth import END_DEACTIVATED, END_FORCED, END_ROLE, AuthService
@@ -18,24 +18,6 @@ from db.models import MemberRow, UserRow
 
 USERNAME_RULE = "a username is 3-32 characters: lowercase letters, digits, '.', '_' or '-'"
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
-
-
-def parse_role(value: str) -> Role:
-    """Return the Role named ``value`` or raise ValidationError listing the allowed ones."""
-    try:
-        return Role(value)
-    except ValueError:
-        allowed = ", ".join(r.value for r in Role)
-        raise ValidationError(f"Unknown role {value!r}; choose one of {allowed}") from None
-
-
-def parse_relationship(value: str) -> Relationship:
-    """Return the Relationship named ``value`` or raise ValidationError listing the allowed."""
-    try:
-        return Relationship(value)
-    except ValueError:
-        allowed = ", ".join(r.value for r in Relationship)
-        raise ValidationError(f"Unknown relationship {value!r}; choose one of {allowed}") from None
 
 
 def to_user(row: UserRow, member_id: int | None) -> User:
@@ -102,8 +84,10 @@ class UserService(ServiceBase):
         """Create a login (and, with ``relationship``, the household member it belongs to)."""
         name = username.strip().lower()
         target = household_id if household_id is not None else actor.household_id
-        parsed_role = parse_role(role)
-        parsed_rel = parse_relationship(relationship) if relationship else None
+        parsed_role = parse_choice(Role, role, "role")
+        parsed_rel = None
+        if relationship:
+            parsed_rel = parse_choice(Relationship, relationship, "relationship")
         if not USERNAME_PATTERN.match(name):
             raise ValidationError(f"Invalid username {username!r}: {USERNAME_RULE}")
         if not display_name.strip():
@@ -171,7 +155,7 @@ class UserService(ServiceBase):
 
     def set_role(self, actor: Actor, user_id: int, role: str) -> None:
         """Change a user's role; their sessions end so the new role applies at once."""
-        parsed = parse_role(role)
+        parsed = parse_choice(Role, role, "role")
         with self.db.transaction() as session:
             row = self._target(session, actor, user_id, "users.set_role")
             if not authz.may_assign_role(self._fresh_role(session, actor), parsed):
