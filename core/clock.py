@@ -100,8 +100,9 @@ def market_state(at: datetime | None = None) -> MarketState:
     """Return the NSE cash-market status at ``at`` (default: now)."""
     moment = to_ist(at) if at is not None else now_ist()
     if not is_trading_day(moment.date()):
-        kind = "weekend" if moment.weekday() >= 5 else "exchange holiday"
-        return MarketState(moment, MarketStatus.HOLIDAY, f"No trading today ({kind})")
+        if moment.weekday() >= 5:
+            return MarketState(moment, MarketStatus.CLOSED, "No trading today (weekend)")
+        return MarketState(moment, MarketStatus.HOLIDAY, "No trading today (exchange holiday)")
     clock = moment.time()
     if PRE_OPEN_START <= clock < MARKET_OPEN:
         return MarketState(moment, MarketStatus.PRE_OPEN, "Pre-open 09:00-09:15 IST")

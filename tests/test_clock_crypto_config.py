@@ -37,7 +37,7 @@ def test_the_daily_expiry_is_the_next_0300_ist_strictly_after_a_moment(moment, e
     (datetime(2026, 11, 23, 15, 45, tzinfo=IST), MarketStatus.POST_CLOSE),
     (datetime(2026, 11, 23, 18, 0, tzinfo=IST), MarketStatus.CLOSED),
     (datetime(2026, 11, 24, 11, 0, tzinfo=IST), MarketStatus.HOLIDAY),  # NSE holiday 2026
-    (datetime(2026, 11, 22, 11, 0, tzinfo=IST), MarketStatus.HOLIDAY),  # Sunday
+    (datetime(2026, 11, 22, 11, 0, tzinfo=IST), MarketStatus.CLOSED),  # Sunday
 ])
 def test_market_status_follows_nse_hours_and_the_xbom_calendar(moment, status) -> None:
     assert market_state(moment).status is status
