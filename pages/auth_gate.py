@@ -23,6 +23,7 @@ SESSION_KEY = "sher_session_id"
 PENDING_TOTP_KEY = "sher_pending_totp"
 PASSWORD_OK_KEY = "sher_password_ok"  # noqa: S105 - a session-state key
 NOTICE_KEY = "sher_notice"
+RERUN_ARMED_KEY = "_sher_rerun_armed"
 PENDING_TOTP_SECONDS = 300
 RUN_AUTHENTICATOR_KEY = "_sher_authenticator"
 _LIBRARY_KEYS = ("authentication_status", "username", "name", "email", "roles")
@@ -62,6 +63,7 @@ def _forget(authenticator: stauth.Authenticate | None = None) -> None:
 def current_actor() -> Actor | None:
     """Return the actor of a valid server-side session, resuming from the cookie if bound."""
     st.session_state.pop(RUN_AUTHENTICATOR_KEY, None)  # a new script run starts here
+    st.session_state.pop(RERUN_ARMED_KEY, None)
     st.session_state.setdefault(SESSION_KEY, None)
     st.session_state.setdefault("logout", None)
     svc = services()
@@ -166,11 +168,26 @@ def _continue(username: str, code: str | None, claims: tuple[str, float] | None)
             "claims": claims,
             "since": time.monotonic(),
         }
+        st.success("Password accepted. Next: your two-factor code…")
     else:
         st.session_state.pop(PENDING_TOTP_KEY, None)
         st.session_state[SESSION_KEY] = result.session_id
         st.session_state["logout"] = False
-    st.rerun()
+        st.success("Logged in. Opening your desk…")
+    _rerun_shortly()
+
+
+@st.fragment(run_every=1)
+def _rerun_shortly() -> None:
+    """Rerun the app about a second from now, not at once.
+
+    The re-login cookie is written by a browser-side component rendered in this run; an
+    immediate ``st.rerun()`` would discard it before it runs.
+    """
+    if st.session_state.get(RERUN_ARMED_KEY):
+        st.session_state.pop(RERUN_ARMED_KEY, None)
+        st.rerun(scope="app")
+    st.session_state[RERUN_ARMED_KEY] = True
 
 
 def _render_totp_step() -> None:

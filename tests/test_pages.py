@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyotp
 import pytest
+import time_machine
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
@@ -85,6 +87,8 @@ def test_the_login_form_checks_the_password_stored_in_the_database(desk) -> None
     at.text_input[1].input(logins["rahul"].password)
     at.button[0].click().run()
     assert not at.exception
+    assert "Logged in. Opening your desk" in texts(at)  # the cookie component runs first
+    at.run()  # what the one-second fragment does in a browser
     assert at.title[0].value == "Dashboard · Sharma family"
     assert "Rahul Sharma" in texts(at)
 
@@ -113,11 +117,20 @@ def test_a_user_with_two_factor_login_must_give_the_totp_code(desk) -> None:
     at.text_input[0].input("rahul")
     at.text_input[1].input(logins["rahul"].password)
     at.button[0].click().run()
+    assert "Password accepted. Next: your two-factor code" in texts(at)
+    at.run()
     assert "6-digit code from your authenticator app" in texts(at)
     at.text_input(key="login_totp_code").input("12ab56")
     at.button[0].click().run()
     assert "must be exactly 6 digits" in texts(at)
     assert not at.title[0].value.startswith("Dashboard")
+    later = datetime.now(UTC) + timedelta(seconds=31)  # the confirm code's step is spent
+    with time_machine.travel(later, tick=True):
+        at.text_input(key="login_totp_code").input(pyotp.TOTP(enrolment.secret).now())
+        at.button[0].click().run()
+        assert "Logged in. Opening your desk" in texts(at)
+        at.run()
+    assert at.title[0].value == "Dashboard · Sharma family"
 
 
 def test_force_logout_elsewhere_ends_the_browser_session_on_its_next_run(desk) -> None:

@@ -1,0 +1,264 @@
+"""End-to-end: the real Streamlit app and worker, driven by Debian's Chromium via Playwright.
+
+One app + worker pair serves the whole module (a migrated, demo-seeded SQLite file); every test
+uses fresh browser contexts, so the only shared state is the database. Never runs
+``playwright install``: the browser is /usr/bin/chromium or the module is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from core.seed import DemoLogin, seed_demo
+from core.services import Services
+from db.engine import Database
+from db.migrate import upgrade
+from tests.conftest import TEST_SECRET, make_settings
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COOKIE_NAME = "sher_login"
+WAIT_MS = 20_000
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); browser tests need it",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+expect = sync_api.expect
+
+
+@dataclass
+class App:
+    """The running desk: its URL, the demo logins and the processes behind it."""
+
+    url: str
+    logins: dict[str, DemoLogin]
+    app: subprocess.Popen[bytes]
+    worker: subprocess.Popen[bytes]
+    log_dir: Path
+
+    def logs(self) -> str:
+        """Return the tail of both processes' output, for assertion messages."""
+        parts = []
+        for name in ("app", "worker"):
+            text = (self.log_dir / f"{name}.log").read_text(errors="replace")
+            parts.append(f"--- {name} ---\n{text[-3000:]}")
+        return "\n".join(parts)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:  # noqa: S310
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"streamlit did not answer {url}/_stcore/health within {timeout}s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then kill after a grace period; return the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    """Migrate and seed a SQLite desk, then run the real app and worker against it."""
+    tmp = tmp_path_factory.mktemp("browser")
+    url = f"sqlite:///{tmp / 'sher.db'}"
+    upgrade(url)
+    services = Services(Database(url), make_settings(url))
+    logins = {login.username: login for login in seed_demo(services)}
+    services.db.dispose()
+
+    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": TEST_SECRET, "BCRYPT_ROUNDS": "4",
+           "PYTHONUNBUFFERED": "1"}
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    with (tmp / "app.log").open("wb") as app_log, (tmp / "worker.log").open("wb") as worker_log:
+        worker = subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=REPO_ROOT, env=env,
+                                  stdout=worker_log, stderr=subprocess.STDOUT)
+        app = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py",
+             "--server.address", "127.0.0.1", "--server.port", str(port),
+             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=REPO_ROOT, env=env, stdout=app_log, stderr=subprocess.STDOUT)
+    running = App(base, logins, app, worker, tmp)
+    try:
+        _wait_healthy(base, app)
+        yield running
+    finally:
+        _stop(app)
+        worker_code = _stop(worker)
+    assert worker_code == 0, f"worker exited {worker_code}\n{running.logs()}"
+
+
+@pytest.fixture(scope="module")
+def browser(desk: App) -> Iterator[sync_api.Browser]:
+    """One headless Chromium for the module."""
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                     args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser: sync_api.Browser) -> Iterator[sync_api.BrowserContext]:
+    """A fresh browser context (no cookies) per test."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    yield ctx
+    ctx.close()
+
+
+def _login_form_visible(page: sync_api.Page) -> None:
+    expect(page.get_by_role("button", name="Login")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_role("textbox", name="Username")).to_be_visible(timeout=WAIT_MS)
+
+
+def _submit_login(page: sync_api.Page, username: str, password: str) -> None:
+    _login_form_visible(page)
+    page.get_by_role("textbox", name="Username").fill(username)
+    page.get_by_role("textbox", name="Username").press("Tab")
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("textbox", name="Password").press("Tab")
+    page.get_by_role("button", name="Login").click()
+
+
+def _login(page: sync_api.Page, desk: App, username: str) -> None:
+    page.goto(desk.url)
+    _submit_login(page, username, desk.logins[username].password)
+    _dashboard_visible(page)
+
+
+def _dashboard_visible(page: sync_api.Page) -> None:
+    expect(page.get_by_role("heading", name="Dashboard · Sharma family")).to_be_visible(
+        timeout=WAIT_MS)
+
+
+def _nav(page: sync_api.Page) -> sync_api.Locator:
+    return page.get_by_test_id("stSidebarNav")
+
+
+def _session_cookie(ctx: sync_api.BrowserContext) -> dict | None:
+    return next((c for c in ctx.cookies() if c["name"] == COOKIE_NAME), None)
+
+
+def _wait_for_cookie(ctx: sync_api.BrowserContext, seconds: float = 5.0) -> dict | None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        cookie = _session_cookie(ctx)
+        if cookie is not None:
+            return cookie
+        time.sleep(0.1)
+    return None
+
+
+def test_admin_sees_dashboard_worker_admin_pages_and_disclaimer(
+        desk: App, context: sync_api.BrowserContext) -> None:
+    page = context.new_page()
+    _login(page, desk, "rahul")
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sidebar.get_by_text("worker up, last beat")).to_be_visible(timeout=WAIT_MS)
+    expect(_nav(page).get_by_text("Users", exact=True)).to_be_visible()
+    expect(_nav(page).get_by_text("Audit log", exact=True)).to_be_visible()
+    expect(page.get_by_text("SEBI-registered")).to_be_visible()
+    expect(page.get_by_role("button", name="Login")).to_have_count(0)
+    page.wait_for_timeout(500)  # let the metrics settle before the screenshot
+    shot = desk.log_dir / "dashboard.png"  # kept with the app logs for a human to look at
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_wrong_password_is_refused(desk: App, context: sync_api.BrowserContext) -> None:
+    page = context.new_page()
+    page.goto(desk.url)
+    _submit_login(page, "rahul", desk.logins["rahul"].password + "-wrong")
+    expect(page.get_by_text("Username or password is incorrect")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_role("button", name="Login")).to_be_visible()
+    expect(page.get_by_role("heading", name="Dashboard · Sharma family")).to_have_count(0)
+    assert _session_cookie(context) is None
+
+
+def test_viewer_navigation_hides_admin_pages(desk: App, context: sync_api.BrowserContext) -> None:
+    page = context.new_page()
+    _login(page, desk, "aarav")
+    nav = _nav(page)
+    expect(nav.get_by_text("Dashboard", exact=True)).to_be_visible()
+    expect(nav.get_by_text("Profile", exact=True)).to_be_visible()
+    expect(nav.get_by_text("Users", exact=True)).to_have_count(0)
+    expect(nav.get_by_text("Audit log", exact=True)).to_have_count(0)
+
+
+def test_logout_ends_the_server_side_session_and_voids_the_cookie(
+        desk: App, browser: sync_api.Browser, context: sync_api.BrowserContext) -> None:
+    page = context.new_page()
+    _login(page, desk, "rahul")
+    cookie = _wait_for_cookie(context)
+    assert cookie is not None, "the library never set the re-login cookie"
+    captured = context.cookies()
+
+    page.get_by_test_id("stSidebar").get_by_role("button", name="Log out").click()
+    _login_form_visible(page)
+    expect(page.get_by_text("You are logged out.")).to_be_visible()
+
+    page.reload()
+    _login_form_visible(page)
+    expect(page.get_by_role("heading", name="Dashboard · Sharma family")).to_have_count(0)
+
+    replay = browser.new_context()
+    try:
+        replay.add_cookies(captured)
+        assert _session_cookie(replay) is not None
+        stale = replay.new_page()
+        stale.goto(desk.url)
+        _login_form_visible(stale)
+        expect(stale.get_by_role("heading", name="Dashboard · Sharma family")).to_have_count(0)
+    finally:
+        replay.close()
+
+
+def test_cookie_relogs_in_a_new_tab_while_the_session_is_active(
+        desk: App, context: sync_api.BrowserContext) -> None:
+    page = context.new_page()
+    _login(page, desk, "priya")
+    assert _wait_for_cookie(context) is not None, "the library never set the re-login cookie"
+    tab = context.new_page()
+    tab.goto(desk.url)
+    _dashboard_visible(tab)
+    expect(tab.get_by_text("Welcome, Priya Sharma.")).to_be_visible()
+    expect(tab.get_by_role("button", name="Login")).to_have_count(0)
