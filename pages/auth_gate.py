@@ -88,10 +88,12 @@ def current_actor() -> Actor | None:
 
 
 def logout(current: Actor) -> None:
-    """End the session server-side, clear the browser's state and cookie."""
+    """End the session server-side, clear the browser's state and cookie, then reload."""
     services().auth.logout(current)
     _forget(_authenticator())
     st.session_state[NOTICE_KEY] = "You are logged out."
+    st.info("Logging out…")
+    _rerun_shortly()
 
 
 def _on_password_ok(payload: dict[str, Any]) -> None:
@@ -106,7 +108,7 @@ def render_login() -> None:
 
 
 def _render_login_steps() -> None:
-    notice = st.session_state.pop(NOTICE_KEY, None)
+    notice = st.session_state.get(NOTICE_KEY)  # stays until the next login succeeds
     if notice:
         st.info(notice)
     if st.session_state.get(PENDING_TOTP_KEY):
@@ -171,6 +173,7 @@ def _continue(username: str, code: str | None, claims: tuple[str, float] | None)
         st.success("Password accepted. Next: your two-factor code…")
     else:
         st.session_state.pop(PENDING_TOTP_KEY, None)
+        st.session_state.pop(NOTICE_KEY, None)
         st.session_state[SESSION_KEY] = result.session_id
         st.session_state["logout"] = False
         st.success("Logged in. Opening your desk…")

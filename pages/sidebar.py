@@ -33,4 +33,3 @@ def render_sidebar(current: Actor) -> None:
         worker_health()
         if st.button("Log out", key="sidebar_logout", icon=":material/logout:"):
             logout(current)
-            st.rerun()

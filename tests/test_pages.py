@@ -150,7 +150,10 @@ def test_logging_out_from_the_sidebar_ends_the_server_side_session(desk) -> None
     at = app_as(desk, "kamla")
     session_id = at.session_state["sher_session_id"]
     at.button(key="sidebar_logout").click().run()
+    assert "Logging out" in texts(at)
+    at.run()  # the deferred rerun, after the cookie-deleting component ran
     assert at.title[0].value.startswith("SHER")
+    assert "You are logged out" in texts(at)
     with pytest.raises(Exception, match="logout"):
         svc.auth.check_session(session_id)
 
