@@ -80,3 +80,13 @@ def test_settings_state_the_rule_for_bad_values() -> None:
         Settings(database_url="mysql://u@h/db")
     with pytest.raises(ConfigError, match="at least 32 characters; got 5"):
         Settings(secret_key="short").resolved_secret_key()
+
+
+def test_a_new_sqlite_database_file_is_readable_by_its_owner_only(tmp_path) -> None:
+    from db.engine import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'sher.db'}")
+    with engine.connect():
+        pass
+    engine.dispose()
+    assert stat.S_IMODE((tmp_path / "var" / "sher.db").stat().st_mode) == 0o600
