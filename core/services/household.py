@@ -32,7 +32,7 @@ class HouseholdService(ServiceBase):
     """Members, accounts and grants of a household."""
 
     # -- helpers ---------------------------------------------------------------------------
-    def _member(self, session: Session, member_id: int) -> tuple[Member, MemberRow] | None:
+    def _member(self, session: Session, member_id: int) -> Member | None:
         row = session.get(MemberRow, member_id)
         if row is None:
             return None
@@ -40,24 +40,24 @@ class HouseholdService(ServiceBase):
         given_by = session.scalar(
             select(UserRow.username).where(UserRow.id == row.consent_given_by_user_id)
         )
-        return (
-            Member(
-                id=row.id,
-                household_id=row.household_id,
-                full_name=row.full_name,
-                relationship=row.relationship,
-                user_id=row.user_id,
-                username=username,
-                consent_given_at=row.consent_given_at,
-                consent_given_by=given_by,
-                verification_status=row.verification_status,
-                verified_at=row.verified_at,
-            ),
-            row,
+        return Member(
+            id=row.id,
+            household_id=row.household_id,
+            full_name=row.full_name,
+            relationship=row.relationship,
+            user_id=row.user_id,
+            username=username,
+            consent_given_at=row.consent_given_at,
+            consent_given_by=given_by,
+            verification_status=row.verification_status,
+            verified_at=row.verified_at,
         )
 
-    def _facts(self, session: Session, actor: Actor, row: AccountRow) -> authz.AccountFacts:
-        role = self._fresh_role(session, actor)
+    def _facts(
+        self, session: Session, actor: Actor, row: AccountRow, role: Role | None = None
+    ) -> authz.AccountFacts:
+        """Gather what authorization needs; pass ``role`` if this transaction already read it."""
+        role = role or self._fresh_role(session, actor)
         owner_user = session.scalar(
             select(MemberRow.user_id).where(MemberRow.id == row.owner_member_id)
         )
@@ -180,7 +180,7 @@ class HouseholdService(ServiceBase):
                 .where(MemberRow.household_id == actor.household_id)
                 .order_by(MemberRow.id)
             ).all()
-            return [m for i in ids if (pair := self._member(session, i)) for m in (pair[0],)]
+            return [m for i in ids if (m := self._member(session, i)) is not None]
 
     def add_member(
         self, actor: Actor, full_name: str, relationship: str, user_id: int | None = None
@@ -212,9 +212,9 @@ class HouseholdService(ServiceBase):
                 f"member:{row.id}",
                 {"name": row.full_name, "relationship": rel.value},
             )
-            pair = self._member(session, row.id)
-            assert pair is not None  # noqa: S101
-            return pair[0]
+            member = self._member(session, row.id)
+            assert member is not None  # noqa: S101 - just flushed
+            return member
 
     def _household_member(
         self, session: Session, actor: Actor, member_id: int, action: str
@@ -267,7 +267,7 @@ class HouseholdService(ServiceBase):
                 query = query.where(AccountRow.is_active.is_(True))
             result = []
             for row in session.scalars(query).all():
-                facts = self._facts(session, actor, row)
+                facts = self._facts(session, actor, row, role)
                 perm = authz.account_permission(facts)
                 if perm is not None:
                     result.append(
@@ -286,11 +286,11 @@ class HouseholdService(ServiceBase):
             ).all()
             options = []
             for member_id in ids:
-                pair = self._member(session, member_id)
-                if pair and authz.may_create_account_for(
-                    role, True, pair[0].user_id == actor.user_id
+                member = self._member(session, member_id)
+                if member and authz.may_create_account_for(
+                    role, True, member.user_id == actor.user_id
                 ):
-                    options.append(pair[0])
+                    options.append(member)
             return options
 
     def get_account(self, actor: Actor, account_id: int) -> Account:
@@ -410,7 +410,7 @@ class HouseholdService(ServiceBase):
                 query = query.where(AccountRow.household_id == actor.household_id)
             grants = []
             for grant, account, member, by in session.execute(query).all():
-                facts = self._facts(session, actor, account)
+                facts = self._facts(session, actor, account, role)
                 if authz.may_manage_account(facts) or member.id == actor.member_id:
                     grants.append(
                         Grant(
