@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from datetime import time
+from datetime import date, time
 from functools import lru_cache
 from pathlib import Path
 
@@ -63,6 +63,28 @@ class Settings(BaseSettings):
     )
     bcrypt_rounds: int = Field(
         default=12, ge=4, le=16, description="BCRYPT_ROUNDS: password hashing cost (log2)."
+    )
+    feed_mode: str = Field(
+        default="replay",
+        pattern="^(replay|wallclock|off)$",
+        description="FEED_MODE: replay (sample days at REPLAY_SPEED), wallclock (the replay "
+        "day's bar at the current IST time of day) or off.",
+    )
+    replay_speed: float = Field(
+        default=37.5,
+        gt=0,
+        le=10_000,
+        description="REPLAY_SPEED: simulated seconds per wall second (37.5 = a day in 10 min).",
+    )
+    replay_start: date | None = Field(
+        default=None,
+        description="REPLAY_START: first session to replay (default: the first full session "
+        "in the 5-minute sample).",
+    )
+    feed_stall_seconds: int = Field(
+        default=15,
+        ge=2,
+        description="FEED_STALL_SECONDS: a running feed silent this long is shown as stalled.",
     )
     cookie_expiry_days: float = Field(
         default=1.0, ge=0, description="COOKIE_EXPIRY_DAYS: re-login cookie lifetime (0 = off)."

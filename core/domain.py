@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import TypeVar
 
@@ -199,3 +200,94 @@ class WorkerStatus:
             return "worker not running (no heartbeat recorded)"
         age = f"{self.seconds_since_beat:.0f} s ago"
         return f"worker up, last beat {age}" if self.is_up else f"worker down: last beat {age}"
+
+
+class Interval(StrEnum):
+    """Bar intervals: stored ones (5m, 1d) and the weekly one resampled on read."""
+
+    M5 = "5m"
+    D1 = "1d"
+    W1 = "1w"
+
+
+STORED_INTERVALS = (Interval.M5, Interval.D1)
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """An instrument of the master: NSE cash equities for now."""
+
+    id: int
+    symbol: str
+    exchange: str
+    segment: str
+    name: str | None
+    tick_size: Decimal
+    lot_size: int
+    sector: str | None
+    isin: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The latest price of an instrument and its day so far."""
+
+    symbol: str
+    ltp: Decimal
+    prev_close: Decimal | None
+    day_open: Decimal
+    day_high: Decimal
+    day_low: Decimal
+    volume: int
+    quote_time: datetime
+    source: str
+
+    @property
+    def change(self) -> Decimal | None:
+        """Return the change from the previous close in rupees."""
+        return None if self.prev_close is None else self.ltp - self.prev_close
+
+    @property
+    def change_pct(self) -> Decimal | None:
+        """Return the change from the previous close in percent."""
+        if self.prev_close is None or self.prev_close == 0:
+            return None
+        return (self.ltp - self.prev_close) / self.prev_close * 100
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One price update from a feed: last traded price and the day's cumulative volume."""
+
+    symbol: str
+    ts: datetime
+    ltp: Decimal
+    day_volume: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """The market feed as the app shows it: source, simulated time, lag, stalls."""
+
+    name: str
+    source: str
+    mode: str
+    state: str
+    session_date: date | None
+    simulated_at: datetime | None
+    last_tick_at: datetime | None
+    speed: Decimal | None
+    ticks: int
+    message: str | None
+    updated_at: datetime
+
+    def lag_seconds(self, now: datetime) -> float | None:
+        """Return seconds since the feed last wrote a tick (wall clock), or None if never."""
+        return None if self.last_tick_at is None else (now - self.last_tick_at).total_seconds()
+
+    def is_stalled(self, now: datetime, stall_seconds: float) -> bool:
+        """Return whether a running feed has written nothing for ``stall_seconds``."""
+        if self.state != "running":
+            return False
+        beat = self.last_tick_at or self.updated_at
+        return (now - beat).total_seconds() > stall_seconds

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -162,3 +164,71 @@ class WorkerLockRow(Base):
     holder: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+
+
+class InstrumentRow(Base, TimestampMixin):
+    """A tradable instrument (the instrument master)."""
+
+    __tablename__ = "instruments"
+    __table_args__ = (UniqueConstraint("exchange", "symbol"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    exchange: Mapped[str] = mapped_column(String(8))
+    segment: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(120))
+    tick_size: Mapped[Decimal] = mapped_column(Numeric(10, 4))
+    lot_size: Mapped[int] = mapped_column(default=1)
+    sector: Mapped[str | None] = mapped_column(String(60), index=True)
+    isin: Mapped[str | None] = mapped_column(String(12))
+    is_active: Mapped[bool] = mapped_column(default=True)
+
+
+class BarRow(Base):
+    """One OHLCV bar; ``ts`` is the bar's start (tz-aware). Primary key: instrument+interval+ts."""
+
+    __tablename__ = "ohlcv_bars"
+
+    instrument_id: Mapped[int] = mapped_column(ForeignKey("instruments.id"), primary_key=True)
+    interval: Mapped[str] = mapped_column(String(8), primary_key=True)
+    ts: Mapped[datetime] = mapped_column(primary_key=True)
+    open: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    high: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    low: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    close: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    volume: Mapped[int] = mapped_column(BigInteger)
+
+
+class QuoteRow(Base):
+    """The latest quote of an instrument, written by the worker's feed loop."""
+
+    __tablename__ = "quotes"
+
+    instrument_id: Mapped[int] = mapped_column(ForeignKey("instruments.id"), primary_key=True)
+    ltp: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    prev_close: Mapped[Decimal | None] = mapped_column(Numeric(18, 4))
+    day_open: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    day_high: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    day_low: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    volume: Mapped[int] = mapped_column(BigInteger)
+    quote_time: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(40))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class FeedStatusRow(Base):
+    """What the running market feed is doing, for the app's feed-status panel."""
+
+    __tablename__ = "feed_status"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    source: Mapped[str] = mapped_column(String(60))
+    mode: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20))
+    session_date: Mapped[date | None]
+    simulated_at: Mapped[datetime | None]
+    last_tick_at: Mapped[datetime | None]
+    speed: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    ticks: Mapped[int] = mapped_column(BigInteger, default=0)
+    message: Mapped[str | None] = mapped_column(String(300))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

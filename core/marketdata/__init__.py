@@ -1,0 +1,1 @@
+"""Market data: instrument master, OHLCV store, importer (``python -m core.marketdata``)."""
