@@ -143,3 +143,19 @@ def login(services: Services, demo_logins: dict[str, DemoLogin]):
         return services.auth.check_session(result.session_id, TEST_CLIENT)
 
     return _login
+
+
+@pytest.fixture
+def desk(sqlite_templates, tmp_path, monkeypatch):
+    """A demo SQLite desk that the app under test (AppTest) reads through DATABASE_URL."""
+    template = sqlite_templates[True]
+    target = tmp_path / "sher.db"
+    shutil.copyfile(template.source, target)
+    url = f"sqlite:///{target}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("BCRYPT_ROUNDS", "4")
+    monkeypatch.setenv("FEED_MODE", "off")
+    svc = Services(Database(url), make_settings(url))
+    yield svc, template.logins
+    svc.db.dispose()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pyotp
 import pytest
@@ -13,49 +11,14 @@ from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
 from core.domain import Role
-from core.seed import DemoLogin
-from core.services import Services
-from db.engine import Database
 from db.models import AccountRow, AuditRow, UserRow
 from pages.common import DISCLAIMER
 from pages.nav import PAGES, pages_for
-from tests.conftest import TEST_CLIENT, TEST_SECRET, make_settings
+from tests.conftest import TEST_CLIENT
+from tests.support.apptest import APP, ROOT, app_as, texts
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "tests" / "support" / "app_entry.py")
 ROLE_OF = {"ops": Role.SUPER_ADMIN, "rahul": Role.ADMIN, "priya": Role.TRADER,
            "kamla": Role.FAMILY_MEMBER, "aarav": Role.VIEWER}
-
-
-@pytest.fixture
-def desk(sqlite_templates, tmp_path, monkeypatch) -> tuple[Services, dict[str, DemoLogin]]:
-    """A demo SQLite desk the app under test reads through DATABASE_URL."""
-    template = sqlite_templates[True]
-    target = tmp_path / "sher.db"
-    shutil.copyfile(template.source, target)
-    url = f"sqlite:///{target}"
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("SECRET_KEY", TEST_SECRET)
-    monkeypatch.setenv("BCRYPT_ROUNDS", "4")
-    svc = Services(Database(url), make_settings(url))
-    yield svc, template.logins
-    svc.db.dispose()
-
-
-def app_as(desk, username: str) -> AppTest:
-    """Return an AppTest whose browser session holds a fresh server-side session."""
-    svc, logins = desk
-    result = svc.auth.login(username, logins[username].password, TEST_CLIENT)
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.session_state["sher_session_id"] = result.session_id
-    return at.run()
-
-
-def texts(at: AppTest) -> str:
-    """Return all visible text of the last run, for assertions."""
-    parts = [e.value for e in (*at.title, *at.caption, *at.markdown, *at.error, *at.warning,
-                               *at.info, *at.success)]
-    return "\n".join(str(p) for p in parts)
 
 
 @pytest.mark.parametrize("username", list(ROLE_OF))
