@@ -32,6 +32,7 @@ def main() -> int:
     print(f"SHER: applying migrations to {settings.database_url.split('@')[-1]}")
     upgrade(settings.database_url)
     seed_main()
+    _spawn(["-m", "core.marketdata", "load-sample", "--if-empty"]).wait()  # sample once
     worker = _spawn(["-m", "jobs.worker"])
     app = _spawn(
         [

@@ -44,9 +44,20 @@ class Worker:
         if count:
             log.info("ended %d session(s) at the daily expiry", count)
 
+    def feed_step(self) -> None:
+        """Advance the market feed; a failure is logged and the next second tries again."""
+        try:
+            self.services.feed.step()
+        except Exception:
+            log.exception("market feed step failed; retrying on the next run")
+
     def schedule(self) -> None:
         """Register the jobs."""
         settings = self.services.settings
+        if settings.feed_mode != "off":
+            self.scheduler.add_job(
+                self.feed_step, "interval", id="feed", seconds=1, max_instances=1, coalesce=True
+            )
         self.scheduler.add_job(
             self.heartbeat,
             "interval",
@@ -84,6 +95,8 @@ class Worker:
             self.schedule()
             self.scheduler.start()
         finally:
+            if self.services.settings.feed_mode != "off":
+                self.services.feed.stop()
             self.services.worker.release(self.holder)
             log.info("worker stopped and released the lease")
         return 0

@@ -26,6 +26,8 @@ class PageSpec:
 
 PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/dashboard.py", "Dashboard", ":material/dashboard:", "Desk", ALL_ROLES),
+    PageSpec("pages/market.py", "Market", ":material/monitoring:", "Desk", ALL_ROLES),
+    PageSpec("pages/chart.py", "Chart", ":material/candlestick_chart:", "Desk", ALL_ROLES),
     PageSpec(
         "pages/household.py",
         "Household & Accounts",
@@ -36,6 +38,13 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/users.py", "Users", ":material/manage_accounts:", "Admin", authz.USER_MANAGERS),
     PageSpec(
         "pages/audit_log.py", "Audit log", ":material/receipt_long:", "Admin", authz.USER_MANAGERS
+    ),
+    PageSpec(
+        "pages/data_import.py",
+        "Import data",
+        ":material/upload_file:",
+        "Admin",
+        authz.USER_MANAGERS,
     ),
     PageSpec("pages/profile.py", "Profile", ":material/person:", "You", ALL_ROLES),
 )

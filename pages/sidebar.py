@@ -21,6 +21,7 @@ def worker_health() -> None:
             status.describe() + ". Start it with `python -m jobs.worker`.",
             icon=":material/warning:",
         )
+    st.caption(services().feed.summary())
 
 
 def render_sidebar(current: Actor) -> None:

@@ -9,7 +9,11 @@ from __future__ import annotations
 from core.config import Settings, get_settings
 from core.services.audit_log import AuditFilter, AuditLogService
 from core.services.auth import AuthService, LoginResult, TotpEnrolment
+from core.services.charts import ChartService
+from core.services.feed import FeedService
 from core.services.household import HouseholdService
+from core.services.market import MarketService
+from core.services.marketdata import MarketDataService
 from core.services.users import UserService
 from core.services.worker import WorkerService
 from db.engine import Database
@@ -29,6 +33,10 @@ class Services:
         self.household = HouseholdService(db, settings)
         self.audit = AuditLogService(db, settings)
         self.worker = WorkerService(db, settings)
+        self.marketdata = MarketDataService(db, settings)
+        self.feed = FeedService(db, settings)
+        self.market = MarketService(db, settings)
+        self.charts = ChartService(db, settings)
 
 
 def build_services(database_url: str | None = None, settings: Settings | None = None) -> Services:

@@ -1,0 +1,62 @@
+"""The instrument master seed and where the sample data lives.
+
+The sample's ``sectors.csv`` lists the NIFTY-50 stocks with NSE's industry; every stock becomes
+an NSE cash-equity instrument (segment EQ, tick 0.05, lot 1). Names and ISINs are unknown to
+the sample, so they are left out of the rows: an upsert never blanks ones filled in elsewhere.
+"""
+
+from __future__ import annotations
+
+import csv
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from core.config import PROJECT_ROOT
+from core.domain import Interval
+from core.errors import ValidationError
+from core.marketdata.importer import normalise_symbol
+
+SAMPLE_DIR = PROJECT_ROOT / "data" / "sample"
+SECTORS_FILE = SAMPLE_DIR / "sectors.csv"
+SAMPLE_FOLDERS = {Interval.D1: SAMPLE_DIR / "nse_daily", Interval.M5: SAMPLE_DIR / "nse_5min"}
+
+EXCHANGE = "NSE"
+SEGMENT = "EQ"
+TICK_SIZE = Decimal("0.05")
+LOT_SIZE = 1
+
+
+def instrument_row(symbol: str, sector: str | None = None) -> dict[str, Any]:
+    """Return an instrument-master row for an NSE cash equity (for ``store.upsert_instruments``).
+
+    ``sector`` is included only when known, so an upsert keeps a sector set elsewhere.
+    """
+    row: dict[str, Any] = {
+        "symbol": normalise_symbol(symbol, "Symbol"),
+        "exchange": EXCHANGE,
+        "segment": SEGMENT,
+        "tick_size": TICK_SIZE,
+        "lot_size": LOT_SIZE,
+    }
+    if sector:
+        row["sector"] = sector
+    return row
+
+
+def sample_master(path: Path = SECTORS_FILE) -> list[dict[str, Any]]:
+    """Return the instrument rows of ``sectors.csv`` (columns ``symbol,sector``)."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or {"symbol", "sector"} - set(reader.fieldnames):
+            raise ValidationError(f"{path.name}: needs the columns symbol,sector")
+        return [
+            instrument_row(line["symbol"], (line["sector"] or "").strip() or None)
+            for line in reader
+        ]
+
+
+def sample_files(interval: Interval) -> list[Path]:
+    """Return the sample CSV files of ``interval``, by name."""
+    folder = SAMPLE_FOLDERS.get(interval)
+    return sorted(folder.glob("*.csv")) if folder else []

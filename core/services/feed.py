@@ -1,0 +1,244 @@
+"""The market feed as the worker runs it: step the feed, write quotes and the feed's status.
+
+The worker calls :meth:`FeedService.step` every second. Each step advances the feed by the wall
+time since the previous step and, in one transaction, upserts a ``quotes`` row for every symbol
+that ticked and the ``feed_status`` row the app reads (source, simulated time, lag). A restarted
+worker resumes a replay where the status row says it was. The app reads :meth:`status` and
+:meth:`quotes`; the paper broker and MTM read quotes the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from core.clock import format_ist, now_ist, to_ist
+from core.config import Settings
+from core.domain import FeedState, Interval, Quote
+from core.errors import TradingError
+from core.feeds.base import FeedMode, FeedProgress, FeedRunState
+from core.feeds.replay import REPLAY_SOURCE, ReplayFeed
+from core.marketdata.store import load_bars
+from core.services.base import ServiceBase
+from db.engine import Database
+from db.models import BarRow, FeedStatusRow, InstrumentRow, QuoteRow
+
+log = logging.getLogger("sher.feed")
+
+FEED_NAME = "market"
+_MESSAGE_CHARS = 300
+
+
+def read_quotes(session: Session) -> dict[str, Quote]:
+    """Return every stored quote by symbol."""
+    rows = session.execute(
+        select(InstrumentRow.symbol, QuoteRow).join(
+            InstrumentRow, InstrumentRow.id == QuoteRow.instrument_id
+        )
+    ).all()
+    return {
+        symbol: Quote(
+            symbol=symbol,
+            ltp=row.ltp,
+            prev_close=row.prev_close,
+            day_open=row.day_open,
+            day_high=row.day_high,
+            day_low=row.day_low,
+            volume=row.volume,
+            quote_time=to_ist(row.quote_time),
+            source=row.source,
+        )
+        for symbol, row in rows
+    }
+
+
+def _to_state(row: FeedStatusRow) -> FeedState:
+    return FeedState(
+        name=row.name,
+        source=row.source,
+        mode=row.mode,
+        state=row.state,
+        session_date=row.session_date,
+        simulated_at=row.simulated_at,
+        last_tick_at=row.last_tick_at,
+        speed=row.speed,
+        ticks=row.ticks,
+        message=row.message,
+        updated_at=row.updated_at,
+    )
+
+
+class FeedService(ServiceBase):
+    """Run the replay feed in the worker and report it to the app."""
+
+    def __init__(
+        self, db: Database, settings: Settings, clock: Callable[[], datetime] = now_ist
+    ) -> None:
+        """Bind to ``db``; ``clock`` gives the wall time of a step (injectable for tests)."""
+        super().__init__(db, settings)
+        self._clock = clock
+        self._feed: ReplayFeed | None = None
+        self._ids: dict[str, int] = {}
+
+    # -- the worker's side ----------------------------------------------------------------
+    def step(self, now: datetime | None = None) -> FeedState:
+        """Advance the feed to wall time ``now`` and record quotes and status; return the status.
+
+        A domain error (no bars, a bad REPLAY_START, a date beyond the calendar) is recorded as
+        state ``error`` with its message and not raised; anything else is raised after dropping
+        the in-memory feed, so the next step resumes from the last committed status.
+        """
+        now = now or self._clock()
+        mode = self.settings.feed_mode
+        if mode == "off":
+            return self._record_idle(now, FeedRunState.STOPPED, "FEED_MODE is off")
+        try:
+            with self.db.transaction() as session:
+                feed = self._feed or self._build(session)
+                if feed is None:
+                    message = "No 5-minute bars are stored; import the 5-minute sample first"
+                    return self._write_status(session, now, None, 0, message)
+                self._feed = feed
+                ticks = feed.advance(now)
+                self._write_quotes(session, feed, {tick.symbol for tick in ticks}, now)
+                return self._write_status(session, now, feed.progress(), len(ticks), None)
+        except TradingError as exc:
+            self._feed = None
+            log.warning("market feed error: %s", exc)
+            return self._record_idle(now, FeedRunState.ERROR, str(exc))
+        except BaseException:
+            self._feed = None
+            raise
+
+    def stop(self, now: datetime | None = None) -> None:
+        """Mark the feed stopped (the worker is shutting down); log database errors only."""
+        try:
+            self._record_idle(now or self._clock(), FeedRunState.STOPPED, "Worker stopped")
+        except SQLAlchemyError:
+            log.exception("could not record the feed as stopped")
+        self._feed = None
+
+    def reset(self) -> None:
+        """Forget the feed's position so the next step starts again at REPLAY_START."""
+        with self.db.transaction() as session:
+            session.execute(delete(FeedStatusRow).where(FeedStatusRow.name == FEED_NAME))
+        self._feed = None
+
+    # -- the app's side -------------------------------------------------------------------
+    def status(self) -> FeedState | None:
+        """Return the feed's last recorded status, or None if no feed ever ran."""
+        with self.db.transaction() as session:
+            row = session.get(FeedStatusRow, FEED_NAME)
+            return None if row is None else _to_state(row)
+
+    def quotes(self) -> dict[str, Quote]:
+        """Return the latest quote of every symbol the feed has written."""
+        with self.db.transaction() as session:
+            return read_quotes(session)
+
+    def summary(self, now: datetime | None = None) -> str:
+        """Return a one-line feed status for the sidebar."""
+        if self.settings.feed_mode == "off":
+            return "Market feed off (FEED_MODE=off)"
+        state = self.status()
+        if state is None:
+            return "Market feed: no status yet (is the worker running?)"
+        now = now or self._clock()
+        if state.is_stalled(now, self.settings.feed_stall_seconds):
+            return f"Market feed stalled: nothing for {state.lag_seconds(now) or 0:.0f} s"
+        return f"Market feed {state.state} · simulated {format_ist(state.simulated_at)}"
+
+    # -- internals ------------------------------------------------------------------------
+    def _build(self, session: Session) -> ReplayFeed | None:
+        with_bars = select(BarRow.instrument_id).where(BarRow.interval == Interval.M5.value)
+        rows = session.execute(
+            select(InstrumentRow.id, InstrumentRow.symbol).where(
+                InstrumentRow.is_active.is_(True), InstrumentRow.id.in_(with_bars.distinct())
+            )
+        ).all()
+        if not rows:
+            return None
+        self._ids = {symbol: ident for ident, symbol in rows}
+        bars = {symbol: load_bars(session, ident, Interval.M5) for ident, symbol in rows}
+        feed = ReplayFeed(
+            bars,
+            mode=FeedMode(self.settings.feed_mode),
+            speed=self.settings.replay_speed,
+            start=self.settings.replay_start,
+        )
+        feed.subscribe(feed.symbols)
+        status = session.get(FeedStatusRow, FEED_NAME)
+        if status is not None and status.simulated_at is not None and status.mode == feed.mode:
+            feed.seek(status.simulated_at)
+            log.info("market feed resumes at %s", format_ist(status.simulated_at))
+        return feed
+
+    def _write_quotes(
+        self, session: Session, feed: ReplayFeed, symbols: set[str], now: datetime
+    ) -> None:
+        ids = {self._ids[s]: s for s in symbols if s in self._ids}
+        if not ids:
+            return
+        existing = {
+            row.instrument_id: row
+            for row in session.scalars(select(QuoteRow).where(QuoteRow.instrument_id.in_(ids)))
+        }
+        for ident, symbol in ids.items():
+            quote = feed.latest_quote(symbol)
+            if quote is None:
+                continue
+            row = existing.get(ident) or QuoteRow(instrument_id=ident)
+            row.ltp = quote.ltp
+            row.prev_close = quote.prev_close
+            row.day_open = quote.day_open
+            row.day_high = quote.day_high
+            row.day_low = quote.day_low
+            row.volume = quote.volume
+            row.quote_time = quote.quote_time
+            row.source = quote.source
+            row.updated_at = now
+            if ident not in existing:
+                session.add(row)
+
+    def _write_status(
+        self,
+        session: Session,
+        now: datetime,
+        progress: FeedProgress | None,
+        ticks: int,
+        message: str | None,
+        idle: FeedRunState = FeedRunState.STOPPED,
+    ) -> FeedState:
+        row = session.get(FeedStatusRow, FEED_NAME)
+        if row is None:
+            row = FeedStatusRow(name=FEED_NAME, ticks=0)
+            session.add(row)
+        row.source = REPLAY_SOURCE
+        row.mode = self.settings.feed_mode
+        row.speed = Decimal(str(self.settings.replay_speed)).quantize(Decimal("0.01"))
+        row.ticks = (row.ticks or 0) + ticks
+        row.updated_at = now
+        if progress is None:
+            row.state = idle.value
+        else:
+            row.state = progress.state.value
+            row.session_date = progress.session_date
+            row.simulated_at = progress.simulated_at
+            message = message or progress.message
+            if progress.state is FeedRunState.RUNNING:
+                # A synthetic feed is never behind its own clock: every running step delivers
+                # all that is due, so "last tick" is this step (lag = time since the loop ran).
+                row.last_tick_at = now
+        row.message = (message or "")[:_MESSAGE_CHARS] or None
+        session.flush()
+        return _to_state(row)
+
+    def _record_idle(self, now: datetime, state: FeedRunState, message: str) -> FeedState:
+        with self.db.transaction() as session:
+            return self._write_status(session, now, None, 0, message, idle=state)

@@ -1,0 +1,155 @@
+"""The Market page's data: the universe with prices, movers, a sector map and the NSE clock.
+
+Prices come from the feed's quotes when one exists for a symbol, otherwise from the last two
+stored daily bars (last close against the close before). Each row names its source and time,
+because the two are different days: the replay plays 2021 sessions, the daily sample ends in
+2025. The universe is the instrument master, called "NIFTY-50 sample (40 stocks)": it is not
+the NIFTY 50 index and nothing here may be labelled as if it were.
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.clock import IST, MARKET_CLOSE, MarketState, format_ist, market_state, to_ist
+from core.config import PROJECT_ROOT
+from core.domain import Actor, Interval, Quote
+from core.marketdata.store import all_instruments
+from core.services.base import ServiceBase
+from core.services.feed import read_quotes
+from db.models import BarRow
+
+UNIVERSE_NAME = "NIFTY-50 sample (40 stocks)"
+SECTORS_CSV = PROJECT_ROOT / "data" / "sample" / "sectors.csv"
+UNCLASSIFIED = "Unclassified"
+DAILY_SOURCE = "daily close (sample)"
+NO_DATA_SOURCE = "no price stored"
+UNIVERSE_COLUMNS = [
+    "Symbol",
+    "Sector",
+    "Last price [₹]",
+    "Change [₹]",
+    "Change [%]",
+    "Volume",
+    "As of (IST)",
+    "Source",
+]
+
+
+@lru_cache(maxsize=4)
+def sectors_from_csv(path: Path = SECTORS_CSV) -> dict[str, str]:
+    """Return symbol -> sector from the sample's ``sectors.csv`` (empty if the file is absent)."""
+    if not path.exists():
+        return {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {row["symbol"].strip().upper(): row["sector"].strip() for row in rows}
+
+
+def _last_two_daily(session: Session, instrument_id: int) -> list[tuple[datetime, Decimal, int]]:
+    rows = session.execute(
+        select(BarRow.ts, BarRow.close, BarRow.volume)
+        .where(BarRow.instrument_id == instrument_id, BarRow.interval == Interval.D1.value)
+        .order_by(BarRow.ts.desc())
+        .limit(2)
+    ).all()
+    return [(ts, close, volume) for ts, close, volume in rows]
+
+
+def _daily_row(bars: list[tuple[datetime, Decimal, int]]) -> dict[str, object]:
+    if not bars:
+        return {"Source": NO_DATA_SOURCE}
+    ts, close, volume = bars[0]
+    day = to_ist(ts).date()
+    previous = bars[1][1] if len(bars) > 1 else None
+    change = None if previous is None else close - previous
+    return {
+        "Last price [₹]": float(close),
+        "Change [₹]": None if change is None else float(change),
+        "Change [%]": None if change is None or not previous else float(change / previous * 100),
+        "Volume": int(volume),
+        "As of (IST)": format_ist(datetime.combine(day, MARKET_CLOSE, tzinfo=IST)),
+        "Source": DAILY_SOURCE,
+    }
+
+
+def _quote_row(quote: Quote) -> dict[str, object]:
+    change, pct = quote.change, quote.change_pct
+    return {
+        "Last price [₹]": float(quote.ltp),
+        "Change [₹]": None if change is None else float(change),
+        "Change [%]": None if pct is None else float(pct),
+        "Volume": quote.volume,
+        "As of (IST)": format_ist(quote.quote_time),
+        "Source": quote.source,
+    }
+
+
+class MarketService(ServiceBase):
+    """Read-only market views for any logged-in user."""
+
+    def universe(self, actor: Actor) -> pd.DataFrame:
+        """Return the universe with last price, day change and volume, one row per symbol.
+
+        Columns are :data:`UNIVERSE_COLUMNS`; change is None when no previous close is known.
+        """
+        sectors = sectors_from_csv()
+        records: list[dict[str, object]] = []
+        with self.db.transaction() as session:
+            self._fresh_role(session, actor)
+            quotes = read_quotes(session)
+            for instrument in all_instruments(session):
+                quote = quotes.get(instrument.symbol)
+                values = (
+                    _quote_row(quote)
+                    if quote is not None
+                    else _daily_row(_last_two_daily(session, instrument.id))
+                )
+                sector = instrument.sector or sectors.get(instrument.symbol) or UNCLASSIFIED
+                records.append({"Symbol": instrument.symbol, "Sector": sector, **values})
+        frame = pd.DataFrame.from_records(records, columns=UNIVERSE_COLUMNS)
+        for column in ("Last price [₹]", "Change [₹]", "Change [%]"):
+            frame[column] = frame[column].astype("float64").round(2)
+        frame["Volume"] = frame["Volume"].astype("Int64")
+        return frame
+
+    def movers(self, actor: Actor, n: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Return the ``n`` biggest gainers and losers by change % (rising/falling only)."""
+        frame = self.universe(actor).dropna(subset=["Change [%]"])
+        columns = ["Symbol", "Last price [₹]", "Change [%]", "As of (IST)", "Source"]
+        gainers = frame[frame["Change [%]"] > 0].sort_values("Change [%]", ascending=False)
+        losers = frame[frame["Change [%]"] < 0].sort_values("Change [%]", ascending=True)
+        return (
+            gainers.head(n)[columns].reset_index(drop=True),
+            losers.head(n)[columns].reset_index(drop=True),
+        )
+
+    def sector_map(self, actor: Actor, by_volume: bool = False) -> pd.DataFrame:
+        """Return treemap data: Sector, Symbol, Size (equal, or volume) and Change [%].
+
+        Equal sizes are the default because volumes from different sources and days do not
+        compare. Symbols without a change (no previous close) are left out.
+        """
+        frame = self.universe(actor).dropna(subset=["Change [%]"])
+        size = frame["Volume"].fillna(0).astype("float64") if by_volume else 1.0
+        result = pd.DataFrame(
+            {
+                "Sector": frame["Sector"],
+                "Symbol": frame["Symbol"],
+                "Size": size,
+                "Change [%]": frame["Change [%]"],
+            }
+        )
+        return result.sort_values(["Sector", "Symbol"]).reset_index(drop=True)
+
+    def market_clock(self, at: datetime | None = None) -> MarketState:
+        """Return the NSE cash market's status at ``at`` (default now) from the NSE calendar."""
+        return market_state(at)

@@ -1,0 +1,152 @@
+"""Market data: importing bars (uploads, the CLI, the sample) and the instrument master.
+
+Each file is all-or-nothing: it is parsed and validated completely before one transaction
+writes its instrument (when new), its bars and the audit entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core import authz
+from core.domain import STORED_INTERVALS, Actor, Instrument, Interval
+from core.errors import NotFound
+from core.marketdata import store
+from core.marketdata.importer import ImportReport, ParsedBars, read_bars, read_bars_file
+from core.marketdata.instruments import instrument_row, sample_files, sample_master
+from core.services.base import ServiceBase
+from db.models import BarRow
+
+IMPORT_ACTION = "marketdata.import"
+LOAD_SAMPLE_ACTION = "marketdata.load_sample"
+
+#: ``progress(done, total, report)`` after each sample file.
+Progress = Callable[[int, int, ImportReport], None]
+
+
+class MarketDataService(ServiceBase):
+    """Import OHLCV bars and read the instrument master."""
+
+    # -- importing -------------------------------------------------------------------------
+    def import_csv(
+        self,
+        actor: Actor,
+        filename: str,
+        data: bytes,
+        symbol: str | None = None,
+        interval: str | None = None,
+    ) -> ImportReport:
+        """Validate and store one uploaded CSV; only admins and super admins may.
+
+        Raises ValidationError (rule, rows, values) and writes nothing if any row breaks a
+        rule; PermissionDenied (audited) for other roles.
+        """
+        with self.db.transaction() as session:
+            role = self._fresh_role(session, actor)
+            if role not in authz.USER_MANAGERS:
+                self._deny(
+                    actor,
+                    IMPORT_ACTION,
+                    f"file:{filename[:100]}",
+                    f"Your role {role.value!r} may not import market data; ask a household admin",
+                )
+            started = time.perf_counter()
+            parsed = read_bars(data, filename, symbol=symbol, interval=interval)
+            return self._store(session, parsed, actor, started)
+
+    def import_file(
+        self, path: Path | str, symbol: str | None = None, interval: str | None = None
+    ) -> ImportReport:
+        """Validate and store one CSV file (a system call for the CLI; audited as the system)."""
+        started = time.perf_counter()
+        parsed = read_bars_file(path, symbol=symbol, interval=interval)
+        with self.db.transaction() as session:
+            return self._store(session, parsed, None, started)
+
+    def load_sample(self, progress: Progress | None = None) -> list[ImportReport]:
+        """Load the instrument master and every sample file (a system call, e.g. the launcher).
+
+        One transaction per file; a refused file raises after the files before it are stored.
+        """
+        with self.db.transaction() as session:
+            store.upsert_instruments(session, sample_master())
+        files = [
+            (path, interval) for interval in STORED_INTERVALS for path in sample_files(interval)
+        ]
+        reports: list[ImportReport] = []
+        for done, (path, interval) in enumerate(files, start=1):
+            started = time.perf_counter()
+            parsed = read_bars_file(path, interval=interval)
+            with self.db.transaction() as session:
+                reports.append(self._store(session, parsed, None, started, audited=False))
+            if progress is not None:
+                progress(done, len(files), reports[-1])
+        with self.db.transaction() as session:
+            self._audit(
+                session,
+                None,
+                LOAD_SAMPLE_ACTION,
+                "marketdata:sample",
+                {
+                    "files": len(reports),
+                    "bars": sum(r.rows_kept for r in reports),
+                    "dropped": sum(r.rows_dropped for r in reports),
+                },
+            )
+        return reports
+
+    def _store(
+        self,
+        session: Session,
+        parsed: ParsedBars,
+        actor: Actor | None,
+        started: float,
+        audited: bool = True,
+    ) -> ImportReport:
+        report = parsed.report
+        known = store.instrument(session, report.symbol)
+        if known is None:
+            instrument_id = store.upsert_instruments(session, [instrument_row(report.symbol)])[
+                report.symbol
+            ]
+        else:
+            instrument_id = known.id
+        store.upsert_bars(session, instrument_id, report.interval, parsed.bars)
+        report = dataclasses.replace(report, seconds=time.perf_counter() - started)
+        if audited:
+            self._audit(
+                session, actor, IMPORT_ACTION, f"instrument:{report.symbol}", report.summary()
+            )
+        return report
+
+    # -- reading ---------------------------------------------------------------------------
+    def has_bars(self) -> bool:
+        """Return whether any bar is stored (the launcher loads the sample when not)."""
+        with self.db.transaction() as session:
+            return session.scalar(select(BarRow.instrument_id).limit(1)) is not None
+
+    def bar_count(self, interval: Interval | None = None) -> int:
+        """Return how many bars are stored (optionally of one interval)."""
+        with self.db.transaction() as session:
+            return store.bar_count(session, interval)
+
+    def search_instruments(self, actor: Actor, query: str) -> list[Instrument]:
+        """Return instruments whose symbol or name contains ``query`` (symbol prefix first)."""
+        with self.db.transaction() as session:
+            self._fresh_role(session, actor)
+            return store.search_instruments(session, query)
+
+    def instrument(self, actor: Actor, symbol: str) -> Instrument:
+        """Return the NSE instrument ``symbol``; raise NotFound (a ValidationError) if absent."""
+        with self.db.transaction() as session:
+            self._fresh_role(session, actor)
+            found = store.instrument(session, symbol.strip())
+        if found is None:
+            raise NotFound(f"Unknown symbol {symbol.strip().upper()!r}")
+        return found

@@ -1,0 +1,68 @@
+"""Import data: upload CSV files of NSE bars; the market-data service validates and stores them."""
+
+import streamlit as st
+
+from pages.common import actor, fetch, footer, services
+
+INTERVALS = {"auto (from the times)": None, "5 minutes": "5m", "1 day": "1d"}
+
+me = actor()
+svc = services()
+st.title("Import data")
+st.caption(
+    "CSV files of one NSE symbol each: a time column (timestamp, datetime or date; naive times "
+    "are IST), open, high, low, close, volume and optionally symbol (e.g. NSE:RELIANCE). "
+    "Pre-open, closing-session and holiday rows and exact duplicates are dropped and reported. "
+    "Each file is all or nothing: a row that breaks a rule refuses the whole file."
+)
+
+with st.form("data_import_form"):
+    uploads = st.file_uploader(
+        "CSV files", type=["csv"], accept_multiple_files=True, key="data_import_files"
+    )
+    symbol = st.text_input(
+        "Symbol (optional)",
+        key="data_import_symbol",
+        help="Leave empty to take it from the symbol column or the file name.",
+    )
+    interval_label = st.selectbox("Interval", list(INTERVALS), key="data_import_interval")
+    submitted = st.form_submit_button("Import", type="primary")
+
+if submitted and not uploads:
+    st.warning("Choose at least one CSV file to import.")
+elif submitted and uploads:
+    bar = st.progress(0.0, text="Importing ...")
+    for done, upload in enumerate(uploads, start=1):
+        with st.status(f"Importing {upload.name} ...", expanded=True) as status:
+            report = fetch(
+                lambda upload=upload: svc.marketdata.import_csv(
+                    me,
+                    upload.name,
+                    upload.getvalue(),
+                    symbol=symbol.strip() or None,
+                    interval=INTERVALS[interval_label],
+                )
+            )
+            if report is None:
+                status.update(label=f"{upload.name}: refused, nothing imported", state="error")
+            else:
+                lines = report.describe()
+                st.write(lines[0])
+                if report.dropped:
+                    st.dataframe(report.dropped_table(), hide_index=True)
+                st.caption(f"{report.gaps.describe()} · {report.seconds:.1f} s")
+                status.update(
+                    label=f"{upload.name}: {report.rows_kept:,} bars of {report.symbol} "
+                    f"{report.interval.value} imported",
+                    state="complete",
+                    expanded=bool(report.dropped or report.gaps.missing_days),
+                )
+        bar.progress(done / len(uploads), text=f"{done} of {len(uploads)} file(s) done")
+
+if not fetch(svc.marketdata.has_bars):
+    st.info(
+        "No bars are stored yet. `make run` loads the sample on first start; "
+        "`python -m core.marketdata load-sample` loads it any time."
+    )
+
+footer()

@@ -1,0 +1,372 @@
+"""The CSV importer: the sample imports, session rules drop and report, bad files write nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from core.clock import IST
+from core.domain import Actor, Interval
+from core.errors import PermissionDenied, ValidationError
+from core.marketdata.importer import (
+    REASON_CLOSING,
+    REASON_DUPLICATE,
+    REASON_NOT_TRADING_DAY,
+    REASON_PRE_OPEN,
+    read_bars,
+    read_bars_file,
+)
+from core.marketdata.instruments import SAMPLE_DIR, sample_files
+from core.services import Services
+from db.engine import Database
+from db.models import AuditRow, BarRow, InstrumentRow
+from tests.conftest import TEST_SECRET, make_settings
+from tests.support.apptest import app_as, page, texts
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = [
+    pytest.param(path, interval, id=f"{interval.value}-{path.stem}")
+    for interval in (Interval.D1, Interval.M5)
+    for path in sample_files(interval)
+]
+SAMPLE_5M_BARS = 23_360  # 25,000 rows less 62 pre-open and 1,578 closing-session rows
+SAMPLE_1D_BARS = 48_449  # 48,725 rows less 276 on Muhurat and special Saturday sessions
+HEADER = "datetime,symbol,open,high,low,close,volume"
+BAR_0915 = "2021-03-18 09:15:00,NSE:SBIN,360.0,361.5,359.2,360.9,120000.0"
+BAR_0920 = "2021-03-18 09:20:00,NSE:SBIN,360.9,362.0,360.5,361.75,98000.0"
+
+
+def csv(*lines: str) -> bytes:
+    """Return CSV bytes from lines."""
+    return ("\n".join(lines) + "\n").encode()
+
+
+def counts(svc: Services) -> tuple[int, int, int]:
+    """Return how many bars, instruments and audit entries are stored."""
+    with svc.db.transaction() as session:
+        return tuple(  # type: ignore[return-value]
+            int(session.scalar(select(func.count()).select_from(model)) or 0)
+            for model in (BarRow, InstrumentRow, AuditRow)
+        )
+
+
+@pytest.fixture
+def sqlite_services(sqlite_templates, tmp_path: Path) -> Iterator[Services]:
+    """Services over a fresh demo SQLite database only (for the per-file sample tests)."""
+    target = tmp_path / "sher.db"
+    shutil.copyfile(sqlite_templates[True].source, target)
+    url = f"sqlite:///{target}"
+    svc = Services(Database(url), make_settings(url))
+    yield svc
+    svc.db.dispose()
+
+
+@pytest.fixture
+def rahul(login: Callable[[str], Actor]) -> Actor:
+    """The demo household's admin."""
+    return login("rahul")
+
+
+# -- the sample --------------------------------------------------------------------------------
+@pytest.mark.parametrize(("path", "interval"), SAMPLE)
+def test_every_sample_file_imports_on_sqlite(sqlite_services, path, interval) -> None:
+    report = sqlite_services.marketdata.import_file(path)
+    rows = len(path.read_text().splitlines()) - 1
+    assert report.interval is interval
+    assert report.symbol == path.stem
+    assert report.rows_read == rows
+    assert report.rows_kept + report.rows_dropped == rows
+    assert report.gaps.missing_days == 0
+    assert report.gaps.missing_slots == 0
+    assert sqlite_services.marketdata.bar_count(interval) == report.rows_kept
+    assert report.first_bar is not None and report.first_bar.tzinfo is not None
+
+
+def test_the_whole_sample_loads_with_the_instrument_master(services) -> None:
+    seen: list[int] = []
+    assert not services.marketdata.has_bars()
+    reports = services.marketdata.load_sample(progress=lambda done, total, _r: seen.append(done))
+    assert len(reports) == 45
+    assert seen == list(range(1, 46))
+    assert services.marketdata.bar_count(Interval.M5) == SAMPLE_5M_BARS
+    assert services.marketdata.bar_count(Interval.D1) == SAMPLE_1D_BARS
+    assert services.marketdata.has_bars()
+    with services.db.transaction() as session:
+        sectors = dict(session.execute(select(InstrumentRow.symbol, InstrumentRow.sector)).all())
+        ticks = set(session.scalars(select(InstrumentRow.tick_size)))
+        logged = session.scalar(
+            select(AuditRow.details).where(AuditRow.action == "marketdata.load_sample")
+        )
+    assert len(sectors) == 50
+    assert sectors["M&M"] == "Automobile"
+    assert ticks == {Decimal("0.05")}
+    assert logged is not None and f'"bars":{SAMPLE_5M_BARS + SAMPLE_1D_BARS}' in logged
+
+
+def test_the_five_minute_import_drops_pre_open_and_closing_session_bars_and_reports_them() -> None:
+    parsed = read_bars_file(SAMPLE_DIR / "nse_5min" / "RELIANCE.csv")
+    report = parsed.report
+    assert report.dropped[REASON_PRE_OPEN].count == 62
+    assert report.dropped[REASON_CLOSING].count == 272
+    assert report.rows_kept == 5000 - 62 - 272
+    clock = {t.strftime("%H:%M") for t in parsed.bars.index}
+    assert {"09:05", "15:30", "15:40", "15:45", "15:50", "15:55"}.isdisjoint(clock)
+    assert min(clock) == "09:15" and max(clock) == "15:25"
+    assert report.dropped[REASON_PRE_OPEN].rows[0] == 23  # 2021-03-18 09:05, spreadsheet row
+    lines = report.describe()
+    assert "4,666 bars kept" in lines[0]
+    assert any("62 row(s): pre-open 09:00-09:15 (rows 23, 104" in line for line in lines)
+
+
+def test_daily_bars_on_muhurat_and_special_saturday_sessions_are_dropped_and_reported() -> None:
+    report = read_bars_file(SAMPLE_DIR / "nse_daily" / "RELIANCE.csv").report
+    assert report.dropped[REASON_NOT_TRADING_DAY].count == 7
+    assert report.dropped[REASON_NOT_TRADING_DAY].rows[0] == 33  # 2020-11-14, Diwali Muhurat
+    assert report.first_bar == datetime(2020, 10, 1, tzinfo=IST)
+
+
+def test_prices_are_decimal_exactly_as_written_and_volume_a_whole_number() -> None:
+    bars = read_bars(csv(HEADER, BAR_0915, BAR_0920), "x.csv").bars
+    assert bars["close"].tolist() == [Decimal("360.9"), Decimal("361.75")]
+    assert bars["volume"].tolist() == [120000, 98000]
+    assert bars.index[0] == datetime(2021, 3, 18, 9, 15, tzinfo=IST)
+
+
+# -- variants ----------------------------------------------------------------------------------
+def test_a_date_column_with_naive_dates_reads_as_daily_bars_at_ist_midnight() -> None:
+    data = csv("Date,Open,High,Low,Close,Volume", "2021-03-18,10,11,9,10.5,100",
+               "2021-03-19,10.5,12,10,11,200")
+    parsed = read_bars(data, "TCS.csv")
+    assert parsed.report.interval is Interval.D1
+    assert parsed.report.symbol == "TCS"
+    assert parsed.bars.index[0] == datetime(2021, 3, 18, tzinfo=IST)
+
+
+def test_datetimes_with_an_ist_offset_or_in_utc_become_the_same_ist_bars() -> None:
+    ist = csv("datetime,open,high,low,close,volume", "2021-03-18T09:15:00+05:30,10,11,9,10,1")
+    utc = csv("datetime,open,high,low,close,volume", "2021-03-18T03:45:00Z,10,11,9,10,1")
+    first = read_bars(ist, "INFY.csv").bars.index[0]
+    assert first == read_bars(utc, "INFY.csv").bars.index[0]
+    assert first == datetime(2021, 3, 18, 9, 15, tzinfo=IST)
+    assert str(first.tz) == "Asia/Kolkata"
+
+
+def test_without_a_symbol_column_the_symbol_comes_from_the_file_name() -> None:
+    data = csv("timestamp,open,high,low,close,volume,oi", "2021-03-18 09:15:00,10,11,9,10,1,0")
+    assert read_bars(data, "INFY_5_minute.csv").report.symbol == "INFY"
+    assert read_bars(data, "whatever.csv", symbol="m&m").report.symbol == "M&M"
+
+
+def test_a_symbol_column_that_agrees_with_the_declared_symbol_is_accepted() -> None:
+    assert read_bars(csv(HEADER, BAR_0915), "upload.csv", symbol="sbin").report.symbol == "SBIN"
+
+
+def test_exact_duplicate_rows_are_dropped_and_reported() -> None:
+    report = read_bars(csv(HEADER, BAR_0915, BAR_0920, BAR_0915), "SBIN.csv").report
+    assert report.rows_kept == 2
+    assert report.dropped[REASON_DUPLICATE].rows == (4,)
+
+
+def test_missing_days_and_five_minute_slots_are_reported_as_gaps() -> None:
+    data = csv(HEADER, BAR_0915, BAR_0920.replace("09:20", "09:30"),
+               "2021-03-22 09:15:00,NSE:SBIN,360.0,361.5,359.2,360.9,1")
+    gaps = read_bars(data, "SBIN.csv").report.gaps
+    assert gaps.missing_days == 1
+    assert gaps.first_missing_days == (date(2021, 3, 19),)
+    assert gaps.first_missing_slots[:2] == (
+        datetime(2021, 3, 18, 9, 20, tzinfo=IST),
+        datetime(2021, 3, 18, 9, 25, tzinfo=IST),
+    )
+    assert gaps.missing_slots == 75 - 2  # 2021-03-18 09:15-15:25 less the two bars
+    assert "1 trading day(s) without bars (first: 2021-03-19)" in gaps.describe()
+
+
+# -- bad input: a clear error, nothing written -------------------------------------------------
+BAD = [
+    pytest.param(b"", None, r"SBIN\.csv: the file is empty", id="empty-file"),
+    pytest.param(csv(HEADER), None, r"header but no rows", id="header-only"),
+    pytest.param(b"\xff\xfe\x00d", None, r"not a UTF-8 text CSV", id="not-utf8"),
+    pytest.param(csv("datetime,open,high,low,close", "2021-03-18 09:15:00,1,2,1,2"), None,
+                 r"missing column\(s\): volume\. Found: datetime, open", id="missing-volume"),
+    pytest.param(csv("when,open,high,low,close,volume", "2021-03-18 09:15:00,1,2,1,2,3"), None,
+                 r"missing column\(s\): a time column \(timestamp, datetime or date\)",
+                 id="missing-time-column"),
+    pytest.param(csv(HEADER, BAR_0915, BAR_0920.replace("2021-03-18 09:20:00", "18/03/21 9h")),
+                 None, r"ISO date.* row 3: datetime '18/03/21 9h'", id="unparseable-time"),
+    pytest.param(csv(HEADER, BAR_0915, BAR_0920.replace("09:20:00", "09:20:00+05:30")), None,
+                 r"all naive \(IST\) or all with a zone offset.* row 3: datetime "
+                 r"'2021-03-18 09:20:00\+05:30'", id="naive-and-aware-times"),
+    pytest.param(csv(HEADER, BAR_0915.replace("360.0,", "abc,")), None,
+                 r"open must be a number\. Broken on 1 row\(s\): row 2: open 'abc'",
+                 id="unparseable-number"),
+    pytest.param(csv(HEADER, BAR_0915, BAR_0920.replace("362.0,360.5", "360.0,360.5")), None,
+                 r"high must be ≥ low\. Broken on 1 row\(s\): row 3: high '360\.0' low '360\.5'",
+                 id="high-below-low"),
+    pytest.param(csv(HEADER, BAR_0915.replace("360.0,", "365.0,")), None,
+                 r"open and close must lie within \[low, high\].* row 2: open '365\.0'",
+                 id="open-above-high"),
+    pytest.param(csv(HEADER, BAR_0915, BAR_0920.replace("360.5,", "-1,")), None,
+                 r"prices must be positive.* row 3: .*low '-1'", id="negative-price"),
+    pytest.param(csv(HEADER, BAR_0915.replace("360.9,120000.0", "0,120000.0")), None,
+                 r"prices must be positive.* row 2: .*close '0'", id="zero-price"),
+    pytest.param(csv(HEADER, BAR_0915.replace("120000.0", "-5")), None,
+                 r"volume must not be negative.* row 2: volume '-5'", id="negative-volume"),
+    pytest.param(csv(HEADER, BAR_0915.replace("120000.0", "10.5")), None,
+                 r"volume must be a whole number.* row 2: volume '10\.5'", id="fractional-volume"),
+    pytest.param(csv(HEADER, BAR_0915, BAR_0915.replace("360.9,", "361.0,")), None,
+                 r"same time appears with different values\. Broken on 2 row\(s\): row 2: .*"
+                 r"row 3: '2021-03-18 09:15:00' open '360\.0'", id="duplicate-time-other-values"),
+    pytest.param(csv(HEADER, BAR_0915.replace("NSE:SBIN", "NSE:INFY")), "SBIN",
+                 r"declared symbol SBIN only.* row 2: symbol 'NSE:INFY'", id="other-symbol"),
+    pytest.param(csv(HEADER, BAR_0915, BAR_0920.replace("NSE:SBIN", "NSE:INFY")), None,
+                 r"one symbol per file; the first row names SBIN.* row 3", id="two-symbols"),
+    pytest.param(csv(HEADER, BAR_0915.replace("09:15", "09:17")), None,
+                 r"5-minute mark.* row 2: datetime '2021-03-18 09:17:00'", id="unaligned-time"),
+    pytest.param(csv(HEADER, BAR_0915.replace("09:15", "09:05")), None,
+                 r"no bar left to import.*pre-open 09:00-09:15: 1", id="only-pre-open"),
+    pytest.param(csv(HEADER, BAR_0915.replace("360.9,", "360.91234,")), None,
+                 r"at most 4 decimal places.* row 2", id="too-many-decimals"),
+    pytest.param(csv(HEADER, *[BAR_0915.replace("-18 09:15", f"-{d} 09:15") for d in range(18, 25)]
+                     ).replace(b"120000.0", b"-1"), None,
+                 r"Broken on 7 row\(s\): row 2: .*row 6: volume '-1'; and 2 more",
+                 id="only-five-rows-named"),
+]
+
+
+@pytest.mark.parametrize(("data", "declared", "message"), BAD)
+def test_a_bad_file_is_refused_with_the_rule_and_rows_and_nothing_is_written(
+    services, rahul, data, declared, message
+) -> None:
+    before = counts(services)
+    with pytest.raises(ValidationError, match=message) as refused:
+        services.marketdata.import_csv(rahul, "SBIN.csv", data, symbol=declared)
+    assert str(refused.value).endswith("Nothing was imported.")
+    assert counts(services) == before
+
+
+def test_an_interval_that_contradicts_the_times_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"daily bars must be stamped at midnight IST"):
+        read_bars(csv(HEADER, BAR_0915), "SBIN.csv", interval="1d")
+    with pytest.raises(ValidationError, match=r"interval 1w is not stored \(only 5m, 1d\)"):
+        read_bars(csv(HEADER, BAR_0915), "SBIN.csv", interval="1w")
+    with pytest.raises(ValidationError, match=r"Unknown interval '2m'"):
+        read_bars(csv(HEADER, BAR_0915), "SBIN.csv", interval="2m")
+
+
+def test_a_file_name_that_is_no_symbol_needs_a_declared_symbol() -> None:
+    data = csv("date,open,high,low,close,volume", "2021-03-18,10,11,9,10,1")
+    with pytest.raises(ValidationError, match=r"the file name 'my data' is not an NSE symbol"):
+        read_bars(data, "my data.csv")
+
+
+# -- the service -------------------------------------------------------------------------------
+def test_an_import_is_stored_and_audited_with_its_summary(services, rahul) -> None:
+    report = services.marketdata.import_csv(rahul, "SBIN.csv", csv(HEADER, BAR_0915, BAR_0920))
+    assert report.rows_kept == 2
+    with services.db.transaction() as session:
+        closes = session.scalars(select(BarRow.close).order_by(BarRow.ts)).all()
+        entry = session.execute(
+            select(AuditRow.actor_username, AuditRow.resource, AuditRow.details).where(
+                AuditRow.action == "marketdata.import"
+            )
+        ).one()
+    assert closes == [Decimal("360.9"), Decimal("361.75")]
+    assert entry.actor_username == "rahul"
+    assert entry.resource == "instrument:SBIN"
+    assert '"rows_kept":2' in entry.details
+
+
+def test_reimporting_the_same_file_is_idempotent_and_a_corrected_file_replaces_bars(
+    services, rahul
+) -> None:
+    data = csv(HEADER, BAR_0915, BAR_0920)
+    services.marketdata.import_csv(rahul, "SBIN.csv", data)
+    bars_after_first = counts(services)[0]
+    services.marketdata.import_csv(rahul, "SBIN.csv", data)
+    assert counts(services)[0] == bars_after_first == 2
+    services.marketdata.import_csv(rahul, "SBIN.csv", data.replace(b"361.75", b"361.8"))
+    with services.db.transaction() as session:
+        closes = session.scalars(select(BarRow.close).order_by(BarRow.ts)).all()
+    assert closes == [Decimal("360.9"), Decimal("361.8")]
+
+
+def test_a_trader_may_not_import_and_the_refusal_is_audited(services, login) -> None:
+    priya = login("priya")
+    bars, instruments, _ = counts(services)
+    with pytest.raises(PermissionDenied, match="'trader' may not import market data"):
+        services.marketdata.import_csv(priya, "SBIN.csv", csv(HEADER, BAR_0915))
+    assert counts(services)[:2] == (bars, instruments)
+    with services.db.transaction() as session:
+        outcome = session.scalar(select(AuditRow.outcome).where(
+            AuditRow.action == "marketdata.import", AuditRow.actor_username == "priya"))
+    assert outcome == "denied"
+
+
+def test_instruments_are_found_by_symbol_and_an_unknown_symbol_is_named(services, rahul) -> None:
+    services.marketdata.import_csv(rahul, "SBIN.csv", csv(HEADER, BAR_0915))
+    found = services.marketdata.instrument(rahul, "sbin")
+    assert (found.symbol, found.exchange, found.segment, found.tick_size, found.lot_size) == (
+        "SBIN", "NSE", "EQ", Decimal("0.05"), 1)
+    assert [i.symbol for i in services.marketdata.search_instruments(rahul, "sb")] == ["SBIN"]
+    with pytest.raises(ValidationError, match="Unknown symbol 'NOPE'"):
+        services.marketdata.instrument(rahul, "nope")
+
+
+# -- the command line --------------------------------------------------------------------------
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": TEST_SECRET}
+    return subprocess.run([sys.executable, "-m", "core.marketdata", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_command_line_imports_a_file_and_exits_zero(sqlite_services) -> None:
+    done = _cli(sqlite_services.db.url, "import", str(SAMPLE_DIR / "nse_5min" / "SBIN.csv"))
+    assert done.returncode == 0, done.stderr
+    assert "SBIN.csv: SBIN 5m, 5,000 rows read, 4,663 bars kept" in done.stdout
+    assert sqlite_services.marketdata.bar_count(Interval.M5) == 4663
+
+
+def test_the_command_line_exits_one_when_a_file_is_refused_and_imports_the_others(
+    sqlite_services, tmp_path
+) -> None:
+    bad = tmp_path / "SBIN.csv"
+    bad.write_bytes(csv(HEADER, BAR_0915.replace("361.5,359.2", "359.0,359.2")))
+    good = SAMPLE_DIR / "nse_daily" / "TCS.csv"
+    done = _cli(sqlite_services.db.url, "import", str(bad), str(good))
+    assert done.returncode == 1
+    assert "REFUSED SBIN.csv: high must be ≥ low" in done.stderr
+    assert "1 of 2 file(s) refused" in done.stdout
+    assert sqlite_services.marketdata.bar_count(Interval.D1) == 1234
+    assert sqlite_services.marketdata.bar_count(Interval.M5) == 0
+
+
+# -- the page ----------------------------------------------------------------------------------
+def test_the_import_page_renders_for_an_admin(desk) -> None:
+    at = app_as(desk, "rahul")
+    at.switch_page(page("pages/data_import.py")).run()
+    assert not at.exception
+    assert at.title[0].value == "Import data"
+    assert "No bars are stored yet" in texts(at)
+
+
+def test_the_import_page_is_absent_from_a_traders_navigation(desk) -> None:
+    at = app_as(desk, "priya")
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page(page("pages/data_import.py"))
+
+
+def test_importing_without_a_file_asks_for_one(desk) -> None:
+    at = app_as(desk, "rahul")
+    at.switch_page(page("pages/data_import.py")).run()
+    at.button(key="FormSubmitter:data_import_form-Import").click().run()
+    assert not at.exception
+    assert "Choose at least one CSV file to import." in texts(at)
