@@ -27,6 +27,19 @@ CLOSING_SESSION_END = time(16, 0)
 #: Dates the exchange calendar gets wrong for NSE, as (date, is_trading_day, why).
 CALENDAR_OVERRIDES: tuple[tuple[date, bool, str], ...] = ()
 
+#: Sessions NSE held outside its regular calendar, with real bars in the shipped daily sample:
+#: Diwali Muhurat trading (an evening hour) and special Saturday live sessions. Their bars are
+#: kept on import; market status and session expiry ignore them (no regular session that day).
+SPECIAL_SESSIONS: dict[date, str] = {
+    date(2020, 11, 14): "Diwali Muhurat trading",
+    date(2021, 11, 4): "Diwali Muhurat trading",
+    date(2022, 10, 24): "Diwali Muhurat trading",
+    date(2023, 11, 12): "Diwali Muhurat trading (Sunday)",
+    date(2024, 3, 2): "special Saturday live session (DR site switch-over)",
+    date(2024, 5, 18): "special Saturday live session (DR site switch-over)",
+    date(2024, 11, 1): "Diwali Muhurat trading",
+}
+
 
 class MarketStatus(StrEnum):
     """Where the NSE cash market stands at a moment."""
@@ -94,6 +107,11 @@ def is_trading_day(day: date) -> bool:
             "CALENDAR_OVERRIDES in core/clock.py or upgrade exchange_calendars"
         )
     return bool(cal.is_session(stamp))
+
+
+def is_bar_day(day: date) -> bool:
+    """Return whether a daily bar may exist for ``day``: a trading day or a special session."""
+    return day in SPECIAL_SESSIONS or is_trading_day(day)
 
 
 def market_state(at: datetime | None = None) -> MarketState:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from core.clock import IST
+from core.clock import IST, SPECIAL_SESSIONS
 from core.domain import Actor, Interval
 from core.errors import PermissionDenied, ValidationError
 from core.marketdata.importer import (
@@ -39,7 +39,7 @@ SAMPLE = [
     for path in sample_files(interval)
 ]
 SAMPLE_5M_BARS = 23_360  # 25,000 rows less 62 pre-open and 1,578 closing-session rows
-SAMPLE_1D_BARS = 48_449  # 48,725 rows less 276 on Muhurat and special Saturday sessions
+SAMPLE_1D_BARS = 48_725  # every row: Muhurat and special Saturday sessions are kept
 HEADER = "datetime,symbol,open,high,low,close,volume"
 BAR_0915 = "2021-03-18 09:15:00,NSE:SBIN,360.0,361.5,359.2,360.9,120000.0"
 BAR_0920 = "2021-03-18 09:20:00,NSE:SBIN,360.9,362.0,360.5,361.75,98000.0"
@@ -127,11 +127,19 @@ def test_the_five_minute_import_drops_pre_open_and_closing_session_bars_and_repo
     assert any("62 row(s): pre-open 09:00-09:15 (rows 23, 104" in line for line in lines)
 
 
-def test_daily_bars_on_muhurat_and_special_saturday_sessions_are_dropped_and_reported() -> None:
-    report = read_bars_file(SAMPLE_DIR / "nse_daily" / "RELIANCE.csv").report
-    assert report.dropped[REASON_NOT_TRADING_DAY].count == 7
-    assert report.dropped[REASON_NOT_TRADING_DAY].rows[0] == 33  # 2020-11-14, Diwali Muhurat
-    assert report.first_bar == datetime(2020, 10, 1, tzinfo=IST)
+def test_daily_bars_on_muhurat_and_special_saturday_sessions_are_kept() -> None:
+    parsed = read_bars_file(SAMPLE_DIR / "nse_daily" / "RELIANCE.csv")
+    assert REASON_NOT_TRADING_DAY not in parsed.report.dropped
+    kept_days = {ts.date() for ts in parsed.bars.index}
+    assert set(SPECIAL_SESSIONS) <= kept_days  # 2020-11-14 Muhurat ... 2024-11-01 Muhurat
+    assert parsed.report.first_bar == datetime(2020, 10, 1, tzinfo=IST)
+
+
+def test_a_daily_bar_on_an_ordinary_holiday_is_dropped_and_reported() -> None:
+    data = csv("date,open,high,low,close,volume", "2026-11-24,10,11,9,10.5,100",
+               "2026-11-23,10,11,9,10.5,100")
+    report = read_bars(data, "HOLI.csv").report
+    assert report.dropped[REASON_NOT_TRADING_DAY].count == 1  # 24 Nov 2026: NSE holiday
 
 
 def test_prices_are_decimal_exactly_as_written_and_volume_a_whole_number() -> None:
@@ -345,7 +353,7 @@ def test_the_command_line_exits_one_when_a_file_is_refused_and_imports_the_other
     assert done.returncode == 1
     assert "REFUSED SBIN.csv: high must be ≥ low" in done.stderr
     assert "1 of 2 file(s) refused" in done.stdout
-    assert sqlite_services.marketdata.bar_count(Interval.D1) == 1234
+    assert sqlite_services.marketdata.bar_count(Interval.D1) == 1241
     assert sqlite_services.marketdata.bar_count(Interval.M5) == 0
 
 
@@ -370,3 +378,19 @@ def test_importing_without_a_file_asks_for_one(desk) -> None:
     at.button(key="FormSubmitter:data_import_form-Import").click().run()
     assert not at.exception
     assert "Choose at least one CSV file to import." in texts(at)
+
+
+def test_a_reimported_bar_shows_up_in_charts_at_once(services, login) -> None:
+    from datetime import date
+
+    rahul = login("rahul")
+    head = "timestamp,open,high,low,close,volume\n"
+    first = head + "2025-09-29 00:00:00+05:30,100,110,90,105,1000\n"
+    services.marketdata.import_csv(rahul, "TESTCO.csv", first.encode(), "TESTCO", "1d")
+    day = date(2025, 9, 29)
+    before = services.charts.chart(rahul, "TESTCO", "1d", day, day, frozenset())
+    assert before.frame["close"].tolist() == [105.0]
+    corrected = head + "2025-09-29 00:00:00+05:30,100,110,90,107.5,1000\n"
+    services.marketdata.import_csv(rahul, "TESTCO.csv", corrected.encode(), "TESTCO", "1d")
+    after = services.charts.chart(rahul, "TESTCO", "1d", day, day, frozenset())
+    assert after.frame["close"].tolist() == [107.5]

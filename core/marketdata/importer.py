@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.clock import IST, format_ist, is_trading_day
+from core.clock import IST, format_ist, is_bar_day, is_trading_day
 from core.domain import STORED_INTERVALS, Interval, parse_choice
 from core.errors import ValidationError
 
@@ -463,13 +463,19 @@ def _trading(day: date) -> bool:
     return is_trading_day(day)
 
 
+@lru_cache(maxsize=8192)
+def _bar_day(day: date) -> bool:
+    return is_bar_day(day)
+
+
 def _drop_reasons(rows: _Rows, interval: Interval) -> np.ndarray:
     """Return, per row, why it is dropped ('' when kept); refuse conflicting duplicates."""
     day = rows.ts.dt.normalize()
     unique_days, which = np.unique(day.to_numpy(), return_inverse=True)
     trading = np.array([_trading(pd.Timestamp(d).date()) for d in unique_days])[which]
-    if interval is Interval.D1:
-        reasons = np.where(trading, "", REASON_NOT_TRADING_DAY).astype(object)
+    if interval is Interval.D1:  # daily bars also exist for Muhurat / special sessions
+        bar_day = np.array([_bar_day(pd.Timestamp(d).date()) for d in unique_days])[which]
+        reasons = np.where(bar_day, "", REASON_NOT_TRADING_DAY).astype(object)
     else:
         offset = (rows.ts - day).to_numpy()
         reasons = np.select(

@@ -21,6 +21,7 @@ from core.marketdata import store
 from core.marketdata.importer import ImportReport, ParsedBars, read_bars, read_bars_file
 from core.marketdata.instruments import instrument_row, sample_files, sample_master
 from core.services.base import ServiceBase
+from core.services.charts import clear_bar_cache
 from db.models import BarRow
 
 IMPORT_ACTION = "marketdata.import"
@@ -58,7 +59,9 @@ class MarketDataService(ServiceBase):
                 )
             started = time.perf_counter()
             parsed = read_bars(data, filename, symbol=symbol, interval=interval)
-            return self._store(session, parsed, actor, started)
+            report = self._store(session, parsed, actor, started)
+        clear_bar_cache()  # after the commit, so charts cannot re-cache the old bars
+        return report
 
     def import_file(
         self, path: Path | str, symbol: str | None = None, interval: str | None = None
@@ -67,7 +70,9 @@ class MarketDataService(ServiceBase):
         started = time.perf_counter()
         parsed = read_bars_file(path, symbol=symbol, interval=interval)
         with self.db.transaction() as session:
-            return self._store(session, parsed, None, started)
+            report = self._store(session, parsed, None, started)
+        clear_bar_cache()
+        return report
 
     def load_sample(self, progress: Progress | None = None) -> list[ImportReport]:
         """Load the instrument master and every sample file (a system call, e.g. the launcher).
@@ -85,6 +90,7 @@ class MarketDataService(ServiceBase):
             parsed = read_bars_file(path, interval=interval)
             with self.db.transaction() as session:
                 reports.append(self._store(session, parsed, None, started, audited=False))
+            clear_bar_cache()
             if progress is not None:
                 progress(done, len(files), reports[-1])
         with self.db.transaction() as session:
