@@ -93,6 +93,14 @@ def _quote_row(quote: Quote) -> dict[str, object]:
     }
 
 
+def _same_day(frame: pd.DataFrame) -> pd.DataFrame:
+    """Keep the rows whose price is from the trading day most rows share."""
+    if frame.empty:
+        return frame
+    day = frame["As of (IST)"].astype(str).str[:10]
+    return frame[day == day.mode().iloc[0]]
+
+
 class MarketService(ServiceBase):
     """Read-only market views for any logged-in user."""
 
@@ -122,8 +130,12 @@ class MarketService(ServiceBase):
         return frame
 
     def movers(self, actor: Actor, n: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Return the ``n`` biggest gainers and losers by change % (rising/falling only)."""
-        frame = self.universe(actor).dropna(subset=["Change [%]"])
+        """Return the ``n`` biggest gainers and losers by change % (rising/falling only).
+
+        Only symbols priced on the same day are compared (the day most symbols share), so a
+        replayed 2021 session never ranks against a 2025 daily close.
+        """
+        frame = _same_day(self.universe(actor).dropna(subset=["Change [%]"]))
         columns = ["Symbol", "Last price [₹]", "Change [%]", "As of (IST)", "Source"]
         gainers = frame[frame["Change [%]"] > 0].sort_values("Change [%]", ascending=False)
         losers = frame[frame["Change [%]"] < 0].sort_values("Change [%]", ascending=True)
@@ -138,7 +150,7 @@ class MarketService(ServiceBase):
         Equal sizes are the default because volumes from different sources and days do not
         compare. Symbols without a change (no previous close) are left out.
         """
-        frame = self.universe(actor).dropna(subset=["Change [%]"])
+        frame = _same_day(self.universe(actor).dropna(subset=["Change [%]"]))
         size = frame["Volume"].fillna(0).astype("float64") if by_volume else 1.0
         result = pd.DataFrame(
             {
