@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck worker app migrate seed clean
+.PHONY: run test lint typecheck worker app migrate seed clean bench
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,6 @@ seed: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+bench: $(STAMP)  ## performance figures (each script prints one JSON object on its last line)
+	$(PY) bench/marketdata.py

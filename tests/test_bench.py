@@ -1,0 +1,23 @@
+"""The benchmark scripts keep working: each prints one JSON object on its last line.
+
+Figures are not asserted here (timings belong in bench/, not in unit tests).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_market_data_benchmark_prints_its_figures_as_json_on_the_last_line() -> None:
+    done = subprocess.run([sys.executable, "bench/marketdata.py"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("import_s_sqlite", "chart_daily_ms", "chart_5min_ms"):
+        assert isinstance(figures[key], float) and figures[key] > 0
+    assert figures["import_files"] == 45
+    assert figures["chart_daily_rows"] > 1200 and figures["chart_5min_rows"] > 4000
