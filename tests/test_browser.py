@@ -103,6 +103,7 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     upgrade(url)
     services = Services(Database(url), make_settings(url))
     logins = {login.username: login for login in seed_demo(services)}
+    services.marketdata.load_sample()  # what make run does on first start
     services.db.dispose()
 
     env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": TEST_SECRET, "BCRYPT_ROUNDS": "4",
@@ -262,3 +263,28 @@ def test_cookie_relogs_in_a_new_tab_while_the_session_is_active(
     _dashboard_visible(tab)
     expect(tab.get_by_text("Welcome, Priya Sharma.")).to_be_visible()
     expect(tab.get_by_role("button", name="Login")).to_have_count(0)
+
+
+def test_market_page_shows_the_replay_feed_running_and_the_sample_universe(
+        desk: App, context: sync_api.BrowserContext) -> None:
+    page = context.new_page()
+    _login(page, desk, "priya")
+    _nav(page).get_by_text("Market", exact=True).click()
+    expect(page.get_by_role("heading", name="Market", exact=True)).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text("NIFTY-50 sample").first).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text("running (replay)")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text("The feed has stalled")).to_have_count(0)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=WAIT_MS)  # sectors
+    assert page.get_by_text("NIFTY 50", exact=True).count() == 0
+
+
+def test_chart_page_draws_candles_and_switches_to_five_minute_bars(
+        desk: App, context: sync_api.BrowserContext) -> None:
+    page = context.new_page()
+    _login(page, desk, "rahul")
+    _nav(page).get_by_text("Chart", exact=True).click()
+    expect(page.get_by_role("heading", name="Chart", exact=True)).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=WAIT_MS)
+    page.get_by_text("5-minute", exact=True).click()
+    expect(page.get_by_text("not adjusted", exact=False).first).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=WAIT_MS)

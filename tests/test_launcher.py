@@ -49,6 +49,8 @@ def test_the_desk_starts_prints_fresh_demo_logins_and_stops_on_ctrl_c(tmp_path) 
     assert "Demo household 'Sharma family' created" in out
     for username in ("ops", "rahul", "priya", "kamla", "aarav"):
         assert f"  {username} " in out
+    assert "SHER: loading the sample market data" in out
+    assert "refused" not in out.lower()
     assert "holds the lease" in out
     assert "worker stopped and released the lease" in out
     assert "SHER: stopped." in out
