@@ -124,7 +124,7 @@ def build_figure(data: ChartData, panels: Collection[str] = ()) -> go.Figure:
         height=420 + 160 * rows,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         xaxis_rangeslider_visible=False,
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
         hovermode="x unified",
         title={"text": data.label, "x": 0, "font": {"size": 14}},
     )

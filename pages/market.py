@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.clock import format_ist, now_ist
+from core.clock import format_ist, now_ist, to_ist
 from core.domain import Actor
 from core.errors import ConfigError
 from core.services.market import UNIVERSE_NAME
@@ -62,8 +62,13 @@ def feed_status() -> None:
     now = now_ist()
     lag = state.lag_seconds(now)
     cols = st.columns(4)
-    cols[0].metric("Feed", f"{state.state} ({state.mode})", help=state.source)
-    cols[1].metric("Simulated time", format_ist(state.simulated_at))
+    cols[0].metric("Feed", state.state, help=f"{state.mode} mode · {state.source}")
+    simulated = state.simulated_at
+    cols[1].metric(
+        f"Simulated time ({to_ist(simulated):%d %b %Y})" if simulated else "Simulated time",
+        "—" if simulated is None else f"{to_ist(simulated):%H:%M:%S} IST",
+        help=format_ist(simulated),
+    )
     cols[2].metric("Lag", "—" if lag is None else f"{lag:.0f} s", help="Wall time since last tick")
     cols[3].metric("Ticks", f"{state.ticks:,}")
     st.caption(f"Source: {state.source} · {state.message or ''}")
