@@ -44,7 +44,9 @@ elif submitted and uploads:
                 )
             )
             if report is None:
-                status.update(label=f"{upload.name}: refused, nothing imported", state="error")
+                status.update(
+                    label=f"{upload.name}: refused, nothing imported", state="error", expanded=True
+                )
             else:
                 lines = report.describe()
                 st.write(lines[0])

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ValidationError
 from core.seed import DemoLogin, seed_demo
 from core.services import Services
 from db.engine import Database
 from db.migrate import upgrade
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import TEST_CLIENT, TEST_SECRET, make_settings
 
 pytestmark = pytest.mark.browser
 
@@ -53,6 +54,7 @@ class App:
     app: subprocess.Popen[bytes]
     worker: subprocess.Popen[bytes]
     log_dir: Path
+    db_url: str
 
     def logs(self) -> str:
         """Return the tail of both processes' output, for assertion messages."""
@@ -118,7 +120,7 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
              "--server.address", "127.0.0.1", "--server.port", str(port),
              "--server.headless", "true", "--browser.gatherUsageStats", "false"],
             cwd=REPO_ROOT, env=env, stdout=app_log, stderr=subprocess.STDOUT)
-    running = App(base, logins, app, worker, tmp)
+    running = App(base, logins, app, worker, tmp, url)
     try:
         _wait_healthy(base, app)
         yield running
@@ -288,3 +290,32 @@ def test_chart_page_draws_candles_and_switches_to_five_minute_bars(
     page.get_by_text("5-minute", exact=True).click()
     expect(page.get_by_text("not adjusted", exact=False).first).to_be_visible(timeout=WAIT_MS)
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=WAIT_MS)
+
+
+def test_an_admin_uploads_csvs_a_bad_one_is_refused_with_the_rule_a_good_one_imports(
+        desk: App, context: sync_api.BrowserContext, tmp_path: Path) -> None:
+    bad = tmp_path / "ACME.csv"
+    bad.write_text("date,open,high,low,close,volume\n2025-09-29,100,90,95,96,10\n")  # high < low
+    good = tmp_path / "ZENITH.csv"
+    good.write_text("date,open,high,low,close,volume\n"
+                    "2025-09-29,100,110,95,105,1000\n2025-09-30,105,112,101,110,1500\n")
+    page = context.new_page()
+    _login(page, desk, "rahul")
+    _nav(page).get_by_text("Import data", exact=True).click()
+    expect(page.get_by_role("heading", name="Import data")).to_be_visible(timeout=WAIT_MS)
+    page.locator("input[type=file]").set_input_files([str(bad), str(good)])
+    expect(page.get_by_text("ZENITH.csv", exact=True)).to_be_visible(timeout=WAIT_MS)
+    page.get_by_role("button", name="Import").click()
+    expect(page.get_by_text("ACME.csv: refused, nothing imported")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text("high must be ≥ low", exact=False).first).to_be_visible()
+    expect(page.get_by_text("ZENITH.csv: 2 bars of ZENITH 1d imported")).to_be_visible(
+        timeout=WAIT_MS)
+    services = Services(Database(desk.db_url), make_settings(desk.db_url))
+    try:
+        rahul = services.auth.check_session(services.auth.login(
+            "rahul", desk.logins["rahul"].password, TEST_CLIENT).session_id or "")
+        assert services.marketdata.instrument(rahul, "ZENITH").symbol == "ZENITH"
+        with pytest.raises(ValidationError, match="Unknown symbol 'ACME'"):
+            services.marketdata.instrument(rahul, "ACME")  # the refused file wrote nothing
+    finally:
+        services.db.dispose()
