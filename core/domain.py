@@ -286,8 +286,16 @@ class FeedState:
         return None if self.last_tick_at is None else (now - self.last_tick_at).total_seconds()
 
     def is_stalled(self, now: datetime, stall_seconds: float) -> bool:
-        """Return whether a running feed has written nothing for ``stall_seconds``."""
-        if self.state != "running":
+        """Return whether a live feed has written nothing for ``stall_seconds``.
+
+        A running feed is judged by its last tick; a feed waiting for the market ("closed") by
+        its last status write, which the worker makes every step, so a dead worker is caught in
+        either state. Stopped, finished and errored feeds are not "stalled" (they say why).
+        """
+        if self.state == "running":
+            beat = self.last_tick_at or self.updated_at
+        elif self.state == "closed":
+            beat = self.updated_at
+        else:
             return False
-        beat = self.last_tick_at or self.updated_at
         return (now - beat).total_seconds() > stall_seconds

@@ -60,6 +60,7 @@ elif submitted and uploads:
                     expanded=bool(report.dropped or report.gaps.missing_days),
                 )
         bar.progress(done / len(uploads), text=f"{done} of {len(uploads)} file(s) done")
+    st.cache_data.clear()  # pages' cached reads (charts, market) must see the new bars now
 
 if not fetch(svc.marketdata.has_bars):
     st.info(

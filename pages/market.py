@@ -14,7 +14,7 @@ me = actor()
 svc = services()
 st.title("Market")
 st.caption(
-    f"Universe: {UNIVERSE_NAME}, a sample of NSE large caps; it is not an index and no "
+    f"Universe: {UNIVERSE_NAME}: the stocks, each on its own. It is not the index and no "
     "index value is shown."
 )
 
@@ -90,9 +90,11 @@ universe = fetch(lambda: _universe(me, me.user_id))
 if universe is None or universe.empty:
     st.info("No instruments are stored yet. Import the sample data to see prices here.")
 else:
+    priced = int(universe["Last price [₹]"].notna().sum())
     st.caption(
-        "Each row names its source: replay quotes are simulated from a 2021 session; "
-        "daily closes are the last stored day."
+        f"{priced} of {len(universe)} stocks have prices in the sample. Each row names its "
+        "source: replay quotes are simulated from a 2021 session; daily closes are the last "
+        "stored day."
     )
     st.dataframe(universe, hide_index=True, key="market_universe")
     st.download_button(
@@ -117,13 +119,19 @@ else:
         st.subheader("Sectors")
         figure = px.treemap(
             sectors,
-            path=[px.Constant(UNIVERSE_NAME), "Sector", "Symbol"],
+            path=[px.Constant("Sectors"), "Sector", "Symbol"],
             values="Size",
             color="Change [%]",
             color_continuous_scale="RdYlGn",
             color_continuous_midpoint=0,
         )
+        figure.update_traces(
+            root_color="lightgrey",  # no colour (and so no "average") for the whole universe
+            hovertemplate="%{label}<br>Change %{color:.2f}% (equal-weight within sector)"
+            "<extra></extra>",
+        )
         figure.update_layout(margin={"t": 30, "l": 0, "r": 0, "b": 0})
+        st.caption("Same-day prices only; sector colour is the equal-weight average change.")
         st.plotly_chart(figure, key="market_sectors")
 
 footer()

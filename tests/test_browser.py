@@ -273,7 +273,7 @@ def test_market_page_shows_the_replay_feed_running_and_the_sample_universe(
     _login(page, desk, "priya")
     _nav(page).get_by_text("Market", exact=True).click()
     expect(page.get_by_role("heading", name="Market", exact=True)).to_be_visible(timeout=WAIT_MS)
-    expect(page.get_by_text("NIFTY-50 sample").first).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text("NIFTY-50 constituents").first).to_be_visible(timeout=WAIT_MS)
     expect(page.get_by_text("Replaying session", exact=False)).to_be_visible(timeout=WAIT_MS)
     expect(page.get_by_text("The feed has stalled")).to_have_count(0)
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=WAIT_MS)  # sectors

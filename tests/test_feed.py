@@ -374,3 +374,40 @@ def test_a_failing_feed_step_is_logged_and_the_worker_carries_on(services, caplo
     services.feed.step = broken  # type: ignore[method-assign]
     worker.feed_step()
     assert "market feed step failed" in caplog.text
+
+
+def test_a_dead_worker_is_shown_as_stalled_while_the_market_is_closed(sample_db) -> None:
+    evening = datetime(2026, 11, 20, 15, 31, tzinfo=IST)  # a Friday, after the close
+    clock = Clock(evening)
+    state = feed_service(sample_db, clock, feed_mode="wallclock").step()
+    assert state.state == "closed"
+    assert not state.is_stalled(evening + timedelta(seconds=10), 15)  # the worker writes on
+    monday = datetime(2026, 11, 23, 10, 0, tzinfo=IST)  # nothing written since Friday
+    assert state.is_stalled(monday, 15)
+
+
+def test_a_failing_feed_backs_off_instead_of_rebuilding_every_second(sample_db) -> None:
+    clock = Clock(T0)
+    feed = feed_service(sample_db, clock, replay_start=date(2022, 1, 3))
+    assert feed.step().state == "error"
+    for _ in range(5):
+        assert feed.step(clock.tick(1)).state == "error"  # recorded, not rebuilt
+    assert feed._retry_at is not None and clock.now < feed._retry_at
+    assert feed.step(clock.tick(30)).state == "error"  # retried after 30 s, fails again
+
+
+def test_bars_imported_while_the_feed_runs_are_picked_up_without_a_restart(sample_db) -> None:
+    clock = Clock(T0)
+    feed = feed_service(sample_db, clock)
+    feed.step()
+    feed.step(clock.tick(5))
+    assert "INFY" not in feed.quotes()
+    with sample_db.db.transaction() as session:
+        ids = store.upsert_instruments(session, [
+            {"symbol": "INFY", "exchange": "NSE", "segment": "EQ", "name": "INFY",
+             "tick_size": Decimal("0.05"), "lot_size": 1, "sector": None, "isin": None}])
+        store.upsert_bars(session, ids["INFY"], Interval.M5,
+                          sample_bars("INFY", WINDOW[0], WINDOW[1]))
+    feed.step(clock.tick(31))  # the feed checks for new bars every 30 s
+    feed.step(clock.tick(5))
+    assert "INFY" in feed.quotes()

@@ -394,3 +394,25 @@ def test_a_reimported_bar_shows_up_in_charts_at_once(services, login) -> None:
     services.marketdata.import_csv(rahul, "TESTCO.csv", corrected.encode(), "TESTCO", "1d")
     after = services.charts.chart(rahul, "TESTCO", "1d", day, day, frozenset())
     assert after.frame["close"].tolist() == [107.5]
+
+
+def test_a_file_named_after_another_known_symbol_is_refused_when_declared_otherwise(
+    services, login
+) -> None:
+    rahul = login("rahul")
+    services.marketdata.load_sample()
+    before = services.marketdata.bar_count(Interval.D1)
+    data = (SAMPLE_DIR / "nse_daily" / "RELIANCE.csv").read_bytes()
+    with pytest.raises(ValidationError, match="named after RELIANCE but TCS was declared"):
+        services.marketdata.import_csv(rahul, "RELIANCE.csv", data, "TCS", "1d")
+    assert services.marketdata.bar_count(Interval.D1) == before
+
+
+@pytest.mark.parametrize(("cells", "rule"), [
+    ("100000000000000,100000000000000,100000000000000,100000000000000,10",
+     "prices must be below 100,000,000,000,000"),
+    ("10,11,9,10.5,10000000000000000000", "volume must be at most 9,223,372,036,854,775,807"),
+])
+def test_values_beyond_what_the_database_stores_are_refused(cells, rule) -> None:
+    with pytest.raises(ValidationError, match=rule):
+        read_bars(csv("date,open,high,low,close,volume", f"2025-09-29,{cells}"), "BIG.csv")

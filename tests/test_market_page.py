@@ -17,6 +17,7 @@ from core.marketdata import store
 from core.services import Services
 from core.services.market import UNIVERSE_COLUMNS, UNIVERSE_NAME
 from db.models import FeedStatusRow, QuoteRow
+from tests.conftest import make_settings
 from tests.support.apptest import app_as, page, texts
 
 DAILY = Path(__file__).resolve().parents[1] / "data" / "sample" / "nse_daily"
@@ -166,7 +167,8 @@ def test_the_page_warns_when_the_feed_has_stalled(desk, monkeypatch) -> None:
     at = app_as(desk, "aarav").switch_page(page("pages/market.py")).run()
     assert not at.exception
     assert any("The feed has stalled" in e.value for e in at.error)
-    assert "2021-04-13 11:00:00 IST" in _everything_shown(at)
+    shown = _everything_shown(at)
+    assert "Simulated time (13 Apr 2021)" in shown and "11:00:00 IST" in shown
 
 
 def test_the_page_says_when_no_feed_has_run(desk, monkeypatch) -> None:
@@ -174,3 +176,13 @@ def test_the_page_says_when_no_feed_has_run(desk, monkeypatch) -> None:
     at = app_as(desk, "kamla").switch_page(page("pages/market.py")).run()
     assert not at.exception
     assert any("No market feed has run yet" in w.value for w in at.warning)
+
+
+def test_with_the_feed_off_left_over_replay_quotes_are_not_shown_as_prices(
+        services: Services, login) -> None:
+    load_market(services)
+    url = services.settings.database_url
+    off = Services(services.db, make_settings(url, feed_mode="off"))
+    frame = off.market.universe(login("priya")).set_index("Symbol")
+    assert frame.loc["SBIN", "Source"] == "daily close (sample)"  # not the 2021 replay quote
+    assert frame.loc["RELIANCE", "Source"] == "no price stored"

@@ -33,6 +33,8 @@ from core.errors import ValidationError
 TIME_COLUMNS = ("timestamp", "datetime", "date")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 VALUE_COLUMNS = (*PRICE_COLUMNS, "volume")
+MAX_PRICE = 10**14  # Numeric(18, 4) holds 14 digits before the point
+MAX_VOLUME = 2**63 - 1  # BigInteger
 SHOW_ROWS = 5  # rows named in a message or a report
 FIRST_ROW = 2  # spreadsheet number of the first data row (the header is row 1)
 MAX_PRICE_DECIMALS = 4  # the store keeps Numeric(18, 4)
@@ -198,7 +200,10 @@ class _Rows:
 
 
 def read_bars_file(
-    path: Path | str, symbol: str | None = None, interval: Interval | str | None = None
+    path: Path | str,
+    symbol: str | None = None,
+    interval: Interval | str | None = None,
+    known_symbols: frozenset[str] = frozenset(),
 ) -> ParsedBars:
     """Read and validate the CSV at ``path``; see :func:`read_bars`."""
     path = Path(path)
@@ -206,7 +211,7 @@ def read_bars_file(
         data = path.read_bytes()
     except OSError as exc:
         raise ValidationError(f"{path}: cannot read the file ({exc.strerror})") from exc
-    return read_bars(data, path.name, symbol=symbol, interval=interval)
+    return read_bars(data, path.name, symbol=symbol, interval=interval, known_symbols=known_symbols)
 
 
 def read_bars(
@@ -214,6 +219,7 @@ def read_bars(
     file_name: str,
     symbol: str | None = None,
     interval: Interval | str | None = None,
+    known_symbols: frozenset[str] = frozenset(),
 ) -> ParsedBars:
     """Parse and validate one CSV of one symbol's bars.
 
@@ -225,7 +231,8 @@ def read_bars(
         Shown in messages; its stem (before any ``_``) names the symbol when neither
         ``symbol`` nor a symbol column does.
     symbol
-        The declared NSE symbol; a symbol column that disagrees refuses the file.
+        The declared NSE symbol; a symbol column that disagrees refuses the file, and so does a
+        file named after another of ``known_symbols`` (``RELIANCE.csv`` declared as TCS).
     interval
         ``"5m"`` or ``"1d"``; inferred when None (all times at midnight: daily, else 5-minute).
 
@@ -244,7 +251,7 @@ def read_bars(
     """
     rows = _Rows(file_name, _read_frame(data, file_name), "")
     rows.time_column = _check_columns(rows)
-    resolved_symbol = _resolve_symbol(rows, symbol)
+    resolved_symbol = _resolve_symbol(rows, symbol, known_symbols)
     rows.ts = _parse_times(rows)
     _parse_values(rows)
     _check_values(rows)
@@ -332,7 +339,7 @@ def normalise_symbol(text: str, what: str) -> str:
     return symbol
 
 
-def _resolve_symbol(rows: _Rows, declared: str | None) -> str:
+def _resolve_symbol(rows: _Rows, declared: str | None, known: frozenset[str]) -> str:
     wanted = normalise_symbol(declared, "Symbol") if declared and declared.strip() else None
     if "symbol" in rows.raw.columns:
         column = rows.raw["symbol"].str.strip().str.upper().str.removeprefix(EXCHANGE_PREFIX)
@@ -350,9 +357,16 @@ def _resolve_symbol(rows: _Rows, declared: str | None) -> str:
             lambda p: f"symbol {rows.raw.at[p, 'symbol']!r}",
         )
         return normalise_symbol(first, f"{rows.file_name}: symbol column value")
-    if wanted is not None:
-        return wanted
     stem = Path(rows.file_name).stem.split("_")[0]
+    if wanted is not None:
+        named = stem.strip().upper()
+        if named in known and named != wanted:
+            raise ValidationError(
+                f"{rows.file_name}: the file is named after {named} but {wanted} was declared; "
+                f"rename the file or clear the declared symbol (it would overwrite {wanted}'s "
+                "bars). Nothing was imported."
+            )
+        return wanted
     try:
         return normalise_symbol(
             stem, f"{rows.file_name}: no symbol declared or in a column; the file name"
@@ -405,8 +419,21 @@ def _check_values(rows: _Rows) -> None:
         lambda p: rows.cells(p, PRICE_COLUMNS),
     )
     rows.refuse(
+        f"prices must be below {MAX_PRICE:,} (the stored precision)",
+        (v["open"] >= MAX_PRICE)
+        | (v["high"] >= MAX_PRICE)
+        | (v["low"] >= MAX_PRICE)
+        | (v["close"] >= MAX_PRICE),
+        lambda p: rows.cells(p, PRICE_COLUMNS),
+    )
+    rows.refuse(
         "volume must not be negative",
         v["volume"] < 0,
+        lambda p: rows.cells(p, ["volume"]),
+    )
+    rows.refuse(
+        f"volume must be at most {MAX_VOLUME:,}",
+        v["volume"] > MAX_VOLUME,
         lambda p: rows.cells(p, ["volume"]),
     )
     rows.refuse(

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,8 @@ from db.models import BarRow, FeedStatusRow, InstrumentRow, QuoteRow
 log = logging.getLogger("sher.feed")
 
 FEED_NAME = "market"
+ERROR_RETRY_SECONDS = 30  # a failing feed is rebuilt at most this often, not every second
+BARS_CHECK_SECONDS = 30  # how often a running feed looks for newly imported 5-minute bars
 _MESSAGE_CHARS = 300
 
 
@@ -85,6 +87,10 @@ class FeedService(ServiceBase):
         self._clock = clock
         self._feed: ReplayFeed | None = None
         self._ids: dict[str, int] = {}
+        self._retry_at: datetime | None = None  # after an error, rebuild no sooner than this
+        self._last_error = ""
+        self._bars_mark: tuple[int, datetime | None] | None = None  # 5m bars when built
+        self._checked_at: datetime | None = None
 
     # -- the worker's side ----------------------------------------------------------------
     def step(self, now: datetime | None = None) -> FeedState:
@@ -98,8 +104,13 @@ class FeedService(ServiceBase):
         mode = self.settings.feed_mode
         if mode == "off":
             return self._record_idle(now, FeedRunState.STOPPED, "FEED_MODE is off")
+        if self._feed is None and self._retry_at is not None and now < self._retry_at:
+            return self._record_idle(now, FeedRunState.ERROR, self._last_error)  # backing off
         try:
             with self.db.transaction() as session:
+                if self._feed is not None and self._bars_changed(session, now):
+                    log.info("new 5-minute bars stored; rebuilding the market feed")
+                    self._feed = None  # rebuilt below, resuming at the saved position
                 feed = self._feed or self._build(session)
                 if feed is None:
                     message = "No 5-minute bars are stored; import the 5-minute sample first"
@@ -110,7 +121,9 @@ class FeedService(ServiceBase):
                 return self._write_status(session, now, feed.progress(), len(ticks), None)
         except TradingError as exc:
             self._feed = None
-            log.warning("market feed error: %s", exc)
+            self._last_error = str(exc)
+            self._retry_at = now + timedelta(seconds=ERROR_RETRY_SECONDS)
+            log.warning("market feed error (retry in %d s): %s", ERROR_RETRY_SECONDS, exc)
             return self._record_idle(now, FeedRunState.ERROR, str(exc))
         except BaseException:
             self._feed = None
@@ -155,6 +168,22 @@ class FeedService(ServiceBase):
         return f"Market feed {state.state} · simulated {format_ist(state.simulated_at)}"
 
     # -- internals ------------------------------------------------------------------------
+    @staticmethod
+    def _bars_now(session: Session) -> tuple[int, datetime | None]:
+        count, last = session.execute(
+            select(func.count(), func.max(BarRow.ts)).where(BarRow.interval == Interval.M5.value)
+        ).one()
+        return int(count or 0), last
+
+    def _bars_changed(self, session: Session, now: datetime) -> bool:
+        """Every BARS_CHECK_SECONDS, tell whether 5-minute bars were imported since the build."""
+        if self._checked_at is not None and (now - self._checked_at).total_seconds() < (
+            BARS_CHECK_SECONDS
+        ):
+            return False
+        self._checked_at = now
+        return self._bars_now(session) != self._bars_mark
+
     def _build(self, session: Session) -> ReplayFeed | None:
         with_bars = select(BarRow.instrument_id).where(BarRow.interval == Interval.M5.value)
         rows = session.execute(
@@ -164,6 +193,8 @@ class FeedService(ServiceBase):
         ).all()
         if not rows:
             return None
+        self._bars_mark = self._bars_now(session)
+        self._retry_at = None
         self._ids = {symbol: ident for ident, symbol in rows}
         bars = {symbol: load_bars(session, ident, Interval.M5) for ident, symbol in rows}
         feed = ReplayFeed(

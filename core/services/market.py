@@ -3,7 +3,7 @@
 Prices come from the feed's quotes when one exists for a symbol, otherwise from the last two
 stored daily bars (last close against the close before). Each row names its source and time,
 because the two are different days: the replay plays 2021 sessions, the daily sample ends in
-2025. The universe is the instrument master, called "NIFTY-50 sample (40 stocks)": it is not
+2025. The universe is the instrument master, called "NIFTY-50 constituents (sample data)": it is not
 the NIFTY 50 index and nothing here may be labelled as if it were.
 """
 
@@ -27,7 +27,7 @@ from core.services.base import ServiceBase
 from core.services.feed import read_quotes
 from db.models import BarRow
 
-UNIVERSE_NAME = "NIFTY-50 sample (40 stocks)"
+UNIVERSE_NAME = "NIFTY-50 constituents (sample data)"
 SECTORS_CSV = PROJECT_ROOT / "data" / "sample" / "sectors.csv"
 UNCLASSIFIED = "Unclassified"
 DAILY_SOURCE = "daily close (sample)"
@@ -113,7 +113,8 @@ class MarketService(ServiceBase):
         records: list[dict[str, object]] = []
         with self.db.transaction() as session:
             self._fresh_role(session, actor)
-            quotes = read_quotes(session)
+            # With the feed off, stored quotes are leftovers of an earlier replay: not prices now.
+            quotes = read_quotes(session) if self.settings.feed_mode != "off" else {}
             for instrument in all_instruments(session):
                 quote = quotes.get(instrument.symbol)
                 values = (

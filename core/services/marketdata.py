@@ -22,13 +22,18 @@ from core.marketdata.importer import ImportReport, ParsedBars, read_bars, read_b
 from core.marketdata.instruments import instrument_row, sample_files, sample_master
 from core.services.base import ServiceBase
 from core.services.charts import clear_bar_cache
-from db.models import BarRow
+from db.models import BarRow, InstrumentRow
 
 IMPORT_ACTION = "marketdata.import"
 LOAD_SAMPLE_ACTION = "marketdata.load_sample"
 
 #: ``progress(done, total, report)`` after each sample file.
 Progress = Callable[[int, int, ImportReport], None]
+
+
+def _known(session: Session) -> frozenset[str]:
+    """Return the symbols of the instrument master (to catch a file declared as another)."""
+    return frozenset(session.scalars(select(InstrumentRow.symbol)).all())
 
 
 class MarketDataService(ServiceBase):
@@ -58,7 +63,9 @@ class MarketDataService(ServiceBase):
                     f"Your role {role.value!r} may not import market data; ask a household admin",
                 )
             started = time.perf_counter()
-            parsed = read_bars(data, filename, symbol=symbol, interval=interval)
+            parsed = read_bars(
+                data, filename, symbol=symbol, interval=interval, known_symbols=_known(session)
+            )
             report = self._store(session, parsed, actor, started)
         clear_bar_cache()  # after the commit, so charts cannot re-cache the old bars
         return report
@@ -68,7 +75,9 @@ class MarketDataService(ServiceBase):
     ) -> ImportReport:
         """Validate and store one CSV file (a system call for the CLI; audited as the system)."""
         started = time.perf_counter()
-        parsed = read_bars_file(path, symbol=symbol, interval=interval)
+        with self.db.transaction() as session:
+            known = _known(session)
+        parsed = read_bars_file(path, symbol=symbol, interval=interval, known_symbols=known)
         with self.db.transaction() as session:
             report = self._store(session, parsed, None, started)
         clear_bar_cache()
