@@ -229,6 +229,7 @@ class FeedStatusRow(Base):
     simulated_at: Mapped[datetime | None]
     last_tick_at: Mapped[datetime | None]
     speed: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    replay_start: Mapped[date | None]
     ticks: Mapped[int] = mapped_column(BigInteger, default=0)
     message: Mapped[str | None] = mapped_column(String(300))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

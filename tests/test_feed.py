@@ -411,3 +411,17 @@ def test_bars_imported_while_the_feed_runs_are_picked_up_without_a_restart(sampl
     feed.step(clock.tick(31))  # the feed checks for new bars every 30 s
     feed.step(clock.tick(5))
     assert "INFY" in feed.quotes()
+
+
+def test_a_changed_replay_start_restarts_the_replay_there(sample_db: Services) -> None:
+    clock = Clock(T0)
+    first = feed_service(sample_db, clock)
+    first.step()
+    clock.tick(700)
+    assert first.step().session_date == SESSIONS[1]  # into the second session
+    moved = feed_service(sample_db, clock, replay_start=SESSIONS[3])  # operator edits the .env
+    state = moved.step(clock.tick(1))
+    assert state.session_date == SESSIONS[3]
+    assert state.simulated_at == datetime(2021, 4, 16, 9, 15, tzinfo=IST)
+    again = feed_service(sample_db, clock, replay_start=SESSIONS[3])  # same start: resumes
+    assert again.step(clock.tick(1)).simulated_at == state.simulated_at

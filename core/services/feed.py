@@ -205,9 +205,13 @@ class FeedService(ServiceBase):
         )
         feed.subscribe(feed.symbols)
         status = session.get(FeedStatusRow, FEED_NAME)
-        if status is not None and status.simulated_at is not None and status.mode == feed.mode:
-            feed.seek(status.simulated_at)
-            log.info("market feed resumes at %s", format_ist(status.simulated_at))
+        if status is not None and status.simulated_at is not None:
+            if status.replay_start != self.settings.replay_start:
+                log.info("REPLAY_START changed (%s -> %s); the replay starts again",
+                         status.replay_start, self.settings.replay_start)
+            elif status.mode == feed.mode:
+                feed.seek(status.simulated_at)  # a restart resumes where the feed was
+                log.info("market feed resumes at %s", format_ist(status.simulated_at))
         return feed
 
     def _write_quotes(
@@ -253,6 +257,7 @@ class FeedService(ServiceBase):
         row.source = REPLAY_SOURCE
         row.mode = self.settings.feed_mode
         row.speed = Decimal(str(self.settings.replay_speed)).quantize(Decimal("0.01"))
+        row.replay_start = self.settings.replay_start
         row.ticks = (row.ticks or 0) + ticks
         row.updated_at = now
         if progress is None:

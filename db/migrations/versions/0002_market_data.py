@@ -30,6 +30,7 @@ def upgrade() -> None:
     sa.Column('simulated_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_tick_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('speed', sa.Numeric(precision=10, scale=2), nullable=True),
+    sa.Column('replay_start', sa.Date(), nullable=True),
     sa.Column('ticks', sa.BigInteger(), nullable=False),
     sa.Column('message', sa.String(length=300), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
