@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,14 @@ def sample_master(path: Path = SECTORS_FILE) -> list[dict[str, Any]]:
             instrument_row(line["symbol"], (line["sector"] or "").strip() or None)
             for line in reader
         ]
+
+
+@lru_cache(maxsize=1)
+def sample_sectors() -> dict[str, str]:
+    """Return symbol -> sector of the sample master (read once; empty if the file is absent)."""
+    if not SECTORS_FILE.exists():
+        return {}
+    return {row["symbol"]: row["sector"] for row in sample_master() if row.get("sector")}
 
 
 def sample_files(interval: Interval) -> list[Path]:

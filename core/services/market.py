@@ -9,26 +9,22 @@ the NIFTY 50 index and nothing here may be labelled as if it were.
 
 from __future__ import annotations
 
-import csv
 from datetime import datetime
 from decimal import Decimal
-from functools import lru_cache
-from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.clock import IST, MARKET_CLOSE, MarketState, format_ist, market_state, to_ist
-from core.config import PROJECT_ROOT
 from core.domain import Actor, Interval, Quote
+from core.marketdata.instruments import sample_sectors
 from core.marketdata.store import all_instruments
 from core.services.base import ServiceBase
 from core.services.feed import read_quotes
 from db.models import BarRow
 
 UNIVERSE_NAME = "NIFTY-50 constituents (sample data)"
-SECTORS_CSV = PROJECT_ROOT / "data" / "sample" / "sectors.csv"
 UNCLASSIFIED = "Unclassified"
 DAILY_SOURCE = "daily close (sample)"
 NO_DATA_SOURCE = "no price stored"
@@ -44,24 +40,26 @@ UNIVERSE_COLUMNS = [
 ]
 
 
-@lru_cache(maxsize=4)
-def sectors_from_csv(path: Path = SECTORS_CSV) -> dict[str, str]:
-    """Return symbol -> sector from the sample's ``sectors.csv`` (empty if the file is absent)."""
-    if not path.exists():
-        return {}
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {row["symbol"].strip().upper(): row["sector"].strip() for row in rows}
-
-
-def _last_two_daily(session: Session, instrument_id: int) -> list[tuple[datetime, Decimal, int]]:
+def _last_two_daily(session: Session) -> dict[int, list[tuple[datetime, Decimal, int]]]:
+    """Return each instrument's two latest daily bars (newest first), in one query."""
+    ranked = select(
+        BarRow.instrument_id,
+        BarRow.ts,
+        BarRow.close,
+        BarRow.volume,
+        func.row_number()
+        .over(partition_by=BarRow.instrument_id, order_by=BarRow.ts.desc())
+        .label("rank"),
+    ).where(BarRow.interval == Interval.D1.value).subquery()
     rows = session.execute(
-        select(BarRow.ts, BarRow.close, BarRow.volume)
-        .where(BarRow.instrument_id == instrument_id, BarRow.interval == Interval.D1.value)
-        .order_by(BarRow.ts.desc())
-        .limit(2)
+        select(ranked.c.instrument_id, ranked.c.ts, ranked.c.close, ranked.c.volume)
+        .where(ranked.c.rank <= 2)
+        .order_by(ranked.c.instrument_id, ranked.c.rank)
     ).all()
-    return [(ts, close, volume) for ts, close, volume in rows]
+    latest: dict[int, list[tuple[datetime, Decimal, int]]] = {}
+    for instrument_id, ts, close, volume in rows:
+        latest.setdefault(instrument_id, []).append((ts, close, volume))
+    return latest
 
 
 def _daily_row(bars: list[tuple[datetime, Decimal, int]]) -> dict[str, object]:
@@ -109,18 +107,19 @@ class MarketService(ServiceBase):
 
         Columns are :data:`UNIVERSE_COLUMNS`; change is None when no previous close is known.
         """
-        sectors = sectors_from_csv()
+        sectors = sample_sectors()
         records: list[dict[str, object]] = []
         with self.db.transaction() as session:
             self._fresh_role(session, actor)
             # With the feed off, stored quotes are leftovers of an earlier replay: not prices now.
             quotes = read_quotes(session) if self.settings.feed_mode != "off" else {}
+            daily = _last_two_daily(session)
             for instrument in all_instruments(session):
                 quote = quotes.get(instrument.symbol)
                 values = (
                     _quote_row(quote)
                     if quote is not None
-                    else _daily_row(_last_two_daily(session, instrument.id))
+                    else _daily_row(daily.get(instrument.id, []))
                 )
                 sector = instrument.sector or sectors.get(instrument.symbol) or UNCLASSIFIED
                 records.append({"Symbol": instrument.symbol, "Sector": sector, **values})
