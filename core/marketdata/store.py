@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -178,8 +177,3 @@ def bar_count(session: Session, interval: Interval | None = None) -> int:
     if interval is not None:
         query = query.where(BarRow.interval == interval.value)
     return int(session.scalar(query) or 0)
-
-
-def decimal_price(value: float | str | Decimal) -> Decimal:
-    """Return a price as Decimal, exactly as written (strings) or via str() for floats."""
-    return value if isinstance(value, Decimal) else Decimal(str(value))
