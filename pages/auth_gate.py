@@ -24,6 +24,7 @@ PENDING_TOTP_KEY = "sher_pending_totp"
 PASSWORD_OK_KEY = "sher_password_ok"  # noqa: S105 - a session-state key
 NOTICE_KEY = "sher_notice"
 RERUN_ARMED_KEY = "_sher_rerun_armed"
+LOGIN_ERROR_KEY = "_sher_login_error"
 PENDING_TOTP_SECONDS = 300
 RUN_AUTHENTICATOR_KEY = "_sher_authenticator"
 _LIBRARY_KEYS = ("authentication_status", "username", "name", "email", "roles")
@@ -97,7 +98,18 @@ def logout(current: Actor) -> None:
 
 
 def _on_password_ok(payload: dict[str, Any]) -> None:
-    st.session_state[PASSWORD_OK_KEY] = payload["username"]
+    """Open the server-side session as soon as the login widget accepts the password.
+
+    The widget calls this before it renders the cookie component, whose reply can rerun (and so
+    interrupt) this script; storing the session first means an interrupted run still logs in.
+    """
+    username = payload["username"]
+    st.session_state[PASSWORD_OK_KEY] = username
+    st.session_state.pop(LOGIN_ERROR_KEY, None)
+    try:
+        _open_session(username, None, None)
+    except TradingError as exc:
+        st.session_state[LOGIN_ERROR_KEY] = str(exc)
 
 
 def render_login() -> None:
@@ -123,7 +135,7 @@ def _render_login_steps() -> None:
     authenticator = _authenticator()
     credentials = authenticator.authentication_controller.authentication_model.credentials
     before = {u: c.get("failed_login_attempts", 0) for u, c in credentials["usernames"].items()}
-    for key in _LIBRARY_KEYS:
+    for key in (*_LIBRARY_KEYS, PASSWORD_OK_KEY, LOGIN_ERROR_KEY):
         st.session_state[key] = None
     try:
         authenticator.login(
@@ -152,30 +164,41 @@ def _render_login_steps() -> None:
         return
     username = st.session_state.pop(PASSWORD_OK_KEY, None)
     if username:
+        error = st.session_state.pop(LOGIN_ERROR_KEY, None)
+        if error:
+            _forget(authenticator)
+            st.error(error)
+            return
         exp_date = authenticator.cookie_controller.cookie_model.exp_date
-        _continue(username, None, (username, exp_date) if exp_date else None)
+        _bind_cookie(username, (username, exp_date) if exp_date else None)
 
 
-def _continue(username: str, code: str | None, claims: tuple[str, float] | None) -> None:
-    try:
-        result = services().auth.password_verified(username, client_info(), code, claims)
-    except TradingError as exc:
-        if code is None:
-            _forget()
-        st.error(str(exc))
-        return
+def _open_session(username: str, code: str | None, claims: tuple[str, float] | None) -> None:
+    """Open the session (or ask for the TOTP code); raise TradingError when refused."""
+    result = services().auth.password_verified(username, client_info(), code, claims)
     if result.needs_totp:
         st.session_state[PENDING_TOTP_KEY] = {
             "username": username,
             "claims": claims,
             "since": time.monotonic(),
         }
-        st.success("Password accepted. Next: your two-factor code…")
     else:
         st.session_state.pop(PENDING_TOTP_KEY, None)
         st.session_state.pop(NOTICE_KEY, None)
         st.session_state[SESSION_KEY] = result.session_id
         st.session_state["logout"] = False
+
+
+def _bind_cookie(username: str, claims: tuple[str, float] | None) -> None:
+    """Tie the re-login cookie the widget just wrote to the session (or to the TOTP step)."""
+    pending = st.session_state.get(PENDING_TOTP_KEY)
+    session_id = st.session_state.get(SESSION_KEY)
+    if pending is not None:
+        pending["claims"] = claims
+        st.success("Password accepted. Next: your two-factor code…")
+    elif session_id is not None:
+        if claims is not None:
+            services().auth.bind_cookie(session_id, *claims)
         st.success("Logged in. Opening your desk…")
     _rerun_shortly()
 
@@ -210,4 +233,10 @@ def _render_totp_step() -> None:
         _forget()
         st.rerun()
     if submitted:
-        _continue(pending["username"], code, pending["claims"])
+        try:
+            _open_session(pending["username"], code, pending["claims"])
+        except TradingError as exc:
+            st.error(str(exc))
+            return
+        st.success("Logged in. Opening your desk…")
+        _rerun_shortly()
