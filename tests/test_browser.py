@@ -148,9 +148,19 @@ def context(browser: sync_api.Browser) -> Iterator[sync_api.BrowserContext]:
     ctx.close()
 
 
+def _wait_idle(page: sync_api.Page) -> None:
+    """Wait until Streamlit has finished running the script (and the rerun the cookie
+    component triggers when it mounts): input typed while a run is in flight can be lost."""
+    page.locator("iframe").first.wait_for(state="attached", timeout=WAIT_MS)
+    for _ in range(2):
+        expect(page.get_by_test_id("stStatusWidget")).to_be_hidden(timeout=WAIT_MS)
+        page.wait_for_timeout(300)
+
+
 def _login_form_visible(page: sync_api.Page) -> None:
     expect(page.get_by_role("button", name="Login")).to_be_visible(timeout=WAIT_MS)
     expect(page.get_by_role("textbox", name="Username")).to_be_visible(timeout=WAIT_MS)
+    _wait_idle(page)
 
 
 def _submit_login(page: sync_api.Page, username: str, password: str) -> None:
