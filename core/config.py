@@ -86,6 +86,31 @@ class Settings(BaseSettings):
         ge=2,
         description="FEED_STALL_SECONDS: a running feed silent this long is shown as stalled.",
     )
+    paper_slippage_bps: int = Field(
+        default=5,
+        ge=0,
+        le=500,
+        description="PAPER_SLIPPAGE_BPS: paper MARKET and stop-market fills pay this many basis "
+        "points (1/100 %) worse than the price, rounded outward to the tick.",
+    )
+    paper_mis_leverage: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="PAPER_MIS_LEVERAGE: intraday (MIS) orders block value / this as margin.",
+    )
+    paper_participation_pct: int = Field(
+        default=25,
+        ge=1,
+        le=100,
+        description="PAPER_PARTICIPATION_PCT: a paper order fills at most this % of the volume "
+        "the market traded since it last matched (bigger orders fill in parts).",
+    )
+    paper_initial_capital: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="PAPER_INITIAL_CAPITAL: rupees paid into each new demo paper account.",
+    )
     cookie_expiry_days: float = Field(
         default=1.0, ge=0, description="COOKIE_EXPIRY_DAYS: re-login cookie lifetime (0 = off)."
     )

@@ -18,6 +18,15 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.domain import Broker, Permission, Relationship, Role, VerificationStatus
+from core.trading import (
+    GttKind,
+    GttStatus,
+    OrderStatus,
+    OrderType,
+    Product,
+    Side,
+    Validity,
+)
 from db.base import Base, TimestampMixin, str_enum, utcnow
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -233,3 +242,188 @@ class FeedStatusRow(Base):
     ticks: Mapped[int] = mapped_column(BigInteger, default=0)
     message: Mapped[str | None] = mapped_column(String(300))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# ----------------------------------------------------------------------------------------------
+# Orders and trades (the order manager's book, broker-agnostic)
+# ----------------------------------------------------------------------------------------------
+
+Money = Numeric(18, 4)
+ChargeAmount = Numeric(18, 6)
+
+
+class ChargesMixin:
+    """The contract-note components of a trade, unrounded (sub-paisa kept)."""
+
+    brokerage: Mapped[Decimal] = mapped_column(ChargeAmount, default=Decimal(0))
+    stt: Mapped[Decimal] = mapped_column(ChargeAmount, default=Decimal(0))
+    exchange_txn: Mapped[Decimal] = mapped_column(ChargeAmount, default=Decimal(0))
+    ipft: Mapped[Decimal] = mapped_column(ChargeAmount, default=Decimal(0))
+    sebi_fee: Mapped[Decimal] = mapped_column(ChargeAmount, default=Decimal(0))
+    stamp_duty: Mapped[Decimal] = mapped_column(ChargeAmount, default=Decimal(0))
+    gst: Mapped[Decimal] = mapped_column(ChargeAmount, default=Decimal(0))
+    dp_charge: Mapped[Decimal] = mapped_column(ChargeAmount, default=Decimal(0))
+    charges_total: Mapped[Decimal] = mapped_column(ChargeAmount, default=Decimal(0))
+
+
+class OrderRow(Base):
+    """An order of the order manager; persisted (PENDING) before it is sent to the broker."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        Index("ix_orders_account_id_created_at", "account_id", "created_at"),
+        Index("ix_orders_status", "status"),
+        Index("ix_orders_broker_order_id", "broker_order_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_order_id: Mapped[str] = mapped_column(String(40), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    instrument_id: Mapped[int] = mapped_column(ForeignKey("instruments.id"))
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[Side] = mapped_column(str_enum(Side, "order_side"))
+    quantity: Mapped[int]
+    order_type: Mapped[OrderType] = mapped_column(str_enum(OrderType, "order_type"))
+    product: Mapped[Product] = mapped_column(str_enum(Product, "order_product"))
+    validity: Mapped[Validity] = mapped_column(str_enum(Validity, "order_validity"))
+    price: Mapped[Decimal | None] = mapped_column(Money)
+    trigger_price: Mapped[Decimal | None] = mapped_column(Money)
+    is_amo: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[OrderStatus] = mapped_column(str_enum(OrderStatus, "order_status"))
+    filled_quantity: Mapped[int] = mapped_column(default=0)
+    average_price: Mapped[Decimal | None] = mapped_column(Money)
+    broker: Mapped[Broker] = mapped_column(str_enum(Broker, "order_broker"))
+    broker_order_id: Mapped[str | None] = mapped_column(String(64))
+    rejection_reason: Mapped[str | None] = mapped_column(String(300))
+    source: Mapped[str] = mapped_column(String(20), default="web")
+    gtt_id: Mapped[int | None] = mapped_column(ForeignKey("gtt_orders.id"))
+    placed_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TradeRow(Base, ChargesMixin):
+    """One execution of an order as the broker reported it, with its charges."""
+
+    __tablename__ = "trades"
+    __table_args__ = (
+        UniqueConstraint("account_id", "broker_trade_id"),
+        Index("ix_trades_account_id_executed_at", "account_id", "executed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[Side] = mapped_column(str_enum(Side, "trade_side"))
+    product: Mapped[Product] = mapped_column(str_enum(Product, "trade_product"))
+    quantity: Mapped[int]
+    price: Mapped[Decimal] = mapped_column(Money)
+    executed_at: Mapped[datetime]
+    trade_date: Mapped[date] = mapped_column(index=True)
+    broker_trade_id: Mapped[str] = mapped_column(String(64))
+    broker_order_id: Mapped[str] = mapped_column(String(64))
+
+
+class GttRow(Base, TimestampMixin):
+    """A good-till-triggered order the order manager watches (single or OCO)."""
+
+    __tablename__ = "gtt_orders"
+    __table_args__ = (Index("ix_gtt_orders_status_account_id", "status", "account_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    instrument_id: Mapped[int] = mapped_column(ForeignKey("instruments.id"))
+    symbol: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[GttKind] = mapped_column(str_enum(GttKind, "gtt_kind"))
+    product: Mapped[Product] = mapped_column(str_enum(Product, "gtt_product"))
+    status: Mapped[GttStatus] = mapped_column(str_enum(GttStatus, "gtt_status"))
+    reference_price: Mapped[Decimal] = mapped_column(Money)
+    leg1_trigger: Mapped[Decimal] = mapped_column(Money)
+    leg1_side: Mapped[Side] = mapped_column(str_enum(Side, "gtt_leg1_side"))
+    leg1_quantity: Mapped[int]
+    leg1_price: Mapped[Decimal] = mapped_column(Money)
+    leg2_trigger: Mapped[Decimal | None] = mapped_column(Money)
+    leg2_side: Mapped[Side | None] = mapped_column(str_enum(Side, "gtt_leg2_side"))
+    leg2_quantity: Mapped[int | None]
+    leg2_price: Mapped[Decimal | None] = mapped_column(Money)
+    created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    expires_at: Mapped[datetime]
+    triggered_at: Mapped[datetime | None]
+    triggered_leg: Mapped[int | None]
+    order_id: Mapped[int | None] = mapped_column(BigInteger)
+    message: Mapped[str | None] = mapped_column(String(300))
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper broker's own books (its "exchange side"; the order manager mirrors them)
+# ----------------------------------------------------------------------------------------------
+
+
+class PaperOrderRow(Base):
+    """An order resting at (or done by) the paper broker's virtual execution engine."""
+
+    __tablename__ = "paper_orders"
+    __table_args__ = (
+        UniqueConstraint("account_id", "client_order_id"),
+        Index("ix_paper_orders_status", "status"),
+        Index("ix_paper_orders_account_id_trade_date", "account_id", "trade_date"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    client_order_id: Mapped[str] = mapped_column(String(40))
+    instrument_id: Mapped[int] = mapped_column(ForeignKey("instruments.id"))
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[Side] = mapped_column(str_enum(Side, "paper_order_side"))
+    quantity: Mapped[int]
+    order_type: Mapped[OrderType] = mapped_column(str_enum(OrderType, "paper_order_type"))
+    product: Mapped[Product] = mapped_column(str_enum(Product, "paper_order_product"))
+    validity: Mapped[Validity] = mapped_column(str_enum(Validity, "paper_order_validity"))
+    price: Mapped[Decimal | None] = mapped_column(Money)
+    trigger_price: Mapped[Decimal | None] = mapped_column(Money)
+    is_amo: Mapped[bool] = mapped_column(default=False)
+    triggered: Mapped[bool] = mapped_column(default=False)
+    rested: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[OrderStatus] = mapped_column(str_enum(OrderStatus, "paper_order_status"))
+    filled_quantity: Mapped[int] = mapped_column(default=0)
+    average_price: Mapped[Decimal | None] = mapped_column(Money)
+    blocked_funds: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    status_message: Mapped[str | None] = mapped_column(String(300))
+    seen_quote_time: Mapped[datetime | None]
+    seen_volume: Mapped[int] = mapped_column(BigInteger, default=0)
+    trade_date: Mapped[date]
+    placed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PaperTradeRow(Base, ChargesMixin):
+    """One fill of the paper broker, charged like a real contract note."""
+
+    __tablename__ = "paper_trades"
+    __table_args__ = (Index("ix_paper_trades_account_id_trade_date", "account_id", "trade_date"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    paper_order_id: Mapped[int] = mapped_column(ForeignKey("paper_orders.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    symbol: Mapped[str] = mapped_column(String(32))
+    side: Mapped[Side] = mapped_column(str_enum(Side, "paper_trade_side"))
+    product: Mapped[Product] = mapped_column(str_enum(Product, "paper_trade_product"))
+    quantity: Mapped[int]
+    price: Mapped[Decimal] = mapped_column(Money)
+    executed_at: Mapped[datetime]
+    trade_date: Mapped[date]
+
+
+class PaperLedgerRow(Base):
+    """Money paid into (or out of) a paper account: its capital."""
+
+    __tablename__ = "paper_ledger"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # deposit | withdrawal
+    amount: Mapped[Decimal] = mapped_column(Numeric(18, 2))
+    note: Mapped[str | None] = mapped_column(String(200))
+    created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,187 @@
+"""The ``Broker`` protocol: what the order manager and the portfolio need from any broker.
+
+One adapter instance serves one trading account (each family member logs in to their own
+broker account). Adapters translate vendor payloads to the domain types of
+:mod:`core.trading` at the boundary and re-raise vendor errors as :mod:`core.errors` classes
+(``TemporaryBrokerError`` for timeouts and rate limits, ``OrderRejected`` /
+``InsufficientFunds`` for refusals), naming symbol, side, quantity and price.
+
+=========================================  ========  ===========================================
+Member                                     Required  Meaning
+=========================================  ========  ===========================================
+``name``                                   yes       Registry key, e.g. ``"paper"``.
+``account_id``                             yes       The desk account this instance trades.
+``capabilities``                           yes       :class:`Capability` flags it supports.
+``place_order(request)``                   yes       Send an order (``client_order_id`` set);
+                                                     return the broker's order id.
+``modify_order(broker_order_id, change)``  yes       Change quantity / price / trigger of an
+                                                     open order.
+``cancel_order(broker_order_id)``          yes       Cancel the unfilled rest of an open order.
+``orders(broker_order_ids)``               yes       The broker's view of those orders.
+``order_book()``                           yes       Every order of the current trading day.
+``order_trades(broker_order_id)``          yes       The executions of one order.
+``trade_book()``                           yes       Every execution of the current trading day.
+``positions()``                            yes       Net positions (intraday and unsettled).
+``holdings()``                             yes       Settled delivery holdings.
+``funds()``                                yes       Cash, margin used, available.
+``quote(symbol)`` / ``quotes(symbols)``    yes       Latest prices.
+``session()``                              yes       Whether the market is open for this
+                                                     broker now, why, and the trading day.
+``historical(symbol, interval, start,      optional  OHLCV candles (``HISTORICAL`` flag).
+end)``
+``instruments()``                          optional  The broker's instrument master
+                                                     (``INSTRUMENTS`` flag).
+=========================================  ========  ===========================================
+
+Order types and validities are capabilities too (``AMO``, ``IOC``, ``SL``, ``SL_M``,
+``GTT_NATIVE``); the order manager emulates GTT for brokers without ``GTT_NATIVE`` and refuses
+what a broker cannot do before anything is written. Code outside ``brokers/`` never asks which
+broker it talks to, only which capabilities it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+
+from core.domain import Instrument, Interval, Quote
+from core.trading import (
+    BrokerOrder,
+    Funds,
+    Holding,
+    OrderRequest,
+    Position,
+    Trade,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """Whether a broker's market is open now, the reason users are told, and the trading day."""
+
+    is_open: bool
+    detail: str
+    trading_day: date
+    at: datetime
+
+
+class Capability(StrEnum):
+    """What a broker adapter can do; see the module docstring's table."""
+
+    PLACE = "place"
+    MODIFY = "modify"
+    CANCEL = "cancel"
+    ORDER_BOOK = "order_book"
+    TRADE_BOOK = "trade_book"
+    POSITIONS = "positions"
+    HOLDINGS = "holdings"
+    FUNDS = "funds"
+    QUOTES = "quotes"
+    HISTORICAL = "historical"
+    INSTRUMENTS = "instruments"
+    AMO = "amo"
+    IOC = "ioc"
+    SL = "sl"
+    SL_M = "sl_m"
+    GTT_NATIVE = "gtt_native"
+
+
+#: Capabilities every adapter must have; the contract test checks them.
+REQUIRED_CAPABILITIES = frozenset({
+    Capability.PLACE, Capability.MODIFY, Capability.CANCEL, Capability.ORDER_BOOK,
+    Capability.TRADE_BOOK, Capability.POSITIONS, Capability.HOLDINGS, Capability.FUNDS,
+    Capability.QUOTES,
+})
+
+
+@dataclass(frozen=True, slots=True)
+class OrderChange:
+    """A modification of an open order; ``None`` keeps the current value."""
+
+    quantity: int | None = None
+    price: Decimal | None = None
+    trigger_price: Decimal | None = None
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """One broker account; see the module docstring for required and optional members."""
+
+    name: str
+    account_id: int
+    capabilities: frozenset[Capability]
+
+    def place_order(self, request: OrderRequest) -> str:
+        """Send ``request`` (its ``client_order_id`` set) and return the broker's order id."""
+        ...
+
+    def modify_order(self, broker_order_id: str, change: OrderChange) -> None:
+        """Change an open order; raise OrderRejected if it is no longer open."""
+        ...
+
+    def cancel_order(self, broker_order_id: str) -> None:
+        """Cancel an open order's unfilled rest; raise OrderRejected if it is not open."""
+        ...
+
+    def orders(self, broker_order_ids: list[str]) -> list[BrokerOrder]:
+        """Return the broker's view of the given orders (unknown ids are left out)."""
+        ...
+
+    def order_book(self) -> list[BrokerOrder]:
+        """Return every order of the current trading day."""
+        ...
+
+    def order_trades(self, broker_order_id: str) -> list[Trade]:
+        """Return the executions of one order, oldest first."""
+        ...
+
+    def trade_book(self) -> list[Trade]:
+        """Return every execution of the current trading day, oldest first."""
+        ...
+
+    def positions(self) -> list[Position]:
+        """Return net positions (intraday, and delivery not yet settled)."""
+        ...
+
+    def holdings(self) -> list[Holding]:
+        """Return settled delivery holdings."""
+        ...
+
+    def funds(self) -> Funds:
+        """Return cash, used margin and available funds."""
+        ...
+
+    def quote(self, symbol: str) -> Quote | None:
+        """Return the latest quote of ``symbol`` or None if there is no price."""
+        ...
+
+    def quotes(self, symbols: list[str]) -> dict[str, Quote]:
+        """Return the latest quotes of ``symbols`` that have a price."""
+        ...
+
+    def session(self) -> SessionState:
+        """Return whether the market is open for orders now (else only AMO), and the day."""
+        ...
+
+
+class HistoricalData(Protocol):
+    """Optional: candles (``Capability.HISTORICAL``)."""
+
+    def historical(
+        self, symbol: str, interval: Interval, start: datetime, end: datetime
+    ) -> pd.DataFrame:
+        """Return OHLCV candles indexed by aware bar start."""
+        ...
+
+
+class InstrumentMaster(Protocol):
+    """Optional: the broker's instrument list (``Capability.INSTRUMENTS``)."""
+
+    def instruments(self) -> list[Instrument]:
+        """Return the tradable instruments."""
+        ...
