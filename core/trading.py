@@ -380,7 +380,7 @@ class Gtt:
 
 
 def to_price(value: object, what: str) -> Decimal:
-    """Return ``value`` as a positive finite Decimal price; refuse floats and junk with the value."""
+    """Return ``value`` as a positive finite Decimal price; refuse junk, naming the value."""
     if isinstance(value, float):
         value = str(value)  # widget floats: keep the shown digits, not the binary expansion
     if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
@@ -418,7 +418,8 @@ def check_request(request: OrderRequest, instrument: Instrument) -> None:
     """
     symbol = instrument.symbol
     if isinstance(request.quantity, bool) or not isinstance(request.quantity, int):
-        raise ValidationError(f"Quantity must be a whole number of shares; got {request.quantity!r}")
+        raise ValidationError(
+            f"Quantity must be a whole number of shares; got {request.quantity!r}")
     if request.quantity <= 0:
         raise ValidationError(f"Quantity must be greater than 0; got {request.quantity}")
     if request.quantity % instrument.lot_size:
@@ -431,6 +432,23 @@ def check_request(request: OrderRequest, instrument: Instrument) -> None:
             f"Product NRML is for futures and options; {symbol} is a cash equity "
             f"(segment {instrument.segment}): use CNC for delivery or MIS for intraday"
         )
+    _check_prices(request, instrument)
+    if request.validity is Validity.IOC and (request.amo or request.is_stop):
+        raise ValidationError(
+            "IOC orders execute immediately or cancel; they cannot be AMO or stop-loss orders"
+        )
+    if request.client_order_id is not None and not CLIENT_ORDER_ID_RE.match(
+        request.client_order_id
+    ):
+        raise ValidationError(
+            "Client order id must be 1-40 letters, digits, '-', '_' or ':'; "
+            f"got {request.client_order_id!r}"
+        )
+
+
+def _check_prices(request: OrderRequest, instrument: Instrument) -> None:
+    """Check the prices an order type needs, their tick, and an SL trigger's side of price."""
+    symbol = instrument.symbol
     needs_price = request.order_type in (OrderType.LIMIT, OrderType.SL)
     needs_trigger = request.order_type in (OrderType.SL, OrderType.SL_M)
     if needs_price and request.price is None:
@@ -464,17 +482,6 @@ def check_request(request: OrderRequest, instrument: Instrument) -> None:
                     f"An SL SELL triggers at or above its limit price: trigger ₹{trigger} is "
                     f"below price ₹{request.price}"
                 )
-    if request.validity is Validity.IOC and (request.amo or request.is_stop):
-        raise ValidationError(
-            "IOC orders execute immediately or cancel; they cannot be AMO or stop-loss orders"
-        )
-    if request.client_order_id is not None and not CLIENT_ORDER_ID_RE.match(
-        request.client_order_id
-    ):
-        raise ValidationError(
-            "Client order id must be 1-40 letters, digits, '-', '_' or ':'; "
-            f"got {request.client_order_id!r}"
-        )
 
 
 def check_trigger_vs_ltp(request: OrderRequest, ltp: Decimal) -> None:
