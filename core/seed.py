@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from decimal import Decimal
 
 from core import audit
 from core.clock import now_ist
@@ -115,6 +116,10 @@ def seed_demo(services: Services) -> list[DemoLogin]:
     hh.grant(rahul, accounts["Kamla · Pension"], _member(members, "rahul"), "trade")
     hh.grant(rahul, accounts["Rahul · Long-term"], _member(members, "aarav"), "view")
     hh.grant(rahul, accounts["Rahul · Long-term"], _member(members, "priya"), "view")
+    capital = Decimal(services.settings.paper_initial_capital)
+    if capital > 0:
+        for account_id in accounts.values():
+            services.portfolio.add_funds(rahul, account_id, capital, "Demo paper capital")
     return logins
 
 

@@ -51,6 +51,13 @@ class Worker:
         except Exception:
             log.exception("market feed step failed; retrying on the next run")
 
+    def trading_step(self) -> None:
+        """Match paper orders, mirror broker state, fire GTTs; failures wait for the next run."""
+        try:
+            self.services.orders.step()
+        except Exception:
+            log.exception("trading step failed; retrying on the next run")
+
     def schedule(self) -> None:
         """Register the jobs."""
         settings = self.services.settings
@@ -58,6 +65,10 @@ class Worker:
             self.scheduler.add_job(
                 self.feed_step, "interval", id="feed", seconds=1, max_instances=1, coalesce=True
             )
+        self.scheduler.add_job(
+            self.trading_step, "interval", id="trading", seconds=1, max_instances=1,
+            coalesce=True
+        )
         self.scheduler.add_job(
             self.heartbeat,
             "interval",

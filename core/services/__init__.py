@@ -14,6 +14,8 @@ from core.services.feed import FeedService
 from core.services.household import HouseholdService
 from core.services.market import MarketService
 from core.services.marketdata import MarketDataService
+from core.services.orders import OrderService
+from core.services.portfolio import PortfolioService
 from core.services.users import UserService
 from core.services.worker import WorkerService
 from db.engine import Database
@@ -37,6 +39,8 @@ class Services:
         self.feed = FeedService(db, settings)
         self.market = MarketService(db, settings)
         self.charts = ChartService(db, settings)
+        self.orders = OrderService(db, settings, self.household)
+        self.portfolio = PortfolioService(db, settings, self.household, self.orders)
 
 
 def build_services(database_url: str | None = None, settings: Settings | None = None) -> Services:

@@ -18,12 +18,13 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from core.clock import format_ist, now_ist, to_ist
+from core.clock import format_ist, now_ist
 from core.config import Settings
 from core.domain import FeedState, Interval, Quote
 from core.errors import TradingError
 from core.feeds.base import FeedMode, FeedProgress, FeedRunState
 from core.feeds.replay import REPLAY_SOURCE, ReplayFeed
+from core.marketdata.quotes import FEED_NAME, read_quotes, to_feed_state
 from core.marketdata.store import load_bars
 from core.services.base import ServiceBase
 from db.engine import Database
@@ -31,49 +32,9 @@ from db.models import BarRow, FeedStatusRow, InstrumentRow, QuoteRow
 
 log = logging.getLogger("sher.feed")
 
-FEED_NAME = "market"
 ERROR_RETRY_SECONDS = 30  # a failing feed is rebuilt at most this often, not every second
 BARS_CHECK_SECONDS = 30  # how often a running feed looks for newly imported 5-minute bars
 _MESSAGE_CHARS = 300
-
-
-def read_quotes(session: Session) -> dict[str, Quote]:
-    """Return every stored quote by symbol."""
-    rows = session.execute(
-        select(InstrumentRow.symbol, QuoteRow).join(
-            InstrumentRow, InstrumentRow.id == QuoteRow.instrument_id
-        )
-    ).all()
-    return {
-        symbol: Quote(
-            symbol=symbol,
-            ltp=row.ltp,
-            prev_close=row.prev_close,
-            day_open=row.day_open,
-            day_high=row.day_high,
-            day_low=row.day_low,
-            volume=row.volume,
-            quote_time=to_ist(row.quote_time),
-            source=row.source,
-        )
-        for symbol, row in rows
-    }
-
-
-def _to_state(row: FeedStatusRow) -> FeedState:
-    return FeedState(
-        name=row.name,
-        source=row.source,
-        mode=row.mode,
-        state=row.state,
-        session_date=row.session_date,
-        simulated_at=row.simulated_at,
-        last_tick_at=row.last_tick_at,
-        speed=row.speed,
-        ticks=row.ticks,
-        message=row.message,
-        updated_at=row.updated_at,
-    )
 
 
 class FeedService(ServiceBase):
@@ -148,7 +109,7 @@ class FeedService(ServiceBase):
         """Return the feed's last recorded status, or None if no feed ever ran."""
         with self.db.transaction() as session:
             row = session.get(FeedStatusRow, FEED_NAME)
-            return None if row is None else _to_state(row)
+            return None if row is None else to_feed_state(row)
 
     def quotes(self) -> dict[str, Quote]:
         """Return the latest quote of every symbol the feed has written."""
@@ -273,7 +234,7 @@ class FeedService(ServiceBase):
                 row.last_tick_at = now
         row.message = (message or "")[:_MESSAGE_CHARS] or None
         session.flush()
-        return _to_state(row)
+        return to_feed_state(row)
 
     def _record_idle(self, now: datetime, state: FeedRunState, message: str) -> FeedState:
         with self.db.transaction() as session:

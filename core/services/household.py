@@ -307,6 +307,12 @@ class HouseholdService(ServiceBase):
                 raise ValidationError(f"Account {account_id} ({row.label}) is closed")
             return self._to_account(session, row, perm)
 
+    def authorize_manage(self, actor: Actor, account_id: int) -> Account:
+        """Return the account if the actor may manage it (rename, close, grant, fund)."""
+        with self.db.transaction() as session:
+            row, perm = self._account_for(session, actor, account_id, "manage", "accounts.manage")
+            return self._to_account(session, row, perm, manage=True)
+
     def create_account(
         self, actor: Actor, owner_member_id: int, label: str, group: str, broker: str = "paper"
     ) -> Account:

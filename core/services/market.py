@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from core.clock import IST, MARKET_CLOSE, MarketState, format_ist, market_state, to_ist
 from core.domain import Actor, Interval, Quote
 from core.marketdata.instruments import sample_sectors
+from core.marketdata.quotes import read_quotes
 from core.marketdata.store import all_instruments
 from core.services.base import ServiceBase
-from core.services.feed import read_quotes
 from db.models import BarRow
 
 UNIVERSE_NAME = "NIFTY-50 constituents (sample data)"

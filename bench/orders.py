@@ -1,0 +1,115 @@
+"""Order-path benchmark: paper orders through validation, risk hook, persistence and fill.
+
+Run: ``.venv/bin/python bench/orders.py [--orders N]`` (or ``make bench``). For SQLite (a temp
+file) and PostgreSQL (a throwaway server, as the tests start one) it seeds the demo household,
+opens the paper market, then sends N MARKET orders (default 10,000) one at a time through
+``services.orders.place`` (authorization, validation, funds and sellable checks, risk gate,
+PENDING row + audit, paper broker acceptance, OPEN + audit) and fills each with the worker's
+``services.orders.step`` (paper matching with charges, order-manager sync of trades and status,
+audit, GTT scan) after a new price is written the way the feed writes it (that write is not
+timed). The orders are intraday (MIS) BUY/SELL pairs over five symbols on the three accounts
+the household admin may trade, so every account keeps trading all day.
+
+Latency per order = place + step. The last line is one JSON object with ``p50_ms_*``,
+``p95_ms_*``, ``p99_ms_*``, ``orders_per_s_*`` for ``sqlite`` and ``postgres``. Goal (issue 4):
+p95 ≤ 10 ms on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.config import Settings
+from core.domain import ClientInfo
+from core.seed import seed_demo
+from core.services import Services
+from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
+from db.engine import Database
+from db.migrate import upgrade
+from tests.support.market import open_market, tick
+from tests.support.pg import PostgresServer
+
+SYMBOLS = {"INFY": "1500.00", "TCS": "3000.00", "SBIN": "800.00", "RELIANCE": "1300.00",
+           "HDFCBANK": "1600.00"}
+ACCOUNTS = ("Rahul · Long-term", "Rahul · Intraday", "Kamla · Pension")
+
+
+def _percentile(samples: list[float], pct: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
+
+
+def run(url: str, orders: int) -> dict[str, float]:
+    """Send ``orders`` orders through the full path on ``url``; return latency figures."""
+    upgrade(url)
+    settings = Settings(database_url=url, secret_key="bench-" + "k" * 40, bcrypt_rounds=4,
+                        feed_stall_seconds=3600, paper_participation_pct=100)
+    services = Services(Database(url), settings)
+    logins = {login.username: login for login in seed_demo(services)}
+    result = services.auth.login("rahul", logins["rahul"].password, ClientInfo(channel="bench"))
+    actor = services.auth.check_session(result.session_id or "")
+    accounts = [a.id for a in services.household.list_accounts(actor) if a.label in ACCOUNTS]
+    open_market(services.db, SYMBOLS)
+    symbols = list(SYMBOLS)
+    samples: list[float] = []
+    unfilled = 0
+    started_all = time.perf_counter()
+    for n in range(orders):
+        pair, leg = divmod(n, 2)
+        account = accounts[pair % len(accounts)]
+        symbol = symbols[(pair // len(accounts)) % len(symbols)]
+        request = OrderRequest(account, symbol, Side.BUY if leg == 0 else Side.SELL, 1,
+                               OrderType.MARKET, Product.MIS)
+        started = time.perf_counter()
+        order = services.orders.place(actor, request)
+        placed_ms = (time.perf_counter() - started) * 1000
+        tick(services.db, symbol, Decimal(SYMBOLS[symbol]) + Decimal(n % 7) / 20,
+             volume_add=10_000)
+        started = time.perf_counter()
+        services.orders.step()
+        samples.append(placed_ms + (time.perf_counter() - started) * 1000)
+        if n == 0 or (n + 1) % 1000 == 0:
+            print(f"{url.split(':')[0]}: {n + 1} orders, last {samples[-1]:.1f} ms", flush=True)
+        unfilled += order.status is not OrderStatus.OPEN
+    wall = time.perf_counter() - started_all
+    statuses = {o.status for o in services.orders.order_book(actor)}
+    services.db.dispose()
+    if unfilled or statuses != {OrderStatus.FILLED}:
+        raise SystemExit(f"bench orders did not all fill: {statuses}, {unfilled} not accepted")
+    return {"p50_ms": round(statistics.median(samples), 3),
+            "p95_ms": round(_percentile(samples, 95), 3),
+            "p99_ms": round(_percentile(samples, 99), 3),
+            "max_ms": round(max(samples), 3),
+            "orders_per_s": round(len(samples) / (sum(samples) / 1000), 1),
+            "wall_s": round(wall, 2)}
+
+
+def main(orders: int) -> dict[str, object]:
+    """Run on SQLite and PostgreSQL and return the figures."""
+    figures: dict[str, object] = {"orders": orders}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, value in run(f"sqlite:///{tmp}/bench.db", orders).items():
+            figures[f"{key}_sqlite"] = value
+    with PostgresServer() as server:
+        server.create_database("bench")
+        for key, value in run(server.url("bench"), orders).items():
+            figures[f"{key}_postgres"] = value
+    figures["python"] = platform.python_version()
+    figures["machine"] = f"{platform.machine()} {platform.system()}"
+    return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=10_000, help="orders per database")
+    print(json.dumps(main(parser.parse_args().orders)))

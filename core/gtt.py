@@ -1,0 +1,83 @@
+"""Good-till-triggered orders: the rules of a GTT and when it fires (pure, no I/O).
+
+A GTT waits, for up to a year, for the last traded price to cross its trigger, then places a
+LIMIT order through the normal order path (risk gate included). A *single* GTT has one trigger;
+an *OCO* GTT has two legs, a stop-loss trigger below the price at creation and a target trigger
+above it; the first one crossed fires and the other is cancelled with it.
+
+The direction of each trigger is fixed at creation against the reference price (the LTP then):
+a trigger above it fires when the LTP rises to or through it, a trigger below it when the LTP
+falls to or through it. The order manager's service stores GTTs and calls :func:`fired_leg`
+on every price step of the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from core.domain import Instrument
+from core.errors import ValidationError
+from core.trading import GttKind, GttLeg, check_tick, to_price
+
+GTT_LIFETIME = timedelta(days=365)
+
+
+def fires(leg: GttLeg, reference: Decimal, ltp: Decimal) -> bool:
+    """Return whether ``ltp`` has crossed ``leg``'s trigger, coming from ``reference``."""
+    if leg.trigger_price > reference:
+        return ltp >= leg.trigger_price
+    return ltp <= leg.trigger_price
+
+
+def fired_leg(legs: Sequence[GttLeg], reference: Decimal, ltp: Decimal) -> int | None:
+    """Return the index of the leg ``ltp`` fires (the stop-loss leg first), or None."""
+    for index, leg in enumerate(legs):
+        if fires(leg, reference, ltp):
+            return index
+    return None
+
+
+def check_gtt(legs: Sequence[GttLeg], instrument: Instrument, ltp: Decimal) -> GttKind:
+    """Refuse a GTT that breaks a rule (naming the values); return its kind.
+
+    Rules: one or two legs; quantity a positive lot multiple; trigger and limit prices positive
+    and on the tick; no trigger equal to the LTP (it would fire at once); an OCO's first leg is
+    the stop-loss below the LTP and its second the target above it, both on the same side.
+    """
+    if len(legs) not in (1, 2):
+        raise ValidationError(f"A GTT has one leg (single) or two (OCO); got {len(legs)}")
+    symbol = instrument.symbol
+    for number, leg in enumerate(legs, start=1):
+        if isinstance(leg.quantity, bool) or not isinstance(leg.quantity, int) or leg.quantity <= 0:
+            raise ValidationError(f"GTT leg {number}: quantity must be above 0; got "
+                                  f"{leg.quantity!r}")
+        if leg.quantity % instrument.lot_size:
+            raise ValidationError(f"GTT leg {number}: quantity {leg.quantity} of {symbol} is not "
+                                  f"a multiple of its lot size {instrument.lot_size}")
+        trigger = to_price(leg.trigger_price, f"GTT leg {number} trigger price")
+        price = to_price(leg.price, f"GTT leg {number} limit price")
+        check_tick(trigger, instrument.tick_size, f"GTT leg {number} trigger price", symbol)
+        check_tick(price, instrument.tick_size, f"GTT leg {number} limit price", symbol)
+        if trigger == ltp:
+            raise ValidationError(f"GTT leg {number}: trigger ₹{trigger} equals the last price "
+                                  f"of {symbol}; it would fire at once")
+    if len(legs) == 1:
+        return GttKind.SINGLE
+    stop, target = legs
+    if not stop.trigger_price < ltp < target.trigger_price:
+        raise ValidationError(
+            f"An OCO GTT needs its stop-loss trigger below and its target trigger above the last "
+            f"price: stop ₹{stop.trigger_price} < LTP ₹{ltp} < target ₹{target.trigger_price} "
+            "does not hold")
+    if stop.side is not target.side:
+        raise ValidationError("Both legs of an OCO GTT must be on the same side (both SELL to "
+                              f"exit a long, both BUY to cover a short); got {stop.side} and "
+                              f"{target.side}")
+    return GttKind.OCO
+
+
+def expiry(created_at: datetime) -> datetime:
+    """Return when a GTT created at ``created_at`` expires unfired."""
+    return created_at + GTT_LIFETIME

@@ -1,0 +1,545 @@
+"""Order management: intent -> validation -> risk gate -> persisted -> broker -> state machine.
+
+Every order the desk sends goes through :meth:`OrderManager.submit`, whatever asked for it (the
+order ticket, a GTT trigger, the end-of-day square-off, later strategies and the Telegram bot):
+
+1. the request is normalised and checked against the instrument
+   (:func:`core.trading.check_request`), the broker's capabilities, the market session, the
+   live price and the account's funds and sellable shares; a refusal raises, writes nothing;
+2. the **risk gate** (:class:`RiskGate`) decides; until the risk issue plugs its engine in, the
+   gate is :class:`PassThroughRiskGate`, but no path skips the call;
+3. the order is persisted as ``PENDING`` with its client order id **before** it is sent, so a
+   crash after sending cannot lose it, and the same client order id submitted twice yields one
+   order;
+4. the broker acknowledges (``OPEN``) or refuses (``REJECTED`` with the broker's reason);
+5. :meth:`OrderManager.sync` mirrors the broker's order states and executions back into the
+   book (``PARTIALLY_FILLED``, ``FILLED``, ``CANCELLED``), with their charges.
+
+Each transition is written to the audit trail. Authorization (may this user trade this
+account?) is the service layer's job: :class:`core.services.orders.OrderService` calls
+:meth:`core.services.household.HouseholdService.authorize_trade` before any of this.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from brokers.base import Broker, Capability, OrderChange, SessionState
+from core import audit
+from core.clock import now_ist, to_ist
+from core.domain import Actor, Instrument
+from core.errors import InsufficientFunds, NotFound, OrderRejected, RiskRejected, ValidationError
+from core.marketdata.store import instrument as find_instrument
+from core.trading import (
+    CHARGE_FIELDS,
+    BrokerOrder,
+    Charges,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Product,
+    Side,
+    Validity,
+    check_request,
+    check_trigger_vs_ltp,
+    expected_price,
+    may_transition,
+    required_funds,
+)
+from db.engine import Database
+from db.models import AccountRow, OrderRow, TradeRow, UserRow
+from engines import costs
+
+_REASON_CHARS = 300
+_CAPABILITY_FOR = {
+    OrderType.SL: Capability.SL,
+    OrderType.SL_M: Capability.SL_M,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# The risk gate hook
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RiskContext:
+    """What the risk gate is told about an order besides the request itself."""
+
+    action: str  # "place" | "modify" | "gtt" | "square_off"
+    account_id: int
+    user_id: int | None
+    ltp: Decimal
+    estimate: OrderEstimate
+
+
+@dataclass(frozen=True, slots=True)
+class RiskDecision:
+    """The gate's verdict with its reasons (shown to the user when it refuses)."""
+
+    approved: bool
+    reasons: tuple[str, ...] = ()
+
+
+class RiskGate(Protocol):
+    """Decides whether an order may go to the broker; never raises for a refusal."""
+
+    def check(self, request: OrderRequest, context: RiskContext) -> RiskDecision:
+        """Return the decision for ``request``."""
+        ...
+
+
+class PassThroughRiskGate:
+    """Approves everything; stands in until the risk engine is plugged in (issue: risk gate)."""
+
+    calls = 0
+
+    def check(self, request: OrderRequest, context: RiskContext) -> RiskDecision:
+        """Approve ``request`` and count the call (tests prove every path calls the gate)."""
+        type(self).calls += 1
+        return RiskDecision(True, ("pass-through: no risk limits configured yet",))
+
+
+# ----------------------------------------------------------------------------------------------
+# Pre-trade arithmetic (pure)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEstimate:
+    """What the order ticket shows before submission, in rupees."""
+
+    symbol: str
+    ltp: Decimal | None
+    price: Decimal
+    value: Decimal
+    charges: Charges
+    required_funds: Decimal
+    available_funds: Decimal
+    session: SessionState
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def shortfall(self) -> Decimal:
+        """Return how much more money the order needs (0 if it fits)."""
+        return max(self.required_funds - self.available_funds, Decimal(0))
+
+
+def charges_estimate(request: OrderRequest, price: Decimal, trade_date: date) -> Charges:
+    """Return the charges of executing ``request`` in full at ``price`` (paper profile)."""
+    segment = (costs.Segment.EQUITY_INTRADAY if request.product is Product.MIS
+               else costs.Segment.EQUITY_DELIVERY)
+    leg = costs.leg_charges(segment, request.side.value.lower(), price, request.quantity,
+                            trade_date, costs.DEFAULT_PROFILE)
+    return Charges(*(getattr(leg, name) for name in CHARGE_FIELDS))
+
+
+def new_client_order_id() -> str:
+    """Return a fresh client order id (``SHER-`` and 16 hex digits)."""
+    return f"SHER-{uuid.uuid4().hex[:16]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Rows <-> domain
+# ----------------------------------------------------------------------------------------------
+
+
+def to_order(row: OrderRow, account_label: str, placed_by: str | None) -> Order:
+    """Return the domain order of a row."""
+    return Order(
+        id=row.id, client_order_id=row.client_order_id, account_id=row.account_id,
+        account_label=account_label, symbol=row.symbol, side=row.side, quantity=row.quantity,
+        order_type=row.order_type, product=row.product, validity=row.validity, price=row.price,
+        trigger_price=row.trigger_price, amo=row.is_amo, status=row.status,
+        filled_quantity=row.filled_quantity, average_price=row.average_price,
+        broker_order_id=row.broker_order_id, rejection_reason=row.rejection_reason,
+        source=row.source, placed_by=placed_by, created_at=to_ist(row.created_at),
+        updated_at=to_ist(row.updated_at), gtt_id=row.gtt_id)
+
+
+def load_order(session: Session, order_id: int) -> Order:
+    """Return one order with its account label and placer's username."""
+    found = session.execute(
+        select(OrderRow, AccountRow.label, UserRow.username)
+        .join(AccountRow, AccountRow.id == OrderRow.account_id)
+        .outerjoin(UserRow, UserRow.id == OrderRow.placed_by_user_id)
+        .where(OrderRow.id == order_id)
+    ).one_or_none()
+    if found is None:
+        raise NotFound(f"Order {order_id} does not exist")
+    row, label, username = found
+    return to_order(row, label, username)
+
+
+def _same_request(row: OrderRow, request: OrderRequest) -> bool:
+    return (row.account_id, row.symbol, row.side, row.quantity, row.order_type, row.product,
+            row.validity, row.price, row.trigger_price, row.is_amo) == (
+        request.account_id, request.symbol, request.side, request.quantity, request.order_type,
+        request.product, request.validity, request.price, request.trigger_price, request.amo)
+
+
+# ----------------------------------------------------------------------------------------------
+# The order manager
+# ----------------------------------------------------------------------------------------------
+
+
+class OrderManager:
+    """Runs orders through the path of the module docstring; one instance per process."""
+
+    def __init__(
+        self,
+        db: Database,
+        broker_for: Callable[[int], Broker],
+        risk_gate: RiskGate,
+        *,
+        mis_leverage: int = 5,
+        slippage_bps: int = 5,
+        clock: Callable[[], datetime] = now_ist,
+    ) -> None:
+        """Bind to ``db``; ``broker_for(account_id)`` returns the account's broker adapter."""
+        self.db = db
+        self.broker_for = broker_for
+        self.risk_gate = risk_gate
+        self.mis_leverage = mis_leverage
+        self.slippage_bps = slippage_bps
+        self.clock = clock
+
+    # -- checks before anything is written ------------------------------------------------
+    def normalise(self, request: OrderRequest) -> tuple[OrderRequest, Instrument]:
+        """Return the request with a clean symbol and client id, and its instrument."""
+        symbol = str(request.symbol or "").strip().upper()
+        if not symbol:
+            raise ValidationError("Symbol is required; pick one from the instrument list")
+        with self.db.transaction() as session:
+            instrument = find_instrument(session, symbol)
+        if instrument is None:
+            raise NotFound(
+                f"Unknown symbol {symbol!r} on NSE; pick one from the instrument list")
+        request = replace(request, symbol=symbol,
+                          client_order_id=request.client_order_id or new_client_order_id())
+        check_request(request, instrument)
+        return request, instrument
+
+    def estimate(self, request: OrderRequest, instrument: Instrument) -> OrderEstimate:
+        """Return price, value, charges and funds for ``request`` (normalised) without sending."""
+        broker = self.broker_for(request.account_id)
+        session_state = broker.session()
+        quote = broker.quote(request.symbol)
+        warnings: list[str] = []
+        if quote is None:
+            raise ValidationError(
+                f"No live price for {request.symbol}: paper orders fill only against the "
+                "market feed, which has not priced this symbol (see the Market page)")
+        price = expected_price(request, quote.ltp, self.slippage_bps, instrument.tick_size)
+        charges = charges_estimate(request, price, session_state.trading_day)
+        open_mis = sum(p.quantity for p in broker.positions()
+                       if p.symbol == request.symbol and p.product is Product.MIS)
+        needed = required_funds(request, price, charges, self.mis_leverage, open_mis)
+        available = broker.funds().available
+        if not session_state.is_open and not request.amo:
+            warnings.append(f"Market closed ({session_state.detail}): tick AMO to queue it")
+        return OrderEstimate(request.symbol, quote.ltp, price, price * request.quantity,
+                             charges, needed, available, session_state, tuple(warnings))
+
+    def _precheck(self, broker: Broker, request: OrderRequest, estimate: OrderEstimate) -> None:
+        self._check_capabilities(broker, request)
+        state = estimate.session
+        if request.amo and state.is_open:
+            raise ValidationError(
+                f"The market is open ({state.detail}); AMO is only for orders placed while it "
+                "is closed — untick AMO")
+        if not request.amo and not state.is_open:
+            raise ValidationError(
+                f"Market is closed ({state.detail}): a {request.order_type} order cannot be "
+                "placed now; tick AMO to queue it for the next session open")
+        assert estimate.ltp is not None  # noqa: S101 - estimate refuses a missing price
+        check_trigger_vs_ltp(request, estimate.ltp)
+        if request.product is Product.CNC and request.side is Side.SELL:
+            self._check_sellable(broker, request)
+        if estimate.required_funds > estimate.available_funds:
+            raise InsufficientFunds(
+                f"Insufficient funds for {request.side} {request.quantity} {request.symbol} "
+                f"({request.product}): needs ₹{estimate.required_funds:,.2f}, available "
+                f"₹{estimate.available_funds:,.2f}")
+
+    @staticmethod
+    def _check_capabilities(broker: Broker, request: OrderRequest) -> None:
+        needed = _CAPABILITY_FOR.get(request.order_type)
+        if request.amo:
+            needed = needed or Capability.AMO
+        if request.validity is Validity.IOC:
+            needed = needed or Capability.IOC
+        if needed is not None and needed not in broker.capabilities:
+            raise ValidationError(f"Broker {broker.name!r} does not support {needed.value} orders")
+
+    def _check_sellable(self, broker: Broker, request: OrderRequest) -> None:
+        held = sum(h.quantity for h in broker.holdings() if h.symbol == request.symbol)
+        bought = sum(p.quantity for p in broker.positions()
+                     if p.symbol == request.symbol and p.product is Product.CNC)
+        with self.db.transaction() as session:
+            pending = sum(
+                row.quantity - row.filled_quantity for row in session.scalars(
+                    select(OrderRow).where(
+                        OrderRow.account_id == request.account_id,
+                        OrderRow.symbol == request.symbol, OrderRow.side == Side.SELL,
+                        OrderRow.product == Product.CNC,
+                        OrderRow.status.in_([OrderStatus.PENDING, OrderStatus.OPEN,
+                                             OrderStatus.PARTIALLY_FILLED]))))
+        sellable = held + max(bought, 0) - pending
+        if request.quantity > sellable:
+            raise ValidationError(
+                f"You can sell at most {max(sellable, 0)} {request.symbol} from delivery "
+                f"(holdings {held}, bought today {max(bought, 0)}, pending sells {pending}); "
+                "use MIS to short intraday")
+
+    def _gate(self, request: OrderRequest, action: str, user_id: int | None,
+              estimate: OrderEstimate) -> None:
+        assert estimate.ltp is not None  # noqa: S101 - estimate refuses a missing price
+        decision = self.risk_gate.check(
+            request, RiskContext(action, request.account_id, user_id, estimate.ltp, estimate))
+        if not decision.approved:
+            reasons = "; ".join(decision.reasons) or "no reason given"
+            raise RiskRejected(f"Risk gate refused {request.side} {request.quantity} "
+                               f"{request.symbol}: {reasons}")
+
+    # -- the path -------------------------------------------------------------------------
+    def submit(
+        self,
+        request: OrderRequest,
+        *,
+        placed_by: Actor | None,
+        source: str = "web",
+        gtt_id: int | None = None,
+    ) -> Order:
+        """Run ``request`` through the full path and return the order (maybe REJECTED).
+
+        Raises
+        ------
+        ValidationError, InsufficientFunds, RiskRejected
+            Before anything is written; the message states the rule and the values.
+        """
+        request, instrument = self.normalise(request)
+        existing = self._existing(request)
+        if existing is not None:
+            return existing
+        broker = self.broker_for(request.account_id)
+        estimate = self.estimate(request, instrument)
+        self._precheck(broker, request, estimate)
+        action = "gtt" if gtt_id is not None else source if source == "square_off" else "place"
+        self._gate(request, action, placed_by.user_id if placed_by else None, estimate)
+        order_id = self._persist(request, instrument, broker, placed_by, source, gtt_id)
+        if order_id is None:  # lost an insert race on the same client order id
+            existing = self._existing(request)
+            assert existing is not None  # noqa: S101 - the unique key says it exists
+            return existing
+        try:
+            broker_order_id = broker.place_order(request)
+        except (OrderRejected, ValidationError) as exc:
+            self._transition(order_id, OrderStatus.REJECTED, placed_by, reason=str(exc))
+        else:
+            self._transition(order_id, OrderStatus.OPEN, placed_by,
+                             broker_order_id=broker_order_id)
+        with self.db.transaction() as session:
+            return load_order(session, order_id)
+
+    def _existing(self, request: OrderRequest) -> Order | None:
+        with self.db.transaction() as session:
+            row = session.scalar(
+                select(OrderRow).where(OrderRow.client_order_id == request.client_order_id))
+            if row is None:
+                return None
+            if not _same_request(row, request):
+                raise ValidationError(
+                    f"Client order id {request.client_order_id!r} was already used for order "
+                    f"{row.id} ({row.side} {row.quantity} {row.symbol}); use a new id")
+            return load_order(session, row.id)
+
+    def _persist(self, request: OrderRequest, instrument: Instrument, broker: Broker,
+                 placed_by: Actor | None, source: str, gtt_id: int | None) -> int | None:
+        assert request.client_order_id is not None  # noqa: S101 - normalise sets it
+        try:
+            with self.db.transaction() as session:
+                row = OrderRow(
+                    client_order_id=request.client_order_id, account_id=request.account_id,
+                    instrument_id=instrument.id, symbol=request.symbol, side=request.side,
+                    quantity=request.quantity, order_type=request.order_type,
+                    product=request.product, validity=request.validity, price=request.price,
+                    trigger_price=request.trigger_price, is_amo=request.amo,
+                    status=OrderStatus.PENDING, broker=broker.name, source=source,
+                    gtt_id=gtt_id, placed_by_user_id=placed_by.user_id if placed_by else None)
+                session.add(row)
+                session.flush()
+                household = session.get(AccountRow, request.account_id)
+                _audit(session, placed_by, "orders.place", row.id,
+                       household.household_id if household else None,
+                       {"client_order_id": row.client_order_id, "account_id": row.account_id,
+                        "symbol": row.symbol, "side": row.side.value,
+                        "quantity": row.quantity, "type": row.order_type.value,
+                        "product": row.product.value, "price": row.price,
+                        "trigger_price": row.trigger_price, "amo": row.is_amo,
+                        "source": source, "status": OrderStatus.PENDING.value})
+                return row.id
+        except IntegrityError:
+            return None
+
+    def _transition(self, order_id: int, new: OrderStatus, actor: Actor | None, *,
+                    reason: str | None = None, broker_order_id: str | None = None,
+                    filled: int | None = None, average: Decimal | None = None) -> None:
+        with self.db.transaction() as session:
+            row = session.get(OrderRow, order_id, with_for_update=True)
+            assert row is not None  # noqa: S101 - callers pass ids they just read
+            self._apply(session, row, new, actor, reason=reason,
+                        broker_order_id=broker_order_id, filled=filled, average=average)
+
+    @staticmethod
+    def _apply(session: Session, row: OrderRow, new: OrderStatus, actor: Actor | None, *,
+               reason: str | None = None, broker_order_id: str | None = None,
+               filled: int | None = None, average: Decimal | None = None) -> bool:
+        old = row.status
+        changed_fill = filled is not None and filled != row.filled_quantity
+        if old == new and not changed_fill:
+            return False
+        if not may_transition(old, new):
+            raise OrderRejected(f"Order {row.id} cannot go from {old} to {new}")
+        row.status = new
+        if broker_order_id is not None:
+            row.broker_order_id = broker_order_id
+        if reason is not None:
+            row.rejection_reason = reason[:_REASON_CHARS]
+        if filled is not None:
+            row.filled_quantity = filled
+        if average is not None:
+            row.average_price = average
+        account = session.get(AccountRow, row.account_id)
+        _audit(session, actor, "orders.status", row.id,
+               account.household_id if account else None,
+               {"from": old.value, "to": new.value, "filled": row.filled_quantity,
+                "average_price": row.average_price, "broker_order_id": row.broker_order_id,
+                "reason": reason})
+        return True
+
+    # -- changes --------------------------------------------------------------------------
+    def _open_row(self, session: Session, order_id: int) -> OrderRow:
+        row = session.get(OrderRow, order_id)
+        if row is None:
+            raise NotFound(f"Order {order_id} does not exist")
+        if row.status.is_final or row.broker_order_id is None:
+            raise ValidationError(
+                f"Order {order_id} is {row.status}; only open orders can be modified or "
+                "cancelled")
+        return row
+
+    def modify(self, order_id: int, change: OrderChange, actor: Actor) -> Order:
+        """Change quantity, price or trigger of an open order, through the risk gate."""
+        with self.db.transaction() as session:
+            row = self._open_row(session, order_id)
+            request = OrderRequest(
+                account_id=row.account_id, symbol=row.symbol, side=row.side,
+                quantity=change.quantity if change.quantity is not None else row.quantity,
+                order_type=row.order_type, product=row.product, validity=row.validity,
+                price=change.price if change.price is not None else row.price,
+                trigger_price=(change.trigger_price if change.trigger_price is not None
+                               else row.trigger_price),
+                amo=row.is_amo, client_order_id=row.client_order_id)
+            filled, broker_order_id = row.filled_quantity, row.broker_order_id
+        if request.quantity <= filled:
+            raise ValidationError(
+                f"New quantity {request.quantity} must be above the {filled} already filled")
+        _, instrument = self.normalise(request)
+        estimate = self.estimate(request, instrument)
+        self._gate(request, "modify", actor.user_id, estimate)
+        assert broker_order_id is not None  # noqa: S101 - _open_row checked
+        self.broker_for(request.account_id).modify_order(broker_order_id, change)
+        with self.db.transaction() as session:
+            changed = session.get(OrderRow, order_id, with_for_update=True)
+            assert changed is not None  # noqa: S101
+            row = changed
+            row.quantity, row.price = request.quantity, request.price
+            row.trigger_price = request.trigger_price
+            account = session.get(AccountRow, row.account_id)
+            _audit(session, actor, "orders.modify", row.id,
+                   account.household_id if account else None,
+                   {"quantity": row.quantity, "price": row.price,
+                    "trigger_price": row.trigger_price})
+        self.sync([order_id])
+        with self.db.transaction() as session:
+            return load_order(session, order_id)
+
+    def cancel(self, order_id: int, actor: Actor | None) -> Order:
+        """Cancel the unfilled rest of an open order."""
+        with self.db.transaction() as session:
+            row = self._open_row(session, order_id)
+            account_id, broker_order_id = row.account_id, row.broker_order_id
+        assert broker_order_id is not None  # noqa: S101 - _open_row checked
+        self.broker_for(account_id).cancel_order(broker_order_id)
+        self.sync([order_id], actor=actor)
+        with self.db.transaction() as session:
+            return load_order(session, order_id)
+
+    # -- mirroring the broker -------------------------------------------------------------
+    def sync(self, order_ids: Iterable[int] | None = None, actor: Actor | None = None) -> int:
+        """Mirror broker state and executions of open orders into the book; return changes."""
+        with self.db.transaction() as session:
+            query = select(OrderRow.id, OrderRow.account_id, OrderRow.broker_order_id).where(
+                OrderRow.status.in_([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]),
+                OrderRow.broker_order_id.is_not(None))
+            if order_ids is not None:
+                query = query.where(OrderRow.id.in_(list(order_ids)))
+            open_rows = session.execute(query).all()
+        by_account: dict[int, dict[str, int]] = {}
+        for ident, account_id, broker_order_id in open_rows:
+            if broker_order_id is not None:
+                by_account.setdefault(account_id, {})[broker_order_id] = ident
+        changes = 0
+        for account_id, ids in by_account.items():
+            broker = self.broker_for(account_id)
+            for state in broker.orders(list(ids)):
+                changes += self._mirror(broker, ids[state.broker_order_id], state, actor)
+        return changes
+
+    def _mirror(self, broker: Broker, order_id: int, state: BrokerOrder,
+                actor: Actor | None) -> int:
+        with self.db.transaction() as session:
+            row = session.get(OrderRow, order_id, with_for_update=True)
+            assert row is not None  # noqa: S101
+            if row.status == state.status and row.filled_quantity == state.filled_quantity:
+                return 0
+            if state.filled_quantity != row.filled_quantity:
+                known = set(session.scalars(
+                    select(TradeRow.broker_trade_id).where(TradeRow.order_id == row.id)))
+                for trade in broker.order_trades(state.broker_order_id):
+                    if trade.broker_trade_id in known:
+                        continue
+                    values = {name: getattr(trade.charges, name) for name in CHARGE_FIELDS}
+                    session.add(TradeRow(
+                        order_id=row.id, account_id=row.account_id, symbol=trade.symbol,
+                        side=trade.side, product=trade.product, quantity=trade.quantity,
+                        price=trade.price, executed_at=trade.executed_at,
+                        trade_date=trade.trade_date, broker_trade_id=trade.broker_trade_id,
+                        broker_order_id=trade.broker_order_id,
+                        charges_total=trade.charges.total, **values))
+            reason = state.status_message if state.status in (
+                OrderStatus.REJECTED, OrderStatus.CANCELLED) else None
+            self._apply(session, row, state.status, actor, reason=reason,
+                        filled=state.filled_quantity, average=state.average_price)
+            return 1
+
+
+def _audit(session: Session, actor: Actor | None, action: str, order_id: int,
+           household_id: int | None, details: dict[str, object]) -> None:
+    audit.append(session, audit.AuditEvent(
+        action=action, resource=f"order:{order_id}",
+        actor_user_id=actor.user_id if actor else None,
+        actor_username=actor.username if actor else None,
+        household_id=household_id, outcome=audit.OK, details=details,
+        client=actor.client if actor else None))

@@ -1,0 +1,392 @@
+"""Orders for pages, jobs and the bot: authorization first, then the order manager.
+
+Every method that places or changes an order calls
+:meth:`~core.services.household.HouseholdService.authorize_trade` for the acting user before
+:class:`~core.orders.OrderManager` runs the order path (which calls the risk gate). GTTs fire
+from the worker's :meth:`OrderService.step` on behalf of their creator, whose right to trade the
+account is checked again at that moment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+import pandas as pd
+from sqlalchemy import select
+
+from brokers.base import Broker, OrderChange, SessionState
+from core import gtt as gtt_rules
+from core.clock import now_ist, to_ist
+from core.config import Settings
+from core.domain import Account, Actor, Instrument, Permission
+from core.errors import NotFound, PermissionDenied, TradingError, ValidationError
+from core.marketdata.store import all_instruments, search_instruments
+from core.marketdata.store import instrument as find_instrument
+from core.orders import OrderEstimate, OrderManager, PassThroughRiskGate, RiskGate, load_order
+from core.services import trading_views as views
+from core.services.base import ServiceBase
+from core.services.household import HouseholdService
+from core.trading import (
+    Gtt,
+    GttLeg,
+    GttStatus,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Product,
+    Side,
+    check_request,
+)
+from db.engine import Database
+from db.models import AccountRow, GttRow, MemberRow, OrderRow, UserRow
+
+log = logging.getLogger("sher.orders")
+
+BOOK_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    """What one worker step of the trading desk did."""
+
+    venue_events: int
+    synced: int
+    gtts_fired: int
+
+
+class OrderService(ServiceBase):
+    """Place, change and list orders and GTTs; run the desk's trading step for the worker."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        household: HouseholdService,
+        risk_gate: RiskGate | None = None,
+        clock: Callable[[], datetime] = now_ist,
+    ) -> None:
+        """Bind to ``db``; ``risk_gate`` defaults to the pass-through gate."""
+        super().__init__(db, settings)
+        self.household = household
+        self.clock = clock
+        self._brokers: dict[int, Broker] = {}
+        self.manager = OrderManager(
+            db, self.broker_for, risk_gate or PassThroughRiskGate(),
+            mis_leverage=settings.paper_mis_leverage,
+            slippage_bps=settings.paper_slippage_bps, clock=clock)
+
+    # -- brokers --------------------------------------------------------------------------
+    def broker_for(self, account_id: int) -> Broker:
+        """Return the broker adapter of an account (built once per process)."""
+        broker = self._brokers.get(account_id)
+        if broker is None:
+            with self.db.transaction() as session:
+                row = session.get(AccountRow, account_id)
+                if row is None:
+                    raise NotFound(f"Account {account_id} does not exist")
+                name = row.broker
+            from brokers.registry import build_broker
+
+            broker = build_broker(name, db=self.db, settings=self.settings,
+                                  account_id=account_id, clock=self.clock)
+            self._brokers[account_id] = broker
+        return broker
+
+    # -- reading --------------------------------------------------------------------------
+    def tradable_accounts(self, actor: Actor) -> list[Account]:
+        """Return the active accounts the actor may place orders on."""
+        return [a for a in self.household.list_accounts(actor)
+                if a.my_permission is Permission.TRADE]
+
+    def symbols(self, actor: Actor) -> list[str]:
+        """Return every active symbol of the instrument master, sorted."""
+        with self.db.transaction() as session:
+            self._fresh_role(session, actor)
+            return sorted(i.symbol for i in all_instruments(session))
+
+    def search_symbols(self, actor: Actor, query: str, limit: int = 20) -> list[Instrument]:
+        """Return instruments whose symbol or name matches ``query``."""
+        with self.db.transaction() as session:
+            self._fresh_role(session, actor)
+            return search_instruments(session, query, limit)
+
+    def market_session(self, actor: Actor, account_id: int) -> SessionState:
+        """Return whether the account's market is open now (else only AMO orders)."""
+        self.household.get_account(actor, account_id)
+        return self.broker_for(account_id).session()
+
+    def viewable_ids(self, actor: Actor, account_id: int | None) -> list[int]:
+        """Return ``[account_id]`` if the actor may view it (else refuse), or all they may view."""
+        if account_id is not None:
+            return [self.household.get_account(actor, account_id).id]
+        return [a.id for a in self.household.list_accounts(actor, include_closed=True)]
+
+    def order_book(self, actor: Actor, account_id: int | None = None,
+                   open_only: bool = False) -> list[Order]:
+        """Return the newest orders (up to 500) of the accounts the actor may view."""
+        ids = self.viewable_ids(actor, account_id)
+        with self.db.transaction() as session:
+            query = (select(OrderRow.id).where(OrderRow.account_id.in_(ids))
+                     .order_by(OrderRow.id.desc()).limit(BOOK_LIMIT))
+            if open_only:
+                query = query.where(OrderRow.status.in_(
+                    [OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]))
+            return [load_order(session, ident) for ident in session.scalars(query)]
+
+    def order_book_frame(self, actor: Actor, account_id: int | None = None,
+                         open_only: bool = False) -> pd.DataFrame:
+        """Return the order book as a display-ready table."""
+        return views.orders_frame(self.order_book(actor, account_id, open_only))
+
+    def trade_book_frame(self, actor: Actor, account_id: int | None = None,
+                         start: date | None = None, end: date | None = None) -> pd.DataFrame:
+        """Return executions of the viewable accounts in [start, end] (default: all)."""
+        from core.services.portfolio import load_trades  # local: portfolio imports this module
+        from core.statements import trade_book_frame
+
+        ids = self.viewable_ids(actor, account_id)
+        return trade_book_frame(load_trades(self.db, ids, start, end),
+                                labels=self.household_labels(actor))
+
+    def household_labels(self, actor: Actor) -> dict[int, str]:
+        """Return account id -> label for the accounts the actor may view."""
+        return {a.id: a.label for a in self.household.list_accounts(actor, include_closed=True)}
+
+    # -- placing and changing ----------------------------------------------------------------
+    def estimate(self, actor: Actor, request: OrderRequest) -> OrderEstimate:
+        """Return price, value, charges and required vs available funds before submitting."""
+        self.household.authorize_trade(actor, request.account_id)
+        normalised, instrument = self.manager.normalise(request)
+        return self.manager.estimate(normalised, instrument)
+
+    def place(self, actor: Actor, request: OrderRequest, source: str = "web") -> Order:
+        """Place an order; refusals raise (nothing written), broker rejections return REJECTED."""
+        self.household.authorize_trade(actor, request.account_id)
+        return self.manager.submit(request, placed_by=actor, source=source)
+
+    def _authorized_order(self, actor: Actor, order_id: int) -> Order:
+        with self.db.transaction() as session:
+            account_id = session.scalar(
+                select(OrderRow.account_id).where(OrderRow.id == order_id))
+        if account_id is None:
+            self._deny(actor, "orders.change", f"order:{order_id}",
+                       f"Order {order_id} is not available to you")
+        self.household.authorize_trade(actor, account_id)
+        with self.db.transaction() as session:
+            return load_order(session, order_id)
+
+    def modify(self, actor: Actor, order_id: int, *, quantity: int | None = None,
+               price: Decimal | None = None, trigger_price: Decimal | None = None) -> Order:
+        """Change an open order's quantity, price or trigger (through the risk gate)."""
+        self._authorized_order(actor, order_id)
+        if quantity is None and price is None and trigger_price is None:
+            raise ValidationError("Nothing to change: give a new quantity, price or trigger")
+        return self.manager.modify(order_id, OrderChange(quantity, price, trigger_price), actor)
+
+    def cancel(self, actor: Actor, order_id: int) -> Order:
+        """Cancel an open order's unfilled rest."""
+        self._authorized_order(actor, order_id)
+        return self.manager.cancel(order_id, actor)
+
+    def square_off_intraday(self, actor: Actor | None, account_id: int) -> list[Order]:
+        """Cancel open MIS orders and close every MIS position at market.
+
+        ``actor`` None is the worker's end-of-day job; a user must be allowed to trade.
+        """
+        if actor is not None:
+            self.household.authorize_trade(actor, account_id)
+        with self.db.transaction() as session:
+            open_mis = list(session.scalars(select(OrderRow.id).where(
+                OrderRow.account_id == account_id, OrderRow.product == Product.MIS,
+                OrderRow.status.in_([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]))))
+        for order_id in open_mis:
+            self.manager.cancel(order_id, actor)
+        placed = []
+        for position in self.broker_for(account_id).positions():
+            if position.product is not Product.MIS or position.quantity == 0:
+                continue
+            side = Side.SELL if position.quantity > 0 else Side.BUY
+            request = OrderRequest(account_id, position.symbol, side,
+                                        abs(position.quantity), OrderType.MARKET, Product.MIS)
+            placed.append(self.manager.submit(request, placed_by=actor, source="square_off"))
+        return placed
+
+    # -- GTT --------------------------------------------------------------------------------
+    def create_gtt(self, actor: Actor, account_id: int, symbol: str, product: Product,
+                   legs: Sequence[GttLeg]) -> Gtt:
+        """Create a single (one leg) or OCO (stop-loss leg, target leg) GTT."""
+        account = self.household.authorize_trade(actor, account_id)
+        symbol = symbol.strip().upper()
+        with self.db.transaction() as session:
+            instrument = find_instrument(session, symbol)
+        if instrument is None:
+            raise NotFound(f"Unknown symbol {symbol!r} on NSE; pick one from the list")
+        for leg in legs:
+            check_request(OrderRequest(account_id, symbol, leg.side, leg.quantity,
+                                       OrderType.LIMIT, product, price=leg.price), instrument)
+        quote = self.broker_for(account_id).quote(symbol)
+        if quote is None:
+            raise ValidationError(f"No live price for {symbol}; a GTT needs one to set its "
+                                  "trigger direction")
+        kind = gtt_rules.check_gtt(legs, instrument, quote.ltp)
+        now = self.clock()
+        with self.db.transaction() as session:
+            row = GttRow(account_id=account.id, instrument_id=instrument.id, symbol=symbol,
+                         kind=kind, product=product, status=GttStatus.ACTIVE,
+                         reference_price=quote.ltp, created_by_user_id=actor.user_id,
+                         expires_at=gtt_rules.expiry(now), **_leg_columns(legs))
+            session.add(row)
+            session.flush()
+            self._audit(session, actor, "gtt.create", f"gtt:{row.id}",
+                        {"account_id": account.id, "symbol": symbol, "kind": kind.value,
+                         "legs": [vars_of(leg) for leg in legs]},
+                        household_id=account.household_id)
+            gtt_id = row.id
+        return self._gtt(gtt_id)
+
+    def cancel_gtt(self, actor: Actor, gtt_id: int) -> Gtt:
+        """Cancel an active GTT."""
+        with self.db.transaction() as session:
+            account_id = session.scalar(select(GttRow.account_id).where(GttRow.id == gtt_id))
+        if account_id is None:
+            self._deny(actor, "gtt.cancel", f"gtt:{gtt_id}", f"GTT {gtt_id} is not available "
+                       "to you")
+        account = self.household.authorize_trade(actor, account_id)
+        with self.db.transaction() as session:
+            row = session.get(GttRow, gtt_id, with_for_update=True)
+            assert row is not None  # noqa: S101
+            if row.status is not GttStatus.ACTIVE:
+                raise ValidationError(f"GTT {gtt_id} is {row.status.value}; only active GTTs "
+                                      "can be cancelled")
+            row.status = GttStatus.CANCELLED
+            self._audit(session, actor, "gtt.cancel", f"gtt:{gtt_id}", {},
+                        household_id=account.household_id)
+        return self._gtt(gtt_id)
+
+    def gtts(self, actor: Actor, account_id: int | None = None,
+             active_only: bool = False) -> list[Gtt]:
+        """Return the GTTs of the accounts the actor may view, newest first."""
+        ids = self.viewable_ids(actor, account_id)
+        with self.db.transaction() as session:
+            query = select(GttRow.id).where(GttRow.account_id.in_(ids)).order_by(GttRow.id.desc())
+            if active_only:
+                query = query.where(GttRow.status == GttStatus.ACTIVE)
+            gtt_ids = list(session.scalars(query.limit(BOOK_LIMIT)))
+        return [self._gtt(ident) for ident in gtt_ids]
+
+    def gtt_frame(self, actor: Actor, account_id: int | None = None) -> pd.DataFrame:
+        """Return the GTT list as a display-ready table."""
+        return views.gtt_frame(self.gtts(actor, account_id))
+
+    def _gtt(self, gtt_id: int) -> Gtt:
+        with self.db.transaction() as session:
+            found = session.execute(
+                select(GttRow, AccountRow.label, UserRow.username)
+                .join(AccountRow, AccountRow.id == GttRow.account_id)
+                .outerjoin(UserRow, UserRow.id == GttRow.created_by_user_id)
+                .where(GttRow.id == gtt_id)).one()
+            return views.to_gtt(*found)
+
+    # -- the worker's step ------------------------------------------------------------------
+    def step(self, now: datetime | None = None) -> StepReport:
+        """Match simulated venues, mirror broker state, fire due GTTs; the worker runs it."""
+        from brokers.registry import venue_steppers
+
+        now = now or self.clock()
+        events = sum(step(now) for step in venue_steppers(self.db, self.settings, self.clock))
+        synced = self.manager.sync()
+        fired = self.fire_gtts(now)
+        return StepReport(events, synced, fired)
+
+    def fire_gtts(self, now: datetime) -> int:
+        """Fire every active GTT whose trigger the LTP crossed; expire old ones."""
+        with self.db.transaction() as session:
+            rows = list(session.scalars(select(GttRow).where(GttRow.status == GttStatus.ACTIVE)))
+        fired = 0
+        for row in rows:
+            if to_ist(row.expires_at) <= now:
+                self._close_gtt(row.id, GttStatus.EXPIRED, "Expired unfired after one year")
+                continue
+            broker = self.broker_for(row.account_id)
+            quote = broker.quote(row.symbol)
+            if quote is None or not broker.session().is_open:
+                continue
+            legs = views.gtt_legs(row)
+            index = gtt_rules.fired_leg(legs, row.reference_price, quote.ltp)
+            if index is not None and self._claim(row.id, index, now):
+                fired += 1
+                self._place_for_gtt(row, legs[index], index, quote.ltp)
+        return fired
+
+    def _claim(self, gtt_id: int, index: int, now: datetime) -> bool:
+        with self.db.transaction() as session:
+            row = session.get(GttRow, gtt_id, with_for_update=True)
+            if row is None or row.status is not GttStatus.ACTIVE:
+                return False  # someone else fired or cancelled it
+            row.status, row.triggered_at, row.triggered_leg = GttStatus.TRIGGERED, now, index + 1
+            self._audit(session, None, "gtt.trigger", f"gtt:{gtt_id}", {"leg": index + 1},
+                        household_id=None)
+            return True
+
+    def _place_for_gtt(self, row: GttRow, leg: GttLeg, index: int, ltp: Decimal) -> None:
+        request = OrderRequest(row.account_id, row.symbol, leg.side, leg.quantity,
+                                    OrderType.LIMIT, row.product, price=leg.price,
+                                    client_order_id=f"GTT-{row.id}")
+        try:
+            creator = self._creator(row)
+            self.household.authorize_trade(creator, row.account_id)
+            order = self.manager.submit(request, placed_by=creator, source="gtt", gtt_id=row.id)
+        except (TradingError, PermissionDenied) as exc:
+            self._close_gtt(row.id, GttStatus.REJECTED, f"Triggered at ₹{ltp} but the order was "
+                            f"refused: {exc}", keep_trigger=True)
+            return
+        with self.db.transaction() as session:
+            saved = session.get(GttRow, row.id)
+            assert saved is not None  # noqa: S101
+            saved.order_id = order.id
+            saved.message = (f"Leg {index + 1} triggered at ₹{ltp}; order {order.id} "
+                             f"{order.status.value}")
+            if order.status is OrderStatus.REJECTED:
+                saved.status = GttStatus.REJECTED
+
+    def _creator(self, row: GttRow) -> Actor:
+        with self.db.transaction() as session:
+            user = session.get(UserRow, row.created_by_user_id) if row.created_by_user_id else None
+            if user is None:
+                raise PermissionDenied(f"GTT {row.id} has no creator who may trade")
+            member_id = session.scalar(select(MemberRow.id).where(MemberRow.user_id == user.id))
+            return Actor(user.id, user.username, user.display_name, user.role,
+                         user.household_id, member_id)
+
+    def _close_gtt(self, gtt_id: int, status: GttStatus, message: str,
+                   keep_trigger: bool = False) -> None:
+        with self.db.transaction() as session:
+            row = session.get(GttRow, gtt_id, with_for_update=True)
+            assert row is not None  # noqa: S101
+            row.status, row.message = status, message[:300]
+            self._audit(session, None, f"gtt.{status.value}", f"gtt:{gtt_id}",
+                        {"message": message[:300], "kept_trigger": keep_trigger},
+                        household_id=None)
+
+
+def _leg_columns(legs: Sequence[GttLeg]) -> dict[str, object]:
+    first = legs[0]
+    columns: dict[str, object] = {
+        "leg1_trigger": first.trigger_price, "leg1_side": first.side,
+        "leg1_quantity": first.quantity, "leg1_price": first.price}
+    if len(legs) == 2:
+        second = legs[1]
+        columns.update(leg2_trigger=second.trigger_price, leg2_side=second.side,
+                       leg2_quantity=second.quantity, leg2_price=second.price)
+    return columns
+
+
+def vars_of(leg: GttLeg) -> dict[str, str]:
+    """Return a GTT leg as audit details."""
+    return {"trigger": str(leg.trigger_price), "side": leg.side.value,
+            "quantity": str(leg.quantity), "price": str(leg.price)}

@@ -1,0 +1,216 @@
+"""Positions, holdings, funds, the family view and statements, for pages and jobs.
+
+Figures come from the order manager's trade book (``trades``, mirrored from the brokers) run
+through :mod:`core.portfolio`; prices from the market feed's quotes, falling back to the last
+daily close for symbols the feed does not carry (marked as such). Funds come from the account's
+broker, which is the authority on money.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+from sqlalchemy import func, select
+
+from core import portfolio, statements
+from core.clock import now_ist, to_ist
+from core.config import Settings
+from core.domain import Actor, Interval
+from core.errors import ValidationError
+from core.services import portfolio_views as views
+from core.services.base import ServiceBase
+from core.services.household import HouseholdService
+from core.services.orders import OrderService
+from core.trading import CHARGE_FIELDS, Charges, Funds, Holding, Position, Trade
+from db.engine import Database
+from db.models import BarRow, InstrumentRow, QuoteRow, TradeRow
+
+MAX_DEPOSIT = Decimal("100000000")  # ₹10 crore per transfer: a typo guard, not a rule of law
+
+
+@runtime_checkable
+class Fundable(Protocol):
+    """A broker whose money the desk itself keeps (the paper broker)."""
+
+    def deposit(self, amount: Decimal, note: str, user_id: int | None) -> None:
+        """Pay ``amount`` rupees into the account."""
+        ...
+
+    def deposits(self) -> Decimal:
+        """Return money paid in, net of withdrawals."""
+        ...
+
+
+def to_trade(row: TradeRow) -> Trade:
+    """Return the domain trade of a trade-book row."""
+    return Trade(
+        account_id=row.account_id, symbol=row.symbol, side=row.side, product=row.product,
+        quantity=row.quantity, price=row.price, executed_at=row.executed_at,
+        trade_date=row.trade_date, broker_trade_id=row.broker_trade_id,
+        broker_order_id=row.broker_order_id,
+        charges=Charges(*(getattr(row, name) for name in CHARGE_FIELDS)), order_id=row.order_id)
+
+
+def load_trades(db: Database, account_ids: Sequence[int], start: date | None = None,
+                end: date | None = None) -> list[Trade]:
+    """Return the trades of ``account_ids`` (trade dates in [start, end]), oldest first."""
+    if not account_ids:
+        return []
+    with db.transaction() as session:
+        query = select(TradeRow).where(TradeRow.account_id.in_(list(account_ids)))
+        if start is not None:
+            query = query.where(TradeRow.trade_date >= start)
+        if end is not None:
+            query = query.where(TradeRow.trade_date <= end)
+        rows = session.scalars(query.order_by(TradeRow.executed_at, TradeRow.id)).all()
+        return [to_trade(row) for row in rows]
+
+
+class PortfolioService(ServiceBase):
+    """Read-side of trading: books per account and for the family, funds and statements."""
+
+    def __init__(self, db: Database, settings: Settings, household: HouseholdService,
+                 orders: OrderService, clock: Callable[[], datetime] = now_ist) -> None:
+        """Bind to ``db``; ``orders`` supplies brokers and account visibility."""
+        super().__init__(db, settings)
+        self.household = household
+        self.orders = orders
+        self.clock = clock
+
+    # -- prices and books -----------------------------------------------------------------
+    def prices(self, symbols: Sequence[str]) -> dict[str, Decimal]:
+        """Return LTPs: the feed's quote, else the last stored daily close."""
+        wanted = sorted(set(symbols))
+        if not wanted:
+            return {}
+        with self.db.transaction() as session:
+            quoted = dict(session.execute(
+                select(InstrumentRow.symbol, QuoteRow.ltp)
+                .join(QuoteRow, QuoteRow.instrument_id == InstrumentRow.id)
+                .where(InstrumentRow.symbol.in_(wanted))).all())
+            missing = [s for s in wanted if s not in quoted]
+            if missing:
+                last = (select(BarRow.instrument_id, func.max(BarRow.ts).label("ts"))
+                        .where(BarRow.interval == Interval.D1.value)
+                        .group_by(BarRow.instrument_id).subquery())
+                rows = session.execute(
+                    select(InstrumentRow.symbol, BarRow.close)
+                    .join(BarRow, BarRow.instrument_id == InstrumentRow.id)
+                    .join(last, (last.c.instrument_id == BarRow.instrument_id)
+                          & (last.c.ts == BarRow.ts))
+                    .where(BarRow.interval == Interval.D1.value,
+                           InstrumentRow.symbol.in_(missing))).all()
+                quoted.update(dict(rows))
+        return quoted
+
+    def today(self) -> date:
+        """Return the IST calendar day of now."""
+        return to_ist(self.clock()).date()
+
+    def book(self, account_id: int) -> portfolio.Book:
+        """Return one account's book (no authorization: callers check it)."""
+        trades = load_trades(self.db, [account_id])
+        return portfolio.build_book(trades, self.prices([t.symbol for t in trades]),
+                                    self.today())
+
+    def books(self, actor: Actor, account_id: int | None) -> dict[int, portfolio.Book]:
+        """Return the books of the accounts the actor may view (or of one, if allowed)."""
+        return {ident: self.book(ident) for ident in self.orders.viewable_ids(actor, account_id)}
+
+    # -- positions and holdings ---------------------------------------------------------------
+    def positions(self, actor: Actor, account_id: int | None = None) -> list[Position]:
+        """Return open and today's positions of one or every viewable account."""
+        return [p for b in self.books(actor, account_id).values() for p in b.positions]
+
+    def holdings(self, actor: Actor, account_id: int | None = None) -> list[Holding]:
+        """Return settled holdings of one or every viewable account."""
+        return [h for b in self.books(actor, account_id).values() for h in b.holdings]
+
+    def positions_frame(self, actor: Actor, account_id: int | None = None) -> pd.DataFrame:
+        """Return positions as a table (net qty, average, LTP, unrealized, realized, MTM)."""
+        return views.positions_frame(self.positions(actor, account_id),
+                                     self.orders.household_labels(actor))
+
+    def holdings_frame(self, actor: Actor, account_id: int | None = None) -> pd.DataFrame:
+        """Return holdings as a table."""
+        return views.holdings_frame(self.holdings(actor, account_id),
+                                    self.orders.household_labels(actor))
+
+    # -- money ----------------------------------------------------------------------------
+    def funds(self, actor: Actor, account_id: int) -> Funds:
+        """Return one viewable account's funds, as its broker reports them."""
+        self.household.get_account(actor, account_id)
+        return self.orders.broker_for(account_id).funds()
+
+    def family(self, actor: Actor) -> portfolio.FamilySummary:
+        """Return every viewable account's headline figures and the family total."""
+        books = self.books(actor, None)
+        if not books:
+            raise ValidationError("You may not view any account yet; ask a household admin")
+        deposits = {}
+        for ident in books:
+            broker = self.orders.broker_for(ident)
+            if isinstance(broker, Fundable):
+                deposits[ident] = broker.deposits()
+        return portfolio.consolidate(books, deposits)
+
+    def family_frame(self, actor: Actor) -> pd.DataFrame:
+        """Return the family table: one row per viewable account and a total row."""
+        return views.family_frame(self.family(actor), self.orders.household_labels(actor))
+
+    def add_funds(self, actor: Actor, account_id: int, amount: Decimal, note: str) -> Funds:
+        """Pay money into a paper account the actor may manage."""
+        account = self.household.authorize_manage(actor, account_id)
+        broker = self.orders.broker_for(account_id)
+        if not isinstance(broker, Fundable):
+            raise ValidationError(f"Account {account.label!r} is at a real broker; add funds "
+                                  "there, not on the desk")
+        if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
+            raise ValidationError(f"Amount must be above ₹0; got {amount!r}")
+        if amount > MAX_DEPOSIT:
+            raise ValidationError(f"Amount ₹{amount:,} is above the ₹{MAX_DEPOSIT:,} a single "
+                                  "transfer may move")
+        broker.deposit(amount, note.strip()[:200], actor.user_id)
+        with self.db.transaction() as session:
+            self._audit(session, actor, "funds.deposit", f"account:{account_id}",
+                        {"amount": str(amount), "note": note.strip()[:200]},
+                        household_id=account.household_id)
+        return broker.funds()
+
+    # -- statements ---------------------------------------------------------------------------
+    @staticmethod
+    def period_bounds(kind: str, anchor: date) -> tuple[date, date]:
+        """Return the first and last day of the ``kind`` ("day" or "month") around ``anchor``."""
+        return statements.period_bounds(kind, anchor)
+
+    def _statement_trades(self, actor: Actor, account_id: int | None,
+                          end: date | None = None) -> list[Trade]:
+        return load_trades(self.db, self.orders.viewable_ids(actor, account_id), None, end)
+
+    def trade_book_csv(self, actor: Actor, account_id: int | None, start: date,
+                       end: date) -> bytes:
+        """Return the trade book of [start, end] as CSV."""
+        statements.check_range(start, end)
+        trades = load_trades(self.db, self.orders.viewable_ids(actor, account_id), start, end)
+        frame = statements.trade_book_frame(trades, self.orders.household_labels(actor))
+        return frame.to_csv(index=False).encode()
+
+    def pnl_statement_csv(self, actor: Actor, account_id: int | None, start: date,
+                          end: date) -> bytes:
+        """Return the realized P&L statement of [start, end] (FIFO over all history) as CSV."""
+        statements.check_range(start, end)
+        trades = self._statement_trades(actor, account_id, end)
+        frame = statements.pnl_statement(trades, start, end)
+        return frame.to_csv(index=False).encode()
+
+    def charges_statement_csv(self, actor: Actor, account_id: int | None, start: date,
+                              end: date) -> bytes:
+        """Return the contract-note style charges of [start, end] per trade date as CSV."""
+        statements.check_range(start, end)
+        trades = load_trades(self.db, self.orders.viewable_ids(actor, account_id), start, end)
+        frame = statements.charges_statement(trades, start, end)
+        return frame.to_csv(index=False).encode()

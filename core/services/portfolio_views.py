@@ -1,0 +1,68 @@
+"""Position, holding and family tables for pages: display-ready DataFrames (money to the paisa)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+import pandas as pd
+
+from core.portfolio import AccountSummary, FamilySummary
+from core.trading import Holding, Position
+
+POSITION_COLUMNS = ["Account", "Symbol", "Product", "Net qty", "Avg price [₹]", "LTP [₹]",
+                    "Unrealized [₹]", "Realized [₹]", "MTM [₹]", "Bought today", "Sold today"]
+HOLDING_COLUMNS = ["Account", "Symbol", "Qty", "Avg price [₹]", "LTP [₹]", "Value [₹]",
+                   "Unrealized [₹]"]
+FAMILY_COLUMNS = ["Account id", "Account", "Deposits [₹]", "Realized [₹]", "Unrealized [₹]",
+                  "Charges [₹]", "Net P&L [₹]", "Day P&L [₹]", "Open value [₹]"]
+
+
+def money(value: Decimal | None) -> str:
+    """Return rupees to the paisa with thousands separators, or an em dash."""
+    return "—" if value is None else f"{value:,.2f}"
+
+
+def positions_frame(positions: list[Position], labels: Mapping[int, str]) -> pd.DataFrame:
+    """Return positions as the Portfolio page shows them."""
+    return pd.DataFrame(
+        [{
+            "Account": labels.get(p.account_id, str(p.account_id)), "Symbol": p.symbol,
+            "Product": p.product.value, "Net qty": p.quantity,
+            "Avg price [₹]": money(p.average_price), "LTP [₹]": money(p.ltp),
+            "Unrealized [₹]": money(p.unrealized_pnl), "Realized [₹]": money(p.realized_pnl),
+            "MTM [₹]": money(p.mtm), "Bought today": p.buy_quantity,
+            "Sold today": p.sell_quantity,
+        } for p in positions],
+        columns=POSITION_COLUMNS,
+    )
+
+
+def holdings_frame(holdings: list[Holding], labels: Mapping[int, str]) -> pd.DataFrame:
+    """Return settled holdings as the Portfolio page shows them."""
+    return pd.DataFrame(
+        [{
+            "Account": labels.get(h.account_id, str(h.account_id)), "Symbol": h.symbol,
+            "Qty": h.quantity, "Avg price [₹]": money(h.average_price), "LTP [₹]": money(h.ltp),
+            "Value [₹]": money(h.value), "Unrealized [₹]": money(h.unrealized_pnl),
+        } for h in holdings],
+        columns=HOLDING_COLUMNS,
+    )
+
+
+def _family_row(row: AccountSummary, label: str) -> dict[str, object]:
+    return {
+        "Account id": row.account_id if row.account_id is not None else "",
+        "Account": label, "Deposits [₹]": money(row.deposits),
+        "Realized [₹]": money(row.realized_pnl), "Unrealized [₹]": money(row.unrealized_pnl),
+        "Charges [₹]": money(row.charges), "Net P&L [₹]": money(row.net_pnl),
+        "Day P&L [₹]": money(row.day_pnl), "Open value [₹]": money(row.market_value),
+    }
+
+
+def family_frame(summary: FamilySummary, labels: Mapping[int, str]) -> pd.DataFrame:
+    """Return one row per account and the family total last."""
+    rows = [_family_row(r, labels.get(r.account_id or 0, str(r.account_id)))
+            for r in summary.accounts]
+    rows.append(_family_row(summary.total, "Whole family"))
+    return pd.DataFrame(rows, columns=FAMILY_COLUMNS)

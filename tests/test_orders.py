@@ -1,0 +1,328 @@
+"""The order path through the services: bad input, idempotency, fills, audit, risk gate, GTT.
+
+Runs on SQLite and PostgreSQL with the real paper broker, its exchange step and the order
+manager; the market is driven by writing what the feed would write (tests/support/market.py).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select, update
+
+from core.domain import Actor
+from core.errors import (
+    InsufficientFunds,
+    NotFound,
+    PermissionDenied,
+    RiskRejected,
+    ValidationError,
+)
+from core.orders import RiskContext, RiskDecision
+from core.services import Services
+from core.trading import (
+    GttLeg,
+    GttStatus,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Product,
+    Side,
+    Validity,
+)
+from db.models import (
+    AuditRow,
+    GttRow,
+    InstrumentRow,
+    OrderRow,
+    PaperOrderRow,
+    TradeRow,
+)
+from engines import costs
+from tests.support.market import open_market, set_feed, tick
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+
+def _account(services: Services, actor: Actor, label: str) -> int:
+    return next(a.id for a in services.household.list_accounts(actor) if a.label == label)
+
+
+def _counts(services: Services) -> tuple[int, int, int]:
+    with services.db.transaction() as session:
+        return (session.scalar(select(func.count()).select_from(OrderRow)) or 0,
+                session.scalar(select(func.count()).select_from(PaperOrderRow)) or 0,
+                session.scalar(select(func.count()).select_from(GttRow)) or 0)
+
+
+@pytest.fixture
+def priya(services: Services, login) -> Actor:
+    open_market(services.db, {"INFY": "1500.00", "TCS": "3000.00", "SBIN": "800.00"})
+    return login("priya")
+
+
+@pytest.fixture
+def priya_account(services: Services, priya: Actor) -> int:
+    return _account(services, priya, "Priya · Trading")
+
+
+def _buy(account: int, **changes: object) -> OrderRequest:
+    values: dict[str, object] = {"account_id": account, "symbol": "INFY", "side": Side.BUY,
+                                 "quantity": 10, "order_type": OrderType.LIMIT,
+                                 "product": Product.CNC, "price": Decimal("1500.00")}
+    values.update(changes)
+    return OrderRequest(**values)  # type: ignore[arg-type]
+
+
+BAD_ORDERS = [
+    pytest.param({"quantity": 0}, "Quantity must be greater than 0; got 0", id="zero-quantity"),
+    pytest.param({"quantity": -5}, "Quantity must be greater than 0; got -5", id="negative"),
+    pytest.param({"price": Decimal("1500.03")}, "not on the tick size ₹0.05", id="off-tick"),
+    pytest.param({"price": None}, "A LIMIT order needs a price", id="limit-without-price"),
+    pytest.param({"order_type": OrderType.SL, "price": Decimal("1490"),
+                  "trigger_price": Decimal("1510")},
+                 "An SL BUY triggers at or below its limit price", id="sl-trigger-wrong-side"),
+    pytest.param({"symbol": "NOSUCH"}, "Unknown symbol 'NOSUCH' on NSE", id="unknown-symbol"),
+    pytest.param({"product": Product.NRML}, "NRML is for futures and options", id="nrml-equity"),
+    pytest.param({"quantity": 10_000}, "needs ₹", id="insufficient-funds"),
+    pytest.param({"product": Product.CNC, "side": Side.SELL}, "You can sell at most 0 INFY",
+                 id="cnc-sell-without-shares"),
+    pytest.param({"amo": True}, "AMO is only for orders placed while it is closed",
+                 id="amo-while-open"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_ORDERS)
+def test_a_bad_order_is_refused_with_the_rule_and_nothing_is_written(
+    services: Services, priya: Actor, priya_account: int, changes: dict[str, object],
+    message: str,
+) -> None:
+    before = _counts(services)
+    with pytest.raises((ValidationError, InsufficientFunds, NotFound)) as refused:
+        services.orders.place(priya, _buy(priya_account, **changes))
+    assert message in str(refused.value)
+    assert _counts(services) == before
+
+
+def test_insufficient_funds_says_how_much_is_needed_and_available(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    with pytest.raises(InsufficientFunds) as refused:
+        services.orders.place(priya, _buy(priya_account, quantity=1000))
+    trading_day = services.orders.market_session(priya, priya_account).trading_day
+    charges = costs.leg_charges("equity_delivery", "buy", "1500.00", 1000, trading_day, "paper")
+    needed = Decimal("1500000") + charges.total
+    assert str(refused.value) == (
+        f"Insufficient funds for BUY 1000 INFY (CNC): needs ₹{needed:,.2f}, "
+        "available ₹1,000,000.00")
+
+
+def test_a_quantity_that_is_not_a_lot_multiple_is_refused(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    with services.db.transaction() as session:
+        session.execute(update(InstrumentRow).where(InstrumentRow.symbol == "INFY")
+                        .values(lot_size=25))
+    before = _counts(services)
+    with pytest.raises(ValidationError, match="not a multiple of its lot size 25"):
+        services.orders.place(priya, _buy(priya_account, quantity=30))
+    assert _counts(services) == before
+
+
+def test_a_market_order_while_the_market_is_closed_needs_amo(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    set_feed(services.db, running=False)
+    before = _counts(services)
+    with pytest.raises(ValidationError, match=r"Market is closed .*tick AMO"):
+        services.orders.place(priya, _buy(priya_account, order_type=OrderType.MARKET,
+                                          price=None))
+    assert _counts(services) == before
+    order = services.orders.place(priya, _buy(priya_account, order_type=OrderType.MARKET,
+                                              price=None, amo=True))
+    assert order.status is OrderStatus.OPEN and order.amo
+    services.orders.step()
+    assert services.orders.order_book(priya, priya_account)[0].status is OrderStatus.OPEN
+    set_feed(services.db, running=True)
+    tick(services.db, "INFY", "1501.00")
+    services.orders.step()
+    filled = services.orders.order_book(priya, priya_account)[0]
+    assert filled.status is OrderStatus.FILLED
+
+
+def test_an_account_the_user_may_not_trade_is_refused_and_the_refusal_audited(
+    services: Services, login, priya: Actor,
+) -> None:
+    aarav = login("aarav")  # viewer with view access to Rahul · Long-term
+    account = _account(services, aarav, "Rahul · Long-term")
+    before = _counts(services)
+    with pytest.raises(PermissionDenied, match="may not trade account"):
+        services.orders.place(aarav, _buy(account))
+    with pytest.raises(PermissionDenied):
+        services.orders.place(priya, _buy(_account(services, login("rahul"), "Kamla · Pension")))
+    assert _counts(services) == before
+    with services.db.transaction() as session:
+        denied = session.scalar(select(func.count()).select_from(AuditRow).where(
+            AuditRow.action == "accounts.trade", AuditRow.outcome == "denied"))
+    assert denied == 2
+
+
+def test_the_same_client_order_id_twice_yields_one_order(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    request = _buy(priya_account, client_order_id="my-order-1")
+    first = services.orders.place(priya, request)
+    second = services.orders.place(priya, request)
+    assert first.id == second.id
+    assert _counts(services)[:2] == (1, 1)
+    with pytest.raises(ValidationError, match="already used for order"):
+        services.orders.place(priya, _buy(priya_account, client_order_id="my-order-1",
+                                          quantity=11))
+
+
+def test_a_market_order_fills_at_the_next_price_with_real_charges_and_audited_transitions(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    order = services.orders.place(priya, _buy(priya_account, order_type=OrderType.MARKET,
+                                              price=None))
+    assert order.status is OrderStatus.OPEN and order.broker_order_id
+    services.orders.step()  # no new price since placement: nothing fills
+    assert services.orders.order_book(priya, priya_account)[0].status is OrderStatus.OPEN
+    tick(services.db, "INFY", "1510.00")
+    services.orders.step()
+    filled = services.orders.order_book(priya, priya_account)[0]
+    assert filled.status is OrderStatus.FILLED and filled.filled_quantity == 10
+    assert filled.average_price == Decimal("1510.80")  # 5 bps slippage, rounded up to the tick
+    with services.db.transaction() as session:
+        trade = session.scalars(select(TradeRow)).one()
+        actions = [(a.action, a.details) for a in session.scalars(
+            select(AuditRow).where(AuditRow.resource == f"order:{order.id}")
+            .order_by(AuditRow.id))]
+    expected = costs.leg_charges("equity_delivery", "buy", Decimal("1510.80"), 10,
+                                 trade.trade_date, "paper")
+    assert trade.charges_total == pytest.approx(expected.total, abs=Decimal("0.000001"))
+    assert [a for a, _ in actions] == ["orders.place", "orders.status", "orders.status"]
+    assert '"to":"OPEN"' in actions[1][1] and '"to":"FILLED"' in actions[2][1]
+    positions = services.portfolio.positions(priya, priya_account)
+    assert [(p.symbol, p.quantity) for p in positions] == [("INFY", 10)]
+    funds = services.portfolio.funds(priya, priya_account)
+    assert funds.available == Decimal("1000000") - Decimal("15108.00") - trade.charges_total
+
+
+def test_modify_and_cancel_work_on_open_orders_only(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    order = services.orders.place(priya, _buy(priya_account, price=Decimal("1400.00")))
+    changed = services.orders.modify(priya, order.id, price=Decimal("1405.00"))
+    assert changed.price == Decimal("1405.00") and changed.status is OrderStatus.OPEN
+    cancelled = services.orders.cancel(priya, order.id)
+    assert cancelled.status is OrderStatus.CANCELLED
+    with pytest.raises(ValidationError, match="is CANCELLED; only open orders"):
+        services.orders.cancel(priya, order.id)
+    with pytest.raises(ValidationError, match="is CANCELLED; only open orders"):
+        services.orders.modify(priya, order.id, price=Decimal("1410.00"))
+    filled = services.orders.place(priya, _buy(priya_account, price=Decimal("1500.00")))
+    tick(services.db, "INFY", "1499.00")
+    services.orders.step()
+    with pytest.raises(ValidationError, match="is FILLED; only open orders"):
+        services.orders.cancel(priya, filled.id)
+
+
+class RefuseEverything:
+    """A risk gate that refuses every order and remembers what it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def check(self, request: OrderRequest, context: RiskContext) -> RiskDecision:
+        self.seen.append(context.action)
+        return RiskDecision(False, ("test gate: daily loss limit reached",))
+
+
+def test_every_order_path_calls_the_risk_gate(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    resting = services.orders.place(priya, _buy(priya_account, price=Decimal("1400.00")))
+    mis = services.orders.place(priya, _buy(priya_account, product=Product.MIS,
+                                            order_type=OrderType.MARKET, price=None))
+    tick(services.db, "INFY", "1500.00")
+    services.orders.step()
+    services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC,
+                               [GttLeg(Decimal("1550.00"), Side.BUY, 1, Decimal("1551.00"))])
+    gate = RefuseEverything()
+    services.orders.manager.risk_gate = gate
+    before = _counts(services)
+    with pytest.raises(RiskRejected, match="daily loss limit"):
+        services.orders.place(priya, _buy(priya_account))
+    with pytest.raises(RiskRejected):
+        services.orders.modify(priya, resting.id, price=Decimal("1401.00"))
+    assert _counts(services) == before
+    tick(services.db, "INFY", "1560.00")
+    services.orders.step()  # the GTT fires but its order is refused by the gate
+    gtt = services.orders.gtts(priya, priya_account)[0]
+    assert gtt.status is GttStatus.REJECTED and "daily loss limit" in (gtt.message or "")
+    with pytest.raises(RiskRejected):
+        services.orders.square_off_intraday(priya, priya_account)  # the open MIS position
+    assert mis.status is OrderStatus.OPEN
+    assert {"place", "modify", "gtt", "square_off"} <= set(gate.seen)
+
+
+def test_a_single_gtt_fires_once_when_the_price_crosses_its_trigger(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    gtt = services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC,
+                                     [GttLeg(Decimal("1450.00"), Side.BUY, 5, Decimal("1452.00"))])
+    assert gtt.status is GttStatus.ACTIVE
+    tick(services.db, "INFY", "1460.00")
+    services.orders.step()
+    assert services.orders.gtts(priya, priya_account)[0].status is GttStatus.ACTIVE
+    tick(services.db, "INFY", "1449.00")
+    services.orders.step()
+    services.orders.step()
+    fired = services.orders.gtts(priya, priya_account)[0]
+    assert fired.status is GttStatus.TRIGGERED and fired.order_id is not None
+    orders = services.orders.order_book(priya, priya_account)
+    assert len(orders) == 1 and orders[0].source == "gtt"
+    assert orders[0].order_type is OrderType.LIMIT and orders[0].price == Decimal("1452.00")
+
+
+def test_an_oco_gtt_fires_the_leg_crossed_first_and_drops_the_other(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    services.orders.place(priya, _buy(priya_account, quantity=10))
+    tick(services.db, "INFY", "1500.00")
+    services.orders.step()
+    legs = [GttLeg(Decimal("1400.00"), Side.SELL, 10, Decimal("1399.00")),
+            GttLeg(Decimal("1600.00"), Side.SELL, 10, Decimal("1599.00"))]
+    with pytest.raises(ValidationError, match="stop-loss trigger below and its target"):
+        services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC, legs[::-1])
+    services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC, legs)
+    tick(services.db, "INFY", "1605.00")
+    services.orders.step()
+    gtt = services.orders.gtts(priya, priya_account)[0]
+    assert gtt.status is GttStatus.TRIGGERED and gtt.triggered_leg == 2
+    tick(services.db, "INFY", "1300.00")
+    services.orders.step()
+    sells = [o for o in services.orders.order_book(priya, priya_account) if o.side is Side.SELL]
+    assert len(sells) == 1 and sells[0].price == Decimal("1599.00")
+
+
+def test_square_off_closes_every_intraday_position_at_market(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    services.orders.place(priya, _buy(priya_account, product=Product.MIS, quantity=20))
+    services.orders.place(priya, OrderRequest(priya_account, "SBIN", Side.SELL, 50,
+                                              OrderType.MARKET, Product.MIS, Validity.DAY))
+    tick(services.db, "INFY", "1499.00")
+    tick(services.db, "SBIN", "801.00")
+    services.orders.step()
+    placed = services.orders.square_off_intraday(priya, priya_account)
+    assert sorted((o.symbol, o.side, o.quantity) for o in placed) == [
+        ("INFY", Side.SELL, 20), ("SBIN", Side.BUY, 50)]
+    tick(services.db, "INFY", "1498.00")
+    tick(services.db, "SBIN", "802.00")
+    services.orders.step()
+    positions = services.portfolio.positions(priya, priya_account)
+    assert all(p.quantity == 0 for p in positions)
+    assert all(o.source == "square_off" for o in placed)
