@@ -35,6 +35,16 @@ PAGES: tuple[PageSpec, ...] = (
         "Desk",
         ALL_ROLES,
     ),
+    PageSpec("pages/trade.py", "Trade", ":material/swap_horiz:", "Trading", authz.ACTING_ROLES),
+    PageSpec("pages/orders.py", "Orders", ":material/list_alt:", "Trading", ALL_ROLES),
+    PageSpec(
+        "pages/portfolio.py",
+        "Portfolio",
+        ":material/account_balance_wallet:",
+        "Trading",
+        ALL_ROLES,
+    ),
+    PageSpec("pages/funds.py", "Funds & statements", ":material/payments:", "Trading", ALL_ROLES),
     PageSpec("pages/users.py", "Users", ":material/manage_accounts:", "Admin", authz.USER_MANAGERS),
     PageSpec(
         "pages/audit_log.py", "Audit log", ":material/receipt_long:", "Admin", authz.USER_MANAGERS

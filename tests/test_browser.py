@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from core.seed import DemoLogin, seed_demo
 from core.services import Services
 from db.engine import Database
 from db.migrate import upgrade
+from pages.trading_parts import rupees
 from tests.conftest import TEST_CLIENT, TEST_SECRET, make_settings
 
 pytestmark = pytest.mark.browser
@@ -327,5 +329,82 @@ def test_an_admin_uploads_csvs_a_bad_one_is_refused_with_the_rule_a_good_one_imp
         assert services.marketdata.instrument(rahul, "ZENITH").symbol == "ZENITH"
         with pytest.raises(ValidationError, match="Unknown symbol 'ACME'"):
             services.marketdata.instrument(rahul, "ACME")  # the refused file wrote nothing
+    finally:
+        services.db.dispose()
+
+
+def _latest_price(desk: App, symbol: str) -> Decimal:
+    """Return the replay feed's last price of ``symbol`` (waiting for the feed to write one)."""
+    services = Services(Database(desk.db_url), make_settings(desk.db_url))
+    try:
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while time.monotonic() < deadline:
+            quote = services.feed.quotes().get(symbol)
+            if quote is not None:
+                return quote.ltp
+            time.sleep(0.5)
+    finally:
+        services.db.dispose()
+    raise AssertionError(f"the replay feed wrote no {symbol} quote\n{desk.logs()}")
+
+
+def _settled(page: sync_api.Page) -> None:
+    """Wait until no script run is in flight (pages past the login have no cookie iframe)."""
+    for _ in range(2):
+        expect(page.get_by_test_id("stStatusWidget")).to_be_hidden(timeout=WAIT_MS)
+        page.wait_for_timeout(300)
+
+
+def _choose(page: sync_api.Page, label: str, option: str) -> None:
+    """Pick ``option`` in the visible selectbox labelled ``label`` (typing to search)."""
+    box = page.get_by_test_id("stSelectbox").filter(
+        has=page.get_by_text(label, exact=True)).locator("visible=true").first
+    box.click()
+    page.keyboard.type(option)
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_a_trader_places_a_limit_order_sees_it_in_the_order_book_and_cancels_it(
+        desk: App, context: sync_api.BrowserContext) -> None:
+    page = context.new_page()
+    _login(page, desk, "priya")
+    _nav(page).get_by_text("Trade", exact=True).click()
+    expect(page.get_by_role("heading", name="Trade", exact=True)).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text("Market open", exact=False)).to_be_visible(timeout=WAIT_MS)
+    _settled(page)
+    # 3 % under the last price: a resting order inside the day's price band.
+    price = (_latest_price(desk, "INFY") * Decimal("0.97") / Decimal("0.05")).quantize(
+        Decimal(1)) * Decimal("0.05")
+    _choose(page, "Symbol", "INFY")
+    _choose(page, "Order type", "LIMIT")
+    quantity = page.get_by_role("spinbutton", name="Quantity").locator("visible=true").first
+    quantity.fill("2")
+    quantity.press("Tab")
+    price_box = page.get_by_role("spinbutton", name="Price [₹]", exact=True)
+    price_box.fill(f"{price:.2f}")
+    price_box.press("Tab")
+    page.get_by_role("button", name="Place order").click()
+    placed = page.get_by_text("BUY 2 INFY (LIMIT, CNC) placed", exact=False)
+    expect(placed).to_be_visible(timeout=WAIT_MS)
+    order_id = int(placed.inner_text().split("#", 1)[1].split(" ", 1)[0])
+
+    _nav(page).get_by_text("Orders", exact=True).click()
+    expect(page.get_by_role("heading", name="Orders", exact=True)).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible(timeout=WAIT_MS)
+    # The order book grid draws on a canvas; the open-order picker names the order in text.
+    expect(page.get_by_role("combobox", name="Open order")).to_have_value(
+        f"#{order_id} · Priya · Trading · BUY 2 INFY LIMIT @ {rupees(price)} (OPEN)",
+        timeout=WAIT_MS)
+    _settled(page)
+    page.get_by_role("button", name="Cancel order").click()
+    expect(page.get_by_text(f"Order #{order_id} cancelled.")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_role("button", name="Cancel order")).to_have_count(0)
+    services = Services(Database(desk.db_url), make_settings(desk.db_url))
+    try:
+        priya = services.auth.check_session(services.auth.login(
+            "priya", desk.logins["priya"].password, TEST_CLIENT).session_id or "")
+        order = next(o for o in services.orders.order_book(priya) if o.id == order_id)
+        assert (order.symbol, order.quantity, order.price) == ("INFY", 2, price)
+        assert order.status.value == "CANCELLED"
     finally:
         services.db.dispose()

@@ -35,7 +35,7 @@ def test_every_page_renders_for_each_role_that_may_see_it(desk, username) -> Non
 def test_admin_pages_are_absent_for_roles_that_may_not_see_them(desk, username) -> None:
     at = app_as(desk, username)
     visible = {spec.path for spec in pages_for(ROLE_OF[username])}
-    hidden = [spec.path for spec in PAGES if spec.path not in visible]
+    hidden = [spec.path for spec in PAGES if spec.path not in visible and spec.group == "Admin"]
     assert hidden == ["pages/users.py", "pages/audit_log.py", "pages/data_import.py"]
     for path in hidden:
         with pytest.raises(ValueError, match="Could not find a navigation page"):

@@ -1,0 +1,51 @@
+"""Funds & statements: money per account and for the family, statement CSVs, paper top-ups."""
+
+import streamlit as st
+
+from pages.common import actor, attempt, fetch, footer, services
+from pages.funds_parts import (
+    add_funds_form,
+    family_funds,
+    funds_metrics,
+    statement_period,
+    statements,
+)
+from pages.trading_parts import flash, pick_account, rupees, show_flash, viewable_accounts
+
+FLASH = "funds_flash"
+
+me = actor()
+svc = services()
+pf = svc.portfolio
+st.title("Funds & statements")
+show_flash(FLASH)
+accounts = viewable_accounts(me)
+account_id = pick_account(accounts, "funds_account")
+
+if account_id is None:
+    every = [(a, fetch(lambda a=a: pf.funds(me, a.id))) for a in accounts]
+    family_funds([(a, f) for a, f in every if f is not None])
+else:
+    funds = fetch(lambda: pf.funds(me, account_id))
+    if funds is not None:
+        funds_metrics(funds)
+        st.caption(f"Cash {rupees(funds.cash)} = deposits + realized P&L − charges − cost of "
+                   "open delivery shares; available = cash − used margin. All charges to date: "
+                   f"{rupees(funds.charges_total)}.")
+
+st.subheader("Statements")
+st.caption("Dates are trading days in India (IST). Whole family: every account you may view.")
+period = statement_period()
+if period is not None:
+    statements(me, account_id, *period)
+
+managed = [a for a in accounts if a.can_manage and a.is_active]
+if managed:
+    st.subheader("Paper funds")
+    added = add_funds_form(managed)
+    if added is not None:
+        target, amount, note = added
+        if attempt(lambda: pf.add_funds(me, target, amount, note)):
+            label = next(a.label for a in managed if a.id == target)
+            flash(FLASH, f"Added {rupees(amount)} of paper funds to {label}.")
+footer()

@@ -1,0 +1,93 @@
+"""The Funds page's pieces: funds metrics, the statement period picker and downloads, and the
+"add paper funds" form."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pandas as pd
+import streamlit as st
+
+from core.clock import now_ist
+from core.domain import Account, Actor
+from core.trading import Funds
+from pages.common import fetch, services
+from pages.trading_parts import rupees, table
+
+PERIODS = {"day": "A day", "month": "A month", "custom": "Custom range"}
+FUND_FIELDS = (("Available", "available"), ("Used margin", "used_margin"), ("Cash", "cash"),
+               ("Deposits", "deposits"), ("Charges today", "charges_today"),
+               ("Realized P&L", "realized_pnl"))
+
+
+def funds_metrics(funds: Funds) -> None:
+    """Show one account's funds as metrics."""
+    for column, (label, name) in zip(st.columns(len(FUND_FIELDS)), FUND_FIELDS, strict=True):
+        column.metric(label, rupees(getattr(funds, name)))
+
+
+def family_funds(funds: Sequence[tuple[Account, Funds]]) -> None:
+    """Show each account's funds as a row, and the family's total, with a download."""
+    rows = [{"Account": a.label, "Owner": a.owner_name}
+            | {f"{label} [₹]": round(float(getattr(f, name)), 2) for label, name in FUND_FIELDS}
+            for a, f in funds]
+    rows.append({"Account": "Total", "Owner": ""}
+                | {f"{label} [₹]": round(float(sum((getattr(f, name) for _, f in funds),
+                                                    Decimal(0))), 2)
+                   for label, name in FUND_FIELDS})
+    table(pd.DataFrame(rows), "funds_family", "family_funds", "No accounts.")
+
+
+def statement_period() -> tuple[date, date] | None:
+    """Render the period picker (a day, a month, or a custom range); return its bounds."""
+    today = now_ist().date()
+    cols = st.columns([2, 3])
+    kind = cols[0].radio("Period", list(PERIODS), format_func=PERIODS.get, horizontal=True,
+                         key="funds_period")
+    if kind == "custom":
+        chosen = cols[1].date_input("From – to", value=(today - timedelta(days=30), today),
+                                    max_value=today, key="funds_range")
+        if not isinstance(chosen, tuple) or len(chosen) != 2:
+            st.info("Pick the last day of the range too.")
+            return None
+        return chosen[0], chosen[1]
+    label = "Day" if kind == "day" else "Any day of the month"
+    anchor = cols[1].date_input(label, value=today, max_value=today, key="funds_anchor")
+    return services().portfolio.period_bounds(kind, anchor)
+
+
+def statements(me: Actor, account_id: int | None, start: date, end: date) -> None:
+    """Offer the trade book, P&L and charges statements of ``start``..``end`` as CSV files."""
+    pf = services().portfolio
+    scope = "family" if account_id is None else f"account{account_id}"
+    files: tuple[tuple[str, str, Callable[[], bytes]], ...] = (
+        ("Trade book", "trade_book",
+         lambda: pf.trade_book_csv(me, account_id, start, end)),
+        ("P&L statement", "pnl", lambda: pf.pnl_statement_csv(me, account_id, start, end)),
+        ("Charges statement", "charges",
+         lambda: pf.charges_statement_csv(me, account_id, start, end)),
+    )
+    for column, (label, stem, build) in zip(st.columns(3), files, strict=True):
+        data = fetch(build)
+        if data is not None:
+            column.download_button(
+                f"{label} (CSV)", data, file_name=f"{stem}_{scope}_{start}_{end}.csv",
+                mime="text/csv", key=f"funds_{stem}_csv", icon=":material/download:")
+
+
+def add_funds_form(managed: Sequence[Account]) -> tuple[int, Decimal, str] | None:
+    """Render the "add paper funds" form; return (account id, amount, note) when submitted."""
+    labels = {a.id: a.label for a in managed}
+    with st.form("funds_add", clear_on_submit=True):
+        st.markdown("**Add paper funds** (pretend money paid into a paper account)")
+        cols = st.columns([2, 1, 3])
+        account_id = cols[0].selectbox("Account", list(labels), format_func=labels.get,
+                                       key="funds_add_account")
+        amount = cols[1].number_input("Amount [₹]", min_value=0.0, value=100000.0,
+                                      step=10000.0, format="%.2f", key="funds_add_amount")
+        note = cols[2].text_input("Note", value="Paper top-up", key="funds_add_note")
+        if st.form_submit_button("Add funds", key="funds_add_submit"):
+            return account_id, Decimal(str(amount)), note
+    return None

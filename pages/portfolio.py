@@ -1,0 +1,36 @@
+"""Portfolio: the whole family's P&L by account, then positions and holdings per account."""
+
+import streamlit as st
+
+from core.domain import Actor
+from pages.common import actor, fetch, footer, services
+from pages.trading_parts import WHOLE_FAMILY, pick_account, table, viewable_accounts
+
+me = actor()
+st.title("Portfolio")
+accounts = viewable_accounts(me)
+account_id = pick_account(accounts, "portfolio_account", label="Show",
+                          help_text="Pick an account to drill down into its positions and holdings")
+
+
+@st.fragment(run_every=5)
+def portfolio(me: Actor, account_id: int | None) -> None:
+    """P&L, positions and holdings at the latest prices, refreshed every 5 seconds."""
+    pf = services().portfolio
+    if account_id is None:
+        st.subheader(WHOLE_FAMILY)
+        family = fetch(lambda: pf.family_frame(me))
+        table(family, "portfolio_family", "family_pnl", "No accounts to sum up.")
+        st.caption("Pick an account under Show to drill down into its positions and holdings.")
+    st.subheader("Positions")
+    positions = fetch(lambda: pf.positions_frame(me, account_id))
+    table(positions, "portfolio_positions", "positions", "No positions: nothing traded today "
+          "and no open intraday or unsettled delivery quantity.")
+    st.subheader("Holdings")
+    holdings = fetch(lambda: pf.holdings_frame(me, account_id))
+    table(holdings, "portfolio_holdings", "holdings", "No holdings: delivery (CNC) buys "
+          "settle into holdings on T+1.")
+
+
+portfolio(me, account_id)
+footer()

@@ -1,0 +1,221 @@
+"""The Trade page's forms: the quick order ticket (review, then place) and the GTT form."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import streamlit as st
+
+from core.clock import format_ist
+from core.domain import Account, Actor
+from core.orders import OrderEstimate, new_client_order_id
+from core.trading import (
+    CHARGE_FIELDS,
+    GttLeg,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Product,
+    Side,
+    Validity,
+)
+from pages.common import fetch, services
+from pages.trading_parts import rupees, to_decimal
+
+PRICED = frozenset({OrderType.LIMIT, OrderType.SL})
+TRIGGERED = frozenset({OrderType.SL, OrderType.SL_M})
+CLIENT_ID_KEY = "trade_client_order_id"
+GTT_KINDS = {"single": "Single trigger", "oco": "OCO: stop-loss + target"}
+#: The legs each GTT kind asks for: label prefix and widget key stem (OCO: stop-loss first).
+GTT_LEGS = {"single": (("", "trade_gtt_leg"),),
+            "oco": (("Stop-loss ", "trade_gtt_stop"), ("Target ", "trade_gtt_target"))}
+
+
+def ticket_request(values: dict[str, Any], client_order_id: str | None = None) -> OrderRequest:
+    """Return the OrderRequest of the ticket's widget values.
+
+    Prices become Decimals as shown (``Decimal(str(x))``); a price or trigger the order type
+    does not use is dropped (None), so a leftover number in a hidden-by-type field is never sent.
+    """
+    order_type = OrderType(values["order_type"])
+    return OrderRequest(
+        account_id=int(values["account_id"]),
+        symbol=values["symbol"],
+        side=Side(values["side"]),
+        quantity=int(values["quantity"]),
+        order_type=order_type,
+        product=Product(values["product"]),
+        validity=Validity(values["validity"]),
+        price=to_decimal(values["price"]) if order_type in PRICED else None,
+        trigger_price=to_decimal(values["trigger"]) if order_type in TRIGGERED else None,
+        amo=bool(values["amo"]),
+        client_order_id=client_order_id,
+    )
+
+
+def _choice(label: str, enum: type, key: str, column: Any) -> str:
+    return column.radio(label, [member.value for member in enum], horizontal=True, key=key)
+
+
+def _price_input(label: str, key: str, column: Any, help_text: str) -> float | None:
+    return column.number_input(
+        label, min_value=0.0, value=None, step=0.05, format="%.2f", key=key, help=help_text
+    )
+
+
+def order_ticket(me: Actor, accounts: Sequence[Account], symbols: list[str]) -> None:
+    """Render the order ticket; "Review" estimates, "Place order" sends."""
+    labels = {a.id: a.label for a in accounts}
+    with st.form("trade_ticket"):
+        top = st.columns([2, 2, 2])
+        values: dict[str, Any] = {
+            "account_id": top[0].selectbox(
+                "Account", list(labels), format_func=labels.get, key="trade_account"),
+            "symbol": top[1].selectbox(
+                "Symbol", symbols, index=None, placeholder="Type to search", key="trade_symbol"),
+            "side": _choice("Side", Side, "trade_side", top[2]),
+        }
+        mid = st.columns(4)
+        values["quantity"] = mid[0].number_input(
+            "Quantity", min_value=1, value=1, step=1, key="trade_quantity")
+        values["order_type"] = mid[1].selectbox(
+            "Order type", [t.value for t in OrderType], key="trade_order_type")
+        values["price"] = _price_input("Price [₹]", "trade_price", mid[2], "LIMIT and SL only")
+        values["trigger"] = _price_input(
+            "Trigger price [₹]", "trade_trigger", mid[3], "SL and SL-M only")
+        low = st.columns(3)
+        values["product"] = _choice("Product", Product, "trade_product", low[0])
+        values["validity"] = _choice("Validity", Validity, "trade_validity", low[1])
+        values["amo"] = low[2].checkbox(
+            "AMO (after-market order)", key="trade_amo",
+            help="Queue the order for the next session's open; needed while the market is closed")
+        buttons = st.columns([1, 1, 4])
+        review = buttons[0].form_submit_button("Review", key="trade_review",
+                                               icon=":material/receipt:")
+        place = buttons[1].form_submit_button("Place order", key="trade_place", type="primary")
+    if not (review or place):
+        return
+    if values["symbol"] is None:
+        st.error("Choose a symbol to trade.")
+        return
+    svc = services()
+    request = ticket_request(values)
+    if review:
+        estimate = fetch(lambda: svc.orders.estimate(me, request))
+        if estimate is not None:
+            show_estimate(request, estimate)
+        return
+    placing = replace(request, client_order_id=_client_order_id(request))
+    order = fetch(lambda: svc.orders.place(me, placing))
+    if order is not None:
+        show_placed(order)
+        st.session_state.pop(CLIENT_ID_KEY, None)  # answered: the next submit is a new order
+
+
+def _client_order_id(request: OrderRequest) -> str:
+    """Return the client order id for ``request``.
+
+    A second click on "Place order" can interrupt the run of the first after the order was
+    written but before its answer was shown; the same request then reuses the same id and the
+    order manager hands back that order instead of placing another. A changed request gets a
+    fresh id.
+    """
+    last = st.session_state.get(CLIENT_ID_KEY)
+    if last is None or last[1] != request:
+        last = (new_client_order_id(), request)
+        st.session_state[CLIENT_ID_KEY] = last
+    return str(last[0])
+
+
+def show_estimate(request: OrderRequest, est: OrderEstimate) -> None:
+    """Show what the order would cost before it is placed."""
+    st.markdown(f"**Review: {request.side} {request.quantity} {est.symbol} "
+                f"({request.order_type}, {request.product})**")
+    cols = st.columns(5)
+    cols[0].metric("LTP", rupees(est.ltp) if est.ltp is not None else "no price")
+    cols[1].metric("Estimated price", rupees(est.price))
+    cols[2].metric("Value", rupees(est.value))
+    cols[3].metric("Charges", rupees(est.charges.total))
+    cols[4].metric("Required funds", rupees(est.required_funds),
+                   help=f"Available {rupees(est.available_funds)}")
+    st.caption(f"Required {rupees(est.required_funds)} of available "
+               f"{rupees(est.available_funds)} · market: {est.session.detail}")
+    if est.shortfall > 0:
+        st.warning(f"Not enough funds: the order needs {rupees(est.required_funds)} and "
+                   f"{rupees(est.available_funds)} is available.")
+    for warning in est.warnings:
+        st.warning(warning)
+    with st.expander("Charges breakdown"):
+        st.dataframe(
+            {"Charge": [name.replace("_", " ") for name in CHARGE_FIELDS],
+             "Amount [₹]": [f"{getattr(est.charges, name):.4f}" for name in CHARGE_FIELDS]},
+            hide_index=True, key="trade_charges")
+
+
+def show_placed(order: Order) -> None:
+    """Say what became of a placed order; a broker rejection is an error with its reason."""
+    what = f"{order.side} {order.quantity} {order.symbol} ({order.order_type}, {order.product})"
+    if order.status is OrderStatus.REJECTED:
+        st.error(f"Order #{order.id} {what} was rejected: {order.rejection_reason}")
+        return
+    amo = " as an AMO for the next session's open" if order.amo else ""
+    st.success(f"Order #{order.id} {what} placed{amo}: status {order.status}. "
+               "Follow it on the Orders page.")
+
+
+@st.fragment(run_every=10)
+def session_panel(me: Actor, account_id: int) -> None:
+    """Show whether the account's market is open now, so the user knows when AMO is needed."""
+    state = fetch(lambda: services().orders.market_session(me, account_id))
+    if state is None:
+        return
+    text = (f"Market {'open' if state.is_open else 'closed'} · {state.detail} · trading day "
+            f"{state.trading_day:%d %b %Y} · {format_ist(state.at)}")
+    if state.is_open:
+        st.success(text, icon=":material/radio_button_checked:")
+    else:
+        st.info(f"{text}. Orders placed now must be AMO (after-market orders).",
+                icon=":material/schedule:")
+
+
+def gtt_form(me: Actor, accounts: Sequence[Account], symbols: list[str]) -> None:
+    """Render the GTT form: a single trigger, or OCO (stop-loss below, target above the LTP)."""
+    labels = {a.id: a.label for a in accounts}
+    kind = st.radio("GTT type", list(GTT_KINDS), format_func=GTT_KINDS.get, horizontal=True,
+                    key="trade_gtt_kind")
+    with st.form("trade_gtt"):
+        top = st.columns(5)
+        account_id = top[0].selectbox(
+            "Account", list(labels), format_func=labels.get, key="trade_gtt_account")
+        symbol = top[1].selectbox(
+            "Symbol", symbols, index=None, placeholder="Type to search", key="trade_gtt_symbol")
+        product = top[2].radio("Product", [Product.CNC.value, Product.MIS.value],
+                               horizontal=True, key="trade_gtt_product")
+        side = _choice("Side", Side, "trade_gtt_side", top[3])
+        quantity = top[4].number_input("Quantity", min_value=1, value=1, step=1,
+                                       key="trade_gtt_quantity")
+        prices = []
+        for prefix, stem in GTT_LEGS[kind]:
+            cols = st.columns(2)
+            prices.append((
+                _price_input(f"{prefix}trigger [₹]".capitalize(), f"{stem}_trigger", cols[0],
+                             "The last price crossing this places the LIMIT order"),
+                _price_input(f"{prefix}limit price [₹]".capitalize(), f"{stem}_price", cols[1],
+                             "The price of the LIMIT order it places"),
+            ))
+        submitted = st.form_submit_button("Create GTT", key="trade_gtt_create")
+    if not submitted:
+        return
+    if symbol is None or any(v is None for pair in prices for v in pair):
+        st.error("Choose a symbol and give every trigger and limit price.")
+        return
+    legs = [GttLeg(trigger_price=to_decimal(t), side=Side(side), quantity=int(quantity),
+                   price=to_decimal(p)) for t, p in prices]  # type: ignore[arg-type]
+    gtt = fetch(lambda: services().orders.create_gtt(me, account_id, symbol, Product(product),
+                                                     legs))
+    if gtt is not None:
+        st.success(f"GTT #{gtt.id} on {gtt.symbol} is {gtt.status} ({gtt.kind}); it waits up to "
+                   f"a year, until {format_ist(gtt.expires_at)}.")

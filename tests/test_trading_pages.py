@@ -1,0 +1,532 @@
+"""The trading pages through AppTest: Trade, Orders, Portfolio, Funds & statements.
+
+The ``desk`` fixture runs with FEED_MODE=off, so the paper market is closed unless a test opens
+it (a running, fresh ``feed_status`` row and FEED_MODE=replay) and prints quotes itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select, update
+from streamlit.testing.v1 import AppTest
+
+from core.clock import now_ist
+from core.domain import Account, Actor, Role
+from core.marketdata import store
+from core.marketdata.instruments import sample_master
+from core.services import Services
+from core.services.orders import OrderService
+from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side, Validity
+from db.engine import Database
+from db.models import FeedStatusRow, GttRow, OrderRow, QuoteRow
+from pages.common import DISCLAIMER
+from pages.nav import pages_for
+from pages.trade_parts import ticket_request
+from pages.trading_parts import rupees
+from tests.conftest import TEST_CLIENT, make_settings
+from tests.support.apptest import app_as, page, texts
+
+TRADING_PAGES = ["pages/trade.py", "pages/orders.py", "pages/portfolio.py", "pages/funds.py"]
+PRICES = {"INFY": "1500", "TCS": "3000", "SBIN": "800"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers: the market, logins, accounts
+# ----------------------------------------------------------------------------------------------
+
+
+def stock_instruments(svc: Services) -> None:
+    """Store the sample instrument master (the demo seed has none) and quotes of PRICES."""
+    now = now_ist()
+    with svc.db.transaction() as session:
+        ids = store.upsert_instruments(session, sample_master())
+        for symbol, ltp in PRICES.items():
+            price = Decimal(ltp)
+            session.add(QuoteRow(
+                instrument_id=ids[symbol], ltp=price, prev_close=price - 10, day_open=price - 5,
+                day_high=price + 5, day_low=price - 10, volume=1_000_000, quote_time=now,
+                source="replay:test", updated_at=now))
+
+
+def open_market(svc: Services, monkeypatch: pytest.MonkeyPatch) -> Services:
+    """Open the paper market (the feed runs, fresh, FEED_MODE not off); return services that
+    see it open (the app under test reads the same environment)."""
+    monkeypatch.setenv("FEED_MODE", "replay")
+    monkeypatch.setenv("FEED_STALL_SECONDS", "3600")  # a slow machine never looks stalled
+    now = now_ist()
+    with svc.db.transaction() as session:
+        session.add(FeedStatusRow(
+            name="market", source="test replay", mode="replay", state="running",
+            session_date=now.date(), simulated_at=now, last_tick_at=now, ticks=1,
+            updated_at=now))
+    url = svc.db.url
+    return Services(Database(url), make_settings(url))
+
+
+@pytest.fixture
+def market(stocked, monkeypatch):
+    """The stocked desk with the paper market open: (services that see it open, logins)."""
+    svc, logins = stocked
+    opened = open_market(svc, monkeypatch)
+    yield opened, logins
+    opened.db.dispose()
+
+
+def who(svc: Services, logins, username: str) -> Actor:
+    """Return the Actor of a demo user (a fresh server-side session)."""
+    result = svc.auth.login(username, logins[username].password, TEST_CLIENT)
+    return svc.auth.check_session(result.session_id or "", TEST_CLIENT)
+
+
+def account(svc: Services, me: Actor, label: str) -> Account:
+    """Return the demo account called ``label`` as ``me`` sees it."""
+    return next(a for a in svc.household.list_accounts(me) if a.label == label)
+
+
+def order_count(svc: Services) -> int:
+    with svc.db.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(OrderRow)) or 0)
+
+
+def table_of(at: AppTest, column: str) -> pd.DataFrame:
+    """Return the shown table that has ``column`` (st.dataframe keys are not exposed)."""
+    for frame in at.dataframe:
+        if column in frame.value.columns:
+            return frame.value
+    raise AssertionError(f"no table with a {column!r} column; texts: {texts(at)}")
+
+
+def on_page(at: AppTest, path: str) -> AppTest:
+    at.switch_page(page(path)).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def fill_ticket(at: AppTest, svc: Services, *, label: str = "Priya · Trading",
+                symbol: str = "INFY", side: str = "BUY", quantity: int = 10,
+                order_type: str = "LIMIT", price: float | None = 1490.5,
+                trigger: float | None = None, amo: bool = False,
+                product: str = "CNC") -> None:
+    """Fill the order ticket of the Trade page (without submitting)."""
+    options = at.selectbox(key="trade_account").options
+    accounts = {a.label: a.id for a in svc.household.list_accounts(
+        svc.auth.check_session(at.session_state["sher_session_id"], TEST_CLIENT))}
+    assert label in options
+    at.selectbox(key="trade_account").set_value(accounts[label])
+    at.selectbox(key="trade_symbol").set_value(symbol)
+    at.radio(key="trade_side").set_value(side)
+    at.number_input(key="trade_quantity").set_value(quantity)
+    at.selectbox(key="trade_order_type").set_value(order_type)
+    at.number_input(key="trade_price").set_value(price)
+    at.number_input(key="trade_trigger").set_value(trigger)
+    at.radio(key="trade_product").set_value(product)
+    at.checkbox(key="trade_amo").set_value(amo)
+
+
+@pytest.fixture
+def stocked(desk):
+    """The demo desk with the sample instruments and a few quotes (market still closed)."""
+    stock_instruments(desk[0])
+    return desk
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure pieces
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("order_type", "price", "trigger"), [
+    ("MARKET", None, None),
+    ("LIMIT", Decimal("1490.55"), None),
+    ("SL", Decimal("1490.55"), Decimal("1480.1")),
+    ("SL-M", None, Decimal("1480.1")),
+])
+def test_the_ticket_sends_only_the_prices_its_order_type_uses_as_exact_decimals(
+        order_type, price, trigger) -> None:
+    values = {"account_id": 3, "symbol": "INFY", "side": "SELL", "quantity": 7.0,
+              "order_type": order_type, "price": 1490.55, "trigger": 1480.1,
+              "product": "MIS", "validity": "DAY", "amo": False}
+    request = ticket_request(values, "SHER-abc")
+    assert request == OrderRequest(3, "INFY", Side.SELL, 7, OrderType(order_type), Product.MIS,
+                                   Validity.DAY, price, trigger, False, "SHER-abc")
+    assert isinstance(request.quantity, int)
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (Decimal("0"), "₹0.00"), (Decimal("999.5"), "₹999.50"), (Decimal("1234.567"), "₹1,234.57"),
+    (Decimal("123456.7"), "₹1,23,456.70"), (Decimal("-12345678"), "-₹1,23,45,678.00"),
+    (1500.05, "₹1,500.05"), (None, "—"),
+])
+def test_money_is_shown_in_rupees_with_indian_grouping_and_two_decimals(value, shown) -> None:
+    assert rupees(value) == shown
+
+
+# ----------------------------------------------------------------------------------------------
+# Who sees what
+# ----------------------------------------------------------------------------------------------
+
+
+def test_trade_is_in_the_menu_of_roles_that_trade_and_not_of_viewers() -> None:
+    for role in (Role.SUPER_ADMIN, Role.ADMIN, Role.TRADER, Role.FAMILY_MEMBER):
+        assert "pages/trade.py" in {s.path for s in pages_for(role)}
+    viewer = [s for s in pages_for(Role.VIEWER) if s.group == "Trading"]
+    assert [s.title for s in viewer] == ["Orders", "Portfolio", "Funds & statements"]
+
+
+@pytest.mark.parametrize("username", ["priya", "aarav", "kamla", "rahul"])
+def test_every_trading_page_renders_with_orders_on_the_desk(stocked, username) -> None:
+    svc, logins = stocked
+    priya = who(svc, logins, "priya")
+    svc.orders.place(priya, OrderRequest(account(svc, priya, "Priya · Trading").id, "INFY",
+                                         Side.BUY, 5, OrderType.LIMIT, price=Decimal("1400"),
+                                         amo=True))
+    at = app_as(stocked, username)
+    visible = {s.path for s in pages_for(Role(svc.auth.check_session(
+        at.session_state["sher_session_id"], TEST_CLIENT).role))}
+    for path in TRADING_PAGES:
+        if path not in visible:
+            continue
+        on_page(at, path)
+        assert not at.error, f"{path} showed errors for {username}: {[e.value for e in at.error]}"
+        assert DISCLAIMER in texts(at)
+
+
+def test_a_viewer_cannot_open_trade_from_the_menu(stocked) -> None:
+    at = app_as(stocked, "aarav")
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page(page("pages/trade.py"))
+
+
+def test_a_viewer_who_opens_trade_directly_is_refused_clearly(stocked) -> None:
+    svc, logins = stocked
+    result = svc.auth.login("aarav", logins["aarav"].password, TEST_CLIENT)
+    at = AppTest.from_file(page("pages/trade.py"), default_timeout=30)
+    at.session_state["sher_session_id"] = result.session_id
+    at.run()
+    assert not at.exception
+    assert "Your role (viewer) may view accounts but not trade" in texts(at)
+    assert not [b for b in at.button if b.label in ("Review", "Place order")]
+    assert DISCLAIMER in texts(at)
+
+
+def test_a_viewer_sees_the_order_book_but_no_modify_or_cancel_controls(stocked) -> None:
+    svc, logins = stocked
+    rahul = who(svc, logins, "rahul")
+    long_term = account(svc, rahul, "Rahul · Long-term")  # aarav may view it
+    svc.orders.place(rahul, OrderRequest(long_term.id, "TCS", Side.BUY, 1, OrderType.LIMIT,
+                                         price=Decimal("2900"), amo=True))
+    at = on_page(app_as(stocked, "aarav"), "pages/orders.py")
+    book = table_of(at, "Client order id")
+    assert list(book["Symbol"]) == ["TCS"] and list(book["Account"]) == ["Rahul · Long-term"]
+    assert not [b for b in at.button if b.label in ("Modify", "Cancel order")]
+    assert "you may view but not trade" in texts(at)
+
+
+def test_a_user_with_no_tradable_account_is_told_why_on_the_trade_page(stocked) -> None:
+    at = on_page(app_as(stocked, "ops"), "pages/trade.py")  # the operator owns no account
+    assert "You have no account you may trade" in texts(at)
+    assert not [b for b in at.button if b.label == "Place order"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The order ticket
+# ----------------------------------------------------------------------------------------------
+
+
+def test_the_ticket_offers_only_tradable_accounts_and_shows_the_market_session(stocked) -> None:
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    accounts = at.selectbox(key="trade_account").options
+    assert accounts == ["Priya · Trading"]  # she may view Rahul · Long-term, not trade it
+    assert "Market closed · market feed off (FEED_MODE=off)" in texts(at)
+    assert "must be AMO" in texts(at)
+    assert "INFY" in at.selectbox(key="trade_symbol").options
+
+
+def test_review_shows_value_charges_and_required_funds_and_writes_nothing(stocked) -> None:
+    svc, _ = stocked
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    fill_ticket(at, svc, quantity=10, price=1490.5, amo=True)
+    at.button(key="trade_review").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["LTP"] == "₹1,500.00"
+    assert metrics["Estimated price"] == "₹1,490.50"
+    assert metrics["Value"] == "₹14,905.00"
+    charges = Decimal(metrics["Charges"].lstrip("₹").replace(",", ""))
+    assert Decimal("0") < charges < Decimal("100")
+    required = Decimal(metrics["Required funds"].lstrip("₹").replace(",", ""))
+    assert required == Decimal("14905.00") + charges
+    priya = svc.auth.check_session(at.session_state["sher_session_id"], TEST_CLIENT)
+    available = svc.portfolio.funds(priya, account(svc, priya, "Priya · Trading").id).available
+    assert f"of available {rupees(available)}" in texts(at)
+    assert order_count(svc) == 0
+
+
+def test_a_market_order_without_amo_is_refused_while_the_market_is_closed(stocked) -> None:
+    svc, _ = stocked
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    fill_ticket(at, svc, order_type="MARKET", price=1500.0, trigger=1490.0, amo=False)
+    at.button(key="trade_place").click().run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "closed" in errors and "AMO" in errors, errors
+    assert "takes no price" not in errors  # the leftover price and trigger were not sent
+    assert order_count(svc) == 0
+
+
+def test_a_limit_amo_order_is_accepted_listed_in_the_order_book_and_cancelled_there(
+        stocked) -> None:
+    svc, _ = stocked
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    fill_ticket(at, svc, quantity=10, order_type="LIMIT", price=1490.5, trigger=1480.0, amo=True)
+    at.button(key="trade_place").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "as an AMO for the next session's open: status OPEN" in texts(at)
+    with svc.db.transaction() as session:
+        row = session.scalars(select(OrderRow)).one()
+        order_id = row.id
+        assert (row.symbol, row.side, row.quantity, row.price, row.trigger_price, row.is_amo) == (
+            "INFY", Side.BUY, 10, Decimal("1490.5"), None, True)
+
+    on_page(at, "pages/orders.py")
+    book = table_of(at, "Client order id")
+    assert list(book["Order"]) == [order_id] and list(book["Status"]) == ["OPEN"]
+    assert at.selectbox(key="orders_open_order").value == order_id
+    at.button(key="orders_cancel").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert f"Order #{order_id} cancelled." in texts(at)
+    assert list(table_of(at, "Client order id")["Status"]) == ["CANCELLED"]
+    assert not [b for b in at.button if b.label == "Cancel order"]  # nothing open is left
+    with svc.db.transaction() as session:
+        assert session.get(OrderRow, order_id).status is OrderStatus.CANCELLED
+
+
+def test_a_second_click_that_interrupted_the_first_gets_the_same_order_back(stocked) -> None:
+    svc, logins = stocked
+    priya = who(svc, logins, "priya")
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    fill_ticket(at, svc, quantity=3, amo=True)
+    at.button(key="trade_place").click().run()
+    assert order_count(svc) == 1
+    assert "trade_client_order_id" not in at.session_state  # answered: the next is a new order
+    at.button(key="trade_place").click().run()
+    assert order_count(svc) == 2
+    # A run interrupted after the order was written leaves its id behind for that request.
+    first = svc.orders.order_book(priya)[0]
+    request = OrderRequest(first.account_id, "INFY", Side.BUY, 3, OrderType.LIMIT, Product.CNC,
+                           Validity.DAY, Decimal("1490.5"), None, True)
+    at.session_state["trade_client_order_id"] = (first.client_order_id, request)
+    at.button(key="trade_place").click().run()
+    assert order_count(svc) == 2
+    assert f"Order #{first.id} BUY 3 INFY (LIMIT, CNC) placed" in texts(at)
+    at.session_state["trade_client_order_id"] = (first.client_order_id, request)
+    at.number_input(key="trade_quantity").set_value(4)
+    at.button(key="trade_place").click().run()  # a changed ticket is a new order
+    assert not at.error, [e.value for e in at.error]
+    assert order_count(svc) == 3
+
+
+def test_an_open_order_is_modified_from_the_orders_page(stocked) -> None:
+    svc, logins = stocked
+    priya = who(svc, logins, "priya")
+    order = svc.orders.place(priya, OrderRequest(
+        account(svc, priya, "Priya · Trading").id, "SBIN", Side.BUY, 4, OrderType.LIMIT,
+        price=Decimal("790"), amo=True))
+    at = on_page(app_as(stocked, "priya"), "pages/orders.py")
+    at.number_input(key="orders_new_quantity").set_value(6)
+    at.number_input(key="orders_new_price").set_value(795.25)
+    at.button(key="orders_modify").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert f"Order #{order.id} modified." in texts(at)
+    with svc.db.transaction() as session:
+        row = session.get(OrderRow, order.id)
+        assert (row.quantity, row.price) == (6, Decimal("795.25"))
+
+
+def test_a_delivery_sell_without_shares_is_refused_with_the_rule_and_nothing_written(
+        market) -> None:
+    svc, _ = market
+    at = on_page(app_as(market, "priya"), "pages/trade.py")
+    fill_ticket(at, svc, side="SELL", quantity=5, order_type="LIMIT", price=1500.0)
+    at.button(key="trade_place").click().run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "You can sell at most 0 INFY from delivery" in errors, errors
+    assert order_count(svc) == 0
+
+
+def test_a_broker_rejection_after_persistence_is_shown_as_an_error_with_its_reason(
+        stocked, monkeypatch) -> None:
+    svc, logins = stocked
+    priya = who(svc, logins, "priya")
+    rejected = svc.orders.place(priya, OrderRequest(
+        account(svc, priya, "Priya · Trading").id, "INFY", Side.BUY, 1, OrderType.LIMIT,
+        price=Decimal("1490"), amo=True))
+    rejected = dataclasses.replace(rejected, status=OrderStatus.REJECTED,
+                                   rejection_reason="RMS: scrip blocked for the day")
+    # The paper broker accepts anything the order manager passes; stand in for a real broker
+    # that refuses after the order was written.
+    monkeypatch.setattr(OrderService, "place", lambda self, actor, request, source="web": rejected)
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    fill_ticket(at, svc, amo=True)
+    at.button(key="trade_place").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        f"Order #{rejected.id} BUY 1 INFY (LIMIT, CNC) was rejected: "
+        "RMS: scrip blocked for the day"]
+    assert not at.success or all("placed" not in s.value for s in at.success)
+
+
+# ----------------------------------------------------------------------------------------------
+# Market open: fills, positions, GTT
+# ----------------------------------------------------------------------------------------------
+
+
+def fill_pending(svc: Services) -> None:
+    """Let the paper market trade: new volume on every quote, then one worker step."""
+    with svc.db.transaction() as session:
+        session.execute(update(QuoteRow).values(volume=QuoteRow.volume + 1_000_000,
+                                                quote_time=now_ist() + timedelta(seconds=5),
+                                                updated_at=now_ist()))
+    svc.orders.step()
+
+
+def test_with_the_market_open_a_market_order_fills_and_shows_in_portfolio_and_funds(
+        market) -> None:
+    svc, _ = market
+    at = on_page(app_as(market, "priya"), "pages/trade.py")
+    assert "Market open · market feed running (test replay, replay)" in texts(at)
+    fill_ticket(at, svc, quantity=10, order_type="MARKET", price=None)
+    at.button(key="trade_place").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "placed" in texts(at)
+    fill_pending(svc)
+
+    on_page(at, "pages/orders.py")
+    book = table_of(at, "Client order id")
+    assert list(book["Status"]) == ["FILLED"] and list(book["Filled"]) == [10]
+    trades = table_of(at, "Trade id")
+    assert list(trades["Symbol"]) == ["INFY"]
+
+    on_page(at, "pages/portfolio.py")
+    assert at.selectbox(key="portfolio_account").options[0] == "Whole family"
+    family = table_of(at, "Net P&L [₹]")
+    assert family["Account"].iloc[-1] == "Whole family"
+    positions = table_of(at, "MTM [₹]")
+    assert list(positions.columns[:9]) == ["Account", "Symbol", "Product", "Net qty",
+                                           "Avg price [₹]", "LTP [₹]", "Unrealized [₹]",
+                                           "Realized [₹]", "MTM [₹]"]
+    assert positions.set_index("Symbol").loc["INFY", "Net qty"] == 10
+
+    on_page(at, "pages/funds.py")
+    family_funds = table_of(at, "Available [₹]").set_index("Account")
+    assert family_funds.loc["Priya · Trading", "Deposits [₹]"] > 0
+    assert family_funds.loc["Priya · Trading", "Charges today [₹]"] > 0
+
+
+def test_drilling_down_shows_one_account_s_positions_only(market) -> None:
+    svc, logins = market
+    rahul, priya = who(svc, logins, "rahul"), who(svc, logins, "priya")
+    for me, label, symbol in ((priya, "Priya · Trading", "INFY"),
+                              (rahul, "Rahul · Long-term", "TCS")):
+        svc.orders.place(me, OrderRequest(account(svc, me, label).id, symbol, Side.BUY, 2,
+                                          OrderType.MARKET))
+    fill_pending(svc)
+    at = on_page(app_as(market, "rahul"), "pages/portfolio.py")
+    family = table_of(at, "MTM [₹]")
+    assert sorted(family["Symbol"]) == ["INFY", "TCS"]  # rahul views every household account
+    at.selectbox(key="portfolio_account").set_value(account(svc, rahul, "Rahul · Long-term").id)
+    at.run()
+    assert not at.exception
+    positions = table_of(at, "MTM [₹]")
+    assert list(positions["Symbol"]) == ["TCS"]
+    assert "Whole family" not in [h.value for h in at.subheader]
+
+
+def test_an_oco_gtt_is_created_on_the_trade_page_listed_and_cancelled_on_orders(
+        market) -> None:
+    svc, _ = market
+    at = on_page(app_as(market, "priya"), "pages/trade.py")
+    at.radio(key="trade_gtt_kind").set_value("oco").run()
+    at.selectbox(key="trade_gtt_symbol").set_value("INFY")
+    at.radio(key="trade_gtt_side").set_value("SELL")
+    at.number_input(key="trade_gtt_quantity").set_value(3)
+    at.number_input(key="trade_gtt_stop_trigger").set_value(1400.0)
+    at.number_input(key="trade_gtt_stop_price").set_value(1395.0)
+    at.number_input(key="trade_gtt_target_trigger").set_value(1600.0)
+    at.number_input(key="trade_gtt_target_price").set_value(1595.0)
+    at.button(key="trade_gtt_create").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    with svc.db.transaction() as session:
+        gtt = session.scalars(select(GttRow)).one()
+        assert (gtt.kind.value, gtt.leg1_trigger, gtt.leg2_trigger) == (
+            "oco", Decimal("1400"), Decimal("1600"))
+        gtt_id = gtt.id
+    assert f"GTT #{gtt_id} on INFY is active (oco)" in texts(at)
+
+    on_page(at, "pages/orders.py")
+    assert list(table_of(at, "Legs")["GTT"]) == [gtt_id]
+    at.button(key="orders_gtt_cancel_button").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert f"GTT #{gtt_id} cancelled." in texts(at)
+    assert list(table_of(at, "Legs")["Status"]) == ["cancelled"]
+
+
+def test_a_gtt_without_every_price_is_refused_on_the_page(stocked) -> None:
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    at.selectbox(key="trade_gtt_symbol").set_value("INFY")
+    at.number_input(key="trade_gtt_leg_trigger").set_value(1600.0)
+    at.button(key="trade_gtt_create").click().run()
+    assert "give every trigger and limit price" in texts(at)
+
+
+# ----------------------------------------------------------------------------------------------
+# Funds & statements
+# ----------------------------------------------------------------------------------------------
+
+
+def test_an_account_manager_adds_paper_funds(stocked) -> None:
+    svc, logins = stocked
+    priya = who(svc, logins, "priya")
+    trading = account(svc, priya, "Priya · Trading").id
+    before = svc.portfolio.funds(priya, trading).deposits
+    at = on_page(app_as(stocked, "priya"), "pages/funds.py")  # a trader manages her own
+    assert at.selectbox(key="funds_add_account").options == ["Priya · Trading"]
+    at.number_input(key="funds_add_amount").set_value(25000.0)
+    at.text_input(key="funds_add_note").input("Diwali top-up")
+    at.button(key="funds_add_submit").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Added ₹25,000.00 of paper funds to Priya · Trading." in texts(at)
+    assert svc.portfolio.funds(priya, trading).deposits == before + 25000
+
+
+@pytest.mark.parametrize("username", ["kamla", "aarav"])
+def test_users_who_manage_no_account_get_no_add_funds_form(stocked, username) -> None:
+    at = on_page(app_as(stocked, username), "pages/funds.py")
+    assert not [b for b in at.button if b.label == "Add funds"]
+
+
+def test_one_account_s_funds_show_as_rupee_metrics(stocked) -> None:
+    svc, logins = stocked
+    at = on_page(app_as(stocked, "priya"), "pages/funds.py")
+    priya = who(svc, logins, "priya")
+    at.selectbox(key="funds_account").set_value(account(svc, priya, "Priya · Trading").id).run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert set(metrics) == {"Available", "Used margin", "Cash", "Deposits", "Charges today",
+                            "Realized P&L"}
+    assert all(v.startswith("₹") and v[-3] == "." for v in metrics.values())
+
+
+@pytest.mark.parametrize("period", ["day", "month", "custom"])
+def test_statements_offer_three_csv_downloads_for_each_kind_of_period(stocked, period) -> None:
+    at = on_page(app_as(stocked, "kamla"), "pages/funds.py")
+    at.radio(key="funds_period").set_value(period).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    labels = [b.label for b in at.get("download_button")]
+    for wanted in ("Trade book (CSV)", "P&L statement (CSV)", "Charges statement (CSV)"):
+        assert wanted in labels
