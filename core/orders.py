@@ -328,8 +328,9 @@ class OrderManager:
         ValidationError, InsufficientFunds, RiskRejected
             Before anything is written; the message states the rule and the values.
         """
+        given_id = request.client_order_id
         request, instrument = self.normalise(request)
-        existing = self._existing(request)
+        existing = self._existing(request) if given_id is not None else None
         if existing is not None:
             return existing
         broker = self.broker_for(request.account_id)
@@ -345,12 +346,9 @@ class OrderManager:
         try:
             broker_order_id = broker.place_order(request)
         except (OrderRejected, ValidationError) as exc:
-            self._transition(order_id, OrderStatus.REJECTED, placed_by, reason=str(exc))
-        else:
-            self._transition(order_id, OrderStatus.OPEN, placed_by,
-                             broker_order_id=broker_order_id)
-        with self.db.transaction() as session:
-            return load_order(session, order_id)
+            return self._transition(order_id, OrderStatus.REJECTED, placed_by, reason=str(exc))
+        return self._transition(order_id, OrderStatus.OPEN, placed_by,
+                                broker_order_id=broker_order_id)
 
     def _existing(self, request: OrderRequest) -> Order | None:
         with self.db.transaction() as session:
@@ -394,12 +392,14 @@ class OrderManager:
 
     def _transition(self, order_id: int, new: OrderStatus, actor: Actor | None, *,
                     reason: str | None = None, broker_order_id: str | None = None,
-                    filled: int | None = None, average: Decimal | None = None) -> None:
+                    filled: int | None = None, average: Decimal | None = None) -> Order:
         with self.db.transaction() as session:
             row = session.get(OrderRow, order_id, with_for_update=True)
             assert row is not None  # noqa: S101 - callers pass ids they just read
             self._apply(session, row, new, actor, reason=reason,
                         broker_order_id=broker_order_id, filled=filled, average=average)
+            session.flush()
+            return load_order(session, order_id)
 
     @staticmethod
     def _apply(session: Session, row: OrderRow, new: OrderStatus, actor: Actor | None, *,

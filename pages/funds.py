@@ -23,8 +23,7 @@ accounts = viewable_accounts(me)
 account_id = pick_account(accounts, "funds_account")
 
 if account_id is None:
-    every = [(a, fetch(lambda a=a: pf.funds(me, a.id))) for a in accounts]
-    family_funds([(a, f) for a, f in every if f is not None])
+    family_funds(me)
 else:
     funds = fetch(lambda: pf.funds(me, account_id))
     if funds is not None:

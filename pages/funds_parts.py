@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 
-import pandas as pd
 import streamlit as st
 
 from core.clock import now_ist
@@ -28,16 +27,11 @@ def funds_metrics(funds: Funds) -> None:
         column.metric(label, rupees(getattr(funds, name)))
 
 
-def family_funds(funds: Sequence[tuple[Account, Funds]]) -> None:
-    """Show each account's funds as a row, and the family's total, with a download."""
-    rows = [{"Account": a.label, "Owner": a.owner_name}
-            | {f"{label} [₹]": round(float(getattr(f, name)), 2) for label, name in FUND_FIELDS}
-            for a, f in funds]
-    rows.append({"Account": "Total", "Owner": ""}
-                | {f"{label} [₹]": round(float(sum((getattr(f, name) for _, f in funds),
-                                                    Decimal(0))), 2)
-                   for label, name in FUND_FIELDS})
-    table(pd.DataFrame(rows), "funds_family", "family_funds", "No accounts.")
+def family_funds(me: Actor) -> None:
+    """Show each viewable account's funds as a row, and the family's total, with a download."""
+    frame = fetch(lambda: services().portfolio.funds_frame(me))
+    if frame is not None:
+        table(frame, "funds_family", "family_funds", "No accounts.")
 
 
 def statement_period() -> tuple[date, date] | None:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.clock import now_ist
 from core.domain import Account, Actor
+from core.money import inr
 from pages.common import fetch, footer, services
 
 WHOLE_FAMILY = "Whole family"
@@ -18,16 +19,7 @@ WHOLE_FAMILY = "Whole family"
 
 def rupees(value: Decimal | float | int | None) -> str:
     """Format money for people: ``₹1,23,456.78`` (Indian digit grouping, 2 decimals)."""
-    if value is None:
-        return "—"
-    amount = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
-    text = f"{abs(amount):.2f}"
-    whole, paise = text.split(".")
-    if len(whole) > 3:  # lakhs and crores: 12,34,567
-        head, tail = whole[:-3], whole[-3:]
-        groups = [head[max(i - 2, 0):i] for i in range(len(head), 0, -2)][::-1]
-        whole = ",".join([*groups, tail])
-    return f"{'-' if amount < 0 else ''}₹{whole}.{paise}"
+    return inr(Decimal(str(value)) if isinstance(value, float) else value)
 
 
 def viewable_accounts(me: Actor) -> list[Account]:

@@ -21,3 +21,12 @@ def test_the_market_data_benchmark_prints_its_figures_as_json_on_the_last_line()
         assert isinstance(figures[key], float) and figures[key] > 0
     assert figures["import_files"] == 45
     assert figures["chart_daily_rows"] > 1200 and figures["chart_5min_rows"] > 4000
+
+
+def test_the_order_benchmark_prints_its_figures_as_json_on_the_last_line() -> None:
+    done = subprocess.run([sys.executable, "bench/orders.py", "--orders", "40"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["orders"] == 40
+    for key in ("p95_ms_sqlite", "p95_ms_postgres", "orders_per_s_postgres", "p50_ms_sqlite"):
+        assert isinstance(figures[key], float) and figures[key] > 0

@@ -425,8 +425,9 @@ def test_with_the_market_open_a_market_order_fills_and_shows_in_portfolio_and_fu
 
     on_page(at, "pages/funds.py")
     family_funds = table_of(at, "Available [₹]").set_index("Account")
-    assert family_funds.loc["Priya · Trading", "Deposits [₹]"] > 0
-    assert family_funds.loc["Priya · Trading", "Charges today [₹]"] > 0
+    assert family_funds.loc["Priya · Trading", "Deposits [₹]"] == "10,00,000.00"
+    assert family_funds.loc["Priya · Trading", "Charges today [₹]"] not in ("0.00", "—")
+    assert family_funds.index[-1] == "Whole family"
 
 
 def test_drilling_down_shows_one_account_s_positions_only(market) -> None:

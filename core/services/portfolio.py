@@ -146,6 +146,12 @@ class PortfolioService(ServiceBase):
         self.household.get_account(actor, account_id)
         return self.orders.broker_for(account_id).funds()
 
+    def funds_frame(self, actor: Actor) -> pd.DataFrame:
+        """Return funds of every viewable account and the family total as a table."""
+        rows = [(a.label, a.owner_name, self.orders.broker_for(a.id).funds())
+                for a in self.household.list_accounts(actor)]
+        return views.funds_frame(rows)
+
     def family(self, actor: Actor) -> portfolio.FamilySummary:
         """Return every viewable account's headline figures and the family total."""
         books = self.books(actor, None)

@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pandas as pd
 
+from core.money import inr
 from core.portfolio import AccountSummary, FamilySummary
-from core.trading import Holding, Position
+from core.trading import Funds, Holding, Position
 
 POSITION_COLUMNS = ["Account", "Symbol", "Product", "Net qty", "Avg price [₹]", "LTP [₹]",
                     "Unrealized [₹]", "Realized [₹]", "MTM [₹]", "Bought today", "Sold today"]
@@ -19,8 +20,8 @@ FAMILY_COLUMNS = ["Account id", "Account", "Deposits [₹]", "Realized [₹]", "
 
 
 def money(value: Decimal | None) -> str:
-    """Return rupees to the paisa with thousands separators, or an em dash."""
-    return "—" if value is None else f"{value:,.2f}"
+    """Return rupees to the paisa with Indian digit grouping (no ₹: the header says it)."""
+    return inr(value, symbol=False)
 
 
 def positions_frame(positions: list[Position], labels: Mapping[int, str]) -> pd.DataFrame:
@@ -52,7 +53,7 @@ def holdings_frame(holdings: list[Holding], labels: Mapping[int, str]) -> pd.Dat
 
 def _family_row(row: AccountSummary, label: str) -> dict[str, object]:
     return {
-        "Account id": row.account_id if row.account_id is not None else "",
+        "Account id": row.account_id,
         "Account": label, "Deposits [₹]": money(row.deposits),
         "Realized [₹]": money(row.realized_pnl), "Unrealized [₹]": money(row.unrealized_pnl),
         "Charges [₹]": money(row.charges), "Net P&L [₹]": money(row.net_pnl),
@@ -66,3 +67,17 @@ def family_frame(summary: FamilySummary, labels: Mapping[int, str]) -> pd.DataFr
             for r in summary.accounts]
     rows.append(_family_row(summary.total, "Whole family"))
     return pd.DataFrame(rows, columns=FAMILY_COLUMNS)
+
+
+FUNDS_COLUMNS = ["Account", "Owner", "Available [₹]", "Used margin [₹]", "Cash [₹]",
+                 "Deposits [₹]", "Charges today [₹]", "Realized P&L [₹]"]
+_FUND_FIELDS = ("available", "used_margin", "cash", "deposits", "charges_today", "realized_pnl")
+
+
+def funds_frame(rows: list[tuple[str, str, Funds]]) -> pd.DataFrame:
+    """Return (label, owner, funds) rows as a table with a family total last."""
+    table = [[label, owner, *(money(getattr(f, name)) for name in _FUND_FIELDS)]
+             for label, owner, f in rows]
+    totals = [sum((getattr(f, name) for _, _, f in rows), Decimal(0)) for name in _FUND_FIELDS]
+    table.append(["Whole family", "", *(money(t) for t in totals)])
+    return pd.DataFrame(table, columns=FUNDS_COLUMNS)

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pandas as pd
 
 from core.clock import format_ist
+from core.money import inr
 from core.trading import Gtt, GttLeg, Order
 from db.models import GttRow
 
@@ -18,7 +19,7 @@ GTT_COLUMNS = ["GTT", "Created (IST)", "Account", "Symbol", "Kind", "Product", "
 
 
 def _money(value: Decimal | None) -> str:
-    return "—" if value is None else f"{value:,.2f}"
+    return inr(value, symbol=False)
 
 
 def orders_frame(orders: list[Order]) -> pd.DataFrame:
@@ -39,8 +40,8 @@ def orders_frame(orders: list[Order]) -> pd.DataFrame:
 
 
 def _describe_leg(leg: GttLeg) -> str:
-    return (f"{leg.side.value} {leg.quantity} @ ₹{leg.price:,.2f} "
-            f"when LTP hits ₹{leg.trigger_price:,.2f}")
+    return (f"{leg.side.value} {leg.quantity} @ {inr(leg.price)} "
+            f"when LTP hits {inr(leg.trigger_price)}")
 
 
 def gtt_frame(gtts: list[Gtt]) -> pd.DataFrame:
