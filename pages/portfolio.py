@@ -2,12 +2,21 @@
 
 import streamlit as st
 
-from core.domain import Actor
+from core.domain import Actor, Permission
 from pages.common import actor, fetch, footer, services
-from pages.trading_parts import WHOLE_FAMILY, pick_account, table, viewable_accounts
+from pages.trading_parts import (
+    WHOLE_FAMILY,
+    flash,
+    pick_account,
+    show_flash,
+    table,
+    viewable_accounts,
+)
 
+FLASH = "portfolio_flash"
 me = actor()
 st.title("Portfolio")
+show_flash(FLASH)
 accounts = viewable_accounts(me)
 account_id = pick_account(accounts, "portfolio_account", label="Show",
                           help_text="Pick an account to drill down into its positions and holdings")
@@ -33,4 +42,16 @@ def portfolio(me: Actor, account_id: int | None) -> None:
 
 
 portfolio(me, account_id)
+
+tradable = {a.id for a in accounts if a.my_permission is Permission.TRADE}
+if account_id in tradable:
+    with st.form("portfolio_square_off"):
+        st.caption("Intraday (MIS) positions must be closed by the end of the day. This cancels "
+                   "the account's open MIS orders and closes every MIS position at market.")
+        if st.form_submit_button("Square off intraday positions", key="portfolio_square_off_go"):
+            placed = fetch(lambda: services().orders.square_off_intraday(me, account_id))
+            if placed is not None:
+                flash(FLASH, f"Square-off sent {len(placed)} order(s): "
+                      + (", ".join(f"{o.side.value} {o.quantity} {o.symbol}" for o in placed)
+                         or "no open intraday positions"))
 footer()

@@ -531,3 +531,29 @@ def test_statements_offer_three_csv_downloads_for_each_kind_of_period(stocked, p
     labels = [b.label for b in at.get("download_button")]
     for wanted in ("Trade book (CSV)", "P&L statement (CSV)", "Charges statement (CSV)"):
         assert wanted in labels
+
+
+def test_square_off_on_the_portfolio_page_closes_intraday_positions(market) -> None:
+    svc, _ = market
+    priya = who(svc, _, "priya")
+    account_id = account(svc, priya, "Priya · Trading").id
+    svc.orders.place(priya, OrderRequest(account_id, "INFY", Side.BUY, 7, OrderType.MARKET,
+                                         Product.MIS))
+    fill_pending(svc)
+    at = on_page(app_as(market, "priya"), "pages/portfolio.py")
+    at.selectbox(key="portfolio_account").set_value(account_id).run()
+    at.button(key="portfolio_square_off_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Square-off sent 1 order(s): SELL 7 INFY" in texts(at)
+    fill_pending(svc)
+    assert [p.quantity for p in svc.portfolio.positions(priya, account_id)] == [0]
+
+
+def test_viewers_get_no_square_off_button(stocked) -> None:
+    svc, _ = stocked
+    at = on_page(app_as(stocked, "aarav"), "pages/portfolio.py")
+    aarav = who(svc, _, "aarav")
+    at.selectbox(key="portfolio_account").set_value(
+        account(svc, aarav, "Rahul · Long-term").id).run()
+    assert not at.exception
+    assert not [b for b in at.button if b.key == "portfolio_square_off_go"]
