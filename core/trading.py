@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from enum import StrEnum
 
 from core.domain import Instrument
@@ -503,3 +503,57 @@ def check_trigger_vs_ltp(request: OrderRequest, ltp: Decimal) -> None:
             f"A stop-loss SELL's trigger must be below the last price: trigger ₹{trigger} >= "
             f"LTP ₹{ltp} of {request.symbol}"
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# Expected execution price and the funds an order blocks (order ticket, order manager, paper)
+# ----------------------------------------------------------------------------------------------
+
+
+def slipped_price(ltp: Decimal, side: Side, slippage_bps: int, tick: Decimal) -> Decimal:
+    """Return the LTP moved ``slippage_bps`` against the trader, rounded outward to the tick.
+
+    A BUY pays more (rounded up to the tick), a SELL receives less (rounded down, never below
+    one tick).
+    """
+    factor = Decimal(slippage_bps) / Decimal(10_000)
+    raw = ltp * (1 + factor) if side is Side.BUY else ltp * (1 - factor)
+    rounding = ROUND_CEILING if side is Side.BUY else ROUND_FLOOR
+    steps = (raw / tick).to_integral_value(rounding=rounding)
+    return max(steps * tick, tick)
+
+
+def expected_price(
+    request: OrderRequest, ltp: Decimal, slippage_bps: int, tick: Decimal
+) -> Decimal:
+    """Return the price an order is expected to execute at, for funds and charges estimates.
+
+    LIMIT and SL: their limit price. MARKET: the LTP with slippage. SL-M: its trigger with
+    slippage (it fills just past the trigger, not at today's LTP).
+    """
+    if request.order_type in (OrderType.LIMIT, OrderType.SL) and request.price is not None:
+        return request.price
+    base = ltp
+    if request.order_type is OrderType.SL_M and request.trigger_price is not None:
+        base = request.trigger_price
+    return slipped_price(base, request.side, slippage_bps, tick)
+
+
+def required_funds(
+    request: OrderRequest, price: Decimal, charges: Charges, leverage: int, open_mis_qty: int
+) -> Decimal:
+    """Return the cash an order blocks: full value for CNC buys, value/leverage for MIS.
+
+    A CNC sell needs shares, not cash (its charges come out of the proceeds). An MIS order only
+    needs margin for the part that opens or adds to a position: the part that closes an
+    opposite open MIS position (``open_mis_qty``, signed) needs none.
+    """
+    if request.product is Product.CNC:
+        return price * request.quantity + charges.total if request.side is Side.BUY else ZERO
+    reducing = 0
+    if request.side is Side.BUY and open_mis_qty < 0:
+        reducing = min(request.quantity, -open_mis_qty)
+    elif request.side is Side.SELL and open_mis_qty > 0:
+        reducing = min(request.quantity, open_mis_qty)
+    opening = request.quantity - reducing
+    return price * opening / Decimal(leverage) + charges.total

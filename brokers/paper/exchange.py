@@ -1,0 +1,234 @@
+"""The paper exchange: the worker's step that fills, cancels and expires paper orders.
+
+Every second the worker calls :meth:`PaperExchange.step`. In one transaction it:
+
+1. cancels DAY (and IOC) orders of an earlier IST trading day: "Expired unfilled at the end of
+   <date> (DAY order)". An AMO still queued for its first open tick never expires; on that tick
+   it is released and its trading day becomes the release day;
+2. if the paper market is open, matches every open order (all accounts) whose symbol has a
+   quote other than the one it last saw, with :func:`brokers.paper.matching.match`: the volume
+   since is the quote's day volume minus the one it saw (the whole day volume on a new day);
+3. writes each fill as a ``paper_trades`` row charged with :func:`engines.costs.leg_charges`
+   (the DP charge on the first delivery sell of a scrip per account per day only), and updates
+   filled quantity, average price, status and blocked funds of the order.
+
+The app (a single order via ``only=``) and the worker may step at once: on PostgreSQL each step
+locks the orders it takes with ``SELECT ... FOR UPDATE SKIP LOCKED``, so an order is matched by
+one of them; SQLite serialises writers anyway (the step takes the write lock first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from brokers.paper.config import PaperConfig
+from brokers.paper.funds import release
+from brokers.paper.market import MarketView
+from brokers.paper.matching import MarketTick, MatchResult, RestingOrder, match
+from brokers.paper.records import (
+    AMO_QUEUED,
+    MONEY_QUANTUM,
+    OPEN_STATUSES,
+    charge_columns,
+    leg_charges,
+    parse_order_id,
+    serialise,
+)
+from core.clock import now_ist, to_ist
+from core.domain import Quote
+from core.trading import OrderStatus, Product, Side
+from db.engine import Database
+from db.models import InstrumentRow, PaperOrderRow, PaperTradeRow
+
+
+@dataclass(slots=True)
+class StepReport:
+    """What one step did.
+
+    Attributes
+    ----------
+    at : datetime
+        Wall time of the step.
+    market_open : bool | None
+        Whether the paper market was open (closed: only expiry ran); None when no order
+        needed to know.
+    examined : int
+        Open orders looked at.
+    matched : int
+        Orders that saw a new price.
+    fills : int
+        Trades written.
+    filled : int
+        Orders that became FILLED.
+    cancelled : int
+        IOC orders whose unfilled rest was cancelled.
+    expired : int
+        DAY orders cancelled at the end of their trading day.
+    """
+
+    at: datetime
+    market_open: bool | None
+    examined: int = 0
+    matched: int = 0
+    fills: int = 0
+    filled: int = 0
+    cancelled: int = 0
+    expired: int = 0
+
+    @property
+    def events(self) -> int:
+        """Return the order events of the step: fills, cancels and expiries."""
+        return self.fills + self.cancelled + self.expired
+
+
+@dataclass(slots=True)
+class _Batch:
+    """State shared by the orders of one step."""
+
+    now: datetime
+    today: date
+    ticks: dict[int, Decimal]  # instrument id -> tick size
+    dp_charged: set[tuple[int, str]]  # (account, symbol) with a delivery sell today
+    trades: list[PaperTradeRow] = field(default_factory=list)
+
+
+class PaperExchange:
+    """Matches paper orders of every account against the market; see the module docstring."""
+
+    def __init__(self, db: Database, config: PaperConfig, market: MarketView,
+                 clock: Callable[[], datetime] = now_ist) -> None:
+        """Bind to the paper books in ``db`` and the ``market`` prices."""
+        self.db = db
+        self.config = config
+        self.market = market
+        self.clock = clock
+
+    def step(self, now: datetime | None = None, *,
+             only: Collection[str] | None = None) -> StepReport:
+        """Expire, match and fill open orders at ``now`` (default: the clock); report counts.
+
+        Parameters
+        ----------
+        now : datetime | None
+            Wall time of the step (aware).
+        only : Collection[str] | None
+            Broker order ids (``"P12"``) to step; None steps every open order.
+        """
+        now = now or self.clock()
+        report = StepReport(at=now, market_open=None)
+        with self.db.transaction() as session:
+            rows = self._open_orders(session, only)
+            report.examined = len(rows)
+            batch = _Batch(now, to_ist(now).date(), {}, set())
+            pending = [row for row in rows if not self._expire(row, batch.today, now)]
+            report.expired = len(rows) - len(pending)
+            if not pending:
+                return report
+            report.market_open = self.market.session(now, within=session).is_open
+            quotes = self.market.quotes({row.symbol for row in pending}, within=session) if (
+                report.market_open) else {}
+            live = [row for row in pending if row.symbol in quotes
+                    and quotes[row.symbol].quote_time != row.seen_quote_time]
+            if live:
+                self._prepare(session, batch, live)
+            for row in live:
+                self._match(row, quotes[row.symbol], batch, report)
+            session.add_all(batch.trades)
+            report.fills = len(batch.trades)
+        return report
+
+    @staticmethod
+    def _open_orders(session: Session, only: Collection[str] | None) -> list[PaperOrderRow]:
+        """Return the open orders to step, locked (an idle step takes no write lock)."""
+        query = select(PaperOrderRow).where(PaperOrderRow.status.in_(OPEN_STATUSES))
+        if only is not None:
+            ids = [i for i in map(parse_order_id, only) if i is not None]
+            query = query.where(PaperOrderRow.id.in_(ids))
+        query = query.order_by(PaperOrderRow.id).with_for_update(skip_locked=True)
+        rows = list(session.scalars(query).all())
+        if rows and session.get_bind().dialect.name == "sqlite":
+            serialise(session)  # SQLite: take the write lock, then read again under it
+            session.expire_all()
+            rows = list(session.scalars(query).all())
+        return rows
+
+    @staticmethod
+    def _expire(row: PaperOrderRow, today: date, now: datetime) -> bool:
+        if row.trade_date >= today or (row.is_amo and row.status_message == AMO_QUEUED):
+            return False
+        row.status = OrderStatus.CANCELLED
+        row.blocked_funds = Decimal(0)
+        row.status_message = (f"Expired unfilled at the end of {row.trade_date.isoformat()} "
+                              f"({row.validity} order)")
+        row.updated_at = now
+        return True
+
+    @staticmethod
+    def _prepare(session: Session, batch: _Batch, rows: list[PaperOrderRow]) -> None:
+        """Load tick sizes and today's delivery sells of the accounts in play, in two reads."""
+        instrument_ids = {row.instrument_id for row in rows}
+        batch.ticks = dict(session.execute(select(InstrumentRow.id, InstrumentRow.tick_size)
+                                           .where(InstrumentRow.id.in_(instrument_ids))).all())
+        sellers = {row.account_id for row in rows
+                   if row.side is Side.SELL and row.product is Product.CNC}
+        if sellers:
+            batch.dp_charged = set(session.execute(
+                select(PaperTradeRow.account_id, PaperTradeRow.symbol).distinct().where(
+                    PaperTradeRow.account_id.in_(sellers), PaperTradeRow.trade_date == batch.today,
+                    PaperTradeRow.side == Side.SELL, PaperTradeRow.product == Product.CNC)).all())
+
+    def _match(self, row: PaperOrderRow, quote: Quote, batch: _Batch, report: StepReport) -> None:
+        seen = row.seen_quote_time
+        same_day = seen is not None and to_ist(seen).date() == to_ist(quote.quote_time).date()
+        volume = quote.volume - row.seen_volume if (
+            same_day and quote.volume >= row.seen_volume) else quote.volume
+        resting = RestingOrder(
+            side=row.side, order_type=row.order_type, quantity=row.quantity,
+            filled_quantity=row.filled_quantity, price=row.price,
+            trigger_price=row.trigger_price, validity=row.validity, amo=row.is_amo,
+            triggered=row.triggered, rested=row.rested)
+        result = match(resting, MarketTick(quote.ltp, volume, True),
+                       self.config.fill_config(batch.ticks[row.instrument_id]))
+        report.matched += 1
+        row.seen_quote_time, row.seen_volume = quote.quote_time, quote.volume
+        row.triggered, row.rested = result.triggered, result.rested
+        row.updated_at = batch.now
+        if row.is_amo and row.status_message == AMO_QUEUED:
+            row.status_message = None  # released at the session open: a DAY order of today
+            row.trade_date = batch.today
+        if result.fill_quantity:
+            self._fill(row, result, batch)
+            report.filled += row.status is OrderStatus.FILLED
+        if result.cancel_rest and row.status is not OrderStatus.FILLED:
+            row.status = OrderStatus.CANCELLED
+            row.blocked_funds = Decimal(0)
+            row.status_message = result.message
+            report.cancelled += 1
+
+    def _fill(self, row: PaperOrderRow, result: MatchResult, batch: _Batch) -> None:
+        assert result.fill_price is not None  # noqa: S101 - a fill has a price
+        quantity, price = result.fill_quantity, result.fill_price
+        delivery_sell = row.product is Product.CNC and row.side is Side.SELL
+        key = (row.account_id, row.symbol)
+        charges = leg_charges(self.config.profile, row.product, row.side, price, quantity,
+                              batch.today, dp_applies=delivery_sell and key not in batch.dp_charged)
+        if delivery_sell:
+            batch.dp_charged.add(key)
+        batch.trades.append(PaperTradeRow(
+            paper_order_id=row.id, account_id=row.account_id, symbol=row.symbol, side=row.side,
+            product=row.product, quantity=quantity, price=price, executed_at=batch.now,
+            trade_date=batch.today, **charge_columns(charges)))
+        before = row.quantity - row.filled_quantity
+        filled = row.filled_quantity + quantity
+        value = (row.average_price or Decimal(0)) * row.filled_quantity + price * quantity
+        row.average_price = (value / filled).quantize(MONEY_QUANTUM, rounding=ROUND_HALF_UP)
+        row.filled_quantity = filled
+        row.blocked_funds = release(row.blocked_funds, before, row.quantity - filled)
+        row.status = (OrderStatus.FILLED if filled == row.quantity
+                      else OrderStatus.PARTIALLY_FILLED)
