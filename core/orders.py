@@ -39,6 +39,7 @@ from core.clock import now_ist, to_ist
 from core.domain import Actor, Instrument
 from core.errors import InsufficientFunds, NotFound, OrderRejected, RiskRejected, ValidationError
 from core.marketdata.store import instrument as find_instrument
+from core.money import inr
 from core.trading import (
     CHARGE_FIELDS,
     BrokerOrder,
@@ -269,8 +270,8 @@ class OrderManager:
         if estimate.required_funds > estimate.available_funds:
             raise InsufficientFunds(
                 f"Insufficient funds for {request.side} {request.quantity} {request.symbol} "
-                f"({request.product}): needs ₹{estimate.required_funds:,.2f}, available "
-                f"₹{estimate.available_funds:,.2f}")
+                f"({request.product}): needs {inr(estimate.required_funds)}, available "
+                f"{inr(estimate.available_funds)}")
 
     @staticmethod
     def _check_capabilities(broker: Broker, request: OrderRequest) -> None:

@@ -19,6 +19,7 @@ from core.errors import (
     RiskRejected,
     ValidationError,
 )
+from core.money import inr
 from core.orders import RiskContext, RiskDecision
 from core.services import Services
 from core.trading import (
@@ -114,8 +115,8 @@ def test_insufficient_funds_says_how_much_is_needed_and_available(
     charges = costs.leg_charges("equity_delivery", "buy", "1500.00", 1000, trading_day, "paper")
     needed = Decimal("1500000") + charges.total
     assert str(refused.value) == (
-        f"Insufficient funds for BUY 1000 INFY (CNC): needs ₹{needed:,.2f}, "
-        "available ₹1,000,000.00")
+        f"Insufficient funds for BUY 1000 INFY (CNC): needs {inr(needed)}, "
+        "available ₹10,00,000.00")
 
 
 def test_a_quantity_that_is_not_a_lot_multiple_is_refused(
