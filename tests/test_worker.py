@@ -16,8 +16,11 @@ from sqlalchemy import select
 
 from core.clock import now_ist
 from core.errors import WorkerLockHeld
+from core.trading import OrderRequest, OrderStatus, OrderType, Side
 from db.models import WorkerLockRow
+from jobs.worker import Worker
 from tests.conftest import TEST_SECRET
+from tests.support.market import open_market, tick
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,3 +86,20 @@ def test_worker_processes_hold_one_lease_and_release_it_on_sigterm(services, dem
     assert first.returncode == 0
     with services.db.transaction() as session:
         assert session.scalar(select(WorkerLockRow.holder)) is None
+
+
+def test_the_worker_schedules_the_trading_step_and_it_fills_an_open_order(services, login
+                                                                           ) -> None:
+    worker = Worker(services)
+    worker.schedule()
+    assert {job.id for job in worker.scheduler.get_jobs()} >= {"trading", "heartbeat"}
+    open_market(services.db, {"SBIN": "800.00"})
+    priya = login("priya")
+    account = next(a.id for a in services.household.list_accounts(priya)
+                   if a.label == "Priya · Trading")
+    order = services.orders.place(priya, OrderRequest(account, "SBIN", Side.BUY, 3,
+                                                      OrderType.MARKET))
+    tick(services.db, "SBIN", "801.00")
+    worker.trading_step()
+    filled = services.orders.order_book(priya, account)[0]
+    assert filled.id == order.id and filled.status is OrderStatus.FILLED
