@@ -327,3 +327,28 @@ def test_square_off_closes_every_intraday_position_at_market(
     positions = services.portfolio.positions(priya, priya_account)
     assert all(p.quantity == 0 for p in positions)
     assert all(o.source == "square_off" for o in placed)
+
+
+def test_the_statements_download_as_csv_with_the_day_s_trades_and_charges(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    services.orders.place(priya, _buy(priya_account, product=Product.MIS, quantity=4))
+    tick(services.db, "INFY", "1499.00")
+    services.orders.step()
+    services.orders.place(priya, OrderRequest(priya_account, "INFY", Side.SELL, 4,
+                                              OrderType.MARKET, Product.MIS))
+    tick(services.db, "INFY", "1520.00")
+    services.orders.step()
+    day = services.orders.market_session(priya, priya_account).trading_day
+    start, end = services.portfolio.period_bounds("day", day)
+    trades = services.portfolio.trade_book_csv(priya, priya_account, start, end).decode()
+    pnl = services.portfolio.pnl_statement_csv(priya, priya_account, start, end).decode()
+    charges = services.portfolio.charges_statement_csv(priya, priya_account, start, end).decode()
+    assert trades.count("INFY") == 2 and "Priya · Trading" in trades
+    assert "INFY" in pnl and "Total" in pnl
+    assert day.isoformat() in charges and "Total" in charges
+    with pytest.raises(ValidationError, match="after"):
+        services.portfolio.pnl_statement_csv(priya, priya_account, end, start.replace(year=2000))
+    with pytest.raises(PermissionDenied):
+        services.portfolio.trade_book_csv(priya, _account(services, priya, "Priya · Trading") + 100,
+                                          start, end)
