@@ -19,6 +19,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from brokers.base import Broker, OrderChange, SessionState
+from brokers.registry import venue_steppers
 from core import gtt as gtt_rules
 from core.clock import now_ist, to_ist
 from core.config import Settings
@@ -30,6 +31,8 @@ from core.orders import OrderEstimate, OrderManager, PassThroughRiskGate, RiskGa
 from core.services import trading_views as views
 from core.services.base import ServiceBase
 from core.services.household import HouseholdService
+from core.services.trade_book import load_trades
+from core.statements import trade_book_frame
 from core.trading import (
     Gtt,
     GttLeg,
@@ -146,9 +149,6 @@ class OrderService(ServiceBase):
     def trade_book_frame(self, actor: Actor, account_id: int | None = None,
                          start: date | None = None, end: date | None = None) -> pd.DataFrame:
         """Return executions of the viewable accounts in [start, end] (default: all)."""
-        from core.services.portfolio import load_trades  # local: portfolio imports this module
-        from core.statements import trade_book_frame
-
         ids = self.viewable_ids(actor, account_id)
         return trade_book_frame(load_trades(self.db, ids, start, end),
                                 labels=self.household_labels(actor))
@@ -295,7 +295,6 @@ class OrderService(ServiceBase):
     # -- the worker's step ------------------------------------------------------------------
     def step(self, now: datetime | None = None) -> StepReport:
         """Match simulated venues, mirror broker state, fire due GTTs; the worker runs it."""
-        from brokers.registry import venue_steppers
 
         now = now or self.clock()
         events = sum(step(now) for step in venue_steppers(self.db, self.settings, self.clock))
