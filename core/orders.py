@@ -103,11 +103,8 @@ class RiskGate(Protocol):
 class PassThroughRiskGate:
     """Approves everything; stands in until the risk engine is plugged in (issue: risk gate)."""
 
-    calls = 0
-
     def check(self, request: OrderRequest, context: RiskContext) -> RiskDecision:
-        """Approve ``request`` and count the call (tests prove every path calls the gate)."""
-        type(self).calls += 1
+        """Approve ``request``."""
         return RiskDecision(True, ("pass-through: no risk limits configured yet",))
 
 
@@ -491,34 +488,39 @@ class OrderManager:
     def sync(self, order_ids: Iterable[int] | None = None, actor: Actor | None = None) -> int:
         """Mirror broker state and executions of open orders into the book; return changes."""
         with self.db.transaction() as session:
-            query = select(OrderRow.id, OrderRow.account_id, OrderRow.broker_order_id).where(
+            query = select(OrderRow.id, OrderRow.account_id, OrderRow.broker_order_id,
+                           OrderRow.status, OrderRow.filled_quantity).where(
                 OrderRow.status.in_([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]),
                 OrderRow.broker_order_id.is_not(None))
             if order_ids is not None:
                 query = query.where(OrderRow.id.in_(list(order_ids)))
             open_rows = session.execute(query).all()
-        by_account: dict[int, dict[str, int]] = {}
-        for ident, account_id, broker_order_id in open_rows:
+        by_account: dict[int, dict[str, tuple[int, OrderStatus, int]]] = {}
+        for ident, account_id, broker_order_id, status, filled in open_rows:
             if broker_order_id is not None:
-                by_account.setdefault(account_id, {})[broker_order_id] = ident
+                by_account.setdefault(account_id, {})[broker_order_id] = (ident, status, filled)
         changes = 0
-        for account_id, ids in by_account.items():
+        for account_id, known in by_account.items():
             broker = self.broker_for(account_id)
-            for state in broker.orders(list(ids)):
-                changes += self._mirror(broker, ids[state.broker_order_id], state, actor)
+            for state in broker.orders(list(known)):
+                ident, status, filled = known[state.broker_order_id]
+                if (status, filled) != (state.status, state.filled_quantity):
+                    changes += self._mirror(broker, ident, state, actor)
         return changes
 
     def _mirror(self, broker: Broker, order_id: int, state: BrokerOrder,
                 actor: Actor | None) -> int:
+        # Ask the broker before taking the row lock: no broker round trip inside a transaction.
+        trades = broker.order_trades(state.broker_order_id) if state.filled_quantity else []
         with self.db.transaction() as session:
             row = session.get(OrderRow, order_id, with_for_update=True)
             assert row is not None  # noqa: S101
             if row.status == state.status and row.filled_quantity == state.filled_quantity:
-                return 0
+                return 0  # mirrored meanwhile by another process
             if state.filled_quantity != row.filled_quantity:
                 known = set(session.scalars(
                     select(TradeRow.broker_trade_id).where(TradeRow.order_id == row.id)))
-                for trade in broker.order_trades(state.broker_order_id):
+                for trade in trades:
                     if trade.broker_trade_id in known:
                         continue
                     values = {name: getattr(trade.charges, name) for name in CHARGE_FIELDS}

@@ -23,7 +23,7 @@ from brokers.registry import venue_steppers
 from core import gtt as gtt_rules
 from core.clock import now_ist, to_ist
 from core.config import Settings
-from core.domain import Account, Actor, Instrument, Permission
+from core.domain import Account, Actor, Instrument, Permission, Quote
 from core.errors import NotFound, PermissionDenied, TradingError, ValidationError
 from core.marketdata.store import all_instruments, search_instruments
 from core.marketdata.store import instrument as find_instrument
@@ -307,13 +307,18 @@ class OrderService(ServiceBase):
         with self.db.transaction() as session:
             rows = list(session.scalars(select(GttRow).where(GttRow.status == GttStatus.ACTIVE)))
         fired = 0
+        markets: dict[int, dict[str, Quote]] = {}  # per account: quotes while its market is open
         for row in rows:
             if to_ist(row.expires_at) <= now:
                 self._close_gtt(row.id, GttStatus.EXPIRED, "Expired unfired after one year")
                 continue
-            broker = self.broker_for(row.account_id)
-            quote = broker.quote(row.symbol)
-            if quote is None or not broker.session().is_open:
+            if row.account_id not in markets:
+                broker = self.broker_for(row.account_id)
+                symbols = sorted({r.symbol for r in rows if r.account_id == row.account_id})
+                markets[row.account_id] = (broker.quotes(symbols) if broker.session().is_open
+                                           else {})
+            quote = markets[row.account_id].get(row.symbol)
+            if quote is None:
                 continue
             legs = views.gtt_legs(row)
             index = gtt_rules.fired_leg(legs, row.reference_price, quote.ltp)
@@ -340,9 +345,9 @@ class OrderService(ServiceBase):
             creator = self._creator(row)
             self.household.authorize_trade(creator, row.account_id)
             order = self.manager.submit(request, placed_by=creator, source="gtt", gtt_id=row.id)
-        except (TradingError, PermissionDenied) as exc:
+        except TradingError as exc:
             self._close_gtt(row.id, GttStatus.REJECTED, f"Triggered at ₹{ltp} but the order was "
-                            f"refused: {exc}", keep_trigger=True)
+                            f"refused: {exc}")
             return
         with self.db.transaction() as session:
             saved = session.get(GttRow, row.id)
@@ -362,14 +367,13 @@ class OrderService(ServiceBase):
             return Actor(user.id, user.username, user.display_name, user.role,
                          user.household_id, member_id)
 
-    def _close_gtt(self, gtt_id: int, status: GttStatus, message: str,
-                   keep_trigger: bool = False) -> None:
+    def _close_gtt(self, gtt_id: int, status: GttStatus, message: str) -> None:
         with self.db.transaction() as session:
             row = session.get(GttRow, gtt_id, with_for_update=True)
             assert row is not None  # noqa: S101
             row.status, row.message = status, message[:300]
             self._audit(session, None, f"gtt.{status.value}", f"gtt:{gtt_id}",
-                        {"message": message[:300], "kept_trigger": keep_trigger},
+                        {"message": message[:300]},
                         household_id=None)
 
 

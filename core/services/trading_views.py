@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pandas as pd
 
 from core.clock import format_ist
 from core.money import inr
+from core.services.portfolio_views import money
 from core.trading import Gtt, GttLeg, Order
 from db.models import GttRow
 
@@ -18,10 +17,6 @@ GTT_COLUMNS = ["GTT", "Created (IST)", "Account", "Symbol", "Kind", "Product", "
                "LTP at creation [₹]", "Triggered (IST)", "Order", "Message", "Expires (IST)"]
 
 
-def _money(value: Decimal | None) -> str:
-    return inr(value, symbol=False)
-
-
 def orders_frame(orders: list[Order]) -> pd.DataFrame:
     """Return orders as the order book shows them (times IST, money to the paisa)."""
     return pd.DataFrame(
@@ -29,8 +24,8 @@ def orders_frame(orders: list[Order]) -> pd.DataFrame:
             "Order": o.id, "Time (IST)": format_ist(o.created_at), "Account": o.account_label,
             "Symbol": o.symbol, "Side": o.side.value, "Qty": o.quantity,
             "Filled": o.filled_quantity, "Type": o.order_type.value, "Product": o.product.value,
-            "Validity": o.validity.value, "Price [₹]": _money(o.price),
-            "Trigger [₹]": _money(o.trigger_price), "Avg price [₹]": _money(o.average_price),
+            "Validity": o.validity.value, "Price [₹]": money(o.price),
+            "Trigger [₹]": money(o.trigger_price), "Avg price [₹]": money(o.average_price),
             "Status": o.status.value, "Reason": o.rejection_reason or "",
             "AMO": "yes" if o.amo else "", "Source": o.source, "Placed by": o.placed_by or "—",
             "Client order id": o.client_order_id,
@@ -51,7 +46,7 @@ def gtt_frame(gtts: list[Gtt]) -> pd.DataFrame:
             "GTT": g.id, "Created (IST)": format_ist(g.created_at), "Account": g.account_label,
             "Symbol": g.symbol, "Kind": g.kind.value, "Product": g.product.value,
             "Legs": " | ".join(_describe_leg(leg) for leg in g.legs), "Status": g.status.value,
-            "LTP at creation [₹]": _money(g.reference_price),
+            "LTP at creation [₹]": money(g.reference_price),
             "Triggered (IST)": format_ist(g.triggered_at),
             "Order": g.order_id if g.order_id is not None else "—",
             "Message": g.message or "", "Expires (IST)": format_ist(g.expires_at),
