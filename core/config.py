@@ -111,6 +111,21 @@ class Settings(BaseSettings):
         ge=0,
         description="PAPER_INITIAL_CAPITAL: rupees paid into each new demo paper account.",
     )
+    model_dir: Path = Field(
+        default=VAR_DIR / "models",
+        description="MODEL_DIR: folder of the signal model files (one per version, named by "
+        "version; each checked against its SHA-256 in the registry when loaded).",
+    )
+    signal_train_on_start: bool = Field(
+        default=True,
+        description="SIGNAL_TRAIN_ON_START: a worker that finds no active signal model (and "
+        "daily bars in the database) trains and activates the first one in the background.",
+    )
+    signal_outcome_time: time = Field(
+        default=time(16, 15),
+        description="SIGNAL_OUTCOME_TIME: IST time on weekdays when the worker marks the "
+        "outcomes of journaled signals from the day's bars (after the 15:30 close).",
+    )
     cookie_expiry_days: float = Field(
         default=1.0, ge=0, description="COOKIE_EXPIRY_DAYS: re-login cookie lifetime (0 = off)."
     )

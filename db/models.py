@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -28,6 +29,7 @@ from core.trading import (
     Validity,
 )
 from db.base import Base, TimestampMixin, str_enum, utcnow
+from engines.signal_types import Action, Direction, Regime
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -427,3 +429,96 @@ class PaperLedgerRow(Base):
     note: Mapped[str | None] = mapped_column(String(200))
     created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# ----------------------------------------------------------------------------------------------
+# Signals: the model registry and the signal journal
+# ----------------------------------------------------------------------------------------------
+
+
+class ModelStatus(StrEnum):
+    """Where a model version is in its life: being trained, ready, the active one, or failed."""
+
+    TRAINING = "training"
+    READY = "ready"
+    ACTIVE = "active"
+    FAILED = "failed"
+
+
+class ModelVersionRow(Base):
+    """One trained signal model: its windows, features, metrics and the artifact file's hash.
+
+    At most one row is active: ``active_slot`` is 1 on the active row and NULL elsewhere, under a
+    unique constraint (NULLs never collide on SQLite or PostgreSQL).
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (Index("ix_model_versions_status_created_at", "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(40), unique=True)
+    status: Mapped[ModelStatus] = mapped_column(str_enum(ModelStatus, "model_status"))
+    active_slot: Mapped[int | None] = mapped_column(unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(32))
+    trained_at: Mapped[datetime | None]
+    train_from: Mapped[date | None]
+    train_to: Mapped[date | None]
+    calibrator_kind: Mapped[str | None] = mapped_column(String(20))
+    calibrated_at: Mapped[datetime | None]
+    calibration_from: Mapped[date | None]
+    calibration_to: Mapped[date | None]
+    base_version: Mapped[str | None] = mapped_column(String(40))  # trees reused by a re-fit
+    data_source: Mapped[str | None] = mapped_column(String(200))
+    n_symbols: Mapped[int] = mapped_column(default=0)
+    features: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    spec: Mapped[str] = mapped_column(Text, default="{}")  # JSON BarrierSpec
+    metrics: Mapped[str] = mapped_column(Text, default="{}")  # JSON {name: value}
+    report: Mapped[str] = mapped_column(Text, default="{}")  # JSON evaluation report
+    artifact_path: Mapped[str | None] = mapped_column(String(300))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    message: Mapped[str | None] = mapped_column(String(500))
+    activated_at: Mapped[datetime | None]
+    activated_by: Mapped[str | None] = mapped_column(String(32))
+
+
+class SignalRow(Base):
+    """One journaled signal and, once later bars decide it, its outcome.
+
+    A signal is journaled once per symbol, bar and model version: generating it again returns
+    the journaled one (same trace id), so performance figures never count a signal twice.
+    """
+
+    __tablename__ = "signals"
+    __table_args__ = (
+        UniqueConstraint("symbol", "bar_time", "model_version"),
+        Index("ix_signals_outcome_bar_time", "outcome", "bar_time"),
+        Index("ix_signals_generated_at", "generated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    trace_id: Mapped[str] = mapped_column(String(40), unique=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    bar_time: Mapped[datetime]
+    generated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    generated_by: Mapped[str] = mapped_column(String(32))
+    action: Mapped[Action] = mapped_column(str_enum(Action, "signal_action"))
+    direction: Mapped[Direction] = mapped_column(str_enum(Direction, "signal_direction"))
+    probability: Mapped[Decimal] = mapped_column(Numeric(8, 6))
+    confidence: Mapped[Decimal] = mapped_column(Numeric(8, 6))
+    entry: Mapped[Decimal] = mapped_column(Money)
+    stop_loss: Mapped[Decimal] = mapped_column(Money)
+    target1: Mapped[Decimal] = mapped_column(Money)
+    target2: Mapped[Decimal] = mapped_column(Money)
+    target3: Mapped[Decimal] = mapped_column(Money)
+    risk_reward: Mapped[Decimal] = mapped_column(Numeric(8, 4))
+    regime: Mapped[Regime] = mapped_column(str_enum(Regime, "signal_regime"))
+    agreement: Mapped[int]
+    voters: Mapped[int]
+    evidence: Mapped[str] = mapped_column(Text)  # JSON list of Evidence
+    model_version: Mapped[str] = mapped_column(String(40), index=True)
+    horizon_bars: Mapped[int]
+    outcome: Mapped[str] = mapped_column(String(12), default="OPEN")
+    outcome_at: Mapped[datetime | None]
+    outcome_price: Mapped[Decimal | None] = mapped_column(Money)
