@@ -31,6 +31,10 @@ Member                                     Required  Meaning
 end)``
 ``instruments()``                          optional  The broker's instrument master
                                                      (``INSTRUMENTS`` flag).
+``pre_trade(symbol)``                      optional  Session, quote, positions and funds an
+                                                     order needs, in one consistent read
+                                                     (``PRE_TRADE`` flag); else the order
+                                                     manager asks for each.
 =========================================  ========  ===========================================
 
 Order types and validities are capabilities too (``AMO``, ``IOC``, ``SL``, ``SL_M``,
@@ -89,6 +93,7 @@ class Capability(StrEnum):
     SL = "sl"
     SL_M = "sl_m"
     GTT_NATIVE = "gtt_native"
+    PRE_TRADE = "pre_trade"
 
 
 #: Capabilities every adapter must have; the contract test checks them.
@@ -97,6 +102,42 @@ REQUIRED_CAPABILITIES = frozenset({
     Capability.TRADE_BOOK, Capability.POSITIONS, Capability.HOLDINGS, Capability.FUNDS,
     Capability.QUOTES,
 })
+
+
+@dataclass(frozen=True, slots=True)
+class PreTrade:
+    """What the pre-trade checks of one order in one symbol need, read at one moment.
+
+    ``open_mis`` is the signed open intraday quantity of the symbol (+ long, − short);
+    ``held`` the settled delivery holdings and ``bought`` the unsettled net delivery buys.
+    """
+
+    session: SessionState
+    quote: Quote | None
+    open_mis: int
+    held: int
+    bought: int
+    available: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """A broker order's new state and the executions that came with the change.
+
+    Pushed to the order manager by a simulated venue's step (and, later, by live brokers'
+    order postbacks), so the book is mirrored without polling the broker for it.
+    """
+
+    order: BrokerOrder
+    trades: tuple[Trade, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VenueStep:
+    """What one step of a simulated venue did: its order events and the orders they changed."""
+
+    events: int
+    updates: tuple[OrderUpdate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,4 +225,12 @@ class InstrumentMaster(Protocol):
 
     def instruments(self) -> list[Instrument]:
         """Return the tradable instruments."""
+        ...
+
+
+class PreTradeReader(Protocol):
+    """Optional: one consistent pre-trade read of a symbol (``Capability.PRE_TRADE``)."""
+
+    def pre_trade(self, symbol: str) -> PreTrade:
+        """Return session, quote, open positions in ``symbol`` and available funds."""
         ...

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
 
-from brokers.base import Broker
+from brokers.base import Broker, VenueStep
 from brokers.paper import FeedMarketView, MarketView, PaperBroker, PaperConfig, PaperExchange
 from core.clock import now_ist
 from core.config import Settings
@@ -70,12 +70,14 @@ def build_broker(broker: BrokerName | str, *, db: Database, settings: Settings,
 
 
 def venue_steppers(db: Database, settings: Settings,
-                   clock: Callable[[], datetime] | None = None) -> list[Callable[[datetime], int]]:
+                   clock: Callable[[], datetime] | None = None
+                   ) -> list[Callable[[datetime], VenueStep]]:
     """Return the step functions of the simulated venues the worker runs every second.
 
     Each takes the wall time and returns how many order events (fills, cancels, expiries) it
-    made. Today: the paper exchange on the market feed.
+    made and the orders they changed, with their new fills, for the order manager to mirror.
+    Today: the paper exchange on the market feed.
     """
     exchange = PaperExchange(db, PaperConfig.from_settings(settings),
                              FeedMarketView(db, settings), clock or now_ist)
-    return [lambda now: exchange.step(now).events]
+    return [lambda now: exchange.step(now).venue_step()]

@@ -22,18 +22,27 @@ account?) is the service layer's job: :class:`core.services.orders.OrderService`
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from brokers.base import Broker, Capability, OrderChange, SessionState
+from brokers.base import (
+    Broker,
+    Capability,
+    OrderChange,
+    OrderUpdate,
+    PreTrade,
+    PreTradeReader,
+    SessionState,
+)
 from core import audit
 from core.clock import now_ist, to_ist
 from core.domain import Actor, Instrument
@@ -42,7 +51,6 @@ from core.marketdata.store import instrument as find_instrument
 from core.money import inr
 from core.trading import (
     CHARGE_FIELDS,
-    BrokerOrder,
     Charges,
     Order,
     OrderRequest,
@@ -62,6 +70,8 @@ from db.models import AccountRow, OrderRow, TradeRow, UserRow
 from engines import costs
 
 _REASON_CHARS = 300
+#: How long the order manager reuses an instrument's tick and lot size (seconds).
+INSTRUMENT_CACHE_SECONDS = 30.0
 _CAPABILITY_FOR = {
     OrderType.SL: Capability.SL,
     OrderType.SL_M: Capability.SL_M,
@@ -211,6 +221,7 @@ class OrderManager:
         self.mis_leverage = mis_leverage
         self.slippage_bps = slippage_bps
         self.clock = clock
+        self._instruments: dict[str, tuple[float, Instrument]] = {}
 
     # -- checks before anything is written ------------------------------------------------
     def normalise(self, request: OrderRequest) -> tuple[OrderRequest, Instrument]:
@@ -218,8 +229,7 @@ class OrderManager:
         symbol = str(request.symbol or "").strip().upper()
         if not symbol:
             raise ValidationError("Symbol is required; pick one from the instrument list")
-        with self.db.transaction() as session:
-            instrument = find_instrument(session, symbol)
+        instrument = self._instrument(symbol)
         if instrument is None:
             raise NotFound(
                 f"Unknown symbol {symbol!r} on NSE; pick one from the instrument list")
@@ -228,11 +238,31 @@ class OrderManager:
         check_request(request, instrument)
         return request, instrument
 
-    def estimate(self, request: OrderRequest, instrument: Instrument) -> OrderEstimate:
-        """Return price, value, charges and funds for ``request`` (normalised) without sending."""
-        broker = self.broker_for(request.account_id)
-        session_state = broker.session()
-        quote = broker.quote(request.symbol)
+    def _instrument(self, symbol: str) -> Instrument | None:
+        """Return the instrument of ``symbol``, read at most every few seconds per symbol.
+
+        Tick and lot size change rarely (an instrument import); the broker checks the order
+        against its own fresh read again before accepting it.
+        """
+        cached = self._instruments.get(symbol)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < INSTRUMENT_CACHE_SECONDS:
+            return cached[1]
+        with self.db.transaction() as session:
+            instrument = find_instrument(session, symbol)
+        if instrument is not None:
+            self._instruments[symbol] = (now, instrument)
+        return instrument
+
+    def estimate(self, request: OrderRequest, instrument: Instrument,
+                 pre: PreTrade | None = None) -> OrderEstimate:
+        """Return price, value, charges and funds for ``request`` (normalised) without sending.
+
+        ``pre`` is the broker's pre-trade read of the symbol, if the caller already has it.
+        """
+        if pre is None:
+            pre = self.pre_trade(self.broker_for(request.account_id), request.symbol)
+        session_state, quote = pre.session, pre.quote
         warnings: list[str] = []
         if quote is None:
             raise ValidationError(
@@ -240,16 +270,30 @@ class OrderManager:
                 "market feed, which has not priced this symbol (see the Market page)")
         price = expected_price(request, quote.ltp, self.slippage_bps, instrument.tick_size)
         charges = charges_estimate(request, price, session_state.trading_day)
-        open_mis = sum(p.quantity for p in broker.positions()
-                       if p.symbol == request.symbol and p.product is Product.MIS)
-        needed = required_funds(request, price, charges, self.mis_leverage, open_mis)
-        available = broker.funds().available
+        needed = required_funds(request, price, charges, self.mis_leverage, pre.open_mis)
         if not session_state.is_open and not request.amo:
             warnings.append(f"Market closed ({session_state.detail}): tick AMO to queue it")
         return OrderEstimate(request.symbol, quote.ltp, price, price * request.quantity,
-                             charges, needed, available, session_state, tuple(warnings))
+                             charges, needed, pre.available, session_state, tuple(warnings))
 
-    def _precheck(self, broker: Broker, request: OrderRequest, estimate: OrderEstimate) -> None:
+    @staticmethod
+    def pre_trade(broker: Broker, symbol: str) -> PreTrade:
+        """Return the broker's session, quote, positions and funds for an order in ``symbol``.
+
+        One read from brokers with the ``PRE_TRADE`` capability, else one call per item.
+        """
+        if Capability.PRE_TRADE in broker.capabilities:
+            return cast(PreTradeReader, broker).pre_trade(symbol)
+        positions = [p for p in broker.positions() if p.symbol == symbol]
+        return PreTrade(
+            session=broker.session(), quote=broker.quote(symbol),
+            open_mis=sum(p.quantity for p in positions if p.product is Product.MIS),
+            held=sum(h.quantity for h in broker.holdings() if h.symbol == symbol),
+            bought=sum(p.quantity for p in positions if p.product is Product.CNC),
+            available=broker.funds().available)
+
+    def _precheck(self, broker: Broker, request: OrderRequest, estimate: OrderEstimate,
+                  pre: PreTrade) -> None:
         self._check_capabilities(broker, request)
         state = estimate.session
         if request.amo and state.is_open:
@@ -263,7 +307,7 @@ class OrderManager:
         assert estimate.ltp is not None  # noqa: S101 - estimate refuses a missing price
         check_trigger_vs_ltp(request, estimate.ltp)
         if request.product is Product.CNC and request.side is Side.SELL:
-            self._check_sellable(broker, request)
+            self._check_sellable(request, pre)
         if estimate.required_funds > estimate.available_funds:
             raise InsufficientFunds(
                 f"Insufficient funds for {request.side} {request.quantity} {request.symbol} "
@@ -280,10 +324,8 @@ class OrderManager:
         if needed is not None and needed not in broker.capabilities:
             raise ValidationError(f"Broker {broker.name!r} does not support {needed.value} orders")
 
-    def _check_sellable(self, broker: Broker, request: OrderRequest) -> None:
-        held = sum(h.quantity for h in broker.holdings() if h.symbol == request.symbol)
-        bought = sum(p.quantity for p in broker.positions()
-                     if p.symbol == request.symbol and p.product is Product.CNC)
+    def _check_sellable(self, request: OrderRequest, pre: PreTrade) -> None:
+        held, bought = pre.held, pre.bought
         with self.db.transaction() as session:
             pending = sum(
                 row.quantity - row.filled_quantity for row in session.scalars(
@@ -332,8 +374,9 @@ class OrderManager:
         if existing is not None:
             return existing
         broker = self.broker_for(request.account_id)
-        estimate = self.estimate(request, instrument)
-        self._precheck(broker, request, estimate)
+        pre = self.pre_trade(broker, request.symbol)
+        estimate = self.estimate(request, instrument, pre)
+        self._precheck(broker, request, estimate, pre)
         action = "gtt" if gtt_id is not None else source if source == "square_off" else "place"
         self._gate(request, action, placed_by.user_id if placed_by else None, estimate)
         order_id = self._persist(request, instrument, broker, placed_by, source, gtt_id)
@@ -495,47 +538,81 @@ class OrderManager:
             if order_ids is not None:
                 query = query.where(OrderRow.id.in_(list(order_ids)))
             open_rows = session.execute(query).all()
-        by_account: dict[int, dict[str, tuple[int, OrderStatus, int]]] = {}
-        for ident, account_id, broker_order_id, status, filled in open_rows:
+        by_account: dict[int, dict[str, tuple[OrderStatus, int]]] = {}
+        for _ident, account_id, broker_order_id, status, filled in open_rows:
             if broker_order_id is not None:
-                by_account.setdefault(account_id, {})[broker_order_id] = (ident, status, filled)
-        changes = 0
+                by_account.setdefault(account_id, {})[broker_order_id] = (status, filled)
+        updates: list[OrderUpdate] = []
         for account_id, known in by_account.items():
             broker = self.broker_for(account_id)
             for state in broker.orders(list(known)):
-                ident, status, filled = known[state.broker_order_id]
-                if (status, filled) != (state.status, state.filled_quantity):
-                    changes += self._mirror(broker, ident, state, actor)
-        return changes
+                if known[state.broker_order_id] != (state.status, state.filled_quantity):
+                    # Ask the broker now: no broker round trip inside the book's transaction.
+                    trades = (broker.order_trades(state.broker_order_id)
+                              if state.filled_quantity else [])
+                    updates.append(OrderUpdate(state, tuple(trades)))
+        return self.apply_updates(updates, actor, all_fills=True)
 
-    def _mirror(self, broker: Broker, order_id: int, state: BrokerOrder,
-                actor: Actor | None) -> int:
-        # Ask the broker before taking the row lock: no broker round trip inside a transaction.
-        trades = broker.order_trades(state.broker_order_id) if state.filled_quantity else []
+    def apply_updates(self, updates: Iterable[OrderUpdate], actor: Actor | None = None, *,
+                      all_fills: bool = False) -> int:
+        """Mirror broker order updates (state and new fills) into the book in one transaction.
+
+        Updates of orders the book does not hold, or already mirrored (by another process, or
+        a repeated push), change nothing; a fill already in the book is not written twice. An
+        update whose fills do not add up to its filled quantity (an earlier push was lost) is
+        left to :meth:`sync`, which asks the broker for all of the order's fills (and passes
+        ``all_fills=True``: mirrored as the broker says). Return how many orders changed.
+        """
+        pending = {(u.order.account_id, u.order.broker_order_id): u for u in updates}
+        if not pending:
+            return 0
+        incomplete: list[int] = []
         with self.db.transaction() as session:
-            row = session.get(OrderRow, order_id, with_for_update=True)
-            assert row is not None  # noqa: S101
-            if row.status == state.status and row.filled_quantity == state.filled_quantity:
-                return 0  # mirrored meanwhile by another process
-            if state.filled_quantity != row.filled_quantity:
-                known = set(session.scalars(
-                    select(TradeRow.broker_trade_id).where(TradeRow.order_id == row.id)))
-                for trade in trades:
-                    if trade.broker_trade_id in known:
-                        continue
-                    values = {name: getattr(trade.charges, name) for name in CHARGE_FIELDS}
-                    session.add(TradeRow(
-                        order_id=row.id, account_id=row.account_id, symbol=trade.symbol,
-                        side=trade.side, product=trade.product, quantity=trade.quantity,
-                        price=trade.price, executed_at=trade.executed_at,
-                        trade_date=trade.trade_date, broker_trade_id=trade.broker_trade_id,
-                        broker_order_id=trade.broker_order_id,
-                        charges_total=trade.charges.total, **values))
-            reason = state.status_message if state.status in (
-                OrderStatus.REJECTED, OrderStatus.CANCELLED) else None
-            self._apply(session, row, state.status, actor, reason=reason,
-                        filled=state.filled_quantity, average=state.average_price)
-            return 1
+            rows = session.scalars(
+                select(OrderRow).where(
+                    OrderRow.account_id.in_({account for account, _ in pending}),
+                    OrderRow.broker_order_id.in_({ident for _, ident in pending}))
+                .order_by(OrderRow.id).with_for_update()).all()
+            changed = [(row, pending[(row.account_id, row.broker_order_id or "")])
+                       for row in rows if (row.account_id, row.broker_order_id) in pending]
+            changed = [(row, update) for row, update in changed
+                       if (row.status, row.filled_quantity)
+                       != (update.order.status, update.order.filled_quantity)]
+            filled = [row.id for row, update in changed
+                      if update.order.filled_quantity != row.filled_quantity]
+            known = set(session.scalars(select(TradeRow.broker_trade_id).where(
+                TradeRow.order_id.in_(filled)))) if filled else set()
+            mirrored = 0
+            for row, update in changed:
+                new_fills = sum(t.quantity for t in update.trades
+                                if t.broker_trade_id not in known)
+                if not all_fills and (
+                        row.filled_quantity + new_fills != update.order.filled_quantity):
+                    incomplete.append(row.id)
+                    continue
+                self._mirror(session, row, update, known, actor)
+                mirrored += 1
+        return mirrored + (self.sync(incomplete, actor) if incomplete else 0)
+
+    def _mirror(self, session: Session, row: OrderRow, update: OrderUpdate,
+                known: set[str], actor: Actor | None) -> None:
+        state = update.order
+        if state.filled_quantity != row.filled_quantity:
+            for trade in update.trades:
+                if trade.broker_trade_id in known:
+                    continue
+                values = {name: getattr(trade.charges, name) for name in CHARGE_FIELDS}
+                session.add(TradeRow(
+                    order_id=row.id, account_id=row.account_id, symbol=trade.symbol,
+                    side=trade.side, product=trade.product, quantity=trade.quantity,
+                    price=trade.price, executed_at=trade.executed_at,
+                    trade_date=trade.trade_date, broker_trade_id=trade.broker_trade_id,
+                    broker_order_id=trade.broker_order_id,
+                    charges_total=trade.charges.total, **values))
+        reason = state.status_message if state.status in (
+            OrderStatus.REJECTED, OrderStatus.CANCELLED) else None
+        self._apply(session, row, state.status, actor, reason=reason,
+                    filled=state.filled_quantity, average=state.average_price)
 
 
 def _audit(session: Session, actor: Actor | None, action: str, order_id: int,

@@ -352,3 +352,49 @@ def test_the_statements_download_as_csv_with_the_day_s_trades_and_charges(
     with pytest.raises(PermissionDenied):
         services.portfolio.trade_book_csv(priya, _account(services, priya, "Priya · Trading") + 100,
                                           start, end)
+
+
+def _exchange(services: Services):
+    from brokers.paper import FeedMarketView, PaperConfig, PaperExchange
+
+    return PaperExchange(services.db, PaperConfig.from_settings(services.settings),
+                         FeedMarketView(services.db, services.settings))
+
+
+def _trades_of(services: Services, order_id: int) -> list[str]:
+    with services.db.transaction() as session:
+        return list(session.scalars(select(TradeRow.broker_trade_id)
+                                    .where(TradeRow.order_id == order_id)))
+
+
+def _filled_without_mirroring(services: Services, priya: Actor, account: int):
+    """Place a MARKET MIS buy and fill it at the venue; the order book is not told yet."""
+    order = services.orders.place(priya, _buy(account, order_type=OrderType.MARKET,
+                                              price=None, product=Product.MIS))
+    tick(services.db, "INFY", "1500.50")
+    return order, _exchange(services).step()
+
+
+def test_the_step_mirrors_the_fills_the_venue_pushes_and_a_repeated_push_changes_nothing(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    order, stepped = _filled_without_mirroring(services, priya, priya_account)
+    assert [u.order.status for u in stepped.updates] == [OrderStatus.FILLED]
+    manager = services.orders.manager
+    assert manager.apply_updates(stepped.updates) == 1
+    assert manager.apply_updates(stepped.updates) == 0  # the same push again
+    mirrored = services.orders.order_book(priya, priya_account)[0]
+    assert (mirrored.id, mirrored.status, mirrored.filled_quantity) == (
+        order.id, OrderStatus.FILLED, 10)
+    assert _trades_of(services, order.id) == [stepped.updates[0].trades[0].broker_trade_id]
+
+
+def test_a_push_whose_fills_do_not_add_up_is_completed_from_the_broker(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    order, stepped = _filled_without_mirroring(services, priya, priya_account)
+    lost = stepped.updates[0]
+    without_fills = type(lost)(lost.order, ())  # the push that carried the fill was lost
+    assert services.orders.manager.apply_updates([without_fills]) == 1
+    assert services.orders.order_book(priya, priya_account)[0].status is OrderStatus.FILLED
+    assert _trades_of(services, order.id) == [lost.trades[0].broker_trade_id]

@@ -20,7 +20,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from brokers.base import REQUIRED_CAPABILITIES, Capability, OrderChange, SessionState
+from brokers.base import REQUIRED_CAPABILITIES, Capability, OrderChange, PreTrade, SessionState
 from brokers.paper import funds as money
 from brokers.paper import records
 from brokers.paper.book import FillCache
@@ -79,7 +79,7 @@ class PaperBroker:
 
     name = "paper"
     capabilities = REQUIRED_CAPABILITIES | {Capability.AMO, Capability.IOC, Capability.SL,
-                                            Capability.SL_M}
+                                            Capability.SL_M, Capability.PRE_TRADE}
 
     def __init__(self, db: Database, account_id: int, config: PaperConfig, market: MarketView,
                  clock: Callable[[], datetime] = now_ist) -> None:
@@ -344,6 +344,17 @@ class PaperBroker:
     def session(self) -> SessionState:
         """Return whether the paper market is open now, why, and the IST trading day."""
         return self.market.session(self.clock())
+
+    def pre_trade(self, symbol: str) -> PreTrade:
+        """Return session, quote, open positions in ``symbol`` and funds in one transaction."""
+        now = self.clock()
+        with self.db.transaction() as session:
+            state = self.market.session(now, within=session)
+            quote = self.market.quotes([symbol], within=session).get(symbol)
+            account = self._state(session, to_ist(now).date())
+        held, bought = account.delivery_quantity(symbol)
+        return PreTrade(state, quote, account.mis_quantity(symbol), held, bought,
+                        account.funds.available)
 
     # -- capital (paper only) -------------------------------------------------------------
     def deposits(self) -> Decimal:

@@ -27,6 +27,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from brokers.base import OrderUpdate, VenueStep
 from brokers.paper.config import PaperConfig
 from brokers.paper.funds import release
 from brokers.paper.market import MarketView
@@ -39,6 +40,8 @@ from brokers.paper.records import (
     leg_charges,
     parse_order_id,
     serialise,
+    to_broker_order,
+    to_trade,
 )
 from core.clock import now_ist, to_ist
 from core.domain import Quote
@@ -70,6 +73,8 @@ class StepReport:
         IOC orders whose unfilled rest was cancelled.
     expired : int
         DAY orders cancelled at the end of their trading day.
+    updates : list[OrderUpdate]
+        Each order whose status or filled quantity changed, with the fills of this step.
     """
 
     at: datetime
@@ -80,11 +85,16 @@ class StepReport:
     filled: int = 0
     cancelled: int = 0
     expired: int = 0
+    updates: list[OrderUpdate] = field(default_factory=list)
 
     @property
     def events(self) -> int:
         """Return the order events of the step: fills, cancels and expiries."""
         return self.fills + self.cancelled + self.expired
+
+    def venue_step(self) -> VenueStep:
+        """Return the step as the registry's venue steppers report it."""
+        return VenueStep(self.events, tuple(self.updates))
 
 
 @dataclass(slots=True)
@@ -126,22 +136,40 @@ class PaperExchange:
             rows = self._open_orders(session, only)
             report.examined = len(rows)
             batch = _Batch(now, to_ist(now).date(), {}, set())
+            before = {row.id: (row.status, row.filled_quantity) for row in rows}
             pending = [row for row in rows if not self._expire(row, batch.today, now)]
             report.expired = len(rows) - len(pending)
-            if not pending:
-                return report
-            report.market_open = self.market.session(now, within=session).is_open
-            quotes = self.market.quotes({row.symbol for row in pending}, within=session) if (
-                report.market_open) else {}
-            live = [row for row in pending if row.symbol in quotes
-                    and quotes[row.symbol].quote_time != row.seen_quote_time]
-            if live:
-                self._prepare(session, batch, live)
-            for row in live:
-                self._match(row, quotes[row.symbol], batch, report)
-            session.add_all(batch.trades)
-            report.fills = len(batch.trades)
+            if pending:
+                self._step_pending(session, pending, batch, report)
+            session.flush()  # trade ids for the updates
+            report.updates = self._updates(rows, before, batch.trades)
         return report
+
+    def _step_pending(self, session: Session, pending: list[PaperOrderRow], batch: _Batch,
+                      report: StepReport) -> None:
+        """Match the unexpired open orders whose symbol has a new price; write their fills."""
+        report.market_open = self.market.session(batch.now, within=session).is_open
+        quotes = self.market.quotes({row.symbol for row in pending}, within=session) if (
+            report.market_open) else {}
+        live = [row for row in pending if row.symbol in quotes
+                and quotes[row.symbol].quote_time != row.seen_quote_time]
+        if live:
+            self._prepare(session, batch, live)
+        for row in live:
+            self._match(row, quotes[row.symbol], batch, report)
+        session.add_all(batch.trades)
+        report.fills = len(batch.trades)
+
+    @staticmethod
+    def _updates(rows: list[PaperOrderRow], before: dict[int, tuple[OrderStatus, int]],
+                 trades: list[PaperTradeRow]) -> list[OrderUpdate]:
+        """Return the orders whose status or filled quantity changed, each with its new fills."""
+        fills: dict[int, list[PaperTradeRow]] = {}
+        for trade in trades:
+            fills.setdefault(trade.paper_order_id, []).append(trade)
+        return [OrderUpdate(to_broker_order(row),
+                            tuple(to_trade(t) for t in fills.get(row.id, ())))
+                for row in rows if before[row.id] != (row.status, row.filled_quantity)]
 
     @staticmethod
     def _open_orders(session: Session, only: Collection[str] | None) -> list[PaperOrderRow]:

@@ -297,8 +297,12 @@ class OrderService(ServiceBase):
         """Match simulated venues, mirror broker state, fire due GTTs; the worker runs it."""
 
         now = now or self.clock()
-        events = sum(step(now) for step in venue_steppers(self.db, self.settings, self.clock))
-        synced = self.manager.sync()
+        events = synced = 0
+        for venue_step in venue_steppers(self.db, self.settings, self.clock):
+            stepped = venue_step(now)
+            events += stepped.events
+            synced += self.manager.apply_updates(stepped.updates)
+        synced += self.manager.sync()  # anything changed outside the venues' steps
         fired = self.fire_gtts(now)
         return StepReport(events, synced, fired)
 
