@@ -197,14 +197,19 @@ def _vwap_votes(bars: pd.DataFrame, cfg: EnsembleConfig) -> _Votes:
     return _Votes(code, confidence, {"vwap": vwap, "sd": sd, "z": z, "close": close})
 
 
+def _prior(values: np.ndarray) -> np.ndarray:
+    """Return ``values`` one bar later: row ``t`` holds the value of bar ``t - 1``."""
+    return np.r_[np.nan, values[:-1]] if len(values) else values
+
+
 def _rsi_votes(bars: pd.DataFrame, cfg: EnsembleConfig) -> _Votes:
     close = _arr(bars, "close")
     rsi = talib.RSI(close, timeperiod=cfg.rsi_period)
     lookback = cfg.divergence_lookback
-    prior_low = pd.Series(close).rolling(lookback).min().shift(1).to_numpy()
-    prior_high = pd.Series(close).rolling(lookback).max().shift(1).to_numpy()
-    rsi_low = pd.Series(rsi).rolling(lookback).min().shift(1).to_numpy()
-    rsi_high = pd.Series(rsi).rolling(lookback).max().shift(1).to_numpy()
+    prior_low = _prior(talib.MIN(close, timeperiod=lookback))
+    prior_high = _prior(talib.MAX(close, timeperiod=lookback))
+    rsi_low = _prior(talib.MIN(rsi, timeperiod=lookback))
+    rsi_high = _prior(talib.MAX(rsi, timeperiod=lookback))
     with np.errstate(invalid="ignore"):
         oversold = rsi < cfg.rsi_oversold
         overbought = rsi > cfg.rsi_overbought
@@ -248,7 +253,7 @@ def _momentum_votes(bars: pd.DataFrame, cfg: EnsembleConfig) -> _Votes:
         close, fastperiod=cfg.macd_fast, slowperiod=cfg.macd_slow, signalperiod=cfg.macd_signal
     )
     roc = talib.ROC(close, timeperiod=cfg.roc_period)
-    mean_volume = np.r_[np.nan, talib.SMA(volume, timeperiod=cfg.volume_window)[:-1]]
+    mean_volume = _prior(talib.SMA(volume, timeperiod=cfg.volume_window))
     with np.errstate(invalid="ignore", divide="ignore"):
         volume_ratio = np.where(mean_volume > 0, volume / mean_volume, np.nan)
         code = np.where((hist > 0) & (roc > 0), 1, np.where((hist < 0) & (roc < 0), -1, 0))
