@@ -134,6 +134,15 @@ class EnsembleConfig:
                 f"{self.vwap_band}, {self.roc_full}, {self.volume_confirm}"
             )
 
+    def __hash__(self) -> int:
+        # The generated hash would fail on the weights dict; hash its items instead, so a
+        # config can key a cache (two configs with equal fields hash alike, as equality needs).
+        fields = tuple(
+            tuple(sorted(self.weights.items())) if name == "weights" else getattr(self, name)
+            for name in self.__dataclass_fields__
+        )
+        return hash(fields)
+
     def weight(self, strategy: str) -> float:
         """Return the weight of ``strategy`` (0 when it is left out)."""
         return float(self.weights.get(strategy, 0.0))

@@ -64,6 +64,13 @@ def test_default_weights_are_vwap_35_rsi_30_momentum_35() -> None:
     assert cfg.voters == (VWAP, RSI, MOMENTUM)
 
 
+def test_configs_with_equal_weights_are_equal_and_hash_alike() -> None:
+    custom = EnsembleConfig(weights={MOMENTUM: 0.5, VWAP: 0.5})
+    same = EnsembleConfig(weights={VWAP: 0.5, MOMENTUM: 0.5})
+    assert custom == same and hash(custom) == hash(same)
+    assert len({EnsembleConfig(), EnsembleConfig(), custom}) == 2
+
+
 @pytest.mark.parametrize(
     ("weights", "words"),
     [
