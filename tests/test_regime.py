@@ -9,6 +9,7 @@ import pytest
 from core.errors import ValidationError
 from engines.regime import RegimeConfig, classify, explain
 from engines.signal_types import Regime
+from engines.strategies import ensemble, ensemble_frame
 from tests.test_strategies import make_bars, sample_bars
 
 N = 300
@@ -135,3 +136,14 @@ def test_bad_thresholds_are_refused_with_the_rule_and_the_values(
 def test_bad_bars_are_refused() -> None:
     with pytest.raises(ValidationError, match="empty"):
         classify(_ramp(0).iloc[:0])
+
+
+def test_two_years_of_bars_give_the_same_regime_and_vote_as_the_whole_history() -> None:
+    # The signal service computes on the last 2 x 252 bars; TA-Lib's seeding has decayed
+    # long before that, so the rules see what the full-history frames used in evaluation see.
+    bars = sample_bars("SBIN")
+    regimes, votes = classify(bars), ensemble_frame(bars)
+    for end in range(700, len(bars) + 1, 30):
+        window = bars.iloc[end - 504 : end]
+        assert explain(window)[0].value == regimes.iloc[end - 1]
+        assert ensemble(window).action.value == votes["action"].iloc[end - 1]
