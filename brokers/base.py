@@ -31,6 +31,9 @@ Member                                     Required  Meaning
 end)``
 ``instruments()``                          optional  The broker's instrument master
                                                      (``INSTRUMENTS`` flag).
+``place_in(session, request)``             optional  ``place_order`` inside the caller's
+                                                     database transaction: books kept in the
+                                                     desk's own database (``DESK_DATABASE``).
 ``pre_trade(symbol)``                      optional  Session, quote, positions and funds an
                                                      order needs, in one consistent read
                                                      (``PRE_TRADE`` flag); else the order
@@ -52,6 +55,7 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
+from sqlalchemy.orm import Session
 
 from core.domain import Instrument, Interval, Quote
 from core.trading import (
@@ -94,6 +98,7 @@ class Capability(StrEnum):
     SL_M = "sl_m"
     GTT_NATIVE = "gtt_native"
     PRE_TRADE = "pre_trade"
+    DESK_DATABASE = "desk_database"
 
 
 #: Capabilities every adapter must have; the contract test checks them.
@@ -233,4 +238,17 @@ class PreTradeReader(Protocol):
 
     def pre_trade(self, symbol: str) -> PreTrade:
         """Return session, quote, open positions in ``symbol`` and available funds."""
+        ...
+
+
+class DeskDatabaseBroker(Protocol):
+    """Optional: a broker whose books live in the desk's database (``Capability.DESK_DATABASE``).
+
+    The order manager then records the order, has it accepted and records the acceptance in
+    one database transaction: nothing can be accepted without being recorded, or recorded
+    without its outcome.
+    """
+
+    def place_in(self, session: Session, request: OrderRequest) -> str:
+        """Accept ``request`` within ``session`` (raising before writing if refused)."""
         ...

@@ -11,7 +11,7 @@ import argparse
 import hashlib
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -71,31 +71,48 @@ class AuditEvent:
 
 def append(session: Session, event: AuditEvent) -> int:
     """Append ``event`` inside the caller's transaction and return its id."""
+    return append_many(session, [event])[0]
+
+
+def append_many(session: Session, events: Sequence[AuditEvent]) -> list[int]:
+    """Append ``events`` in order inside the caller's transaction; return their ids.
+
+    One lock of the chain head for all of them: consecutive ids, each row hashing the one
+    before it, exactly as if appended one by one.
+    """
+    if not events:
+        return []
     head = session.execute(
         update(AuditHeadRow)
         .where(AuditHeadRow.id == 1)
-        .values(last_id=AuditHeadRow.last_id + 1)
+        .values(last_id=AuditHeadRow.last_id + len(events))
         .returning(AuditHeadRow.last_id, AuditHeadRow.last_hash)
     ).one()
-    row = AuditRow(
-        id=head.last_id,
-        created_at=utcnow(),
-        actor_user_id=event.actor_user_id,
-        actor_username=event.actor_username,
-        household_id=event.household_id,
-        action=event.action,
-        resource=event.resource,
-        outcome=event.outcome,
-        details=canonical_details(event.details),
-        client=(event.client or ClientInfo(channel="system")).describe()[:400],
-        client_ip=event.client.ip[:64] if event.client and event.client.ip else None,
-        prev_hash=head.last_hash,
-        row_hash="",
-    )
-    row.row_hash = row_digest(row)
-    session.add(row)
-    session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(last_hash=row.row_hash))
-    return row.id
+    prev_hash = head.last_hash
+    first_id = head.last_id - len(events) + 1
+    created_at = utcnow()
+    rows = []
+    for offset, event in enumerate(events):
+        row = AuditRow(
+            id=first_id + offset,
+            created_at=created_at,
+            actor_user_id=event.actor_user_id,
+            actor_username=event.actor_username,
+            household_id=event.household_id,
+            action=event.action,
+            resource=event.resource,
+            outcome=event.outcome,
+            details=canonical_details(event.details),
+            client=(event.client or ClientInfo(channel="system")).describe()[:400],
+            client_ip=event.client.ip[:64] if event.client and event.client.ip else None,
+            prev_hash=prev_hash,
+            row_hash="",
+        )
+        row.row_hash = prev_hash = row_digest(row)
+        rows.append(row)
+    session.add_all(rows)
+    session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(last_hash=prev_hash))
+    return [row.id for row in rows]
 
 
 def append_now(db: Database, event: AuditEvent) -> int:

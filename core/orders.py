@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from brokers.base import (
     Broker,
     Capability,
+    DeskDatabaseBroker,
     OrderChange,
     OrderUpdate,
     PreTrade,
@@ -379,6 +380,9 @@ class OrderManager:
         self._precheck(broker, request, estimate, pre)
         action = "gtt" if gtt_id is not None else source if source == "square_off" else "place"
         self._gate(request, action, placed_by.user_id if placed_by else None, estimate)
+        if Capability.DESK_DATABASE in broker.capabilities:
+            return self._submit_in_one_transaction(request, instrument, broker, placed_by,
+                                                   source, gtt_id)
         order_id = self._persist(request, instrument, broker, placed_by, source, gtt_id)
         if order_id is None:  # lost an insert race on the same client order id
             existing = self._existing(request)
@@ -403,33 +407,77 @@ class OrderManager:
                     f"{row.id} ({row.side} {row.quantity} {row.symbol}); use a new id")
             return load_order(session, row.id)
 
+    @staticmethod
+    def _pending_row(request: OrderRequest, instrument: Instrument, broker: Broker,
+                     placed_by: Actor | None, source: str, gtt_id: int | None) -> OrderRow:
+        assert request.client_order_id is not None  # noqa: S101 - normalise sets it
+        return OrderRow(
+            client_order_id=request.client_order_id, account_id=request.account_id,
+            instrument_id=instrument.id, symbol=request.symbol, side=request.side,
+            quantity=request.quantity, order_type=request.order_type,
+            product=request.product, validity=request.validity, price=request.price,
+            trigger_price=request.trigger_price, is_amo=request.amo,
+            status=OrderStatus.PENDING, broker=broker.name, source=source,
+            gtt_id=gtt_id, placed_by_user_id=placed_by.user_id if placed_by else None)
+
+    @staticmethod
+    def _placed_event(session: Session, row: OrderRow, placed_by: Actor | None,
+                      source: str) -> audit.AuditEvent:
+        account = session.get(AccountRow, row.account_id)
+        return _event(placed_by, "orders.place", row.id,
+                      account.household_id if account else None,
+                      {"client_order_id": row.client_order_id, "account_id": row.account_id,
+                       "symbol": row.symbol, "side": row.side.value,
+                       "quantity": row.quantity, "type": row.order_type.value,
+                       "product": row.product.value, "price": row.price,
+                       "trigger_price": row.trigger_price, "amo": row.is_amo,
+                       "source": source, "status": OrderStatus.PENDING.value})
+
     def _persist(self, request: OrderRequest, instrument: Instrument, broker: Broker,
                  placed_by: Actor | None, source: str, gtt_id: int | None) -> int | None:
-        assert request.client_order_id is not None  # noqa: S101 - normalise sets it
         try:
             with self.db.transaction() as session:
-                row = OrderRow(
-                    client_order_id=request.client_order_id, account_id=request.account_id,
-                    instrument_id=instrument.id, symbol=request.symbol, side=request.side,
-                    quantity=request.quantity, order_type=request.order_type,
-                    product=request.product, validity=request.validity, price=request.price,
-                    trigger_price=request.trigger_price, is_amo=request.amo,
-                    status=OrderStatus.PENDING, broker=broker.name, source=source,
-                    gtt_id=gtt_id, placed_by_user_id=placed_by.user_id if placed_by else None)
+                row = self._pending_row(request, instrument, broker, placed_by, source, gtt_id)
                 session.add(row)
                 session.flush()
-                household = session.get(AccountRow, request.account_id)
-                _audit(session, placed_by, "orders.place", row.id,
-                       household.household_id if household else None,
-                       {"client_order_id": row.client_order_id, "account_id": row.account_id,
-                        "symbol": row.symbol, "side": row.side.value,
-                        "quantity": row.quantity, "type": row.order_type.value,
-                        "product": row.product.value, "price": row.price,
-                        "trigger_price": row.trigger_price, "amo": row.is_amo,
-                        "source": source, "status": OrderStatus.PENDING.value})
+                audit.append(session, self._placed_event(session, row, placed_by, source))
                 return row.id
         except IntegrityError:
             return None
+
+    def _submit_in_one_transaction(
+        self, request: OrderRequest, instrument: Instrument, broker: Broker,
+        placed_by: Actor | None, source: str, gtt_id: int | None,
+    ) -> Order:
+        """Record PENDING, have the broker accept, record OPEN/REJECTED: one transaction.
+
+        For brokers keeping their books in the desk's database (``DESK_DATABASE``): the
+        PENDING row is written before the broker is asked, and the commit makes the order,
+        the broker's acceptance and both audit entries durable together, so a crash can leave
+        neither an accepted order without its record nor a record without its outcome.
+        """
+        try:
+            with self.db.transaction() as session:
+                row = self._pending_row(request, instrument, broker, placed_by, source, gtt_id)
+                session.add(row)
+                session.flush()
+                events = [self._placed_event(session, row, placed_by, source)]
+                try:
+                    broker_order_id = cast(DeskDatabaseBroker, broker).place_in(session, request)
+                except (OrderRejected, ValidationError) as exc:
+                    self._apply(session, row, OrderStatus.REJECTED, placed_by, reason=str(exc),
+                                events=events)
+                else:
+                    self._apply(session, row, OrderStatus.OPEN, placed_by,
+                                broker_order_id=broker_order_id, events=events)
+                audit.append_many(session, events)
+                session.flush()
+                return load_order(session, row.id)
+        except IntegrityError:  # lost an insert race on the same client order id
+            existing = self._existing(request)
+            if existing is None:
+                raise
+            return existing
 
     def _transition(self, order_id: int, new: OrderStatus, actor: Actor | None, *,
                     reason: str | None = None, broker_order_id: str | None = None,
@@ -445,7 +493,9 @@ class OrderManager:
     @staticmethod
     def _apply(session: Session, row: OrderRow, new: OrderStatus, actor: Actor | None, *,
                reason: str | None = None, broker_order_id: str | None = None,
-               filled: int | None = None, average: Decimal | None = None) -> bool:
+               filled: int | None = None, average: Decimal | None = None,
+               events: list[audit.AuditEvent] | None = None) -> bool:
+        """Move ``row`` to ``new`` and audit it (into ``events`` if given, else at once)."""
         old = row.status
         changed_fill = filled is not None and filled != row.filled_quantity
         if old == new and not changed_fill:
@@ -462,11 +512,15 @@ class OrderManager:
         if average is not None:
             row.average_price = average
         account = session.get(AccountRow, row.account_id)
-        _audit(session, actor, "orders.status", row.id,
-               account.household_id if account else None,
-               {"from": old.value, "to": new.value, "filled": row.filled_quantity,
-                "average_price": row.average_price, "broker_order_id": row.broker_order_id,
-                "reason": reason})
+        event = _event(actor, "orders.status", row.id,
+                       account.household_id if account else None,
+                       {"from": old.value, "to": new.value, "filled": row.filled_quantity,
+                        "average_price": row.average_price,
+                        "broker_order_id": row.broker_order_id, "reason": reason})
+        if events is None:
+            audit.append(session, event)
+        else:
+            events.append(event)
         return True
 
     # -- changes --------------------------------------------------------------------------
@@ -615,11 +669,16 @@ class OrderManager:
                     filled=state.filled_quantity, average=state.average_price)
 
 
-def _audit(session: Session, actor: Actor | None, action: str, order_id: int,
-           household_id: int | None, details: dict[str, object]) -> None:
-    audit.append(session, audit.AuditEvent(
+def _event(actor: Actor | None, action: str, order_id: int, household_id: int | None,
+           details: dict[str, object]) -> audit.AuditEvent:
+    return audit.AuditEvent(
         action=action, resource=f"order:{order_id}",
         actor_user_id=actor.user_id if actor else None,
         actor_username=actor.username if actor else None,
         household_id=household_id, outcome=audit.OK, details=details,
-        client=actor.client if actor else None))
+        client=actor.client if actor else None)
+
+
+def _audit(session: Session, actor: Actor | None, action: str, order_id: int,
+           household_id: int | None, details: dict[str, object]) -> None:
+    audit.append(session, _event(actor, action, order_id, household_id, details))

@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select, update
 
+from core import audit
 from core.domain import Actor
 from core.errors import (
     InsufficientFunds,
@@ -398,3 +399,32 @@ def test_a_push_whose_fills_do_not_add_up_is_completed_from_the_broker(
     assert services.orders.manager.apply_updates([without_fills]) == 1
     assert services.orders.order_book(priya, priya_account)[0].status is OrderStatus.FILLED
     assert _trades_of(services, order.id) == [lost.trades[0].broker_trade_id]
+
+
+class ClosesTheMarketWhileChecking:
+    """Approves, but the feed stops meanwhile: the broker then refuses the checked order."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def check(self, request: OrderRequest, context: RiskContext) -> RiskDecision:
+        set_feed(self.services.db, running=False)
+        return RiskDecision(True)
+
+
+def test_a_broker_refusal_after_the_checks_is_recorded_as_rejected_with_both_audit_entries(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    services.orders.manager.risk_gate = ClosesTheMarketWhileChecking(services)
+    order = services.orders.place(priya, _buy(priya_account))
+    assert order.status is OrderStatus.REJECTED and order.broker_order_id is None
+    assert "Market is closed" in (order.rejection_reason or "")
+    with services.db.transaction() as session:
+        actions = [(row.action, row.details) for row in session.scalars(
+            select(AuditRow).where(AuditRow.resource == f"order:{order.id}")
+            .order_by(AuditRow.id))]
+        paper = session.scalar(select(func.count()).select_from(PaperOrderRow))
+    assert [action for action, _ in actions] == ["orders.place", "orders.status"]
+    assert '"to":"REJECTED"' in actions[1][1].replace(" ", "")
+    assert paper == 0
+    assert audit.verify(services.db).ok  # two entries under one head lock still chain

@@ -79,7 +79,8 @@ class PaperBroker:
 
     name = "paper"
     capabilities = REQUIRED_CAPABILITIES | {Capability.AMO, Capability.IOC, Capability.SL,
-                                            Capability.SL_M, Capability.PRE_TRADE}
+                                            Capability.SL_M, Capability.PRE_TRADE,
+                                            Capability.DESK_DATABASE}
 
     def __init__(self, db: Database, account_id: int, config: PaperConfig, market: MarketView,
                  clock: Callable[[], datetime] = now_ist) -> None:
@@ -109,19 +110,26 @@ class PaperBroker:
         """
         if request.client_order_id is None:
             raise ValidationError("A paper order needs a client order id (the idempotency key)")
-        if request.account_id != self.account_id:
-            raise ValidationError(f"This paper broker trades account {self.account_id}; the "
-                                  f"order is for account {request.account_id}")
         try:
             with self.db.transaction() as session:
-                return self._place(session, request)
+                return self.place_in(session, request)
         except IntegrityError:  # the same client order id raced in from another process
             existing = self._existing(request.client_order_id)
             if existing is None:
                 raise
             return existing
 
-    def _place(self, session: Session, request: OrderRequest) -> str:
+    def place_in(self, session: Session, request: OrderRequest) -> str:
+        """Accept ``request`` inside the caller's transaction (see :meth:`place_order`).
+
+        Every check runs before the order row is written, so a refusal leaves the caller's
+        transaction as it was.
+        """
+        if request.client_order_id is None:
+            raise ValidationError("A paper order needs a client order id (the idempotency key)")
+        if request.account_id != self.account_id:
+            raise ValidationError(f"This paper broker trades account {self.account_id}; the "
+                                  f"order is for account {request.account_id}")
         serialise(session, [self.account_id])
         assert request.client_order_id is not None  # noqa: S101 - place_order checked
         found = self._existing(request.client_order_id, session)
