@@ -223,6 +223,7 @@ class OrderManager:
         self.slippage_bps = slippage_bps
         self.clock = clock
         self._instruments: dict[str, tuple[float, Instrument]] = {}
+        self._households: dict[int, int | None] = {}
 
     # -- checks before anything is written ------------------------------------------------
     def normalise(self, request: OrderRequest) -> tuple[OrderRequest, Instrument]:
@@ -420,12 +421,16 @@ class OrderManager:
             status=OrderStatus.PENDING, broker=broker.name, source=source,
             gtt_id=gtt_id, placed_by_user_id=placed_by.user_id if placed_by else None)
 
-    @staticmethod
-    def _placed_event(session: Session, row: OrderRow, placed_by: Actor | None,
+    def _household(self, session: Session, account_id: int) -> int | None:
+        """Return the household of an account (fixed for its life, so read once)."""
+        if account_id not in self._households:
+            account = session.get(AccountRow, account_id)
+            self._households[account_id] = account.household_id if account else None
+        return self._households[account_id]
+
+    def _placed_event(self, session: Session, row: OrderRow, placed_by: Actor | None,
                       source: str) -> audit.AuditEvent:
-        account = session.get(AccountRow, row.account_id)
-        return _event(placed_by, "orders.place", row.id,
-                      account.household_id if account else None,
+        return _event(placed_by, "orders.place", row.id, self._household(session, row.account_id),
                       {"client_order_id": row.client_order_id, "account_id": row.account_id,
                        "symbol": row.symbol, "side": row.side.value,
                        "quantity": row.quantity, "type": row.order_type.value,
@@ -490,8 +495,7 @@ class OrderManager:
             session.flush()
             return load_order(session, order_id)
 
-    @staticmethod
-    def _apply(session: Session, row: OrderRow, new: OrderStatus, actor: Actor | None, *,
+    def _apply(self, session: Session, row: OrderRow, new: OrderStatus, actor: Actor | None, *,
                reason: str | None = None, broker_order_id: str | None = None,
                filled: int | None = None, average: Decimal | None = None,
                events: list[audit.AuditEvent] | None = None) -> bool:
@@ -511,9 +515,7 @@ class OrderManager:
             row.filled_quantity = filled
         if average is not None:
             row.average_price = average
-        account = session.get(AccountRow, row.account_id)
-        event = _event(actor, "orders.status", row.id,
-                       account.household_id if account else None,
+        event = _event(actor, "orders.status", row.id, self._household(session, row.account_id),
                        {"from": old.value, "to": new.value, "filled": row.filled_quantity,
                         "average_price": row.average_price,
                         "broker_order_id": row.broker_order_id, "reason": reason})
@@ -561,9 +563,8 @@ class OrderManager:
             row = changed
             row.quantity, row.price = request.quantity, request.price
             row.trigger_price = request.trigger_price
-            account = session.get(AccountRow, row.account_id)
             _audit(session, actor, "orders.modify", row.id,
-                   account.household_id if account else None,
+                   self._household(session, row.account_id),
                    {"quantity": row.quantity, "price": row.price,
                     "trigger_price": row.trigger_price})
         self.sync([order_id])
