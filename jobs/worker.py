@@ -15,12 +15,29 @@ from types import FrameType
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from core.clock import IST
-from core.errors import ConfigError, WorkerLockHeld
+from core.clock import IST, now_ist, to_ist
+from core.errors import ConfigError, ValidationError, WorkerLockHeld
 from core.services import Services, build_services
 from core.services.worker import new_holder_id
 
 log = logging.getLogger("sher.worker")
+WORKER = "worker"  # the operator name signal-model jobs are audited as
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def refit_trigger(frequency: str, hour: int, minute: int = 0) -> CronTrigger:
+    """Return the cron trigger (IST) of a pandas re-fit frequency: ``MS`` or ``W-<DAY>``.
+
+    These are the frequencies :class:`engines.model.ModelConfig` schedules re-fits with (and
+    ``engines.evaluate`` simulates), so production re-fits when the evaluation did.
+    """
+    if frequency == "MS":
+        return CronTrigger(day=1, hour=hour, minute=minute, timezone=IST)
+    day = frequency.removeprefix("W-").lower()
+    if frequency.startswith("W-") and day in WEEKDAYS:
+        return CronTrigger(day_of_week=day, hour=hour, minute=minute, timezone=IST)
+    raise ConfigError(f"Re-fit frequency {frequency!r} has no worker schedule; use 'MS' "
+                      "(monthly) or 'W-MON'..'W-SUN' (weekly)")
 
 
 class Worker:
@@ -58,9 +75,78 @@ class Worker:
         except Exception:
             log.exception("trading step failed; retrying on the next run")
 
+    def mark_signal_outcomes(self) -> None:
+        """Decide journaled signals from the day's bars; a failure waits for the next day."""
+        try:
+            self.services.signals.mark_outcomes(now_ist())
+        except Exception:
+            log.exception("marking signal outcomes failed; retrying on the next run")
+
+    def train_first_signal_model(self) -> None:
+        """Train and activate the first signal model if none is active (a fresh desk)."""
+        if self.services.models.has_usable_state():
+            return
+        try:
+            version = self.services.models.train_as(WORKER, progress=log.info, activate=True)
+        except ValidationError as exc:  # no daily bars yet: nothing to learn from
+            log.info("no first signal model trained: %s", exc)
+        except Exception:
+            log.exception("training the first signal model failed; the next start retries")
+        else:
+            log.info("trained and activated the first signal model %s", version.version)
+
+    def retrain_signal_model(self) -> None:
+        """Monthly: train a new model on all daily bars and activate it (previous one kept)."""
+        try:
+            version = self.services.models.train_as(WORKER, progress=log.info, activate=True)
+        except Exception:
+            log.exception("monthly signal model re-fit failed; the next scheduled run retries")
+        else:
+            log.info("monthly re-fit: %s is the active signal model", version.version)
+
+    def refit_signal_calibrator(self) -> None:
+        """Weekly: re-fit the active model's calibrator on the recent window and activate it.
+
+        Skipped when the active version was made today (a monthly re-fit calibrates too).
+        """
+        registry = self.services.models
+        try:
+            active = next((v for v in registry.all_versions() if v.is_active), None)
+            if active is None:
+                log.info("no active signal model: no calibrator to re-fit")
+                return
+            if to_ist(active.created_at).date() == now_ist().date():
+                return
+            version = registry.refit_calibrator_as(WORKER, progress=log.info)
+        except Exception:
+            log.exception("weekly calibrator re-fit failed; the next scheduled run retries")
+        else:
+            log.info("weekly re-fit: %s is the active signal model", version.version)
+
+    def _schedule_signals(self) -> None:
+        """Outcomes after each weekday's close; model and calibrator on ModelConfig's schedule."""
+        settings = self.services.settings
+        cfg = self.services.models.cfg
+        outcome = settings.signal_outcome_time
+        self.scheduler.add_job(
+            self.mark_signal_outcomes,
+            CronTrigger(day_of_week="mon-fri", hour=outcome.hour, minute=outcome.minute,
+                        timezone=IST),
+            id="signal_outcomes", coalesce=True, misfire_grace_time=6 * 3600)
+        self.scheduler.add_job(
+            self.retrain_signal_model, refit_trigger(cfg.refit_model_every, hour=5, minute=30),
+            id="signal_model_refit", coalesce=True, misfire_grace_time=12 * 3600)
+        self.scheduler.add_job(
+            self.refit_signal_calibrator, refit_trigger(cfg.refit_calibrator_every, hour=6),
+            id="signal_calibrator_refit", coalesce=True, misfire_grace_time=12 * 3600)
+        if settings.signal_train_on_start:
+            self.scheduler.add_job(self.train_first_signal_model, id="signal_first_model",
+                                   max_instances=1)
+
     def schedule(self) -> None:
         """Register the jobs."""
         settings = self.services.settings
+        self._schedule_signals()
         if settings.feed_mode != "off":
             self.scheduler.add_job(
                 self.feed_step, "interval", id="feed", seconds=1, max_instances=1, coalesce=True
@@ -103,6 +189,7 @@ class Worker:
         log.info("worker %s holds the lease", self.holder)
         try:
             self.expire_sessions()  # catch up if the worker was down at the expiry time
+            self.services.models.fail_stale_training(WORKER)  # a stopped worker's training
             self.schedule()
             self.scheduler.start()
         finally:

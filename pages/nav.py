@@ -28,6 +28,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/dashboard.py", "Dashboard", ":material/dashboard:", "Desk", ALL_ROLES),
     PageSpec("pages/market.py", "Market", ":material/monitoring:", "Desk", ALL_ROLES),
     PageSpec("pages/chart.py", "Chart", ":material/candlestick_chart:", "Desk", ALL_ROLES),
+    PageSpec("pages/signals.py", "Signals", ":material/insights:", "Desk", ALL_ROLES),
     PageSpec(
         "pages/household.py",
         "Household & Accounts",

@@ -103,3 +103,104 @@ def test_the_worker_schedules_the_trading_step_and_it_fills_an_open_order(servic
     worker.trading_step()
     filled = services.orders.order_book(priya, account)[0]
     assert filled.id == order.id and filled.status is OrderStatus.FILLED
+
+
+# ----------------------------------------------------------------------------------------------
+# Signal jobs: outcomes after the close, model and calibrator re-fits, the first model
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def signal_services(demo_url, tmp_path):
+    """Services over a demo desk with two symbols' daily bars and its own model folder."""
+    from core.services import Services
+    from db.engine import Database
+    from engines.model import ModelConfig
+    from tests.conftest import make_settings
+    from tests.support.market import load_instruments
+    from tests.test_signal_service import import_daily
+
+    svc = Services(Database(demo_url), make_settings(demo_url, model_dir=tmp_path / "models"))
+    svc.models.cfg = ModelConfig(n_rounds=10)
+    load_instruments(svc.db)
+    for symbol in ("INFY", "TCS"):
+        import_daily(svc, tmp_path, symbol)
+    yield svc
+    svc.db.dispose()
+
+
+def test_the_worker_schedules_signal_outcomes_and_refits_on_the_model_configs_schedule(
+        signal_services) -> None:
+    from datetime import datetime
+
+    from core.clock import IST
+
+    worker = Worker(signal_services)
+    worker.schedule()
+    jobs = {job.id: job for job in worker.scheduler.get_jobs()}
+    assert {"signal_outcomes", "signal_model_refit", "signal_calibrator_refit",
+            "signal_first_model"} <= set(jobs)
+    friday = datetime(2026, 11, 20, 17, 0, tzinfo=IST)
+    assert jobs["signal_outcomes"].trigger.get_next_fire_time(None, friday) == datetime(
+        2026, 11, 23, 16, 15, tzinfo=IST)  # weekdays after the close: Monday next
+    assert jobs["signal_model_refit"].trigger.get_next_fire_time(None, friday) == datetime(
+        2026, 12, 1, 5, 30, tzinfo=IST)  # ModelConfig.refit_model_every = "MS"
+    assert jobs["signal_calibrator_refit"].trigger.get_next_fire_time(None, friday) == datetime(
+        2026, 11, 23, 6, 0, tzinfo=IST)  # ModelConfig.refit_calibrator_every = "W-MON"
+
+
+def test_a_refit_frequency_the_worker_cannot_schedule_is_a_config_error() -> None:
+    from core.errors import ConfigError
+    from jobs.worker import refit_trigger
+
+    with pytest.raises(ConfigError, match="Re-fit frequency 'QS' has no worker schedule"):
+        refit_trigger("QS", hour=5)
+
+
+def test_a_fresh_worker_trains_and_activates_the_first_model_and_later_jobs_refit_it(
+        signal_services) -> None:
+    worker = Worker(signal_services)
+    worker.train_first_signal_model()
+    first = signal_services.models.in_use().version
+    assert first.created_by == "worker" and first.is_active
+    worker.train_first_signal_model()  # an active model exists: nothing to do
+    assert len(signal_services.models.all_versions()) == 1
+    worker.refit_signal_calibrator()  # the active version was made today: skipped
+    assert len(signal_services.models.all_versions()) == 1
+    later = now_ist() + timedelta(days=7)
+    with time_machine.travel(later, tick=False):
+        worker.refit_signal_calibrator()
+    refit = signal_services.models.in_use().version
+    assert refit.base_version == first.version and refit.created_by == "worker"
+    worker.retrain_signal_model()
+    assert signal_services.models.in_use().version.base_version is None
+    assert len(signal_services.models.all_versions()) == 3
+
+
+def test_a_worker_without_daily_bars_trains_no_model_and_says_why(services, caplog) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="sher.worker"):
+        Worker(services).train_first_signal_model()
+    assert "no first signal model trained" in caplog.text
+    assert services.models.all_versions() == []
+
+
+def test_the_outcome_job_marks_journaled_signals_and_a_failure_waits_for_the_next_run(
+        signal_services, caplog, monkeypatch) -> None:
+    import logging
+
+    worker = Worker(signal_services)
+    worker.train_first_signal_model()
+    calls: list[object] = []
+    monkeypatch.setattr(signal_services.signals, "mark_outcomes", calls.append)
+    worker.mark_signal_outcomes()
+    assert len(calls) == 1
+
+    def broken(_now: object) -> int:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(signal_services.signals, "mark_outcomes", broken)
+    with caplog.at_level(logging.ERROR, logger="sher.worker"):
+        worker.mark_signal_outcomes()
+    assert "marking signal outcomes failed; retrying on the next run" in caplog.text

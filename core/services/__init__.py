@@ -16,6 +16,8 @@ from core.services.market import MarketService
 from core.services.marketdata import MarketDataService
 from core.services.orders import OrderService
 from core.services.portfolio import PortfolioService
+from core.services.signal_registry import ModelRegistry
+from core.services.signals import SignalService
 from core.services.users import UserService
 from core.services.worker import WorkerService
 from db.engine import Database
@@ -41,6 +43,8 @@ class Services:
         self.charts = ChartService(db, settings)
         self.orders = OrderService(db, settings, self.household)
         self.portfolio = PortfolioService(db, settings, self.household, self.orders)
+        self.models = ModelRegistry(db, settings)
+        self.signals = SignalService(db, settings, self.models)
 
 
 def build_services(database_url: str | None = None, settings: Settings | None = None) -> Services:

@@ -1,0 +1,229 @@
+"""Display-ready tables and sentences of the signal service (no I/O, no Streamlit).
+
+Every number shown here is computed from the rows or the registered metrics passed in; missing
+figures are said to be missing, never filled in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from itertools import pairwise
+from typing import Any
+
+import pandas as pd
+
+from core.clock import format_ist
+from core.services.signal_registry import ModelVersion
+from db.models import SignalRow
+from engines.metrics import reliability
+from engines.outcomes import HITS, Outcome
+from engines.signal_types import Action, Direction, Evidence, Signal
+
+HIT_VALUES = frozenset(o.value for o in HITS)
+CONFIDENCE_BUCKETS = (0.0, 0.4, 0.6, 0.8, 1.0000001)
+SCAN_COLUMNS = ["symbol", "action", "direction", "probability", "edge", "confidence", "entry",
+                "stop_loss", "target1", "target2", "target3", "risk_reward", "regime",
+                "agreement", "evidence", "model_version", "bar", "trace_id"]
+
+
+def evidence_dict(evidence: Evidence) -> dict[str, Any]:
+    """Return one piece of evidence as a JSON-ready dict (the journal's format)."""
+    return asdict(evidence)
+
+
+def evidence_frame(signal: Signal) -> pd.DataFrame:
+    """Return a signal's evidence as a table: source, name, detail, value."""
+    return pd.DataFrame([evidence_dict(e) for e in signal.evidence],
+                        columns=["source", "name", "detail", "value"])
+
+
+def _price(value: Decimal) -> float:
+    return float(value)
+
+
+def scan_frame(signals: Sequence[Signal], edges: Sequence[float]) -> pd.DataFrame:
+    """Return the scan's ranked table: BUY/SELL first, then by edge over the base rate."""
+    records = [{
+        "symbol": s.symbol, "action": s.action.value, "direction": s.direction.value,
+        "probability": round(s.probability, 3), "edge": round(e, 3),
+        "confidence": round(s.confidence, 2), "entry": _price(s.entry),
+        "stop_loss": _price(s.stop_loss), "target1": _price(s.targets[0]),
+        "target2": _price(s.targets[1]), "target3": _price(s.targets[2]),
+        "risk_reward": round(s.risk_reward, 2), "regime": s.regime.value,
+        "agreement": f"{s.agreement}/{s.voters}", "evidence": len(s.evidence),
+        "model_version": s.model_version, "bar": format_ist(s.as_of)[:10],
+        "trace_id": s.trace_id,
+    } for s, e in zip(signals, edges, strict=True)]
+    frame = pd.DataFrame(records, columns=SCAN_COLUMNS)
+    if frame.empty:
+        return frame
+    frame["_acts"] = frame["action"] != Action.HOLD.value
+    frame = frame.sort_values(["_acts", "edge", "symbol"], ascending=[False, False, True])
+    return frame.drop(columns="_acts").reset_index(drop=True)
+
+
+def journal_frame(rows: Sequence[SignalRow]) -> pd.DataFrame:
+    """Return journal rows as a table, newest first as given."""
+    return pd.DataFrame([{
+        "generated": format_ist(r.generated_at), "symbol": r.symbol,
+        "bar": format_ist(r.bar_time)[:10], "action": r.action.value,
+        "direction": r.direction.value, "probability": float(r.probability),
+        "entry": float(r.entry), "stop_loss": float(r.stop_loss), "target1": float(r.target1),
+        "regime": r.regime.value, "outcome": r.outcome,
+        "outcome_at": format_ist(r.outcome_at)[:10] if r.outcome_at else "",
+        "model_version": r.model_version, "by": r.generated_by, "trace_id": r.trace_id,
+    } for r in rows], columns=["generated", "symbol", "bar", "action", "direction",
+                               "probability", "entry", "stop_loss", "target1", "regime",
+                               "outcome", "outcome_at", "model_version", "by", "trace_id"])
+
+
+@dataclass(frozen=True, slots=True)
+class Performance:
+    """Past performance computed from resolved journal rows (LONG/SHORT signals only)."""
+
+    journaled: int
+    resolved: int
+    hit_rate: float | None
+    mean_probability: float | None
+    by_confidence: pd.DataFrame
+    by_regime: pd.DataFrame
+    reliability: list[dict[str, float]]
+    note: str
+
+
+def _grouped(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    grouped = frame.groupby(key, observed=True).agg(
+        signals=("hit", "size"), hits=("hit", "sum"), hit_rate=("hit", "mean"),
+        mean_probability=("probability", "mean"))
+    grouped["hits"] = grouped["hits"].astype(int)
+    return grouped.round({"hit_rate": 3, "mean_probability": 3}).reset_index()
+
+
+def performance(rows: Sequence[Any]) -> Performance:
+    """Return hit rates by confidence bucket and regime and the reliability table.
+
+    ``rows`` carry action, direction, probability, confidence, regime and outcome. Only
+    LONG/SHORT rows whose outcome is decided count; a hit is target 1, 2 or 3 before the stop.
+    """
+    frame = pd.DataFrame(rows, columns=["action", "direction", "probability", "confidence",
+                                        "regime", "outcome"])
+    journaled = len(frame)
+    frame = frame[(frame["direction"] != Direction.FLAT)
+                  & (frame["outcome"] != Outcome.OPEN.value)].copy()
+    if frame.empty:
+        note = ("The journal holds no signal yet." if journaled == 0 else
+                f"The journal holds {journaled} signal(s), none decided yet: an outcome is known "
+                "once later daily bars reach a target or the stop, or the horizon passes.")
+        empty = pd.DataFrame(columns=["signals", "hits", "hit_rate", "mean_probability"])
+        return Performance(journaled, 0, None, None, empty, empty, [], note)
+    frame["probability"] = frame["probability"].astype(float)
+    frame["confidence"] = frame["confidence"].astype(float)
+    frame["hit"] = frame["outcome"].isin(HIT_VALUES).astype(int)
+    frame["regime"] = frame["regime"].map(str)
+    labels = [f"{lo:.1f}–{min(hi, 1.0):.1f}" for lo, hi in pairwise(CONFIDENCE_BUCKETS)]
+    frame["confidence_bucket"] = pd.cut(frame["confidence"], CONFIDENCE_BUCKETS, right=False,
+                                        labels=labels)
+    table = reliability(frame["probability"].to_numpy(), frame["hit"].to_numpy())
+    resolved = len(frame)
+    note = (f"From {resolved} decided LONG/SHORT signal(s) of {journaled} journaled; hit = "
+            "target 1 (or further) before the stop within the horizon.")
+    if resolved < 100:
+        note += f" Only {resolved} decided: these rates are still mostly noise."
+    return Performance(journaled, resolved, float(frame["hit"].mean()),
+                       float(frame["probability"].mean()),
+                       _grouped(frame, "confidence_bucket"), _grouped(frame, "regime"), table,
+                       note)
+
+
+def _figure(metrics: dict[str, Any], key: str, fmt: str = "{:.2f}") -> str | None:
+    value = metrics.get(key)
+    if not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return fmt.format(value)
+
+
+def _scores(metrics: dict[str, Any], prefix: str = "") -> list[str]:
+    parts = []
+    auc = _figure(metrics, f"{prefix}auc")
+    if auc is not None:
+        low = _figure(metrics, f"{prefix}auc_ci_low")
+        high = _figure(metrics, f"{prefix}auc_ci_high")
+        parts.append(f"AUC {auc}" + (f" (90% CI {low}–{high})" if low and high else ""))
+    for key, label, fmt in (("ece", "ECE", "{:.3f}"), ("brier", "Brier", "{:.4f}"),
+                            ("brier_skill", "Brier skill", "{:+.4f}"),
+                            ("base_rate", "base rate", "{:.2f}"),
+                            ("top_decile_hit_rate", "top-decile hit rate", "{:.2f}")):
+        shown = _figure(metrics, f"{prefix}{key}", fmt)
+        if shown is not None:
+            parts.append(f"{label} {shown}")
+    count = _figure(metrics, f"{prefix}n", "{:,.0f}")
+    if count is None:
+        count = _figure(metrics, f"{prefix}n_predictions", "{:,.0f}")
+    if count is not None:
+        parts.append(f"n {count}")
+    return parts
+
+
+def figures_lines(version: ModelVersion) -> list[str]:
+    """Return the measured figures of a model version, each with its date and data.
+
+    The first line is the version's own held-out check (long setups; e.g. ``Long setups: AUC
+    0.54, ECE 0.021, Brier 0.1901, base rate 0.27, n 4,812 — held out 2025-06-12..2025-09-16 on
+    daily bars of the desk's instruments (40 symbols), out of time on the training symbols (not
+    out of symbol); measured 2026-11-21``), the second the same for short setups; a third the
+    attached ``engines.evaluate`` report, if an operator attached one. Missing figures are left
+    out, never filled in.
+    """
+    report = version.report
+    measured = format_ist(version.created_at)[:10]
+    where = (f"held out {report.get('holdout_from', '?')}..{report.get('holdout_to', '?')} on "
+             f"{report.get('data', version.data_source or 'unknown data')}, "
+             f"{report.get('validation', 'validation of unknown kind')}; measured {measured}")
+    lines = []
+    for label, prefix in (("Long setups", ""), ("Short setups", "short_")):
+        parts = _scores(version.metrics, prefix)
+        if parts:
+            lines.append(f"{label}: {', '.join(parts)} — {where}")
+    if not lines:
+        lines.append(f"No held-out figures are registered for model {version.version}.")
+    evaluation = report.get("evaluation")
+    if isinstance(evaluation, dict):
+        meta = evaluation.get("meta", evaluation)
+        parts = _scores(evaluation)
+        lines.append(
+            f"Evaluation (python -m engines.evaluate): {', '.join(parts) or 'no figures'} — "
+            f"{meta.get('n_symbols', '?')} symbols, {meta.get('from', '?')}..{meta.get('to', '?')}"
+            f", measured {str(meta.get('generated_at', '?'))[:10]}"
+            + ("; out of time but not out of symbol" if meta.get("out_of_symbol") is False
+               else ""))
+    return lines
+
+
+def edge_statement(version: ModelVersion) -> str:
+    """Return the plain-words statement of how small the model's edge is, from its figures."""
+    auc = version.metrics.get("auc")
+    if auc is None or math.isnan(auc):
+        return "The model's ranking skill was not measured; treat its probabilities with care."
+    return (f"The edge is small: an AUC of {auc:.2f} means that of a random pair of one setup "
+            f"that reached its target and one that did not, the model ranks the winner higher "
+            f"{auc:.0%} of the time (50% is a coin). A probability is worth acting on only "
+            "by how far it sits above the base rate, and most days no symbol is far above it.")
+
+
+def versions_frame(versions: Sequence[ModelVersion]) -> pd.DataFrame:
+    """Return the registry as a table, newest first."""
+    return pd.DataFrame([{
+        "version": v.version, "status": v.status.value, "created": format_ist(v.created_at),
+        "by": v.created_by, "trees": f"{v.train_from}..{v.train_to}" if v.train_from else "",
+        "calibrated": (f"{v.calibration_from}..{v.calibration_to} ({v.calibrator_kind})"
+                       if v.calibration_from else ""),
+        "auc": v.metrics.get("auc"), "ece": v.metrics.get("ece"),
+        "base_rate": v.metrics.get("base_rate"), "symbols": v.n_symbols,
+        "sha256": (v.sha256 or "")[:12], "activated": format_ist(v.activated_at),
+        "note": v.message or "",
+    } for v in versions], columns=["version", "status", "created", "by", "trees", "calibrated",
+                                   "auc", "ece", "base_rate", "symbols", "sha256", "activated",
+                                   "note"])

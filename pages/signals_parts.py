@@ -1,0 +1,217 @@
+"""The Signals page's pieces: model banner, signal detail with its chart, performance, admin.
+
+Rendering only: every figure comes from the signal service or the model registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.clock import format_ist
+from core.domain import Actor
+from core.services.signal_registry import ModelState, ModelVersion
+from core.services.signal_views import Performance, edge_statement, evidence_frame, figures_lines
+from core.services.signals import SignalChart
+from engines.signal_types import Signal
+from pages.chart_figure import DOWN, UP
+from pages.common import attempt, fetch, services
+from pages.trading_parts import flash, rupees, table
+
+FLASH = "signals_flash"
+TRACE = "signals_trace"
+LEVEL_COLOURS = {"Entry": "#1f77b4", "Stop-loss": DOWN, "Target 1": UP, "Target 2": UP,
+                 "Target 3": UP}
+
+
+def model_banner(state: ModelState | None) -> ModelVersion | None:
+    """Say which model is in use (and why, if not the active one), or why there is none."""
+    if state is None:
+        return None
+    if state.training is not None and state.in_use is None:
+        st.info(f"{state.problem}", icon=":material/model_training:")
+    elif state.problem:
+        st.warning(state.problem)
+    if state.fallback_reason:
+        st.error(state.fallback_reason)
+    version = state.in_use
+    if version is not None:
+        st.markdown(f"**Model in use: {version.version}** (trees on labels "
+                    f"{version.train_from}..{version.train_to}; calibrated "
+                    f"{version.calibration_from}..{version.calibration_to}, "
+                    f"{version.calibrator_kind})")
+        figures(version)
+    return version
+
+
+def figures(version: ModelVersion) -> None:
+    """Show the measured figures of ``version`` with their date and data, and the edge's size."""
+    for line in figures_lines(version):
+        st.caption(line)
+    st.caption(edge_statement(version))
+
+
+def headline(signal: Signal) -> None:
+    """Show a signal's action, probability, levels and regime as metrics."""
+    cols = st.columns(6)
+    cols[0].metric("Action", f"{signal.action.value} ({signal.direction.value})")
+    cols[1].metric("Probability (target 1 first)", f"{signal.probability:.2f}")
+    cols[2].metric("Confidence", f"{signal.confidence:.2f}")
+    cols[3].metric("Entry", rupees(signal.entry))
+    cols[4].metric("Stop-loss", rupees(signal.stop_loss))
+    cols[5].metric("Regime", signal.regime.value)
+    targets = " · ".join(f"T{i} {rupees(t)}" for i, t in enumerate(signal.targets, start=1))
+    st.markdown(f"**Targets** {targets} · risk:reward {signal.risk_reward:.2f} · strategies "
+                f"agree {signal.agreement}/{signal.voters} · horizon {signal.horizon_bars} "
+                f"bars · bar of {format_ist(signal.as_of)[:10]} · model {signal.model_version} "
+                f"· trace {signal.trace_id}")
+
+
+def build_figure(chart: SignalChart) -> go.Figure:
+    """Return daily candles around the signal with entry, stop-loss and targets drawn."""
+    bars, signal = chart.bars, chart.signal
+    x = pd.DatetimeIndex(bars.index).tz_convert("Asia/Kolkata").tz_localize(None)
+    fig = go.Figure(go.Candlestick(x=x, open=bars["open"], high=bars["high"], low=bars["low"],
+                                   close=bars["close"], name=signal.symbol,
+                                   increasing_line_color=UP, decreasing_line_color=DOWN))
+    start = pd.Timestamp(signal.as_of).tz_convert("Asia/Kolkata").tz_localize(None)
+    levels = {"Entry": signal.entry, "Stop-loss": signal.stop_loss,
+              **{f"Target {i}": t for i, t in enumerate(signal.targets, start=1)}}
+    end = x[-1] if len(x) and x[-1] > start else start + pd.Timedelta(days=signal.horizon_bars)
+    for name, price in levels.items():
+        fig.add_trace(go.Scatter(
+            x=[start, end], y=[float(price), float(price)], mode="lines+text", name=name,
+            text=["", f"{name} {rupees(price)}"], textposition="top left",
+            line={"color": LEVEL_COLOURS[name], "width": 1.5,
+                  "dash": "solid" if name in ("Entry", "Stop-loss") else "dash"}))
+    fig.add_vline(x=start, line={"color": "grey", "dash": "dot", "width": 1})
+    fig.update_layout(height=460, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      xaxis_rangeslider_visible=False, hovermode="x unified",
+                      title={"text": f"{signal.symbol} daily · {signal.action.value} signal of "
+                                     f"{format_ist(signal.as_of)[:10]}", "x": 0},
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"})
+    fig.update_yaxes(title_text="Price (₹)")
+    return fig
+
+
+def detail(me: Actor, trace_id: str, version: ModelVersion | None, key: str) -> None:
+    """Show one journaled signal: headline, chart, evidence, model figures, disclaimer.
+
+    ``key`` prefixes the widget keys, so the Signal and Scan tabs may each show one.
+    """
+    chart = fetch(lambda: services().signals.chart(me, trace_id))
+    if chart is None:
+        return
+    signal = chart.signal
+    st.subheader(f"{signal.symbol}: {signal.action.value}")
+    headline(signal)
+    if chart.outcome != "OPEN":
+        st.markdown(f"**Outcome:** {chart.outcome} on {format_ist(chart.outcome_at)[:10]} at "
+                    f"{rupees(chart.outcome_price)}")
+    st.plotly_chart(build_figure(chart), key=f"{key}_chart")
+    st.markdown("**Evidence**")
+    st.dataframe(evidence_frame(signal), hide_index=True, key=f"{key}_evidence")
+    if version is not None and version.version == signal.model_version:
+        figures(version)
+    else:
+        st.caption(f"Computed with model {signal.model_version} (not the model in use now).")
+    st.caption(signal.disclaimer)
+
+
+def scan_section(me: Actor, version: ModelVersion | None) -> None:
+    """Scan every symbol with a progress bar; show the ranked table; open one signal."""
+    if st.button("Scan all symbols", key="signals_scan_button", icon=":material/radar:"):
+        bar = st.progress(0.0, text="Scanning…")
+
+        def _tick(done: int, total: int, symbol: str) -> None:
+            bar.progress(done / total, text=f"Scanned {symbol} ({done} of {total})")
+
+        frame = fetch(lambda: services().signals.scan(me, progress=_tick))
+        bar.empty()
+        if frame is not None:
+            st.session_state["signals_scan"] = frame
+    frame = st.session_state.get("signals_scan")
+    if frame is None:
+        st.caption("Scan computes a signal for every symbol with enough daily history and "
+                   "ranks them: BUY/SELL first, then by edge (probability above the base rate).")
+        return
+    table(frame, "signals_scan_table", "signal_scan", "No symbol has enough daily history.")
+    skipped = frame.attrs.get("skipped") or []
+    if skipped:
+        st.caption(f"Skipped for too little history: {', '.join(skipped)}")
+    if frame.attrs.get("no_bars"):
+        st.caption(f"{frame.attrs['no_bars']} instrument(s) have no daily bars yet.")
+    if not frame.empty:
+        labels = dict(zip(frame["trace_id"], frame["symbol"] + " · " + frame["action"],
+                          strict=True))
+        chosen = st.selectbox("Open a signal", list(labels), format_func=labels.get,
+                              index=None, placeholder="Pick a row to see its chart and evidence",
+                              key="signals_open")
+        if chosen:
+            detail(me, chosen, version, "signals_scan_detail")
+
+
+def performance_section(me: Actor) -> None:
+    """Past performance from the journal, the reliability diagram and the journal itself."""
+    if st.button("Refresh outcomes", key="signals_refresh", icon=":material/refresh:"):
+        count = fetch(lambda: services().signals.refresh_outcomes(me))
+        if count is not None:
+            st.success(f"{count} signal(s) got an outcome from later bars.")
+    perf: Performance | None = fetch(lambda: services().signals.performance(me))
+    if perf is None:
+        return
+    st.caption(perf.note)
+    if perf.resolved:
+        cols = st.columns(3)
+        cols[0].metric("Decided signals", f"{perf.resolved:,}")
+        cols[1].metric("Hit rate (target 1 first)", f"{perf.hit_rate:.2f}")
+        cols[2].metric("Mean probability given", f"{perf.mean_probability:.2f}")
+        left, right = st.columns(2)
+        left.markdown("**By confidence**")
+        left.dataframe(perf.by_confidence, hide_index=True, key="signals_by_confidence")
+        right.markdown("**By regime**")
+        right.dataframe(perf.by_regime, hide_index=True, key="signals_by_regime")
+        st.plotly_chart(reliability_figure(perf.reliability), key="signals_reliability")
+    journal = fetch(lambda: services().signals.journal_frame(me))
+    table(journal, "signals_journal", "signal_journal", "No signal journaled yet.")
+
+
+def reliability_figure(points: Sequence[dict[str, float]]) -> go.Figure:
+    """Return the reliability diagram: realized hit rate against mean probability per bin."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
+                             line={"dash": "dot", "color": "grey"}))
+    fig.add_trace(go.Scatter(
+        x=[p["p_mean"] for p in points], y=[p["hit_rate"] for p in points],
+        mode="markers+lines", name="journal", text=[f"n={p['n']}" for p in points],
+        marker={"size": [6 + min(20, p["n"] ** 0.5) for p in points]}))
+    fig.update_layout(height=360, title={"text": "Reliability (from the journal)", "x": 0},
+                      xaxis_title="probability given", yaxis_title="realized hit rate",
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def admin_section(me: Actor, versions: Sequence[ModelVersion]) -> None:
+    """Train a new version (with progress), read its report, activate a version."""
+    if st.button("Train a new version", key="signals_train", icon=":material/model_training:"):
+        with st.status("Training a signal model…", expanded=True) as status:
+            trained = fetch(lambda: services().models.retrain(me, progress=status.write))
+            if trained is None:
+                status.update(label="Training failed", state="error")
+            else:
+                status.update(label=f"Trained {trained.version}", state="complete")
+                flash(FLASH, f"Trained {trained.version}; read its report, then activate it.")
+    ready = [v.version for v in versions if v.status.value == "ready"]
+    if not ready:
+        return
+    chosen = st.selectbox("Ready version", ready, key="signals_activate_version")
+    picked = next(v for v in versions if v.version == chosen)
+    figures(picked)
+    st.markdown("**Evaluation report**")
+    st.json(picked.report, expanded=False)
+    if st.button("Activate", key="signals_activate_button") and attempt(
+            lambda: services().models.activate(me, chosen)):
+        flash(FLASH, f"{chosen} is now the active signal model.")

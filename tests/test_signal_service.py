@@ -1,0 +1,397 @@
+"""The signal service and model registry on SQLite and PostgreSQL.
+
+A desk stocked with a few sample symbols' daily bars trains tiny models (few rounds) through the
+real registry; signals come from the real engines and are journaled; outcomes are marked from
+bars imported later, the way the daily import brings them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from core.errors import NotFound, PermissionDenied, ValidationError
+from core.services import Services
+from core.services.signals import SIGNAL_BARS
+from db.engine import Database
+from db.models import AuditRow, ModelStatus, SignalRow
+from engines.features import MIN_BARS
+from engines.model import ModelConfig, ModelFileError
+from engines.signal_types import Action, Direction
+from tests.conftest import make_settings
+from tests.support.market import load_instruments
+
+ROOT = Path(__file__).resolve().parent.parent
+DAILY = ROOT / "data" / "sample" / "nse_daily"
+SYMBOLS = ("INFY", "TCS", "SBIN", "HDFCBANK")
+TINY = ModelConfig(n_rounds=12)
+CUT = "2025-06-30"  # bars after this day arrive "later" in the outcome test
+
+
+def import_daily(svc: Services, tmp_path: Path, symbol: str, *, until: str | None = None,
+                 after: str | None = None, last: int | None = None) -> None:
+    """Import part of a sample daily file through the real importer."""
+    frame = pd.read_csv(DAILY / f"{symbol}.csv")
+    day = frame["timestamp"].str[:10]
+    if until is not None:
+        frame = frame[day <= until]
+    if after is not None:
+        frame = frame[day > after]
+    if last is not None:
+        frame = frame.tail(last)
+    path = tmp_path / f"{symbol}.csv"
+    frame.to_csv(path, index=False)
+    svc.marketdata.import_file(path, symbol=symbol, interval="1d")
+
+
+@pytest.fixture
+def svc(demo_url: str, tmp_path: Path):
+    """Services over a demo desk whose model files live in the test's folder."""
+    services = Services(Database(demo_url), make_settings(demo_url,
+                                                          model_dir=tmp_path / "models"))
+    services.models.cfg = TINY
+    load_instruments(services.db)
+    yield services
+    services.db.dispose()
+
+
+@pytest.fixture
+def stocked(svc: Services, tmp_path: Path) -> Services:
+    """The desk with four symbols' daily bars up to CUT."""
+    for symbol in SYMBOLS:
+        import_daily(svc, tmp_path, symbol, until=CUT)
+    return svc
+
+
+@pytest.fixture
+def trained(stocked: Services) -> Services:
+    """The stocked desk with one trained, active model."""
+    stocked.models.train_as("test", activate=True)
+    return stocked
+
+
+def audit_actions(svc: Services) -> list[tuple[str, str, str]]:
+    with svc.db.transaction() as session:
+        rows = session.execute(select(AuditRow.action, AuditRow.outcome, AuditRow.actor_username)
+                               .where(AuditRow.action.like("model.%"))).all()
+    return [tuple(r) for r in rows]
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry: training, activation, authorization, corrupt files
+# ----------------------------------------------------------------------------------------------
+
+
+def test_an_admin_trains_a_version_registered_with_its_file_hash_windows_and_figures(
+        stocked, login) -> None:
+    rahul = login("rahul")
+    steps: list[str] = []
+    version = stocked.models.retrain(rahul, progress=steps.append)
+    assert version.status is ModelStatus.READY and version.created_by == "rahul"
+    data = (stocked.settings.model_dir / f"{version.version}.model").read_bytes()
+    assert version.sha256 == hashlib.sha256(data).hexdigest()
+    assert version.size_bytes == len(data)
+    assert version.n_symbols == len(SYMBOLS) and len(version.features) > 10
+    assert version.train_from < version.train_to < version.calibration_to
+    assert str(version.calibration_to) <= CUT
+    assert 0.4 < version.metrics["auc"] < 0.7 and 0 < version.metrics["base_rate"] < 1
+    assert version.report["base_rate_long"] == pytest.approx(
+        stocked.models.store.read(version.version, version.sha256).base_rate_long)
+    assert steps and steps[0].startswith("Loading daily bars")
+
+    active = stocked.models.activate(rahul, version.version)
+    assert active.is_active and active.activated_by == "rahul"
+    assert stocked.models.state(rahul).in_use.version == version.version
+    assert ("model.train", "ok", "rahul") in audit_actions(stocked)
+    assert ("model.activate", "ok", "rahul") in audit_actions(stocked)
+
+
+@pytest.mark.parametrize("username", ["priya", "aarav"])
+def test_only_admins_may_train_or_activate_and_each_refusal_is_audited(
+        trained, login, username) -> None:
+    me = login(username)
+    with pytest.raises(PermissionDenied, match="only an admin or super admin may train"):
+        trained.models.retrain(me)
+    version = trained.models.versions(me)[0].version
+    with pytest.raises(PermissionDenied, match="may not activate a signal model"):
+        trained.models.activate(me, version)
+    denied = [a for a in audit_actions(trained) if a[1] == "denied"]
+    assert denied == [("model.train", "denied", username), ("model.activate", "denied", username)]
+
+
+def test_a_new_activation_keeps_the_previous_version_available_and_only_one_active(
+        trained, login) -> None:
+    rahul = login("rahul")
+    first = trained.models.versions(rahul)[0]
+    second = trained.models.retrain(rahul, activate=True)
+    versions = {v.version: v for v in trained.models.versions(rahul)}
+    assert versions[second.version].is_active
+    assert versions[first.version].status is ModelStatus.READY
+    assert sum(v.is_active for v in versions.values()) == 1
+    trained.models.activate(rahul, first.version)
+    assert trained.models.in_use().version.version == first.version
+
+
+def test_a_corrupt_model_file_falls_back_to_the_previous_good_version_and_says_why(
+        trained, login) -> None:
+    rahul = login("rahul")
+    good = trained.models.versions(rahul)[0].version
+    newer = trained.models.retrain(rahul, activate=True).version
+    path = trained.settings.model_dir / f"{newer}.model"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    used = trained.models.in_use()
+    assert used.version.version == good
+    assert f"Model {newer}" in used.fallback_reason and "SHA-256" in used.fallback_reason
+    assert f"Using {good}, the previous good version" in used.fallback_reason
+    state = trained.models.state(rahul)
+    assert state.in_use.version == good and state.fallback_reason == used.fallback_reason
+    assert trained.signals.generate(rahul, "INFY").model_version == good
+    with pytest.raises(ModelFileError, match="SHA-256"):
+        trained.models.activate(rahul, newer)
+
+    (trained.settings.model_dir / f"{good}.model").unlink()
+    with pytest.raises(ModelFileError, match=r"SHA-256.*No earlier version loads either"):
+        trained.models.in_use()
+
+
+def test_without_an_active_model_generating_says_what_to_do_or_that_training_runs(
+        stocked, login) -> None:
+    priya = login("priya")
+    with pytest.raises(NotFound, match=r"No signal model is active yet.*signals_cli train"):
+        stocked.signals.generate(priya, "INFY")
+    with pytest.raises(NotFound, match="No signal model is active yet"):
+        stocked.signals.scan(priya)
+    stocked.models._start_row("xgb-test-running", "worker")
+    state = stocked.models.state(priya)
+    assert state.in_use is None and state.training.version == "xgb-test-running"
+    assert "is being trained by worker" in state.problem
+    assert stocked.models.fail_stale_training("worker") == 1
+    assert "stopped" in stocked.models.versions(priya)[0].message
+
+
+def test_training_without_enough_daily_bars_says_what_to_import(svc, login) -> None:
+    with pytest.raises(ValidationError, match=f"the {MIN_BARS} daily bars training needs"):
+        svc.models.retrain(login("rahul"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Generating, scanning, the journal
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_trader_generates_a_journaled_signal_and_generating_again_keeps_its_trace(
+        trained, login) -> None:
+    priya = login("priya")
+    signal = trained.signals.generate(priya, "infy")
+    assert signal.symbol == "INFY" and str(signal.as_of.date()) == CUT
+    assert signal.model_version == trained.models.in_use().version.version
+    assert 0 < signal.probability < 1 and signal.evidence
+    for price in (signal.entry, signal.stop_loss, *signal.targets):
+        assert price % Decimal("0.05") == 0
+    again = trained.signals.generate(login("aarav"), "INFY")
+    assert again.trace_id == signal.trace_id
+    assert trained.signals.signal(priya, signal.trace_id) == signal
+    journal = trained.signals.journal_frame(priya)
+    assert list(journal["trace_id"]) == [signal.trace_id] and journal["by"][0] == "priya"
+
+
+def test_an_unknown_symbol_is_refused_by_name(trained, login) -> None:
+    with pytest.raises(NotFound, match="Unknown symbol 'NOSUCH'"):
+        trained.signals.generate(login("priya"), "nosuch")
+    with pytest.raises(NotFound, match="Unknown symbol"):
+        trained.signals.scan(login("priya"), ["INFY", "NOSUCH"])
+
+
+def test_too_little_history_names_the_bars_a_signal_needs(trained, login, tmp_path) -> None:
+    import_daily(trained, tmp_path, "WIPRO", last=100)
+    with pytest.raises(ValidationError, match=f"WIPRO has 100 daily bars; a signal needs at "
+                                              f"least {MIN_BARS}"):
+        trained.signals.generate(login("priya"), "WIPRO")
+
+
+def test_a_scan_ranks_every_symbol_with_history_and_lists_the_ones_skipped(
+        trained, login, tmp_path) -> None:
+    import_daily(trained, tmp_path, "WIPRO", last=100)
+    seen: list[tuple[int, int, str]] = []
+    frame = trained.signals.scan(login("kamla"), progress=lambda *a: seen.append(a))
+    assert sorted(frame["symbol"]) == sorted(SYMBOLS)
+    assert frame.attrs["skipped"] == [f"WIPRO (100 of {MIN_BARS} bars)"]
+    total = len(trained.signals.symbols(login("kamla")))  # every instrument, bars or not
+    assert [step[:2] for step in seen] == [(n, total) for n in range(1, total + 1)]
+    assert frame.attrs["no_bars"] == total - len(SYMBOLS) - 1
+    acts = frame["action"] != Action.HOLD.value
+    assert list(acts) == sorted(acts, reverse=True)  # BUY/SELL first
+    for group in (frame[acts], frame[~acts]):
+        assert list(group["edge"]) == sorted(group["edge"], reverse=True)
+    assert {"probability", "confidence", "entry", "stop_loss", "target1", "target2", "target3",
+            "risk_reward", "regime", "evidence"} <= set(frame.columns)
+    with trained.db.transaction() as session:
+        assert len(session.scalars(select(SignalRow.id)).all()) == len(SYMBOLS)
+    trained.signals.scan(login("kamla"), ["INFY"])  # again: journaled once
+    with trained.db.transaction() as session:
+        assert len(session.scalars(select(SignalRow.id)).all()) == len(SYMBOLS)
+
+
+def test_a_signal_chart_holds_the_bars_before_it_and_its_levels(trained, login) -> None:
+    priya = login("priya")
+    signal = trained.signals.generate(priya, "TCS")
+    chart = trained.signals.chart(priya, signal.trace_id)
+    assert chart.signal == signal and chart.outcome == "OPEN"
+    assert len(chart.bars) == 90 and chart.bars.index[-1] == pd.Timestamp(signal.as_of)
+    with pytest.raises(NotFound, match="not in the journal"):
+        trained.signals.chart(priya, "sig-unknown")
+
+
+def test_signals_use_the_last_bars_only_as_far_as_the_features_need(trained) -> None:
+    assert SIGNAL_BARS >= 2 * MIN_BARS
+
+
+# ----------------------------------------------------------------------------------------------
+# Outcomes and performance
+# ----------------------------------------------------------------------------------------------
+
+
+def _crafted(trained: Services, priya, symbol: str, kind: str):
+    """A journaled LONG signal on the CUT bar whose levels make ``kind`` happen next."""
+    base = trained.signals.generate(priya, symbol)
+    entry = base.entry
+    tick = Decimal("0.05")
+    far_down, far_up = (entry / 2).quantize(tick), (entry * 2).quantize(tick)
+    near = (entry + tick, entry + 2 * tick, entry + 3 * tick)
+    levels = {"target": (far_down, near), "stop": (entry - tick, (far_up,) * 3),
+              "expiry": (far_down, (far_up, far_up + tick, far_up + 2 * tick))}[kind]
+    stop, targets = levels
+    return replace(base, action=Action.BUY, direction=Direction.LONG, stop_loss=stop,
+                   targets=tuple(targets), trace_id=f"sig-{kind}-{symbol}",
+                   model_version=f"crafted-{kind}")
+
+
+def test_outcomes_are_marked_from_later_bars_and_performance_comes_from_the_journal(
+        trained, login, tmp_path) -> None:
+    priya = login("priya")
+    crafted = [_crafted(trained, priya, "INFY", "target"), _crafted(trained, priya, "TCS", "stop"),
+               _crafted(trained, priya, "SBIN", "expiry")]
+    trained.signals.journal(crafted, "test")
+    assert trained.signals.refresh_outcomes(priya) == 0  # no later bars yet
+    for symbol in SYMBOLS:
+        import_daily(trained, tmp_path, symbol, after=CUT)
+    with trained.db.transaction() as session:
+        directional = session.scalar(select(func.count()).select_from(SignalRow).where(
+            SignalRow.direction != Direction.FLAT))
+    assert trained.signals.refresh_outcomes(priya) == directional  # 60 later bars: all decided
+    with trained.db.transaction() as session:
+        rows = {r.trace_id: r for r in session.scalars(
+            select(SignalRow).where(SignalRow.trace_id.like("sig-%-%")))}
+    target = rows["sig-target-INFY"]
+    assert target.outcome == "TARGET3" and target.outcome_price == crafted[0].targets[2]
+    assert rows["sig-stop-TCS"].outcome == "STOP"
+    assert rows["sig-stop-TCS"].outcome_price == crafted[1].stop_loss
+    expiry = rows["sig-expiry-SBIN"]
+    assert expiry.outcome == "EXPIRED" and expiry.outcome_at > expiry.bar_time
+    for row in rows.values():
+        assert row.outcome_at > row.bar_time
+    assert trained.signals.mark_outcomes(pd.Timestamp.now(tz="UTC").to_pydatetime()) == 0
+
+    perf = trained.signals.performance(priya)
+    assert perf.journaled == 6  # three generated, three crafted
+    with trained.db.transaction() as session:
+        decided = session.execute(select(SignalRow.outcome, SignalRow.probability).where(
+            SignalRow.outcome != "OPEN")).all()
+    hits = [o in ("TARGET1", "TARGET2", "TARGET3") for o, _ in decided]
+    assert perf.resolved == len(decided)
+    assert perf.hit_rate == pytest.approx(sum(hits) / len(hits))
+    assert perf.mean_probability == pytest.approx(
+        sum(float(p) for _, p in decided) / len(decided))
+    assert perf.by_regime["signals"].sum() == len(decided)
+    assert perf.by_confidence["signals"].sum() == len(decided)
+    assert sum(point["n"] for point in perf.reliability) == len(decided)
+    assert f"From {len(decided)} decided" in perf.note and "mostly noise" in perf.note
+
+
+def test_an_empty_journal_says_so_and_shows_no_rates(trained, login) -> None:
+    perf = trained.signals.performance(login("aarav"))
+    assert perf.journaled == 0 and perf.resolved == 0 and perf.hit_rate is None
+    assert perf.note == "The journal holds no signal yet." and perf.reliability == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Operator paths (worker and CLI)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_the_weekly_calibrator_refit_registers_and_activates_a_version_on_the_same_trees(
+        trained) -> None:
+    first = trained.models.in_use().version
+    refit = trained.models.refit_calibrator_as("worker")
+    assert refit.is_active and refit.base_version == first.version
+    assert refit.version.startswith(f"{first.version}-c")
+    assert trained.models.in_use().version.version == refit.version
+    assert ("model.train", "ok", "worker") in audit_actions(trained)
+
+
+def test_an_evaluation_report_attached_to_a_version_is_shown_beside_its_figures(
+        trained) -> None:
+    from core.services.signal_views import figures_lines
+
+    version = trained.models.in_use().version.version
+    report = {"auc": 0.54, "auc_ci_low": 0.52, "auc_ci_high": 0.56, "ece": 0.021,
+              "base_rate": 0.27, "n_predictions": 1000, "brier_skill": 0.001,
+              "meta": {"n_symbols": 10, "from": "2024-04-15", "to": "2025-09-30",
+                       "generated_at": "2026-11-21T10:00:00+05:30"}}
+    attached = trained.models.attach_evaluation_as("cli", version, report)
+    lines = figures_lines(attached)
+    assert lines[-1].startswith("Evaluation (python -m engines.evaluate): AUC 0.54 (90% CI "
+                                "0.52–0.56), ECE 0.021")
+    assert "10 symbols, 2024-04-15..2025-09-30, measured 2026-11-21" in lines[-1]
+    assert lines[0].startswith(f"Long setups: AUC {attached.metrics['auc']:.2f}")
+    with pytest.raises(ValidationError, match="Not an evaluation report"):
+        trained.models.attach_evaluation_as("cli", version, {"auc": 0.5})
+    assert json.loads(json.dumps(attached.report))["evaluation"]["auc"] == 0.54
+
+
+def test_the_cli_trains_activates_attaches_and_lists_audited_as_cli(stocked, tmp_path,
+                                                                    capsys) -> None:
+    from core.signals_cli import _run, parser
+
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"auc": 0.55, "ece": 0.03, "base_rate": 0.28,
+                                  "n_predictions": 500}), encoding="utf-8")
+    assert _run(stocked, parser().parse_args(["train", "--activate", "--evaluation",
+                                              str(report)])) == 0
+    version = stocked.models.in_use().version
+    assert version.created_by == "cli" and version.report["evaluation"]["auc"] == 0.55
+    out = capsys.readouterr().out
+    assert out.startswith("Loading daily bars") and f"{version.version}  active" in out
+    assert "Evaluation (python -m engines.evaluate): AUC 0.55, ECE 0.030" in out
+    assert _run(stocked, parser().parse_args(["list"])) == 0
+    assert f"{version.version}  active    by cli" in capsys.readouterr().out
+    assert ("model.activate", "ok", "cli") in audit_actions(stocked)
+
+
+def test_the_cli_runs_as_a_module_against_database_url(demo_url, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import TEST_SECRET
+
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": demo_url, "SECRET_KEY": TEST_SECRET,
+           "MODEL_DIR": str(tmp_path / "models")}
+    done = subprocess.run([sys.executable, "-m", "core.signals_cli", "list"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "No signal model is registered yet" in done.stdout
+    refused = subprocess.run([sys.executable, "-m", "core.signals_cli", "activate", "xgb-none"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                             check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "sher signals: Model version 'xgb-none' does not exist"

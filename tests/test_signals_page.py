@@ -1,0 +1,130 @@
+"""The Signals page through AppTest: model state, generate, scan, detail, performance, admin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
+
+from core.services import Services
+from db.engine import Database
+from db.models import ModelStatus, SignalRow
+from engines.signal_types import DISCLAIMER
+from pages.signals_parts import build_figure
+from tests.conftest import TEST_CLIENT, make_settings
+from tests.support.apptest import app_as, page, texts
+from tests.support.market import load_instruments
+from tests.test_signal_service import SYMBOLS, TINY, import_daily
+
+PAGE = "pages/signals.py"
+
+
+@pytest.fixture
+def signals_desk(desk, tmp_path: Path, monkeypatch):
+    """The AppTest desk with four symbols' daily bars and its own model folder (no model)."""
+    svc, logins = desk
+    models = tmp_path / "models"
+    monkeypatch.setenv("MODEL_DIR", str(models))
+    own = Services(Database(svc.db.url), make_settings(svc.db.url, model_dir=models))
+    own.models.cfg = TINY
+    load_instruments(own.db)
+    for symbol in SYMBOLS:
+        import_daily(own, tmp_path, symbol, until="2025-06-30")
+    yield own, logins
+    own.db.dispose()
+
+
+@pytest.fixture
+def modelled(signals_desk):
+    """The signals desk with a trained, active tiny model."""
+    signals_desk[0].models.train_as("test", activate=True)
+    return signals_desk
+
+
+def on_signals(desk, username: str) -> AppTest:
+    at = app_as(desk, username)
+    at.switch_page(page(PAGE)).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_without_a_model_the_page_says_what_to_do_and_the_worker_state(signals_desk) -> None:
+    at = on_signals(signals_desk, "priya")
+    assert "No signal model is active yet" in texts(at)
+    signals_desk[0].models._start_row("xgb-running", "worker")
+    at.run()
+    assert "The signal model xgb-running is being trained by worker" in texts(at)
+
+
+def test_a_trader_generates_a_signal_and_sees_its_chart_evidence_figures_and_disclaimer(
+        modelled) -> None:
+    svc = modelled[0]
+    at = on_signals(modelled, "priya")
+    version = svc.models.in_use().version
+    assert f"Model in use: {version.version}" in texts(at)
+    assert "Long setups: AUC" in texts(at) and "The edge is small" in texts(at)
+    at.selectbox(key="signals_symbol").set_value("INFY")
+    at.button(key="signals_generate_button").click().run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    assert at.subheader[0].value.startswith("INFY: ") and DISCLAIMER in shown
+    with svc.db.transaction() as session:
+        row = session.scalar(select(SignalRow).where(SignalRow.symbol == "INFY"))
+    assert row is not None and row.generated_by == "priya" and row.trace_id in shown
+    assert any(m.label == "Probability (target 1 first)" for m in at.metric)
+    evidence = [f.value for f in at.dataframe if "detail" in f.value.columns]
+    assert evidence and len(evidence[0]) > 3
+    assert "Long setups: AUC" in shown
+
+
+def test_a_scan_shows_the_ranked_table_and_opens_a_signal(modelled) -> None:
+    at = on_signals(modelled, "kamla")
+    at.button(key="signals_scan_button").click().run()
+    assert not at.exception, at.exception
+    table = next(f.value for f in at.dataframe if "edge" in f.value.columns)
+    assert sorted(table["symbol"]) == sorted(SYMBOLS)
+    first = table["trace_id"][0]
+    at.selectbox(key="signals_open").set_value(first).run()
+    assert not at.exception, at.exception
+    assert f"trace {first}" in texts(at) and DISCLAIMER in texts(at)
+    assert [s.value for s in at.subheader] == [f"{table['symbol'][0]}: {table['action'][0]}"]
+
+
+def test_the_performance_tab_says_when_the_journal_is_empty(modelled) -> None:
+    at = on_signals(modelled, "aarav")
+    assert "The journal holds no signal yet." in texts(at)
+    at.button(key="signals_refresh").click().run()
+    assert "0 signal(s) got an outcome" in texts(at)
+
+
+def test_only_admins_see_training_and_an_admin_trains_then_activates_a_version(
+        modelled) -> None:
+    svc = modelled[0]
+    for username in ("priya", "aarav"):
+        at = on_signals(modelled, username)
+        assert not [b for b in at.button if b.key == "signals_train"]
+        assert "Training and activating models is for household admins." in texts(at)
+    at = on_signals(modelled, "rahul")
+    at.button(key="signals_train").click().run()
+    assert not at.exception, at.exception
+    versions = svc.models.all_versions()
+    assert len(versions) == 2 and versions[0].status is ModelStatus.READY
+    assert f"Trained {versions[0].version}" in texts(at)
+    at.selectbox(key="signals_activate_version").set_value(versions[0].version)
+    at.button(key="signals_activate_button").click().run()
+    assert not at.exception, at.exception
+    assert svc.models.in_use().version.version == versions[0].version
+    assert f"{versions[0].version} is now the active signal model." in texts(at)
+
+
+def test_the_signal_chart_draws_entry_stop_and_three_targets(modelled) -> None:
+    svc = modelled[0]
+    me = svc.auth.check_session(svc.auth.login(
+        "priya", modelled[1]["priya"].password, TEST_CLIENT).session_id or "", TEST_CLIENT)
+    signal = svc.signals.generate(me, "SBIN")
+    figure = build_figure(svc.signals.chart(me, signal.trace_id))
+    names = [trace.name for trace in figure.data]
+    assert names == ["SBIN", "Entry", "Stop-loss", "Target 1", "Target 2", "Target 3"]
+    assert figure.data[2].y[0] == float(signal.stop_loss)
