@@ -58,9 +58,8 @@ class HouseholdService(ServiceBase):
     ) -> authz.AccountFacts:
         """Gather what authorization needs; pass ``role`` if this transaction already read it."""
         role = role or self._fresh_role(session, actor)
-        owner_user = session.scalar(
-            select(MemberRow.user_id).where(MemberRow.id == row.owner_member_id)
-        )
+        owner = session.get(MemberRow, row.owner_member_id)  # kept for _to_account
+        owner_user = owner.user_id if owner else None
         grant = None
         if actor.member_id is not None:
             grant = session.scalar(
