@@ -30,3 +30,13 @@ def test_the_order_benchmark_prints_its_figures_as_json_on_the_last_line() -> No
     assert figures["orders"] == 40
     for key in ("p95_ms_sqlite", "p95_ms_postgres", "orders_per_s_postgres", "p50_ms_sqlite"):
         assert isinstance(figures[key], float) and figures[key] > 0
+
+
+def test_the_signal_benchmark_prints_its_figures_as_json_on_the_last_line() -> None:
+    done = subprocess.run([sys.executable, "bench/signals.py", "--symbols", "3", "--rounds", "10"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["n_symbols"] == 3 and figures["n_rounds"] == 10
+    for key in ("train_s", "scan_s_warm", "scan_s_cold", "ms_per_symbol_warm"):
+        assert isinstance(figures[key], float) and figures[key] > 0
+    assert figures["n_bars"] > 3 * 1000

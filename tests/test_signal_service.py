@@ -231,8 +231,9 @@ def test_a_scan_ranks_every_symbol_with_history_and_lists_the_ones_skipped(
     assert frame.attrs["no_bars"] == total - len(SYMBOLS) - 1
     acts = frame["action"] != Action.HOLD.value
     assert list(acts) == sorted(acts, reverse=True)  # BUY/SELL first
-    for group in (frame[acts], frame[~acts]):
-        assert list(group["edge"]) == sorted(group["edge"], reverse=True)
+    assert list(frame[acts]["edge"]) == sorted(frame[acts]["edge"], reverse=True)
+    assert frame[~acts]["edge"].isna().all()  # a HOLD takes no direction: no edge
+    assert list(frame[~acts]["symbol"]) == sorted(frame[~acts]["symbol"])
     assert {"probability", "confidence", "entry", "stop_loss", "target1", "target2", "target3",
             "risk_reward", "regime", "evidence"} <= set(frame.columns)
     with trained.db.transaction() as session:

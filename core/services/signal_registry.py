@@ -506,7 +506,7 @@ def evaluation_report(artifact: ModelArtifact, n_symbols: int, cfg: ModelConfig
         "version": artifact.version,
         "measured_at": now_ist().isoformat(),
         "data": f"{DATA_SOURCE} ({n_symbols} symbols)",
-        "validation": "held out, out of time on the training symbols (not out of symbol)",
+        "validation": "out of time on the training symbols (not out of symbol)",
         "holdout_from": str(split.date()),
         "holdout_to": str(_date(artifact.calibration_to)),
         "train_from": str(_date(artifact.train_from)),

@@ -45,7 +45,10 @@ def _price(value: Decimal) -> float:
 
 
 def scan_frame(signals: Sequence[Signal], edges: Sequence[float]) -> pd.DataFrame:
-    """Return the scan's ranked table: BUY/SELL first, then by edge over the base rate."""
+    """Return the scan's ranked table: BUY/SELL first by edge over the base rate, then HOLDs.
+
+    A HOLD's edge is empty (NaN): it takes no direction.
+    """
     records = [{
         "symbol": s.symbol, "action": s.action.value, "direction": s.direction.value,
         "probability": round(s.probability, 3), "edge": round(e, 3),
@@ -61,7 +64,8 @@ def scan_frame(signals: Sequence[Signal], edges: Sequence[float]) -> pd.DataFram
     if frame.empty:
         return frame
     frame["_acts"] = frame["action"] != Action.HOLD.value
-    frame = frame.sort_values(["_acts", "edge", "symbol"], ascending=[False, False, True])
+    frame = frame.sort_values(["_acts", "edge", "symbol"], ascending=[False, False, True],
+                              na_position="last")
     return frame.drop(columns="_acts").reset_index(drop=True)
 
 

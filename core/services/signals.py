@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,12 +21,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pandas as pd
-from sqlalchemy import select, update
+from sqlalchemy import Float, func, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from threadpoolctl import threadpool_limits
 
-from core.clock import now_ist
+from core.clock import IST, now_ist
 from core.config import Settings
 from core.domain import Actor, Instrument, Interval
 from core.errors import NotFound
@@ -35,7 +36,7 @@ from core.services.base import ServiceBase
 from core.services.signal_registry import ModelInUse, ModelRegistry
 from core.services.signal_views import Performance
 from db.engine import Database
-from db.models import SignalRow
+from db.models import BarRow, SignalRow
 from engines.features import MIN_BARS, check_history
 from engines.model import ModelArtifact, predict
 from engines.outcomes import FINAL, Outcome, mark
@@ -75,12 +76,15 @@ def new_trace_id() -> str:
 
 
 def edge(signal: Signal, artifact: ModelArtifact) -> float:
-    """Return the signal's probability above its direction's base rate (0 for FLAT)."""
+    """Return the signal's probability above its direction's base rate (NaN for a HOLD).
+
+    A HOLD has no direction, so no edge to rank by; the scan lists HOLDs after BUY/SELL.
+    """
     if signal.direction is Direction.LONG:
         return signal.probability - artifact.base_rate_long
     if signal.direction is Direction.SHORT:
         return signal.probability - artifact.base_rate_short
-    return 0.0
+    return math.nan
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +156,7 @@ class SignalService(ServiceBase):
             if found is None:
                 raise NotFound(f"Unknown symbol {symbol.strip().upper()!r}; pick one of the "
                                "desk's instruments")
-            bars = self._bars(session, found)
+            bars = self._recent_bars(session, [found])[found.symbol]
         used = self.registry.in_use()
         signal = compute_signal(found.symbol, bars, used.artifact)
         return self.journal([signal], actor.username)[0]
@@ -174,7 +178,7 @@ class SignalService(ServiceBase):
                            if wanted is None or i.symbol in wanted]
             if wanted is not None and (missing := wanted - {i.symbol for i in instruments}):
                 raise NotFound(f"Unknown symbol(s) {', '.join(sorted(missing))}")
-            bars = {i.symbol: self._bars(session, i) for i in instruments}
+            bars = self._recent_bars(session, instruments)
         signals, skipped = self._compute_all(bars, used, progress)
         journaled = self.journal(signals, actor.username)
         frame = views.scan_frame(journaled, [edge(s, used.artifact) for s in journaled])
@@ -197,41 +201,73 @@ class SignalService(ServiceBase):
                 progress(done, total, symbol)
         return signals, skipped
 
-    def _bars(self, session: Session, found: Instrument, end: datetime | None = None
-              ) -> pd.DataFrame:
-        start = (end or now_ist()) - timedelta(days=_SIGNAL_DAYS)
-        bars = load_bars(session, found.id, Interval.D1, start=start, end=end)
-        if len(bars) < SIGNAL_BARS:  # a short recent window: use the whole history
-            bars = load_bars(session, found.id, Interval.D1, end=end)
-        return bars
+    def _recent_bars(self, session: Session, instruments: Sequence[Instrument]
+                     ) -> dict[str, pd.DataFrame]:
+        """Return each instrument's recent daily bars, read in one query.
+
+        The window ends at the newest daily bar on the desk and holds about SIGNAL_BARS
+        sessions; an instrument with fewer bars in it is read whole (it may be a stale one).
+        """
+        last = session.scalar(select(func.max(BarRow.ts)).where(
+            BarRow.interval == Interval.D1.value))
+        found: dict[str, pd.DataFrame] = {}
+        if last is not None:
+            ids = {i.id: i.symbol for i in instruments}
+            prices = [type_coerce(getattr(BarRow, c), Float).label(c)
+                      for c in ("open", "high", "low", "close")]
+            rows = session.execute(
+                select(BarRow.instrument_id, BarRow.ts, *prices, BarRow.volume)
+                .where(BarRow.interval == Interval.D1.value,
+                       BarRow.ts >= last - timedelta(days=_SIGNAL_DAYS),
+                       BarRow.instrument_id.in_(list(ids)))
+                .order_by(BarRow.instrument_id, BarRow.ts)).all()
+            frame = pd.DataFrame(rows, columns=["instrument_id", "ts", "open", "high", "low",
+                                                "close", "volume"])
+            frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_convert(IST)
+            for ident, group in frame.groupby("instrument_id", sort=False):
+                found[ids[int(ident)]] = group.drop(columns="instrument_id").set_index("ts")
+        for item in instruments:
+            if len(found.get(item.symbol, ())) < SIGNAL_BARS:
+                found[item.symbol] = load_bars(session, item.id, Interval.D1)
+        return {i.symbol: found[i.symbol] for i in instruments}
 
     def journal(self, signals: Iterable[Signal], generated_by: str) -> list[Signal]:
-        """Journal each new signal; return them with the trace id of the journal row.
+        """Journal new signals in one transaction; return them as stored (with trace ids).
 
-        A signal already journaled for the same symbol, bar and model version keeps its first
-        trace id (generating twice does not count twice).
+        A signal already journaled for the same symbol, bar and model version comes back as
+        first journaled (generating twice does not count twice). Probabilities are stored to
+        6 places and risk:reward to 4, and returned so, so a signal reads back identical.
         """
-        out = []
-        for signal in signals:
-            try:
+        batch = list(signals)
+        try:
+            with self.db.transaction() as session:
+                return self._journal_all(session, batch, generated_by)
+        except IntegrityError:  # a concurrent request journaled one first: one at a time
+            out = []
+            for signal in batch:
                 with self.db.transaction() as session:
-                    out.append(self._journal_one(session, signal, generated_by))
-            except IntegrityError:  # a concurrent request journaled it first
-                with self.db.transaction() as session:
-                    out.append(self._journal_one(session, signal, generated_by))
-        return out
+                    out.extend(self._journal_all(session, [signal], generated_by))
+            return out
 
     @staticmethod
-    def _journal_one(session: Session, signal: Signal, generated_by: str) -> Signal:
-        existing = session.scalar(select(SignalRow).where(
-            SignalRow.symbol == signal.symbol, SignalRow.bar_time == signal.as_of,
-            SignalRow.model_version == signal.model_version))
-        if existing is not None:
-            return to_signal(existing)
-        row = _to_row(signal, generated_by)
-        session.add(row)
+    def _journal_all(session: Session, signals: Sequence[Signal], generated_by: str
+                     ) -> list[Signal]:
+        if not signals:
+            return []
+        rows = {(r.symbol, r.bar_time, r.model_version): r for r in session.scalars(
+            select(SignalRow).where(
+                SignalRow.symbol.in_({s.symbol for s in signals}),
+                SignalRow.bar_time.in_({s.as_of for s in signals}),
+                SignalRow.model_version.in_({s.model_version for s in signals})))}
+        out = []
+        for signal in signals:
+            key = (signal.symbol, signal.as_of, signal.model_version)
+            if key not in rows:
+                rows[key] = _to_row(signal, generated_by)
+                session.add(rows[key])
+            out.append(rows[key])
         session.flush()
-        return to_signal(row)  # as stored: probabilities to 6 places, risk:reward to 4
+        return [to_signal(row) for row in out]
 
     # -- reading the journal --------------------------------------------------------------
     def signal(self, actor: Actor, trace_id: str) -> Signal:
