@@ -139,6 +139,8 @@ def scan_section(me: Actor, version: ModelVersion | None) -> None:
                    "ranks them: BUY/SELL first, then by edge (probability above the base rate).")
         return
     table(frame, "signals_scan_table", "signal_scan", "No symbol has enough daily history.")
+    if version is not None:
+        figures(version)  # the measured figures beside every probability shown
     skipped = frame.attrs.get("skipped") or []
     if skipped:
         st.caption(f"Skipped for too little history: {', '.join(skipped)}")

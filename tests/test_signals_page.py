@@ -128,3 +128,14 @@ def test_the_signal_chart_draws_entry_stop_and_three_targets(modelled) -> None:
     names = [trace.name for trace in figure.data]
     assert names == ["SBIN", "Entry", "Stop-loss", "Target 1", "Target 2", "Target 3"]
     assert figure.data[2].y[0] == float(signal.stop_loss)
+
+
+def test_a_corrupt_active_model_file_shows_the_fallback_version_and_why(modelled) -> None:
+    svc = modelled[0]
+    good = svc.models.in_use().version.version
+    newer = svc.models.train_as("test", activate=True).version
+    (svc.settings.model_dir / f"{newer}.model").write_bytes(b"not a model")
+    at = on_signals(modelled, "priya")
+    assert f"Model in use: {good}" in texts(at)
+    error = " ".join(e.value for e in at.error)
+    assert f"Model {newer}" in error and f"Using {good}, the previous good version" in error
