@@ -111,10 +111,12 @@ class Settings(BaseSettings):
         ge=0,
         description="PAPER_INITIAL_CAPITAL: rupees paid into each new demo paper account.",
     )
-    model_dir: Path = Field(
-        default=VAR_DIR / "models",
+    model_dir: Path | None = Field(
+        default=None,
         description="MODEL_DIR: folder of the signal model files (one per version, named by "
-        "version; each checked against its SHA-256 in the registry when loaded).",
+        "version; each checked against its SHA-256 in the registry when loaded). Default: "
+        "'models' beside a SQLite database file (var/models for the default database), else "
+        "var/models.",
     )
     signal_train_on_start: bool = Field(
         default=True,
@@ -143,6 +145,19 @@ class Settings(BaseSettings):
                 f"got {value.split(':')[0]!r}"
             )
         return value
+
+    def resolved_model_dir(self) -> Path:
+        """Return MODEL_DIR, or the default: ``models`` beside the SQLite file, else var/models.
+
+        Model files belong with the registry that lists them, so a desk on its own SQLite file
+        (a test's, a demo's) keeps its models beside it.
+        """
+        if self.model_dir is not None:
+            return self.model_dir
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix) and ":memory:" not in self.database_url:
+            return Path(self.database_url[len(prefix):]).parent / "models"
+        return VAR_DIR / "models"
 
     def resolved_secret_key(self) -> str:
         """Return SECRET_KEY, generating and storing one in ``var/secret_key`` on first use."""

@@ -95,7 +95,7 @@ def test_an_admin_trains_a_version_registered_with_its_file_hash_windows_and_fig
     steps: list[str] = []
     version = stocked.models.retrain(rahul, progress=steps.append)
     assert version.status is ModelStatus.READY and version.created_by == "rahul"
-    data = (stocked.settings.model_dir / f"{version.version}.model").read_bytes()
+    data = (stocked.settings.resolved_model_dir() / f"{version.version}.model").read_bytes()
     assert version.sha256 == hashlib.sha256(data).hexdigest()
     assert version.size_bytes == len(data)
     assert version.n_symbols == len(SYMBOLS) and len(version.features) > 10
@@ -144,7 +144,7 @@ def test_a_corrupt_model_file_falls_back_to_the_previous_good_version_and_says_w
     rahul = login("rahul")
     good = trained.models.versions(rahul)[0].version
     newer = trained.models.retrain(rahul, activate=True).version
-    path = trained.settings.model_dir / f"{newer}.model"
+    path = trained.settings.resolved_model_dir() / f"{newer}.model"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -159,7 +159,7 @@ def test_a_corrupt_model_file_falls_back_to_the_previous_good_version_and_says_w
     with pytest.raises(ModelFileError, match="SHA-256"):
         trained.models.activate(rahul, newer)
 
-    (trained.settings.model_dir / f"{good}.model").unlink()
+    (trained.settings.resolved_model_dir() / f"{good}.model").unlink()
     with pytest.raises(ModelFileError, match=r"SHA-256.*No earlier version loads either"):
         trained.models.in_use()
 
@@ -396,3 +396,13 @@ def test_the_cli_runs_as_a_module_against_database_url(demo_url, tmp_path) -> No
                              check=False)
     assert refused.returncode == 1
     assert refused.stderr.strip() == "sher signals: Model version 'xgb-none' does not exist"
+
+
+def test_model_files_default_to_a_folder_beside_the_sqlite_database_else_var_models() -> None:
+    from core.config import VAR_DIR
+
+    assert make_settings("sqlite:////srv/desk/sher.db").resolved_model_dir() == Path(
+        "/srv/desk/models")
+    assert make_settings("postgresql://u@h/db").resolved_model_dir() == VAR_DIR / "models"
+    assert make_settings("postgresql://u@h/db", model_dir=Path("/m")).resolved_model_dir() == \
+        Path("/m")

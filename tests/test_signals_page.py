@@ -134,7 +134,7 @@ def test_a_corrupt_active_model_file_shows_the_fallback_version_and_why(modelled
     svc = modelled[0]
     good = svc.models.in_use().version.version
     newer = svc.models.train_as("test", activate=True).version
-    (svc.settings.model_dir / f"{newer}.model").write_bytes(b"not a model")
+    (svc.settings.resolved_model_dir() / f"{newer}.model").write_bytes(b"not a model")
     at = on_signals(modelled, "priya")
     assert f"Model in use: {good}" in texts(at)
     error = " ".join(e.value for e in at.error)

@@ -199,10 +199,10 @@ class ModelRegistry(ServiceBase):
 
     def __init__(self, db: Database, settings: Settings,
                  cfg: ModelConfig | None = None) -> None:
-        """Bind to ``db``; model files live in ``settings.model_dir``."""
+        """Bind to ``db``; model files live in ``settings.resolved_model_dir()``."""
         super().__init__(db, settings)
         self.cfg = cfg or ModelConfig()
-        self.store = ArtifactStore(Path(settings.model_dir))
+        self.store = ArtifactStore(settings.resolved_model_dir())
 
     # -- reading --------------------------------------------------------------------------
     def versions(self, actor: Actor) -> list[ModelVersion]:
