@@ -56,18 +56,21 @@ def figures(version: ModelVersion) -> None:
 
 def headline(signal: Signal) -> None:
     """Show a signal's action, probability, levels and regime as metrics."""
-    cols = st.columns(6)
-    cols[0].metric("Action", f"{signal.action.value} ({signal.direction.value})")
-    cols[1].metric("Probability (target 1 first)", f"{signal.probability:.2f}")
+    cols = st.columns(5)
+    cols[0].metric("Action", signal.action.value)
+    cols[1].metric("Probability", f"{signal.probability:.2f}",
+                   help="Calibrated chance that target 1 comes before the stop-loss within the "
+                        "horizon (for a HOLD: the larger of the long and short chances)")
     cols[2].metric("Confidence", f"{signal.confidence:.2f}")
     cols[3].metric("Entry", rupees(signal.entry))
     cols[4].metric("Stop-loss", rupees(signal.stop_loss))
-    cols[5].metric("Regime", signal.regime.value)
     targets = " · ".join(f"T{i} {rupees(t)}" for i, t in enumerate(signal.targets, start=1))
-    st.markdown(f"**Targets** {targets} · risk:reward {signal.risk_reward:.2f} · strategies "
-                f"agree {signal.agreement}/{signal.voters} · horizon {signal.horizon_bars} "
-                f"bars · bar of {format_ist(signal.as_of)[:10]} · model {signal.model_version} "
-                f"· trace {signal.trace_id}")
+    levels_for = "" if signal.direction.value != "FLAT" else " (levels for reference)"
+    st.markdown(f"**Direction** {signal.direction.value}{levels_for} · **regime** "
+                f"{signal.regime.value} · **targets** {targets} · risk:reward "
+                f"{signal.risk_reward:.2f} · strategies agree {signal.agreement}/{signal.voters}"
+                f" · horizon {signal.horizon_bars} bars · bar of {format_ist(signal.as_of)[:10]}"
+                f" · model {signal.model_version} · trace {signal.trace_id}")
 
 
 def build_figure(chart: SignalChart) -> go.Figure:
@@ -90,9 +93,8 @@ def build_figure(chart: SignalChart) -> go.Figure:
     fig.add_vline(x=start, line={"color": "grey", "dash": "dot", "width": 1})
     fig.update_layout(height=460, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       xaxis_rangeslider_visible=False, hovermode="x unified",
-                      title={"text": f"{signal.symbol} daily · {signal.action.value} signal of "
-                                     f"{format_ist(signal.as_of)[:10]}", "x": 0},
-                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"})
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1,
+                              "xanchor": "right"})
     fig.update_yaxes(title_text="Price (₹)")
     return fig
 
@@ -113,7 +115,9 @@ def detail(me: Actor, trace_id: str, version: ModelVersion | None, key: str) -> 
                     f"{rupees(chart.outcome_price)}")
     st.plotly_chart(build_figure(chart), key=f"{key}_chart")
     st.markdown("**Evidence**")
-    st.dataframe(evidence_frame(signal), hide_index=True, key=f"{key}_evidence")
+    st.markdown("\n".join(f"- **{e.source} · {e.name}**: {e.detail}" for e in signal.evidence))
+    with st.expander("Evidence as a table"):
+        st.dataframe(evidence_frame(signal), hide_index=True, key=f"{key}_evidence")
     if version is not None and version.version == signal.model_version:
         figures(version)
     else:
@@ -213,7 +217,7 @@ def admin_section(me: Actor, versions: Sequence[ModelVersion]) -> None:
     picked = next(v for v in versions if v.version == chosen)
     figures(picked)
     st.markdown("**Evaluation report**")
-    st.json(picked.report, expanded=False)
+    st.json(picked.report, expanded=1)
     if st.button("Activate", key="signals_activate_button") and attempt(
             lambda: services().models.activate(me, chosen)):
         flash(FLASH, f"{chosen} is now the active signal model.")

@@ -234,8 +234,10 @@ def test_a_scan_ranks_every_symbol_with_history_and_lists_the_ones_skipped(
     assert list(frame[acts]["edge"]) == sorted(frame[acts]["edge"], reverse=True)
     assert frame[~acts]["edge"].isna().all()  # a HOLD takes no direction: no edge
     assert list(frame[~acts]["symbol"]) == sorted(frame[~acts]["symbol"])
-    assert {"probability", "confidence", "entry", "stop_loss", "target1", "target2", "target3",
-            "risk_reward", "regime", "evidence"} <= set(frame.columns)
+    assert {"probability", "confidence", "entry [₹]", "stop-loss [₹]", "target 1 [₹]",
+            "target 2 [₹]", "target 3 [₹]", "risk:reward", "regime", "evidence"} <= set(
+                frame.columns)
+    assert frame["evidence"].min() > 3  # votes, model, regime, contributions
     with trained.db.transaction() as session:
         assert len(session.scalars(select(SignalRow.id)).all()) == len(SYMBOLS)
     trained.signals.scan(login("kamla"), ["INFY"])  # again: journaled once

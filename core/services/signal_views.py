@@ -24,9 +24,10 @@ from engines.signal_types import Action, Direction, Evidence, Signal
 
 HIT_VALUES = frozenset(o.value for o in HITS)
 CONFIDENCE_BUCKETS = (0.0, 0.4, 0.6, 0.8, 1.0000001)
-SCAN_COLUMNS = ["symbol", "action", "direction", "probability", "edge", "confidence", "entry",
-                "stop_loss", "target1", "target2", "target3", "risk_reward", "regime",
-                "agreement", "evidence", "model_version", "bar", "trace_id"]
+SCAN_COLUMNS = ["symbol", "action", "direction", "probability", "edge", "confidence",
+                "entry [₹]", "stop-loss [₹]", "target 1 [₹]", "target 2 [₹]", "target 3 [₹]",
+                "risk:reward", "regime", "agreement", "evidence", "model_version", "bar",
+                "trace_id"]
 
 
 def evidence_dict(evidence: Evidence) -> dict[str, Any]:
@@ -52,10 +53,10 @@ def scan_frame(signals: Sequence[Signal], edges: Sequence[float]) -> pd.DataFram
     records = [{
         "symbol": s.symbol, "action": s.action.value, "direction": s.direction.value,
         "probability": round(s.probability, 3), "edge": round(e, 3),
-        "confidence": round(s.confidence, 2), "entry": _price(s.entry),
-        "stop_loss": _price(s.stop_loss), "target1": _price(s.targets[0]),
-        "target2": _price(s.targets[1]), "target3": _price(s.targets[2]),
-        "risk_reward": round(s.risk_reward, 2), "regime": s.regime.value,
+        "confidence": round(s.confidence, 2), "entry [₹]": _price(s.entry),
+        "stop-loss [₹]": _price(s.stop_loss), "target 1 [₹]": _price(s.targets[0]),
+        "target 2 [₹]": _price(s.targets[1]), "target 3 [₹]": _price(s.targets[2]),
+        "risk:reward": round(s.risk_reward, 2), "regime": s.regime.value,
         "agreement": f"{s.agreement}/{s.voters}", "evidence": len(s.evidence),
         "model_version": s.model_version, "bar": format_ist(s.as_of)[:10],
         "trace_id": s.trace_id,
@@ -75,13 +76,15 @@ def journal_frame(rows: Sequence[SignalRow]) -> pd.DataFrame:
         "generated": format_ist(r.generated_at), "symbol": r.symbol,
         "bar": format_ist(r.bar_time)[:10], "action": r.action.value,
         "direction": r.direction.value, "probability": float(r.probability),
-        "entry": float(r.entry), "stop_loss": float(r.stop_loss), "target1": float(r.target1),
-        "regime": r.regime.value, "outcome": r.outcome,
+        "entry [₹]": float(r.entry), "stop-loss [₹]": float(r.stop_loss),
+        "target 1 [₹]": float(r.target1), "regime": r.regime.value, "outcome": r.outcome,
         "outcome_at": format_ist(r.outcome_at)[:10] if r.outcome_at else "",
+        "outcome price [₹]": float(r.outcome_price) if r.outcome_price is not None else None,
         "model_version": r.model_version, "by": r.generated_by, "trace_id": r.trace_id,
     } for r in rows], columns=["generated", "symbol", "bar", "action", "direction",
-                               "probability", "entry", "stop_loss", "target1", "regime",
-                               "outcome", "outcome_at", "model_version", "by", "trace_id"])
+                               "probability", "entry [₹]", "stop-loss [₹]", "target 1 [₹]",
+                               "regime", "outcome", "outcome_at", "outcome price [₹]",
+                               "model_version", "by", "trace_id"])
 
 
 @dataclass(frozen=True, slots=True)
