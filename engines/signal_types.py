@@ -17,6 +17,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from core.errors import ValidationError
+
 DISCLAIMER = (
     "Not investment advice. A probability here is a measured frequency from past data: of past "
     "signals given this probability, about that share reached target 1 before the stop. The "
@@ -66,19 +68,19 @@ class BarrierSpec:
 
     def __post_init__(self) -> None:
         if self.atr_period < 2:
-            raise ValueError(f"ATR period must be at least 2; got {self.atr_period}")
+            raise ValidationError(f"ATR period must be at least 2; got {self.atr_period}")
         if self.k_target <= 0 or self.m_stop <= 0:
-            raise ValueError(
+            raise ValidationError(
                 f"target and stop ATR multiples must be positive; got k={self.k_target}, "
                 f"m={self.m_stop}"
             )
         if self.horizon_bars < 1:
-            raise ValueError(f"horizon must be at least 1 bar; got {self.horizon_bars}")
+            raise ValidationError(f"horizon must be at least 1 bar; got {self.horizon_bars}")
         multiples = self.target_multiples
         if len(multiples) != 3 or multiples[0] != 1.0 or list(multiples) != sorted(multiples):
-            raise ValueError(
-                f"target multiples must be three increasing numbers starting at 1.0; got {multiples}"
-            )
+            raise ValidationError(
+                "target multiples must be three increasing numbers starting at 1.0; "
+                f"got {multiples}")
 
     @property
     def risk_reward(self) -> float:
