@@ -17,11 +17,19 @@ split in time, walk-forward:
    scores them, the better Brier score picks the kind, and those out-of-sample scores are the
    artifact's ``metrics``; the chosen kind is then re-fitted on the whole window.
 
-The calibrator is what follows the market: the share of setups that reach target 1 drifts
-(0.29 in one period, 0.24 in the next on the sample data), so :func:`refit_calibrator` re-fits
-it on the most recent window (weekly in production) while the trees are re-fitted monthly. The
-calibration window always lies after the trees' label window, so the calibrator never sees
-in-sample scores.
+Ranking, not market timing. The share of setups that reach target 1 swings with the market
+(quarterly 0.19-0.34 on the sample data) and mean-reverts within months, so neither the trees'
+market-wide moves nor a recent hit rate foretold the next months' rate: both pulled the pooled
+out-of-time AUC down to 0.50. So by default (``ModelConfig.cross_sectional``) the calibrator maps
+a stock's raw score *relative to the universe's mean score* (the day's mean in the calibration
+window; the mean over the last ``center_bars`` bars before the calibration at prediction) to a
+probability, levelled at the long-run hit rate (``level_days``, ``recent_weight``). The model
+then says which stocks are likelier than usual to reach target 1, and its probabilities are
+calibrated on average over market phases, not within each one (the evaluation's ECE shows it).
+
+:func:`refit_calibrator` re-fits the calibrator weekly (the centre, the choice of kind, the
+map) with the trees kept from the monthly fit. The calibration window always lies after the
+trees' label window, so the calibrator never sees in-sample scores.
 """
 
 from __future__ import annotations
