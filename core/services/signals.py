@@ -170,7 +170,6 @@ class SignalService(ServiceBase):
         counts them). Signals are journaled. Rows are ranked BUY/SELL first, then by edge
         (probability above the direction's base rate).
         """
-        used = self.registry.in_use()
         with self.db.transaction() as session:
             self._fresh_role(session, actor)
             wanted = {s.upper() for s in symbols} if symbols is not None else None
@@ -179,6 +178,7 @@ class SignalService(ServiceBase):
             if wanted is not None and (missing := wanted - {i.symbol for i in instruments}):
                 raise NotFound(f"Unknown symbol(s) {', '.join(sorted(missing))}")
             bars = self._recent_bars(session, instruments)
+        used = self.registry.in_use()
         signals, skipped = self._compute_all(bars, used, progress)
         journaled = self.journal(signals, actor.username)
         frame = views.scan_frame(journaled, [edge(s, used.artifact) for s in journaled])
