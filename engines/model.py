@@ -112,6 +112,11 @@ class ModelConfig:
     cross_sectional: bool = True
     #: Bars (days) the prediction-time centre averages over (one day of ~40 stocks is noisy).
     center_bars: int = 5
+    #: Clip centred scores to this lower/upper quantile of the calibration window before the
+    #: map (0 = no clipping). Measured on the sample data, the top few percent of scores hit
+    #: less often than the middle ones (forecasts above 0.4 hit 8-14%), and a Platt map
+    #: extrapolates them; clipped, they get the forecast of the last well-filled score.
+    clip_quantile: float = 0.05
     #: Share of the calibration window held out to choose the calibrator and score it.
     holdout_fraction: float = 0.35
     #: Calibrator kinds to choose between on the held-out part.
@@ -130,6 +135,8 @@ class ModelConfig:
         unknown_features = set(self.features) - set(FEATURES)
         if not self.features or unknown_features:
             raise ValueError(f"features must be a subset of FEATURES; unknown {unknown_features}")
+        if not 0.0 <= self.clip_quantile < 0.5:
+            raise ValueError(f"clip_quantile must be in [0, 0.5); got {self.clip_quantile}")
         if not 1 <= self.nthread <= 2:
             raise ValueError(f"nthread must be 1 or 2 on this desk; got {self.nthread}")
 
@@ -174,10 +181,12 @@ class Calibrator:
     ys: tuple[float, ...] = ()
     shift: float = 0.0  # log-odds added after the map: moves the level, keeps the ranking
     center: float = 0.0  # subtracted from the raw score first (the universe's latest mean)
+    low: float = -1e9  # the centred score is clipped to [low, high] before the map
+    high: float = 1e9
 
     def apply(self, score: np.ndarray) -> np.ndarray:
         """Return calibrated probabilities for raw scores."""
-        score = np.asarray(score, dtype=np.float64) - self.center
+        score = np.clip(np.asarray(score, dtype=np.float64) - self.center, self.low, self.high)
         if self.kind == "platt":
             a, b = self.params
             return _sigmoid(a * score + b + self.shift)
@@ -189,7 +198,8 @@ class Calibrator:
     def to_json(self) -> dict[str, Any]:
         """Return the calibrator as plain JSON values."""
         return {"kind": self.kind, "params": list(self.params), "xs": list(self.xs),
-                "ys": list(self.ys), "shift": self.shift, "center": self.center}
+                "ys": list(self.ys), "shift": self.shift, "center": self.center,
+                "low": self.low, "high": self.high}
 
     def with_level(self, score: np.ndarray, rate: float) -> Calibrator:
         """Return this calibrator shifted (in log-odds) so its mean forecast on ``score`` is
@@ -351,7 +361,8 @@ def _from_manifest(m: dict[str, Any], boosters: dict[str, xgb.Booster]) -> Model
     stamp = datetime.fromisoformat
     spec_json = m["spec"]
     calibrators = {k: Calibrator(v["kind"], tuple(v["params"]), tuple(v["xs"]), tuple(v["ys"]),
-                                 float(v["shift"]), float(v["center"]))
+                                 float(v["shift"]), float(v["center"]), float(v["low"]),
+                                 float(v["high"]))
                    for k, v in m["calibrators"].items()}
     if set(calibrators) != {d.value for d in DIRECTIONS}:
         raise ModelFileError(f"model file has calibrators {sorted(calibrators)}; needs LONG, SHORT")
@@ -548,8 +559,16 @@ def _level(data: pd.DataFrame, target: str, window: pd.DataFrame, as_of: pd.Time
     return cfg.recent_weight * recent + (1.0 - cfg.recent_weight) * long_rate
 
 
-def _fit_levelled(kind: str, score: np.ndarray, y: np.ndarray, rate: float) -> Calibrator:
-    return _fit_calibrator(kind, score, y).with_level(score, rate)
+def _fit_levelled(kind: str, score: np.ndarray, y: np.ndarray, rate: float,
+                  cfg: ModelConfig) -> Calibrator:
+    """Fit a calibrator of ``kind`` on clipped scores, levelled at ``rate``."""
+    low, high = -1e9, 1e9
+    if cfg.clip_quantile > 0.0:
+        low, high = (float(q) for q in np.quantile(score, [cfg.clip_quantile,
+                                                           1.0 - cfg.clip_quantile]))
+    clipped = np.clip(score, low, high)
+    fitted = replace(_fit_calibrator(kind, clipped, y), low=low, high=high)
+    return fitted.with_level(clipped, rate)
 
 
 def _calibrate(
@@ -587,7 +606,8 @@ def _calibrate(
             rate = _level(data, target, fit_part, split, cfg)
             best = np.inf
             for candidate in cfg.calibrators:
-                fitted = _fit_levelled(candidate, fit_score, fit_part[target].to_numpy(), rate)
+                fitted = _fit_levelled(candidate, fit_score, fit_part[target].to_numpy(), rate,
+                                       cfg)
                 probs = fitted.apply(hold_score)
                 loss = metrics.brier(probs, hold_y)
                 if loss < best:
@@ -601,7 +621,7 @@ def _calibrate(
             })
         rates[name] = _level(data, target, window, as_of, cfg)
         fitted = _fit_levelled(kind, _centred(booster, window, cfg), window[target].to_numpy(),
-                               rates[name])
+                               rates[name], cfg)
         center = float(_score(booster, latest).mean()) if cfg.cross_sectional else 0.0
         result[name] = replace(fitted, center=center)
     return _Calibration(result, scores, rates, start, window["resolved"].max())

@@ -133,6 +133,16 @@ def test_calibrated_probabilities_match_a_known_probability() -> None:
     assert model.metrics["ece"] < 0.05 and model.metrics["auc"] > 0.65
 
 
+def test_scores_beyond_the_calibration_window_get_its_edge_forecast(
+    artifact: ModelArtifact,
+) -> None:
+    calibrator = artifact.calibrators["LONG"]
+    assert calibrator.low < 0.0 < calibrator.high  # 5% and 95% of the window's centred scores
+    edge_high, edge_low = calibrator.center + calibrator.high, calibrator.center + calibrator.low
+    far = calibrator.apply(np.array([edge_high + 5.0, edge_low - 5.0]))
+    np.testing.assert_allclose(far, calibrator.apply(np.array([edge_high, edge_low])))
+
+
 def test_refit_calibrator_keeps_the_trees_and_uses_a_later_window(
     universe: dict[str, pd.DataFrame], artifact: ModelArtifact, dataset: pd.DataFrame
 ) -> None:
@@ -257,3 +267,5 @@ def test_config_refuses_unknown_features_and_calibrators() -> None:
         ModelConfig(features=("rsi_14", "astrology"))
     with pytest.raises(ValueError, match=r"isotonic.*platt"):
         ModelConfig(calibrators=("beta",))
+    with pytest.raises(ValueError, match=r"clip_quantile must be in \[0, 0.5\); got 0.5"):
+        ModelConfig(clip_quantile=0.5)
