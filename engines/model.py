@@ -411,9 +411,11 @@ def build_dataset(bars_by_symbol: Mapping[str, pd.DataFrame], spec: BarrierSpec)
         frame["y_short"] = triple_barrier(bars, spec, Direction.SHORT).to_numpy()
         parts.append(frame.iloc[MIN_BARS - 1:])
     if not parts:
+        sizes = {symbol: len(bars) for symbol, bars in bars_by_symbol.items()}
+        longest = max(sizes, key=lambda symbol: sizes[symbol], default="no symbol")
         raise ValidationError(
-            f"no symbol has the {MIN_BARS} daily bars training needs; got "
-            f"{ {s: len(b) for s, b in bars_by_symbol.items()} }"
+            f"no symbol has the {MIN_BARS} daily bars training needs; the longest history is "
+            f"{longest} with {sizes.get(longest, 0)}"
         )
     data = pd.concat(parts, ignore_index=True)
     data["t"] = pd.DatetimeIndex(data["t"]).tz_convert("UTC")
@@ -805,6 +807,8 @@ __all__ = [
     "predict_frame",
     "purged_folds",
     "refit_calibrator",
+    "refit_calibrator_on",
     "schedule",
     "train",
+    "train_on",
 ]
