@@ -373,6 +373,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _maybe(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the evaluation from the command line; print a one-line summary."""
     args = _parse(argv)
@@ -401,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"auc={report['auc']:.3f} [{report['auc_ci_low']:.3f}, {report['auc_ci_high']:.3f}] "
         f"ece={report['ece']:.3f} brier_skill={report['brier_skill']:+.4f} "
         f"top10={report['top_decile_hit_rate']:.3f} signals={report['n_signals']} "
-        f"hit={report['signal_hit_rate']} short_auc={report['short']['auc']:.3f} "
+        f"hit={_maybe(report['signal_hit_rate'])} short_auc={report['short']['auc']:.3f} "
         f"({report['meta']['seconds']} s) -> {args.out}"
     )
     return 0
