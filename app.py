@@ -13,5 +13,5 @@ if actor is None:
     page = st.navigation([st.Page(render_login, title="Log in", icon=":material/login:")])
 else:
     render_sidebar(actor)
-    page = st.navigation(navigation_for(actor.role))
+    page = st.navigation(navigation_for(actor.role), expanded=True)  # every page in view
 page.run()

@@ -408,3 +408,44 @@ def test_a_trader_places_a_limit_order_sees_it_in_the_order_book_and_cancels_it(
         assert order.status.value == "CANCELLED"
     finally:
         services.db.dispose()
+
+
+def _wait_for_first_model(desk: App, seconds: float = 300.0) -> str:
+    """Return the version the worker trained on start (it does on a desk without a model)."""
+    services = Services(Database(desk.db_url), make_settings(desk.db_url))
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                return services.models.in_use().version.version
+            except ValidationError:  # NotFound: no active model yet, the worker is training
+                time.sleep(1.0)
+    finally:
+        services.db.dispose()
+    raise AssertionError(f"the worker trained no first model in {seconds:.0f} s\n{desk.logs()}")
+
+
+def test_a_trader_generates_a_signal_sees_its_chart_and_evidence_then_scans_the_universe(
+        desk: App, context: sync_api.BrowserContext) -> None:
+    version = _wait_for_first_model(desk)
+    page = context.new_page()
+    _login(page, desk, "priya")
+    _nav(page).get_by_text("Signals", exact=True).click()
+    expect(page.get_by_role("heading", name="Signals", exact=True)).to_be_visible(
+        timeout=WAIT_MS)
+    _settled(page)
+    _choose(page, "Symbol", "INFY")
+    page.get_by_role("button", name="Generate signal").click()
+    expect(page.get_by_role("heading", name="INFY:", exact=False)).to_be_visible(
+        timeout=WAIT_MS)
+    expect(page.get_by_text(version, exact=False).first).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text("Not investment advice", exact=False).first).to_be_visible()
+    chart = page.get_by_test_id("stPlotlyChart").locator("visible=true").first
+    expect(chart).to_be_visible(timeout=WAIT_MS)
+    for line in ("Entry", "Stop-loss", "Target 1"):  # the levels drawn on the chart
+        expect(chart.get_by_text(line, exact=False).first).to_be_attached(timeout=WAIT_MS)
+
+    page.get_by_role("tab", name="Scan").click()
+    page.get_by_role("button", name="Scan all symbols").click()
+    expect(page.get_by_role("combobox", name="Open a signal")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("stDataFrame").locator("visible=true").first).to_be_visible()
