@@ -404,9 +404,10 @@ def build_dataset(bars_by_symbol: Mapping[str, pd.DataFrame], spec: BarrierSpec)
         if len(bars) < MIN_BARS:
             continue
         frame = compute_features(bars)
+        utc = pd.DatetimeIndex(bars.index).tz_convert("UTC")
         frame["symbol"] = symbol
-        frame["t"] = bars.index
-        frame["resolved"] = resolved_at(bars.index, spec).to_numpy()
+        frame["t"] = utc.array
+        frame["resolved"] = resolved_at(utc, spec).array
         frame["y_long"] = triple_barrier(bars, spec, Direction.LONG).to_numpy()
         frame["y_short"] = triple_barrier(bars, spec, Direction.SHORT).to_numpy()
         parts.append(frame.iloc[MIN_BARS - 1:])
@@ -417,10 +418,7 @@ def build_dataset(bars_by_symbol: Mapping[str, pd.DataFrame], spec: BarrierSpec)
             f"no symbol has the {MIN_BARS} daily bars training needs; the longest history is "
             f"{longest} with {sizes.get(longest, 0)}"
         )
-    data = pd.concat(parts, ignore_index=True)
-    data["t"] = pd.DatetimeIndex(data["t"]).tz_convert("UTC")
-    data["resolved"] = pd.DatetimeIndex(data["resolved"]).tz_convert("UTC")
-    return data
+    return pd.concat(parts, ignore_index=True)
 
 
 def _utc(stamp: datetime) -> pd.Timestamp:
