@@ -44,4 +44,4 @@ clean:
 bench: $(STAMP)  ## performance figures (each script prints one JSON object on its last line)
 	$(PY) bench/marketdata.py
 	$(PY) bench/orders.py
-	$(PY) bench/signals.py --walk-forward-from 2023-01-01
+	$(PY) bench/signals.py --walk-forward-from 2022-10-01
