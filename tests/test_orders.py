@@ -428,3 +428,24 @@ def test_a_broker_refusal_after_the_checks_is_recorded_as_rejected_with_both_aud
     assert '"to":"REJECTED"' in actions[1][1].replace(" ", "")
     assert paper == 0
     assert audit.verify(services.db).ok  # two entries under one head lock still chain
+
+
+def test_a_broker_without_the_optional_read_and_shared_transaction_places_the_same_way(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    from brokers.base import Capability
+
+    broker = services.orders.broker_for(priya_account)
+    broker.capabilities = broker.capabilities - {Capability.PRE_TRADE,  # type: ignore[misc]
+                                                 Capability.DESK_DATABASE}
+    estimate = services.orders.estimate(priya, _buy(priya_account))
+    assert estimate.available_funds == broker.funds().available
+    order = services.orders.place(priya, _buy(priya_account))
+    assert order.status is OrderStatus.OPEN and order.broker_order_id is not None
+    with services.db.transaction() as session:
+        actions = list(session.scalars(select(AuditRow.action).where(
+            AuditRow.resource == f"order:{order.id}").order_by(AuditRow.id)))
+    assert actions == ["orders.place", "orders.status"]  # PENDING committed, then OPEN
+    tick(services.db, "INFY", "1499.00")
+    services.orders.step()
+    assert services.orders.order_book(priya, priya_account)[0].status is OrderStatus.FILLED
