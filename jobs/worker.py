@@ -15,7 +15,7 @@ from types import FrameType
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from core.clock import IST, now_ist, to_ist
+from core.clock import IST, now_ist
 from core.errors import ConfigError, ValidationError, WorkerLockHeld
 from core.services import Services, build_services
 from core.services.worker import new_holder_id
@@ -105,23 +105,17 @@ class Worker:
             log.info("monthly re-fit: %s is the active signal model", version.version)
 
     def refit_signal_calibrator(self) -> None:
-        """Weekly: re-fit the active model's calibrator on the recent window and activate it.
-
-        Skipped when the active version was made today (a monthly re-fit calibrates too).
-        """
-        registry = self.services.models
+        """Weekly: re-fit the active model's calibrator on the recent window and activate it."""
         try:
-            active = next((v for v in registry.all_versions() if v.is_active), None)
-            if active is None:
-                log.info("no active signal model: no calibrator to re-fit")
-                return
-            if to_ist(active.created_at).date() == now_ist().date():
-                return
-            version = registry.refit_calibrator_as(WORKER, progress=log.info)
+            version = self.services.models.scheduled_calibrator_refit(WORKER, progress=log.info)
         except Exception:
             log.exception("weekly calibrator re-fit failed; the next scheduled run retries")
         else:
-            log.info("weekly re-fit: %s is the active signal model", version.version)
+            if version is None:
+                log.info("weekly calibrator re-fit: nothing to re-fit (no active model, or it "
+                         "was made today)")
+            else:
+                log.info("weekly re-fit: %s is the active signal model", version.version)
 
     def _schedule_signals(self) -> None:
         """Outcomes after each weekday's close; model and calibrator on ModelConfig's schedule."""

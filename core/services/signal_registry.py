@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core import audit, authz
-from core.clock import format_ist, now_ist
+from core.clock import format_ist, now_ist, to_ist
 from core.config import Settings
 from core.domain import Actor, Interval
 from core.errors import NotFound, ValidationError
@@ -344,6 +344,18 @@ class ModelRegistry(ServiceBase):
         except Exception as exc:
             self._fail(None, operator, version, exc)
             raise
+
+    def scheduled_calibrator_refit(self, operator: str,
+                                   progress: Progress = _quiet) -> ModelVersion | None:
+        """Run the weekly calibrator re-fit, or return None when there is nothing to re-fit.
+
+        Nothing to do without an active model, or when the active version was made today (a
+        monthly re-fit or a first model calibrates too).
+        """
+        active = next((v for v in self.all_versions() if v.is_active), None)
+        if active is None or to_ist(active.created_at).date() == now_ist().date():
+            return None
+        return self.refit_calibrator_as(operator, progress)
 
     def _start_row(self, version: str, operator: str) -> str:
         """Register ``version`` (or ``version-2``... if taken) as TRAINING; return the name."""
