@@ -6,8 +6,9 @@ order ticket, a GTT trigger, the end-of-day square-off, later strategies and the
 1. the request is normalised and checked against the instrument
    (:func:`core.trading.check_request`), the broker's capabilities, the market session, the
    live price and the account's funds and sellable shares; a refusal raises, writes nothing;
-2. the **risk gate** (:class:`RiskGate`) decides; until the risk issue plugs its engine in, the
-   gate is :class:`PassThroughRiskGate`, but no path skips the call;
+2. the **risk gate** (:class:`RiskGate`, in production :class:`core.risk_gate.DeskRiskGate`)
+   decides, and may reduce the quantity; no path skips the call (orders of the risk procedures
+   themselves, ``source`` "panic" or "risk", go through it as action ``protect``);
 3. the order is persisted as ``PENDING`` with its client order id **before** it is sent, so a
    crash after sending cannot lose it, and the same client order id submitted twice yields one
    order;
@@ -69,6 +70,7 @@ from core.trading import (
 from db.engine import Database
 from db.models import AccountRow, OrderRow, TradeRow, UserRow
 from engines import costs
+from engines.risk_types import OrderAction, PreTradeDecision
 
 _REASON_CHARS = 300
 #: How long the order manager reuses an instrument's tick and lot size (seconds).
@@ -84,23 +86,35 @@ _CAPABILITY_FOR = {
 # ----------------------------------------------------------------------------------------------
 
 
+#: Order sources whose orders are the risk procedures' own exits (gate action ``protect``).
+PROTECT_SOURCES = frozenset({"panic", "risk"})
+
+
 @dataclass(frozen=True, slots=True)
 class RiskContext:
     """What the risk gate is told about an order besides the request itself."""
 
-    action: str  # "place" | "modify" | "gtt" | "square_off"
+    action: OrderAction
     account_id: int
     user_id: int | None
     ltp: Decimal
     estimate: OrderEstimate
+    instrument: Instrument | None = None
+    pre: PreTrade | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RiskDecision:
-    """The gate's verdict with its reasons (shown to the user when it refuses)."""
+    """The gate's verdict with its reasons (shown to the user when it refuses).
+
+    ``quantity`` is the size the gate approves (None: as requested); the order manager places
+    that size. ``decision`` is the risk engine's full answer, when a real gate made it.
+    """
 
     approved: bool
     reasons: tuple[str, ...] = ()
+    quantity: int | None = None
+    decision: PreTradeDecision | None = None
 
 
 class RiskGate(Protocol):
@@ -344,15 +358,36 @@ class OrderManager:
                 f"(holdings {held}, bought today {max(bought, 0)}, pending sells {pending}); "
                 "use MIS to short intraday")
 
-    def _gate(self, request: OrderRequest, action: str, user_id: int | None,
-              estimate: OrderEstimate) -> None:
+    def _gate(self, request: OrderRequest, action: OrderAction, user_id: int | None,
+              estimate: OrderEstimate, instrument: Instrument | None = None,
+              pre: PreTrade | None = None) -> OrderRequest:
+        """Ask the risk gate; return the request at the approved size, or raise RiskRejected."""
         assert estimate.ltp is not None  # noqa: S101 - estimate refuses a missing price
         decision = self.risk_gate.check(
-            request, RiskContext(action, request.account_id, user_id, estimate.ltp, estimate))
+            request, RiskContext(action, request.account_id, user_id, estimate.ltp, estimate,
+                                 instrument, pre))
         if not decision.approved:
             reasons = "; ".join(decision.reasons) or "no reason given"
             raise RiskRejected(f"Risk gate refused {request.side} {request.quantity} "
                                f"{request.symbol}: {reasons}")
+        if decision.quantity is not None and decision.quantity != request.quantity:
+            if not 0 < decision.quantity < request.quantity:
+                raise RiskRejected(
+                    f"Risk gate approved {decision.quantity} of {request.quantity} "
+                    f"{request.symbol}; a gate may only reduce a size")
+            request = replace(request, quantity=decision.quantity)
+        return request
+
+    @staticmethod
+    def action_of(source: str, gtt_id: int | None) -> OrderAction:
+        """Return the gate action of an order from ``source`` (GTT trigger, protect, ...)."""
+        if gtt_id is not None:
+            return OrderAction.GTT
+        if source in PROTECT_SOURCES:
+            return OrderAction.PROTECT
+        if source == "square_off":
+            return OrderAction.SQUARE_OFF
+        return OrderAction.PLACE
 
     # -- the path -------------------------------------------------------------------------
     def submit(
@@ -379,8 +414,11 @@ class OrderManager:
         pre = self.pre_trade(broker, request.symbol)
         estimate = self.estimate(request, instrument, pre)
         self._precheck(broker, request, estimate, pre)
-        action = "gtt" if gtt_id is not None else source if source == "square_off" else "place"
-        self._gate(request, action, placed_by.user_id if placed_by else None, estimate)
+        gated = self._gate(request, self.action_of(source, gtt_id),
+                           placed_by.user_id if placed_by else None, estimate, instrument, pre)
+        if gated.quantity != request.quantity:
+            request = gated
+            estimate = self.estimate(request, instrument, pre)
         if Capability.DESK_DATABASE in broker.capabilities:
             return self._submit_in_one_transaction(request, instrument, broker, placed_by,
                                                    source, gtt_id)
@@ -554,7 +592,11 @@ class OrderManager:
                 f"New quantity {request.quantity} must be above the {filled} already filled")
         _, instrument = self.normalise(request)
         estimate = self.estimate(request, instrument)
-        self._gate(request, "modify", actor.user_id, estimate)
+        gated = self._gate(request, OrderAction.MODIFY, actor.user_id, estimate, instrument)
+        if gated.quantity != request.quantity:
+            raise RiskRejected(
+                f"Risk gate allows at most {gated.quantity} {request.symbol} for this order, not "
+                f"{request.quantity}: modify to {gated.quantity} or fewer")
         assert broker_order_id is not None  # noqa: S101 - _open_row checked
         self.broker_for(request.account_id).modify_order(broker_order_id, change)
         with self.db.transaction() as session:

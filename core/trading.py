@@ -141,6 +141,9 @@ class OrderRequest:
         After-market order: queued to the next session open.
     client_order_id : str | None
         Idempotency key; the same id submitted twice yields one order. Generated when None.
+    strategy : str | None
+        Tag of the strategy that sent the order (None: a person); strategy-scoped risk states,
+        MTM limits and panic find a strategy's orders by it.
     """
 
     account_id: int
@@ -154,6 +157,7 @@ class OrderRequest:
     trigger_price: Decimal | None = None
     amo: bool = False
     client_order_id: str | None = None
+    strategy: str | None = None
 
     @property
     def is_stop(self) -> bool:
