@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from enum import StrEnum
 
@@ -29,6 +29,7 @@ from core.trading import (
     Validity,
 )
 from db.base import Base, TimestampMixin, str_enum, utcnow
+from engines.risk_types import Scope, StateKind, StatePhase
 from engines.signal_types import Action, Direction, Regime
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -276,6 +277,7 @@ class OrderRow(Base):
         Index("ix_orders_account_id_created_at", "account_id", "created_at"),
         Index("ix_orders_status", "status"),
         Index("ix_orders_broker_order_id", "broker_order_id"),
+        Index("ix_orders_strategy", "strategy"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -300,6 +302,7 @@ class OrderRow(Base):
     source: Mapped[str] = mapped_column(String(20), default="web")
     gtt_id: Mapped[int | None] = mapped_column(ForeignKey("gtt_orders.id"))
     placed_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    strategy: Mapped[str | None] = mapped_column(String(40))  # tag of the strategy that sent it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -522,3 +525,153 @@ class SignalRow(Base):
     outcome: Mapped[str] = mapped_column(String(12), default="OPEN")
     outcome_at: Mapped[datetime | None]
     outcome_price: Mapped[Decimal | None] = mapped_column(Money)
+
+
+# ----------------------------------------------------------------------------------------------
+# Risk: limits, states (kill switch, panic, loss limits), position controls, alerts
+# ----------------------------------------------------------------------------------------------
+
+Pct = Numeric(10, 4)
+
+
+class RiskLimitsRow(Base):
+    """The risk limits of a household (``account_id`` NULL: its defaults) or of one account.
+
+    ``scope_key`` ("household:7" / "account:12") is unique, so a scope has at most one row;
+    a scope without a row uses the household's row, or :class:`engines.risk_types.RiskLimits`.
+    """
+
+    __tablename__ = "risk_limits"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    scope_key: Mapped[str] = mapped_column(String(40), unique=True)
+    risk_per_trade_pct: Mapped[Decimal] = mapped_column(Pct)
+    atr_stop_multiple: Mapped[Decimal] = mapped_column(Pct)
+    fallback_stop_pct: Mapped[Decimal] = mapped_column(Pct)
+    high_volatility_atr_pct: Mapped[Decimal] = mapped_column(Pct)
+    max_open_positions: Mapped[int]
+    max_sector_pct: Mapped[Decimal] = mapped_column(Pct)
+    correlation_threshold: Mapped[Decimal] = mapped_column(Pct)
+    correlation_reduce: Mapped[bool]
+    daily_loss_pct: Mapped[Decimal] = mapped_column(Pct)
+    weekly_loss_pct: Mapped[Decimal] = mapped_column(Pct)
+    drawdown_reduce_pct: Mapped[Decimal] = mapped_column(Pct)
+    drawdown_kill_pct: Mapped[Decimal] = mapped_column(Pct)
+    choppy_size_factor: Mapped[Decimal] = mapped_column(Pct)
+    max_orders_per_second: Mapped[int]
+    max_order_value: Mapped[Decimal] = mapped_column(Money)
+    max_order_quantity: Mapped[int]
+    duplicate_window_s: Mapped[int]
+    portfolio_mtm_stop_loss: Mapped[Decimal | None] = mapped_column(Money)
+    portfolio_mtm_target: Mapped[Decimal | None] = mapped_column(Money)
+    mis_square_off_at: Mapped[time]
+    updated_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RiskStateRow(Base):
+    """A kill switch, panic, loss limit or manual disable of a scope, with its procedure report.
+
+    ``active_key`` ("account:12:panic") is set while the state is ENGAGING or ACTIVE and NULL
+    once CLEARED; its unique constraint lets one scope and kind be engaged only once at a time.
+    """
+
+    __tablename__ = "risk_states"
+    __table_args__ = (Index("ix_risk_states_household_id_phase", "household_id", "phase"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
+    scope: Mapped[Scope] = mapped_column(str_enum(Scope, "risk_state_scope"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    strategy: Mapped[str | None] = mapped_column(String(40))
+    kind: Mapped[StateKind] = mapped_column(str_enum(StateKind, "risk_state_kind"))
+    phase: Mapped[StatePhase] = mapped_column(str_enum(StatePhase, "risk_state_phase"))
+    reason: Mapped[str] = mapped_column(String(300))
+    until: Mapped[date | None]
+    engaged_at: Mapped[datetime] = mapped_column(default=utcnow)
+    engaged_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    cleared_at: Mapped[datetime | None]
+    cleared_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    clear_note: Mapped[str | None] = mapped_column(String(300))
+    report: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of PanicStep
+    active_key: Mapped[str | None] = mapped_column(String(80), unique=True)
+
+
+class PositionControlRow(Base):
+    """Stop-loss, target and trailing stop of one open position, until it triggers or is cleared.
+
+    ``active_key`` ("12:RELIANCE:MIS") is set while the control is active (NULL afterwards), so a
+    position has at most one active control.
+    """
+
+    __tablename__ = "position_controls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    product: Mapped[Product] = mapped_column(str_enum(Product, "position_control_product"))
+    stop_loss: Mapped[Decimal | None] = mapped_column(Money)
+    target: Mapped[Decimal | None] = mapped_column(Money)
+    trail_points: Mapped[Decimal | None] = mapped_column(Money)
+    trail_pct: Mapped[Decimal | None] = mapped_column(Pct)
+    extreme: Mapped[Decimal | None] = mapped_column(Money)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    active_key: Mapped[str | None] = mapped_column(String(80), unique=True)
+    created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    triggered_at: Mapped[datetime | None]
+    triggered_rule: Mapped[str | None] = mapped_column(String(20))
+    triggered_order_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class MtmLimitRow(Base):
+    """An MTM stop-loss/target in rupees for the whole household or one strategy."""
+
+    __tablename__ = "mtm_limits"
+    __table_args__ = (UniqueConstraint("household_id", "scope", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
+    scope: Mapped[Scope] = mapped_column(str_enum(Scope, "mtm_limit_scope"))
+    key: Mapped[str] = mapped_column(String(40))
+    stop_loss: Mapped[Decimal | None] = mapped_column(Money)
+    target: Mapped[Decimal | None] = mapped_column(Money)
+    updated_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EquityPeakRow(Base):
+    """The highest equity an account has reached (the drawdown's reference)."""
+
+    __tablename__ = "equity_peaks"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    peak_equity: Mapped[Decimal] = mapped_column(Money)
+    peak_at: Mapped[datetime]
+
+
+class AlertOutboxRow(Base):
+    """An alert waiting for delivery (Telegram, e-mail), written with the change that caused it.
+
+    ``dedupe_key`` is unique: the same event never alerts twice.
+    """
+
+    __tablename__ = "alert_outbox"
+    __table_args__ = (
+        Index("ix_alert_outbox_status_created_at", "status", "created_at"),
+        Index("ix_alert_outbox_household_id_created_at", "household_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    kind: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    delivered_at: Mapped[datetime | None]
