@@ -457,7 +457,8 @@ class OrderManager:
             product=request.product, validity=request.validity, price=request.price,
             trigger_price=request.trigger_price, is_amo=request.amo,
             status=OrderStatus.PENDING, broker=broker.name, source=source,
-            gtt_id=gtt_id, placed_by_user_id=placed_by.user_id if placed_by else None)
+            gtt_id=gtt_id, placed_by_user_id=placed_by.user_id if placed_by else None,
+            strategy=request.strategy)
 
     def _household(self, session: Session, account_id: int) -> int | None:
         """Return the household of an account (fixed for its life, so read once)."""
@@ -474,7 +475,8 @@ class OrderManager:
                        "quantity": row.quantity, "type": row.order_type.value,
                        "product": row.product.value, "price": row.price,
                        "trigger_price": row.trigger_price, "amo": row.is_amo,
-                       "source": source, "status": OrderStatus.PENDING.value})
+                       "source": source, "strategy": row.strategy,
+                       "status": OrderStatus.PENDING.value})
 
     def _persist(self, request: OrderRequest, instrument: Instrument, broker: Broker,
                  placed_by: Actor | None, source: str, gtt_id: int | None) -> int | None:

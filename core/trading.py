@@ -117,6 +117,7 @@ class GttStatus(StrEnum):
 
 #: Client order ids: letters, digits, '-', '_' and ':' (fits every broker's tag field).
 CLIENT_ORDER_ID_RE = re.compile(r"^[A-Za-z0-9_:\-]{1,40}$")
+STRATEGY_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,9 @@ class OrderRequest:
     strategy : str | None
         Tag of the strategy that sent the order (None: a person); strategy-scoped risk states,
         MTM limits and panic find a strategy's orders by it.
+    stop_loss : Decimal | None
+        The stop the trader plans for the position (a signal's stop, the ticket's optional
+        field); the risk gate sizes the order from its distance. Not sent to the broker.
     """
 
     account_id: int
@@ -158,6 +162,7 @@ class OrderRequest:
     amo: bool = False
     client_order_id: str | None = None
     strategy: str | None = None
+    stop_loss: Decimal | None = None
 
     @property
     def is_stop(self) -> bool:
@@ -448,6 +453,18 @@ def check_request(request: OrderRequest, instrument: Instrument) -> None:
             "Client order id must be 1-40 letters, digits, '-', '_' or ':'; "
             f"got {request.client_order_id!r}"
         )
+    _check_tags(request)
+
+
+def _check_tags(request: OrderRequest) -> None:
+    """Check the strategy tag and the planned stop-loss (sizing only, never sent)."""
+    if request.strategy is not None and not STRATEGY_RE.match(request.strategy):
+        raise ValidationError(
+            "Strategy tag must be 1-40 letters, digits, '-', '_' or '.'; "
+            f"got {request.strategy!r}")
+    stop = request.stop_loss
+    if stop is not None and (not isinstance(stop, Decimal) or not stop.is_finite() or stop <= 0):
+        raise ValidationError(f"Stop-loss must be a positive price in rupees; got {stop!r}")
 
 
 def _check_prices(request: OrderRequest, instrument: Instrument) -> None:

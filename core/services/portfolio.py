@@ -8,7 +8,7 @@ broker, which is the authority on money.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
@@ -31,6 +31,32 @@ from db.engine import Database
 from db.models import BarRow, InstrumentRow, QuoteRow
 
 MAX_DEPOSIT = Decimal("100000000")  # ₹10 crore per transfer: a typo guard, not a rule of law
+
+
+def last_prices(db: Database, symbols: Iterable[str]) -> dict[str, Decimal]:
+    """Return LTPs of ``symbols``: the feed's quote, else the last stored daily close."""
+    wanted = sorted(set(symbols))
+    if not wanted:
+        return {}
+    with db.transaction() as session:
+        quoted = dict(session.execute(
+            select(InstrumentRow.symbol, QuoteRow.ltp)
+            .join(QuoteRow, QuoteRow.instrument_id == InstrumentRow.id)
+            .where(InstrumentRow.symbol.in_(wanted))).all())
+        missing = [s for s in wanted if s not in quoted]
+        if missing:
+            last = (select(BarRow.instrument_id, func.max(BarRow.ts).label("ts"))
+                    .where(BarRow.interval == Interval.D1.value)
+                    .group_by(BarRow.instrument_id).subquery())
+            rows = session.execute(
+                select(InstrumentRow.symbol, BarRow.close)
+                .join(BarRow, BarRow.instrument_id == InstrumentRow.id)
+                .join(last, (last.c.instrument_id == BarRow.instrument_id)
+                      & (last.c.ts == BarRow.ts))
+                .where(BarRow.interval == Interval.D1.value,
+                       InstrumentRow.symbol.in_(missing))).all()
+            quoted.update(dict(rows))
+    return quoted
 
 
 @runtime_checkable
@@ -60,28 +86,7 @@ class PortfolioService(ServiceBase):
     # -- prices and books -----------------------------------------------------------------
     def prices(self, symbols: Sequence[str]) -> dict[str, Decimal]:
         """Return LTPs: the feed's quote, else the last stored daily close."""
-        wanted = sorted(set(symbols))
-        if not wanted:
-            return {}
-        with self.db.transaction() as session:
-            quoted = dict(session.execute(
-                select(InstrumentRow.symbol, QuoteRow.ltp)
-                .join(QuoteRow, QuoteRow.instrument_id == InstrumentRow.id)
-                .where(InstrumentRow.symbol.in_(wanted))).all())
-            missing = [s for s in wanted if s not in quoted]
-            if missing:
-                last = (select(BarRow.instrument_id, func.max(BarRow.ts).label("ts"))
-                        .where(BarRow.interval == Interval.D1.value)
-                        .group_by(BarRow.instrument_id).subquery())
-                rows = session.execute(
-                    select(InstrumentRow.symbol, BarRow.close)
-                    .join(BarRow, BarRow.instrument_id == InstrumentRow.id)
-                    .join(last, (last.c.instrument_id == BarRow.instrument_id)
-                          & (last.c.ts == BarRow.ts))
-                    .where(BarRow.interval == Interval.D1.value,
-                           InstrumentRow.symbol.in_(missing))).all()
-                quoted.update(dict(rows))
-        return quoted
+        return last_prices(self.db, symbols)
 
     def today(self) -> date:
         """Return the IST calendar day of now."""
