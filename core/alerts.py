@@ -1,0 +1,120 @@
+"""The alert outbox: alerts written with the change that caused them, delivered later.
+
+A risk state, a triggered stop or a breached loss limit enqueues an alert **in the same
+transaction** as the change, so an alert exists exactly when its cause was committed. The
+worker (and, later, the Telegram bot) delivers pending rows and marks them delivered.
+
+Each alert carries a ``dedupe_key`` (unique in the table): enqueueing the same event twice
+writes one row. :func:`enqueue` checks for the key first and inserts inside a SAVEPOINT, so a
+duplicate — even one a concurrent writer commits between the check and the insert — never
+breaks the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.clock import to_ist
+from core.errors import ValidationError
+from db.models import AlertOutboxRow
+
+#: How loud an alert is: ``critical`` stops trading (kill switch, panic, loss limit).
+SEVERITIES = ("info", "warning", "critical")
+TITLE_CHARS = 200
+KIND_CHARS = 40
+DEDUPE_CHARS = 120
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert of the outbox, times in IST."""
+
+    id: int
+    created_at: datetime
+    household_id: int
+    account_id: int | None
+    kind: str  # "risk.panic", "risk.daily_loss", "risk.stop_loss", ...
+    severity: str
+    title: str
+    body: str
+    status: str  # "pending" | "delivered"
+    delivered_at: datetime | None
+
+
+def enqueue(session: Session, *, kind: str, household_id: int, account_id: int | None,
+            severity: str, title: str, body: str, dedupe_key: str) -> bool:
+    """Add an alert to the outbox inside the caller's transaction.
+
+    Parameters
+    ----------
+    session : Session
+        The caller's unit of work; the alert commits (or rolls back) with it.
+    kind, severity, title, body : str
+        What happened; ``severity`` is one of :data:`SEVERITIES`. A title past 200
+        characters is cut.
+    household_id, account_id : int, int | None
+        Whose alert it is (``account_id`` None: the whole household).
+    dedupe_key : str
+        Names the event (e.g. ``"risk-state:12:engaged"``); at most 120 characters.
+
+    Returns
+    -------
+    bool
+        True when the alert was added, False when one with ``dedupe_key`` already exists.
+
+    Raises
+    ------
+    ValidationError
+        For an unknown severity, an empty or too long kind or dedupe key.
+    """
+    if severity not in SEVERITIES:
+        raise ValidationError(f"Alert severity must be one of {', '.join(SEVERITIES)}; "
+                              f"got {severity!r}")
+    if not kind or len(kind) > KIND_CHARS:
+        raise ValidationError(f"Alert kind must be 1-{KIND_CHARS} characters; got {kind!r}")
+    if not dedupe_key or len(dedupe_key) > DEDUPE_CHARS:
+        raise ValidationError(f"Alert dedupe key must be 1-{DEDUPE_CHARS} characters; got "
+                              f"{len(dedupe_key)}")
+    exists = session.scalar(
+        select(AlertOutboxRow.id).where(AlertOutboxRow.dedupe_key == dedupe_key))
+    if exists is not None:
+        return False
+    try:
+        with session.begin_nested():
+            session.add(AlertOutboxRow(
+                household_id=household_id, account_id=account_id, kind=kind,
+                severity=severity, title=title[:TITLE_CHARS], body=body,
+                dedupe_key=dedupe_key, status="pending"))
+    except IntegrityError:  # a concurrent writer committed the same key after our check
+        return False
+    return True
+
+
+def recent(session: Session, household_id: int, account_ids: Collection[int] | None,
+           limit: int = 50) -> list[Alert]:
+    """Return the newest alerts of a household, newest first.
+
+    ``account_ids`` limits account alerts to those accounts (household-wide alerts are always
+    included); None returns every alert of the household.
+    """
+    query = select(AlertOutboxRow).where(AlertOutboxRow.household_id == household_id)
+    if account_ids is not None:
+        query = query.where(or_(AlertOutboxRow.account_id.is_(None),
+                                AlertOutboxRow.account_id.in_(list(account_ids))))
+    rows = session.scalars(
+        query.order_by(AlertOutboxRow.created_at.desc(), AlertOutboxRow.id.desc())
+        .limit(max(limit, 0)))
+    return [_to_alert(row) for row in rows]
+
+
+def _to_alert(row: AlertOutboxRow) -> Alert:
+    return Alert(id=row.id, created_at=to_ist(row.created_at), household_id=row.household_id,
+                 account_id=row.account_id, kind=row.kind, severity=row.severity,
+                 title=row.title, body=row.body, status=row.status,
+                 delivered_at=to_ist(row.delivered_at) if row.delivered_at else None)

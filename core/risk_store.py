@@ -1,0 +1,326 @@
+"""Repository functions of the risk gate: limits, states, position controls, MTM limits, peaks.
+
+Each function works inside the caller's session and maps rows to the domain types of
+:mod:`engines.risk_types` (or the small records below); none commits. Services own the
+transactions, rights and audit.
+
+Keys
+----
+- limits: ``scope_key`` "household:7" (the household's defaults) or "account:12";
+- states: ``active_key`` "household:7:panic", "account:12:kill_switch" or
+  "strategy:7:momentum:daily_loss" (strategy names are per household), NULL once cleared;
+- position controls: ``active_key`` "12:RELIANCE:MIS", NULL once triggered or cleared.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.orm import Session
+
+from core.clock import now_ist, to_ist
+from core.trading import Product
+from db.models import (
+    EquityPeakRow,
+    MtmLimitRow,
+    PositionControlRow,
+    RiskLimitsRow,
+    RiskStateRow,
+    UserRow,
+)
+from engines.risk_types import (
+    LIMIT_FIELDS,
+    ActiveState,
+    PositionControl,
+    RiskLimits,
+    Scope,
+    StateKind,
+    StatePhase,
+    TrailUpdate,
+)
+
+#: States a loss limit lifts by itself once its ``until`` day has come.
+SELF_LIFTING = frozenset({StateKind.DAILY_LOSS, StateKind.WEEKLY_LOSS})
+LIVE_PHASES = (StatePhase.ENGAGING, StatePhase.ACTIVE)
+
+
+# ----------------------------------------------------------------------------------------------
+# Limits
+# ----------------------------------------------------------------------------------------------
+
+
+def limits_key(household_id: int, account_id: int | None) -> str:
+    """Return the ``scope_key`` of a household's defaults (account None) or of an account."""
+    return f"household:{household_id}" if account_id is None else f"account:{account_id}"
+
+
+def _to_limits(row: RiskLimitsRow) -> RiskLimits:
+    values = {name: getattr(row, name) for name in LIMIT_FIELDS}
+    for name, value in values.items():
+        if isinstance(value, Decimal):  # Numeric(10, 4) reads back as 1.0000: keep it tidy
+            values[name] = _tidy(value)
+    return RiskLimits(**values)
+
+
+def _tidy(value: Decimal) -> Decimal:
+    """Return ``value`` without trailing zeros and never in exponent form (10, not 1E+1)."""
+    return value.quantize(Decimal(1)) if value == value.to_integral() else value.normalize()
+
+
+def household_limits(session: Session, household_id: int) -> RiskLimits:
+    """Return the household's default limits (:class:`RiskLimits` defaults without a row)."""
+    row = session.scalar(select(RiskLimitsRow).where(
+        RiskLimitsRow.scope_key == limits_key(household_id, None)))
+    return _to_limits(row) if row is not None else RiskLimits()
+
+
+def effective_limits(session: Session, household_id: int,
+                     account_id: int | None) -> tuple[RiskLimits, str]:
+    """Return the limits that apply to an account and where they come from.
+
+    The source is "account" (its own row), "household" (the household's defaults) or
+    "default" (neither exists: the documented :class:`RiskLimits` defaults).
+    """
+    keys = [limits_key(household_id, None)]
+    if account_id is not None:
+        keys.append(limits_key(household_id, account_id))
+    rows = {row.scope_key: row for row in session.scalars(
+        select(RiskLimitsRow).where(RiskLimitsRow.scope_key.in_(keys)))}
+    if account_id is not None and keys[1] in rows:
+        return _to_limits(rows[keys[1]]), "account"
+    if keys[0] in rows:
+        return _to_limits(rows[keys[0]]), "household"
+    return RiskLimits(), "default"
+
+
+def save_limits(session: Session, household_id: int, account_id: int | None,
+                limits: RiskLimits, user_id: int | None, at: datetime) -> None:
+    """Store ``limits`` for the household's defaults (account None) or one account."""
+    key = limits_key(household_id, account_id)
+    row = session.scalar(select(RiskLimitsRow).where(RiskLimitsRow.scope_key == key))
+    if row is None:
+        row = RiskLimitsRow(household_id=household_id, account_id=account_id, scope_key=key)
+        session.add(row)
+    for name in LIMIT_FIELDS:
+        setattr(row, name, getattr(limits, name))
+    row.updated_by_user_id, row.updated_at = user_id, at
+    session.flush()
+
+
+def delete_limits(session: Session, household_id: int, account_id: int | None) -> bool:
+    """Remove a scope's own limits (it falls back to the next level); return whether any."""
+    result = session.execute(delete(RiskLimitsRow).where(
+        RiskLimitsRow.scope_key == limits_key(household_id, account_id)))
+    return bool(getattr(result, "rowcount", 0))
+
+
+# ----------------------------------------------------------------------------------------------
+# States
+# ----------------------------------------------------------------------------------------------
+
+
+def state_key(household_id: int, scope: Scope, key: str, kind: StateKind) -> str:
+    """Return the ``active_key`` of a state: one scope and kind engaged once at a time.
+
+    ``key`` is the account id (ACCOUNT), the strategy name (STRATEGY) or ignored (HOUSEHOLD).
+    """
+    if scope is Scope.HOUSEHOLD:
+        return f"household:{household_id}:{kind.value}"
+    if scope is Scope.ACCOUNT:
+        return f"account:{int(key)}:{kind.value}"
+    return f"strategy:{household_id}:{key}:{kind.value}"
+
+
+def engine_key(row: RiskStateRow) -> str:
+    """Return the key the risk engine uses for a state's scope (household/account id, name)."""
+    if row.scope is Scope.HOUSEHOLD:
+        return str(row.household_id)
+    if row.scope is Scope.ACCOUNT:
+        return str(row.account_id)
+    return row.strategy or ""
+
+
+def is_lapsed(row: RiskStateRow, today: date) -> bool:
+    """Return whether a loss-limit state's day/week is over (``until`` has come)."""
+    return row.kind in SELF_LIFTING and row.until is not None and row.until <= today
+
+
+def _today(today: date | None) -> date:
+    return today if today is not None else now_ist().date()
+
+
+def live_states(session: Session, household_id: int | None = None) -> list[RiskStateRow]:
+    """Return ENGAGING and ACTIVE state rows (of one household, or all), oldest first."""
+    query = select(RiskStateRow).where(RiskStateRow.phase.in_(LIVE_PHASES))
+    if household_id is not None:
+        query = query.where(RiskStateRow.household_id == household_id)
+    return list(session.scalars(query.order_by(RiskStateRow.id)))
+
+
+def covering_states(session: Session, household_id: int, account_id: int,
+                    today: date | None = None) -> tuple[ActiveState, ...]:
+    """Return the states that stop orders of an account (the gate's ``states`` input).
+
+    ENGAGING and ACTIVE states of the household, of the account and of every strategy of the
+    household (the engine applies a strategy's state only to that strategy's orders). Loss
+    limits whose ``until`` is ``today`` (IST, default now) or earlier no longer cover.
+    """
+    day = _today(today)
+    rows = session.scalars(select(RiskStateRow).where(
+        RiskStateRow.household_id == household_id,
+        RiskStateRow.phase.in_(LIVE_PHASES),
+        or_(RiskStateRow.scope.in_([Scope.HOUSEHOLD, Scope.STRATEGY]),
+            RiskStateRow.account_id == account_id),
+    ).order_by(RiskStateRow.id))
+    return tuple(
+        ActiveState(kind=row.kind, scope=row.scope, phase=row.phase, reason=row.reason,
+                    strategy=row.strategy if row.scope is Scope.STRATEGY else None)
+        for row in rows
+        if not is_lapsed(row, day)
+        and (row.scope is not Scope.ACCOUNT or row.account_id == account_id))
+
+
+def engaged_keys(session: Session, household_id: int | None = None,
+                 today: date | None = None) -> frozenset[tuple[Scope, str, StateKind]]:
+    """Return (scope, engine key, kind) of every live state, for the post-trade evaluation."""
+    day = _today(today)
+    return frozenset((row.scope, engine_key(row), row.kind)
+                     for row in live_states(session, household_id) if not is_lapsed(row, day))
+
+
+def lapsed_states(session: Session, today: date) -> list[RiskStateRow]:
+    """Return live loss-limit states whose day/week is over (to be cleared by the service)."""
+    return [row for row in live_states(session) if is_lapsed(row, today)]
+
+
+def report_steps(row: RiskStateRow) -> list[dict[str, object]]:
+    """Return the procedure steps stored on a state (JSON list of dicts)."""
+    steps = json.loads(row.report or "[]")
+    return steps if isinstance(steps, list) else []
+
+
+def username_of(session: Session, user_id: int | None) -> str | None:
+    """Return a user's username (None for no user: the system)."""
+    if user_id is None:
+        return None
+    return session.scalar(select(UserRow.username).where(UserRow.id == user_id))
+
+
+# ----------------------------------------------------------------------------------------------
+# Position controls
+# ----------------------------------------------------------------------------------------------
+
+
+def control_key(account_id: int, symbol: str, product: Product) -> str:
+    """Return the ``active_key`` of a position's control."""
+    return f"{account_id}:{symbol}:{product.value}"
+
+
+def to_control(row: PositionControlRow) -> PositionControl:
+    """Return the domain control of a row."""
+    return PositionControl(
+        control_id=row.id, account_id=row.account_id, symbol=row.symbol, product=row.product,
+        stop_loss=row.stop_loss, target=row.target, trail_points=row.trail_points,
+        trail_pct=row.trail_pct, extreme=row.extreme)
+
+
+def active_controls(session: Session,
+                    account_ids: Iterable[int] | None = None) -> list[PositionControl]:
+    """Return the active position controls (of some accounts, or all), oldest first."""
+    query = select(PositionControlRow).where(PositionControlRow.is_active.is_(True))
+    if account_ids is not None:
+        query = query.where(PositionControlRow.account_id.in_(list(account_ids)))
+    return [to_control(row) for row in session.scalars(query.order_by(PositionControlRow.id))]
+
+
+def apply_trails(session: Session, updates: Iterable[TrailUpdate]) -> int:
+    """Store trailing stops' new best prices; return how many active controls moved."""
+    moved = 0
+    for update in updates:
+        row = session.get(PositionControlRow, update.control_id)
+        if row is not None and row.is_active and row.extreme != update.extreme:
+            row.extreme = update.extreme
+            moved += 1
+    session.flush()
+    return moved
+
+
+def deactivate_control(row: PositionControlRow) -> None:
+    """Retire a control (its position key is free for a new one)."""
+    row.is_active, row.active_key = False, None
+
+
+def mark_triggered(session: Session, control_id: int, rule: str, at: datetime,
+                   order_id: int | None) -> bool:
+    """Retire a control that fired (rule, time, exit order); False if it was not active."""
+    row = session.get(PositionControlRow, control_id, with_for_update=True)
+    if row is None or not row.is_active:
+        return False
+    deactivate_control(row)
+    row.triggered_at, row.triggered_rule, row.triggered_order_id = at, rule[:20], order_id
+    session.flush()
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# MTM limits and equity peaks
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MtmLimitView:
+    """An MTM stop-loss/target of the household or of one strategy, as stored (rupees)."""
+
+    id: int
+    household_id: int
+    scope: Scope
+    key: str  # household id or strategy name
+    stop_loss: Decimal | None
+    target: Decimal | None
+    updated_by: str | None
+    updated_at: datetime  # IST
+
+
+def mtm_limit_rows(session: Session, household_id: int | None = None) -> list[MtmLimitView]:
+    """Return the MTM limits (of one household, or all), by household, scope and key."""
+    query = select(MtmLimitRow, UserRow.username).outerjoin(
+        UserRow, UserRow.id == MtmLimitRow.updated_by_user_id)
+    if household_id is not None:
+        query = query.where(MtmLimitRow.household_id == household_id)
+    rows = session.execute(query.order_by(MtmLimitRow.household_id, MtmLimitRow.scope,
+                                          MtmLimitRow.key)).all()
+    return [MtmLimitView(row.id, row.household_id, row.scope, row.key, row.stop_loss,
+                         row.target, username, to_ist(row.updated_at))
+            for row, username in rows]
+
+
+def peak_equity(session: Session, account_id: int) -> Decimal | None:
+    """Return the highest equity recorded for an account (None: none yet)."""
+    return session.scalar(
+        select(EquityPeakRow.peak_equity).where(EquityPeakRow.account_id == account_id))
+
+
+def raise_peaks(session: Session, equities: Mapping[int, Decimal], at: datetime) -> list[int]:
+    """Record each account's equity where it beats its stored peak; return those raised."""
+    if not equities:
+        return []
+    stored = {row.account_id: row for row in session.scalars(
+        select(EquityPeakRow).where(EquityPeakRow.account_id.in_(list(equities))))}
+    raised = []
+    for account_id, equity in sorted(equities.items()):
+        row = stored.get(account_id)
+        if row is None:
+            session.add(EquityPeakRow(account_id=account_id, peak_equity=equity, peak_at=at))
+        elif equity > row.peak_equity:
+            row.peak_equity, row.peak_at = equity, at
+        else:
+            continue
+        raised.append(account_id)
+    session.flush()
+    return raised
+
