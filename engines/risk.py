@@ -59,10 +59,11 @@ target          long: LTP ≥ target; short: LTP ≤ target → square off.
 trailing_stop   best price since the control was set (``extreme``, from the average price; it
                 only moves in the position's favour) less ``trail_points`` or ``trail_pct`` %,
                 on the 0.05 tick (down for a long, up for a short); LTP through it → square off.
-                A :class:`~engines.risk_types.TrailUpdate` whenever the extreme moves.
+                A :class:`~engines.risk_types.TrailUpdate` when the extreme is set or moves.
 mtm limits      a scope's (account, household, strategy) MTM at or below −stop-loss → engage a
                 DAILY_LOSS state until the next trading day; at or above the target → square
-                off every position in scope (``mtm_target``).
+                off every position in scope (``mtm_target``; a strategy: its tagged part of
+                each position).
 account loss    day P&L at or below −daily limit → engage DAILY_LOSS until the next trading day;
                 week P&L at or below −weekly limit → WEEKLY_LOSS until the first trading day of
                 next week; drawdown at or above the kill level → KILL_SWITCH (no end date).
@@ -72,34 +73,51 @@ eod             accounts in ``mis_due``: square off every MIS position.
 
 One square-off per (account, symbol, product), by priority stop_loss > trailing_stop > target >
 mtm_target > eod; none for positions an engage of the same result closes anyway. Positions
-without an LTP are skipped with a warning; a control whose position is gone is ignored.
+may come twice, whole (``strategy`` None) and a strategy's tagged part: controls, account and
+household limits and the EOD square-off act on the whole one. Positions without an LTP are
+skipped with a warning; a control whose position is gone is ignored.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from datetime import date, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from functools import lru_cache
 
+from core.clock import is_trading_day, to_ist
 from core.errors import ValidationError
 from core.money import inr
-from core.trading import Side
+from core.trading import Product, Side
 from engines.risk_types import (
     RULES,
+    AccountRisk,
     ActiveState,
     Check,
+    Engage,
+    LivePosition,
+    MtmLimit,
     OrderAction,
+    PositionControl,
+    PostTradeInput,
+    PostTradeResult,
     PreTradeDecision,
     PreTradeInput,
     Rejection,
     RiskLevel,
     RiskLimits,
     Scope,
+    SquareOff,
+    StateKind,
     StatePhase,
+    TrailUpdate,
 )
 from engines.signal_types import Regime
 
-__all__ = ["decide", "drawdown_factor", "position_size", "stop_distance"]
+__all__ = ["decide", "drawdown_factor", "evaluate", "position_size", "stop_distance"]
 
+TICK = Decimal("0.05")
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
 _HUNDRED = Decimal(100)
@@ -116,6 +134,10 @@ _LAYERS = {
     "regime": "5 market",
 }
 _LAYER_RULES = RULES[RULES.index("position_size"):]
+
+#: Square-off rules, most urgent first: one square-off per position keeps the first.
+SQUARE_OFF_PRIORITY = ("stop_loss", "trailing_stop", "target", "mtm_target", "eod")
+_RANK = {rule: rank for rank, rule in enumerate(SQUARE_OFF_PRIORITY)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -605,3 +627,243 @@ def decide(inp: PreTradeInput, limits: RiskLimits) -> PreTradeDecision:
         modifications=tuple(tally.modifications), rejections=tuple(tally.rejections),
         checks=tuple(tally.checks))
 
+
+# ----------------------------------------------------------------------------------------------
+# Post-trade
+# ----------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def _next_trading_day(day: date) -> date:
+    """Return the first trading day after ``day``."""
+    nxt = day + timedelta(days=1)
+    while not is_trading_day(nxt):
+        nxt += timedelta(days=1)
+    return nxt
+
+
+@lru_cache(maxsize=64)
+def _next_week_start(day: date) -> date:
+    """Return the first trading day of the week after ``day``'s (weeks start on Monday)."""
+    monday = day + timedelta(days=7 - day.weekday())
+    return monday if is_trading_day(monday) else _next_trading_day(monday)
+
+
+def _tick_down(price: Decimal) -> Decimal:
+    return (price / TICK).to_integral_value(rounding=ROUND_FLOOR) * TICK
+
+
+def _tick_up(price: Decimal) -> Decimal:
+    return (price / TICK).to_integral_value(rounding=ROUND_CEILING) * TICK
+
+
+def _trail(control: PositionControl, position: LivePosition, ltp: Decimal,
+           long: bool) -> tuple[Decimal, Decimal]:
+    """Return the new extreme (only ever in the position's favour) and the trailing stop."""
+    previous = control.extreme if control.extreme is not None else position.average_price
+    pct = control.trail_pct if control.trail_pct is not None else _ZERO
+    if long:
+        extreme = ltp if ltp > previous else previous
+        if control.trail_points is not None:
+            return extreme, _tick_down(extreme - control.trail_points)
+        return extreme, _tick_down(extreme * (_HUNDRED - pct) / _HUNDRED)
+    extreme = ltp if ltp < previous else previous
+    if control.trail_points is not None:
+        return extreme, _tick_up(extreme + control.trail_points)
+    return extreme, _tick_up(extreme * (_HUNDRED + pct) / _HUNDRED)
+
+
+def _control_breach(control: PositionControl, position: LivePosition, ltp: Decimal,
+                    trails: list[TrailUpdate]) -> SquareOff | None:
+    """Return the most urgent square-off the control asks for (appending any trail move)."""
+    long = position.quantity > 0
+    sign = 1 if long else -1
+    rule = ""
+    if control.stop_loss is not None and (ltp - control.stop_loss) * sign <= 0:
+        rule, level = "stop_loss", control.stop_loss
+    if control.trail_points is not None or control.trail_pct is not None:
+        extreme, stop = _trail(control, position, ltp, long)
+        if control.extreme is None or extreme != control.extreme:
+            trails.append(TrailUpdate(control.control_id, extreme, stop))
+        if not rule and (ltp - stop) * sign <= 0:
+            rule, level = "trailing_stop", stop
+    if not rule and control.target is not None and (ltp - control.target) * sign >= 0:
+        rule, level = "target", control.target
+    if not rule:
+        return None
+    words = {"stop_loss": "stop-loss", "trailing_stop": "trailing stop", "target": "target"}
+    side = ("at or below" if long else "at or above") if rule != "target" else (
+        "at or above" if long else "at or below")
+    return SquareOff(
+        position.account_id, position.symbol, position.product, position.quantity, rule,
+        f"{position.symbol} ({'long' if long else 'short'} {abs(position.quantity)}) last "
+        f"{inr(ltp)} is {side} its {words[rule]} {inr(level)}", control.control_id)
+
+
+_Key = tuple[int, str, Product]
+
+
+@dataclass(slots=True)
+class _Result:
+    """What one evaluation collects before the square-offs are deduplicated."""
+
+    today: date
+    engaged: set[tuple[Scope, str, StateKind]]
+    #: each square-off with the strategy whose part of the position it closes (None: all of it)
+    square_offs: list[tuple[SquareOff, str | None]] = field(default_factory=list)
+    engages: list[Engage] = field(default_factory=list)
+    trails: list[TrailUpdate] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def engage(self, kind: StateKind, scope: Scope, key: str, reason: str,
+               account_ids: Iterable[int], until: date | None) -> None:
+        if (scope, key, kind) in self.engaged:
+            return
+        self.engaged.add((scope, key, kind))
+        self.engages.append(Engage(kind, scope, key, reason, tuple(account_ids), until))
+
+
+def _whole_positions(positions: Iterable[LivePosition]) -> dict[_Key, LivePosition]:
+    """Return one position per (account, symbol, product): the untagged (whole) one first.
+
+    The watch may pass a strategy's part of a position next to the whole position; controls,
+    account and household limits and the EOD square-off act on the whole one.
+    """
+    whole: dict[_Key, LivePosition] = {}
+    for position in positions:
+        key = (position.account_id, position.symbol, position.product)
+        if position.strategy is None or key not in whole:
+            whole[key] = position
+    return whole
+
+
+def _controls(inp: PostTradeInput, whole: dict[_Key, LivePosition], out: _Result) -> None:
+    for control in inp.controls:
+        position = whole.get((control.account_id, control.symbol, control.product))
+        if position is None:
+            continue  # the position is closed; the service retires the control
+        if position.ltp is None:
+            out.warnings.append(f"{position.symbol} {position.product.value} (account "
+                                f"{position.account_id}) has no last price: its stop-loss, "
+                                "target and trailing stop were not checked")
+            continue
+        square_off = _control_breach(control, position, position.ltp, out.trails)
+        if square_off is not None:
+            out.square_offs.append((square_off, None))
+
+
+def _in_scope(limit: MtmLimit, position: LivePosition, accounts: frozenset[int]) -> bool:
+    if accounts and position.account_id not in accounts:
+        return False
+    if limit.scope is Scope.ACCOUNT and not accounts:
+        return str(position.account_id) == limit.key
+    return True
+
+
+def _scope_name(scope: Scope, key: str) -> str:
+    return {Scope.HOUSEHOLD: "the household", Scope.ACCOUNT: f"account {key}"}.get(
+        scope, f"strategy {key}")
+
+
+def _mtm_limits(inp: PostTradeInput, whole: dict[_Key, LivePosition], out: _Result) -> None:
+    for limit in inp.mtm_limits:
+        name = _scope_name(limit.scope, limit.key)
+        if limit.stop_loss is not None and limit.mtm <= -limit.stop_loss:
+            until = _next_trading_day(out.today)
+            out.engage(StateKind.DAILY_LOSS, limit.scope, limit.key,
+                       f"MTM {inr(limit.mtm)} of {name} reached its stop-loss of "
+                       f"{inr(limit.stop_loss)}; trading resumes {until.isoformat()}",
+                       limit.account_ids, until)
+        elif limit.target is not None and limit.mtm >= limit.target:
+            accounts = frozenset(limit.account_ids)
+            reason = (f"MTM {inr(limit.mtm)} of {name} reached its target of "
+                      f"{inr(limit.target)}: booking the profit")
+            if limit.scope is Scope.STRATEGY:
+                scoped = [p for p in inp.positions if p.strategy == limit.key]
+            else:
+                scoped = list(whole.values())
+            out.square_offs.extend(
+                (SquareOff(p.account_id, p.symbol, p.product, p.quantity, "mtm_target", reason),
+                 p.strategy) for p in scoped if _in_scope(limit, p, accounts))
+
+
+def _account_limits(account: AccountRisk, out: _Result) -> None:
+    limits, key = account.limits, str(account.account_id)
+    if account.capital > 0:
+        for kind, pnl, pct, span in (
+                (StateKind.DAILY_LOSS, account.day_pnl, limits.daily_loss_pct, "today"),
+                (StateKind.WEEKLY_LOSS, account.week_pnl, limits.weekly_loss_pct, "this week")):
+            limit = account.capital * pct / _HUNDRED
+            figures = (f"account {key}: loss {span} {inr(-pnl)} against the limit {inr(limit)} "
+                       f"({_pct(pct)} of capital {inr(account.capital)})")
+            if pnl <= -limit:
+                until = (_next_trading_day(out.today) if kind is StateKind.DAILY_LOSS
+                         else _next_week_start(out.today))
+                out.engage(kind, Scope.ACCOUNT, key, f"{figures} reached; trading resumes "
+                           f"{until.isoformat()}", (account.account_id,), until)
+            elif -pnl >= limit * _WARN_SHARE and (Scope.ACCOUNT, key, kind) not in out.engaged:
+                out.warnings.append(f"{figures}: {_pct(-pnl / limit * _HUNDRED)} of it used")
+    drawdown = _drawdown_pct(account.capital, account.peak_equity)
+    if account.peak_equity is not None and drawdown >= limits.drawdown_kill_pct:
+        out.engage(StateKind.KILL_SWITCH, Scope.ACCOUNT, key,
+                   f"account {key}: drawdown {_pct(drawdown)} from peak equity "
+                   f"{inr(account.peak_equity)} to {inr(account.capital)} reached the kill level "
+                   f"{_pct(limits.drawdown_kill_pct)}; an admin must re-enable trading",
+                   (account.account_id,), None)
+
+
+def _closed_by_engages(engages: list[Engage], account_id: int, strategy: str | None) -> bool:
+    """Return whether an engage of this result closes the position (part) anyway."""
+    for engage in engages:
+        if account_id in engage.account_ids and (
+                engage.scope is not Scope.STRATEGY or strategy == engage.key):
+            return True
+    return False
+
+
+def _dedupe(square_offs: list[tuple[SquareOff, str | None]],
+            engages: list[Engage]) -> tuple[SquareOff, ...]:
+    best: dict[_Key, SquareOff] = {}
+    for square_off, strategy in square_offs:
+        if engages and _closed_by_engages(engages, square_off.account_id, strategy):
+            continue
+        key = (square_off.account_id, square_off.symbol, square_off.product)
+        held = best.get(key)
+        if held is None or _RANK[square_off.rule] < _RANK[held.rule]:
+            best[key] = square_off
+    return tuple(best.values())
+
+
+def evaluate(inp: PostTradeInput) -> PostTradeResult:
+    """Evaluate the post-trade controls on one price update.
+
+    Parameters
+    ----------
+    inp
+        Open positions with their LTP and MTM (a strategy's part of a position may come
+        tagged next to the whole one), the active position controls, MTM limits, account
+        loss figures, states already engaged and the accounts due for the MIS square-off.
+
+    Returns
+    -------
+    PostTradeResult
+        Square-offs (one per position, the most urgent rule), states to engage, trailing-stop
+        moves and warnings; the service carries them out through the order path.
+    """
+    if inp.now.tzinfo is None:
+        raise ValidationError(f"the evaluation time must be time-zone aware; got {inp.now}")
+    out = _Result(to_ist(inp.now).date(), set(inp.engaged))
+    whole = _whole_positions(inp.positions)
+    _controls(inp, whole, out)
+    _mtm_limits(inp, whole, out)
+    for account in inp.accounts:
+        _account_limits(account, out)
+    if inp.mis_due:
+        out.square_offs.extend(
+            (SquareOff(p.account_id, p.symbol, p.product, p.quantity, "eod",
+                       f"end of day: intraday (MIS) {p.symbol} ({p.quantity:+d}) is squared off "
+                       "before the broker's own square-off"), None)
+            for p in whole.values() if p.product is Product.MIS and p.account_id in inp.mis_due)
+    return PostTradeResult(square_offs=_dedupe(out.square_offs, out.engages),
+                           engages=tuple(out.engages), trail_updates=tuple(out.trails),
+                           warnings=tuple(out.warnings))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -10,14 +11,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.clock import IST
 from core.errors import ValidationError
 from core.trading import Product, Side
-from engines.risk import decide, drawdown_factor, position_size, stop_distance
+from engines.risk import decide, drawdown_factor, evaluate, position_size, stop_distance
 from engines.risk_types import (
     RULES,
+    AccountRisk,
     ActiveState,
+    Engage,
     Exposure,
+    LivePosition,
+    MtmLimit,
     OrderAction,
+    PositionControl,
+    PostTradeInput,
+    PostTradeResult,
     PreTradeDecision,
     PreTradeInput,
     RiskLevel,
@@ -25,6 +34,7 @@ from engines.risk_types import (
     Scope,
     StateKind,
     StatePhase,
+    TrailUpdate,
 )
 from engines.signal_types import Regime
 
@@ -581,3 +591,313 @@ def test_only_protective_exits_pass_while_a_state_is_being_engaged(
         assert inp.action is OrderAction.PROTECT
         assert closing_part(inp) == inp.quantity  # an exit: opens nothing
         assert decision.quantity == inp.quantity
+
+
+# ----------------------------------------------------------------------------------------------
+# Post-trade: position controls
+# ----------------------------------------------------------------------------------------------
+
+FRIDAY = datetime(2026, 1, 23, 11, 0, tzinfo=IST)  # Monday 26 Jan is Republic Day
+MIS, CNC = Product.MIS, Product.CNC
+
+
+def live(quantity: int = 10, ltp: str | None = "1000", *, account: int = 1,
+         symbol: str = "RELIANCE", product: Product = MIS, average: str = "1000",
+         strategy: str | None = None) -> LivePosition:
+    return LivePosition(account, symbol, product, quantity, D(average),
+                        None if ltp is None else D(ltp), D(0), strategy)
+
+
+def control(account: int = 1, symbol: str = "RELIANCE", product: Product = MIS,
+            **prices: str) -> PositionControl:
+    return PositionControl(control_id=account * 100 + len(symbol), account_id=account,
+                           symbol=symbol, product=product,
+                           **{name: D(value) for name, value in prices.items()})
+
+
+def post(positions: tuple[LivePosition, ...], **changes: Any) -> PostTradeResult:
+    return evaluate(PostTradeInput(now=changes.pop("now", FRIDAY), positions=positions,
+                                   **changes))
+
+
+CONTROLS = [
+    # (quantity, ltp, control prices, rule fired or None, trail update (extreme, stop) or None)
+    (10, "980", {"stop_loss": "980"}, "stop_loss", None),  # at the stop
+    (10, "980.05", {"stop_loss": "980"}, None, None),
+    (10, "1050", {"target": "1050"}, "target", None),
+    (10, "1049.95", {"target": "1050"}, None, None),
+    (10, "1010", {"trail_points": "20"}, None, ("1010", "990")),  # first extreme: LTP > average
+    (10, "990", {"trail_points": "20"}, None, ("1000", "980")),  # first extreme: the average
+    (10, "1010", {"trail_points": "20", "extreme": "1030"}, "trailing_stop", None),
+    (10, "1010.05", {"trail_points": "20", "extreme": "1030"}, None, None),
+    (10, "1040", {"trail_points": "20", "extreme": "1030"}, None, ("1040", "1020")),
+    (10, "1000", {"trail_points": "7.33", "extreme": "990"}, None, ("1000", "992.65")),  # tick
+    (10, "1003", {"trail_pct": "1.5"}, None, ("1003", "987.95")),  # 987.955 rounds down
+    (10, "1000", {"trail_pct": "1.5", "extreme": "1050"}, "trailing_stop", None),  # 1034.25
+    (10, "985", {"stop_loss": "990", "trail_points": "10", "extreme": "1000"}, "stop_loss",
+     None),  # both breached: the stop-loss wins
+    (10, "1060", {"target": "1050", "trail_points": "5", "extreme": "1100"}, "trailing_stop",
+     None),  # trailing stop 1095 before the target
+    (-10, "1020", {"stop_loss": "1020"}, "stop_loss", None),
+    (-10, "1019.95", {"stop_loss": "1020"}, None, None),
+    (-10, "950", {"target": "950"}, "target", None),
+    (-10, "950.05", {"target": "950"}, None, None),
+    (-10, "997", {"trail_pct": "1.5"}, None, ("997", "1012")),  # 1011.955 rounds up
+    (-10, "1005", {"trail_points": "20"}, None, ("1000", "1020")),  # first extreme: the average
+    (-10, "990", {"trail_points": "20", "extreme": "970"}, "trailing_stop", None),
+    (-10, "989.95", {"trail_points": "20", "extreme": "970"}, None, None),
+    (-10, "960", {"trail_points": "20", "extreme": "970"}, None, ("960", "980")),
+    (-10, "1010", {"trail_points": "20", "extreme": "970"}, "trailing_stop", None),
+    (-10, "1000", {"trail_points": "7.33", "extreme": "1010"}, None, ("1000", "1007.35")),
+]
+
+
+@pytest.mark.parametrize(("quantity", "ltp", "prices", "rule", "trail"), CONTROLS)
+def test_position_controls_fire_and_trail_as_the_table_says(
+    quantity: int, ltp: str, prices: dict[str, str], rule: str | None,
+    trail: tuple[str, str] | None,
+) -> None:
+    ctl = control(**prices)
+    result = post((live(quantity, ltp),), controls=(ctl,))
+    assert [s.rule for s in result.square_offs] == ([rule] if rule else [])
+    if rule:
+        square_off = result.square_offs[0]
+        assert (square_off.quantity, square_off.control_id) == (quantity, ctl.control_id)
+        assert square_off.account_id == 1 and square_off.product is MIS
+    expected = () if trail is None else (TrailUpdate(ctl.control_id, D(trail[0]), D(trail[1])),)
+    assert result.trail_updates == expected
+    assert result.engages == () and result.warnings == ()
+
+
+def test_a_square_off_reason_states_the_price_and_the_level() -> None:
+    result = post((live(10, "979.5"),), controls=(control(stop_loss="980"),))
+    assert result.square_offs[0].reason == ("RELIANCE (long 10) last ₹979.50 is at or below its "
+                                            "stop-loss ₹980.00")
+    short = post((live(-5, "1062"),), controls=(control(trail_pct="2", extreme="1040"),))
+    assert short.square_offs[0].reason == ("RELIANCE (short 5) last ₹1,062.00 is at or above its "
+                                           "trailing stop ₹1,060.80")
+
+
+@PROPERTY
+@given(st.lists(st.integers(min_value=1, max_value=40_000), min_size=1, max_size=30),
+       st.booleans(), st.integers(min_value=1, max_value=500))
+def test_a_trailing_extreme_only_moves_in_the_positions_favour(
+    path: list[int], long: bool, pct_hundredths: int,
+) -> None:
+    extreme: Decimal | None = None
+    for tick_count in path:
+        ltp = D(tick_count) * D("0.05")
+        ctl = replace(control(trail_pct=str(D(pct_hundredths) / 100)), extreme=extreme)
+        result = post((live(10 if long else -10, str(ltp)),), controls=(ctl,))
+        for update in result.trail_updates:
+            if extreme is not None:
+                assert update.extreme > extreme if long else update.extreme < extreme
+            assert update.stop % D("0.05") == 0
+            assert update.stop <= update.extreme if long else update.stop >= update.extreme
+            extreme = update.extreme
+
+
+def test_a_position_without_a_last_price_is_skipped_with_a_warning() -> None:
+    result = post((live(10, None),), controls=(control(stop_loss="990", trail_points="5"),))
+    assert result.square_offs == () and result.trail_updates == ()
+    assert result.warnings == ("RELIANCE MIS (account 1) has no last price: its stop-loss, "
+                               "target and trailing stop were not checked",)
+
+
+def test_a_control_whose_position_is_closed_does_nothing() -> None:
+    result = post((live(10, "900", symbol="TCS"),), controls=(control(stop_loss="990"),))
+    assert result == PostTradeResult()
+
+
+# ----------------------------------------------------------------------------------------------
+# Post-trade: MTM limits, loss limits, kill switch, end of day
+# ----------------------------------------------------------------------------------------------
+
+BOOK = (live(10, "1000", account=1), live(-5, "500", account=1, symbol="TCS", product=CNC),
+        live(20, "200", account=2, symbol="ITC"),
+        live(4, "1000", account=1, strategy="momo"),  # momo's part of account 1's RELIANCE
+        live(8, "200", account=2, symbol="ITC", strategy="momo"))
+
+
+def mtm(scope: Scope, key: str, value: str, stop: str | None = "5000",
+        target: str | None = "5000", accounts: tuple[int, ...] = (1, 2)) -> MtmLimit:
+    return MtmLimit(scope, key, None if stop is None else D(stop),
+                    None if target is None else D(target), D(value), accounts)
+
+
+MTM_TARGETS = [
+    # (limit, square-offs as (account, symbol, quantity))
+    (mtm(Scope.ACCOUNT, "1", "5000", accounts=(1,)), {(1, "RELIANCE", 10), (1, "TCS", -5)}),
+    (mtm(Scope.ACCOUNT, "1", "5000", accounts=()), {(1, "RELIANCE", 10), (1, "TCS", -5)}),
+    (mtm(Scope.ACCOUNT, "2", "7500", accounts=(2,)), {(2, "ITC", 20)}),
+    (mtm(Scope.HOUSEHOLD, "3", "5000"),
+     {(1, "RELIANCE", 10), (1, "TCS", -5), (2, "ITC", 20)}),
+    (mtm(Scope.STRATEGY, "momo", "5000"), {(1, "RELIANCE", 4), (2, "ITC", 8)}),
+    (mtm(Scope.STRATEGY, "momo", "5000", accounts=(2,)), {(2, "ITC", 8)}),
+    (mtm(Scope.STRATEGY, "swing", "5000"), set()),  # no position of its own
+    (mtm(Scope.HOUSEHOLD, "3", "4999.99"), set()),
+    (mtm(Scope.HOUSEHOLD, "3", "9000", target=None), set()),
+    (mtm(Scope.HOUSEHOLD, "3", "-4999.99"), set()),
+]
+
+
+@pytest.mark.parametrize(("limit", "closed"), MTM_TARGETS)
+def test_an_mtm_target_squares_off_every_position_in_its_scope(
+    limit: MtmLimit, closed: set[tuple[int, str, int]],
+) -> None:
+    result = post(BOOK, mtm_limits=(limit,))
+    assert {(s.account_id, s.symbol, s.quantity) for s in result.square_offs} == closed
+    assert {s.rule for s in result.square_offs} <= {"mtm_target"}
+    assert result.engages == ()
+
+
+@pytest.mark.parametrize(("limit", "engaged", "expected"), [
+    (mtm(Scope.ACCOUNT, "1", "-5000", accounts=(1,)), frozenset(),
+     Engage(StateKind.DAILY_LOSS, Scope.ACCOUNT, "1",
+            "MTM -₹5,000.00 of account 1 reached its stop-loss of ₹5,000.00; trading resumes "
+            "2026-01-27", (1,), date(2026, 1, 27))),
+    (mtm(Scope.HOUSEHOLD, "3", "-6000"), frozenset(),
+     Engage(StateKind.DAILY_LOSS, Scope.HOUSEHOLD, "3",
+            "MTM -₹6,000.00 of the household reached its stop-loss of ₹5,000.00; trading resumes "
+            "2026-01-27", (1, 2), date(2026, 1, 27))),
+    (mtm(Scope.STRATEGY, "momo", "-5000.01"), frozenset(),
+     Engage(StateKind.DAILY_LOSS, Scope.STRATEGY, "momo",
+            "MTM -₹5,000.01 of strategy momo reached its stop-loss of ₹5,000.00; trading resumes "
+            "2026-01-27", (1, 2), date(2026, 1, 27))),
+    (mtm(Scope.STRATEGY, "momo", "-4999.99"), frozenset(), None),
+    (mtm(Scope.STRATEGY, "momo", "-9000"),
+     frozenset({(Scope.STRATEGY, "momo", StateKind.DAILY_LOSS)}), None),  # engaged already
+    (mtm(Scope.HOUSEHOLD, "3", "-9000", stop=None), frozenset(), None),
+])
+def test_an_mtm_stop_loss_engages_a_daily_loss_state_for_its_scope(
+    limit: MtmLimit, engaged: frozenset[tuple[Scope, str, StateKind]], expected: Engage | None,
+) -> None:
+    result = post(BOOK, mtm_limits=(limit,), engaged=engaged)
+    assert result.engages == (() if expected is None else (expected,))
+    assert result.square_offs == ()
+
+
+def account(day: str = "0", week: str = "0", capital: str = "1000000",
+            peak: str | None = None, account_id: int = 1) -> AccountRisk:
+    return AccountRisk(account_id, D(capital), D(day), D(week),
+                       None if peak is None else D(peak), LIMITS)
+
+
+ACCOUNT_LIMITS = [
+    # (account figures, engaged, engages as (kind, until), warnings containing)
+    (account(day="-20000"), frozenset(), [(StateKind.DAILY_LOSS, date(2026, 1, 27))], []),
+    (account(day="-19999.99"), frozenset(), [], ["loss today ₹19,999.99"]),
+    (account(day="-16000"), frozenset(), [], ["80% of it used"]),
+    (account(day="-15999.99"), frozenset(), [], []),
+    (account(week="-50000"), frozenset(), [(StateKind.WEEKLY_LOSS, date(2026, 1, 27))], []),
+    (account(week="-40000"), frozenset(), [], ["loss this week ₹40,000.00"]),
+    (account(day="-20000", week="-50000"), frozenset(),
+     [(StateKind.DAILY_LOSS, date(2026, 1, 27)), (StateKind.WEEKLY_LOSS, date(2026, 1, 27))],
+     []),
+    (account(capital="850000", peak="1000000"), frozenset(), [(StateKind.KILL_SWITCH, None)],
+     []),  # exactly 15% from the peak
+    (account(capital="850000.01", peak="1000000"), frozenset(), [], []),
+    (account(capital="-10000", peak="1000000", day="-900000"), frozenset(),
+     [(StateKind.KILL_SWITCH, None)], []),  # no loss limit on capital below zero
+    (account(day="-30000"), frozenset({(Scope.ACCOUNT, "1", StateKind.DAILY_LOSS)}), [], []),
+    (account(day="-19000"), frozenset({(Scope.ACCOUNT, "1", StateKind.DAILY_LOSS)}), [], []),
+    (account(day="-30000"), frozenset({(Scope.ACCOUNT, "2", StateKind.DAILY_LOSS)}),
+     [(StateKind.DAILY_LOSS, date(2026, 1, 27))], []),  # another account's state
+    (account(capital="800000", peak="1000000"),
+     frozenset({(Scope.ACCOUNT, "1", StateKind.KILL_SWITCH)}), [], []),
+]
+
+
+@pytest.mark.parametrize(("figures", "engaged", "engages", "warnings"), ACCOUNT_LIMITS)
+def test_account_loss_limits_and_the_kill_switch_engage_once(
+    figures: AccountRisk, engaged: frozenset[tuple[Scope, str, StateKind]],
+    engages: list[tuple[StateKind, date | None]], warnings: list[str],
+) -> None:
+    result = post((), accounts=(figures,), engaged=engaged)
+    assert [(e.kind, e.until) for e in result.engages] == engages
+    assert all((e.scope, e.key, e.account_ids) == (Scope.ACCOUNT, "1", (1,))
+               for e in result.engages)
+    assert len(result.warnings) == len(warnings)
+    for text, warning in zip(warnings, result.warnings, strict=True):
+        assert text in warning
+
+
+def test_loss_limit_and_kill_switch_reasons_state_the_figures() -> None:
+    result = post((), accounts=(account(day="-25000", capital="850000", peak="1000000"),))
+    assert [e.reason for e in result.engages] == [
+        "account 1: loss today ₹25,000.00 against the limit ₹17,000.00 (2% of capital "
+        "₹8,50,000.00) reached; trading resumes 2026-01-27",
+        "account 1: drawdown 15% from peak equity ₹10,00,000.00 to ₹8,50,000.00 reached the kill "
+        "level 15%; an admin must re-enable trading"]
+
+
+@pytest.mark.parametrize(("now", "daily", "weekly"), [
+    (FRIDAY, date(2026, 1, 27), date(2026, 1, 27)),  # weekend, then Republic Day
+    (datetime(2026, 1, 22, 20, 0, tzinfo=UTC), date(2026, 1, 27), date(2026, 1, 27)),  # Fri IST
+    (datetime(2026, 1, 22, 15, 0, tzinfo=IST), date(2026, 1, 23), date(2026, 1, 27)),
+    (datetime(2026, 1, 14, 10, 0, tzinfo=IST), date(2026, 1, 16), date(2026, 1, 19)),  # 15th off
+    (datetime(2026, 11, 23, 10, 0, tzinfo=IST), date(2026, 11, 25), date(2026, 11, 30)),
+    (datetime(2026, 4, 2, 10, 0, tzinfo=IST), date(2026, 4, 6), date(2026, 4, 6)),  # Good Friday
+    (datetime(2026, 1, 24, 10, 0, tzinfo=IST), date(2026, 1, 27), date(2026, 1, 27)),  # Saturday
+])
+def test_loss_limit_states_last_until_the_next_trading_day_or_week(
+    now: datetime, daily: date, weekly: date,
+) -> None:
+    result = post((), now=now, accounts=(account(day="-20000", week="-50000"),))
+    assert [e.until for e in result.engages] == [daily, weekly]
+
+
+def test_end_of_day_squares_off_only_the_due_accounts_mis_positions() -> None:
+    result = post(BOOK, mis_due=frozenset({1}))
+    assert [(s.account_id, s.symbol, s.product, s.quantity, s.rule)
+            for s in result.square_offs] == [(1, "RELIANCE", MIS, 10, "eod")]
+    assert "intraday (MIS) RELIANCE (+10)" in result.square_offs[0].reason
+    both = post(BOOK, mis_due=frozenset({1, 2}))
+    assert {(s.account_id, s.symbol) for s in both.square_offs} == {(1, "RELIANCE"),
+                                                                   (2, "ITC")}
+    assert post(BOOK).square_offs == ()
+
+
+@pytest.mark.parametrize(("prices", "limits", "mis_due", "rule"), [
+    ({"stop_loss": "1000"}, (mtm(Scope.ACCOUNT, "1", "6000", accounts=(1,)),), {1}, "stop_loss"),
+    ({"trail_points": "10", "extreme": "1010"}, (mtm(Scope.HOUSEHOLD, "3", "6000"),), {1},
+     "trailing_stop"),
+    ({"target": "1000", "trail_points": "50"}, (mtm(Scope.HOUSEHOLD, "3", "6000"),), {1},
+     "target"),
+    ({"target": "2000"}, (mtm(Scope.HOUSEHOLD, "3", "6000"),), {1}, "mtm_target"),
+    ({"target": "2000"}, (), {1}, "eod"),
+])
+def test_one_square_off_per_position_keeps_the_most_urgent_rule(
+    prices: dict[str, str], limits: tuple[MtmLimit, ...], mis_due: set[int], rule: str,
+) -> None:
+    result = post(BOOK, controls=(control(**prices),), mtm_limits=limits,
+                  mis_due=frozenset(mis_due))
+    reliance = [s for s in result.square_offs if (s.account_id, s.symbol) == (1, "RELIANCE")]
+    assert [(s.rule, s.quantity) for s in reliance] == [(rule, 10)]
+    keys = [(s.account_id, s.symbol, s.product) for s in result.square_offs]
+    assert len(keys) == len(set(keys))
+
+
+def test_an_account_being_engaged_gets_no_square_off_of_its_own() -> None:
+    result = post(BOOK, controls=(control(stop_loss="1000"),
+                                  control(account=2, symbol="ITC", stop_loss="200")),
+                  accounts=(account(day="-20000"),), mis_due=frozenset({1, 2}))
+    assert [e.kind for e in result.engages] == [StateKind.DAILY_LOSS]
+    assert [(s.account_id, s.symbol, s.rule) for s in result.square_offs] == [
+        (2, "ITC", "stop_loss")]
+
+
+def test_a_strategy_being_engaged_leaves_the_rest_of_its_accounts_to_their_controls() -> None:
+    result = post(BOOK, controls=(control(stop_loss="1000"),),
+                  mtm_limits=(mtm(Scope.STRATEGY, "momo", "-5000"),
+                              mtm(Scope.HOUSEHOLD, "3", "0", stop=None, target="0")))
+    assert [(e.scope, e.key) for e in result.engages] == [(Scope.STRATEGY, "momo")]
+    # the whole-position exits (untagged) still go; the strategy's parts are the engage's
+    assert {(s.account_id, s.symbol, s.rule, s.quantity) for s in result.square_offs} == {
+        (1, "RELIANCE", "stop_loss", 10), (1, "TCS", "mtm_target", -5),
+        (2, "ITC", "mtm_target", 20)}
+
+
+def test_an_evaluation_time_without_a_zone_is_refused() -> None:
+    with pytest.raises(ValidationError, match="must be time-zone aware"):
+        post((), now=datetime(2026, 1, 23, 11, 0))  # noqa: DTZ001 - the point of the test
