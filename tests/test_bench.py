@@ -40,3 +40,14 @@ def test_the_signal_benchmark_prints_its_figures_as_json_on_the_last_line() -> N
     for key in ("train_s", "scan_s_warm", "scan_s_cold", "ms_per_symbol_warm"):
         assert isinstance(figures[key], float) and figures[key] > 0
     assert figures["n_bars"] > 3 * 1000
+
+
+def test_the_risk_benchmark_prints_its_figures_as_json_on_the_last_line() -> None:
+    done = subprocess.run([sys.executable, "bench/risk.py", "--decisions", "200", "--updates",
+                           "5"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["pretrade_decisions"] == 600 and figures["posttrade_updates"] == 5
+    assert figures["posttrade_positions"] == 1000 and figures["posttrade_accounts"] == 20
+    for key in ("pretrade_engine_p50_ms", "pretrade_engine_p95_ms", "posttrade_1000_ms",
+                "posttrade_1000_p95_ms"):
+        assert isinstance(figures[key], float) and figures[key] > 0
