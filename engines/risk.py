@@ -68,6 +68,8 @@ account loss    day P&L at or below −daily limit → engage DAILY_LOSS until t
                 week P&L at or below −weekly limit → WEEKLY_LOSS until the first trading day of
                 next week; drawdown at or above the kill level → KILL_SWITCH (no end date).
                 80 % of a limit used → warning. Nothing is engaged twice (``engaged``).
+                Past the end of the trading calendar's data a weekday counts as a trading
+                day (with a warning) rather than failing the whole evaluation.
 eod             accounts in ``mis_due``: square off every MIS position.
 ==============  ==================================================================================
 
@@ -87,7 +89,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import lru_cache
 
 from core.clock import is_trading_day, to_ist
-from core.errors import ValidationError
+from core.errors import ConfigError, ValidationError
 from core.money import inr
 from core.trading import Product, Side
 from engines.risk_types import (
@@ -633,20 +635,29 @@ def decide(inp: PreTradeInput, limits: RiskLimits) -> PreTradeDecision:
 # ----------------------------------------------------------------------------------------------
 
 
+def _trades(day: date) -> tuple[bool, bool]:
+    """Return whether NSE trades on ``day`` and whether that is a guess (beyond the calendar)."""
+    try:
+        return is_trading_day(day), False
+    except ConfigError:  # the calendar's data ends: a weekday is the best guess
+        return day.weekday() < 5, True
+
+
 @lru_cache(maxsize=64)
-def _next_trading_day(day: date) -> date:
-    """Return the first trading day after ``day``."""
-    nxt = day + timedelta(days=1)
-    while not is_trading_day(nxt):
+def _next_trading_day(day: date) -> tuple[date, bool]:
+    """Return the first trading day after ``day`` and whether the calendar had to be guessed."""
+    nxt, guessed = day + timedelta(days=1), False
+    while True:
+        trades, guess = _trades(nxt)
+        guessed = guessed or guess
+        if trades:
+            return nxt, guessed
         nxt += timedelta(days=1)
-    return nxt
 
 
-@lru_cache(maxsize=64)
-def _next_week_start(day: date) -> date:
+def _next_week_start(day: date) -> tuple[date, bool]:
     """Return the first trading day of the week after ``day``'s (weeks start on Monday)."""
-    monday = day + timedelta(days=7 - day.weekday())
-    return monday if is_trading_day(monday) else _next_trading_day(monday)
+    return _next_trading_day(day + timedelta(days=6 - day.weekday()))
 
 
 def _tick_down(price: Decimal) -> Decimal:
@@ -715,6 +726,16 @@ class _Result:
     trails: list[TrailUpdate] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    def until(self, kind: StateKind) -> date:
+        """Return the first day a loss-limit state of ``kind`` engaged today no longer holds."""
+        day, guessed = (_next_trading_day(self.today) if kind is StateKind.DAILY_LOSS
+                        else _next_week_start(self.today))
+        note = (f"the trading calendar has no holidays for {day.isoformat()}: the loss limit "
+                "lifts on that weekday, holiday or not")
+        if guessed and note not in self.warnings:
+            self.warnings.append(note)
+        return day
+
     def engage(self, kind: StateKind, scope: Scope, key: str, reason: str,
                account_ids: Iterable[int], until: date | None) -> None:
         if (scope, key, kind) in self.engaged:
@@ -769,7 +790,7 @@ def _mtm_limits(inp: PostTradeInput, whole: dict[_Key, LivePosition], out: _Resu
     for limit in inp.mtm_limits:
         name = _scope_name(limit.scope, limit.key)
         if limit.stop_loss is not None and limit.mtm <= -limit.stop_loss:
-            until = _next_trading_day(out.today)
+            until = out.until(StateKind.DAILY_LOSS)
             out.engage(StateKind.DAILY_LOSS, limit.scope, limit.key,
                        f"MTM {inr(limit.mtm)} of {name} reached its stop-loss of "
                        f"{inr(limit.stop_loss)}; trading resumes {until.isoformat()}",
@@ -797,8 +818,7 @@ def _account_limits(account: AccountRisk, out: _Result) -> None:
             figures = (f"account {key}: loss {span} {inr(-pnl)} against the limit {inr(limit)} "
                        f"({_pct(pct)} of capital {inr(account.capital)})")
             if pnl <= -limit:
-                until = (_next_trading_day(out.today) if kind is StateKind.DAILY_LOSS
-                         else _next_week_start(out.today))
+                until = out.until(kind)
                 out.engage(kind, Scope.ACCOUNT, key, f"{figures} reached; trading resumes "
                            f"{until.isoformat()}", (account.account_id,), until)
             elif -pnl >= limit * _WARN_SHARE and (Scope.ACCOUNT, key, kind) not in out.engaged:

@@ -847,6 +847,18 @@ def test_loss_limit_states_last_until_the_next_trading_day_or_week(
     assert [e.until for e in result.engages] == [daily, weekly]
 
 
+
+def test_beyond_the_trading_calendar_a_loss_limit_lifts_on_the_next_weekday_with_a_warning(
+) -> None:
+    year_end = datetime(2026, 12, 31, 10, 0, tzinfo=IST)  # the calendar's data ends today
+    result = post((), now=year_end, accounts=(account(day="-20000", week="-50000"),))
+    assert [e.until for e in result.engages] == [date(2027, 1, 1), date(2027, 1, 4)]
+    assert result.warnings == (
+        "the trading calendar has no holidays for 2027-01-01: the loss limit lifts on that "
+        "weekday, holiday or not",
+        "the trading calendar has no holidays for 2027-01-04: the loss limit lifts on that "
+        "weekday, holiday or not")
+
 def test_end_of_day_squares_off_only_the_due_accounts_mis_positions() -> None:
     result = post(BOOK, mis_due=frozenset({1}))
     assert [(s.account_id, s.symbol, s.product, s.quantity, s.rule)
