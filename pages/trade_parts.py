@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from core.clock import format_ist
@@ -22,6 +23,7 @@ from core.trading import (
     Side,
     Validity,
 )
+from engines.risk_types import Check, PreTradeDecision, RiskLevel
 from pages.common import fetch, services
 from pages.trading_parts import rupees, to_decimal
 
@@ -39,6 +41,7 @@ def ticket_request(values: dict[str, Any], client_order_id: str | None = None) -
 
     Prices become Decimals as shown (``Decimal(str(x))``); a price or trigger the order type
     does not use is dropped (None), so a leftover number in a hidden-by-type field is never sent.
+    The planned stop-loss (optional) only sizes the order at the risk gate.
     """
     order_type = OrderType(values["order_type"])
     return OrderRequest(
@@ -53,6 +56,7 @@ def ticket_request(values: dict[str, Any], client_order_id: str | None = None) -
         trigger_price=to_decimal(values["trigger"]) if order_type in TRIGGERED else None,
         amo=bool(values["amo"]),
         client_order_id=client_order_id,
+        stop_loss=to_decimal(values.get("stop_loss")),
     )
 
 
@@ -86,9 +90,13 @@ def order_ticket(me: Actor, accounts: Sequence[Account], symbols: list[str]) -> 
         values["price"] = _price_input("Price [₹]", "trade_price", mid[2], "LIMIT and SL only")
         values["trigger"] = _price_input(
             "Trigger price [₹]", "trade_trigger", mid[3], "SL and SL-M only")
-        low = st.columns(3)
+        low = st.columns([2, 2, 2, 3])
         values["product"] = _choice("Product", Product, "trade_product", low[0])
         values["validity"] = _choice("Validity", Validity, "trade_validity", low[1])
+        values["stop_loss"] = _price_input(
+            "Planned stop-loss [₹]", "trade_stop_loss", low[3],
+            "Where you would exit if wrong; the risk gate sizes the order from its distance "
+            "(without one: a multiple of ATR, see Risk). Not sent to the broker")
         values["amo"] = low[2].checkbox(
             "AMO (after-market order)", key="trade_amo",
             help="Queue the order for the next session's open; needed while the market is closed")
@@ -107,6 +115,9 @@ def order_ticket(me: Actor, accounts: Sequence[Account], symbols: list[str]) -> 
         estimate = fetch(lambda: svc.orders.estimate(me, request))
         if estimate is not None:
             show_estimate(request, estimate)
+            decision = fetch(lambda: svc.risk_gate.preview(me, request, request.stop_loss))
+            if decision is not None:
+                show_decision(decision)
         return
     placing = replace(request, client_order_id=_client_order_id(request))
     order = fetch(lambda: svc.orders.place(me, placing))
@@ -153,6 +164,26 @@ def show_estimate(request: OrderRequest, est: OrderEstimate) -> None:
             {"Charge": [name.replace("_", " ") for name in CHARGE_FIELDS],
              "Amount [₹]": [f"{getattr(est.charges, name):.4f}" for name in CHARGE_FIELDS]},
             hide_index=True, key="trade_charges")
+
+
+def show_decision(decision: PreTradeDecision) -> None:
+    """Show what the risk gate would decide for the order now: one line, level, every check."""
+    text = f"Risk gate ({decision.level} risk): {decision.summary()}"
+    if not decision.approved:
+        st.error(text, icon=":material/block:")
+    elif decision.level is RiskLevel.LOW:
+        st.success(text, icon=":material/verified_user:")
+    else:
+        st.warning(text, icon=":material/shield:")
+    with st.expander("Risk checks"):
+        st.dataframe(checks_frame(decision.checks), hide_index=True, key="trade_risk_checks")
+
+
+def checks_frame(checks: Sequence[Check]) -> pd.DataFrame:
+    """Return the gate's checks as a table: rule, layer, outcome, detail."""
+    return pd.DataFrame([{"Rule": c.rule, "Layer": c.layer, "Outcome": c.outcome,
+                          "Detail": c.detail} for c in checks],
+                        columns=["Rule", "Layer", "Outcome", "Detail"])
 
 
 def show_placed(order: Order) -> None:

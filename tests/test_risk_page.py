@@ -1,0 +1,362 @@
+"""The Risk page and the gate's decision on the order form, through AppTest.
+
+The ``desk`` fixture is a demo SQLite desk with FEED_MODE=off (market closed) that the app under
+test reads through DATABASE_URL; the service calls here go to the same database.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import func, select
+from streamlit.testing.v1 import AppTest
+
+from core.domain import Role
+from core.errors import PermissionDenied
+from core.services import Services
+from core.trading import OrderRequest, OrderType, Side
+from db.models import OrderRow, RiskStateRow
+from engines.risk_types import LIMIT_FIELDS, RiskLimits, Scope, StateKind, StatePhase
+from pages.common import DISCLAIMER
+from pages.nav import pages_for
+from pages.risk_parts import LABELS, field_text, limit_changes, sector_frame, usage_bars
+from tests.support.apptest import app_as, page, texts
+from tests.test_trading_pages import account, fill_ticket, stock_instruments, table_of, who
+
+PAGE = "pages/risk.py"
+USERS = {"ops": Role.SUPER_ADMIN, "rahul": Role.ADMIN, "priya": Role.TRADER,
+         "kamla": Role.FAMILY_MEMBER, "aarav": Role.VIEWER}
+
+
+def on_risk(desk, username: str, show: str | None = None) -> AppTest:
+    """Open the Risk page as ``username``; pick the account labelled ``show`` if given."""
+    at = app_as(desk, username)
+    at.switch_page(page(PAGE)).run()
+    assert not at.exception, at.exception
+    if show is not None:
+        svc, logins = desk
+        me = who(svc, logins, username)
+        at.selectbox(key="risk_account").set_value(account(svc, me, show).id).run()
+        assert not at.exception, at.exception
+    return at
+
+
+def errors(at: AppTest) -> str:
+    """Return the errors shown, less the banner of an account whose trading is stopped."""
+    return " ".join(e.value for e in at.error if not e.value.startswith("Trading is stopped"))
+
+
+def keys(at: AppTest) -> set[str]:
+    """Return the keys of every button and text input shown (forms' submit buttons too)."""
+    return {w.key for w in (*at.button, *at.text_input, *at.checkbox) if w.key}
+
+
+def state_rows(svc: Services) -> list[RiskStateRow]:
+    with svc.db.transaction() as session:
+        rows = list(session.scalars(select(RiskStateRow).order_by(RiskStateRow.id)))
+        session.expunge_all()
+        return rows
+
+
+@pytest.fixture
+def stocked(desk):
+    """The demo desk with the sample instruments and a few quotes (market still closed)."""
+    stock_instruments(desk[0])
+    return desk
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure pieces
+# ----------------------------------------------------------------------------------------------
+
+
+def test_every_limit_has_a_form_label_and_the_form_shows_values_as_typed() -> None:
+    assert set(LABELS) == set(LIMIT_FIELDS)
+    limits = RiskLimits()
+    assert [field_text(getattr(limits, n)) for n in ("risk_per_trade_pct",
+                                                     "correlation_threshold",
+                                                     "portfolio_mtm_target",
+                                                     "mis_square_off_at")] == [
+        "1", "0.80", "", "15:15"]
+
+
+def test_limit_changes_name_each_changed_field_with_old_and_new_values() -> None:
+    before = RiskLimits()
+    after = RiskLimits(risk_per_trade_pct=Decimal("0.5"), portfolio_mtm_stop_loss=Decimal("900"))
+    assert limit_changes(before, after) == ["risk_per_trade_pct 1 → 0.5",
+                                            "portfolio_mtm_stop_loss none → 900"]
+    assert limit_changes(before, before) == []
+
+
+def _usage(**changes: object) -> SimpleNamespace:
+    values: dict[str, object] = dict(
+        day_pnl=Decimal("-10000"), daily_limit=Decimal("20000"), week_pnl=Decimal("5000"),
+        weekly_limit=Decimal("50000"), open_positions=10, max_open_positions=10,
+        orders_last_second=0, max_orders_per_second=10, peak_equity=Decimal("1000000"),
+        drawdown_pct=Decimal("10"), drawdown_reduce_pct=Decimal("10"),
+        drawdown_kill_pct=Decimal("15"))
+    values.update(changes)
+    return SimpleNamespace(**values)
+
+
+@pytest.mark.parametrize(("changes", "label", "fraction", "words"), [
+    ({}, "Loss today", 0.5, "Loss today ₹10,000.00 of the daily limit ₹20,000.00"),
+    ({}, "Loss this week", 0.0, "Loss this week ₹0.00 of the weekly limit ₹50,000.00"),
+    ({}, "Open positions", 1.0, "10 of at most 10 open positions"),
+    ({"orders_last_second": 12}, "Orders per second", 1.0, "12 order(s) in the last second"),
+    ({}, "Drawdown from peak", 10 / 15, "sizes are being reduced"),
+    ({"drawdown_pct": Decimal("9.99")}, "Drawdown from peak", 9.99 / 15, "full size"),
+    ({"drawdown_pct": Decimal("15")}, "Drawdown from peak", 1.0, "kill switch zone"),
+    ({"daily_limit": Decimal("0")}, "Loss today", 1.0, "daily limit ₹0.00"),
+])
+def test_usage_bars_fill_in_proportion_to_the_limit_with_the_zone_in_words(
+        changes, label, fraction, words) -> None:
+    bar = next(b for b in usage_bars(_usage(**changes)) if b.label == label)
+    assert bar.fraction == pytest.approx(fraction)
+    assert words in bar.text
+
+
+def test_the_sector_table_shows_the_room_to_the_limit_and_flags_an_excess() -> None:
+    sectors = [SimpleNamespace(sector="IT", value=Decimal("300000"), pct=Decimal("30"),
+                               limit_pct=Decimal("30")),
+               SimpleNamespace(sector="Banks", value=Decimal("310000"), pct=Decimal("31"),
+                               limit_pct=Decimal("30"))]
+    frame = sector_frame(sectors)
+    assert list(frame["Sector"]) == ["Banks", "IT"]
+    assert list(frame["Status"]) == ["over the limit", "within"]  # exactly 30% is within
+    assert list(frame["Room [%]"]) == [-1.0, 0.0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Every role
+# ----------------------------------------------------------------------------------------------
+
+
+def test_risk_is_in_the_menu_of_every_role() -> None:
+    for role in Role:
+        assert "pages/risk.py" in {s.path for s in pages_for(role)}
+
+
+@pytest.mark.parametrize("username", list(USERS))
+def test_the_page_renders_for_each_role_on_the_family_view_and_every_account(
+        desk, username) -> None:
+    at = on_risk(desk, username)
+    assert at.title[0].value == "Risk" and DISCLAIMER in texts(at)
+    assert not errors(at), errors(at)
+    for option in at.selectbox(key="risk_account").options[1:]:
+        at.selectbox(key="risk_account").select(option).run()
+        assert not at.exception, f"{username} on {option}: {at.exception}"
+        assert not at.error, f"{username} on {option}: {errors(at)}"
+        assert any(p.value >= 0 for p in at.get("progress")), "no usage bars"
+
+
+def test_a_viewer_sees_no_panic_or_limit_controls_and_the_service_refuses_them_anyway(
+        desk) -> None:
+    svc, logins = desk
+    at = on_risk(desk, "aarav", show="Rahul · Long-term")  # he may view it, not trade it
+    shown = keys(at)
+    assert not [k for k in shown if k.startswith(("risk_panic", "risk_limit", "risk_control"))]
+    assert "Changing limits is for household admins and the account's traders." in texts(at)
+    assert "risk_per_trade_pct" in list(table_of(at, "Field")["Field"])
+
+    aarav = who(svc, logins, "aarav")
+    long_term = account(svc, aarav, "Rahul · Long-term").id
+    with pytest.raises(PermissionDenied):
+        svc.risk.panic(aarav, Scope.ACCOUNT, account_id=long_term)
+    with pytest.raises(PermissionDenied):
+        svc.risk.panic(aarav, Scope.HOUSEHOLD)
+    with pytest.raises(PermissionDenied):
+        svc.risk.set_limits(aarav, long_term, {"risk_per_trade_pct": "0.5"})
+    assert state_rows(svc) == []
+    assert svc.risk.limits(aarav, long_term).limits == RiskLimits()
+
+
+# ----------------------------------------------------------------------------------------------
+# Limits
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_trader_makes_her_limits_stricter_and_sees_what_changed(desk) -> None:
+    svc, logins = desk
+    at = on_risk(desk, "priya", show="Priya · Trading")
+    priya = who(svc, logins, "priya")
+    mine = account(svc, priya, "Priya · Trading").id
+    stem = f"risk_limit_{mine}"
+    assert at.text_input(key=f"{stem}_risk_per_trade_pct").value == "1"
+    at.text_input(key=f"{stem}_risk_per_trade_pct").input("0.5")
+    at.text_input(key=f"{stem}_max_open_positions").input("8")
+    at.button(key="risk_limits_save").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert ("Saved the limits of Priya · Trading: risk_per_trade_pct 1 → 0.5; "
+            "max_open_positions 10 → 8") in texts(at)
+    view = svc.risk.limits(priya, mine)
+    assert (view.source, view.limits.risk_per_trade_pct, view.limits.max_open_positions) == (
+        "account", Decimal("0.5"), 8)
+
+    at.button(key="risk_limits_reset").click().run()
+    assert "The limits of Priya · Trading are the household defaults again." in texts(at)
+    assert at.text_input(key=f"{stem}_risk_per_trade_pct").value == "1"
+    assert svc.risk.limits(priya, mine).limits == RiskLimits()
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("risk_per_trade_pct", "0", "risk_per_trade_pct must be between 0.01 and 10; got 0"),
+    ("max_orders_per_second", "20", "max_orders_per_second must be between 1 and 10"),
+    ("daily_loss_pct", "lots", "daily_loss_pct must be a number"),
+    ("mis_square_off_at", "16:00", "mis_square_off_at must be within market hours"),
+])
+def test_a_bad_limit_is_refused_with_the_rule_and_the_value_and_nothing_changes(
+        desk, field, value, message) -> None:
+    svc, logins = desk
+    at = on_risk(desk, "rahul", show="Rahul · Intraday")
+    rahul = who(svc, logins, "rahul")
+    intraday = account(svc, rahul, "Rahul · Intraday").id
+    at.text_input(key=f"risk_limit_{intraday}_{field}").input(value)
+    at.button(key="risk_limits_save").click().run()
+    assert not at.exception
+    assert message in errors(at)
+    assert value in errors(at)
+    assert "Saved" not in texts(at)
+    view = svc.risk.limits(rahul, intraday)
+    assert (view.source, view.limits) == ("default", RiskLimits())
+
+
+def test_a_trader_may_not_loosen_her_limits_beyond_the_household_defaults(desk) -> None:
+    at = on_risk(desk, "priya", show="Priya · Trading")
+    mine = at.selectbox(key="risk_account").value
+    at.text_input(key=f"risk_limit_{mine}_daily_loss_pct").input("3")
+    at.button(key="risk_limits_save").click().run()
+    assert "daily_loss_pct 3 is looser than the household's 2" in errors(at)
+
+
+def test_only_an_admin_gets_the_household_defaults_form(desk) -> None:
+    at = on_risk(desk, "priya")
+    assert "risk_limits_save" not in keys(at)
+    at = on_risk(desk, "rahul")
+    at.text_input(key="risk_limit_household_weekly_loss_pct").input("4")
+    at.button(key="risk_limits_save").click().run()
+    assert not errors(at), errors(at)
+    assert "Saved the household defaults: weekly_loss_pct 5 → 4" in texts(at)
+
+
+# ----------------------------------------------------------------------------------------------
+# Panic
+# ----------------------------------------------------------------------------------------------
+
+
+def _open_amo_order(svc: Services, logins) -> int:
+    priya = who(svc, logins, "priya")
+    order = svc.orders.place(priya, OrderRequest(
+        account(svc, priya, "Priya · Trading").id, "INFY", Side.BUY, 2, OrderType.LIMIT,
+        price=Decimal("1400"), amo=True))
+    return order.id
+
+
+def test_panic_needs_the_confirm_step_then_reports_each_step_and_trading_stays_off(
+        stocked) -> None:
+    svc, logins = stocked
+    order_id = _open_amo_order(svc, logins)
+    at = on_risk(stocked, "priya", show="Priya · Trading")
+    at.button(key="risk_panic_account").click().run()
+    assert not at.exception
+    assert "Are you sure?" in " ".join(w.value for w in at.warning)
+    assert state_rows(svc) == []  # nothing happens before the confirmation
+
+    at.button(key="risk_panic_confirm").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert "Panic for the account Priya · Trading" in texts(at)
+    steps = table_of(at, "Step")
+    assert set(steps["Step"]) >= {"cancel", "disable"}
+    cancel = steps[steps["Step"] == "cancel"]
+    assert str(order_id) in " ".join(cancel["Target"]) and set(cancel["Result"]) == {"ok"}
+    [row] = state_rows(svc)
+    assert (row.kind, row.scope, row.phase) == (StateKind.PANIC, Scope.ACCOUNT,
+                                                StatePhase.ACTIVE)
+    with svc.db.transaction() as session:
+        assert session.get(OrderRow, order_id).status.value == "CANCELLED"
+    assert list(table_of(at, "Kind")["Kind"]) == ["Panic"]
+    assert "Trading is stopped: Panic (account, active) — Panic pressed by priya" in " ".join(
+        e.value for e in at.error)
+
+    at.text_input(key="risk_reenable_note").input("checked the book")
+    at.button(key="risk_reenable_go").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert "is cleared" in texts(at)
+    [row] = state_rows(svc)
+    assert row.phase is StatePhase.CLEARED and row.clear_note == "checked the book"
+
+
+def test_cancelling_the_confirmation_engages_nothing(desk) -> None:
+    at = on_risk(desk, "rahul")
+    at.button(key="risk_panic_household").click().run()
+    assert "the whole household" in " ".join(w.value for w in at.warning)
+    at.button(key="risk_panic_cancel").click().run()
+    assert not at.exception
+    assert "risk_panic_confirm" not in keys(at) and "risk_panic_household" in keys(at)
+    assert state_rows(desk[0]) == []
+
+
+def test_an_admin_panics_the_household_and_a_trader_cannot_re_enable_it(desk) -> None:
+    svc, logins = desk
+    at = on_risk(desk, "rahul")
+    at.button(key="risk_panic_household").click().run()
+    at.button(key="risk_panic_confirm").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    [row] = state_rows(svc)
+    assert (row.scope, row.phase) == (Scope.HOUSEHOLD, StatePhase.ACTIVE)
+    steps = table_of(at, "Step")  # nothing was open: nothing to cancel or close
+    assert (list(steps["Step"]), list(steps["Result"])) == (["disable"], ["ok"])
+
+    trader = on_risk(desk, "priya")
+    assert "risk_reenable_go" not in keys(trader)
+    with pytest.raises(PermissionDenied):
+        svc.risk.reenable(who(svc, logins, "priya"), row.id)
+
+
+def test_a_strategy_panic_names_the_strategy(desk) -> None:
+    at = on_risk(desk, "priya")
+    at.text_input(key="risk_panic_strategy_name").input("ema_cross")
+    at.button(key="risk_panic_strategy").click().run()
+    assert "the strategy ema_cross" in " ".join(w.value for w in at.warning)
+    at.button(key="risk_panic_confirm").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    [row] = state_rows(desk[0])
+    assert (row.scope, row.strategy) == (Scope.STRATEGY, "ema_cross")
+
+
+# ----------------------------------------------------------------------------------------------
+# The decision on the order form
+# ----------------------------------------------------------------------------------------------
+
+
+def test_the_order_form_shows_the_gate_s_decision_and_its_checks_before_submission(
+        stocked) -> None:
+    svc, _ = stocked
+    at = app_as(stocked, "priya")
+    at.switch_page(page("pages/trade.py")).run()
+    fill_ticket(at, svc, quantity=10, price=1490.5, amo=True)
+    at.number_input(key="trade_stop_loss").set_value(1480.0)
+    at.button(key="trade_review").click().run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    assert "Risk gate (" in shown and "would be approved at 10 shares" in shown, shown
+    checks = table_of(at, "Rule")
+    assert {"state", "market_hours", "position_size"} <= set(checks["Rule"])
+    with svc.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(OrderRow)) == 0
+
+
+def test_the_order_form_shows_a_refusal_with_the_rule_before_submission(stocked) -> None:
+    svc, logins = stocked
+    rahul = who(svc, logins, "rahul")
+    priya_account = account(svc, rahul, "Priya · Trading").id
+    svc.risk.panic(rahul, Scope.ACCOUNT, account_id=priya_account)
+    at = app_as(stocked, "priya")
+    at.switch_page(page("pages/trade.py")).run()
+    fill_ticket(at, svc, quantity=10, price=1490.5, amo=True)
+    at.button(key="trade_review").click().run()
+    assert not at.exception, at.exception
+    assert "would be refused" in errors(at)
+    assert "reject" in set(table_of(at, "Rule")["Outcome"])
