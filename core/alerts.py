@@ -5,9 +5,12 @@ transaction** as the change, so an alert exists exactly when its cause was commi
 worker (and, later, the Telegram bot) delivers pending rows and marks them delivered.
 
 Each alert carries a ``dedupe_key`` (unique in the table): enqueueing the same event twice
-writes one row. :func:`enqueue` checks for the key first and inserts inside a SAVEPOINT, so a
-duplicate — even one a concurrent writer commits between the check and the insert — never
-breaks the caller's transaction.
+writes one row. :func:`enqueue` inserts with ``ON CONFLICT (dedupe_key) DO NOTHING`` (SQLite
+and PostgreSQL alike), so a duplicate — even one a concurrent writer commits at the same
+moment — is skipped by the database without an error that would break the caller's
+transaction. (A SAVEPOINT would not do: with Python's sqlite3 driver a SAVEPOINT that is the
+transaction's first write opens its own transaction, and releasing it commits the alert
+before its cause.)
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.clock import to_ist
@@ -81,19 +85,12 @@ def enqueue(session: Session, *, kind: str, household_id: int, account_id: int |
     if not dedupe_key or len(dedupe_key) > DEDUPE_CHARS:
         raise ValidationError(f"Alert dedupe key must be 1-{DEDUPE_CHARS} characters; got "
                               f"{len(dedupe_key)}")
-    exists = session.scalar(
-        select(AlertOutboxRow.id).where(AlertOutboxRow.dedupe_key == dedupe_key))
-    if exists is not None:
-        return False
-    try:
-        with session.begin_nested():
-            session.add(AlertOutboxRow(
-                household_id=household_id, account_id=account_id, kind=kind,
-                severity=severity, title=title[:TITLE_CHARS], body=body,
-                dedupe_key=dedupe_key, status="pending"))
-    except IntegrityError:  # a concurrent writer committed the same key after our check
-        return False
-    return True
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(AlertOutboxRow).values(
+        household_id=household_id, account_id=account_id, kind=kind, severity=severity,
+        title=title[:TITLE_CHARS], body=body, dedupe_key=dedupe_key, status="pending",
+    ).on_conflict_do_nothing(index_elements=[AlertOutboxRow.dedupe_key])
+    return session.scalar(statement.returning(AlertOutboxRow.id)) is not None
 
 
 def recent(session: Session, household_id: int, account_ids: Collection[int] | None,

@@ -23,6 +23,7 @@ from core.domain import Actor
 from core.errors import PermissionDenied, ValidationError
 from core.seed import DemoLogin
 from core.services import Services
+from core.services import risk as risk_service
 from core.services.risk import PanicStep, RiskService
 from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
 from db.engine import Database
@@ -430,6 +431,28 @@ def test_engaging_twice_gives_one_state_one_exit_and_no_second_alert(
     assert _count(services, RiskStateRow) == 1
     assert _count(services, OrderRow, OrderRow.source == "panic") == 1
     assert _count(services, AlertOutboxRow) == alerts_after_first == 2
+
+
+def test_losing_an_engage_race_rolls_back_the_loser_s_state_audit_and_alert(
+    services: Services, risk: RiskService, labels: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account = labels["Priya · Trading"]
+    first = risk.engage(StateKind.KILL_SWITCH, Scope.ACCOUNT, str(account), "drawdown 15%",
+                        (account,))
+    real_lookup = risk_service._live_state
+    misses = iter([True])
+
+    def blind_once(session, active_key):  # the other process has not committed yet ...
+        return None if next(misses, False) else real_lookup(session, active_key)
+
+    monkeypatch.setattr(risk_service, "_live_state", blind_once)
+    second = risk.engage(StateKind.KILL_SWITCH, Scope.ACCOUNT, str(account), "drawdown 15%",
+                         (account,))
+    assert (second.created, second.state_id) == (False, first.state_id)
+    assert _count(services, RiskStateRow) == 1
+    assert _count(services, AuditRow, AuditRow.action == "risk.engage") == 1
+    assert _count(services, AlertOutboxRow) == 2  # engaged + report of the one state
 
 
 class Crash(BaseException):

@@ -8,7 +8,6 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from core import alerts, risk_store
 from core.clock import IST
@@ -67,27 +66,19 @@ def test_an_alert_enqueued_twice_is_written_once_and_the_caller_s_transaction_su
         assert session.scalar(select(func.count()).select_from(MtmLimitRow)) == 1
 
 
-def test_a_duplicate_insert_that_slips_past_the_check_is_caught_inside_a_savepoint(
-    services: Services, ids: tuple[int, int, int], monkeypatch: pytest.MonkeyPatch,
+def test_a_duplicate_another_writer_commits_meanwhile_is_skipped_without_breaking_ours(
+    services: Services, ids: tuple[int, int, int],
 ) -> None:
     household, _, _ = ids
     with services.db.transaction() as session:
-        _alert(session, household, "race")
-    real_scalar = Session.scalar
-
-    def blind_scalar(self, statement, *args, **kwargs):  # the check misses the other writer
-        if "alert_outbox" in str(statement):
-            return None
-        return real_scalar(self, statement, *args, **kwargs)
-
-    monkeypatch.setattr(Session, "scalar", blind_scalar)
-    with services.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(AlertOutboxRow)) == 0
+        with services.db.transaction() as other:  # a second connection (the worker, say)
+            _alert(other, household, "race")
         session.add(MtmLimitRow(household_id=household, scope=Scope.HOUSEHOLD,
                                 key=str(household), stop_loss=None, target=Decimal("900"),
                                 updated_at=AT))
         session.flush()
         assert _alert(session, household, "race") is False
-    monkeypatch.undo()
     assert _alert_count(services) == 1
     with services.db.transaction() as session:
         assert session.scalar(select(func.count()).select_from(MtmLimitRow)) == 1
@@ -287,3 +278,13 @@ def test_mtm_limits_read_back_with_who_changed_them(
     assert (view.scope, view.key, view.stop_loss, view.target, view.updated_by) == (
         Scope.STRATEGY, "momo", Decimal("500"), Decimal("1500"), None)
     assert view.updated_at == AT
+
+
+def test_an_alert_rolls_back_with_its_cause_even_as_the_transaction_s_first_write(
+    services: Services, ids: tuple[int, int, int],
+) -> None:
+    household, _, _ = ids
+    with pytest.raises(RuntimeError), services.db.transaction() as session:
+        assert _alert(session, household, "first-write") is True
+        raise RuntimeError("the change that caused the alert fails")
+    assert _alert_count(services) == 0

@@ -358,7 +358,7 @@ class RiskService(ServiceBase):
                 AccountRow.household_id == household_id, AccountRow.is_active.is_(True))
                 .order_by(AccountRow.id)))
 
-    def _account_right(self, actor: Actor, account_id: int, action: str) -> int:
+    def _account_right(self, actor: Actor, account_id: int) -> int:
         """Allow an admin of the account's household or a member with TRADE; return household."""
         account = self.household.get_account(actor, account_id)
         if self._role(actor) in ADMINS and account.household_id == actor.household_id:
@@ -374,7 +374,7 @@ class RiskService(ServiceBase):
         if scope is Scope.ACCOUNT:
             if account_id is None:
                 raise ValidationError("An account panic or disable needs the account")
-            self._account_right(actor, account_id, action)
+            self._account_right(actor, account_id)
             return str(account_id), account_id, None
         name = _strategy_name(strategy)
         role = self._role(actor)
@@ -451,7 +451,7 @@ class RiskService(ServiceBase):
         if account_id is None:
             self._require_admin(actor, action, "change the household's default risk limits")
             return actor.household_id, True
-        household_id = self._account_right(actor, account_id, action)
+        household_id = self._account_right(actor, account_id)
         return household_id, self._role(actor) in ADMINS
 
     # -- states ---------------------------------------------------------------------------
@@ -598,36 +598,42 @@ class RiskService(ServiceBase):
     def _begin(self, household_id: int, kind: StateKind, scope: Scope, key: str,
                account_id: int | None, strategy: str | None, reason: str, until: date | None,
                actor: Actor | None) -> tuple[int, bool]:
-        """Insert the state ENGAGING (audit, alert) or return the live one: (id, created)."""
+        """Insert the state ENGAGING (audit, alert) or return the live one: (id, created).
+
+        The unique ``active_key`` decides a race between two processes: the loser's insert
+        fails, its transaction (state, audit, alert) rolls back whole, and it returns the
+        winner's state.
+        """
         active_key = risk_store.state_key(household_id, scope, key, kind)
-        with self.db.transaction() as session:
-            existing = session.scalar(
-                select(RiskStateRow.id).where(RiskStateRow.active_key == active_key))
-            if existing is not None:
-                return existing, False
-            row = RiskStateRow(
-                household_id=household_id, scope=scope, account_id=account_id,
-                strategy=strategy, kind=kind, phase=StatePhase.ENGAGING,
-                reason=reason[:REASON_CHARS], until=until, engaged_at=self.clock(),
-                engaged_by_user_id=actor.user_id if actor else None, report="[]",
-                active_key=active_key)
-            try:
-                with session.begin_nested():
-                    session.add(row)
-            except IntegrityError:  # engaged concurrently by another process
-                existing = session.scalar(
-                    select(RiskStateRow.id).where(RiskStateRow.active_key == active_key))
-                assert existing is not None  # noqa: S101 - the unique key says it exists
-                return existing, False
-            self._audit(session, actor, "risk.engage", f"risk_state:{row.id}",
-                        {"kind": kind.value, "scope": scope.value, "key": key,
-                         "reason": reason, "until": until}, household_id=household_id)
-            alerts.enqueue(session, kind=f"risk.{kind.value}", household_id=household_id,
-                           account_id=account_id, severity="critical",
-                           title=f"{KIND_TITLES[kind]}: {_scope_text(row)}",
-                           body=f"{reason}. Cancelling pending orders and closing positions.",
-                           dedupe_key=f"risk-state:{row.id}:engaged")
-            return row.id, True
+        try:
+            with self.db.transaction() as session:
+                existing = _live_state(session, active_key)
+                if existing is not None:
+                    return existing, False
+                row = RiskStateRow(
+                    household_id=household_id, scope=scope, account_id=account_id,
+                    strategy=strategy, kind=kind, phase=StatePhase.ENGAGING,
+                    reason=reason[:REASON_CHARS], until=until, engaged_at=self.clock(),
+                    engaged_by_user_id=actor.user_id if actor else None, report="[]",
+                    active_key=active_key)
+                session.add(row)
+                session.flush()
+                self._audit(session, actor, "risk.engage", f"risk_state:{row.id}",
+                            {"kind": kind.value, "scope": scope.value, "key": key,
+                             "reason": reason, "until": until}, household_id=household_id)
+                alerts.enqueue(session, kind=f"risk.{kind.value}", household_id=household_id,
+                               account_id=account_id, severity="critical",
+                               title=f"{KIND_TITLES[kind]}: {_scope_text(row)}",
+                               body=f"{reason}. Cancelling pending orders and closing "
+                                    "positions.",
+                               dedupe_key=f"risk-state:{row.id}:engaged")
+                return row.id, True
+        except IntegrityError:  # engaged concurrently by another process: return its state
+            with self.db.transaction() as session:
+                existing = _live_state(session, active_key)
+            if existing is None:
+                raise
+            return existing, False
 
     def resume_engaging(self) -> list[PanicReport]:
         """Finish every state a crash left ENGAGING (the worker calls it at start)."""
@@ -954,6 +960,10 @@ class RiskService(ServiceBase):
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
+
+
+def _live_state(session: Session, active_key: str) -> int | None:
+    return session.scalar(select(RiskStateRow.id).where(RiskStateRow.active_key == active_key))
 
 
 def _strategy_name(strategy: str | None) -> str:
