@@ -360,8 +360,11 @@ class OrderManager:
 
     def _gate(self, request: OrderRequest, action: OrderAction, user_id: int | None,
               estimate: OrderEstimate, instrument: Instrument | None = None,
-              pre: PreTrade | None = None) -> OrderRequest:
-        """Ask the risk gate; return the request at the approved size, or raise RiskRejected."""
+              pre: PreTrade | None = None) -> tuple[OrderRequest, RiskDecision]:
+        """Ask the risk gate; return the request at the approved size and the decision.
+
+        Raises RiskRejected when the gate refuses (nothing has been written yet).
+        """
         assert estimate.ltp is not None  # noqa: S101 - estimate refuses a missing price
         decision = self.risk_gate.check(
             request, RiskContext(action, request.account_id, user_id, estimate.ltp, estimate,
@@ -376,7 +379,7 @@ class OrderManager:
                     f"Risk gate approved {decision.quantity} of {request.quantity} "
                     f"{request.symbol}; a gate may only reduce a size")
             request = replace(request, quantity=decision.quantity)
-        return request
+        return request, decision
 
     @staticmethod
     def action_of(source: str, gtt_id: int | None) -> OrderAction:
@@ -414,15 +417,19 @@ class OrderManager:
         pre = self.pre_trade(broker, request.symbol)
         estimate = self.estimate(request, instrument, pre)
         self._precheck(broker, request, estimate, pre)
-        gated = self._gate(request, self.action_of(source, gtt_id),
-                           placed_by.user_id if placed_by else None, estimate, instrument, pre)
+        gated, decision = self._gate(request, self.action_of(source, gtt_id),
+                                     placed_by.user_id if placed_by else None, estimate,
+                                     instrument, pre)
+        risk_note: dict[str, object] | None = None
         if gated.quantity != request.quantity:
+            risk_note = {"requested_quantity": request.quantity,
+                         "risk_gate": "; ".join(decision.reasons)[:_REASON_CHARS]}
             request = gated
-            estimate = self.estimate(request, instrument, pre)
         if Capability.DESK_DATABASE in broker.capabilities:
             return self._submit_in_one_transaction(request, instrument, broker, placed_by,
-                                                   source, gtt_id)
-        order_id = self._persist(request, instrument, broker, placed_by, source, gtt_id)
+                                                   source, gtt_id, risk_note)
+        order_id = self._persist(request, instrument, broker, placed_by, source, gtt_id,
+                                 risk_note)
         if order_id is None:  # lost an insert race on the same client order id
             existing = self._existing(request)
             assert existing is not None  # noqa: S101 - the unique key says it exists
@@ -468,7 +475,8 @@ class OrderManager:
         return self._households[account_id]
 
     def _placed_event(self, session: Session, row: OrderRow, placed_by: Actor | None,
-                      source: str) -> audit.AuditEvent:
+                      source: str, risk_note: dict[str, object] | None = None
+                      ) -> audit.AuditEvent:
         return _event(placed_by, "orders.place", row.id, self._household(session, row.account_id),
                       {"client_order_id": row.client_order_id, "account_id": row.account_id,
                        "symbol": row.symbol, "side": row.side.value,
@@ -476,16 +484,18 @@ class OrderManager:
                        "product": row.product.value, "price": row.price,
                        "trigger_price": row.trigger_price, "amo": row.is_amo,
                        "source": source, "strategy": row.strategy,
-                       "status": OrderStatus.PENDING.value})
+                       "status": OrderStatus.PENDING.value, **(risk_note or {})})
 
     def _persist(self, request: OrderRequest, instrument: Instrument, broker: Broker,
-                 placed_by: Actor | None, source: str, gtt_id: int | None) -> int | None:
+                 placed_by: Actor | None, source: str, gtt_id: int | None,
+                 risk_note: dict[str, object] | None = None) -> int | None:
         try:
             with self.db.transaction() as session:
                 row = self._pending_row(request, instrument, broker, placed_by, source, gtt_id)
                 session.add(row)
                 session.flush()
-                audit.append(session, self._placed_event(session, row, placed_by, source))
+                audit.append(session, self._placed_event(session, row, placed_by, source,
+                                                         risk_note))
                 return row.id
         except IntegrityError:
             return None
@@ -493,6 +503,7 @@ class OrderManager:
     def _submit_in_one_transaction(
         self, request: OrderRequest, instrument: Instrument, broker: Broker,
         placed_by: Actor | None, source: str, gtt_id: int | None,
+        risk_note: dict[str, object] | None = None,
     ) -> Order:
         """Record PENDING, have the broker accept, record OPEN/REJECTED: one transaction.
 
@@ -506,7 +517,7 @@ class OrderManager:
                 row = self._pending_row(request, instrument, broker, placed_by, source, gtt_id)
                 session.add(row)
                 session.flush()
-                events = [self._placed_event(session, row, placed_by, source)]
+                events = [self._placed_event(session, row, placed_by, source, risk_note)]
                 try:
                     broker_order_id = cast(DeskDatabaseBroker, broker).place_in(session, request)
                 except (OrderRejected, ValidationError) as exc:
@@ -594,7 +605,7 @@ class OrderManager:
                 f"New quantity {request.quantity} must be above the {filled} already filled")
         _, instrument = self.normalise(request)
         estimate = self.estimate(request, instrument)
-        gated = self._gate(request, OrderAction.MODIFY, actor.user_id, estimate, instrument)
+        gated, _ = self._gate(request, OrderAction.MODIFY, actor.user_id, estimate, instrument)
         if gated.quantity != request.quantity:
             raise RiskRejected(
                 f"Risk gate allows at most {gated.quantity} {request.symbol} for this order, not "

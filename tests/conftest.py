@@ -54,6 +54,19 @@ def _build(url: str, seed: bool) -> dict[str, DemoLogin]:
     return logins
 
 
+def fresh_sqlite_desk(templates: dict[bool, Template], where: Path
+                      ) -> tuple[Services, dict[str, DemoLogin]]:
+    """Return services over a new copy of the seeded SQLite template in ``where``.
+
+    For hypothesis tests, whose examples each need a desk of their own.
+    """
+    where.mkdir(parents=True, exist_ok=True)
+    target = where / "sher.db"
+    shutil.copyfile(templates[True].source, target)
+    url = f"sqlite:///{target}"
+    return Services(Database(url), make_settings(url)), templates[True].logins
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server for the whole test session."""

@@ -246,7 +246,7 @@ def test_every_order_path_calls_the_risk_gate(
     services: Services, priya: Actor, priya_account: int,
 ) -> None:
     resting = services.orders.place(priya, _buy(priya_account, price=Decimal("1400.00")))
-    mis = services.orders.place(priya, _buy(priya_account, product=Product.MIS,
+    mis = services.orders.place(priya, _buy(priya_account, product=Product.MIS, quantity=5,
                                             order_type=OrderType.MARKET, price=None))
     tick(services.db, "INFY", "1500.00")
     services.orders.step()

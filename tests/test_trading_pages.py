@@ -309,6 +309,8 @@ def test_a_limit_amo_order_is_accepted_listed_in_the_order_book_and_cancelled_th
 def test_a_second_click_that_interrupted_the_first_gets_the_same_order_back(stocked) -> None:
     svc, logins = stocked
     priya = who(svc, logins, "priya")
+    # Repeating the same ticket on purpose: lift the risk gate's duplicate window for this test.
+    svc.risk.set_limits(who(svc, logins, "rahul"), None, {"duplicate_window_s": "0"})
     at = on_page(app_as(stocked, "priya"), "pages/trade.py")
     fill_ticket(at, svc, quantity=3, amo=True)
     at.button(key="trade_place").click().run()

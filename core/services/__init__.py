@@ -7,6 +7,7 @@ against the database; nothing relies on the UI hiding a button.
 from __future__ import annotations
 
 from core.config import Settings, get_settings
+from core.risk_gate import DeskRiskGate
 from core.services.audit_log import AuditFilter, AuditLogService
 from core.services.auth import AuthService, LoginResult, TotpEnrolment
 from core.services.charts import ChartService
@@ -16,6 +17,8 @@ from core.services.market import MarketService
 from core.services.marketdata import MarketDataService
 from core.services.orders import OrderService
 from core.services.portfolio import PortfolioService
+from core.services.risk import RiskService
+from core.services.risk_watch import RiskWatch
 from core.services.signal_registry import ModelRegistry
 from core.services.signals import SignalService
 from core.services.users import UserService
@@ -42,6 +45,12 @@ class Services:
         self.market = MarketService(db, settings)
         self.charts = ChartService(db, settings)
         self.orders = OrderService(db, settings, self.household)
+        # The one risk gate every order passes (the order manager needs the order service's
+        # brokers and the gate needs the manager's estimates, so it is plugged in after).
+        self.risk_gate = DeskRiskGate(db, self.household, self.orders)
+        self.orders.manager.risk_gate = self.risk_gate
+        self.risk = RiskService(db, settings, self.household, self.orders)
+        self.risk_watch = RiskWatch(db, self.risk_gate, self.risk)
         self.portfolio = PortfolioService(db, settings, self.household, self.orders)
         self.models = ModelRegistry(db, settings)
         self.signals = SignalService(db, settings, self.models)

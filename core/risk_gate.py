@@ -1,0 +1,357 @@
+"""The desk's risk gate: gathers an order's risk picture and asks :func:`engines.risk.decide`.
+
+:class:`DeskRiskGate` is the :class:`core.orders.RiskGate` every order of the desk passes (the
+order manager calls :meth:`DeskRiskGate.check` on each path). It is also what pages ask before
+an order is placed (:meth:`DeskRiskGate.preview`) and what the Risk page shows as today's usage
+(:meth:`DeskRiskGate.usage`).
+
+What is read fresh on every check (so another process's change counts at once): the states
+covering the account (kill switch, panic, loss limits, disabled), the account's recent orders
+(orders/second and the duplicate window), and whether the account has new fills or deposits.
+What is reused while unchanged (the "warm state"): the account's book, its limits (2 s), the
+market figures (a day: ATR, correlations, regime; :mod:`core.risk_market`).
+
+The orders/second count is the larger of the database's count (orders created in the last
+second, any process) and this process's own approvals in the last second, which also covers a
+burst whose orders are not yet written. Every cash-equity instrument is one NSE segment, so
+the count is per account.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from core import risk_store
+from core.clock import now_ist, to_ist
+from core.domain import Actor
+from core.errors import NotFound
+from core.orders import OrderEstimate, RiskContext, RiskDecision
+from core.portfolio import build_book, replay, summarise
+from core.risk_market import MarketFigures
+from core.services.household import HouseholdService
+from core.services.orders import OrderService
+from core.services.portfolio import last_prices
+from core.services.trade_book import load_trades
+from core.trading import ZERO, Holding, OrderRequest, OrderStatus, Position, Side
+from db.engine import Database
+from db.models import AccountRow, OrderRow, TradeRow
+from engines.risk import decide
+from engines.risk_types import (
+    ActiveState,
+    Exposure,
+    OrderAction,
+    PreTradeDecision,
+    PreTradeInput,
+    RiskLimits,
+)
+from engines.signal_types import Regime
+
+#: How long limits read from the database are reused (seconds).
+LIMITS_CACHE_SECONDS = 2.0
+#: Orders that do not make a repeat a duplicate: refused or withdrawn, so nothing stands.
+_NOT_DUPLICATES = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELLED})
+#: How long a book is reused while the account has no new fill or deposit (seconds).
+BOOK_CACHE_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSnapshot:
+    """An account's money and exposure as the gate sees it."""
+
+    account_id: int
+    household_id: int
+    capital: Decimal  # equity now: deposits + cash flow + market value
+    day_pnl: Decimal
+    week_pnl: Decimal
+    exposures: tuple[Exposure, ...]
+    net_quantity: dict[str, int]  # signed open quantity per symbol (positions and holdings)
+    version: tuple[int, int, Decimal]  # (trade count, last trade id, deposits)
+    built_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SectorUsage:
+    """Market value of an account's open symbols in one sector."""
+
+    sector: str
+    value: Decimal
+    pct: Decimal  # of capital
+    limit_pct: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class RiskUsage:
+    """Today's use of an account's limits, for the Risk page."""
+
+    account_id: int
+    capital: Decimal
+    day_pnl: Decimal
+    daily_limit: Decimal  # rupees of loss that stop trading today
+    week_pnl: Decimal
+    weekly_limit: Decimal
+    open_positions: int
+    max_open_positions: int
+    sectors: tuple[SectorUsage, ...]
+    orders_last_second: int
+    max_orders_per_second: int
+    peak_equity: Decimal | None
+    drawdown_pct: Decimal
+    drawdown_reduce_pct: Decimal
+    drawdown_kill_pct: Decimal
+    regime: Regime | None
+    regime_reason: str
+    states: tuple[ActiveState, ...]
+    limits: RiskLimits
+    limits_source: str
+
+
+def week_start(day: date) -> date:
+    """Return the Monday of ``day``'s week (the weekly loss limit's period starts there)."""
+    return day - timedelta(days=day.weekday())
+
+
+class DeskRiskGate:
+    """The risk gate of the desk's order path (see the module docstring)."""
+
+    def __init__(self, db: Database, household: HouseholdService, orders: OrderService,
+                 clock: Callable[[], datetime] = now_ist) -> None:
+        """Read from ``db``; ``orders`` supplies brokers (for deposits) and instruments."""
+        self.db = db
+        self.household = household
+        self.orders = orders
+        self.clock = clock
+        self.market = MarketFigures(db, clock)
+        self._lock = threading.Lock()
+        self._books: dict[int, AccountSnapshot] = {}
+        self._limits: dict[int, tuple[float, RiskLimits, str, int]] = {}
+        self._approved: dict[int, deque[tuple[float, str, Side, int, str | None]]] = {}
+
+    # -- the RiskGate protocol ---------------------------------------------------------------
+    def check(self, request: OrderRequest, context: RiskContext) -> RiskDecision:
+        """Decide ``request`` and remember an approval for the orders/second count."""
+        with self._lock:
+            decision = self._decide(request, context.action, context.estimate,
+                                    context.instrument.sector if context.instrument else None)
+            if decision.approved:
+                self._approved.setdefault(request.account_id, deque()).append(
+                    (time.monotonic(), request.symbol, request.side, decision.quantity,
+                     request.client_order_id))
+        return RiskDecision(decision.approved, decision.reasons,
+                            decision.quantity if decision.approved else None, decision)
+
+    def preview(self, actor: Actor, request: OrderRequest,
+                stop_price: Decimal | None = None) -> PreTradeDecision:
+        """Return what the gate would decide for ``request`` now; nothing is written.
+
+        Raises
+        ------
+        PermissionDenied
+            If the actor may not trade the account.
+        ValidationError, NotFound
+            If the request is malformed or the symbol unknown (as placing it would).
+        """
+        self.household.authorize_trade(actor, request.account_id)
+        if stop_price is not None:
+            request = replace(request, stop_loss=stop_price)
+        request, instrument = self.orders.manager.normalise(request)
+        estimate = self.orders.manager.estimate(request, instrument)
+        return self._decide(request, OrderAction.PLACE, estimate, instrument.sector)
+
+    # -- gathering ----------------------------------------------------------------------------
+    def _decide(self, request: OrderRequest, action: OrderAction, estimate: OrderEstimate,
+                sector: str | None) -> PreTradeDecision:
+        household_id = self._household_of(request.account_id)
+        limits, _source = self._limits_of(household_id, request.account_id)
+        snapshot = self.snapshot(request.account_id)
+        with self.db.transaction() as session:
+            states = risk_store.covering_states(session, household_id, request.account_id)
+            peak = risk_store.peak_equity(session, request.account_id)
+        rate, duplicate_age = self._recent(request, limits)
+        figures = self.market.figures(request.symbol)
+        open_symbols = [e.symbol for e in snapshot.exposures if e.quantity]
+        assert estimate.ltp is not None  # noqa: S101 - the estimate refuses a missing price
+        return decide(PreTradeInput(
+            action=action, account_id=request.account_id, symbol=request.symbol,
+            sector=sector if sector is not None else self.market.sector(request.symbol),
+            side=request.side, product=request.product, quantity=request.quantity,
+            lot_size=1, price=estimate.price, capital=snapshot.capital,
+            position_quantity=snapshot.net_quantity.get(request.symbol, 0),
+            stop_price=request.stop_loss, atr=figures.atr, exposures=snapshot.exposures,
+            correlations=self.market.correlations(request.symbol, open_symbols),
+            day_pnl=snapshot.day_pnl, week_pnl=snapshot.week_pnl,
+            peak_equity=max(peak, snapshot.capital) if peak is not None else None,
+            regime=self.market.regime().regime, orders_last_second=rate,
+            duplicate_age_s=duplicate_age, market_open=estimate.session.is_open,
+            amo=request.amo, session_detail=estimate.session.detail,
+            strategy=request.strategy, states=states), limits)
+
+    def _household_of(self, account_id: int) -> int:
+        cached = self._limits.get(account_id)
+        if cached is not None:
+            return cached[3]
+        with self.db.transaction() as session:
+            household_id = session.scalar(
+                select(AccountRow.household_id).where(AccountRow.id == account_id))
+        if household_id is None:
+            raise NotFound(f"Account {account_id} does not exist")
+        return int(household_id)
+
+    def _limits_of(self, household_id: int, account_id: int) -> tuple[RiskLimits, str]:
+        cached = self._limits.get(account_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < LIMITS_CACHE_SECONDS:
+            return cached[1], cached[2]
+        with self.db.transaction() as session:
+            limits, source = risk_store.effective_limits(session, household_id, account_id)
+        self._limits[account_id] = (now, limits, source, household_id)
+        return limits, source
+
+    def forget_limits(self) -> None:
+        """Drop cached limits (after this process changed them)."""
+        self._limits.clear()
+
+    def _version(self, account_id: int) -> tuple[int, int, Decimal]:
+        with self.db.transaction() as session:
+            count, last = session.execute(
+                select(func.count(TradeRow.id), func.coalesce(func.max(TradeRow.id), 0))
+                .where(TradeRow.account_id == account_id)).one()
+        return int(count), int(last), self._deposits(account_id)
+
+    def _deposits(self, account_id: int) -> Decimal:
+        broker = self.orders.broker_for(account_id)
+        deposits = getattr(broker, "deposits", None)
+        if callable(deposits):
+            return Decimal(deposits())
+        funds = broker.funds()
+        return funds.available + funds.used_margin
+
+    def snapshot(self, account_id: int) -> AccountSnapshot:
+        """Return the account's capital, P&L and exposure (rebuilt when it has new fills)."""
+        version = self._version(account_id)
+        cached = self._books.get(account_id)
+        if (cached is not None and cached.version == version
+                and time.monotonic() - cached.built_at < BOOK_CACHE_SECONDS):
+            return cached
+        snapshot = self._build(account_id, version)
+        self._books[account_id] = snapshot
+        return snapshot
+
+    def _build(self, account_id: int, version: tuple[int, int, Decimal]) -> AccountSnapshot:
+        today = to_ist(self.clock()).date()
+        trades = load_trades(self.db, [account_id])
+        prices = last_prices(self.db, {t.symbol for t in trades})
+        book = build_book(trades, prices, today)
+        summary = summarise(account_id, book, version[2])
+        capital = summary.equity if summary.equity is not None else ZERO
+        monday = week_start(today)
+        ledger = replay(trades)
+        week_realized = sum((c.realized for c in ledger.closes
+                             if c.trade.trade_date >= monday), ZERO)
+        week_charges = sum((t.charges.total for t in trades if t.trade_date >= monday), ZERO)
+        unrealized = sum((p.unrealized_pnl for p in book.positions), ZERO)
+        net: dict[str, int] = {}
+        value: dict[str, Decimal] = {}
+        rows: list[Position | Holding] = [*book.positions, *book.holdings]
+        for row in rows:
+            if not row.quantity:
+                continue
+            net[row.symbol] = net.get(row.symbol, 0) + row.quantity
+            mark = row.ltp if row.ltp is not None else row.average_price
+            value[row.symbol] = value.get(row.symbol, ZERO) + abs(row.quantity) * mark
+        exposures = tuple(Exposure(symbol, self.market.sector(symbol), qty, value[symbol])
+                          for symbol, qty in sorted(net.items()) if qty)
+        return AccountSnapshot(
+            account_id=account_id, household_id=self._household_of(account_id),
+            capital=capital, day_pnl=book.day_pnl,
+            week_pnl=week_realized + unrealized - week_charges, exposures=exposures,
+            net_quantity=net, version=version, built_at=time.monotonic())
+
+    def _recent(self, request: OrderRequest, limits: RiskLimits) -> tuple[int, float | None]:
+        """Return (orders in the last second, seconds since an identical order or None)."""
+        now_mono = time.monotonic()
+        window = max(limits.duplicate_window_s, 1)
+        since = datetime.now(UTC) - timedelta(seconds=window)
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(OrderRow.created_at, OrderRow.symbol, OrderRow.side, OrderRow.quantity,
+                       OrderRow.status, OrderRow.client_order_id)
+                .where(OrderRow.account_id == request.account_id,
+                       OrderRow.created_at >= since)).all()
+        now = datetime.now(UTC)
+        db_rate, ages = 0, []
+        written = {row[5] for row in rows}
+        for created, symbol, side, quantity, status, client_id in rows:
+            age = (now - _aware(created)).total_seconds()
+            if age < 1.0:
+                db_rate += 1
+            if (status not in _NOT_DUPLICATES and symbol == request.symbol
+                    and side is request.side and quantity == request.quantity
+                    and client_id != request.client_order_id):
+                ages.append(age)
+        approvals = self._approved.get(request.account_id)
+        mem_rate = 0
+        if approvals is not None:
+            while approvals and now_mono - approvals[0][0] > window:
+                approvals.popleft()
+            for at, symbol, side, quantity, approved_id in approvals:
+                age = now_mono - at
+                if age < 1.0:
+                    mem_rate += 1
+                if ((symbol, side, quantity) == (request.symbol, request.side, request.quantity)
+                        and approved_id != request.client_order_id
+                        and approved_id not in written):  # written: its status decides
+                    ages.append(age)
+        return max(db_rate, mem_rate), (min(ages) if ages else None)
+
+    # -- usage ----------------------------------------------------------------------------
+    def usage(self, actor: Actor, account_id: int) -> RiskUsage:
+        """Return today's use of the account's limits (the actor must be able to view it)."""
+        self.household.get_account(actor, account_id)
+        household_id = self._household_of(account_id)
+        limits, source = self._limits_of(household_id, account_id)
+        snapshot = self.snapshot(account_id)
+        with self.db.transaction() as session:
+            states = risk_store.covering_states(session, household_id, account_id)
+            peak = risk_store.peak_equity(session, account_id)
+        peak = max(peak, snapshot.capital) if peak is not None else None
+        capital = snapshot.capital
+        by_sector: dict[str, Decimal] = {}
+        for exposure in snapshot.exposures:
+            key = exposure.sector or "Unknown"
+            by_sector[key] = by_sector.get(key, ZERO) + exposure.value
+        sectors = tuple(
+            SectorUsage(name, value, _pct(value, capital), limits.max_sector_pct)
+            for name, value in sorted(by_sector.items(), key=lambda kv: -kv[1]))
+        rate, _ = self._recent(
+            OrderRequest(account_id=account_id, symbol="", side=Side.BUY, quantity=0), limits)
+        regime = self.market.regime()
+        drawdown = _pct(peak - capital, peak) if peak else ZERO
+        return RiskUsage(
+            account_id=account_id, capital=capital, day_pnl=snapshot.day_pnl,
+            daily_limit=capital * limits.daily_loss_pct / 100, week_pnl=snapshot.week_pnl,
+            weekly_limit=capital * limits.weekly_loss_pct / 100,
+            open_positions=sum(1 for e in snapshot.exposures if e.quantity),
+            max_open_positions=limits.max_open_positions, sectors=sectors,
+            orders_last_second=rate, max_orders_per_second=limits.max_orders_per_second,
+            peak_equity=peak, drawdown_pct=drawdown,
+            drawdown_reduce_pct=limits.drawdown_reduce_pct,
+            drawdown_kill_pct=limits.drawdown_kill_pct, regime=regime.regime,
+            regime_reason=regime.reason, states=states, limits=limits, limits_source=source)
+
+
+def _pct(part: Decimal, whole: Decimal | None) -> Decimal:
+    if not whole or whole <= 0:
+        return ZERO
+    return (part * 100 / whole).quantize(Decimal("0.01"))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

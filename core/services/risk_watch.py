@@ -1,0 +1,264 @@
+"""The post-trade risk watch the worker runs after every trading step.
+
+For each household: gather its accounts' open positions with LTPs, the position controls
+(stop-loss, target, trailing stop), the MTM limits (account, family, strategy), each account's
+loss and drawdown figures, and whether the end-of-day MIS square-off is due; ask
+:func:`engines.risk.evaluate`; then act, always through the order path (so the gate sees every
+exit as action ``protect``):
+
+- a square-off becomes a MARKET order with a **deterministic client order id** (rule, account,
+  symbol, product and IST day), so a watch that runs twice (retry, restart, two triggers)
+  places one exit; a fired control is retired with its exit order in the same transaction as
+  its alert;
+- an engage (loss limit, kill switch, MTM stop-loss) runs :meth:`RiskService.engage`, which is
+  idempotent by a unique key in the database;
+- trailing stops' new best prices and each account's equity peak are stored.
+
+Loss-limit states whose day or week is over are lifted here as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from core import alerts, audit, risk_store
+from core.clock import MARKET_CLOSE, is_trading_day, now_ist, to_ist
+from core.errors import TradingError
+from core.portfolio import build_book
+from core.risk_gate import AccountSnapshot, DeskRiskGate
+from core.services.portfolio import last_prices
+from core.services.risk import RiskService
+from core.services.trade_book import load_trades
+from core.trading import ZERO, OrderRequest, OrderStatus, OrderType, Side, Trade
+from db.engine import Database
+from db.models import AccountRow, OrderRow
+from engines.risk import evaluate
+from engines.risk_types import (
+    AccountRisk,
+    LivePosition,
+    MtmLimit,
+    PostTradeInput,
+    PostTradeResult,
+    RiskLimits,
+    Scope,
+    SquareOff,
+)
+
+log = logging.getLogger("sher.risk")
+
+
+@dataclass(slots=True)
+class WatchReport:
+    """What one run of the watch did."""
+
+    households: int = 0
+    positions: int = 0
+    square_offs: list[str] = field(default_factory=list)  # client order ids placed (or found)
+    engaged: list[str] = field(default_factory=list)
+    trails_moved: int = 0
+    lifted: int = 0
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def exit_client_id(square: SquareOff, day: str) -> str:
+    """Return the client order id of a watch exit: the same for the same exit on the same day."""
+    text = f"{square.rule}|{square.control_id}|{square.account_id}|{square.symbol}|" \
+           f"{square.product.value}|{day}"
+    return "rw-" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class RiskWatch:
+    """Runs post-trade controls, loss limits, drawdown and the EOD square-off (worker job)."""
+
+    def __init__(self, db: Database, gate: DeskRiskGate, risk: RiskService,
+                 clock: Callable[[], datetime] = now_ist) -> None:
+        """Act through ``gate.orders`` (the order service) and ``risk`` (states)."""
+        self.db = db
+        self.gate = gate
+        self.risk = risk
+        self.orders = gate.orders
+        self.clock = clock
+
+    def run(self, now: datetime | None = None) -> WatchReport:
+        """Evaluate every household once; return what was done."""
+        now = to_ist(now or self.clock())
+        report = WatchReport()
+        report.lifted = self.risk.lift_lapsed()
+        with self.db.transaction() as session:
+            accounts = session.execute(
+                select(AccountRow.id, AccountRow.household_id)
+                .where(AccountRow.is_active.is_(True)).order_by(AccountRow.id)).all()
+        by_household: dict[int, list[int]] = defaultdict(list)
+        for account_id, household_id in accounts:
+            by_household[household_id].append(account_id)
+        for household_id, account_ids in by_household.items():
+            try:
+                self._household(household_id, account_ids, now, report)
+            except TradingError as exc:
+                report.failures.append(f"household {household_id}: {exc}")
+                log.warning("risk watch: household %s: %s", household_id, exc)
+            report.households += 1
+        return report
+
+    # -- gathering ------------------------------------------------------------------------
+    def _household(self, household_id: int, account_ids: list[int], now: datetime,
+                   report: WatchReport) -> None:
+        snapshots = {a: self.gate.snapshot(a) for a in account_ids}
+        positions = self._positions(account_ids, now)
+        report.positions += len(positions)
+        with self.db.transaction() as session:
+            limits = {a: risk_store.effective_limits(session, household_id, a)[0]
+                      for a in account_ids}
+            peaks = {a: risk_store.peak_equity(session, a) for a in account_ids}
+            controls = risk_store.active_controls(session, account_ids)
+            engaged = risk_store.engaged_keys(session, household_id, now.date())
+            stored_mtm = risk_store.mtm_limit_rows(session, household_id)
+        strategy_positions, strategy_mtm = self._strategies(
+            account_ids, [m.key for m in stored_mtm if m.scope is Scope.STRATEGY], now)
+        mtm_limits = self._mtm_limits(household_id, account_ids, snapshots, limits, stored_mtm,
+                                      strategy_mtm)
+        result = evaluate(PostTradeInput(
+            now=now, positions=(*positions, *strategy_positions), controls=tuple(controls),
+            mtm_limits=tuple(mtm_limits),
+            accounts=tuple(AccountRisk(a, s.capital, s.day_pnl, s.week_pnl, peaks[a],
+                                       limits[a]) for a, s in snapshots.items()),
+            engaged=engaged,
+            mis_due=frozenset(a for a in account_ids
+                              if self._mis_due(now, limits[a].mis_square_off_at))))
+        report.warnings.extend(result.warnings)
+        self._act(household_id, result, now, report)
+        with self.db.transaction() as session:
+            risk_store.raise_peaks(session, {a: s.capital for a, s in snapshots.items()
+                                             if s.capital > 0}, now)
+
+    @staticmethod
+    def _mis_due(now: datetime, at: time) -> bool:
+        return is_trading_day(now.date()) and at <= now.time() < MARKET_CLOSE
+
+    def _positions(self, account_ids: list[int], now: datetime) -> list[LivePosition]:
+        trades = load_trades(self.db, account_ids)
+        book = build_book(trades, last_prices(self.db, {t.symbol for t in trades}), now.date())
+        return [LivePosition(p.account_id, p.symbol, p.product, p.quantity, p.average_price,
+                             p.ltp, p.mtm) for p in book.positions if p.quantity]
+
+    def _strategies(self, account_ids: list[int], names: list[str], now: datetime
+                    ) -> tuple[list[LivePosition], dict[str, Decimal]]:
+        """Return the positions and day MTM of each strategy with an MTM limit."""
+        if not names:
+            return [], {}
+        with self.db.transaction() as session:
+            tagged = session.execute(
+                select(OrderRow.id, OrderRow.strategy)
+                .where(OrderRow.account_id.in_(account_ids), OrderRow.strategy.in_(names),
+                       OrderRow.filled_quantity > 0)).all()
+        by_order: dict[int, str] = {ident: name for ident, name in tagged if name}
+        if not by_order:
+            return [], {name: ZERO for name in names}
+        trades = [t for t in load_trades(self.db, account_ids) if t.order_id in by_order]
+        grouped: dict[str, list[Trade]] = defaultdict(list)
+        for trade in trades:
+            assert trade.order_id is not None  # noqa: S101 - filtered above
+            grouped[by_order[trade.order_id]].append(trade)
+        prices = last_prices(self.db, {t.symbol for t in trades})
+        positions: list[LivePosition] = []
+        mtm: dict[str, Decimal] = {name: ZERO for name in names}
+        for name, own in grouped.items():
+            book = build_book(own, prices, now.date())
+            mtm[name] = book.day_pnl
+            positions.extend(LivePosition(p.account_id, p.symbol, p.product, p.quantity,
+                                          p.average_price, p.ltp, p.mtm, strategy=name)
+                             for p in book.positions if p.quantity)
+        return positions, mtm
+
+    @staticmethod
+    def _mtm_limits(household_id: int, account_ids: list[int],
+                    snapshots: dict[int, AccountSnapshot], limits: dict[int, RiskLimits],
+                    stored: list[risk_store.MtmLimitView], strategy_mtm: dict[str, Decimal],
+                    ) -> list[MtmLimit]:
+        out = [MtmLimit(Scope.ACCOUNT, str(a), limits[a].portfolio_mtm_stop_loss,
+                        limits[a].portfolio_mtm_target, snapshots[a].day_pnl, (a,))
+               for a in account_ids
+               if limits[a].portfolio_mtm_stop_loss or limits[a].portfolio_mtm_target]
+        family = sum((s.day_pnl for s in snapshots.values()), ZERO)
+        for row in stored:
+            if row.scope is Scope.HOUSEHOLD:
+                out.append(MtmLimit(Scope.HOUSEHOLD, str(household_id), row.stop_loss,
+                                    row.target, family, tuple(account_ids)))
+            elif row.scope is Scope.STRATEGY:
+                out.append(MtmLimit(Scope.STRATEGY, row.key, row.stop_loss, row.target,
+                                    strategy_mtm.get(row.key, ZERO), tuple(account_ids)))
+        return out
+
+    # -- acting ---------------------------------------------------------------------------
+    def _act(self, household_id: int, result: PostTradeResult, now: datetime,
+             report: WatchReport) -> None:
+        if result.trail_updates:
+            with self.db.transaction() as session:
+                report.trails_moved += risk_store.apply_trails(session, result.trail_updates)
+        for engage in result.engages:
+            try:
+                self.risk.engage(engage.kind, engage.scope, engage.key, engage.reason,
+                                 engage.account_ids, until=engage.until)
+                report.engaged.append(f"{engage.scope.value}:{engage.key}:{engage.kind.value}")
+            except TradingError as exc:
+                report.failures.append(f"engage {engage.kind.value} {engage.key}: {exc}")
+                log.warning("risk watch: engage %s failed: %s", engage, exc)
+        for square in result.square_offs:
+            self._square_off(household_id, square, now, report)
+
+    def _square_off(self, household_id: int, square: SquareOff, now: datetime,
+                    report: WatchReport) -> None:
+        client_id = exit_client_id(square, now.date().isoformat())
+        request = OrderRequest(
+            account_id=square.account_id, symbol=square.symbol,
+            side=Side.SELL if square.quantity > 0 else Side.BUY,
+            quantity=abs(square.quantity), order_type=OrderType.MARKET,
+            product=square.product, client_order_id=client_id)
+        try:
+            order = self.orders.manager.submit(request, placed_by=None, source="risk")
+        except TradingError as exc:
+            report.failures.append(f"{square.rule} {square.symbol} account "
+                                   f"{square.account_id}: {exc}")
+            log.warning("risk watch: %s exit of %s failed: %s", square.rule, square.symbol, exc)
+            return
+        report.square_offs.append(client_id)
+        placed = order.status is not OrderStatus.REJECTED
+        with self.db.transaction() as session:
+            if square.control_id is not None:
+                risk_store.mark_triggered(session, square.control_id, square.rule, now,
+                                          order.id)
+            fresh = alerts.enqueue(
+                session, kind=f"risk.{square.rule}", household_id=household_id,
+                account_id=square.account_id,
+                severity="warning" if placed else "critical",
+                title=f"{_RULE_TITLES.get(square.rule, square.rule)}: {square.symbol}",
+                body=f"{square.reason}. Exit order {order.id}: {request.side} "
+                     f"{request.quantity} {square.symbol} {square.product} at market — "
+                     f"{order.status}"
+                     + (f" ({order.rejection_reason})" if order.rejection_reason else ""),
+                dedupe_key=f"risk-exit:{client_id}")
+            if fresh:
+                audit.append(session, audit.AuditEvent(
+                    action=f"risk.{square.rule}", resource=f"order:{order.id}",
+                    actor_user_id=None, actor_username=None, household_id=household_id,
+                    outcome=audit.OK if placed else audit.FAILED,
+                    details={"account_id": square.account_id, "symbol": square.symbol,
+                             "product": square.product.value, "quantity": square.quantity,
+                             "rule": square.rule, "reason": square.reason,
+                             "control_id": square.control_id, "status": order.status.value},
+                    client=None))
+
+
+_RULE_TITLES = {
+    "stop_loss": "Stop-loss hit", "target": "Target hit", "trailing_stop": "Trailing stop hit",
+    "mtm_target": "MTM target reached", "eod": "End-of-day MIS square-off",
+}

@@ -1,0 +1,184 @@
+"""The desk's risk gate on a real database: sizing, preview, duplicates, rate, fresh states."""
+
+from __future__ import annotations
+
+import time
+from decimal import ROUND_FLOOR, Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from core.domain import Actor
+from core.errors import RiskRejected
+from core.services import Services
+from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
+from db.engine import Database
+from db.models import AuditRow, OrderRow
+from engines.risk_types import RiskLevel, Scope, StateKind
+from tests.conftest import TEST_CLIENT, fresh_sqlite_desk, make_settings
+from tests.support.market import open_market, tick
+
+ROOT = Path(__file__).resolve().parent.parent
+DAILY = ROOT / "data" / "sample" / "nse_daily"
+
+
+def _import_daily(services: Services, tmp_path: Path, symbol: str, last: int = 300) -> None:
+    frame = pd.read_csv(DAILY / f"{symbol}.csv").tail(last)
+    path = tmp_path / f"{symbol}.csv"
+    frame.to_csv(path, index=False)
+    services.marketdata.import_file(path, symbol=symbol, interval="1d")
+
+
+@pytest.fixture
+def priya(services: Services, login) -> Actor:
+    open_market(services.db, {"INFY": "1500.00", "TCS": "3000.00", "SBIN": "800.00"})
+    return login("priya")
+
+
+@pytest.fixture
+def account(services: Services, priya: Actor) -> int:
+    return next(a.id for a in services.household.list_accounts(priya)
+                if a.label == "Priya · Trading")
+
+
+def _orders(services: Services) -> int:
+    with services.db.transaction() as session:
+        return session.scalar(select(func.count()).select_from(OrderRow)) or 0
+
+
+def _mis(account: int, symbol: str = "INFY", quantity: int = 10, **changes: Any) -> OrderRequest:
+    return OrderRequest(account, symbol, changes.pop("side", Side.BUY), quantity,
+                        OrderType.MARKET, Product.MIS, **changes)
+
+
+def test_the_gate_sizes_an_order_from_the_atr_and_the_order_is_placed_at_that_size(
+    services: Services, priya: Actor, account: int, tmp_path: Path,
+) -> None:
+    _import_daily(services, tmp_path, "INFY")
+    gate = services.risk_gate
+    atr = gate.market.figures("INFY").atr
+    assert atr is not None and atr > 0
+    capital = gate.snapshot(account).capital
+    price = services.orders.estimate(priya, _mis(account, quantity=300)).price
+    by_risk = (capital / 100 / (2 * atr)).to_integral_value(rounding=ROUND_FLOOR)
+    by_sector = (capital * Decimal("0.30") / price).to_integral_value(rounding=ROUND_FLOOR)
+    expected = int(min(by_risk, by_sector))
+    assert 0 < expected < 300
+    order = services.orders.place(priya, _mis(account, quantity=300))
+    assert order.quantity == expected
+    with services.db.transaction() as session:
+        placed = session.scalar(select(AuditRow.details).where(
+            AuditRow.action == "orders.place", AuditRow.resource == f"order:{order.id}"))
+    assert placed is not None and f'"quantity":{expected}' in placed
+    assert '"requested_quantity":300' in placed and "risk per trade" in placed
+
+
+def test_a_preview_says_what_the_gate_would_do_and_writes_nothing(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    before = _orders(services)
+    decision = services.risk_gate.preview(priya, _mis(account, quantity=10))
+    assert decision.approved and decision.quantity == 10
+    assert decision.summary().startswith("would be approved at 10 shares")
+    assert {c.rule for c in decision.checks} >= {"state", "rate", "position_size", "sector"}
+    # without daily bars there is no regime: the decision says so instead of guessing
+    assert any("regime" in w for w in decision.warnings)
+    assert decision.level in (RiskLevel.MEDIUM, RiskLevel.HIGH)
+    big = services.risk_gate.preview(priya, _mis(account, quantity=300),
+                                     stop_price=Decimal("1450.00"))
+    price = services.orders.estimate(priya, _mis(account, quantity=300)).price
+    expected = int((Decimal(10_000) / (price - Decimal("1450.00"))).to_integral_value(
+        rounding=ROUND_FLOOR))  # ₹10,000 (1% of ₹10 lakh) at risk over the stop distance
+    assert big.approved and big.quantity == expected < 300
+    assert f"would be approved at {expected} shares" in big.summary()
+    assert _orders(services) == before
+
+
+def test_a_duplicate_order_within_the_window_is_refused_and_passes_after_it(
+    services: Services, priya: Actor, account: int, login,
+) -> None:
+    services.risk.set_limits(login("rahul"), account, {"duplicate_window_s": "1"})
+    services.risk_gate.forget_limits()
+    services.orders.place(priya, _mis(account))
+    with pytest.raises(RiskRejected, match="duplicate"):
+        services.orders.place(priya, _mis(account))
+    time.sleep(1.1)
+    assert services.orders.place(priya, _mis(account)).status is not OrderStatus.REJECTED
+
+
+def test_a_state_engaged_by_another_process_stops_this_processs_next_order(
+    services: Services, priya: Actor, account: int, demo_url: str,
+) -> None:
+    services.orders.place(priya, _mis(account, quantity=3))
+    other = Services(Database(demo_url), make_settings(demo_url))
+    try:
+        other.risk.engage(StateKind.DISABLED, Scope.ACCOUNT, str(account), "other process",
+                          (account,))
+    finally:
+        other.db.dispose()
+    with pytest.raises(RiskRejected, match="other process"):
+        services.orders.place(priya, _mis(account, quantity=4))
+
+
+def test_a_strategy_state_stops_only_that_strategys_orders(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    services.risk.engage(StateKind.DISABLED, Scope.STRATEGY, "momo", "momo paused",
+                         (account,))
+    with pytest.raises(RiskRejected, match="momo"):
+        services.orders.place(priya, _mis(account, strategy="momo"))
+    assert services.orders.place(priya, _mis(account, strategy="meanrev")).quantity == 10
+    assert services.orders.place(priya, _mis(account, quantity=7)).quantity == 7
+
+
+def test_an_exit_is_not_resized_even_when_a_new_entry_would_be(
+    services: Services, priya: Actor, account: int, login,
+) -> None:
+    services.orders.place(priya, _mis(account, "SBIN", 40))
+    tick(services.db, "SBIN", "800.00")
+    services.orders.step()
+    services.risk.set_limits(login("rahul"), account, {"risk_per_trade_pct": "0.01"})
+    services.risk_gate.forget_limits()
+    entry = services.risk_gate.preview(priya, _mis(account, "TCS", 40))
+    assert entry.approved and entry.quantity == 1  # ₹100 at risk allows one TCS share
+    sell = services.orders.place(priya, _mis(account, "SBIN", 40, side=Side.SELL))
+    assert sell.quantity == 40 and sell.status is not OrderStatus.REJECTED
+
+
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(burst=st.integers(1, 24), limit=st.integers(1, 10))
+def test_the_orders_per_second_limit_is_never_exceeded_under_a_burst(
+    sqlite_templates: Any, tmp_path_factory: pytest.TempPathFactory, burst: int, limit: int,
+) -> None:
+    services, logins = fresh_sqlite_desk(sqlite_templates, tmp_path_factory.mktemp("burst"))
+    try:
+        open_market(services.db, {"SBIN": "800.00"})
+        result = services.auth.login("priya", logins["priya"].password, TEST_CLIENT)
+        assert result.session_id is not None
+        priya = services.auth.check_session(result.session_id, TEST_CLIENT)
+        rahul_login = services.auth.login("rahul", logins["rahul"].password, TEST_CLIENT)
+        assert rahul_login.session_id is not None
+        rahul = services.auth.check_session(rahul_login.session_id, TEST_CLIENT)
+        account = next(a.id for a in services.household.list_accounts(priya)
+                       if a.label == "Priya · Trading")
+        services.risk.set_limits(rahul, account, {"max_orders_per_second": str(limit)})
+        services.risk_gate.forget_limits()
+        accepted: list[float] = []
+        for quantity in range(1, burst + 1):  # distinct sizes: no duplicate refusals
+            try:
+                services.orders.place(priya, _mis(account, "SBIN", quantity))
+                accepted.append(time.monotonic())
+            except RiskRejected as refused:
+                assert "orders per second" in str(refused) or "SEBI" in str(refused)
+        for i, at in enumerate(accepted):
+            in_window = [t for t in accepted[: i + 1] if at - t < 1.0]
+            assert len(in_window) <= limit
+        assert len(accepted) >= min(burst, limit)
+    finally:
+        services.db.dispose()
