@@ -296,12 +296,13 @@ def controls_section(me: Actor, account: Account, may_trade: bool) -> None:
 def controls_frame(controls: Sequence[PositionControl]) -> pd.DataFrame:
     """Return position controls as a table (empty cells where none is set)."""
     def cell(value: Decimal | None) -> str:
-        return "" if value is None else f"{value}"
+        return "" if value is None else rupees(value)
 
     return pd.DataFrame([{
         "Control": c.control_id, "Symbol": c.symbol, "Product": c.product.value,
         "Stop-loss [₹]": cell(c.stop_loss), "Target [₹]": cell(c.target),
-        "Trail [₹]": cell(c.trail_points), "Trail [%]": cell(c.trail_pct),
+        "Trail [₹]": cell(c.trail_points),
+        "Trail [%]": "" if c.trail_pct is None else f"{c.trail_pct.normalize():f}",
         "Best price [₹]": cell(c.extreme),
     } for c in controls])
 

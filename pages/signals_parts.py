@@ -16,7 +16,9 @@ from core.domain import Actor
 from core.services.signal_registry import ModelState, ModelVersion
 from core.services.signal_views import Performance, edge_statement, evidence_frame, figures_lines
 from core.services.signals import SignalChart
-from engines.signal_types import Signal
+from core.trading import OrderRequest, OrderType, Product, Side
+from engines.risk_types import RiskLimits
+from engines.signal_types import Action, Signal
 from pages.chart_figure import DOWN, UP
 from pages.common import attempt, fetch, services
 from pages.trading_parts import flash, rupees, table
@@ -110,6 +112,7 @@ def detail(me: Actor, trace_id: str, version: ModelVersion | None, key: str) -> 
     signal = chart.signal
     st.subheader(f"{signal.symbol}: {signal.action.value}")
     headline(signal)
+    risk_check(me, signal, key)
     if chart.outcome != "OPEN":
         st.markdown(f"**Outcome:** {chart.outcome} on {format_ist(chart.outcome_at)[:10]} at "
                     f"{rupees(chart.outcome_price)}")
@@ -123,6 +126,52 @@ def detail(me: Actor, trace_id: str, version: ModelVersion | None, key: str) -> 
     else:
         st.caption(f"Computed with model {signal.model_version} (not the model in use now).")
     st.caption(signal.disclaimer)
+
+
+def signal_request(signal: Signal, account_id: int, quantity: int, amo: bool) -> OrderRequest:
+    """Return the order a signal suggests: a LIMIT at its entry with its stop-loss.
+
+    A BUY is a delivery (CNC) buy; a SELL is an intraday (MIS) short, the only short a cash
+    account may hold.
+    """
+    buy = signal.action is Action.BUY
+    return OrderRequest(
+        account_id=account_id, symbol=signal.symbol, side=Side.BUY if buy else Side.SELL,
+        quantity=quantity, order_type=OrderType.LIMIT,
+        product=Product.CNC if buy else Product.MIS, price=signal.entry, amo=amo,
+        stop_loss=signal.stop_loss)
+
+
+def risk_check(me: Actor, signal: Signal, key: str) -> None:
+    """Ask the risk gate what it would approve for the signal on a chosen account."""
+    if signal.action is Action.HOLD:
+        return
+    accounts = fetch(lambda: services().orders.tradable_accounts(me)) or []
+    if not accounts:
+        return
+    labels = {a.id: a.label for a in accounts}
+    house = RiskLimits()  # the household defaults' size cap; the gate cuts it to the budget
+    wanted = max(1, min(house.max_order_quantity, int(house.max_order_value / signal.entry)))
+    with st.form(f"{key}_risk"):
+        cols = st.columns([2, 1, 1, 1])
+        account_id = cols[0].selectbox("Account", list(labels), format_func=labels.get,
+                                       key=f"{key}_risk_account")
+        quantity = cols[1].number_input(
+            "Shares wanted", min_value=1, value=wanted, step=1, key=f"{key}_risk_quantity",
+            help="The gate sizes this down to the account's risk budget at the signal's stop")
+        amo = cols[2].checkbox("AMO", key=f"{key}_risk_amo",
+                               help="Check it as an after-market order (market closed)")
+        asked = cols[3].form_submit_button("Check with the risk gate", key=f"{key}_risk_check")
+    if not asked:
+        return
+    request = signal_request(signal, account_id, int(quantity), amo)
+    decision = fetch(lambda: services().risk_gate.preview(me, request, signal.stop_loss))
+    if decision is None:
+        return
+    text = (f"{request.side} {signal.symbol} on {labels[account_id]} ({request.product}, stop "
+            f"{rupees(signal.stop_loss)}, {decision.level} risk): {decision.summary()}")
+    (st.success if decision.approved and not decision.warnings else
+     st.warning if decision.approved else st.error)(text)
 
 
 def scan_section(me: Actor, version: ModelVersion | None) -> None:

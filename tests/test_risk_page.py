@@ -13,16 +13,22 @@ import pytest
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
+from core.clock import now_ist
 from core.domain import Role
 from core.errors import PermissionDenied
 from core.services import Services
-from core.trading import OrderRequest, OrderType, Side
+from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
+from db.engine import Database
 from db.models import OrderRow, RiskStateRow
 from engines.risk_types import LIMIT_FIELDS, RiskLimits, Scope, StateKind, StatePhase
+from engines.signal_types import Action, Direction, Regime, Signal
 from pages.common import DISCLAIMER
 from pages.nav import pages_for
 from pages.risk_parts import LABELS, field_text, limit_changes, sector_frame, usage_bars
+from pages.signals_parts import signal_request
+from tests.conftest import make_settings
 from tests.support.apptest import app_as, page, texts
+from tests.support.market import open_market, tick
 from tests.test_trading_pages import account, fill_ticket, stock_instruments, table_of, who
 
 PAGE = "pages/risk.py"
@@ -58,6 +64,25 @@ def state_rows(svc: Services) -> list[RiskStateRow]:
         rows = list(session.scalars(select(RiskStateRow).order_by(RiskStateRow.id)))
         session.expunge_all()
         return rows
+
+
+@pytest.fixture
+def holding(desk, monkeypatch):
+    """The desk with the market open and Priya long 10 INFY intraday (bought at ₹1,500.75)."""
+    svc, logins = desk
+    monkeypatch.setenv("FEED_MODE", "replay")  # the app under test sees the market open too
+    monkeypatch.setenv("FEED_STALL_SECONDS", "3600")
+    opened = Services(Database(svc.db.url), make_settings(svc.db.url))
+    open_market(opened.db, {"INFY": "1500.00", "TCS": "3000.00"})
+    priya = who(opened, logins, "priya")
+    order = opened.orders.place(priya, OrderRequest(
+        account(opened, priya, "Priya · Trading").id, "INFY", Side.BUY, 10, OrderType.MARKET,
+        Product.MIS))
+    tick(opened.db, "INFY", "1500.00")
+    opened.orders.step()
+    assert opened.orders.order_book(priya)[0].status is OrderStatus.FILLED, order
+    yield opened, logins
+    opened.db.dispose()
 
 
 @pytest.fixture
@@ -280,6 +305,9 @@ def test_panic_needs_the_confirm_step_then_reports_each_step_and_trading_stays_o
     assert "Trading is stopped: Panic (account, active) — Panic pressed by priya" in " ".join(
         e.value for e in at.error)
 
+    alerts = table_of(at, "Severity")
+    assert "risk.panic" in set(alerts["Kind"])
+
     at.text_input(key="risk_reenable_note").input("checked the book")
     at.button(key="risk_reenable_go").click().run()
     assert not at.exception and not errors(at), errors(at)
@@ -360,3 +388,121 @@ def test_the_order_form_shows_a_refusal_with_the_rule_before_submission(stocked)
     assert not at.exception, at.exception
     assert "would be refused" in errors(at)
     assert "reject" in set(table_of(at, "Rule")["Outcome"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Usage and position controls on an open position
+# ----------------------------------------------------------------------------------------------
+
+
+def test_usage_counts_the_open_position_and_its_sector(holding) -> None:
+    at = on_risk(holding, "priya", show="Priya · Trading")
+    bars = [p.text for p in at.get("progress")]
+    assert any("1 of at most 10 open positions" in text for text in bars), bars
+    sectors = table_of(at, "Sector")
+    assert len(sectors) == 1 and sectors["Limit [%]"][0] == 30.0
+    assert 1.0 < sectors["Share of capital [%]"][0] < 2.0  # ₹15,000 of about ₹10 lakh
+
+
+def test_a_trader_sets_a_stop_and_target_on_her_position_then_clears_them(holding) -> None:
+    svc, logins = holding
+    at = on_risk(holding, "priya", show="Priya · Trading")
+    assert at.selectbox(key="risk_control_position").options == ["INFY · MIS"]
+    at.number_input(key="risk_control_stop").set_value(1450.0)
+    at.number_input(key="risk_control_target").set_value(1600.0)
+    at.radio(key="risk_control_trail_kind").set_value("pct")
+    at.number_input(key="risk_control_trail").set_value(2.0)
+    at.button(key="risk_control_set").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert "Controls set on INFY (MIS)." in texts(at)
+    [control] = svc.risk.controls(who(svc, logins, "priya"))
+    assert (control.stop_loss, control.target, control.trail_pct, control.trail_points) == (
+        Decimal("1450"), Decimal("1600"), Decimal("2"), None)
+    shown = table_of(at, "Stop-loss [₹]")
+    assert list(shown["Stop-loss [₹]"]) == ["₹1,450.00"] and list(shown["Trail [%]"]) == ["2"]
+
+    at.button(key=f"risk_control_clear_{control.control_id}").click().run()
+    assert not errors(at), errors(at)
+    assert "Cleared the controls of INFY (MIS)." in texts(at)
+    assert svc.risk.controls(who(svc, logins, "priya")) == []
+
+
+def test_a_stop_above_the_price_of_a_long_is_refused_with_the_values(holding) -> None:
+    svc, logins = holding
+    at = on_risk(holding, "priya", show="Priya · Trading")
+    at.number_input(key="risk_control_stop").set_value(1550.0)
+    at.button(key="risk_control_set").click().run()
+    assert "stop-loss must be below the LTP: stop ₹1,550.00, LTP ₹1,500.00" in errors(at)
+    assert svc.risk.controls(who(svc, logins, "priya")) == []
+
+
+def test_panic_with_an_open_position_reports_its_close_and_the_order_goes_out(holding) -> None:
+    svc, logins = holding
+    at = on_risk(holding, "priya", show="Priya · Trading")
+    at.button(key="risk_panic_account").click().run()
+    at.button(key="risk_panic_confirm").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    steps = table_of(at, "Step")
+    close = steps[steps["Step"] == "close"]
+    assert len(close) == 1 and "INFY" in close["Target"].iloc[0], steps
+    assert list(close["Result"]) == ["ok"]
+    book = svc.orders.order_book(who(svc, logins, "priya"))
+    assert [(o.side, o.quantity, o.product) for o in book[:1]] == [(Side.SELL, 10, Product.MIS)]
+
+
+# ----------------------------------------------------------------------------------------------
+# The decision on a signal
+# ----------------------------------------------------------------------------------------------
+
+
+def _signal(action: Action, stop: str) -> Signal:
+    """A signal on INFY priced at the stocked quote (₹1,500) with the given stop."""
+    return Signal(
+        symbol="INFY", as_of=now_ist(), action=action,
+        direction=Direction.SHORT if action is Action.SELL else Direction.LONG,
+        probability=0.6, confidence=0.5, entry=Decimal("1500.00"), stop_loss=Decimal(stop),
+        targets=(Decimal("1560"), Decimal("1590"), Decimal("1620")), risk_reward=1.2,
+        regime=Regime.TRENDING, agreement=3, voters=4, evidence=(), model_version="test",
+        trace_id="t-risk", horizon_bars=10)
+
+
+def _signal_panel(me, signal) -> None:  # no annotations: AppTest runs the source alone
+    """AppTest script: the Signals page's risk-gate panel for one signal."""
+    from pages.signals_parts import risk_check
+
+    risk_check(me, signal, "signals_detail")
+
+
+def test_a_signal_shows_what_the_gate_would_approve_on_the_chosen_account(stocked) -> None:
+    svc, logins = stocked
+    priya = who(svc, logins, "priya")
+    signal = _signal(Action.BUY, "1450.00")
+    at = AppTest.from_function(_signal_panel, args=(priya, signal), default_timeout=30).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="signals_detail_risk_account").options == ["Priya · Trading"]
+    wanted = at.number_input(key="signals_detail_risk_quantity").value
+    assert wanted == 333  # the household's order value cap, ₹5,00,000 at ₹1,500
+    at.checkbox(key="signals_detail_risk_amo").check()  # the market is closed
+    at.button(key="signals_detail_risk_check").click().run()
+    assert not at.exception, at.exception
+    request = signal_request(signal, account(svc, priya, "Priya · Trading").id, wanted, True)
+    assert (request.side, request.product, request.stop_loss) == (
+        Side.BUY, Product.CNC, Decimal("1450.00"))
+    decision = svc.risk_gate.preview(priya, request, signal.stop_loss)
+    assert decision.approved and decision.quantity < wanted, decision  # sized to the budget
+    shown = " ".join(w.value for w in (*at.success, *at.warning))
+    assert "BUY INFY on Priya · Trading (CNC, stop ₹1,450.00" in shown
+    assert f"would be approved at {decision.quantity} shares" in shown
+    assert decision.summary() in shown
+    assert svc.orders.order_book(priya) == []  # a preview writes nothing
+
+
+def test_a_sell_signal_is_checked_as_an_intraday_short_and_a_hold_asks_nothing(stocked) -> None:
+    svc, logins = stocked
+    priya = who(svc, logins, "priya")
+    request = signal_request(_signal(Action.SELL, "1530.00"), 7, 10, False)
+    assert (request.side, request.product, request.price) == (
+        Side.SELL, Product.MIS, Decimal("1500.00"))
+    at = AppTest.from_function(_signal_panel, args=(priya, _signal(Action.HOLD, "1450.00")),
+                               default_timeout=30).run()
+    assert not at.exception and not at.button
