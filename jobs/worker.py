@@ -69,11 +69,38 @@ class Worker:
             log.exception("market feed step failed; retrying on the next run")
 
     def trading_step(self) -> None:
-        """Match paper orders, mirror broker state, fire GTTs; failures wait for the next run."""
+        """Match paper orders, mirror broker state, fire GTTs, then run the risk watch.
+
+        The watch (stop-losses, targets, trailing stops, MTM and loss limits, drawdown, the
+        end-of-day MIS square-off) runs right after each step, on the prices that step saw.
+        Failures of either wait for the next run.
+        """
         try:
             self.services.orders.step()
         except Exception:
             log.exception("trading step failed; retrying on the next run")
+        self.risk_watch()
+
+    def risk_watch(self) -> None:
+        """Evaluate post-trade controls and limits; act through the order path."""
+        try:
+            report = self.services.risk_watch.run()
+        except Exception:
+            log.exception("risk watch failed; retrying on the next run")
+            return
+        for failure in report.failures:
+            log.warning("risk watch: %s", failure)
+        if report.square_offs or report.engaged:
+            log.info("risk watch: %d exit(s), engaged %s", len(report.square_offs),
+                     ", ".join(report.engaged) or "nothing")
+
+    def resume_risk_procedures(self) -> None:
+        """Finish panic / kill-switch procedures a stopped worker or app left half done."""
+        try:
+            for report in self.services.risk.resume_engaging():
+                log.warning("resumed an interrupted risk procedure: %s", report.summary())
+        except Exception:
+            log.exception("resuming interrupted risk procedures failed; the states still hold")
 
     def mark_signal_outcomes(self) -> None:
         """Decide journaled signals from the day's bars; a failure waits for the next day."""
@@ -184,6 +211,7 @@ class Worker:
         try:
             self.expire_sessions()  # catch up if the worker was down at the expiry time
             self.services.models.fail_stale_training(WORKER)  # a stopped worker's training
+            self.resume_risk_procedures()
             self.schedule()
             self.scheduler.start()
         finally:

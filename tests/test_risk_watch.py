@@ -1,0 +1,154 @@
+"""The post-trade risk watch on a real desk: exits once, trailing stops, EOD square-off, limits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from core.clock import IST
+from core.domain import Actor
+from core.errors import RiskRejected
+from core.services import Services
+from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
+from db.models import AlertOutboxRow, AuditRow, EquityPeakRow, OrderRow, RiskStateRow
+from engines.risk_types import StateKind, StatePhase
+from tests.support.market import open_market, tick
+
+THURSDAY = datetime(2026, 11, 19, tzinfo=IST)  # an NSE trading day
+
+
+@pytest.fixture
+def priya(services: Services, login) -> Actor:
+    open_market(services.db, {"SBIN": "800.00", "TCS": "3000.00"})
+    return login("priya")
+
+
+@pytest.fixture
+def account(services: Services, priya: Actor) -> int:
+    return next(a.id for a in services.household.list_accounts(priya)
+                if a.label == "Priya · Trading")
+
+
+def _hold(services: Services, priya: Actor, account: int, quantity: int = 20,
+          product: Product = Product.MIS) -> None:
+    services.orders.place(priya, OrderRequest(account, "SBIN", Side.BUY, quantity,
+                                              OrderType.MARKET, product))
+    tick(services.db, "SBIN", "800.00")
+    services.orders.step()
+
+
+def _exits(services: Services) -> list[OrderRow]:
+    with services.db.transaction() as session:
+        return list(session.scalars(select(OrderRow).where(OrderRow.source.in_(
+            ["risk", "panic"])).order_by(OrderRow.id)))
+
+
+def _count(services: Services, model: type, *where: object) -> int:
+    with services.db.transaction() as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+def test_a_stop_loss_exits_once_however_often_the_watch_runs(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    _hold(services, priya, account)
+    control = services.risk.set_control(priya, account, "SBIN", Product.MIS,
+                                        stop_loss=Decimal("790.00"))
+    services.risk_watch.run()
+    assert _exits(services) == []  # 800 is above the stop
+    tick(services.db, "SBIN", "789.00")
+    first = services.risk_watch.run()
+    second = services.risk_watch.run()
+    exits = _exits(services)
+    assert len(exits) == 1 and (exits[0].side, exits[0].quantity) == (Side.SELL, 20)
+    assert len(first.square_offs) == 1 and second.square_offs == []
+    assert services.risk.controls(priya, account) == []  # retired with its exit order
+    assert _count(services, AlertOutboxRow, AlertOutboxRow.kind == "risk.stop_loss") == 1
+    assert _count(services, AuditRow, AuditRow.action == "risk.stop_loss") == 1
+    tick(services.db, "SBIN", "788.00")
+    services.orders.step()
+    assert _exits(services)[0].status is OrderStatus.FILLED
+    assert control.control_id > 0
+
+
+def test_a_trailing_stop_follows_the_best_price_and_exits_on_the_pullback(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    _hold(services, priya, account)
+    services.risk.set_control(priya, account, "SBIN", Product.MIS,
+                              trail_points=Decimal("10"))
+    tick(services.db, "SBIN", "830.00")
+    services.risk_watch.run()
+    assert services.risk.controls(priya, account)[0].extreme == Decimal("830.00")
+    tick(services.db, "SBIN", "821.00")  # above the trailed stop 820
+    services.risk_watch.run()
+    assert _exits(services) == []
+    tick(services.db, "SBIN", "819.50")
+    report = services.risk_watch.run()
+    assert len(report.square_offs) == 1 and len(_exits(services)) == 1
+
+
+def test_mis_positions_are_squared_off_at_the_configured_time_once(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    _hold(services, priya, account, 15)
+    _hold(services, priya, account, 5, Product.CNC)
+    services.risk_watch.run(THURSDAY.replace(hour=15, minute=10))
+    assert _exits(services) == []
+    services.risk_watch.run(THURSDAY.replace(hour=15, minute=16))
+    services.risk_watch.run(THURSDAY.replace(hour=15, minute=17))
+    exits = _exits(services)
+    assert [(e.product, e.side, e.quantity) for e in exits] == [(Product.MIS, Side.SELL, 15)]
+    assert _count(services, AlertOutboxRow, AlertOutboxRow.kind == "risk.eod") == 1
+
+
+def test_the_daily_loss_limit_disables_the_account_closes_it_and_alerts_once(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    _hold(services, priya, account, 100)
+    tick(services.db, "SBIN", "590.00")  # −₹21,000: beyond 2% of ₹10 lakh
+    services.risk_watch.run()
+    services.risk_watch.run()
+    with services.db.transaction() as session:
+        states = session.scalars(select(RiskStateRow)).all()
+        assert [(s.kind, s.phase, s.account_id) for s in states] == [
+            (StateKind.DAILY_LOSS, StatePhase.ACTIVE, account)]
+        assert states[0].until is not None
+    exits = _exits(services)
+    assert [(e.side, e.quantity, e.product) for e in exits] == [(Side.SELL, 100, Product.MIS)]
+    assert _count(services, AlertOutboxRow, AlertOutboxRow.kind == "risk.daily_loss") >= 1
+    with pytest.raises(RiskRejected, match=r"(?i)daily loss"):
+        services.orders.place(priya, OrderRequest(account, "TCS", Side.BUY, 1,
+                                                  OrderType.MARKET, Product.MIS))
+
+
+def test_the_watch_records_each_accounts_equity_peak(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    services.risk_watch.run()
+    with services.db.transaction() as session:
+        peak = session.get(EquityPeakRow, account)
+    assert peak is not None and peak.peak_equity == Decimal("1000000")
+    usage = services.risk_gate.usage(priya, account)
+    assert usage.peak_equity == Decimal("1000000") and usage.drawdown_pct == 0
+    assert usage.open_positions == 0 and usage.max_open_positions == 10
+
+
+def test_the_workers_trading_step_fills_and_then_runs_the_watch(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    from jobs.worker import Worker
+
+    _hold(services, priya, account)
+    services.risk.set_control(priya, account, "SBIN", Product.MIS, target=Decimal("820.00"))
+    tick(services.db, "SBIN", "821.00")
+    worker = Worker(services)
+    worker.trading_step()  # the watch places the target exit
+    tick(services.db, "SBIN", "822.00")
+    worker.trading_step()  # the next step fills it at the next price
+    exits = _exits(services)
+    assert [(e.side, e.quantity, e.status) for e in exits] == [
+        (Side.SELL, 20, OrderStatus.FILLED)]
