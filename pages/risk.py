@@ -29,6 +29,7 @@ account_id = pick_account(accounts, "risk_account", label="Show",
                           help_text="Whole family: household defaults, every state, household "
                                     "and strategy panic. An account: its usage and limits.")
 account = next((a for a in accounts if a.id == account_id), None)
+labels = {a.id: a.label for a in accounts}
 admin = me.role in authz.USER_MANAGERS
 tradable = {a.id for a in accounts if a.my_permission is Permission.TRADE}
 may_trade = account_id in tradable
@@ -42,9 +43,9 @@ tab_states, tab_limits, tab_controls, tab_alerts = st.tabs(
     ["States & panic", "Limits", "Position controls", "Alerts"])
 with tab_states:
     if admin or tradable:
-        panic_section(me, account, admin=admin, may_trade=may_trade,
+        panic_section(me, account, labels, admin=admin, may_trade=may_trade,
                       strategy_ok=admin or bool(tradable))
-    states_section(me, account_id)
+    states_section(me, account_id, labels)
 with tab_limits:
     limits_section(me, account, may_edit=admin or may_trade)
 with tab_controls:

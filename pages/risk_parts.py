@@ -148,10 +148,11 @@ def sector_frame(sectors: Sequence[Any]) -> pd.DataFrame:
     return frame.sort_values("Share of capital [%]", ascending=False, ignore_index=True)
 
 
-def steps_frame(steps: Sequence[Any]) -> pd.DataFrame:
+def steps_frame(steps: Sequence[Any], labels: Mapping[int, str]) -> pd.DataFrame:
     """Return a panic report's steps: what, which account, on what, ok or failed, detail."""
     return pd.DataFrame([{
-        "Step": s.step, "Account": s.account_id, "Target": s.target,
+        "Step": s.step, "Account": labels.get(s.account_id, s.account_id or ""),
+        "Target": s.target,
         "Result": STEP_MARK[bool(s.ok)], "Detail": s.detail,
     } for s in steps], columns=["Step", "Account", "Target", "Result", "Detail"])
 
@@ -187,8 +188,8 @@ def usage_panel(me: Actor, account_id: int) -> None:
     cols[2].metric("Peak equity", rupees(usage.peak_equity))
     regime = getattr(usage.regime, "value", usage.regime)
     cols[3].metric("Market regime", regime or "unknown",
-                   help="PANIC: no new entries; CHOPPY: sizes scaled down; TRENDING and "
-                        "MEAN_REVERTING: full size")
+                   help=f"{usage.regime_reason} PANIC: no new entries; CHOPPY: sizes scaled "
+                        "down; TRENDING and MEAN_REVERTING: full size")
     for bar in usage_bars(usage):
         st.progress(bar.fraction, text=bar.text)
     frame = sector_frame(usage.sectors)
@@ -342,7 +343,7 @@ def _control_form(me: Actor, account: Account, open_positions: Mapping[str, Any]
 # ----------------------------------------------------------------------------------------------
 
 
-def states_section(me: Actor, account_id: int | None) -> None:
+def states_section(me: Actor, account_id: int | None, labels: Mapping[int, str]) -> None:
     """Show active and recent states (of the account, or all for the family); re-enable one."""
     states = fetch(lambda: services().risk.states(me, include_cleared=True))
     if states is None:
@@ -368,7 +369,7 @@ def states_section(me: Actor, account_id: int | None) -> None:
     for state in states[:5]:
         if state.steps:
             with st.expander(f"Report of {_state_label(state)}"):
-                st.dataframe(steps_frame(state.steps), hide_index=True,
+                st.dataframe(steps_frame(state.steps, labels), hide_index=True,
                              key=f"risk_state_report_{state.id}")
 
 
@@ -403,19 +404,20 @@ class PanicTarget:
     what: str
 
 
-def panic_section(me: Actor, account: Account | None, *, admin: bool, may_trade: bool,
-                  strategy_ok: bool) -> None:
+def panic_section(me: Actor, account: Account | None, labels: Mapping[int, str], *,
+                  admin: bool, may_trade: bool, strategy_ok: bool) -> None:
     """Render the panic buttons the actor may press; each asks for a confirmation first.
 
     ``may_trade``: the account's button (TRADE on it); ``admin``: the household's;
     ``strategy_ok``: the strategy button (an admin, or someone who trades an account).
     """
+    view = None if account is None else account.id
     report = st.session_state.get(REPORT)
-    if report is not None:
-        show_report(*report)
+    if report is not None and report[0] == view:  # the report of the panic pressed here
+        show_report(report[1], report[2], labels)
     pending: PanicTarget | None = st.session_state.get(PENDING)
     if pending is not None:
-        _confirm(me, pending)
+        _confirm(me, pending, view)
         return
     st.caption("Panic cancels every pending order and GTT in its scope, closes every open "
                "position at market, then stops trading until someone allowed re-enables it.")
@@ -445,7 +447,7 @@ def _ask(target: PanicTarget) -> None:
     st.rerun()
 
 
-def _confirm(me: Actor, target: PanicTarget) -> None:
+def _confirm(me: Actor, target: PanicTarget, view: int | None) -> None:
     st.warning(f"Panic for {target.what}: cancel every pending order, close every open position "
                "at market and disable trading until it is re-enabled. Are you sure?",
                icon=":material/warning:")
@@ -458,19 +460,19 @@ def _confirm(me: Actor, target: PanicTarget) -> None:
             status.update(label="Panic done" if report is not None else "Panic refused",
                           state="complete" if report is not None else "error")
         if report is not None:
-            st.session_state[REPORT] = (target.what, report)
+            st.session_state[REPORT] = (view, target.what, report)
             st.rerun()
     if cols[1].button("Cancel", key="risk_panic_cancel"):
         st.session_state.pop(PENDING, None)
         st.rerun()
 
 
-def show_report(what: str, report: Any) -> None:
+def show_report(what: str, report: Any, labels: Mapping[int, str]) -> None:
     """Show a panic report: one line, then each step ok or failed with its detail."""
     head = (f"Panic for {what} — {report.summary()}. Trading stays disabled ({report.phase}) "
             "until someone allowed re-enables it.")
     (st.success if report.ok else st.warning)(head)
-    st.dataframe(steps_frame(report.steps), hide_index=True, key="risk_panic_steps")
+    st.dataframe(steps_frame(report.steps, labels), hide_index=True, key="risk_panic_steps")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -449,3 +449,44 @@ def test_a_trader_generates_a_signal_sees_its_chart_and_evidence_then_scans_the_
     page.get_by_role("button", name="Scan all symbols").click()
     expect(page.get_by_role("combobox", name="Open a signal")).to_be_visible(timeout=60_000)
     expect(page.get_by_test_id("stDataFrame").locator("visible=true").first).to_be_visible()
+
+
+def test_a_trader_presses_account_panic_confirms_sees_the_report_and_re_enables(
+        desk: App, context: sync_api.BrowserContext) -> None:
+    page = context.new_page()
+    _login(page, desk, "priya")
+    _nav(page).get_by_text("Risk", exact=True).click()
+    expect(page.get_by_role("heading", name="Risk", exact=True)).to_be_visible(timeout=WAIT_MS)
+    _settled(page)
+    _choose(page, "Show", "Priya · Trading (Priya Sharma)")
+    expect(page.get_by_text("open positions", exact=False).first).to_be_visible(timeout=WAIT_MS)
+    _settled(page)
+    page.get_by_role("button", name="Panic: Priya · Trading").click()
+    expect(page.get_by_text("Are you sure?", exact=False)).to_be_visible(timeout=WAIT_MS)
+    services = Services(Database(desk.db_url), make_settings(desk.db_url))
+    try:
+        priya = services.auth.check_session(services.auth.login(
+            "priya", desk.logins["priya"].password, TEST_CLIENT).session_id or "")
+        assert services.risk.states(priya) == []  # nothing happens before the confirmation
+        page.get_by_role("button", name="Confirm panic").click()
+        report = page.get_by_text("Panic for the account Priya · Trading", exact=False)
+        expect(report).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text("Trading is stopped: Panic", exact=False)).to_be_visible(
+            timeout=WAIT_MS)
+        [state] = services.risk.states(priya)
+        assert (state.kind.value, state.phase.value, state.account_label) == (
+            "panic", "active", "Priya · Trading")
+        assert [step.step for step in state.steps][-1] == "disable"
+        _settled(page)
+        page.screenshot(path=str(desk.log_dir / "risk_panic.png"), full_page=True)  # for a human
+        note = page.get_by_role("textbox", name="Note (why trading may resume)")
+        note.fill("browser test: all clear")
+        note.press("Tab")
+        page.get_by_role("button", name="Re-enable trading").click()
+        expect(page.get_by_text("is cleared", exact=False)).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text("Trading is stopped", exact=False)).to_have_count(0)
+        assert services.risk.states(priya) == []
+        [cleared] = services.risk.states(priya, include_cleared=True)
+        assert (cleared.phase.value, cleared.cleared_by) == ("cleared", "priya")
+    finally:
+        services.db.dispose()

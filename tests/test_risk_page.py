@@ -295,6 +295,7 @@ def test_panic_needs_the_confirm_step_then_reports_each_step_and_trading_stays_o
     steps = table_of(at, "Step")
     assert set(steps["Step"]) >= {"cancel", "disable"}
     cancel = steps[steps["Step"] == "cancel"]
+    assert set(steps["Account"]) == {"Priya · Trading"}
     assert str(order_id) in " ".join(cancel["Target"]) and set(cancel["Result"]) == {"ok"}
     [row] = state_rows(svc)
     assert (row.kind, row.scope, row.phase) == (StateKind.PANIC, Scope.ACCOUNT,
