@@ -90,7 +90,7 @@ def order_ticket(me: Actor, accounts: Sequence[Account], symbols: list[str]) -> 
         values["price"] = _price_input("Price [₹]", "trade_price", mid[2], "LIMIT and SL only")
         values["trigger"] = _price_input(
             "Trigger price [₹]", "trade_trigger", mid[3], "SL and SL-M only")
-        low = st.columns([2, 2, 2, 3])
+        low = st.columns([3, 2, 3, 3])
         values["product"] = _choice("Product", Product, "trade_product", low[0])
         values["validity"] = _choice("Validity", Validity, "trade_validity", low[1])
         values["stop_loss"] = _price_input(

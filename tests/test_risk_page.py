@@ -180,6 +180,8 @@ def test_the_page_renders_for_each_role_on_the_family_view_and_every_account(
 def test_a_viewer_sees_no_panic_or_limit_controls_and_the_service_refuses_them_anyway(
         desk) -> None:
     svc, logins = desk
+    family = keys(on_risk(desk, "aarav"))
+    assert not [k for k in family if k.startswith(("risk_panic", "risk_limit", "risk_reenable"))]
     at = on_risk(desk, "aarav", show="Rahul · Long-term")  # he may view it, not trade it
     shown = keys(at)
     assert not [k for k in shown if k.startswith(("risk_panic", "risk_limit", "risk_control"))]
