@@ -7,8 +7,11 @@ opens the paper market, then sends N MARKET orders (default 10,000) one at a tim
 PENDING row + audit, paper broker acceptance, OPEN + audit) and fills each with the worker's
 ``services.orders.step`` (paper matching with charges, order-manager sync of trades and status,
 audit, GTT scan) after a new price is written the way the feed writes it (that write is not
-timed). The orders are intraday (MIS) BUY/SELL pairs over five symbols on the three accounts
-the household admin may trade, so every account keeps trading all day.
+timed). The orders are intraday (MIS) BUY/SELL pairs over five symbols on the three demo
+accounts the household admin may trade plus nine more paper accounts of his, so that no account
+passes the risk gate's SEBI limit of 10 orders per second; the quantity steps through 1-7 so
+that no order repeats within the gate's 10-second duplicate window. Every order passes the
+desk's real risk gate (:class:`core.services.risk_gate.DeskRiskGate`).
 
 Latency per order = place + step. The last line is one JSON object with ``p50_ms_*``,
 ``p95_ms_*``, ``p99_ms_*``, ``orders_per_s_*`` for ``sqlite`` and ``postgres``. Goal (issue 4):
@@ -29,19 +32,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config import Settings
-from core.domain import ClientInfo
-from core.seed import seed_demo
-from core.services import Services
+from bench.desk import demo_desk
 from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
-from db.engine import Database
-from db.migrate import upgrade
 from tests.support.market import open_market, tick
 from tests.support.pg import PostgresServer
 
 SYMBOLS = {"INFY": "1500.00", "TCS": "3000.00", "SBIN": "800.00", "RELIANCE": "1300.00",
            "HDFCBANK": "1600.00"}
 ACCOUNTS = ("Rahul · Long-term", "Rahul · Intraday", "Kamla · Pension")
+EXTRA_ACCOUNTS = 9  # more paper accounts, so each stays under 10 orders/s
 
 
 def _percentile(samples: list[float], pct: float) -> float:
@@ -51,14 +50,14 @@ def _percentile(samples: list[float], pct: float) -> float:
 
 def run(url: str, orders: int) -> dict[str, float]:
     """Send ``orders`` orders through the full path on ``url``; return latency figures."""
-    upgrade(url)
-    settings = Settings(database_url=url, secret_key="bench-" + "k" * 40, bcrypt_rounds=4,
-                        feed_stall_seconds=3600, paper_participation_pct=100)
-    services = Services(Database(url), settings)
-    logins = {login.username: login for login in seed_demo(services)}
-    result = services.auth.login("rahul", logins["rahul"].password, ClientInfo(channel="bench"))
-    actor = services.auth.check_session(result.session_id or "")
+    services, actor = demo_desk(url)
     accounts = [a.id for a in services.household.list_accounts(actor) if a.label in ACCOUNTS]
+    assert actor.member_id is not None
+    for n in range(EXTRA_ACCOUNTS):
+        extra = services.household.create_account(actor, actor.member_id, f"Bench {n + 1}",
+                                                  "Trading").id
+        services.portfolio.add_funds(actor, extra, Decimal(1_000_000), "bench capital")
+        accounts.append(extra)
     open_market(services.db, SYMBOLS)
     symbols = list(SYMBOLS)
     samples: list[float] = []
@@ -68,7 +67,8 @@ def run(url: str, orders: int) -> dict[str, float]:
         pair, leg = divmod(n, 2)
         account = accounts[pair % len(accounts)]
         symbol = symbols[(pair // len(accounts)) % len(symbols)]
-        request = OrderRequest(account, symbol, Side.BUY if leg == 0 else Side.SELL, 1,
+        quantity = 1 + (pair // (len(accounts) * len(symbols))) % 7
+        request = OrderRequest(account, symbol, Side.BUY if leg == 0 else Side.SELL, quantity,
                                OrderType.MARKET, Product.MIS)
         started = time.perf_counter()
         order = services.orders.place(actor, request)

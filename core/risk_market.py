@@ -68,11 +68,13 @@ class MarketFigures:
         self._symbols: dict[str, SymbolFigures] = {}
         self._regime: MarketRegime | None = None
         self._sectors: dict[str, str | None] = {}
+        self._pairs: dict[tuple[str, str], float] = {}
 
     def _today(self) -> date:
         day = to_ist(self.clock()).date()
         if day != self._day:
             self._day, self._symbols, self._regime, self._sectors = day, {}, None, {}
+            self._pairs = {}
         return day
 
     def sector(self, symbol: str) -> str | None:
@@ -126,19 +128,32 @@ class MarketFigures:
         return SymbolFigures(atr, returns)
 
     def correlations(self, symbol: str, others: Iterable[str]) -> dict[str, float]:
-        """Return the 60-day return correlation of ``symbol`` with each of ``others`` it can."""
-        mine = self.figures(symbol).returns
+        """Return the 60-day return correlation of ``symbol`` with each of ``others`` it can.
+
+        Each pair is computed once a day; pairs without enough common days are left out.
+        """
         out: dict[str, float] = {}
         for other in others:
             if other == symbol:
                 continue
-            theirs = self.figures(other).returns
-            both = pd.concat([mine, theirs], axis=1, join="inner").dropna()
-            if len(both) >= MIN_COMMON_RETURNS:
-                value = float(np.corrcoef(both.iloc[:, 0], both.iloc[:, 1])[0, 1])
-                if not np.isnan(value):
-                    out[other] = round(value, 4)
+            pair = (symbol, other) if symbol < other else (other, symbol)
+            value = self._pairs.get(pair) if self._day == to_ist(self.clock()).date() else None
+            if value is None:
+                value = self._correlation(*pair)
+                with self._lock:
+                    self._today()
+                    self._pairs[pair] = value
+            if not np.isnan(value):
+                out[other] = value
         return out
+
+    def _correlation(self, first: str, second: str) -> float:
+        both = pd.concat([self.figures(first).returns, self.figures(second).returns], axis=1,
+                         join="inner").dropna()
+        if len(both) < MIN_COMMON_RETURNS:
+            return float("nan")
+        value = float(np.corrcoef(both.iloc[:, 0], both.iloc[:, 1])[0, 1])
+        return value if np.isnan(value) else round(value, 4)
 
     def regime(self) -> MarketRegime:
         """Return today's market regime of the equal-weighted index (computed once a day)."""

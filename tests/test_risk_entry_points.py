@@ -29,10 +29,10 @@ from core import risk_store
 from core.domain import Actor
 from core.errors import RiskRejected, TradingError
 from core.orders import OrderManager
-from core.risk_gate import DeskRiskGate
 from core.services import Services
 from core.services.orders import OrderService
 from core.services.risk import RiskService
+from core.services.risk_gate import DeskRiskGate
 from core.services.risk_watch import RiskWatch
 from core.trading import GttLeg, OrderRequest, OrderStatus, OrderType, Product, Side
 from db.models import OrderRow, RiskStateRow

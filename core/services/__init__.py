@@ -7,7 +7,6 @@ against the database; nothing relies on the UI hiding a button.
 from __future__ import annotations
 
 from core.config import Settings, get_settings
-from core.risk_gate import DeskRiskGate
 from core.services.audit_log import AuditFilter, AuditLogService
 from core.services.auth import AuthService, LoginResult, TotpEnrolment
 from core.services.charts import ChartService
@@ -18,6 +17,7 @@ from core.services.marketdata import MarketDataService
 from core.services.orders import OrderService
 from core.services.portfolio import PortfolioService
 from core.services.risk import RiskService
+from core.services.risk_gate import DeskRiskGate
 from core.services.risk_watch import RiskWatch
 from core.services.signal_registry import ModelRegistry
 from core.services.signals import SignalService

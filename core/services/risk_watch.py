@@ -33,9 +33,9 @@ from core import alerts, audit, risk_store
 from core.clock import MARKET_CLOSE, is_trading_day, now_ist, to_ist
 from core.errors import TradingError
 from core.portfolio import build_book
-from core.risk_gate import AccountSnapshot, DeskRiskGate
 from core.services.portfolio import last_prices
 from core.services.risk import RiskService
+from core.services.risk_gate import AccountSnapshot, DeskRiskGate
 from core.services.trade_book import load_trades
 from core.trading import ZERO, OrderRequest, OrderStatus, OrderType, Side, Trade
 from db.engine import Database

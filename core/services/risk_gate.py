@@ -26,8 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy.orm import Session
 
 from core import risk_store
 from core.clock import now_ist, to_ist
@@ -39,10 +41,10 @@ from core.risk_market import MarketFigures
 from core.services.household import HouseholdService
 from core.services.orders import OrderService
 from core.services.portfolio import last_prices
-from core.services.trade_book import load_trades
-from core.trading import ZERO, Holding, OrderRequest, OrderStatus, Position, Side
+from core.services.trade_book import load_trades, to_trade
+from core.trading import ZERO, Holding, OrderRequest, OrderStatus, Position, Side, Trade
 from db.engine import Database
-from db.models import AccountRow, OrderRow, TradeRow
+from db.models import AccountRow, EquityPeakRow, OrderRow, RiskStateRow, TradeRow
 from engines.risk import decide
 from engines.risk_types import (
     ActiveState,
@@ -51,6 +53,9 @@ from engines.risk_types import (
     PreTradeDecision,
     PreTradeInput,
     RiskLimits,
+    Scope,
+    StateKind,
+    StatePhase,
 )
 from engines.signal_types import Regime
 
@@ -118,6 +123,26 @@ def week_start(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
+_STATES = select(
+    RiskStateRow.kind, RiskStateRow.scope, RiskStateRow.phase, RiskStateRow.reason,
+    RiskStateRow.strategy, RiskStateRow.until,
+).where(
+    RiskStateRow.household_id == bindparam("household"),
+    RiskStateRow.phase.in_([StatePhase.ENGAGING, StatePhase.ACTIVE]),
+    or_(RiskStateRow.scope != bindparam("account_scope"),
+        RiskStateRow.account_id == bindparam("account")),
+).order_by(RiskStateRow.id)
+
+_FILLS_AND_PEAK = select(
+    select(func.count(TradeRow.id)).where(TradeRow.account_id == bindparam("account"))
+    .scalar_subquery(),
+    select(func.coalesce(func.max(TradeRow.id), 0))
+    .where(TradeRow.account_id == bindparam("account")).scalar_subquery(),
+    select(EquityPeakRow.peak_equity).where(EquityPeakRow.account_id == bindparam("account"))
+    .scalar_subquery(),
+)
+
+
 class DeskRiskGate:
     """The risk gate of the desk's order path (see the module docstring)."""
 
@@ -131,6 +156,8 @@ class DeskRiskGate:
         self.market = MarketFigures(db, clock)
         self._lock = threading.Lock()
         self._books: dict[int, AccountSnapshot] = {}
+        self._fills: dict[int, tuple[int, list[Trade]]] = {}
+        self._paid_in: dict[int, tuple[float, Decimal]] = {}
         self._limits: dict[int, tuple[float, RiskLimits, str, int]] = {}
         self._approved: dict[int, deque[tuple[float, str, Side, int, str | None]]] = {}
 
@@ -170,11 +197,13 @@ class DeskRiskGate:
                 sector: str | None) -> PreTradeDecision:
         household_id = self._household_of(request.account_id)
         limits, _source = self._limits_of(household_id, request.account_id)
-        snapshot = self.snapshot(request.account_id)
-        with self.db.transaction() as session:
-            states = risk_store.covering_states(session, household_id, request.account_id)
-            peak = risk_store.peak_equity(session, request.account_id)
-        rate, duplicate_age = self._recent(request, limits)
+        since = datetime.now(UTC) - timedelta(seconds=max(limits.duplicate_window_s, 1))
+        with self.db.transaction() as session:  # what must be fresh, in three reads
+            states = self._states(session, household_id, request.account_id)
+            fills, peak = self._fills_and_peak(session, request.account_id)
+            recent = self._recent_rows(session, request.account_id, since)
+        snapshot = self.snapshot(request.account_id, fills)
+        rate, duplicate_age = self._recent(request, limits, recent)
         figures = self.market.figures(request.symbol)
         open_symbols = [e.symbol for e in snapshot.exposures if e.quantity]
         assert estimate.ltp is not None  # noqa: S101 - the estimate refuses a missing price
@@ -218,24 +247,63 @@ class DeskRiskGate:
         """Drop cached limits (after this process changed them)."""
         self._limits.clear()
 
-    def _version(self, account_id: int) -> tuple[int, int, Decimal]:
-        with self.db.transaction() as session:
-            count, last = session.execute(
-                select(func.count(TradeRow.id), func.coalesce(func.max(TradeRow.id), 0))
-                .where(TradeRow.account_id == account_id)).one()
-        return int(count), int(last), self._deposits(account_id)
+    def _states(self, session: Session, household_id: int,
+                account_id: int) -> tuple[ActiveState, ...]:
+        """Return the live states covering the account (as :func:`risk_store.covering_states`).
+
+        Read as plain columns in one statement: this runs before every order.
+        """
+        today = to_ist(self.clock()).date()
+        rows = session.execute(_STATES, {"household": household_id, "account": account_id,
+                                         "account_scope": Scope.ACCOUNT}).all()
+        return tuple(
+            ActiveState(kind=StateKind(row.kind), scope=Scope(row.scope),
+                        phase=StatePhase(row.phase), reason=row.reason,
+                        strategy=row.strategy if row.scope == Scope.STRATEGY.value else None)
+            for row in rows  # a loss limit whose day or week is over no longer covers
+            if not (row.kind in risk_store.SELF_LIFTING and row.until is not None
+                    and row.until <= today))
+
+    @staticmethod
+    def _fills_and_peak(session: Session, account_id: int
+                        ) -> tuple[tuple[int, int], Decimal | None]:
+        """Return ((fill count, last fill id), stored equity peak) in one statement."""
+        count, last, peak = session.execute(_FILLS_AND_PEAK, {"account": account_id}).one()
+        return (int(count), int(last)), (Decimal(peak) if peak is not None else None)
+
+    @staticmethod
+    def _fill_version(session: Session, account_id: int) -> tuple[int, int]:
+        """Return (how many fills the account has, the last fill's id)."""
+        count, last = session.execute(
+            select(func.count(TradeRow.id), func.coalesce(func.max(TradeRow.id), 0))
+            .where(TradeRow.account_id == account_id)).one()
+        return int(count), int(last)
 
     def _deposits(self, account_id: int) -> Decimal:
+        """Return the account's paid-in capital (re-read at most every few seconds)."""
+        cached = self._paid_in.get(account_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < LIMITS_CACHE_SECONDS:
+            return cached[1]
         broker = self.orders.broker_for(account_id)
         deposits = getattr(broker, "deposits", None)
         if callable(deposits):
-            return Decimal(deposits())
-        funds = broker.funds()
-        return funds.available + funds.used_margin
+            paid = Decimal(deposits())
+        else:
+            funds = broker.funds()
+            paid = funds.available + funds.used_margin
+        self._paid_in[account_id] = (now, paid)
+        return paid
 
-    def snapshot(self, account_id: int) -> AccountSnapshot:
-        """Return the account's capital, P&L and exposure (rebuilt when it has new fills)."""
-        version = self._version(account_id)
+    def snapshot(self, account_id: int, fills: tuple[int, int] | None = None) -> AccountSnapshot:
+        """Return the account's capital, P&L and exposure (rebuilt when it has new fills).
+
+        ``fills`` is the account's (fill count, last fill id) if the caller just read it.
+        """
+        if fills is None:
+            with self.db.transaction() as session:
+                fills = self._fill_version(session, account_id)
+        version = (*fills, self._deposits(account_id))
         cached = self._books.get(account_id)
         if (cached is not None and cached.version == version
                 and time.monotonic() - cached.built_at < BOOK_CACHE_SECONDS):
@@ -244,9 +312,27 @@ class DeskRiskGate:
         self._books[account_id] = snapshot
         return snapshot
 
+    def _trades(self, account_id: int, version: tuple[int, int, Decimal]) -> list[Trade]:
+        """Return every fill of the account, loading only those newer than the last read."""
+        count, last_id = version[0], version[1]
+        known_id, trades = self._fills.get(account_id, (0, []))
+        if known_id > last_id or len(trades) > count:  # history changed: read it all again
+            known_id, trades = 0, []
+        if known_id < last_id:
+            with self.db.transaction() as session:
+                rows = session.scalars(select(TradeRow).where(
+                    TradeRow.account_id == account_id, TradeRow.id > known_id)
+                    .order_by(TradeRow.executed_at, TradeRow.id)).all()
+                trades = sorted([*trades, *(to_trade(row) for row in rows)],
+                                key=lambda t: t.executed_at)
+        if len(trades) != count:  # fills arrived out of id order: read them all
+            trades = load_trades(self.db, [account_id])
+        self._fills[account_id] = (last_id, trades)
+        return trades
+
     def _build(self, account_id: int, version: tuple[int, int, Decimal]) -> AccountSnapshot:
         today = to_ist(self.clock()).date()
-        trades = load_trades(self.db, [account_id])
+        trades = self._trades(account_id, version)
         prices = last_prices(self.db, {t.symbol for t in trades})
         book = build_book(trades, prices, today)
         summary = summarise(account_id, book, version[2])
@@ -274,17 +360,23 @@ class DeskRiskGate:
             week_pnl=week_realized + unrealized - week_charges, exposures=exposures,
             net_quantity=net, version=version, built_at=time.monotonic())
 
-    def _recent(self, request: OrderRequest, limits: RiskLimits) -> tuple[int, float | None]:
+    @staticmethod
+    def _recent_rows(session: Session, account_id: int, since: datetime) -> list[Any]:
+        """Return the account's orders created since ``since`` (any process)."""
+        return list(session.execute(
+            select(OrderRow.created_at, OrderRow.symbol, OrderRow.side, OrderRow.quantity,
+                   OrderRow.status, OrderRow.client_order_id)
+            .where(OrderRow.account_id == account_id, OrderRow.created_at >= since)).all())
+
+    def _recent(self, request: OrderRequest, limits: RiskLimits,
+                rows: list[Any] | None = None) -> tuple[int, float | None]:
         """Return (orders in the last second, seconds since an identical order or None)."""
         now_mono = time.monotonic()
         window = max(limits.duplicate_window_s, 1)
-        since = datetime.now(UTC) - timedelta(seconds=window)
-        with self.db.transaction() as session:
-            rows = session.execute(
-                select(OrderRow.created_at, OrderRow.symbol, OrderRow.side, OrderRow.quantity,
-                       OrderRow.status, OrderRow.client_order_id)
-                .where(OrderRow.account_id == request.account_id,
-                       OrderRow.created_at >= since)).all()
+        if rows is None:
+            since = datetime.now(UTC) - timedelta(seconds=window)
+            with self.db.transaction() as session:
+                rows = self._recent_rows(session, request.account_id, since)
         now = datetime.now(UTC)
         db_rate, ages = 0, []
         written = {row[5] for row in rows}
