@@ -47,8 +47,9 @@ correlation     an open symbol whose 60-day return correlation is above the thre
 ==============  ==================================================================================
 
 Reductions compound: ``min(opening, layer-1 max, sector room) × drawdown × regime ×
-correlation`` floored to the lot; nothing left refuses the order naming the rules that shrank
-it. The final quantity is the closing part plus that size. Level: HIGH for high volatility, the
+correlation`` floored to the lot. A cap that leaves nothing (layer 1, sector room) refuses the
+order; scaling alone never takes an order below one lot, the smallest order there is (its risk
+is within layer 1's budget), and says so. The final quantity is the closing part plus that size. Level: HIGH for high volatility, the
 drawdown zone or any reduction; MEDIUM for any warning; else LOW.
 
 Post-trade controls (:func:`evaluate`, one price update)
@@ -574,12 +575,15 @@ def _layers(inp: PreTradeInput, limits: RiskLimits, closing: int, opening: int,
     _layer_drawdown(inp, limits, tally)
     _layer_regime(inp, limits, tally)
     size = _floor_lot(tally.size, inp.lot_size)
-    if size == 0 and not tally.blocked:
+    if size == 0 and not tally.blocked and opening >= inp.lot_size:
+        # Only the scaling rules (correlation, drawdown zone, CHOPPY) can get here: every cap
+        # left at least a lot. Half of one share cannot be bought; one lot is the smallest
+        # order, and layer 1 already allowed its risk.
         rules = ", ".join(dict.fromkeys(tally.shrunk_by))
-        tally.rejections.append(Rejection(
-            tally.shrunk_by[-1] if tally.shrunk_by else "position_size",
-            f"the reductions ({rules}) leave less than one lot of {inp.lot_size} of the "
-            f"{opening} requested: nothing would be opened"))
+        tally.modifications.append(
+            f"the reductions ({rules}) leave less than one lot: kept at the smallest order, "
+            f"{_shares(inp.lot_size)}")
+        size = inp.lot_size
     return size
 
 

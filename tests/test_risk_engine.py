@@ -446,16 +446,17 @@ def test_reductions_compound_and_are_floored_to_the_lot() -> None:
     assert lots.approved and lots.quantity == 50
 
 
-def test_reductions_that_leave_less_than_a_lot_refuse_naming_the_rules() -> None:
+def test_scaling_that_leaves_less_than_a_lot_keeps_the_smallest_order_naming_the_rules() -> None:
     decision = decide(order(quantity=1, regime=Regime.CHOPPY), LIMITS)
-    assert not decision.approved and decision.quantity == 0
-    assert [r.rule for r in decision.rejections] == ["regime"]
-    assert decision.rejections[0].message == ("the reductions (regime) leave less than one lot "
-                                              "of 1 of the 1 requested: nothing would be opened")
+    assert decision.approved and decision.quantity == 1 and not decision.rejections
+    assert decision.modifications[-1] == ("the reductions (regime) leave less than one lot: "
+                                          "kept at the smallest order, 1 share")
     both = decide(order(quantity=2, regime=Regime.CHOPPY, capital=D("880000"),
                         peak_equity=D("1000000")), LIMITS)
-    assert not both.approved
-    assert "the reductions (drawdown, regime)" in both.rejections[0].message
+    assert both.approved and both.quantity == 1
+    assert "the reductions (drawdown, regime)" in both.modifications[-1]
+    panic = decide(order(quantity=1, regime=Regime.PANIC), LIMITS)
+    assert not panic.approved  # a refusing rule still refuses: only scaling keeps one lot
 
 
 def test_every_rule_adds_one_check_in_the_documented_order() -> None:
