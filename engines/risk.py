@@ -49,8 +49,9 @@ correlation     an open symbol whose 60-day return correlation is above the thre
 Reductions compound: ``min(opening, layer-1 max, sector room) × drawdown × regime ×
 correlation`` floored to the lot. A cap that leaves nothing (layer 1, sector room) refuses the
 order; scaling alone never takes an order below one lot, the smallest order there is (its risk
-is within layer 1's budget), and says so. The final quantity is the closing part plus that size. Level: HIGH for high volatility, the
-drawdown zone or any reduction; MEDIUM for any warning; else LOW.
+is within layer 1's budget), and says so. The final quantity is the closing part plus that
+size. Level: HIGH for high volatility, the drawdown zone or any reduction; MEDIUM for any
+warning; else LOW.
 
 Post-trade controls (:func:`evaluate`, one price update)
 --------------------------------------------------------
