@@ -122,7 +122,7 @@ def order_ticket(me: Actor, accounts: Sequence[Account], symbols: list[str]) -> 
     placing = replace(request, client_order_id=_client_order_id(request))
     order = fetch(lambda: svc.orders.place(me, placing))
     if order is not None:
-        show_placed(order)
+        show_placed(order, request.quantity)
         st.session_state.pop(CLIENT_ID_KEY, None)  # answered: the next submit is a new order
 
 
@@ -186,15 +186,23 @@ def checks_frame(checks: Sequence[Check]) -> pd.DataFrame:
                         columns=["Rule", "Layer", "Outcome", "Detail"])
 
 
-def show_placed(order: Order) -> None:
-    """Say what became of a placed order; a broker rejection is an error with its reason."""
+def show_placed(order: Order, requested: int | None = None) -> None:
+    """Say what became of a placed order; a broker rejection is an error with its reason.
+
+    When the risk gate placed fewer shares than ``requested``, say so (Review shows why).
+    """
     what = f"{order.side} {order.quantity} {order.symbol} ({order.order_type}, {order.product})"
     if order.status is OrderStatus.REJECTED:
         st.error(f"Order #{order.id} {what} was rejected: {order.rejection_reason}")
         return
     amo = " as an AMO for the next session's open" if order.amo else ""
-    st.success(f"Order #{order.id} {what} placed{amo}: status {order.status}. "
-               "Follow it on the Orders page.")
+    text = (f"Order #{order.id} {what} placed{amo}: status {order.status}. "
+            "Follow it on the Orders page.")
+    if requested is not None and order.quantity < requested:
+        st.warning(f"{text} The risk gate reduced it from the {requested} shares requested; "
+                   "Review shows each rule and its figures.", icon=":material/shield:")
+    else:
+        st.success(text)
 
 
 @st.fragment(run_every=10)
