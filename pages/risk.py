@@ -10,6 +10,7 @@ import streamlit as st
 from core import authz
 from core.domain import Permission
 from pages.common import actor, footer
+from pages.risk_mtm import mtm_section
 from pages.risk_parts import (
     FLASH,
     alerts_section,
@@ -39,8 +40,8 @@ if account is None:
 else:
     usage_panel(me, account.id)
 
-tab_states, tab_limits, tab_controls, tab_alerts = st.tabs(
-    ["States & panic", "Limits", "Position controls", "Alerts"])
+tab_states, tab_limits, tab_controls, tab_mtm, tab_alerts = st.tabs(
+    ["States & panic", "Limits", "Position controls", "MTM limits", "Alerts"])
 with tab_states:
     if admin or tradable:
         panic_section(me, account, labels, admin=admin, may_trade=may_trade,
@@ -53,6 +54,8 @@ with tab_controls:
         st.caption("Pick an account under Show to see and set its position controls.")
     else:
         controls_section(me, account, may_trade)
+with tab_mtm:
+    mtm_section(me, admin=admin, may_trade=bool(tradable), flash_key=FLASH)
 with tab_alerts:
     alerts_section(me)
 footer()

@@ -509,3 +509,34 @@ def test_a_sell_signal_is_checked_as_an_intraday_short_and_a_hold_asks_nothing(s
     at = AppTest.from_function(_signal_panel, args=(priya, _signal(Action.HOLD, "1450.00")),
                                default_timeout=30).run()
     assert not at.exception and not at.button
+
+
+# ----------------------------------------------------------------------------------------------
+# Family and strategy MTM limits
+# ----------------------------------------------------------------------------------------------
+
+
+def test_an_admin_sets_the_familys_mtm_limits_and_a_trader_only_a_strategys(desk) -> None:
+    svc, logins = desk
+    at = on_risk(desk, "rahul")
+    assert at.radio(key="risk_mtm_scope").options == ["Whole family", "A strategy"]
+    at.radio(key="risk_mtm_scope").set_value("Whole family")
+    at.number_input(key="risk_mtm_stop").set_value(25000.0)
+    at.button(key="risk_mtm_save").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert "MTM limits of the whole family saved." in texts(at)
+    views = svc.risk.mtm_limits(who(svc, logins, "rahul"))
+    assert [(v.scope, v.stop_loss, v.target) for v in views] == [
+        (Scope.HOUSEHOLD, Decimal("25000.0"), None)]
+    trader = on_risk(desk, "priya")
+    assert trader.radio(key="risk_mtm_scope").options == ["A strategy"]
+    trader.text_input(key="risk_mtm_strategy").set_value("bad tag!")
+    trader.number_input(key="risk_mtm_target").set_value(5000.0)
+    trader.button(key="risk_mtm_save").click().run()
+    assert "bad tag!" in errors(trader)  # the rule and the value, nothing saved
+    assert len(svc.risk.mtm_limits(who(svc, logins, "rahul"))) == 1
+    viewer = on_risk(desk, "aarav")
+    assert "risk_mtm_save" not in keys(viewer)
+    with pytest.raises(PermissionDenied):
+        svc.risk.set_mtm_limit(who(svc, logins, "aarav"), Scope.STRATEGY, "momo",
+                               stop_loss=Decimal(1000), target=None)
