@@ -6,9 +6,10 @@ order ticket, a GTT trigger, the end-of-day square-off, later strategies and the
 1. the request is normalised and checked against the instrument
    (:func:`core.trading.check_request`), the broker's capabilities, the market session, the
    live price and the account's funds and sellable shares; a refusal raises, writes nothing;
-2. the **risk gate** (:class:`RiskGate`, in production :class:`core.services.risk_gate.DeskRiskGate`)
-   decides, and may reduce the quantity; no path skips the call (orders of the risk procedures
-   themselves, ``source`` "panic" or "risk", go through it as action ``protect``);
+2. the **risk gate** (:class:`RiskGate`; in production
+   :class:`core.services.risk_gate.DeskRiskGate`) decides, and may reduce the quantity; no
+   path skips the call (orders of the risk procedures themselves, ``source`` "panic" or
+   "risk", go through it as action ``protect``);
 3. the order is persisted as ``PENDING`` with its client order id **before** it is sent, so a
    crash after sending cannot lose it, and the same client order id submitted twice yields one
    order;
