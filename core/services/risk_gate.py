@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from core import risk_store
@@ -198,7 +199,10 @@ class DeskRiskGate:
         household_id = self._household_of(request.account_id)
         limits, _source = self._limits_of(household_id, request.account_id)
         since = datetime.now(UTC) - timedelta(seconds=max(limits.duplicate_window_s, 1))
-        with self.db.transaction() as session:  # what must be fresh, in three reads
+        # What must be fresh: three plain reads on one connection in autocommit (each sees
+        # every committed change; no BEGIN/ROLLBACK round trips before every order).
+        with self.db.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT") as session:
             states = self._states(session, household_id, request.account_id)
             fills, peak = self._fills_and_peak(session, request.account_id)
             recent = self._recent_rows(session, request.account_id, since)
@@ -247,7 +251,7 @@ class DeskRiskGate:
         """Drop cached limits (after this process changed them)."""
         self._limits.clear()
 
-    def _states(self, session: Session, household_id: int,
+    def _states(self, session: Session | Connection, household_id: int,
                 account_id: int) -> tuple[ActiveState, ...]:
         """Return the live states covering the account (as :func:`risk_store.covering_states`).
 
@@ -265,7 +269,7 @@ class DeskRiskGate:
                     and row.until <= today))
 
     @staticmethod
-    def _fills_and_peak(session: Session, account_id: int
+    def _fills_and_peak(session: Session | Connection, account_id: int
                         ) -> tuple[tuple[int, int], Decimal | None]:
         """Return ((fill count, last fill id), stored equity peak) in one statement."""
         count, last, peak = session.execute(_FILLS_AND_PEAK, {"account": account_id}).one()
@@ -361,7 +365,8 @@ class DeskRiskGate:
             net_quantity=net, version=version, built_at=time.monotonic())
 
     @staticmethod
-    def _recent_rows(session: Session, account_id: int, since: datetime) -> list[Any]:
+    def _recent_rows(session: Session | Connection, account_id: int,
+                     since: datetime) -> list[Any]:
         """Return the account's orders created since ``since`` (any process)."""
         return list(session.execute(
             select(OrderRow.created_at, OrderRow.symbol, OrderRow.side, OrderRow.quantity,
