@@ -675,3 +675,33 @@ class AlertOutboxRow(Base):
     dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     delivered_at: Mapped[datetime | None]
+
+
+class PnlSnapshotRow(Base):
+    """The end-of-day P&L of one account, or of the whole family (``account_id`` NULL).
+
+    ``scope_key`` ("account:12" / "household:3") is unique per ``trade_date``: a day's snapshot
+    is written once, however often it is taken. Money in rupees.
+    """
+
+    __tablename__ = "pnl_snapshots"
+    __table_args__ = (
+        UniqueConstraint("trade_date", "scope_key"),
+        Index("ix_pnl_snapshots_household_id_trade_date", "household_id", "trade_date"),
+        Index("ix_pnl_snapshots_account_id_trade_date", "account_id", "trade_date"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    trade_date: Mapped[date]
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    scope_key: Mapped[str] = mapped_column(String(40))
+    realized_today: Mapped[Decimal] = mapped_column(Money)
+    unrealized: Mapped[Decimal] = mapped_column(Money)  # of open positions (not holdings)
+    charges_today: Mapped[Decimal] = mapped_column(ChargeAmount)
+    day_pnl: Mapped[Decimal] = mapped_column(ChargeAmount)  # carries sub-paisa charges
+    equity: Mapped[Decimal | None] = mapped_column(ChargeAmount)
+    deposits: Mapped[Decimal | None] = mapped_column(Money)
+    open_positions: Mapped[int]
+    trades_today: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from datetime import time
 from types import FrameType
 
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -22,6 +23,7 @@ from core.services.worker import new_holder_id
 
 log = logging.getLogger("sher.worker")
 WORKER = "worker"  # the operator name signal-model jobs are audited as
+PNL_SNAPSHOT_AT = time(15, 45)  # IST: after the close (15:30), once the last quotes are in
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -101,6 +103,27 @@ class Worker:
                 log.warning("resumed an interrupted risk procedure: %s", report.summary())
         except Exception:
             log.exception("resuming interrupted risk procedures failed; the states still hold")
+
+    def pnl_snapshot(self) -> None:
+        """Write today's end-of-day P&L snapshot; a failure waits for the next run.
+
+        Taking it again the same day writes nothing new; on a holiday it writes nothing.
+        """
+        try:
+            report = self.services.pnl_snapshots.take()
+        except Exception:
+            log.exception("P&L snapshot failed; retrying on the next run")
+        else:
+            log.info("%s", report.summary())
+
+    def catch_up_pnl_snapshot(self) -> None:
+        """At start: take today's snapshot if its time has passed (a worker down at 15:45).
+
+        The scheduler only fires jobs it was running for, so a worker started later the same
+        evening takes the day's snapshot here; one already taken writes nothing.
+        """
+        if now_ist().time() >= PNL_SNAPSHOT_AT:
+            self.pnl_snapshot()
 
     def mark_signal_outcomes(self) -> None:
         """Decide journaled signals from the day's bars; a failure waits for the next day."""
@@ -184,6 +207,11 @@ class Worker:
             max_instances=1,
             coalesce=True,
         )
+        self.scheduler.add_job(  # after the 15:30 close; a worker started late still takes it
+            self.pnl_snapshot,
+            CronTrigger(day_of_week="mon-fri", hour=PNL_SNAPSHOT_AT.hour,
+                        minute=PNL_SNAPSHOT_AT.minute, timezone=IST),
+            id="pnl_snapshot", coalesce=True, misfire_grace_time=6 * 3600)
         expiry = settings.session_expiry_time
         self.scheduler.add_job(
             self.expire_sessions,
@@ -212,6 +240,7 @@ class Worker:
             self.expire_sessions()  # catch up if the worker was down at the expiry time
             self.services.models.fail_stale_training(WORKER)  # a stopped worker's training
             self.resume_risk_procedures()
+            self.catch_up_pnl_snapshot()
             self.schedule()
             self.scheduler.start()
         finally:

@@ -15,6 +15,7 @@ from core.services.household import HouseholdService
 from core.services.market import MarketService
 from core.services.marketdata import MarketDataService
 from core.services.orders import OrderService
+from core.services.pnl_snapshots import PnlSnapshotService
 from core.services.portfolio import PortfolioService
 from core.services.risk import RiskService
 from core.services.risk_gate import DeskRiskGate
@@ -52,6 +53,7 @@ class Services:
         self.risk = RiskService(db, settings, self.household, self.orders)
         self.risk_watch = RiskWatch(db, self.risk_gate, self.risk)
         self.portfolio = PortfolioService(db, settings, self.household, self.orders)
+        self.pnl_snapshots = PnlSnapshotService(db, settings, self.household, self.portfolio)
         self.models = ModelRegistry(db, settings)
         self.signals = SignalService(db, settings, self.models)
 
