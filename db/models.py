@@ -705,3 +705,32 @@ class PnlSnapshotRow(Base):
     open_positions: Mapped[int]
     trades_today: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobOutcome(StrEnum):
+    """How a worker job's last run ended."""
+
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # nothing to do, or the run was missed (worker down or busy)
+
+
+class JobRunRow(Base):
+    """One worker job (by its scheduler id): its last run, its counts and its next run.
+
+    ``last_message`` is the first line of the error's text for a failure (never a stack trace)
+    or a one-line summary for a success. ``next_run_at`` is the scheduler's, NULL for a one-shot
+    job that has run.
+    """
+
+    __tablename__ = "job_runs"
+
+    name: Mapped[str] = mapped_column(String(60), primary_key=True)
+    last_started_at: Mapped[datetime | None]
+    last_finished_at: Mapped[datetime | None]
+    last_outcome: Mapped[JobOutcome | None] = mapped_column(str_enum(JobOutcome, "job_outcome"))
+    last_message: Mapped[str | None] = mapped_column(String(500))
+    run_count: Mapped[int] = mapped_column(default=0)
+    failure_count: Mapped[int] = mapped_column(default=0)
+    next_run_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

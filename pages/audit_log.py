@@ -1,4 +1,4 @@
-"""Audit log (admins): filter, download as CSV, verify the hash chain."""
+"""Audit log (admins): filter, download as CSV, verify the hash chain; the worker's jobs."""
 
 from datetime import timedelta
 
@@ -40,5 +40,19 @@ if st.button("Verify the hash chain", key="audit_verify"):
     result = fetch(lambda: svc.audit.verify(me))
     if result is not None:
         (st.success if result.ok else st.error)(result.describe())
+
+st.header("Jobs", anchor="jobs")
+status = svc.worker.status()
+if not status.is_up:
+    st.warning(f"{status.describe().capitalize()}: no job runs until it is started with "
+               "`python -m jobs.worker`; the times below are from its last run.")
+jobs = fetch(lambda: svc.jobs.jobs(me))
+if jobs is not None:
+    if jobs.empty:
+        st.info("No job has run yet: the worker records each job when it first runs.")
+    else:
+        st.caption("Fast jobs (every second) are written at most every 30 s unless their "
+                   "outcome changes.")
+        st.dataframe(jobs, hide_index=True, key="audit_jobs_table")
 
 footer()

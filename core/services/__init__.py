@@ -12,6 +12,7 @@ from core.services.auth import AuthService, LoginResult, TotpEnrolment
 from core.services.charts import ChartService
 from core.services.feed import FeedService
 from core.services.household import HouseholdService
+from core.services.jobs import JobService
 from core.services.market import MarketService
 from core.services.marketdata import MarketDataService
 from core.services.orders import OrderService
@@ -41,6 +42,7 @@ class Services:
         self.household = HouseholdService(db, settings)
         self.audit = AuditLogService(db, settings)
         self.worker = WorkerService(db, settings)
+        self.jobs = JobService(db, settings)
         self.marketdata = MarketDataService(db, settings)
         self.feed = FeedService(db, settings)
         self.market = MarketService(db, settings)
