@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
 from core.clock import IST, format_ist, now_ist
 from core.errors import PermissionDenied
-from core.services.jobs import THROTTLE_SECONDS, JobResult, error_message
+from core.services.jobs import THROTTLE_SECONDS, JobResult, JobService, error_message
+from db.engine import Database
 from db.models import AuditRow, JobOutcome, JobRunRow
 from jobs.worker import RECORD_SCHEDULE, Worker
 from tests.support.apptest import app_as, page, texts
@@ -144,13 +146,25 @@ def test_a_job_that_catches_its_own_failure_reports_it_and_a_skip_is_recorded(se
                                                             "a model is active")
 
 
-def test_a_recording_failure_never_stops_the_job(services) -> None:
+def test_a_recording_failure_never_stops_the_job(services, tmp_path) -> None:
     worker = Worker(services)
+    broken = Database(f"sqlite:///{tmp_path / 'unmigrated.db'}")  # no job_runs table
+    worker.services.jobs = JobService(broken, services.settings)
     ran: list[bool] = []
-    services.db.dispose()
-    worker.services.jobs.db = None  # every write fails
-    worker._tracked("heartbeat", lambda: ran.append(True) or None)()
+    try:
+        worker._tracked("heartbeat", lambda: ran.append(True) or None)()
+    finally:
+        broken.dispose()
     assert ran == [True]
+
+
+def test_a_run_the_scheduler_missed_is_recorded_as_skipped(services) -> None:
+    worker = Worker(services)
+    due = now_ist().replace(microsecond=0) - timedelta(hours=7)
+    worker._on_missed(JobExecutionEvent(EVENT_JOB_MISSED, "pnl_snapshot", "default", due))
+    row = _row(services, "pnl_snapshot")
+    assert (row.last_outcome, row.last_message) == (JobOutcome.SKIPPED,
+                                                    f"missed its run at {format_ist(due)}")
 
 
 def test_the_worker_records_the_next_run_of_every_scheduled_job(services) -> None:
