@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import bindparam, delete, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from core.clock import now_ist, to_ist
@@ -147,7 +148,23 @@ def engine_key(row: RiskStateRow) -> str:
 
 def is_lapsed(row: RiskStateRow, today: date) -> bool:
     """Return whether a loss-limit state's day/week is over (``until`` has come)."""
-    return row.kind in SELF_LIFTING and row.until is not None and row.until <= today
+    return _lapsed(row.kind, row.until, today)
+
+
+def _lapsed(kind: StateKind, until: date | None, today: date) -> bool:
+    return kind in SELF_LIFTING and until is not None and until <= today
+
+
+#: The covering states as plain columns: read before every order, so one light statement.
+_COVERING = select(
+    RiskStateRow.kind, RiskStateRow.scope, RiskStateRow.phase, RiskStateRow.reason,
+    RiskStateRow.strategy, RiskStateRow.until,
+).where(
+    RiskStateRow.household_id == bindparam("household"),
+    RiskStateRow.phase.in_(LIVE_PHASES),
+    or_(RiskStateRow.scope.in_([Scope.HOUSEHOLD, Scope.STRATEGY]),
+        RiskStateRow.account_id == bindparam("account")),
+).order_by(RiskStateRow.id)
 
 
 def _today(today: date | None) -> date:
@@ -162,27 +179,21 @@ def live_states(session: Session, household_id: int | None = None) -> list[RiskS
     return list(session.scalars(query.order_by(RiskStateRow.id)))
 
 
-def covering_states(session: Session, household_id: int, account_id: int,
+def covering_states(session: Session | Connection, household_id: int, account_id: int,
                     today: date | None = None) -> tuple[ActiveState, ...]:
     """Return the states that stop orders of an account (the gate's ``states`` input).
 
     ENGAGING and ACTIVE states of the household, of the account and of every strategy of the
     household (the engine applies a strategy's state only to that strategy's orders). Loss
     limits whose ``until`` is ``today`` (IST, default now) or earlier no longer cover.
+    ``session`` may be a plain connection (the gate reads it on one before every order).
     """
     day = _today(today)
-    rows = session.scalars(select(RiskStateRow).where(
-        RiskStateRow.household_id == household_id,
-        RiskStateRow.phase.in_(LIVE_PHASES),
-        or_(RiskStateRow.scope.in_([Scope.HOUSEHOLD, Scope.STRATEGY]),
-            RiskStateRow.account_id == account_id),
-    ).order_by(RiskStateRow.id))
+    rows = session.execute(_COVERING, {"household": household_id, "account": account_id})
     return tuple(
         ActiveState(kind=row.kind, scope=row.scope, phase=row.phase, reason=row.reason,
                     strategy=row.strategy if row.scope is Scope.STRATEGY else None)
-        for row in rows
-        if not is_lapsed(row, day)
-        and (row.scope is not Scope.ACCOUNT or row.account_id == account_id))
+        for row in rows if not _lapsed(row.kind, row.until, day))
 
 
 def engaged_keys(session: Session, household_id: int | None = None,

@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -45,7 +45,7 @@ from core.services.portfolio import last_prices
 from core.services.trade_book import load_trades, to_trade
 from core.trading import ZERO, Holding, OrderRequest, OrderStatus, Position, Side, Trade
 from db.engine import Database
-from db.models import AccountRow, EquityPeakRow, OrderRow, RiskStateRow, TradeRow
+from db.models import AccountRow, EquityPeakRow, OrderRow, TradeRow
 from engines.risk import decide
 from engines.risk_types import (
     ActiveState,
@@ -54,9 +54,6 @@ from engines.risk_types import (
     PreTradeDecision,
     PreTradeInput,
     RiskLimits,
-    Scope,
-    StateKind,
-    StatePhase,
 )
 from engines.signal_types import Regime
 
@@ -81,6 +78,7 @@ class AccountSnapshot:
     net_quantity: dict[str, int]  # signed open quantity per symbol (positions and holdings)
     version: tuple[int, int, Decimal]  # (trade count, last trade id, deposits)
     built_at: float
+    positions: tuple[Position, ...] = ()  # open (non-holding) positions, marked when built
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,16 +121,6 @@ def week_start(day: date) -> date:
     """Return the Monday of ``day``'s week (the weekly loss limit's period starts there)."""
     return day - timedelta(days=day.weekday())
 
-
-_STATES = select(
-    RiskStateRow.kind, RiskStateRow.scope, RiskStateRow.phase, RiskStateRow.reason,
-    RiskStateRow.strategy, RiskStateRow.until,
-).where(
-    RiskStateRow.household_id == bindparam("household"),
-    RiskStateRow.phase.in_([StatePhase.ENGAGING, StatePhase.ACTIVE]),
-    or_(RiskStateRow.scope != bindparam("account_scope"),
-        RiskStateRow.account_id == bindparam("account")),
-).order_by(RiskStateRow.id)
 
 _FILLS_AND_PEAK = select(
     select(func.count(TradeRow.id)).where(TradeRow.account_id == bindparam("account"))
@@ -203,7 +191,8 @@ class DeskRiskGate:
         # every committed change; no BEGIN/ROLLBACK round trips before every order).
         with self.db.engine.connect().execution_options(
                 isolation_level="AUTOCOMMIT") as session:
-            states = self._states(session, household_id, request.account_id)
+            states = risk_store.covering_states(session, household_id, request.account_id,
+                                                to_ist(self.clock()).date())
             fills, peak = self._fills_and_peak(session, request.account_id)
             recent = self._recent_rows(session, request.account_id, since)
         snapshot = self.snapshot(request.account_id, fills)
@@ -250,23 +239,6 @@ class DeskRiskGate:
     def forget_limits(self) -> None:
         """Drop cached limits (after this process changed them)."""
         self._limits.clear()
-
-    def _states(self, session: Session | Connection, household_id: int,
-                account_id: int) -> tuple[ActiveState, ...]:
-        """Return the live states covering the account (as :func:`risk_store.covering_states`).
-
-        Read as plain columns in one statement: this runs before every order.
-        """
-        today = to_ist(self.clock()).date()
-        rows = session.execute(_STATES, {"household": household_id, "account": account_id,
-                                         "account_scope": Scope.ACCOUNT}).all()
-        return tuple(
-            ActiveState(kind=StateKind(row.kind), scope=Scope(row.scope),
-                        phase=StatePhase(row.phase), reason=row.reason,
-                        strategy=row.strategy if row.scope == Scope.STRATEGY.value else None)
-            for row in rows  # a loss limit whose day or week is over no longer covers
-            if not (row.kind in risk_store.SELF_LIFTING and row.until is not None
-                    and row.until <= today))
 
     @staticmethod
     def _fills_and_peak(session: Session | Connection, account_id: int
@@ -362,7 +334,8 @@ class DeskRiskGate:
             account_id=account_id, household_id=self._household_of(account_id),
             capital=capital, day_pnl=book.day_pnl,
             week_pnl=week_realized + unrealized - week_charges, exposures=exposures,
-            net_quantity=net, version=version, built_at=time.monotonic())
+            net_quantity=net, version=version, built_at=time.monotonic(),
+            positions=tuple(p for p in book.positions if p.quantity))
 
     @staticmethod
     def _recent_rows(session: Session | Connection, account_id: int,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from decimal import Decimal
@@ -113,7 +113,7 @@ class RiskWatch:
     def _household(self, household_id: int, account_ids: list[int], now: datetime,
                    report: WatchReport) -> None:
         snapshots = {a: self.gate.snapshot(a) for a in account_ids}
-        positions = self._positions(account_ids, now)
+        positions = self._positions(snapshots.values())
         report.positions += len(positions)
         with self.db.transaction() as session:
             limits = {a: risk_store.effective_limits(session, household_id, a)[0]
@@ -144,11 +144,21 @@ class RiskWatch:
     def _mis_due(now: datetime, at: time) -> bool:
         return is_trading_day(now.date()) and at <= now.time() < MARKET_CLOSE
 
-    def _positions(self, account_ids: list[int], now: datetime) -> list[LivePosition]:
-        trades = load_trades(self.db, account_ids)
-        book = build_book(trades, last_prices(self.db, {t.symbol for t in trades}), now.date())
-        return [LivePosition(p.account_id, p.symbol, p.product, p.quantity, p.average_price,
-                             p.ltp, p.mtm) for p in book.positions if p.quantity]
+    def _positions(self, snapshots: Iterable[AccountSnapshot]) -> list[LivePosition]:
+        """Return the open positions of the gate's snapshots, marked at the latest prices.
+
+        The snapshots hold each account's positions from its fills (rebuilt only when it has
+        new ones); one price read re-marks them all, so the watch never replays fills itself.
+        """
+        held = [p for snapshot in snapshots for p in snapshot.positions]
+        prices = last_prices(self.db, {p.symbol for p in held})
+        out = []
+        for p in held:
+            ltp = prices.get(p.symbol, p.ltp)
+            unrealized = (ltp - p.average_price) * p.quantity if ltp is not None else ZERO
+            out.append(LivePosition(p.account_id, p.symbol, p.product, p.quantity,
+                                    p.average_price, ltp, p.realized_pnl + unrealized))
+        return out
 
     def _strategies(self, account_ids: list[int], names: list[str], now: datetime
                     ) -> tuple[list[LivePosition], dict[str, Decimal]]:
