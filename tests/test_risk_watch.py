@@ -14,7 +14,7 @@ from core.errors import RiskRejected
 from core.services import Services
 from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
 from db.models import AlertOutboxRow, AuditRow, EquityPeakRow, OrderRow, RiskStateRow
-from engines.risk_types import StateKind, StatePhase
+from engines.risk_types import Scope, StateKind, StatePhase
 from tests.support.market import open_market, tick
 
 THURSDAY = datetime(2026, 11, 19, tzinfo=IST)  # an NSE trading day
@@ -152,3 +152,23 @@ def test_the_workers_trading_step_fills_and_then_runs_the_watch(
     exits = _exits(services)
     assert [(e.side, e.quantity, e.status) for e in exits] == [
         (Side.SELL, 20, OrderStatus.FILLED)]
+
+
+def test_a_strategys_mtm_target_closes_only_that_strategys_shares(
+    services: Services, priya: Actor, account: int, login,
+) -> None:
+    services.risk.set_mtm_limit(login("rahul"), Scope.STRATEGY, "momo", stop_loss=None,
+                                target=Decimal("100"))
+    services.orders.place(priya, OrderRequest(account, "SBIN", Side.BUY, 20, OrderType.MARKET,
+                                              Product.MIS, strategy="momo"))
+    services.orders.place(priya, OrderRequest(account, "SBIN", Side.BUY, 5, OrderType.MARKET,
+                                              Product.MIS))
+    tick(services.db, "SBIN", "800.00")
+    services.orders.step()
+    services.risk_watch.run()
+    assert _exits(services) == []  # no profit yet
+    tick(services.db, "SBIN", "815.00")  # the strategy's 20 shares gain about ₹290
+    services.risk_watch.run()
+    services.risk_watch.run()
+    exits = _exits(services)
+    assert [(e.side, e.quantity, e.product) for e in exits] == [(Side.SELL, 20, Product.MIS)]

@@ -288,6 +288,10 @@ class DeskRiskGate:
         self._books[account_id] = snapshot
         return snapshot
 
+    def fills(self, account_id: int) -> list[Trade]:
+        """Return the account's fills as its last :meth:`snapshot` read them (oldest first)."""
+        return list(self._fills.get(account_id, (0, []))[1])
+
     def _trades(self, account_id: int, version: tuple[int, int, Decimal]) -> list[Trade]:
         """Return every fill of the account, loading only those newer than the last read."""
         count, last_id = version[0], version[1]

@@ -36,7 +36,6 @@ from core.portfolio import build_book
 from core.services.portfolio import last_prices
 from core.services.risk import RiskService
 from core.services.risk_gate import AccountSnapshot, DeskRiskGate
-from core.services.trade_book import load_trades
 from core.trading import ZERO, OrderRequest, OrderStatus, OrderType, Side, Trade
 from db.engine import Database
 from db.models import AccountRow, OrderRow
@@ -113,7 +112,7 @@ class RiskWatch:
     def _household(self, household_id: int, account_ids: list[int], now: datetime,
                    report: WatchReport) -> None:
         snapshots = {a: self.gate.snapshot(a) for a in account_ids}
-        positions = self._positions(snapshots.values())
+        positions, prices = self._positions(snapshots.values())
         report.positions += len(positions)
         with self.db.transaction() as session:
             limits = {a: risk_store.effective_limits(session, household_id, a)[0]
@@ -123,7 +122,7 @@ class RiskWatch:
             engaged = risk_store.engaged_keys(session, household_id, now.date())
             stored_mtm = risk_store.mtm_limit_rows(session, household_id)
         strategy_positions, strategy_mtm = self._strategies(
-            account_ids, [m.key for m in stored_mtm if m.scope is Scope.STRATEGY], now)
+            account_ids, [m.key for m in stored_mtm if m.scope is Scope.STRATEGY], now, prices)
         mtm_limits = self._mtm_limits(household_id, account_ids, snapshots, limits, stored_mtm,
                                       strategy_mtm)
         result = evaluate(PostTradeInput(
@@ -144,11 +143,13 @@ class RiskWatch:
     def _mis_due(now: datetime, at: time) -> bool:
         return is_trading_day(now.date()) and at <= now.time() < MARKET_CLOSE
 
-    def _positions(self, snapshots: Iterable[AccountSnapshot]) -> list[LivePosition]:
+    def _positions(self, snapshots: Iterable[AccountSnapshot]
+                   ) -> tuple[list[LivePosition], dict[str, Decimal]]:
         """Return the open positions of the gate's snapshots, marked at the latest prices.
 
         The snapshots hold each account's positions from its fills (rebuilt only when it has
         new ones); one price read re-marks them all, so the watch never replays fills itself.
+        Return the positions and the prices read.
         """
         held = [p for snapshot in snapshots for p in snapshot.positions]
         prices = last_prices(self.db, {p.symbol for p in held})
@@ -158,11 +159,15 @@ class RiskWatch:
             unrealized = (ltp - p.average_price) * p.quantity if ltp is not None else ZERO
             out.append(LivePosition(p.account_id, p.symbol, p.product, p.quantity,
                                     p.average_price, ltp, p.realized_pnl + unrealized))
-        return out
+        return out, prices
 
-    def _strategies(self, account_ids: list[int], names: list[str], now: datetime
-                    ) -> tuple[list[LivePosition], dict[str, Decimal]]:
-        """Return the positions and day MTM of each strategy with an MTM limit."""
+    def _strategies(self, account_ids: list[int], names: list[str], now: datetime,
+                    prices: dict[str, Decimal]) -> tuple[list[LivePosition], dict[str, Decimal]]:
+        """Return the positions and day MTM of each strategy with an MTM limit.
+
+        The fills are the gate's (read by the snapshots just taken); ``prices`` are the ones
+        the positions were marked at, completed for symbols no account holds open.
+        """
         if not names:
             return [], {}
         with self.db.transaction() as session:
@@ -173,12 +178,12 @@ class RiskWatch:
         by_order: dict[int, str] = {ident: name for ident, name in tagged if name}
         if not by_order:
             return [], {name: ZERO for name in names}
-        trades = [t for t in load_trades(self.db, account_ids) if t.order_id in by_order]
+        trades = [t for a in account_ids for t in self.gate.fills(a) if t.order_id in by_order]
         grouped: dict[str, list[Trade]] = defaultdict(list)
         for trade in trades:
             assert trade.order_id is not None  # noqa: S101 - filtered above
             grouped[by_order[trade.order_id]].append(trade)
-        prices = last_prices(self.db, {t.symbol for t in trades})
+        prices = {**prices, **last_prices(self.db, {t.symbol for t in trades} - set(prices))}
         positions: list[LivePosition] = []
         mtm: dict[str, Decimal] = {name: ZERO for name in names}
         for name, own in grouped.items():
