@@ -13,25 +13,109 @@ changes and otherwise at most every 30 s (``THROTTLE_SECONDS``), so each 1-secon
 trading) writes three short transactions (start, end, next run) per 30 s, not two a second;
 runs in between are counted and added on the next write, or when the worker stops. The next
 run of every job is written once at start (a one-shot job) and after each written run of it.
+
+Job state in the desk's database
+--------------------------------
+The calendar (cron) jobs are kept by APScheduler's SQLAlchemy job store (:class:`DeskJobStore`)
+in table ``apscheduler_jobs`` of the desk's own database, on the engine of ``services.db``.
+The job store creates that table itself (``CREATE TABLE IF NOT EXISTS`` at the worker's first
+start): its layout (id, next run as a UTC timestamp, the pickled job) is APScheduler's and
+changes with APScheduler, not with the desk's models, so it is not an Alembic table.
+Stored jobs name their function by reference: :func:`run_job` (``jobs.worker:run_job``) with
+the job's name as argument, which runs that job of the running :class:`Worker`. Every start
+re-registers each job with ``replace_existing=True`` (one row per job, never a duplicate) but
+keeps a stored next run that is already past: that run was missed while the worker was down,
+and the job's misfire policy below decides whether it runs at once or is recorded as skipped
+("missed its run at ..."). Stored jobs this worker no longer schedules are deleted. The
+1-second jobs and the heartbeat stay in memory: a missed second is simply skipped, and storing
+them would rewrite their rows every second.
+
+Misfire and coalescing, per job (times IST; grace = how late a run may still start; every job
+coalesces: however many runs were missed, at most one runs):
+
+=======================  ===============================  ======  ==========  ==================
+job                      when                             store   grace       missed run
+=======================  ===============================  ======  ==========  ==================
+feed, trading            every 1 s                        memory  1 s         skipped silently
+heartbeat                every WORKER_HEARTBEAT_SECONDS   memory  1 s         skipped silently
+session_expiry           daily at SESSION_EXPIRY_TIME     desk    24 h        runs at once
+pre_open                 weekdays 09:00 (trading days)    desk    15 min      runs before 09:15
+market_open              weekdays 09:15 (trading days)    desk    6 h 15 min  runs in session
+eod_square_off           weekdays at each MIS square-off  desk    to 15:30    runs in session
+                         time (default 15:15)
+market_close             weekdays 15:30 (trading days)    desk    30 min      runs by 16:00
+pnl_snapshot             weekdays 15:45                   desk    6 h         runs at once
+signal_outcomes          weekdays SIGNAL_OUTCOME_TIME     desk    6 h         runs at once
+signal_model_refit       ModelConfig, 05:30               desk    12 h        runs at once
+signal_calibrator_refit  ModelConfig, 06:00               desk    12 h        runs at once
+signal_first_model       once at start                    memory  --          --
+=======================  ===============================  ======  ==========  ==================
+
+At start, before the scheduler runs, the worker also catches up by itself: it ends sessions
+past the expiry, squares off MIS positions if it is inside the square-off window (a worker that
+comes up after 15:15 and before the close squares off at once, even on a fresh desk with no
+stored run) and takes the day's P&L snapshot if 15:45 has passed. Each of these runs is tracked
+like a scheduled one. Running twice is harmless: exits carry deterministic client order ids
+(``orders.client_order_id`` is unique), alerts a unique dedupe key, snapshots a unique day key.
+
+The square-off times are the default MIS square-off time of the risk limits (15:15) and every
+time set on the Risk page, read at start (a changed time takes effect on the next start; the
+risk watch in every trading step applies the current limits regardless). The job runs the risk
+watch, which squares off the accounts that are due.
+
+Calendar jobs run on weekdays and skip (recorded) days NSE does not trade: ``pre_open`` lifts
+loss limits whose day is over; ``market_open`` runs the trading step that releases queued
+after-market orders (the paper exchange releases an AMO on the first open tick; this makes the
+release explicit and recorded); ``market_close`` runs the last trading step and watch on the
+closing prices. T+1 settlement of CNC trades has no job: holdings are derived from trades on
+read (:func:`core.portfolio.build_book`, :func:`core.portfolio.next_settlement_day`).
+
+A database that goes away
+-------------------------
+A job that hits a database error fails, is logged in one line and runs again on its next
+turn. The job store's read of due jobs failing makes the scheduler retry after
+``JOBSTORE_RETRY_SECONDS``; its writes (a job's next run) and its next-run read log and carry
+on (a run not written is run again when the database is back); a pass of the scheduler that
+fails anyway is logged and retried (:class:`DeskScheduler`). Pooled connections killed by a
+server restart are detected and replaced by SQLAlchemy. The lease is kept through an outage: a
+failed heartbeat is a failed run, and the worker stops only when another worker holds the
+lease.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable
-from datetime import time
+from collections.abc import Callable, Collection
+from datetime import datetime, time, timedelta
 from types import FrameType
+from typing import Any
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.util import utc_timestamp_to_datetime
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 
-from core.clock import IST, format_ist, now_ist
+from core.clock import (
+    CLOSING_SESSION_END,
+    IST,
+    MARKET_CLOSE,
+    MARKET_OPEN,
+    PRE_OPEN_START,
+    format_ist,
+    is_trading_day,
+    market_state,
+    now_ist,
+)
 from core.errors import ConfigError, ValidationError, WorkerLockHeld
 from core.services import Services, build_services
-from core.services.jobs import JobResult
+from core.services.jobs import JobResult, error_message
 from core.services.worker import new_holder_id
 from db.models import JobOutcome
 
@@ -40,6 +124,128 @@ WORKER = "worker"  # the operator name signal-model jobs are audited as
 PNL_SNAPSHOT_AT = time(15, 45)  # IST: after the close (15:30), once the last quotes are in
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 RECORD_SCHEDULE = "record_schedule"  # the one-shot job writing every job's next run at start
+JOB_FUNC = "jobs.worker:run_job"  # what every job calls (stored jobs keep this reference)
+DESK_STORE = "desk"  # the job store in the desk's database
+MEMORY_STORE = "default"  # 1-second jobs, the heartbeat and one-shot jobs
+JOBS_TABLE = "apscheduler_jobs"
+JOBSTORE_RETRY_SECONDS = 2.0  # after a failed read of due jobs, the scheduler tries again
+SECOND_JOBS = frozenset({"feed", "trading", "heartbeat"})  # a missed run is not recorded
+HOUR = 3600
+
+_running: dict[str, Worker] = {}  # "worker": the worker whose jobs run_job runs
+
+
+def run_job(name: str) -> None:
+    """Run job ``name`` of the running worker, tracked; every scheduled job calls this.
+
+    Stored jobs must reference a module-level function (a bound method does not survive
+    pickling into the job store), so each job is this function with its name as argument.
+    """
+    worker = _running.get("worker")
+    job = worker.job(name) if worker is not None else None
+    if job is None:
+        log.error("job %r is not scheduled by this worker; run skipped", name)
+        return
+    job()
+
+
+def _database_down(exc: BaseException) -> bool:
+    """Return whether ``exc`` says the database cannot be reached (rather than a bug)."""
+    return isinstance(exc, DisconnectionError) or (
+        isinstance(exc, DBAPIError) and (exc.connection_invalidated
+                                         or type(exc.orig).__name__ == "OperationalError"))
+
+
+def _log_failure(exc: BaseException, message: str, *args: object) -> None:
+    """Log a job's failure: one line if the database is unreachable, else with the traceback."""
+    if _database_down(exc):
+        log.warning(message + " (database unavailable: %s)", *args, error_message(exc))
+    else:
+        log.exception(message, *args)
+
+
+class DeskJobStore(SQLAlchemyJobStore):
+    """APScheduler's SQLAlchemy job store on the desk's engine, riding out a database outage.
+
+    A failed read of due jobs raises (the scheduler logs it and retries after its
+    ``jobstore_retry_interval``); a failed write of a job's next run and a failed read of the
+    earliest next run are logged and passed over, so the scheduler's loop never dies of them.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        """Keep jobs in :data:`JOBS_TABLE` through ``engine`` (the desk's)."""
+        super().__init__(engine=engine, tablename=JOBS_TABLE)
+
+    def stored_next_runs(self) -> dict[str, datetime | None]:
+        """Create the table if missing; return each stored job's next run (None: paused)."""
+        self.jobs_t.create(self.engine, checkfirst=True)
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                select(self.jobs_t.c.id, self.jobs_t.c.next_run_time)).all()
+        return {ident: utc_timestamp_to_datetime(stamp) for ident, stamp in rows}
+
+    def remove_other_jobs(self, keep: Collection[str]) -> list[str]:
+        """Delete stored jobs whose ids are not in ``keep``; return the ids deleted."""
+        table = self.jobs_t
+        with self.engine.begin() as connection:
+            gone = list(connection.scalars(select(table.c.id).where(table.c.id.not_in(keep))))
+            if gone:
+                connection.execute(table.delete().where(table.c.id.in_(gone)))
+        return gone
+
+    def get_next_run_time(self) -> datetime | None:
+        """Return the earliest next run; on a database error, a retry time soon."""
+        try:
+            return super().get_next_run_time()
+        except SQLAlchemyError as exc:
+            log.warning("job store: cannot read the next run (%s); retrying in %.0f s",
+                        error_message(exc), JOBSTORE_RETRY_SECONDS)
+            return datetime.now(IST) + timedelta(seconds=JOBSTORE_RETRY_SECONDS)
+
+    def update_job(self, job: Any) -> None:
+        """Store ``job``'s new next run; on a database error keep the old one (it runs again)."""
+        try:
+            super().update_job(job)
+        except SQLAlchemyError as exc:
+            log.warning("job store: cannot store the next run of %s (%s); it is due again "
+                        "when the database is back", job.id, error_message(exc))
+
+    def remove_job(self, job_id: str) -> None:
+        """Delete a stored job; a database error is logged (the next start prunes it)."""
+        try:
+            super().remove_job(job_id)
+        except SQLAlchemyError as exc:
+            log.warning("job store: cannot remove job %s (%s)", job_id, error_message(exc))
+
+    def shutdown(self) -> None:
+        """Leave the engine alone: it is the desk's, disposed by whoever built it."""
+
+
+class DeskScheduler(BlockingScheduler):
+    """APScheduler's blocking scheduler whose loop survives any error of one pass.
+
+    APScheduler 3 guards the read of due jobs but not every other job-store call of a pass; an
+    error there would end :meth:`start` and with it the worker. Here it is logged and the pass
+    is tried again after ``jobstore_retry_interval`` seconds.
+    """
+
+    def _process_jobs(self) -> float | None:
+        try:
+            return super()._process_jobs()
+        except Exception as exc:
+            _log_failure(exc, "scheduler pass failed; trying again in %.0f s",
+                         self.jobstore_retry_interval)
+            return float(self.jobstore_retry_interval)
+
+
+def weekday_cron(at: time, second: int = 0) -> CronTrigger:
+    """Return a cron trigger (IST) firing Monday to Friday at ``at``."""
+    return CronTrigger(day_of_week="mon-fri", hour=at.hour, minute=at.minute, second=second,
+                       timezone=IST)
+
+
+def _seconds_between(start: time, end: time) -> int:
+    return (end.hour - start.hour) * HOUR + (end.minute - start.minute) * 60
 
 
 def refit_trigger(frequency: str, hour: int, minute: int = 0) -> CronTrigger:
@@ -64,7 +270,16 @@ class Worker:
         """Prepare a worker over ``services``; nothing runs until :meth:`run`."""
         self.services = services
         self.holder = new_holder_id()
-        self.scheduler = BlockingScheduler(timezone=IST)
+        self.scheduler = DeskScheduler(timezone=IST,
+                                       jobstore_retry_interval=JOBSTORE_RETRY_SECONDS)
+        self.eod_times: list[time] = []  # the MIS square-off times, read by schedule()
+        self._jobs: dict[str, Callable[[], None]] = {}  # name -> tracked job
+        self._stored_runs: dict[str, datetime | None] = {}
+        self._desk_ids: set[str] = set()  # the jobs this worker keeps in the desk's store
+
+    def job(self, name: str) -> Callable[[], None] | None:
+        """Return the tracked job ``name`` (as the scheduler runs it), or None if unknown."""
+        return self._jobs.get(name)
 
     def _tracked(self, name: str, job: Callable[[], JobResult | None]) -> Callable[[], None]:
         """Return ``job`` wrapped to record its start and end under ``name``.
@@ -77,18 +292,19 @@ class Worker:
             jobs = self.services.jobs
             try:
                 jobs.record_start(name, now_ist())
-            except Exception:
-                log.exception("could not record the start of job %s; running it anyway", name)
+            except Exception as exc:
+                _log_failure(exc, "could not record the start of job %s; running it anyway",
+                             name)
             try:
                 result = job() or JobResult.ok()
             except Exception as exc:
-                log.exception("job %s failed; retrying on the next run", name)
+                _log_failure(exc, "job %s failed; retrying on the next run", name)
                 result = JobResult.failed(exc)
             try:
                 if jobs.record_end(name, now_ist(), result.outcome, result.message):
                     self._record_next_run(name)
-            except Exception:
-                log.exception("could not record the end of job %s", name)
+            except Exception as exc:
+                _log_failure(exc, "could not record the end of job %s", name)
 
         run.__name__ = name
         return run
@@ -105,18 +321,23 @@ class Worker:
                 {job.id: job.next_run_time for job in self.scheduler.get_jobs()
                  if job.id != RECORD_SCHEDULE}
             )
-        except Exception:
-            log.exception("could not record the jobs' next run times")
+        except Exception as exc:
+            _log_failure(exc, "could not record the jobs' next run times")
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
-        """Record a run the scheduler skipped (past its grace time: worker down or busy)."""
+        """Record a run the scheduler skipped (past its grace time: worker down or busy).
+
+        A missed second of a 1-second job (or a heartbeat) is simply skipped, not recorded.
+        """
+        if event.job_id in SECOND_JOBS:
+            return
         try:
             at = event.scheduled_run_time
             self.services.jobs.record_end(event.job_id, now_ist(), JobOutcome.SKIPPED,
                                           f"missed its run at {format_ist(at)}")
             self._record_next_run(event.job_id)
-        except Exception:
-            log.exception("could not record the missed run of job %s", event.job_id)
+        except Exception as exc:
+            _log_failure(exc, "could not record the missed run of job %s", event.job_id)
 
     def heartbeat(self) -> JobResult | None:
         """Renew the lease; stop if another worker took it over."""
@@ -138,7 +359,7 @@ class Worker:
         try:
             self.services.feed.step()
         except Exception as exc:
-            log.exception("market feed step failed; retrying on the next run")
+            _log_failure(exc, "market feed step failed; retrying on the next run")
             return JobResult.failed(exc)
         return None
 
@@ -153,7 +374,7 @@ class Worker:
         try:
             self.services.orders.step()
         except Exception as exc:
-            log.exception("trading step failed; retrying on the next run")
+            _log_failure(exc, "trading step failed; retrying on the next run")
             step = JobResult.failed(f"order step: {exc}")
         watch = self.risk_watch()
         return step or watch
@@ -166,7 +387,7 @@ class Worker:
         try:
             report = self.services.risk_watch.run()
         except Exception as exc:
-            log.exception("risk watch failed; retrying on the next run")
+            _log_failure(exc, "risk watch failed; retrying on the next run")
             return JobResult.failed(f"risk watch: {exc}")
         for failure in report.failures:
             log.warning("risk watch: %s", failure)
@@ -205,7 +426,87 @@ class Worker:
         evening takes the day's snapshot here; one already taken writes nothing.
         """
         if now_ist().time() >= PNL_SNAPSHOT_AT:
-            self.pnl_snapshot()
+            self._run_now("pnl_snapshot", self.pnl_snapshot)
+
+    # -- the market day ---------------------------------------------------------------------
+    @staticmethod
+    def _not_trading(now: datetime) -> JobResult | None:
+        """Return a skip if ``now``'s IST date is not an NSE trading day, else None."""
+        if is_trading_day(now.date()):
+            return None
+        return JobResult.skipped(f"{now.date().isoformat()} is not an NSE trading day")
+
+    def pre_open(self) -> JobResult:
+        """At 09:00 on trading days: lift the loss limits whose day or week is over."""
+        now = now_ist()
+        if (skip := self._not_trading(now)) is not None:
+            return skip
+        lifted = self.services.risk.lift_lapsed()
+        return JobResult.ok(f"pre-open: {lifted} lapsed loss limit(s) lifted; "
+                            f"{market_state(now).detail}")
+
+    def market_open(self) -> JobResult:
+        """At 09:15 on trading days: run the trading step that releases queued AMOs.
+
+        The paper exchange releases an after-market order on the first open tick of the
+        session inside :meth:`OrderService.step`; this run makes that step explicit and
+        recorded (the 1-second trading job runs the same step, so nothing runs twice over).
+        """
+        now = now_ist()
+        if (skip := self._not_trading(now)) is not None:
+            return skip
+        report = self.services.orders.step(now)
+        return JobResult.ok(f"session open ({market_state(now).detail}): "
+                            f"{report.venue_events} venue event(s) incl. AMO releases, "
+                            f"{report.synced} order update(s), {report.gtts_fired} GTT(s) fired")
+
+    def market_close(self) -> JobResult | None:
+        """At 15:30 on trading days: the last trading step and risk watch on closing prices."""
+        if (skip := self._not_trading(now_ist())) is not None:
+            return skip
+        return self.trading_step()
+
+    def in_square_off_window(self, now: datetime) -> bool:
+        """Return whether ``now`` is a trading day between the first square-off time and 15:30."""
+        first = min(self.eod_times) if self.eod_times else None
+        return (first is not None and first <= now.time() < MARKET_CLOSE
+                and is_trading_day(now.date()))
+
+    def eod_square_off(self) -> JobResult:
+        """Square off intraday (MIS) positions through the risk watch, at most once each.
+
+        The watch squares off every account whose MIS square-off time has come, with exits
+        whose client order ids are deterministic (rule, account, symbol, product, day): a second
+        run (a retry, a restart, the 1-second watch) finds the orders instead of placing more.
+        """
+        now = now_ist()
+        if not self.in_square_off_window(now):
+            first = min(self.eod_times).strftime("%H:%M") if self.eod_times else "--"
+            return JobResult.skipped(
+                f"outside the MIS square-off window ({first}-15:30 IST on trading days)")
+        report = self.services.risk_watch.run(now)
+        for failure in report.failures:
+            log.warning("EOD square-off: %s", failure)
+        if report.failures:
+            return JobResult.failed(f"EOD square-off: {report.failures[0]}")
+        log.info("EOD square-off: %d exit order(s) placed or found", len(report.square_offs))
+        return JobResult.ok(f"{len(report.square_offs)} exit order(s) placed or found over "
+                            f"{report.positions} open position(s)")
+
+    def catch_up(self) -> None:
+        """At start: run what a worker that was down must not wait a day for (tracked).
+
+        Session expiry always (ending nothing if nothing is due), the MIS square-off inside its
+        window, the P&L snapshot after 15:45. Call after :meth:`schedule`.
+        """
+        self._run_now("session_expiry", self.expire_sessions)
+        if self.in_square_off_window(now_ist()):
+            self._run_now("eod_square_off", self.eod_square_off)
+        self.catch_up_pnl_snapshot()
+
+    def _run_now(self, name: str, job: Callable[[], JobResult | None]) -> None:
+        """Run job ``name`` now, tracked (``job`` if it was not scheduled)."""
+        (self._jobs.get(name) or self._tracked(name, job))()
 
     def mark_signal_outcomes(self) -> JobResult | None:
         """Decide journaled signals from the day's bars; a failure waits for the next day."""
@@ -256,64 +557,82 @@ class Worker:
         return JobResult.ok(f"{version.version} is the active signal model")
 
     def _add(self, job: Callable[[], JobResult | None], trigger: object = None, *, id: str,
-             **options: object) -> None:
-        """Register ``job`` as scheduler job ``id`` (the scheduler's keyword), tracked."""
-        self.scheduler.add_job(self._tracked(id, job), trigger, id=id, **options)
+             store: str = DESK_STORE, **options: object) -> None:
+        """Register ``job`` as scheduler job ``id`` (the scheduler's keyword), tracked.
+
+        The job is :func:`run_job` with ``id`` as argument; in the desk's store, a stored next
+        run already past is kept (the missed run meets its misfire policy at once).
+        """
+        self._jobs[id] = self._tracked(id, job)
+        stored = None
+        if store == DESK_STORE:
+            self._desk_ids.add(id)
+            stored = self._stored_runs.get(id)
+        if stored is not None and stored <= now_ist():
+            options["next_run_time"] = stored
+        self.scheduler.add_job(JOB_FUNC, trigger, args=[id], id=id, name=id, jobstore=store,
+                               replace_existing=True, **options)
 
     def _schedule_signals(self) -> None:
         """Outcomes after each weekday's close; model and calibrator on ModelConfig's schedule."""
         settings = self.services.settings
         cfg = self.services.models.cfg
-        outcome = settings.signal_outcome_time
-        self._add(
-            self.mark_signal_outcomes,
-            CronTrigger(day_of_week="mon-fri", hour=outcome.hour, minute=outcome.minute,
-                        timezone=IST),
-            id="signal_outcomes", coalesce=True, misfire_grace_time=6 * 3600)
+        self._add(self.mark_signal_outcomes, weekday_cron(settings.signal_outcome_time),
+                  id="signal_outcomes", coalesce=True, misfire_grace_time=6 * HOUR)
         self._add(
             self.retrain_signal_model, refit_trigger(cfg.refit_model_every, hour=5, minute=30),
-            id="signal_model_refit", coalesce=True, misfire_grace_time=12 * 3600)
+            id="signal_model_refit", coalesce=True, misfire_grace_time=12 * HOUR)
         self._add(
             self.refit_signal_calibrator, refit_trigger(cfg.refit_calibrator_every, hour=6),
-            id="signal_calibrator_refit", coalesce=True, misfire_grace_time=12 * 3600)
+            id="signal_calibrator_refit", coalesce=True, misfire_grace_time=12 * HOUR)
         if settings.signal_train_on_start:
-            self._add(self.train_first_signal_model, id="signal_first_model", max_instances=1)
+            self._add(self.train_first_signal_model, id="signal_first_model",
+                      store=MEMORY_STORE, max_instances=1)
+
+    def _schedule_market_day(self) -> None:
+        """Pre-open, open, the EOD square-off(s), close and the P&L snapshot (weekdays)."""
+        self.eod_times = self.services.jobs.mis_square_off_times()
+        self._add(self.pre_open, weekday_cron(PRE_OPEN_START), id="pre_open", coalesce=True,
+                  misfire_grace_time=_seconds_between(PRE_OPEN_START, MARKET_OPEN))
+        self._add(self.market_open, weekday_cron(MARKET_OPEN), id="market_open", coalesce=True,
+                  misfire_grace_time=_seconds_between(MARKET_OPEN, MARKET_CLOSE))
+        self._add(self.eod_square_off,
+                  OrTrigger([weekday_cron(at) for at in self.eod_times]),
+                  id="eod_square_off", coalesce=True, max_instances=1,
+                  misfire_grace_time=_seconds_between(min(self.eod_times), MARKET_CLOSE))
+        self._add(self.market_close, weekday_cron(MARKET_CLOSE), id="market_close",
+                  coalesce=True,
+                  misfire_grace_time=_seconds_between(MARKET_CLOSE, CLOSING_SESSION_END))
+        self._add(self.pnl_snapshot, weekday_cron(PNL_SNAPSHOT_AT),  # after the 15:30 close
+                  id="pnl_snapshot", coalesce=True, misfire_grace_time=6 * HOUR)
 
     def schedule(self) -> None:
-        """Register the jobs."""
+        """Register the jobs (stored ones in the desk's database) and prune stale stored ones."""
         settings = self.services.settings
+        _running["worker"] = self
+        store = DeskJobStore(self.services.db.engine)
+        self._stored_runs = store.stored_next_runs()
+        with contextlib.suppress(ValueError):  # a second schedule() keeps the first store
+            self.scheduler.add_jobstore(store, DESK_STORE)
         self._schedule_signals()
-        if settings.feed_mode != "off":
-            self._add(
-                self.feed_step, "interval", id="feed", seconds=1, max_instances=1, coalesce=True
-            )
-        self._add(
-            self.trading_step, "interval", id="trading", seconds=1, max_instances=1,
-            coalesce=True
-        )
-        self._add(
-            self.heartbeat,
-            "interval",
-            id="heartbeat",
-            seconds=settings.worker_heartbeat_seconds,
-            max_instances=1,
-            coalesce=True,
-        )
-        self._add(  # after the 15:30 close; a worker started late still takes it
-            self.pnl_snapshot,
-            CronTrigger(day_of_week="mon-fri", hour=PNL_SNAPSHOT_AT.hour,
-                        minute=PNL_SNAPSHOT_AT.minute, timezone=IST),
-            id="pnl_snapshot", coalesce=True, misfire_grace_time=6 * 3600)
+        self._schedule_market_day()
         expiry = settings.session_expiry_time
-        self._add(
-            self.expire_sessions,
-            CronTrigger(hour=expiry.hour, minute=expiry.minute, second=1, timezone=IST),
-            id="session_expiry",
-            coalesce=True,
-            misfire_grace_time=3600,
-        )
+        self._add(self.expire_sessions,
+                  CronTrigger(hour=expiry.hour, minute=expiry.minute, second=1, timezone=IST),
+                  id="session_expiry", coalesce=True, misfire_grace_time=24 * HOUR)
+        every_second: dict[str, object] = {"store": MEMORY_STORE, "max_instances": 1,
+                                           "coalesce": True, "misfire_grace_time": 1}
+        if settings.feed_mode != "off":
+            self._add(self.feed_step, "interval", id="feed", seconds=1, **every_second)
+        self._add(self.trading_step, "interval", id="trading", seconds=1, **every_second)
+        self._add(self.heartbeat, "interval", id="heartbeat",
+                  seconds=settings.worker_heartbeat_seconds, **every_second)
+        stale = store.remove_other_jobs(self._desk_ids)
+        if stale:
+            log.info("removed stored job(s) no longer scheduled: %s", ", ".join(stale))
         # BlockingScheduler.start() blocks: a one-shot job writes the next runs once it runs.
-        self.scheduler.add_job(self.record_schedule, id=RECORD_SCHEDULE)
+        self.scheduler.add_job(self.record_schedule, id=RECORD_SCHEDULE, jobstore=MEMORY_STORE,
+                               replace_existing=True)
         self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
@@ -332,11 +651,10 @@ class Worker:
         signal.signal(signal.SIGTERM, self._stop)
         log.info("worker %s holds the lease", self.holder)
         try:
-            self.expire_sessions()  # catch up if the worker was down at the expiry time
+            self.schedule()
             self.services.models.fail_stale_training(WORKER)  # a stopped worker's training
             self.resume_risk_procedures()
-            self.catch_up_pnl_snapshot()
-            self.schedule()
+            self.catch_up()  # expiry, square-off, snapshot a worker that was down missed
             self.scheduler.start()
         finally:
             try:
@@ -346,6 +664,7 @@ class Worker:
             if self.services.settings.feed_mode != "off":
                 self.services.feed.stop()
             self.services.worker.release(self.holder)
+            _running.pop("worker", None)
             log.info("worker stopped and released the lease")
         return 0
 
@@ -366,4 +685,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module, not this __main__ copy of it: stored jobs call
+    # jobs.worker:run_job, which must find the worker this process runs.
+    from jobs import worker as _module
+
+    sys.exit(_module.main())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 import pandas as pd
 from sqlalchemy import select, update
@@ -31,7 +31,8 @@ from core.domain import Actor
 from core.errors import ConfigError
 from core.services.base import ServiceBase
 from db.engine import Database
-from db.models import JobOutcome, JobRunRow
+from db.models import JobOutcome, JobRunRow, RiskLimitsRow
+from engines.risk_types import RiskLimits
 
 THROTTLE_SECONDS = 30
 MESSAGE_CHARS = 500
@@ -158,6 +159,16 @@ class JobService(ServiceBase):
                 session.execute(
                     update(JobRunRow).where(JobRunRow.name == name).values(next_run_at=next_run)
                 )
+
+    def mis_square_off_times(self) -> list[time]:
+        """Return every MIS square-off time (IST) in force: the default and each stored limit.
+
+        The worker schedules its end-of-day square-off at each of them; which accounts are due
+        at a given moment is the risk watch's decision (each account's effective limits).
+        """
+        with self.db.transaction() as session:
+            stored = set(session.scalars(select(RiskLimitsRow.mis_square_off_at).distinct()))
+        return sorted(stored | {RiskLimits().mis_square_off_at})
 
     def jobs(self, actor: Actor) -> pd.DataFrame:
         """Return every job (by name) with its next run, last run and counts; times in IST.
