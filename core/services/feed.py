@@ -5,12 +5,23 @@ time since the previous step and, in one transaction, upserts a ``quotes`` row f
 that ticked and the ``feed_status`` row the app reads (source, simulated time, lag). A restarted
 worker resumes a replay where the status row says it was. The app reads :meth:`status` and
 :meth:`quotes`; the paper broker and MTM read quotes the same way.
+
+The worker also calls :meth:`FeedService.check_stalled` every second. During NSE market hours
+(09:15-15:30 IST on trading days, by the wall clock) with ``FEED_MODE`` on, a feed whose last
+tick is more than ``FEED_STALL_SECONDS`` old (counted from 09:15 at the earliest) is stalled:
+one ``feed_stalled`` alert per household goes to the outbox, its dedupe key naming the stall
+episode (the last tick before the silence), so a long stall alerts once, a check that runs
+twice or a restarted worker adds nothing, and a later stall alerts again. When ticks resume,
+this process writes a ``feed_recovered`` note for the episode it alerted. Outside market
+hours, on holidays and with the feed off nothing is checked: a replay playing in the evening
+is not watched (the app still shows it as stalled, as :meth:`FeedState.is_stalled` says).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -18,23 +29,39 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from core.clock import format_ist, now_ist
+from core import alerts
+from core.clock import IST, MARKET_CLOSE, MARKET_OPEN, format_ist, is_trading_day, now_ist, to_ist
 from core.config import Settings
 from core.domain import FeedState, Interval, Quote
 from core.errors import TradingError
 from core.feeds.base import FeedMode, FeedProgress, FeedRunState
 from core.feeds.replay import REPLAY_SOURCE, ReplayFeed
-from core.marketdata.quotes import FEED_NAME, read_quotes, to_feed_state
+from core.marketdata.quotes import FEED_NAME, read_feed_state, read_quotes, to_feed_state
 from core.marketdata.store import load_bars
 from core.services.base import ServiceBase
 from db.engine import Database
-from db.models import BarRow, FeedStatusRow, InstrumentRow, QuoteRow
+from db.models import BarRow, FeedStatusRow, HouseholdRow, InstrumentRow, QuoteRow
 
 log = logging.getLogger("sher.feed")
 
 ERROR_RETRY_SECONDS = 30  # a failing feed is rebuilt at most this often, not every second
 BARS_CHECK_SECONDS = 30  # how often a running feed looks for newly imported 5-minute bars
 _MESSAGE_CHARS = 300
+STALLED_KIND = "feed_stalled"
+RECOVERED_KIND = "feed_recovered"
+
+
+@dataclass(frozen=True, slots=True)
+class StallCheck:
+    """What one :meth:`FeedService.check_stalled` saw and wrote."""
+
+    watched: bool  # market hours on a trading day with the feed on: the feed should tick
+    stalled: bool
+    since: datetime | None  # IST: the last tick (or 09:15 today) the silence counts from
+    silent_seconds: float  # wall seconds since ``since`` (0 when not watched)
+    alerts: int  # feed_stalled alerts added now (0 when this episode already alerted)
+    recoveries: int  # feed_recovered notes added now
+    reason: str
 
 
 class FeedService(ServiceBase):
@@ -52,6 +79,7 @@ class FeedService(ServiceBase):
         self._last_error = ""
         self._bars_mark: tuple[int, datetime | None] | None = None  # 5m bars when built
         self._checked_at: datetime | None = None
+        self._stall: datetime | None = None  # the episode this process alerted, until it ends
 
     # -- the worker's side ----------------------------------------------------------------
     def step(self, now: datetime | None = None) -> FeedState:
@@ -89,6 +117,90 @@ class FeedService(ServiceBase):
         except BaseException:
             self._feed = None
             raise
+
+    def check_stalled(self, now: datetime | None = None) -> StallCheck:
+        """Alert once per stall episode when the feed is silent in market hours (worker, 1 s).
+
+        See the module docstring for the rule. The alert (kind ``feed_stalled``, severity
+        warning, household-wide) and the recovery note commit in one transaction each; a
+        database error is logged and reported in the result, never raised, so the worker's
+        feed job carries on.
+
+        Parameters
+        ----------
+        now : datetime, optional
+            The wall time to judge at (default the service's clock); aware.
+
+        Returns
+        -------
+        StallCheck
+            Whether the feed was watched and stalled, since when, and what was written.
+        """
+        now = to_ist(now or self._clock())
+        why_not = self._unwatched_reason(now)
+        if why_not is not None:
+            self._stall = None  # the session is over: the episode ends without a note
+            return StallCheck(False, False, None, 0.0, 0, 0, why_not)
+        try:
+            with self.db.transaction() as session:
+                return self._check(session, now)
+        except SQLAlchemyError as exc:
+            log.exception("could not check the market feed for a stall")
+            return StallCheck(True, False, None, 0.0, 0, 0, f"check failed: {exc}"[:200])
+
+    def _unwatched_reason(self, now: datetime) -> str | None:
+        """Return why the feed is not expected to tick at ``now`` (IST), or None if it is."""
+        if self.settings.feed_mode == "off":
+            return "FEED_MODE is off"
+        if not is_trading_day(now.date()):
+            return f"{now.date()} is not an NSE trading day"
+        if not MARKET_OPEN <= now.time() < MARKET_CLOSE:
+            return "outside market hours (09:15-15:30 IST)"
+        return None
+
+    def _check(self, session: Session, now: datetime) -> StallCheck:
+        state = read_feed_state(session)
+        opened = datetime.combine(now.date(), MARKET_OPEN, tzinfo=IST)
+        last = state.last_tick_at if state is not None else None
+        since = max(to_ist(last), opened) if last is not None else opened
+        silent = max((now - since).total_seconds(), 0.0)
+        limit = self.settings.feed_stall_seconds
+        if silent <= limit:
+            notes = self._recovered(session, now, silent) if self._stall is not None else 0
+            return StallCheck(True, False, since, silent, 0, notes, "ticking")
+        detail = "no feed status yet" if state is None else f"state {state.state}" + (
+            f": {state.message}" if state.message else "")
+        episode = since.isoformat(timespec="microseconds")
+        added = 0
+        for household_id in session.scalars(select(HouseholdRow.id).order_by(HouseholdRow.id)):
+            added += alerts.enqueue(
+                session, kind=STALLED_KIND, household_id=household_id, account_id=None,
+                severity="warning",
+                title=f"Market feed stalled: no tick since {format_ist(since)}",
+                body=f"No new price for {silent:.0f} s (limit FEED_STALL_SECONDS={limit}) "
+                     f"while the market is open ({detail}). Paper orders do not fill and "
+                     "stops are not checked until ticks resume.",
+                dedupe_key=f"feed-stalled:{household_id}:{episode}")
+        if added:
+            log.warning("market feed stalled: no tick since %s (%s)", format_ist(since), detail)
+        self._stall = since
+        return StallCheck(True, True, since, silent, added, 0, detail)
+
+    def _recovered(self, session: Session, now: datetime, silent: float) -> int:
+        """Write the recovery note of the episode this process alerted; end the episode."""
+        assert self._stall is not None  # noqa: S101 - called only during an episode
+        began, self._stall = self._stall, None
+        episode = began.isoformat(timespec="microseconds")
+        added = 0
+        for household_id in session.scalars(select(HouseholdRow.id).order_by(HouseholdRow.id)):
+            added += alerts.enqueue(
+                session, kind=RECOVERED_KIND, household_id=household_id, account_id=None,
+                severity="info", title="Market feed ticking again",
+                body=f"Prices resumed at {format_ist(now - timedelta(seconds=silent))} after "
+                     f"a stall that began at {format_ist(began)}.",
+                dedupe_key=f"feed-recovered:{household_id}:{episode}")
+        log.info("market feed ticking again after the stall since %s", format_ist(began))
+        return added
 
     def stop(self, now: datetime | None = None) -> None:
         """Mark the feed stopped (the worker is shutting down); log database errors only."""
