@@ -11,6 +11,10 @@ moment — is skipped by the database without an error that would break the call
 transaction. (A SAVEPOINT would not do: with Python's sqlite3 driver a SAVEPOINT that is the
 transaction's first write opens its own transaction, and releasing it commits the alert
 before its cause.)
+
+An alert is for the household's (or its account's) people, or for one user (``user_id``: a
+session-expiry warning). Delivery (status ``pending`` -> ``sent`` / ``skipped`` / ``failed``,
+attempts, the next attempt) is :class:`core.services.outbox.OutboxService`'s.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from core.clock import to_ist
+from core.clock import now_ist, to_ist
 from core.errors import ValidationError
 from db.models import AlertOutboxRow
 
 #: How loud an alert is: ``critical`` stops trading (kill switch, panic, loss limit).
 SEVERITIES = ("info", "warning", "critical")
+#: Where an alert's delivery stands: due (``pending``) or settled for good (the other three).
+STATUSES = ("pending", "sent", "skipped", "failed")
 TITLE_CHARS = 200
 KIND_CHARS = 40
 DEDUPE_CHARS = 120
@@ -43,16 +49,22 @@ class Alert:
     created_at: datetime
     household_id: int
     account_id: int | None
-    kind: str  # "risk.panic", "risk.daily_loss", "risk.stop_loss", ...
+    kind: str  # "risk.panic", "risk.daily_loss", "risk.stop_loss", "auth.session_expiry", ...
     severity: str
     title: str
     body: str
-    status: str  # "pending" | "delivered"
+    status: str  # one of STATUSES
     delivered_at: datetime | None
+    user_id: int | None = None  # the one user it is for; None: the household's/account's people
+    urgent: bool = False
+    attempts: int = 0
+    last_error: str | None = None
+    channel: str | None = None
 
 
 def enqueue(session: Session, *, kind: str, household_id: int, account_id: int | None,
-            severity: str, title: str, body: str, dedupe_key: str) -> bool:
+            severity: str, title: str, body: str, dedupe_key: str, user_id: int | None = None,
+            urgent: bool | None = None, at: datetime | None = None) -> bool:
     """Add an alert to the outbox inside the caller's transaction.
 
     Parameters
@@ -66,6 +78,12 @@ def enqueue(session: Session, *, kind: str, household_id: int, account_id: int |
         Whose alert it is (``account_id`` None: the whole household).
     dedupe_key : str
         Names the event (e.g. ``"risk-state:12:engaged"``); at most 120 characters.
+    user_id : int | None
+        The one user the alert is for (None: the household's, or the account's, people).
+    urgent : bool | None
+        Deliver before other due alerts; None (default) makes ``critical`` alerts urgent.
+    at : datetime | None
+        When the event happened (default now): the alert's time, and when it is first due.
 
     Returns
     -------
@@ -86,32 +104,42 @@ def enqueue(session: Session, *, kind: str, household_id: int, account_id: int |
         raise ValidationError(f"Alert dedupe key must be 1-{DEDUPE_CHARS} characters; got "
                               f"{len(dedupe_key)}")
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    when = at or now_ist()
     statement = insert(AlertOutboxRow).values(
-        household_id=household_id, account_id=account_id, kind=kind, severity=severity,
+        created_at=when, household_id=household_id, account_id=account_id, user_id=user_id,
+        kind=kind, severity=severity,
+        urgent=severity == "critical" if urgent is None else urgent,
         title=title[:TITLE_CHARS], body=body, dedupe_key=dedupe_key, status="pending",
+        attempts=0, next_attempt_at=when,
     ).on_conflict_do_nothing(index_elements=[AlertOutboxRow.dedupe_key])
     return session.scalar(statement.returning(AlertOutboxRow.id)) is not None
 
 
 def recent(session: Session, household_id: int, account_ids: Collection[int] | None,
-           limit: int = 50) -> list[Alert]:
+           limit: int = 50, user_id: int | None = None) -> list[Alert]:
     """Return the newest alerts of a household, newest first.
 
     ``account_ids`` limits account alerts to those accounts (household-wide alerts are always
-    included); None returns every alert of the household.
+    included); None returns every alert of the household. Alerts for one user (a session
+    warning) are included only for ``user_id``; None leaves them all out.
     """
     query = select(AlertOutboxRow).where(AlertOutboxRow.household_id == household_id)
     if account_ids is not None:
         query = query.where(or_(AlertOutboxRow.account_id.is_(None),
                                 AlertOutboxRow.account_id.in_(list(account_ids))))
+    mine = AlertOutboxRow.user_id.is_(None)
+    query = query.where(mine if user_id is None else or_(mine, AlertOutboxRow.user_id == user_id))
     rows = session.scalars(
         query.order_by(AlertOutboxRow.created_at.desc(), AlertOutboxRow.id.desc())
         .limit(max(limit, 0)))
-    return [_to_alert(row) for row in rows]
+    return [to_alert(row) for row in rows]
 
 
-def _to_alert(row: AlertOutboxRow) -> Alert:
+def to_alert(row: AlertOutboxRow) -> Alert:
+    """Return the domain alert of an outbox row (times in IST)."""
     return Alert(id=row.id, created_at=to_ist(row.created_at), household_id=row.household_id,
                  account_id=row.account_id, kind=row.kind, severity=row.severity,
                  title=row.title, body=row.body, status=row.status,
-                 delivered_at=to_ist(row.delivered_at) if row.delivered_at else None)
+                 delivered_at=to_ist(row.delivered_at) if row.delivered_at else None,
+                 user_id=row.user_id, urgent=row.urgent, attempts=row.attempts,
+                 last_error=row.last_error, channel=row.channel)

@@ -131,6 +131,18 @@ class Settings(BaseSettings):
     cookie_expiry_days: float = Field(
         default=1.0, ge=0, description="COOKIE_EXPIRY_DAYS: re-login cookie lifetime (0 = off)."
     )
+    alert_channel: str = Field(
+        default="log",
+        description="ALERT_CHANNEL: where the worker delivers alerts: 'log' (the sher.alerts "
+        "logger; the demo's) or a channel registered by an integration (e.g. Telegram).",
+    )
+    alert_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=50,
+        description="ALERT_MAX_ATTEMPTS: delivery attempts (10 s, 20 s, 40 s ... apart, at most "
+        "30 min) before an alert is marked failed.",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -15,6 +15,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -655,25 +657,40 @@ class EquityPeakRow(Base):
 class AlertOutboxRow(Base):
     """An alert waiting for delivery (Telegram, e-mail), written with the change that caused it.
 
-    ``dedupe_key`` is unique: the same event never alerts twice.
+    ``dedupe_key`` is unique: the same event never alerts twice. ``user_id`` names the one
+    user an alert is for (a session-expiry warning); NULL means the household's (or the
+    account's) people. Delivery: ``status`` is ``pending`` until the dispatcher records
+    ``sent``, ``skipped`` (the channel chose not to deliver) or ``failed`` (a permanent error,
+    or ``attempts`` used up); a pending row is due from ``next_attempt_at`` (NULL once
+    settled). ``last_error`` is the first line of the last failure, secrets removed.
     """
 
     __tablename__ = "alert_outbox"
     __table_args__ = (
         Index("ix_alert_outbox_status_created_at", "status", "created_at"),
         Index("ix_alert_outbox_household_id_created_at", "household_id", "created_at"),
+        # The dispatcher's query: due pending rows (few), whatever the sent history's size.
+        Index("ix_alert_outbox_due", "next_attempt_at",
+              postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     kind: Mapped[str] = mapped_column(String(40))
     severity: Mapped[str] = mapped_column(String(16))
+    urgent: Mapped[bool] = mapped_column(default=False, server_default=false())
     title: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
     dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    channel: Mapped[str | None] = mapped_column(String(20))
     delivered_at: Mapped[datetime | None]
 
 

@@ -16,6 +16,7 @@ from core.services.jobs import JobService
 from core.services.market import MarketService
 from core.services.marketdata import MarketDataService
 from core.services.orders import OrderService
+from core.services.outbox import OutboxService
 from core.services.pnl_snapshots import PnlSnapshotService
 from core.services.portfolio import PortfolioService
 from core.services.risk import RiskService
@@ -43,6 +44,7 @@ class Services:
         self.audit = AuditLogService(db, settings)
         self.worker = WorkerService(db, settings)
         self.jobs = JobService(db, settings)
+        self.outbox = OutboxService(db, settings)
         self.marketdata = MarketDataService(db, settings)
         self.feed = FeedService(db, settings)
         self.market = MarketService(db, settings)

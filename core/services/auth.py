@@ -18,8 +18,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from core import audit
-from core.clock import format_ist, next_expiry_after, now_ist
+from core import alerts, audit
+from core.clock import format_ist, next_expiry_after, now_ist, to_ist
 from core.crypto import SecretBox
 from core.domain import Actor, ClientInfo, SessionInfo
 from core.errors import AuthenticationError, SessionInvalid, ValidationError
@@ -35,6 +35,10 @@ END_FORCED = "forced logout"
 END_EXPIRED = "daily expiry"
 END_DEACTIVATED = "user deactivated"
 END_ROLE = "role changed"
+#: Logged-in users are warned this long before the daily session expiry.
+WARN_BEFORE_EXPIRY = timedelta(minutes=15)
+#: Users logged out by the daily expiry this recently get a logout alert.
+LOGOUT_ALERT_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +356,60 @@ class AuthService(ServiceBase):
                 )
         return count
 
+    def warn_expiring_sessions(self, now: datetime | None = None) -> int:
+        """Alert every logged-in user whose session ends at the daily expiry within 15 minutes.
+
+        One ``auth.session_expiry`` alert per user (``user_id`` set), deduplicated by user and
+        expiry date, so running this twice (a retry, a restart) warns once; written with one
+        audit row per household in the same transaction. Sessions already ended, or of
+        deactivated users, get nothing. Return how many users were newly warned.
+        """
+        now = now or now_ist()
+        expiry = f"{self.settings.session_expiry_time:%H:%M} IST"
+        with self.db.transaction() as session:
+            found = _sessions_with_users(
+                session, SessionRow.ended_at.is_(None), UserRow.is_active.is_(True))
+            ending = [(user, ends) for row, user in found
+                      if (ends := self._expiry(row)) - WARN_BEFORE_EXPIRY <= now < ends]
+            warned = [
+                user for user, ends in ending
+                if _session_alert(
+                    session, user, ends, now, kind="auth.session_expiry", key="session-expiry",
+                    severity="warning",
+                    title=f"Your SHER login ends at {to_ist(ends):%H:%M} IST "
+                          f"(in {max(round((ends - now).total_seconds() / 60), 1)} min)",
+                    body=f"Every session ends at the daily expiry ({expiry}); yours ends at "
+                         f"{format_ist(ends)}. Finish what you are doing and log in again "
+                         "after it.")
+            ]
+            _audit_session_alerts(session, "auth.session_expiry_warned", warned)
+        return len(warned)
+
+    def alert_expired_logouts(self, now: datetime | None = None) -> int:
+        """Alert every user logged out by the daily expiry in the last hour, once per expiry.
+
+        The worker runs this after :meth:`expire_due_sessions`; one ``auth.logout`` alert per
+        user (``user_id`` set), deduplicated by user and expiry date, with one audit row per
+        household. Return how many users were newly alerted.
+        """
+        now = now or now_ist()
+        expiry = f"{self.settings.session_expiry_time:%H:%M} IST"
+        with self.db.transaction() as session:
+            found = _sessions_with_users(
+                session, SessionRow.end_reason == END_EXPIRED,
+                SessionRow.ended_at >= now - LOGOUT_ALERT_WINDOW, SessionRow.ended_at <= now)
+            alerted = [
+                user for row, user in found
+                if _session_alert(
+                    session, user, ends := self._expiry(row), now, kind="auth.logout",
+                    key="session-logout", severity="info",
+                    title=f"You were logged out of SHER at {to_ist(ends):%H:%M} IST",
+                    body=f"Every session ends at the daily expiry ({expiry}); log in again to "
+                         "use the desk. Orders and the worker's jobs are not affected.")
+            ]
+            _audit_session_alerts(session, "auth.logout_alerted", alerted)
+        return len(alerted)
+
     def my_sessions(self, actor: Actor, limit: int = 20) -> list[SessionInfo]:
         """Return the actor's recent sessions (newest first), without their ids in full."""
         with self.db.transaction() as session:
@@ -439,3 +497,33 @@ class AuthService(ServiceBase):
         with self.db.transaction() as session:
             row = session.get(UserRow, actor.user_id)
             return bool(row and row.totp_enabled_at)
+
+
+def _sessions_with_users(session: Session, *where: ColumnElement[bool]
+                         ) -> list[tuple[SessionRow, UserRow]]:
+    """Return the sessions matching ``where`` with their users, by user."""
+    rows = session.execute(
+        select(SessionRow, UserRow).join(UserRow, UserRow.id == SessionRow.user_id)
+        .where(*where).order_by(SessionRow.user_id, SessionRow.created_at))
+    return [(row, user) for row, user in rows]
+
+
+def _session_alert(session: Session, user: UserRow, ends: datetime, now: datetime, *, kind: str,
+                   key: str, severity: str, title: str, body: str) -> bool:
+    """Enqueue a session alert for ``user``, once per user and expiry date; return if new."""
+    return alerts.enqueue(
+        session, kind=kind, household_id=user.household_id, account_id=None, user_id=user.id,
+        severity=severity, urgent=severity != "info", title=title, body=body,
+        dedupe_key=f"{key}:{user.id}:{to_ist(ends).date().isoformat()}", at=now)
+
+
+def _audit_session_alerts(session: Session, action: str, users: list[UserRow]) -> None:
+    """Record, per household, which users a session alert was written for."""
+    names: dict[int, list[str]] = {}
+    for user in users:
+        names.setdefault(user.household_id, []).append(user.username)
+    audit.append_many(session, [
+        audit.AuditEvent(action=action, resource="sessions", household_id=household_id,
+                         details={"users": usernames})
+        for household_id, usernames in names.items()
+    ])
