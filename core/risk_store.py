@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import bindparam, delete, or_, select
+from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,7 @@ from db.models import (
     PositionControlRow,
     RiskLimitsRow,
     RiskStateRow,
+    TradeRow,
     UserRow,
 )
 from engines.risk_types import (
@@ -97,6 +98,19 @@ def effective_limits(session: Session, household_id: int,
     if keys[0] in rows:
         return _to_limits(rows[keys[0]]), "household"
     return RiskLimits(), "default"
+
+
+def account_limits(session: Session, household_id: int,
+                   account_ids: Iterable[int]) -> dict[int, RiskLimits]:
+    """Return the limits that apply to each account, in one read (see :func:`effective_limits`)."""
+    ids = list(account_ids)
+    keys = [limits_key(household_id, None), *(limits_key(household_id, a) for a in ids)]
+    rows = {row.scope_key: row for row in session.scalars(
+        select(RiskLimitsRow).where(RiskLimitsRow.scope_key.in_(keys)))}
+    household = rows.get(keys[0])
+    fallback = _to_limits(household) if household is not None else RiskLimits()
+    own = {a: rows.get(limits_key(household_id, a)) for a in ids}
+    return {a: _to_limits(row) if row is not None else fallback for a, row in own.items()}
 
 
 def save_limits(session: Session, household_id: int, account_id: int | None,
@@ -251,9 +265,14 @@ def active_controls(session: Session,
 
 def apply_trails(session: Session, updates: Iterable[TrailUpdate]) -> int:
     """Store trailing stops' new best prices; return how many active controls moved."""
+    wanted = {update.control_id: update for update in updates}
+    if not wanted:
+        return 0
+    rows = {row.id: row for row in session.scalars(
+        select(PositionControlRow).where(PositionControlRow.id.in_(list(wanted))))}
     moved = 0
-    for update in updates:
-        row = session.get(PositionControlRow, update.control_id)
+    for update in wanted.values():
+        row = rows.get(update.control_id)
         if row is not None and row.is_active and row.extreme != update.extreme:
             row.extreme = update.extreme
             moved += 1
@@ -314,6 +333,26 @@ def peak_equity(session: Session, account_id: int) -> Decimal | None:
     """Return the highest equity recorded for an account (None: none yet)."""
     return session.scalar(
         select(EquityPeakRow.peak_equity).where(EquityPeakRow.account_id == account_id))
+
+
+def peak_equities(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
+    """Return the recorded equity peak of each account that has one, in one read."""
+    return dict(session.execute(
+        select(EquityPeakRow.account_id, EquityPeakRow.peak_equity)
+        .where(EquityPeakRow.account_id.in_(list(account_ids)))).all())
+
+
+def fill_versions(session: Session, account_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """Return (fill count, last fill id) of each account, (0, 0) without fills, in one read.
+
+    The gate's snapshots carry the same pair as their version: a different pair means the
+    account has new (or removed) fills and its book must be rebuilt.
+    """
+    ids = list(account_ids)
+    found = {account_id: (int(count), int(last)) for account_id, count, last in session.execute(
+        select(TradeRow.account_id, func.count(TradeRow.id), func.max(TradeRow.id))
+        .where(TradeRow.account_id.in_(ids)).group_by(TradeRow.account_id))}
+    return {a: found.get(a, (0, 0)) for a in ids}
 
 
 def raise_peaks(session: Session, equities: Mapping[int, Decimal], at: datetime) -> list[int]:

@@ -172,3 +172,45 @@ def test_a_strategys_mtm_target_closes_only_that_strategys_shares(
     services.risk_watch.run()
     exits = _exits(services)
     assert [(e.side, e.quantity, e.product) for e in exits] == [(Side.SELL, 20, Product.MIS)]
+
+
+def test_a_loss_between_fills_is_seen_at_the_next_price_without_a_new_book(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    _hold(services, priya, account, 100)
+    services.risk_watch.run()  # the book is taken at 800, and kept: no new fills follow
+    tick(services.db, "SBIN", "590.00")  # −₹21,000 at the next price: beyond 2% of ₹10 lakh
+    report = services.risk_watch.run()
+    assert report.engaged == [f"account:{account}:daily_loss"]
+    assert [(e.side, e.quantity) for e in _exits(services)] == [(Side.SELL, 100)]
+
+
+def test_the_watch_asks_the_gate_for_a_book_only_on_new_fills_or_once_it_is_old(
+    services: Services, priya: Actor, account: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import core.services.risk_watch as watch_module
+
+    taken: list[int] = []
+    snapshot = services.risk_gate.snapshot
+
+    def counting(account_id: int, fills: tuple[int, int] | None = None):
+        taken.append(account_id)
+        return snapshot(account_id, fills)
+
+    def books_taken_by_a_run() -> list[int]:
+        monkeypatch.setattr(services.risk_gate, "snapshot", counting)
+        taken.clear()
+        services.risk_watch.run()
+        monkeypatch.setattr(services.risk_gate, "snapshot", snapshot)
+        return list(taken)
+
+    accounts = len(books_taken_by_a_run())
+    assert accounts >= 3 and account in taken
+    assert books_taken_by_a_run() == []  # nothing new: every book is re-marked, none rebuilt
+    _hold(services, priya, account)
+    assert books_taken_by_a_run() == [account]  # only the account with a new fill
+    clock = [1e9]
+    monkeypatch.setattr(watch_module, "_monotonic", lambda: clock[0])
+    books_taken_by_a_run()
+    clock[0] += watch_module.BOOK_REFRESH_SECONDS
+    assert len(books_taken_by_a_run()) == watch_module.REFRESHES_PER_RUN  # the oldest, a few

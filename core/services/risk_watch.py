@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time as time_module
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from decimal import Decimal
@@ -52,6 +53,53 @@ from engines.risk_types import (
 )
 
 log = logging.getLogger("sher.risk")
+
+#: How long an account's book from the gate is re-marked at fresh prices before the watch asks
+#: for a new one although the account has no new fills (deposits, the day's turn), in seconds.
+BOOK_REFRESH_SECONDS = 30.0
+#: At most this many such age refreshes a run, oldest first, so books are not all rebuilt in
+#: the same second (an account with new fills is always rebuilt at once).
+REFRESHES_PER_RUN = 2
+_monotonic = time_module.monotonic
+
+
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    """An account's equity, day and week P&L at the latest prices."""
+
+    capital: Decimal
+    day_pnl: Decimal
+    week_pnl: Decimal
+
+
+def _remark(snapshot: AccountSnapshot, prices: dict[str, Decimal]) -> _Figures:
+    """Return the snapshot's figures moved to ``prices`` (its quantities are unchanged).
+
+    With fixed quantities every figure is linear in the price: an open position moves equity,
+    day and week P&L by quantity × the price change since the snapshot's mark (its LTP, or
+    its average when it had none); a holding (net quantity minus the positions') moves equity
+    only. A symbol whose positions and holdings net to zero has no exposure row and is moved
+    by its positions alone until the next refresh.
+    """
+    moved = ZERO
+    position_qty: dict[str, int] = defaultdict(int)
+    position_value: dict[str, Decimal] = defaultdict(Decimal)
+    for p in snapshot.positions:
+        mark = p.ltp if p.ltp is not None else p.average_price
+        position_qty[p.symbol] += p.quantity
+        position_value[p.symbol] += abs(p.quantity) * mark
+        ltp = prices.get(p.symbol)
+        if ltp is not None:
+            moved += p.quantity * (ltp - mark)
+    held_moved = ZERO
+    for exposure in snapshot.exposures:
+        held = exposure.quantity - position_qty.get(exposure.symbol, 0)
+        ltp = prices.get(exposure.symbol)
+        if held > 0 and ltp is not None:
+            held_moved += held * ltp - (exposure.value - position_value.get(exposure.symbol,
+                                                                            ZERO))
+    return _Figures(snapshot.capital + moved + held_moved, snapshot.day_pnl + moved,
+                    snapshot.week_pnl + moved)
 
 
 @dataclass(slots=True)
@@ -86,6 +134,7 @@ class RiskWatch:
         self.risk = risk
         self.orders = gate.orders
         self.clock = clock
+        self._books: dict[int, tuple[AccountSnapshot, float]] = {}  # snapshot, when taken
 
     def run(self, now: datetime | None = None) -> WatchReport:
         """Evaluate every household once; return what was done."""
@@ -111,55 +160,84 @@ class RiskWatch:
     # -- gathering ------------------------------------------------------------------------
     def _household(self, household_id: int, account_ids: list[int], now: datetime,
                    report: WatchReport) -> None:
-        snapshots = {a: self.gate.snapshot(a) for a in account_ids}
-        positions, prices = self._positions(snapshots.values())
-        report.positions += len(positions)
         with self.db.transaction() as session:
-            limits = {a: risk_store.effective_limits(session, household_id, a)[0]
-                      for a in account_ids}
-            peaks = {a: risk_store.peak_equity(session, a) for a in account_ids}
+            fills = risk_store.fill_versions(session, account_ids)
+            limits = risk_store.account_limits(session, household_id, account_ids)
+            peaks = risk_store.peak_equities(session, account_ids)
             controls = risk_store.active_controls(session, account_ids)
             engaged = risk_store.engaged_keys(session, household_id, now.date())
             stored_mtm = risk_store.mtm_limit_rows(session, household_id)
+        snapshots = self._snapshots(account_ids, fills)
+        positions, prices, figures = self._marked(snapshots)
+        report.positions += len(positions)
         strategy_positions, strategy_mtm = self._strategies(
             account_ids, [m.key for m in stored_mtm if m.scope is Scope.STRATEGY], now, prices)
-        mtm_limits = self._mtm_limits(household_id, account_ids, snapshots, limits, stored_mtm,
+        mtm_limits = self._mtm_limits(household_id, account_ids, figures, limits, stored_mtm,
                                       strategy_mtm)
         result = evaluate(PostTradeInput(
             now=now, positions=(*positions, *strategy_positions), controls=tuple(controls),
             mtm_limits=tuple(mtm_limits),
-            accounts=tuple(AccountRisk(a, s.capital, s.day_pnl, s.week_pnl, peaks[a],
-                                       limits[a]) for a, s in snapshots.items()),
+            accounts=tuple(AccountRisk(a, f.capital, f.day_pnl, f.week_pnl, peaks.get(a),
+                                       limits[a]) for a, f in figures.items()),
             engaged=engaged,
             mis_due=frozenset(a for a in account_ids
                               if self._mis_due(now, limits[a].mis_square_off_at))))
         report.warnings.extend(result.warnings)
         self._act(household_id, result, now, report)
         with self.db.transaction() as session:
-            risk_store.raise_peaks(session, {a: s.capital for a, s in snapshots.items()
-                                             if s.capital > 0}, now)
+            risk_store.raise_peaks(session, {a: f.capital for a, f in figures.items()
+                                             if f.capital > 0}, now)
 
     @staticmethod
     def _mis_due(now: datetime, at: time) -> bool:
         return is_trading_day(now.date()) and at <= now.time() < MARKET_CLOSE
 
-    def _positions(self, snapshots: Iterable[AccountSnapshot]
-                   ) -> tuple[list[LivePosition], dict[str, Decimal]]:
-        """Return the open positions of the gate's snapshots, marked at the latest prices.
+    def _snapshots(self, account_ids: list[int], fills: dict[int, tuple[int, int]]
+                   ) -> dict[int, AccountSnapshot]:
+        """Return each account's book from the gate, asking for a new one only when needed.
+
+        An account with new fills gets a fresh snapshot at once; one without is re-marked at
+        fresh prices by :meth:`_marked` and refreshed (deposits, the day's turn) once it is
+        :data:`BOOK_REFRESH_SECONDS` old, at most :data:`REFRESHES_PER_RUN` a run, oldest first.
+        """
+        now = _monotonic()
+        out: dict[int, AccountSnapshot] = {}
+        stale: list[tuple[float, int]] = []
+        for account_id in account_ids:
+            held = self._books.get(account_id)
+            if held is None or held[0].version[:2] != fills[account_id]:
+                out[account_id] = self._take(account_id, fills[account_id], now)
+                continue
+            out[account_id] = held[0]
+            if now - held[1] >= BOOK_REFRESH_SECONDS:
+                stale.append((held[1], account_id))
+        for _taken, account_id in sorted(stale)[:REFRESHES_PER_RUN]:
+            out[account_id] = self._take(account_id, fills[account_id], now)
+        return out
+
+    def _take(self, account_id: int, fills: tuple[int, int], now: float) -> AccountSnapshot:
+        snapshot = self.gate.snapshot(account_id, fills)
+        self._books[account_id] = (snapshot, now)
+        return snapshot
+
+    def _marked(self, snapshots: dict[int, AccountSnapshot]
+                ) -> tuple[list[LivePosition], dict[str, Decimal], dict[int, _Figures]]:
+        """Return the open positions and each account's figures, marked at the latest prices.
 
         The snapshots hold each account's positions from its fills (rebuilt only when it has
         new ones); one price read re-marks them all, so the watch never replays fills itself.
-        Return the positions and the prices read.
+        Return the positions, the prices read and the re-marked account figures.
         """
-        held = [p for snapshot in snapshots for p in snapshot.positions]
-        prices = last_prices(self.db, {p.symbol for p in held})
+        held = [p for snapshot in snapshots.values() for p in snapshot.positions]
+        prices = last_prices(self.db, {p.symbol for p in held} | {
+            e.symbol for snapshot in snapshots.values() for e in snapshot.exposures})
         out = []
         for p in held:
             ltp = prices.get(p.symbol, p.ltp)
             unrealized = (ltp - p.average_price) * p.quantity if ltp is not None else ZERO
             out.append(LivePosition(p.account_id, p.symbol, p.product, p.quantity,
                                     p.average_price, ltp, p.realized_pnl + unrealized))
-        return out, prices
+        return out, prices, {a: _remark(s, prices) for a, s in snapshots.items()}
 
     def _strategies(self, account_ids: list[int], names: list[str], now: datetime,
                     prices: dict[str, Decimal]) -> tuple[list[LivePosition], dict[str, Decimal]]:
@@ -195,15 +273,14 @@ class RiskWatch:
         return positions, mtm
 
     @staticmethod
-    def _mtm_limits(household_id: int, account_ids: list[int],
-                    snapshots: dict[int, AccountSnapshot], limits: dict[int, RiskLimits],
-                    stored: list[risk_store.MtmLimitView], strategy_mtm: dict[str, Decimal],
-                    ) -> list[MtmLimit]:
+    def _mtm_limits(household_id: int, account_ids: list[int], figures: dict[int, _Figures],
+                    limits: dict[int, RiskLimits], stored: list[risk_store.MtmLimitView],
+                    strategy_mtm: dict[str, Decimal]) -> list[MtmLimit]:
         out = [MtmLimit(Scope.ACCOUNT, str(a), limits[a].portfolio_mtm_stop_loss,
-                        limits[a].portfolio_mtm_target, snapshots[a].day_pnl, (a,))
+                        limits[a].portfolio_mtm_target, figures[a].day_pnl, (a,))
                for a in account_ids
                if limits[a].portfolio_mtm_stop_loss or limits[a].portfolio_mtm_target]
-        family = sum((s.day_pnl for s in snapshots.values()), ZERO)
+        family = sum((f.day_pnl for f in figures.values()), ZERO)
         for row in stored:
             if row.scope is Scope.HOUSEHOLD:
                 out.append(MtmLimit(Scope.HOUSEHOLD, str(household_id), row.stop_loss,
