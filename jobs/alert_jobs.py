@@ -1,25 +1,34 @@
 """The worker's alert jobs: deliver the outbox, warn before the session expiry, alert logouts.
 
 Each job is a thin wrapper over a service call returning a :class:`JobResult` for the
-worker's job table. Wiring in :mod:`jobs.worker` (``Worker.schedule``)::
+worker's job table. Wiring in :mod:`jobs.worker`::
 
     from jobs.alert_jobs import AlertJobs
-    AlertJobs(self.services).schedule(self._add)
+    self.alert_jobs = AlertJobs(services)            # Worker.__init__
+    self.alert_jobs.schedule(self._add)              # Worker.schedule
+    self.alert_jobs.catch_up(self._run_now)          # Worker.catch_up
 
-Schedules (IST) and why:
+Schedules (IST), stores and misfire policy:
 
-- ``alert_dispatch`` every 2 s, one instance, coalesced: a backlog is drained in batches
-  within a run; a run missed while the worker was busy is simply the next one.
-- ``session_warning`` at the daily expiry minus 15 minutes (02:45 for 03:00); a run missed by
-  up to 15 minutes still runs (later, the warning is pointless). It also runs once at start.
-- ``session_logout_alerts`` one minute after the expiry; it first ends due sessions itself
-  (idempotent), so it never runs before the expiry job has done its work; a run missed by up to
-  an hour still runs, and it runs once at start.
+======================  ==============================  ======  ==========  ===================
+job                     when                            store   grace       missed run
+======================  ==============================  ======  ==========  ===================
+alert_dispatch          every 2 s                       memory  2 s         skipped (the next
+                                                                            run delivers)
+session_warning         daily at expiry - 15 min        desk    15 min      runs at once (later
+                        (02:45 for 03:00)                                   it is pointless)
+session_logout_alerts   daily at expiry + 1 min         desk    1 h         runs at once
+======================  ==============================  ======  ==========  ===================
 
-Errors: a :class:`~core.errors.ConfigError` (unknown ``ALERT_CHANNEL``, a channel without
-its token) stops delivery: the job reports it as failed once, then skips (saying why) and
-re-checks every :data:`CONFIG_RECHECK_S` seconds, so fixing the setting needs no restart of
-a channel that reads it live. Any other error fails that run and the next run tries again.
+Both session jobs also run once at start (:meth:`AlertJobs.catch_up`); running twice writes
+nothing new (each alert's dedupe key names the user and the expiry date). The logout job ends
+due sessions itself first (idempotent), so it never runs ahead of the expiry job's work. A
+dispatch run drains up to :data:`DISPATCH_ROUNDS` batches of :data:`DISPATCH_BATCH` alerts.
+
+Errors: a :class:`~core.errors.ConfigError` (unknown ``ALERT_CHANNEL``, a channel without its
+token) stops delivery: the job reports it as failed once, then skips (saying why) and re-checks
+every :data:`CONFIG_RECHECK_S` seconds, so a channel reading a fixed setting live needs no
+restart. Any other error fails that run and the next run tries again.
 """
 
 from __future__ import annotations
@@ -47,7 +56,11 @@ DISPATCH_ROUNDS = 10
 CONFIG_RECHECK_S = 300.0
 LOGOUT_ALERT_DELAY = timedelta(minutes=1)
 
+#: APScheduler's in-memory job store alias (the worker's ``MEMORY_STORE``).
+MEMORY_STORE = "default"
+
 AddJob = Callable[..., None]
+RunNow = Callable[[str, Callable[[], JobResult | None]], None]
 
 
 class AlertJobs:
@@ -114,25 +127,36 @@ class AlertJobs:
         return JobResult.ok(f"alerted {count} user(s) logged out by the daily expiry")
 
     def schedule(self, add: AddJob) -> None:
-        """Register the three jobs through ``add(job, trigger, id=..., **options)``.
+        """Register the three jobs through ``add(job, trigger, id=..., store=..., **options)``.
 
-        ``add`` is the worker's tracked ``Worker._add`` (or ``scheduler.add_job``).
+        ``add`` is the worker's tracked ``Worker._add``: ``store`` names the job store (the
+        dispatch job stays in memory, :data:`MEMORY_STORE`; the session jobs go to the
+        worker's default, the desk's database).
         """
         expiry = self.services.settings.session_expiry_time
         day = date(2000, 1, 3)  # any date: only the wall-clock time of these moments is used
         warn_at = (datetime.combine(day, expiry) - WARN_BEFORE_EXPIRY).time()
         logout_at = (datetime.combine(day, expiry) + LOGOUT_ALERT_DELAY).time()
-        start = now_ist()  # the session jobs run once at start too (a worker down at 02:45)
         add(self.dispatch_alerts, "interval", id="alert_dispatch", seconds=DISPATCH_EVERY_S,
-            max_instances=1, coalesce=True)
+            store=MEMORY_STORE, max_instances=1, coalesce=True,
+            misfire_grace_time=DISPATCH_EVERY_S)
         add(self.warn_sessions,
             CronTrigger(hour=warn_at.hour, minute=warn_at.minute, timezone=IST),
-            id="session_warning", coalesce=True, max_instances=1, next_run_time=start,
+            id="session_warning", coalesce=True, max_instances=1,
             misfire_grace_time=int(WARN_BEFORE_EXPIRY.total_seconds()))
         add(self.alert_logouts,
             CronTrigger(hour=logout_at.hour, minute=logout_at.minute, timezone=IST),
-            id="session_logout_alerts", coalesce=True, max_instances=1, next_run_time=start,
+            id="session_logout_alerts", coalesce=True, max_instances=1,
             misfire_grace_time=int(LOGOUT_ALERT_WINDOW.total_seconds()))
+
+    def catch_up(self, run_now: RunNow) -> None:
+        """At start: run both session jobs once through ``run_now(name, job)`` (tracked).
+
+        ``run_now`` is the worker's ``Worker._run_now``. A worker that was down at 02:45 still
+        warns before 03:00, and one down at 03:01 still sends the logout alerts.
+        """
+        run_now("session_warning", self.warn_sessions)
+        run_now("session_logout_alerts", self.alert_logouts)
 
 
 def _merge(reports: list[DispatchReport]) -> DispatchReport:

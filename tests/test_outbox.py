@@ -15,7 +15,6 @@ import pytest
 from alembic import command
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import column, func, insert, select, table, update
 
 from core import alerts
@@ -30,8 +29,17 @@ from core.services.outbox import CLAIM_LEASE, Delivery, OutboxService
 from db.base import UTCDateTime
 from db.engine import Database
 from db.migrate import alembic_config
-from db.models import AlertOutboxRow, AuditRow, HouseholdRow, JobOutcome, SessionRow, UserRow
+from db.models import (
+    AlertOutboxRow,
+    AuditRow,
+    HouseholdRow,
+    JobOutcome,
+    JobRunRow,
+    SessionRow,
+    UserRow,
+)
 from jobs.alert_jobs import AlertJobs
+from jobs.worker import Worker
 from tests.conftest import make_settings
 from tests.support.pg import PostgresServer
 
@@ -548,19 +556,52 @@ def test_the_session_jobs_warn_and_alert_logouts_once(
 
 
 def test_the_alert_jobs_are_scheduled_around_the_daily_expiry(services: Services) -> None:
-    scheduler = BackgroundScheduler(timezone=IST)
-    AlertJobs(services).schedule(scheduler.add_job)
-    jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"alert_dispatch", "session_warning", "session_logout_alerts"}
-    dispatch = jobs["alert_dispatch"]
-    assert isinstance(dispatch.trigger, IntervalTrigger)
-    assert dispatch.trigger.interval == timedelta(seconds=2)
-    assert (dispatch.max_instances, dispatch.coalesce) == (1, True)
-    for name, at in (("session_warning", "hour='2', minute='45'"),
-                     ("session_logout_alerts", "hour='3', minute='1'")):
-        assert isinstance(jobs[name].trigger, CronTrigger)
-        assert at in str(jobs[name].trigger)
-        assert jobs[name].coalesce
+    added: dict[str, tuple[object, dict[str, object]]] = {}
+
+    def add(job: object, trigger: object, *, id: str, **options: object) -> None:
+        added[id] = (trigger, options)
+
+    AlertJobs(services).schedule(add)
+
+    assert set(added) == {"alert_dispatch", "session_warning", "session_logout_alerts"}
+    trigger, options = added["alert_dispatch"]
+    assert trigger == "interval"
+    assert options == {"seconds": 2, "store": "default", "max_instances": 1, "coalesce": True,
+                       "misfire_grace_time": 2}
+    for name, at, grace in (("session_warning", "hour='2', minute='45'", 900),
+                            ("session_logout_alerts", "hour='3', minute='1'", 3600)):
+        trigger, options = added[name]
+        assert isinstance(trigger, CronTrigger) and at in str(trigger)
+        assert "store" not in options  # the worker's default: the desk's database
+        assert (options["coalesce"], options["misfire_grace_time"]) == (True, grace)
+
+
+def test_the_worker_schedules_and_catches_up_the_alert_jobs_through_its_own_helpers(
+    services: Services, login: Login,
+) -> None:
+    rahul = login("rahul")
+    with services.db.transaction() as session:
+        session.execute(update(SessionRow).where(SessionRow.id == rahul.session_id)
+                        .values(expires_at=now_ist() + timedelta(minutes=10)))
+    worker = Worker(services)
+    worker.scheduler = BackgroundScheduler(timezone=IST)  # start() returns; paused: nothing runs
+    alert_jobs = AlertJobs(services)
+    worker.schedule()
+    alert_jobs.schedule(worker._add)
+    worker.scheduler.start(paused=True)
+    try:
+        in_memory = {job.id for job in worker.scheduler.get_jobs(jobstore="default")}
+        in_desk = {job.id for job in worker.scheduler.get_jobs(jobstore="desk")}
+        alert_jobs.catch_up(worker._run_now)
+    finally:
+        worker.scheduler.shutdown(wait=False)
+    assert "alert_dispatch" in in_memory
+    assert {"session_warning", "session_logout_alerts"} <= in_desk
+    with services.db.transaction() as session:
+        runs = {r.name: (r.last_outcome, r.last_message) for r in session.scalars(
+            select(JobRunRow).where(JobRunRow.name.like("session_%")))}
+    assert runs["session_warning"] == (JobOutcome.OK, "warned 1 user(s) of the session expiry")
+    assert runs["session_logout_alerts"][0] is JobOutcome.SKIPPED
 
 
 # -- migration -----------------------------------------------------------------------------------
