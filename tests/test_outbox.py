@@ -482,6 +482,11 @@ def test_no_warning_reaches_an_expired_or_ended_session(
     assert services.auth.warn_expiring_sessions(ends - timedelta(minutes=10)) == 0
     assert _session_alerts(services, "auth.session_expiry") == []
     assert _audits(services, "auth.session_expiry_warned") == []
+    naive = datetime(2026, 1, 1, 2, 50)  # noqa: DTZ001 - the naive time under test
+    with pytest.raises(ValidationError, match="must be time-zone aware; got 2026-01-01T02:50"):
+        services.auth.warn_expiring_sessions(naive)
+    with pytest.raises(ValidationError, match="must be time-zone aware; got 2026-01-01T02:50"):
+        services.auth.alert_expired_logouts(naive)
 
 
 def test_users_logged_out_by_the_daily_expiry_get_one_logout_alert(

@@ -364,7 +364,7 @@ class AuthService(ServiceBase):
         audit row per household in the same transaction. Sessions already ended, or of
         deactivated users, get nothing. Return how many users were newly warned.
         """
-        now = now or now_ist()
+        now = _aware(now)
         expiry = f"{self.settings.session_expiry_time:%H:%M} IST"
         with self.db.transaction() as session:
             found = _sessions_with_users(
@@ -392,7 +392,7 @@ class AuthService(ServiceBase):
         user (``user_id`` set), deduplicated by user and expiry date, with one audit row per
         household. Return how many users were newly alerted.
         """
-        now = now or now_ist()
+        now = _aware(now)
         expiry = f"{self.settings.session_expiry_time:%H:%M} IST"
         with self.db.transaction() as session:
             found = _sessions_with_users(
@@ -527,3 +527,12 @@ def _audit_session_alerts(session: Session, action: str, users: list[UserRow]) -
                          details={"users": usernames})
         for household_id, usernames in names.items()
     ])
+
+
+def _aware(now: datetime | None) -> datetime:
+    """Return ``now`` (default: the current time); refuse a naive time (its zone is unknown)."""
+    if now is None:
+        return now_ist()
+    if now.tzinfo is None:
+        raise ValidationError(f"The time must be time-zone aware; got {now.isoformat()}")
+    return now
