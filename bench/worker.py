@@ -24,9 +24,9 @@ each cycle), then ``services.orders.step()`` (paper matching, fills, GTTs), then
 that fires places its exit inside that cycle, and the next cycle fills it; both are timed.
 
 The last line is one JSON object: ``cycle_p50_ms_*`` / ``cycle_p95_ms_*`` / ``cycle_max_ms_*``
-for ``postgres`` and ``sqlite``, the phases' p50 (``feed_/orders_/watch_p50_ms_*``), SQL
-statements per cycle, exits fired, ``positions``, ``accounts``, ``symbols`` and
-``replay_speed_max``: the ``REPLAY_SPEED`` (simulated seconds per wall second) the feed loop
+for ``postgres`` and ``sqlite``, each phase's p50/p95 and SQL statements per cycle
+(``feed_*``, ``orders_*``, ``watch_*``), exits fired, ``positions``, ``accounts``, ``symbols``
+and ``replay_speed_max``: the ``REPLAY_SPEED`` (simulated seconds per wall second) the feed loop
 sustains with every tick seen, computed as 100 simulated seconds per cycle (every symbol ticks
 once in 100 s) × 1000 / PostgreSQL cycle p95 — the loop run back to back, not measured by
 driving the feed flat out. Goal (issue 7): cycle p95 ≤ 200 ms on PostgreSQL.
@@ -163,19 +163,38 @@ class Desk:
     notes: list[str] = field(default_factory=list)
 
 
-def cycle(desk: Desk) -> tuple[float, float, float, WatchReport]:
-    """Run one worker cycle; return (feed, orders, watch) seconds and the watch's report."""
+@dataclass(frozen=True)
+class Cycle:
+    """One timed cycle: seconds and SQL statements per phase (feed, orders, watch)."""
+
+    seconds: tuple[float, float, float]
+    statements: tuple[int, int, int]
+    report: WatchReport
+
+    @property
+    def total(self) -> float:
+        """Return the cycle's seconds."""
+        return sum(self.seconds)
+
+
+def cycle(desk: Desk, counter: list[int] | None = None) -> Cycle:
+    """Run one worker cycle: the feed step, the orders step, the risk watch.
+
+    ``counter`` is a :func:`statement_counter`'s (statements are counted per phase with it).
+    """
     services = desk.services
-    began = time.perf_counter()
+    counter = counter if counter is not None else [0]
+    marks = [(time.perf_counter(), counter[0])]
     services.feed.step(desk.clock.step())
-    fed = time.perf_counter()
+    marks.append((time.perf_counter(), counter[0]))
     services.orders.step()
-    filled = time.perf_counter()
+    marks.append((time.perf_counter(), counter[0]))
     report = services.risk_watch.run()
-    watched = time.perf_counter()
+    marks.append((time.perf_counter(), counter[0]))
     if report.failures:
         raise SystemExit(f"risk watch failed: {report.failures[:3]}")
-    return fed - began, filled - fed, watched - filled, report
+    (t0, n0), (t1, n1), (t2, n2), (t3, n3) = marks
+    return Cycle((t1 - t0, t2 - t1, t3 - t2), (n1 - n0, n2 - n1, n3 - n2), report)
 
 
 def _fill(desk: Desk, wanted: int, what: str) -> None:
@@ -241,7 +260,7 @@ def seed(url: str, accounts: int, positions: int, symbols: int,
         if (k + 1) % 250 == 0:
             progress(f"  {k + 1} orders placed")
     _fill(desk, positions, "opening positions")
-    desk.positions = cycle(desk)[3].positions
+    desk.positions = cycle(desk).report.positions
     if desk.positions != positions:
         raise SystemExit(f"the watch sees {desk.positions} open positions, not {positions}")
     quotes = services.feed.quotes()
@@ -309,39 +328,31 @@ def measure(desk: Desk, cycles: int, label: str,
     """Run warm-up and ``cycles`` timed cycles; return the figures (keys without a suffix)."""
     for _ in range(WARMUP_CYCLES):
         cycle(desk)
-    totals: list[float] = []
-    phases: tuple[list[float], list[float], list[float]] = ([], [], [])
-    statements: list[int] = []
-    exits = exit_cycles = 0
-    exit_times: list[float] = []
+    done: list[Cycle] = []
     with statement_counter(desk) as counter:
         for n in range(cycles):
-            before = counter[0]
-            parts = cycle(desk)
-            statements.append(counter[0] - before)
-            for phase, seconds in zip(phases, parts[:3], strict=True):
-                phase.append(seconds)
-            totals.append(sum(parts[:3]))
-            if parts[3].square_offs:
-                exits += len(parts[3].square_offs)
-                exit_cycles += 1
-                exit_times.append(totals[-1])
+            done.append(cycle(desk, counter))
             if (n + 1) % 50 == 0:
+                totals = [c.total for c in done]
                 progress(f"{label}: {n + 1} cycles, p50 {statistics.median(totals) * 1000:.0f} "
-                         f"ms, last {totals[-1] * 1000:.0f} ms, exits so far {exits}")
-    return {
-        "cycle_p50_ms": _ms(totals, 0.50),
-        "cycle_p95_ms": _ms(totals, 0.95),
-        "cycle_max_ms": _ms(totals, 1.0),
-        "feed_p50_ms": _ms(phases[0], 0.50),
-        "orders_p50_ms": _ms(phases[1], 0.50),
-        "watch_p50_ms": _ms(phases[2], 0.50),
-        "watch_p95_ms": _ms(phases[2], 0.95),
-        "statements_per_cycle_p50": int(statistics.median(statements)),
-        "exits": exits,
-        "exit_cycles": exit_cycles,
-        "exit_cycle_p50_ms": _ms(exit_times, 0.50) if exit_times else 0.0,
+                         f"ms, last {totals[-1] * 1000:.0f} ms, exits so far "
+                         f"{sum(len(c.report.square_offs) for c in done)}")
+    exiting = [c.total for c in done if c.report.square_offs]
+    figures: dict[str, float | int] = {
+        "cycle_p50_ms": _ms([c.total for c in done], 0.50),
+        "cycle_p95_ms": _ms([c.total for c in done], 0.95),
+        "cycle_max_ms": _ms([c.total for c in done], 1.0),
+        "statements_per_cycle_p50": int(statistics.median(sum(c.statements) for c in done)),
+        "exits": sum(len(c.report.square_offs) for c in done),
+        "exit_cycles": len(exiting),
+        "exit_cycle_p50_ms": _ms(exiting, 0.50) if exiting else 0.0,
     }
+    for k, phase in enumerate(("feed", "orders", "watch")):
+        figures[f"{phase}_p50_ms"] = _ms([c.seconds[k] for c in done], 0.50)
+        figures[f"{phase}_p95_ms"] = _ms([c.seconds[k] for c in done], 0.95)
+        figures[f"{phase}_statements_p50"] = int(statistics.median(
+            c.statements[k] for c in done))
+    return figures
 
 
 def run(url: str, accounts: int, positions: int, cycles: int, symbols: int,

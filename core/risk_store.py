@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.engine import Connection
@@ -246,8 +247,8 @@ def control_key(account_id: int, symbol: str, product: Product) -> str:
     return f"{account_id}:{symbol}:{product.value}"
 
 
-def to_control(row: PositionControlRow) -> PositionControl:
-    """Return the domain control of a row."""
+def to_control(row: Any) -> PositionControl:
+    """Return the domain control of a ``PositionControlRow`` or a row of its columns."""
     return PositionControl(
         control_id=row.id, account_id=row.account_id, symbol=row.symbol, product=row.product,
         stop_loss=row.stop_loss, target=row.target, trail_points=row.trail_points,
@@ -257,10 +258,14 @@ def to_control(row: PositionControlRow) -> PositionControl:
 def active_controls(session: Session,
                     account_ids: Iterable[int] | None = None) -> list[PositionControl]:
     """Return the active position controls (of some accounts, or all), oldest first."""
-    query = select(PositionControlRow).where(PositionControlRow.is_active.is_(True))
+    query = select(
+        PositionControlRow.id, PositionControlRow.account_id, PositionControlRow.symbol,
+        PositionControlRow.product, PositionControlRow.stop_loss, PositionControlRow.target,
+        PositionControlRow.trail_points, PositionControlRow.trail_pct, PositionControlRow.extreme,
+    ).where(PositionControlRow.is_active.is_(True))
     if account_ids is not None:
         query = query.where(PositionControlRow.account_id.in_(list(account_ids)))
-    return [to_control(row) for row in session.scalars(query.order_by(PositionControlRow.id))]
+    return [to_control(row) for row in session.execute(query.order_by(PositionControlRow.id))]
 
 
 def apply_trails(session: Session, updates: Iterable[TrailUpdate]) -> int:

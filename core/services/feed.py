@@ -26,6 +26,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -290,29 +292,26 @@ class FeedService(ServiceBase):
     def _write_quotes(
         self, session: Session, feed: ReplayFeed, symbols: set[str], now: datetime
     ) -> None:
-        ids = {self._ids[s]: s for s in symbols if s in self._ids}
-        if not ids:
-            return
-        existing = {
-            row.instrument_id: row
-            for row in session.scalars(select(QuoteRow).where(QuoteRow.instrument_id.in_(ids)))
-        }
-        for ident, symbol in ids.items():
-            quote = feed.latest_quote(symbol)
-            if quote is None:
+        """Upsert the quote of every symbol that ticked: one statement, however many."""
+        rows = []
+        for symbol in sorted(symbols):
+            ident, quote = self._ids.get(symbol), feed.latest_quote(symbol)
+            if ident is None or quote is None:
                 continue
-            row = existing.get(ident) or QuoteRow(instrument_id=ident)
-            row.ltp = quote.ltp
-            row.prev_close = quote.prev_close
-            row.day_open = quote.day_open
-            row.day_high = quote.day_high
-            row.day_low = quote.day_low
-            row.volume = quote.volume
-            row.quote_time = quote.quote_time
-            row.source = quote.source
-            row.updated_at = now
-            if ident not in existing:
-                session.add(row)
+            rows.append({
+                "instrument_id": ident, "ltp": quote.ltp, "prev_close": quote.prev_close,
+                "day_open": quote.day_open, "day_high": quote.day_high,
+                "day_low": quote.day_low, "volume": quote.volume,
+                "quote_time": quote.quote_time, "source": quote.source, "updated_at": now,
+            })
+        if not rows:
+            return
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        statement = insert(QuoteRow)
+        session.execute(statement.on_conflict_do_update(
+            index_elements=[QuoteRow.instrument_id],
+            set_={name: statement.excluded[name] for name in rows[0] if name != "instrument_id"},
+        ), rows)
 
     def _write_status(
         self,

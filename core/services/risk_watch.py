@@ -29,12 +29,13 @@ from datetime import datetime, time
 from decimal import Decimal
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from core import alerts, audit, risk_store
 from core.clock import MARKET_CLOSE, is_trading_day, now_ist, to_ist
 from core.errors import TradingError
 from core.portfolio import build_book
-from core.services.portfolio import last_prices
+from core.services.portfolio import last_prices, read_last_prices
 from core.services.risk import RiskService
 from core.services.risk_gate import AccountSnapshot, DeskRiskGate
 from core.trading import ZERO, OrderRequest, OrderStatus, OrderType, Side, Trade
@@ -135,6 +136,7 @@ class RiskWatch:
         self.orders = gate.orders
         self.clock = clock
         self._books: dict[int, tuple[AccountSnapshot, float]] = {}  # snapshot, when taken
+        self._tagged_cache: dict[tuple[int, ...], tuple[object, dict[int, str]]] = {}
 
     def run(self, now: datetime | None = None) -> WatchReport:
         """Evaluate every household once; return what was done."""
@@ -160,18 +162,22 @@ class RiskWatch:
     # -- gathering ------------------------------------------------------------------------
     def _household(self, household_id: int, account_ids: list[int], now: datetime,
                    report: WatchReport) -> None:
-        with self.db.transaction() as session:
+        held = self._symbols(account_ids)
+        with self.db.transaction() as session:  # one read of everything but the books
             fills = risk_store.fill_versions(session, account_ids)
             limits = risk_store.account_limits(session, household_id, account_ids)
             peaks = risk_store.peak_equities(session, account_ids)
             controls = risk_store.active_controls(session, account_ids)
             engaged = risk_store.engaged_keys(session, household_id, now.date())
             stored_mtm = risk_store.mtm_limit_rows(session, household_id)
+            prices = read_last_prices(session, held)  # the symbols of the books held
+            names = [m.key for m in stored_mtm if m.scope is Scope.STRATEGY]
+            tagged = self._tagged(session, account_ids, names, fills)
         snapshots = self._snapshots(account_ids, fills)
-        positions, prices, figures = self._marked(snapshots)
+        positions, prices, figures = self._marked(snapshots, prices, held)
         report.positions += len(positions)
-        strategy_positions, strategy_mtm = self._strategies(
-            account_ids, [m.key for m in stored_mtm if m.scope is Scope.STRATEGY], now, prices)
+        strategy_positions, strategy_mtm = self._strategies(account_ids, names, tagged, now,
+                                                            prices)
         mtm_limits = self._mtm_limits(household_id, account_ids, figures, limits, stored_mtm,
                                       strategy_mtm)
         result = evaluate(PostTradeInput(
@@ -184,9 +190,42 @@ class RiskWatch:
                               if self._mis_due(now, limits[a].mis_square_off_at))))
         report.warnings.extend(result.warnings)
         self._act(household_id, result, now, report)
-        with self.db.transaction() as session:
-            risk_store.raise_peaks(session, {a: f.capital for a, f in figures.items()
-                                             if f.capital > 0}, now)
+        higher = {a: f.capital for a, f in figures.items()
+                  if f.capital > 0 and (peaks.get(a) is None or f.capital > peaks[a])}
+        if higher:  # most runs set no new peak: no transaction then
+            with self.db.transaction() as session:
+                risk_store.raise_peaks(session, higher, now)
+
+    def _symbols(self, account_ids: list[int]) -> set[str]:
+        """Return the symbols of the books the watch holds for ``account_ids``."""
+        out: set[str] = set()
+        for account_id in account_ids:
+            held = self._books.get(account_id)
+            if held is not None:
+                out.update(p.symbol for p in held[0].positions)
+                out.update(e.symbol for e in held[0].exposures)
+        return out
+
+    def _tagged(self, session: Session, account_ids: list[int], names: list[str],
+                fills: dict[int, tuple[int, int]]) -> dict[int, str]:
+        """Return order id -> strategy of the filled orders of ``names`` (re-read on new fills).
+
+        An order's filled quantity only changes with a fill, so the answer holds while the
+        accounts' fill versions and the strategy names are unchanged.
+        """
+        if not names:
+            return {}
+        key = (tuple(sorted(fills.items())), tuple(sorted(names)))
+        cached = self._tagged_cache.get(tuple(account_ids))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        rows = session.execute(
+            select(OrderRow.id, OrderRow.strategy)
+            .where(OrderRow.account_id.in_(account_ids), OrderRow.strategy.in_(names),
+                   OrderRow.filled_quantity > 0)).all()
+        by_order = {ident: name for ident, name in rows if name}
+        self._tagged_cache[tuple(account_ids)] = (key, by_order)
+        return by_order
 
     @staticmethod
     def _mis_due(now: datetime, at: time) -> bool:
@@ -220,17 +259,21 @@ class RiskWatch:
         self._books[account_id] = (snapshot, now)
         return snapshot
 
-    def _marked(self, snapshots: dict[int, AccountSnapshot]
+    def _marked(self, snapshots: dict[int, AccountSnapshot], prices: dict[str, Decimal],
+                asked: set[str],
                 ) -> tuple[list[LivePosition], dict[str, Decimal], dict[int, _Figures]]:
         """Return the open positions and each account's figures, marked at the latest prices.
 
         The snapshots hold each account's positions from its fills (rebuilt only when it has
-        new ones); one price read re-marks them all, so the watch never replays fills itself.
-        Return the positions, the prices read and the re-marked account figures.
+        new ones); ``prices`` (read for the symbols ``asked``) re-mark them all, so the watch
+        never replays fills itself; symbols of new books are read here. Return the positions,
+        the prices and the re-marked account figures.
         """
         held = [p for snapshot in snapshots.values() for p in snapshot.positions]
-        prices = last_prices(self.db, {p.symbol for p in held} | {
-            e.symbol for snapshot in snapshots.values() for e in snapshot.exposures})
+        wanted = {p.symbol for p in held} | {
+            e.symbol for snapshot in snapshots.values() for e in snapshot.exposures}
+        if wanted - asked:
+            prices = {**prices, **last_prices(self.db, wanted - asked)}
         out = []
         for p in held:
             ltp = prices.get(p.symbol, p.ltp)
@@ -239,21 +282,17 @@ class RiskWatch:
                                     p.average_price, ltp, p.realized_pnl + unrealized))
         return out, prices, {a: _remark(s, prices) for a, s in snapshots.items()}
 
-    def _strategies(self, account_ids: list[int], names: list[str], now: datetime,
-                    prices: dict[str, Decimal]) -> tuple[list[LivePosition], dict[str, Decimal]]:
+    def _strategies(self, account_ids: list[int], names: list[str], by_order: dict[int, str],
+                    now: datetime, prices: dict[str, Decimal],
+                    ) -> tuple[list[LivePosition], dict[str, Decimal]]:
         """Return the positions and day MTM of each strategy with an MTM limit.
 
-        The fills are the gate's (read by the snapshots just taken); ``prices`` are the ones
-        the positions were marked at, completed for symbols no account holds open.
+        ``by_order`` maps the strategies' filled orders to their names; the fills are the
+        gate's (read by the snapshots); ``prices`` are the ones the positions were marked at,
+        completed for symbols no account holds open.
         """
         if not names:
             return [], {}
-        with self.db.transaction() as session:
-            tagged = session.execute(
-                select(OrderRow.id, OrderRow.strategy)
-                .where(OrderRow.account_id.in_(account_ids), OrderRow.strategy.in_(names),
-                       OrderRow.filled_quantity > 0)).all()
-        by_order: dict[int, str] = {ident: name for ident, name in tagged if name}
         if not by_order:
             return [], {name: ZERO for name in names}
         trades = [t for a in account_ids for t in self.gate.fills(a) if t.order_id in by_order]
