@@ -214,3 +214,28 @@ def test_the_watch_asks_the_gate_for_a_book_only_on_new_fills_or_once_it_is_old(
     books_taken_by_a_run()
     clock[0] += watch_module.BOOK_REFRESH_SECONDS
     assert len(books_taken_by_a_run()) == watch_module.REFRESHES_PER_RUN  # the oldest, a few
+
+
+def test_re_marking_a_book_moves_positions_and_holdings_by_quantity_times_the_price_change(
+) -> None:
+    from core.services.risk_gate import AccountSnapshot
+    from core.services.risk_watch import _remark
+    from core.trading import Position
+    from engines.risk_types import Exposure
+
+    positions = (Position(1, "SBIN", Product.MIS, 10, Decimal(800), Decimal(805), Decimal(0),
+                          Decimal(50)),
+                 Position(1, "TCS", Product.MIS, -5, Decimal(3000), None, Decimal(0),
+                          Decimal(0)))  # unpriced when built: marked at its average
+    exposures = (Exposure("INFY", None, 4, Decimal(6000)),  # a holding at 1,500
+                 Exposure("SBIN", None, 30, Decimal(10 * 805 + 20 * 790)),  # + 20 held at 790
+                 Exposure("TCS", None, -5, Decimal(15000)))
+    snapshot = AccountSnapshot(1, 1, Decimal(1_000_000), Decimal(-100), Decimal(-200),
+                               exposures, {"INFY": 4, "SBIN": 30, "TCS": -5},
+                               (3, 3, Decimal(1_000_000)), 0.0, positions)
+    figures = _remark(snapshot, {"SBIN": Decimal(810), "TCS": Decimal(2990),
+                                 "INFY": Decimal(1510)})
+    # positions: 10 x 5 + (-5) x (-10) = 100; holdings: 20 x 20 + 4 x 10 = 440
+    assert figures.capital == Decimal(1_000_540)
+    assert (figures.day_pnl, figures.week_pnl) == (Decimal(0), Decimal(-100))
+    assert _remark(snapshot, {}).capital == snapshot.capital  # no prices: nothing moves
