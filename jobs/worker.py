@@ -164,6 +164,10 @@ def _log_failure(exc: BaseException, message: str, *args: object) -> None:
         log.exception(message, *args)
 
 
+class JobStoreUnavailable(RuntimeError):
+    """The job store's database cannot be read now; the scheduler retries on its own."""
+
+
 class DeskJobStore(SQLAlchemyJobStore):
     """APScheduler's SQLAlchemy job store on the desk's engine, riding out a database outage.
 
@@ -192,6 +196,17 @@ class DeskJobStore(SQLAlchemyJobStore):
             if gone:
                 connection.execute(table.delete().where(table.c.id.in_(gone)))
         return gone
+
+    def get_due_jobs(self, now: datetime) -> list[Any]:
+        """Return the jobs due at ``now``; a database error is raised as one line.
+
+        The scheduler logs the error and asks again after ``jobstore_retry_interval``; the
+        driver's text after its first line (the SQL and its parameters) is left out.
+        """
+        try:
+            return super().get_due_jobs(now)
+        except SQLAlchemyError as exc:
+            raise JobStoreUnavailable(error_message(exc)) from None
 
     def get_next_run_time(self) -> datetime | None:
         """Return the earliest next run; on a database error, a retry time soon."""
@@ -311,7 +326,9 @@ class Worker:
 
     def _record_next_run(self, name: str) -> None:
         job = self.scheduler.get_job(name)
-        if job is not None:
+        # A job not yet in its store (a catch-up before the scheduler starts) has no next run
+        # yet; the one-shot record_schedule writes it once the scheduler runs.
+        if job is not None and hasattr(job, "next_run_time"):
             self.services.jobs.record_schedule({name: job.next_run_time})
 
     def record_schedule(self) -> None:
@@ -497,10 +514,14 @@ class Worker:
         """At start: run what a worker that was down must not wait a day for (tracked).
 
         Session expiry always (ending nothing if nothing is due), the MIS square-off inside its
-        window, the P&L snapshot after 15:45. Call after :meth:`schedule`.
+        window, the P&L snapshot after 15:45. Call after :meth:`schedule`. Before squaring
+        off, one feed step: the feed's status is as old as the worker's absence, and the paper
+        market counts as open only while the feed is fresh.
         """
         self._run_now("session_expiry", self.expire_sessions)
         if self.in_square_off_window(now_ist()):
+            if self.services.settings.feed_mode != "off":
+                self._run_now("feed", self.feed_step)
             self._run_now("eod_square_off", self.eod_square_off)
         self.catch_up_pnl_snapshot()
 
@@ -587,7 +608,7 @@ class Worker:
             id="signal_calibrator_refit", coalesce=True, misfire_grace_time=12 * HOUR)
         if settings.signal_train_on_start:
             self._add(self.train_first_signal_model, id="signal_first_model",
-                      store=MEMORY_STORE, max_instances=1)
+                      store=MEMORY_STORE, max_instances=1, misfire_grace_time=None)
 
     def _schedule_market_day(self) -> None:
         """Pre-open, open, the EOD square-off(s), close and the P&L snapshot (weekdays)."""
@@ -631,8 +652,9 @@ class Worker:
         if stale:
             log.info("removed stored job(s) no longer scheduled: %s", ", ".join(stale))
         # BlockingScheduler.start() blocks: a one-shot job writes the next runs once it runs.
+        # One-shot jobs run however late the start-up catch-up lets the scheduler begin.
         self.scheduler.add_job(self.record_schedule, id=RECORD_SCHEDULE, jobstore=MEMORY_STORE,
-                               replace_existing=True)
+                               replace_existing=True, misfire_grace_time=None)
         self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
