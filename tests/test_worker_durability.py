@@ -288,29 +288,47 @@ def test_the_pre_open_and_close_jobs_run_on_a_trading_day(services: Services) ->
 # ----------------------------------------------------------------------------------------------
 
 #: Starts the worker at TEST_START_AT if set (time_machine, ticking on: APScheduler, the clock
-#: and the services all see it); with CRASH_MARKER set, the square-off thread stops after
-#: CRASH_AFTER exits placed and writes the marker, so the test can ``kill -9`` it in the middle.
+#: and the services all see it); with CRASH_MARKER set, the square-off stops for good once
+#: CRASH_AFTER exits exist, at CRASH_POINT (between two exits, or after an exit order is
+#: written and before its alert), and writes the marker, so the test can ``kill -9`` it there.
 LAUNCH = """
-import os, pathlib, runpy, sys, time
+import os, pathlib, runpy, sys, threading, time
 from datetime import datetime
 import time_machine
-from core.clock import IST, now_ist
 if os.environ.get("TEST_START_AT"):
     start_at = datetime.fromisoformat(os.environ["TEST_START_AT"])
     time_machine.travel(start_at, tick=True).start()
 marker = os.environ.get("CRASH_MARKER")
 if marker:
-    from core.services import risk_watch
-    original = risk_watch.RiskWatch._square_off
-    done = []
-    def square_off(self, household_id, square, now, report):
-        before = len(report.square_offs)
-        original(self, household_id, square, now, report)
-        done.extend(report.square_offs[before:])  # exits placed (not refused)
-        if len(done) == int(os.environ["CRASH_AFTER"]):
-            pathlib.Path(marker).write_text(str(len(done)))
+    from core.orders import OrderManager
+    from core.services.risk_watch import RiskWatch
+    limit, lock, done = int(os.environ["CRASH_AFTER"]), threading.Lock(), set()
+    def stop_if_done():  # every square-off thread stops here once `limit` exits exist
+        if len(done) >= limit:
+            pathlib.Path(marker).write_text(str(sorted(done)))
             time.sleep(3600)
-    risk_watch.RiskWatch._square_off = square_off
+    if os.environ["CRASH_POINT"] == "between_exits":  # after an exit and its alert
+        square_off = RiskWatch._square_off
+        def stopping_square_off(self, household_id, square, now, report):
+            with lock:
+                stop_if_done()
+                before = len(report.square_offs)
+                square_off(self, household_id, square, now, report)
+                done.update(report.square_offs[before:])
+                stop_if_done()
+        RiskWatch._square_off = stopping_square_off
+    else:  # "after_submit": the exit order is written, its alert not yet
+        submit = OrderManager.submit
+        def stopping_submit(self, request, **kwargs):
+            if kwargs.get("source") != "risk":
+                return submit(self, request, **kwargs)
+            with lock:
+                stop_if_done()
+                order = submit(self, request, **kwargs)
+                done.add(order.id)
+                stop_if_done()
+                return order
+        OrderManager.submit = stopping_submit
 sys.argv = ["jobs.worker"]
 runpy.run_module("jobs.worker", run_name="__main__")
 """
@@ -391,22 +409,26 @@ def _mis_desk(services: Services, rahul: Actor) -> dict[tuple[int, str], int]:
     return held
 
 
+@pytest.mark.parametrize("crash_point", ["between_exits", "after_submit"])
 def test_a_worker_killed_in_the_middle_of_the_square_off_closes_each_position_once(
-        services: Services, login, tmp_path: Path, stop_workers) -> None:
+        services: Services, login, tmp_path: Path, stop_workers, crash_point: str) -> None:
     held = _mis_desk(services, login("rahul"))
     marker = tmp_path / "crashed"
     log = tmp_path / "worker.log"
     replay = {"FEED_MODE": "replay", "REPLAY_START": REPLAY_DAY.isoformat(),
               "REPLAY_SPEED": "100"}
     first = _start_worker(_worker_env(services.db.url, at(FRIDAY, 15, 14, 57),
-                                      CRASH_MARKER=str(marker), CRASH_AFTER="2", **replay),
+                                      CRASH_MARKER=str(marker), CRASH_AFTER="2",
+                                      CRASH_POINT=crash_point, **replay),
                           log)
     stop_workers.append(first)
     assert _wait_until(marker.exists, 45), log.read_text()
     first.send_signal(signal.SIGKILL)  # kill -9: no clean-up, the lease stays held
     first.wait(timeout=10)
     placed = _exits(services)
-    assert 2 <= len(placed) < len(held)  # in the middle: some exits placed, not all
+    assert len(placed) == 2 < len(held)  # in the middle: some exits placed, not all
+    alerted = _count(services, AlertOutboxRow, AlertOutboxRow.kind == "risk.eod")
+    assert alerted == (1 if crash_point == "after_submit" else 2)  # the last one's alert lost
     sleep(5.5)  # the dead worker's lease goes stale (WORKER_STALE_SECONDS=5)
     second = _start_worker(_worker_env(services.db.url, at(FRIDAY, 15, 15, 30), **replay), log)
     stop_workers.append(second)
