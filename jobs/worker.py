@@ -100,7 +100,7 @@ from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.util import utc_timestamp_to_datetime
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 
 from core.clock import (
     CLOSING_SESSION_END,
@@ -150,10 +150,14 @@ def run_job(name: str) -> None:
 
 
 def _database_down(exc: BaseException) -> bool:
-    """Return whether ``exc`` says the database cannot be reached (rather than a bug)."""
-    return isinstance(exc, DisconnectionError) or (
-        isinstance(exc, DBAPIError) and (exc.connection_invalidated
-                                         or type(exc.orig).__name__ == "OperationalError"))
+    """Return whether ``exc`` says the database cannot be used now (rather than a bug).
+
+    The driver's OperationalError (connection refused or lost, server shutting down, SQLite
+    locked) as SQLAlchemy wraps it, a connection SQLAlchemy found dead, or a pooled one that
+    failed its ping.
+    """
+    return isinstance(exc, OperationalError | DisconnectionError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 def _log_failure(exc: BaseException, message: str, *args: object) -> None:

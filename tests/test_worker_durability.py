@@ -528,3 +528,61 @@ def test_a_running_worker_rides_out_a_postgresql_restart_and_loses_no_job(
                 assert session.scalar(select(WorkerLockRow.holder)) is None
         finally:
             services.db.dispose()
+
+
+# ----------------------------------------------------------------------------------------------
+# Outages, in process
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_heartbeat_that_cannot_reach_the_database_fails_and_the_worker_keeps_running(
+        services: Services, monkeypatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    worker = Worker(services)
+    _start_paused(worker)
+    try:
+        def unreachable(_holder: str) -> bool:
+            raise OperationalError("UPDATE worker_lock", {}, ConnectionRefusedError("refused"))
+
+        monkeypatch.setattr(services.worker, "beat", unreachable)
+        worker.job("heartbeat")()
+        assert worker.scheduler.running  # a lease we cannot renew is not a lease lost
+        row = _row(services, "heartbeat")
+        assert row.last_outcome is JobOutcome.FAILED and "refused" in row.last_message
+        monkeypatch.setattr(services.worker, "beat", lambda _holder: False)
+        worker.job("heartbeat")()  # another worker holds the lease now: stop
+        assert not worker.scheduler.running
+    finally:
+        if worker.scheduler.running:
+            worker.scheduler.shutdown(wait=False)
+    services.jobs.flush(now_ist())  # what the stopping worker writes
+    assert _row(services, "heartbeat").last_message == (
+        "worker lease lost to another worker; this worker stopped")
+
+
+def test_the_job_store_rides_out_an_unreadable_table(tmp_path: Path, caplog) -> None:
+    from apscheduler.job import Job
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from jobs.worker import JobStoreUnavailable
+
+    broken = Database(f"sqlite:///{tmp_path / 'no-jobs-table.db'}")
+    try:
+        store = DeskJobStore(broken.engine)  # its table was never created
+        with pytest.raises(JobStoreUnavailable, match=r"^\(sqlite3.OperationalError\) no such "
+                                                      r"table: apscheduler_jobs$"):
+            store.get_due_jobs(datetime.now(IST))
+        soon = store.get_next_run_time()
+        assert soon is not None and soon - datetime.now(IST) <= timedelta(seconds=2)
+        job = Job(BackgroundScheduler(timezone=IST), id="pnl_snapshot",
+                  func="jobs.worker:run_job", args=["pnl_snapshot"], kwargs={},
+                  trigger=IntervalTrigger(hours=1), executor="default", name="pnl_snapshot",
+                  misfire_grace_time=1, coalesce=True, max_instances=1,
+                  next_run_time=datetime.now(IST))
+        store.update_job(job)  # logged, not raised: the old next run stays due
+        store.remove_job("pnl_snapshot")
+    finally:
+        broken.dispose()
+    assert "cannot store the next run of pnl_snapshot" in caplog.text
+    assert "cannot remove job pnl_snapshot" in caplog.text
