@@ -40,8 +40,9 @@ from sqlalchemy.orm import Session
 from core import alerts, audit, risk_store
 from core.clock import MARKET_CLOSE, is_trading_day, now_ist, to_ist
 from core.errors import TradingError
+from core.marketdata.quotes import read_quotes
 from core.portfolio import build_book
-from core.services.portfolio import last_prices, read_last_prices
+from core.services.portfolio import last_prices
 from core.services.risk import RiskService
 from core.services.risk_gate import AccountSnapshot, DeskRiskGate
 from core.trading import ZERO, OrderRequest, OrderStatus, OrderType, Side, Trade
@@ -176,11 +177,12 @@ class RiskWatch:
             controls = risk_store.active_controls(session, account_ids)
             engaged = risk_store.engaged_keys(session, household_id, now.date())
             stored_mtm = risk_store.mtm_limit_rows(session, household_id)
-            prices = read_last_prices(session, held)  # the symbols of the books held
+            prices = {symbol: quote.ltp for symbol, quote in  # the books' symbols: quotes
+                      read_quotes(session, sorted(held)).items()} if held else {}
             names = [m.key for m in stored_mtm if m.scope is Scope.STRATEGY]
             tagged = self._tagged(session, account_ids, names, fills)
         snapshots = self._snapshots(account_ids, fills)
-        positions, prices, figures = self._marked(snapshots, prices, held)
+        positions, prices, figures = self._marked(snapshots, prices)
         report.positions += len(positions)
         strategy_positions, strategy_mtm = self._strategies(account_ids, names, tagged, now,
                                                             prices)
@@ -266,20 +268,20 @@ class RiskWatch:
         return snapshot
 
     def _marked(self, snapshots: dict[int, AccountSnapshot], prices: dict[str, Decimal],
-                asked: set[str],
                 ) -> tuple[list[LivePosition], dict[str, Decimal], dict[int, _Figures]]:
         """Return the open positions and each account's figures, marked at the latest prices.
 
         The snapshots hold each account's positions from its fills (rebuilt only when it has
-        new ones); ``prices`` (read for the symbols ``asked``) re-mark them all, so the watch
-        never replays fills itself; symbols of new books are read here. Return the positions,
-        the prices and the re-marked account figures.
+        new ones); ``prices`` (the feed's quotes of the books' symbols) re-mark them all, so
+        the watch never replays fills itself; symbols of new books and symbols without a
+        quote (their last daily close) are read here. Return the positions, the prices and the
+        re-marked account figures.
         """
         held = [p for snapshot in snapshots.values() for p in snapshot.positions]
         wanted = {p.symbol for p in held} | {
             e.symbol for snapshot in snapshots.values() for e in snapshot.exposures}
-        if wanted - asked:
-            prices = {**prices, **last_prices(self.db, wanted - asked)}
+        if wanted - prices.keys():
+            prices = {**prices, **last_prices(self.db, wanted - prices.keys())}
         out = []
         for p in held:
             ltp = prices.get(p.symbol, p.ltp)
