@@ -31,9 +31,13 @@ Member                                     Required  Meaning
 end)``
 ``instruments()``                          optional  The broker's instrument master
                                                      (``INSTRUMENTS`` flag).
-``place_in(session, request)``             optional  ``place_order`` inside the caller's
-                                                     database transaction: books kept in the
-                                                     desk's own database (``DESK_DATABASE``).
+``pre_trade_in(session, symbol)``,         optional  Lock the account and read, then place,
+``place_in(session, request, pre)``                  inside the caller's database
+                                                     transaction: books kept in the desk's
+                                                     own database (``DESK_DATABASE``).
+``market_key`` (attribute)                 optional  Adapters with the same key see one
+                                                     market (session and prices): the worker
+                                                     reads it once for all of them.
 ``pre_trade(symbol)``                      optional  Session, quote, positions and funds an
                                                      order needs, in one consistent read
                                                      (``PRE_TRADE`` flag); else the order
@@ -123,6 +127,9 @@ class PreTrade:
     held: int
     bought: int
     available: Decimal
+    #: A desk-database broker's own record of this read (``pre_trade_in``), which its
+    #: ``place_in`` in the same transaction reuses instead of reading everything again.
+    token: object | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +256,20 @@ class DeskDatabaseBroker(Protocol):
     without its outcome.
     """
 
-    def place_in(self, session: Session, request: OrderRequest) -> str:
-        """Accept ``request`` within ``session`` (raising before writing if refused)."""
+    def pre_trade_in(self, session: Session, symbol: str) -> PreTrade:
+        """Lock the account in ``session`` and return its pre-trade read of ``symbol``.
+
+        The order manager reads, checks, gates and writes an order in this one transaction,
+        under the account's lock: nothing another order of the account does can slip in
+        between the checks and the write.
+        """
+        ...
+
+    def place_in(self, session: Session, request: OrderRequest,
+                 pre: PreTrade | None = None) -> str:
+        """Accept ``request`` within ``session`` (raising before writing if refused).
+
+        ``pre`` is this broker's :meth:`pre_trade_in` read in the same session, if the caller
+        made one: its figures are reused instead of read again.
+        """
         ...

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
 
+from sqlalchemy.orm import Session
+
 from brokers.base import Broker, VenueStep
 from brokers.paper import FeedMarketView, MarketView, PaperBroker, PaperConfig, PaperExchange
 from core.clock import now_ist
@@ -71,13 +73,14 @@ def build_broker(broker: BrokerName | str, *, db: Database, settings: Settings,
 
 def venue_steppers(db: Database, settings: Settings,
                    clock: Callable[[], datetime] | None = None
-                   ) -> list[Callable[[datetime], VenueStep]]:
+                   ) -> list[Callable[[datetime, Session], VenueStep]]:
     """Return the step functions of the simulated venues the worker runs every second.
 
-    Each takes the wall time and returns how many order events (fills, cancels, expiries) it
-    made and the orders they changed, with their new fills, for the order manager to mirror.
-    Today: the paper exchange on the market feed.
+    Each takes the wall time and the transaction to step in (the order manager mirrors the
+    step's updates in the same one), and returns how many order events (fills, cancels,
+    expiries) it made and the orders they changed, with their new fills. Today: the paper
+    exchange on the market feed.
     """
     exchange = PaperExchange(db, PaperConfig.from_settings(settings),
                              FeedMarketView(db, settings), clock or now_ist)
-    return [lambda now: exchange.step(now).venue_step()]
+    return [lambda now, session: exchange.step(now, within=session).venue_step()]

@@ -14,9 +14,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.domain import ClientInfo
@@ -25,6 +25,9 @@ from db.engine import Database
 from db.models import AuditHeadRow, AuditRow
 
 GENESIS_HASH = "0" * 64
+_AUDIT_TABLE = cast(Table, AuditRow.__table__)
+_COLUMNS = ("id", "created_at", "actor_user_id", "actor_username", "household_id", "action",
+            "resource", "outcome", "details", "client", "client_ip", "prev_hash", "row_hash")
 OK = "ok"
 DENIED = "denied"
 FAILED = "failed"
@@ -109,10 +112,11 @@ def append_many(session: Session, events: Sequence[AuditEvent]) -> list[int]:
             row_hash="",
         )
         row.row_hash = prev_hash = row_digest(row)
-        rows.append(row)
-    session.add_all(rows)
+        rows.append({column: getattr(row, column) for column in _COLUMNS})
+    # Core inserts: the rows are never read back through this session (no unit of work).
+    session.execute(insert(_AUDIT_TABLE), rows)
     session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(last_hash=prev_hash))
-    return [row.id for row in rows]
+    return [row["id"] for row in rows]
 
 
 def append_now(db: Database, event: AuditEvent) -> int:

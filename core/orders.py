@@ -102,6 +102,9 @@ class RiskContext:
     estimate: OrderEstimate
     instrument: Instrument | None = None
     pre: PreTrade | None = None
+    #: The transaction the order is written in, with the account locked (desk-database
+    #: brokers): a gate reads in it, so it decides on exactly what the write will find.
+    session: Session | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +313,7 @@ class OrderManager:
             available=broker.funds().available)
 
     def _precheck(self, broker: Broker, request: OrderRequest, estimate: OrderEstimate,
-                  pre: PreTrade) -> None:
+                  pre: PreTrade, session: Session | None = None) -> None:
         self._check_capabilities(broker, request)
         state = estimate.session
         if request.amo and state.is_open:
@@ -324,7 +327,7 @@ class OrderManager:
         assert estimate.ltp is not None  # noqa: S101 - estimate refuses a missing price
         check_trigger_vs_ltp(request, estimate.ltp)
         if request.product is Product.CNC and request.side is Side.SELL:
-            self._check_sellable(request, pre)
+            self._check_sellable(request, pre, session)
         if estimate.required_funds > estimate.available_funds:
             raise InsufficientFunds(
                 f"Insufficient funds for {request.side} {request.quantity} {request.symbol} "
@@ -341,17 +344,21 @@ class OrderManager:
         if needed is not None and needed not in broker.capabilities:
             raise ValidationError(f"Broker {broker.name!r} does not support {needed.value} orders")
 
-    def _check_sellable(self, request: OrderRequest, pre: PreTrade) -> None:
+    def _check_sellable(self, request: OrderRequest, pre: PreTrade,
+                        session: Session | None = None) -> None:
         held, bought = pre.held, pre.bought
-        with self.db.transaction() as session:
-            pending = sum(
-                row.quantity - row.filled_quantity for row in session.scalars(
-                    select(OrderRow).where(
-                        OrderRow.account_id == request.account_id,
-                        OrderRow.symbol == request.symbol, OrderRow.side == Side.SELL,
-                        OrderRow.product == Product.CNC,
-                        OrderRow.status.in_([OrderStatus.PENDING, OrderStatus.OPEN,
-                                             OrderStatus.PARTIALLY_FILLED]))))
+        query = select(OrderRow).where(
+            OrderRow.account_id == request.account_id,
+            OrderRow.symbol == request.symbol, OrderRow.side == Side.SELL,
+            OrderRow.product == Product.CNC,
+            OrderRow.status.in_([OrderStatus.PENDING, OrderStatus.OPEN,
+                                 OrderStatus.PARTIALLY_FILLED]))
+        if session is None:
+            with self.db.transaction() as fresh:
+                rows = list(fresh.scalars(query))
+        else:
+            rows = list(session.scalars(query))
+        pending = sum(row.quantity - row.filled_quantity for row in rows)
         sellable = held + max(bought, 0) - pending
         if request.quantity > sellable:
             raise ValidationError(
@@ -361,7 +368,8 @@ class OrderManager:
 
     def _gate(self, request: OrderRequest, action: OrderAction, user_id: int | None,
               estimate: OrderEstimate, instrument: Instrument | None = None,
-              pre: PreTrade | None = None) -> tuple[OrderRequest, RiskDecision]:
+              pre: PreTrade | None = None, session: Session | None = None
+              ) -> tuple[OrderRequest, RiskDecision]:
         """Ask the risk gate; return the request at the approved size and the decision.
 
         Raises RiskRejected when the gate refuses (nothing has been written yet).
@@ -369,7 +377,7 @@ class OrderManager:
         assert estimate.ltp is not None  # noqa: S101 - estimate refuses a missing price
         decision = self.risk_gate.check(
             request, RiskContext(action, request.account_id, user_id, estimate.ltp, estimate,
-                                 instrument, pre))
+                                 instrument, pre, session))
         if not decision.approved:
             reasons = "; ".join(decision.reasons) or "no reason given"
             raise RiskRejected(f"Risk gate refused {request.side} {request.quantity} "
@@ -415,20 +423,12 @@ class OrderManager:
         if existing is not None:
             return existing
         broker = self.broker_for(request.account_id)
-        pre = self.pre_trade(broker, request.symbol)
-        estimate = self.estimate(request, instrument, pre)
-        self._precheck(broker, request, estimate, pre)
-        gated, decision = self._gate(request, self.action_of(source, gtt_id),
-                                     placed_by.user_id if placed_by else None, estimate,
-                                     instrument, pre)
-        risk_note: dict[str, object] | None = None
-        if gated.quantity != request.quantity:
-            risk_note = {"requested_quantity": request.quantity,
-                         "risk_gate": "; ".join(decision.reasons)[:_REASON_CHARS]}
-            request = gated
         if Capability.DESK_DATABASE in broker.capabilities:
             return self._submit_in_one_transaction(request, instrument, broker, placed_by,
-                                                   source, gtt_id, risk_note)
+                                                   source, gtt_id)
+        request, risk_note = self._checked(request, instrument, broker,
+                                           self.pre_trade(broker, request.symbol),
+                                           placed_by, source, gtt_id)
         order_id = self._persist(request, instrument, broker, placed_by, source, gtt_id,
                                  risk_note)
         if order_id is None:  # lost an insert race on the same client order id
@@ -441,6 +441,26 @@ class OrderManager:
             return self._transition(order_id, OrderStatus.REJECTED, placed_by, reason=str(exc))
         return self._transition(order_id, OrderStatus.OPEN, placed_by,
                                 broker_order_id=broker_order_id)
+
+    def _checked(self, request: OrderRequest, instrument: Instrument, broker: Broker,
+                 pre: PreTrade, placed_by: Actor | None, source: str, gtt_id: int | None,
+                 session: Session | None = None
+                 ) -> tuple[OrderRequest, dict[str, object] | None]:
+        """Run the checks and the risk gate on ``pre``; return the request at the approved size.
+
+        The second value is the audit note of a size the gate reduced (None if it did not).
+        ``session`` is the transaction the order will be written in, if the gate should read
+        in it (the account is locked there). Raises as :meth:`submit` does; writes nothing.
+        """
+        estimate = self.estimate(request, instrument, pre)
+        self._precheck(broker, request, estimate, pre, session)
+        gated, decision = self._gate(request, self.action_of(source, gtt_id),
+                                     placed_by.user_id if placed_by else None, estimate,
+                                     instrument, pre, session)
+        if gated.quantity == request.quantity:
+            return request, None
+        return gated, {"requested_quantity": request.quantity,
+                       "risk_gate": "; ".join(decision.reasons)[:_REASON_CHARS]}
 
     def _existing(self, request: OrderRequest) -> Order | None:
         with self.db.transaction() as session:
@@ -504,23 +524,28 @@ class OrderManager:
     def _submit_in_one_transaction(
         self, request: OrderRequest, instrument: Instrument, broker: Broker,
         placed_by: Actor | None, source: str, gtt_id: int | None,
-        risk_note: dict[str, object] | None = None,
     ) -> Order:
-        """Record PENDING, have the broker accept, record OPEN/REJECTED: one transaction.
+        """Read, check, gate, record PENDING, have the broker accept, record OPEN: one transaction.
 
-        For brokers keeping their books in the desk's database (``DESK_DATABASE``): the
-        PENDING row is written before the broker is asked, and the commit makes the order,
-        the broker's acceptance and both audit entries durable together, so a crash can leave
-        neither an accepted order without its record nor a record without its outcome.
+        For brokers keeping their books in the desk's database (``DESK_DATABASE``). The broker
+        locks the account first (``pre_trade_in``), so the checks and the gate decide on what
+        the write then finds, and nothing is read twice. The PENDING row is written before the
+        broker is asked, and the commit makes the order, the broker's acceptance and both audit
+        entries durable together, so a crash can leave neither an accepted order without its
+        record nor a record without its outcome. A refusal rolls everything back.
         """
+        desk = cast(DeskDatabaseBroker, broker)
         try:
             with self.db.transaction() as session:
+                pre = desk.pre_trade_in(session, request.symbol)
+                request, risk_note = self._checked(request, instrument, broker, pre, placed_by,
+                                                   source, gtt_id, session)
                 row = self._pending_row(request, instrument, broker, placed_by, source, gtt_id)
                 session.add(row)
                 session.flush()
                 events = [self._placed_event(session, row, placed_by, source, risk_note)]
                 try:
-                    broker_order_id = cast(DeskDatabaseBroker, broker).place_in(session, request)
+                    broker_order_id = desk.place_in(session, request, pre)
                 except (OrderRejected, ValidationError) as exc:
                     self._apply(session, row, OrderStatus.REJECTED, placed_by, reason=str(exc),
                                 events=events)
@@ -641,7 +666,7 @@ class OrderManager:
     # -- mirroring the broker -------------------------------------------------------------
     def sync(self, order_ids: Iterable[int] | None = None, actor: Actor | None = None) -> int:
         """Mirror broker state and executions of open orders into the book; return changes."""
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             query = select(OrderRow.id, OrderRow.account_id, OrderRow.broker_order_id,
                            OrderRow.status, OrderRow.filled_quantity).where(
                 OrderRow.status.in_([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]),
@@ -674,36 +699,51 @@ class OrderManager:
         left to :meth:`sync`, which asks the broker for all of the order's fills (and passes
         ``all_fills=True``: mirrored as the broker says). Return how many orders changed.
         """
+        updates = list(updates)
+        if not updates:
+            return 0
+        with self.db.transaction() as session:
+            mirrored, incomplete = self.apply_updates_in(session, updates, actor,
+                                                         all_fills=all_fills)
+        return mirrored + (self.sync(incomplete, actor) if incomplete else 0)
+
+    def apply_updates_in(self, session: Session, updates: Iterable[OrderUpdate],
+                         actor: Actor | None = None, *, all_fills: bool = False
+                         ) -> tuple[int, list[int]]:
+        """Mirror ``updates`` within ``session`` (see :meth:`apply_updates`).
+
+        Return how many orders changed and the ids of those whose fills did not add up, for
+        the caller to :meth:`sync` after its transaction commits.
+        """
         pending = {(u.order.account_id, u.order.broker_order_id): u for u in updates}
         if not pending:
-            return 0
+            return 0, []
         incomplete: list[int] = []
-        with self.db.transaction() as session:
-            rows = session.scalars(
-                select(OrderRow).where(
-                    OrderRow.account_id.in_({account for account, _ in pending}),
-                    OrderRow.broker_order_id.in_({ident for _, ident in pending}))
-                .order_by(OrderRow.id).with_for_update()).all()
-            changed = [(row, pending[(row.account_id, row.broker_order_id or "")])
-                       for row in rows if (row.account_id, row.broker_order_id) in pending]
-            changed = [(row, update) for row, update in changed
-                       if (row.status, row.filled_quantity)
-                       != (update.order.status, update.order.filled_quantity)]
-            filled = [row.id for row, update in changed
-                      if update.order.filled_quantity != row.filled_quantity]
-            known = set(session.scalars(select(TradeRow.broker_trade_id).where(
-                TradeRow.order_id.in_(filled)))) if filled else set()
-            mirrored = 0
-            for row, update in changed:
-                new_fills = sum(t.quantity for t in update.trades
-                                if t.broker_trade_id not in known)
-                if not all_fills and (
-                        row.filled_quantity + new_fills != update.order.filled_quantity):
-                    incomplete.append(row.id)
-                    continue
-                self._mirror(session, row, update, known, actor)
-                mirrored += 1
-        return mirrored + (self.sync(incomplete, actor) if incomplete else 0)
+        rows = session.scalars(
+            select(OrderRow).where(
+                OrderRow.account_id.in_({account for account, _ in pending}),
+                OrderRow.broker_order_id.in_({ident for _, ident in pending}))
+            .order_by(OrderRow.id).with_for_update()).all()
+        changed = [(row, pending[(row.account_id, row.broker_order_id or "")])
+                   for row in rows if (row.account_id, row.broker_order_id) in pending]
+        changed = [(row, update) for row, update in changed
+                   if (row.status, row.filled_quantity)
+                   != (update.order.status, update.order.filled_quantity)]
+        filled = [row.id for row, update in changed
+                  if update.order.filled_quantity != row.filled_quantity]
+        known = set(session.scalars(select(TradeRow.broker_trade_id).where(
+            TradeRow.order_id.in_(filled)))) if filled else set()
+        mirrored = 0
+        for row, update in changed:
+            new_fills = sum(t.quantity for t in update.trades
+                            if t.broker_trade_id not in known)
+            if not all_fills and (
+                    row.filled_quantity + new_fills != update.order.filled_quantity):
+                incomplete.append(row.id)
+                continue
+            self._mirror(session, row, update, known, actor)
+            mirrored += 1
+        return mirrored, incomplete
 
     def _mirror(self, session: Session, row: OrderRow, update: OrderUpdate,
                 known: set[str], actor: Actor | None) -> None:

@@ -16,6 +16,7 @@ from core.domain import Actor
 from core.errors import (
     InsufficientFunds,
     NotFound,
+    OrderRejected,
     PermissionDenied,
     RiskRejected,
     ValidationError,
@@ -401,21 +402,15 @@ def test_a_push_whose_fills_do_not_add_up_is_completed_from_the_broker(
     assert _trades_of(services, order.id) == [lost.trades[0].broker_trade_id]
 
 
-class ClosesTheMarketWhileChecking:
-    """Approves, but the feed stops meanwhile: the broker then refuses the checked order."""
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    def check(self, request: OrderRequest, context: RiskContext) -> RiskDecision:
-        set_feed(self.services.db, running=False)
-        return RiskDecision(True)
-
-
 def test_a_broker_refusal_after_the_checks_is_recorded_as_rejected_with_both_audit_entries(
-    services: Services, priya: Actor, priya_account: int,
+    services: Services, priya: Actor, priya_account: int, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    services.orders.manager.risk_gate = ClosesTheMarketWhileChecking(services)
+    broker = services.orders.broker_for(priya_account)
+
+    def refuse(session: object, request: OrderRequest, pre: object = None) -> str:
+        raise OrderRejected("Market is closed (the exchange halted INFY)")
+
+    monkeypatch.setattr(broker, "place_in", refuse)
     order = services.orders.place(priya, _buy(priya_account))
     assert order.status is OrderStatus.REJECTED and order.broker_order_id is None
     assert "Market is closed" in (order.rejection_reason or "")

@@ -16,11 +16,11 @@ from sqlalchemy import select
 
 from brokers.base import OrderChange, SessionState
 from brokers.paper import FeedMarketView, PaperBroker, PaperConfig, PaperExchange
-from brokers.paper.book import AccountBook
 from brokers.paper.records import AMO_QUEUED, to_trade
 from core import portfolio
 from core.errors import InsufficientFunds, NotFound, OrderRejected, ValidationError
 from core.money import inr
+from core.queue_book import AccountBook
 from core.trading import (
     CHARGE_FIELDS,
     Charges,

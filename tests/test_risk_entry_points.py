@@ -292,9 +292,17 @@ def test_every_public_method_that_can_send_an_order_is_listed_and_gated() -> Non
         assert not unlisted, (
             f"{cls.__name__} has new public methods {sorted(unlisted)}: list each in "
             "ENTRY_POINTS (and ORDER_PATHS) if it can send an order, else in NOT_ORDER_PATHS")
-    for method in ("submit", "modify"):
-        source = inspect.getsource(getattr(OrderManager, method))
-        assert "self._gate(" in source, f"OrderManager.{method} no longer calls the gate"
+    def source(method: str) -> str:
+        return inspect.getsource(getattr(OrderManager, method))
+
+    assert "self._gate(" in source("modify"), "OrderManager.modify no longer calls the gate"
+    assert "self._gate(" in source("_checked"), "OrderManager._checked no longer calls the gate"
+    # submit's two ways (the desk's one transaction, or persist-then-send) both check first
+    assert "self._checked(" in source("submit")
+    assert "self._submit_in_one_transaction(" in source("submit")
+    assert "self._checked(" in source("_submit_in_one_transaction")
+    assert source("submit").count("self._persist(") == 1
+    assert source("submit").index("self._checked(") < source("submit").index("self._persist(")
     assert {"submit"} <= {n for n in dir(OrderManager) if not n.startswith("_")}
 
 

@@ -12,7 +12,7 @@ Broker order ids are ``"P"`` + the row id (``"P12"``); each call is one database
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -25,7 +25,7 @@ from brokers.paper import funds as money
 from brokers.paper import records
 from brokers.paper.book import FillCache
 from brokers.paper.config import PaperConfig
-from brokers.paper.market import MarketView
+from brokers.paper.market import FeedMarketView, MarketView
 from brokers.paper.records import (
     AMO_QUEUED,
     OPEN_STATUSES,
@@ -55,6 +55,20 @@ from core.trading import (
 )
 from db.engine import Database
 from db.models import PaperLedgerRow, PaperOrderRow, PaperTradeRow
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What :meth:`PaperBroker.pre_trade_in` read under the account's lock in ``session``."""
+
+    session: Session
+    account_id: int
+    instrument: Instrument
+    now: datetime
+    market: SessionState
+    quote: Quote | None
+    state: money.AccountState
+
 
 #: Price-listing cap in the "no live price" message.
 _LISTED_SYMBOLS = 12
@@ -91,6 +105,10 @@ class PaperBroker:
         self.market = market
         self.clock = clock
         self._fills = FillCache(account_id)
+        #: Paper accounts on the feed share one market (see ``brokers.base``): one read of
+        #: the session and prices serves them all.
+        self.market_key = ("paper:feed" if isinstance(market, FeedMarketView)
+                           else f"paper:market-{id(market)}")
 
     # -- orders ---------------------------------------------------------------------------
     def place_order(self, request: OrderRequest) -> str:
@@ -119,29 +137,58 @@ class PaperBroker:
                 raise
             return existing
 
-    def place_in(self, session: Session, request: OrderRequest) -> str:
+    def pre_trade_in(self, session: Session, symbol: str) -> PreTrade:
+        """Lock the account in ``session``; return the pre-trade read :meth:`place_in` reuses.
+
+        Raises
+        ------
+        ValidationError
+            For an unknown symbol.
+        """
+        serialise(session, [self.account_id])
+        now = self.clock()
+        instrument = self._instrument(session, symbol)
+        market = self.market.session(now, within=session)
+        quote = self.market.quotes([instrument.symbol], within=session).get(instrument.symbol)
+        state = self._state(session, to_ist(now).date())
+        held, bought = state.delivery_quantity(instrument.symbol)
+        token = _Prepared(session, self.account_id, instrument, now, market, quote, state)
+        return PreTrade(market, quote, state.mis_quantity(instrument.symbol), held, bought,
+                        state.funds.available, token)
+
+    def place_in(self, session: Session, request: OrderRequest,
+                 pre: PreTrade | None = None) -> str:
         """Accept ``request`` inside the caller's transaction (see :meth:`place_order`).
 
         Every check runs before the order row is written, so a refusal leaves the caller's
-        transaction as it was.
+        transaction as it was. ``pre`` is this broker's :meth:`pre_trade_in` read in the same
+        session (the account is locked since): its figures are used instead of read again.
         """
         if request.client_order_id is None:
             raise ValidationError("A paper order needs a client order id (the idempotency key)")
         if request.account_id != self.account_id:
             raise ValidationError(f"This paper broker trades account {self.account_id}; the "
                                   f"order is for account {request.account_id}")
-        serialise(session, [self.account_id])
-        assert request.client_order_id is not None  # noqa: S101 - place_order checked
-        found = self._existing(request.client_order_id, session)
-        if found is not None:
-            return found
-        instrument = self._instrument(session, request.symbol)
+        prepared = pre.token if pre is not None else None
+        if not (isinstance(prepared, _Prepared) and prepared.session is session
+                and prepared.account_id == self.account_id
+                and prepared.instrument.symbol == request.symbol.strip().upper()):
+            serialise(session, [self.account_id])
+            found = self._existing(request.client_order_id, session)
+            if found is not None:
+                return found
+            instrument = self._instrument(session, request.symbol)
+            now = self.clock()
+            prepared = _Prepared(session, self.account_id, instrument, now,
+                                 self.market.session(now, within=session), None,
+                                 self._state(session, to_ist(now).date()))
+        # else: the caller wrote a new order row under this client order id in this session,
+        # so the broker cannot hold it yet (its own unique key would refuse a repeat).
+        instrument, now, state = prepared.instrument, prepared.now, prepared.state
         request = replace(request, symbol=instrument.symbol)
         check_request(request, instrument)
-        now = self.clock()
-        quote = self._market_checks(session, request, now)
+        quote = self._market_checks(session, request, prepared.market, prepared.quote)
         today = to_ist(now).date()
-        state = self._state(session, today)
         money.check_sellable(session, state, request, request.quantity)
         needed = money.needed_funds(request, quote.ltp, instrument.tick_size, self.config,
                                     today, state)
@@ -178,9 +225,9 @@ class PaperBroker:
                 "instrument on the Import page")
         return found
 
-    def _market_checks(self, session: Session, request: OrderRequest, now: datetime) -> Quote:
-        """Refuse by market state and price; return the symbol's quote."""
-        state = self.market.session(now, within=session)
+    def _market_checks(self, session: Session, request: OrderRequest, state: SessionState,
+                       quote: Quote | None = None) -> Quote:
+        """Refuse by market state and price; return the symbol's quote (read if not given)."""
         if not state.is_open and not request.amo:
             raise OrderRejected(
                 f"Market is closed ({state.detail}); place it as an AMO to queue it for the "
@@ -189,7 +236,8 @@ class PaperBroker:
             raise OrderRejected(
                 f"The market is open ({state.detail}); AMO is only for orders placed while it "
                 "is closed")
-        quote = self._quote_or_refuse(session, request.symbol)
+        if quote is None:
+            quote = self._quote_or_refuse(session, request.symbol)
         check_trigger_vs_ltp(request, quote.ltp)
         return quote
 

@@ -20,6 +20,7 @@ one of them; SQLite serialises writers anyway (the step takes the write lock fir
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -120,7 +121,8 @@ class PaperExchange:
         self.clock = clock
 
     def step(self, now: datetime | None = None, *,
-             only: Collection[str] | None = None) -> StepReport:
+             only: Collection[str] | None = None,
+             within: Session | None = None) -> StepReport:
         """Expire, match and fill open orders at ``now`` (default: the clock); report counts.
 
         Parameters
@@ -129,10 +131,15 @@ class PaperExchange:
             Wall time of the step (aware).
         only : Collection[str] | None
             Broker order ids (``"P12"``) to step; None steps every open order.
+        within : Session | None
+            The caller's transaction to step in (the order manager mirrors the updates in it
+            too); None steps in a transaction of its own.
         """
         now = now or self.clock()
         report = StepReport(at=now, market_open=None)
-        with self.db.transaction() as session:
+        with ExitStack() as stack:
+            session = within if within is not None else stack.enter_context(
+                self.db.transaction())
             rows = self._open_orders(session, only)
             report.examined = len(rows)
             batch = _Batch(now, to_ist(now).date(), {}, set())

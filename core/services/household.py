@@ -58,7 +58,7 @@ class HouseholdService(ServiceBase):
     ) -> authz.AccountFacts:
         """Gather what authorization needs; pass ``role`` if this transaction already read it."""
         role = role or self._fresh_role(session, actor)
-        owner = session.get(MemberRow, row.owner_member_id)  # kept for _to_account
+        owner = _member(session, row.owner_member_id)
         owner_user = owner.user_id if owner else None
         grant = None
         if actor.member_id is not None:
@@ -78,7 +78,7 @@ class HouseholdService(ServiceBase):
     def _to_account(
         self, session: Session, row: AccountRow, perm: Permission | None, manage: bool = False
     ) -> Account:
-        owner = session.get(MemberRow, row.owner_member_id)
+        owner = _member(session, row.owner_member_id)
         assert owner is not None  # noqa: S101 - FK guarantees it
         return Account(
             id=row.id,
@@ -300,7 +300,7 @@ class HouseholdService(ServiceBase):
 
     def authorize_trade(self, actor: Actor, account_id: int) -> Account:
         """Return the account if the actor may place orders on it; every order path calls this."""
-        with self.db.transaction() as session:
+        with self.db.reading() as session:  # reads only; a refusal is audited on its own
             row, perm = self._account_for(session, actor, account_id, "trade", "accounts.trade")
             if not row.is_active:
                 raise ValidationError(f"Account {account_id} ({row.label}) is closed")
@@ -507,3 +507,16 @@ class HouseholdService(ServiceBase):
                 {"member_id": member_id},
                 household_id=row.household_id,
             )
+
+
+def _member(session: Session, member_id: int) -> MemberRow | None:
+    """Return a member, read once per transaction.
+
+    The session's identity map holds rows weakly, so a row nobody references any more is read
+    again by the next ``get``; the transaction's ``info`` keeps the members it has read.
+    """
+    members: dict[int, MemberRow | None] = session.info.setdefault("members", {})
+    if member_id not in members:
+        members[member_id] = session.get(MemberRow, member_id)
+    return members[member_id]
+

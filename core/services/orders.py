@@ -298,29 +298,31 @@ class OrderService(ServiceBase):
 
         now = now or self.clock()
         events = synced = 0
-        for venue_step in venue_steppers(self.db, self.settings, self.clock):
-            stepped = venue_step(now)
-            events += stepped.events
-            synced += self.manager.apply_updates(stepped.updates)
+        incomplete: list[int] = []
+        with self.db.transaction() as session:  # a venue's fills and their mirror: one commit
+            for venue_step in venue_steppers(self.db, self.settings, self.clock):
+                stepped = venue_step(now, session)
+                events += stepped.events
+                mirrored, missing = self.manager.apply_updates_in(session, stepped.updates)
+                synced += mirrored
+                incomplete.extend(missing)
+        if incomplete:
+            synced += self.manager.sync(incomplete)
         synced += self.manager.sync()  # anything changed outside the venues' steps
         fired = self.fire_gtts(now)
         return StepReport(events, synced, fired)
 
     def fire_gtts(self, now: datetime) -> int:
         """Fire every active GTT whose trigger the LTP crossed; expire old ones."""
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             rows = list(session.scalars(select(GttRow).where(GttRow.status == GttStatus.ACTIVE)))
         fired = 0
-        markets: dict[int, dict[str, Quote]] = {}  # per account: quotes while its market is open
+        live = [row for row in rows if to_ist(row.expires_at) > now]
         for row in rows:
             if to_ist(row.expires_at) <= now:
                 self._close_gtt(row.id, GttStatus.EXPIRED, "Expired unfired after one year")
-                continue
-            if row.account_id not in markets:
-                broker = self.broker_for(row.account_id)
-                symbols = sorted({r.symbol for r in rows if r.account_id == row.account_id})
-                markets[row.account_id] = (broker.quotes(symbols) if broker.session().is_open
-                                           else {})
+        markets = self._gtt_markets(live)
+        for row in live:
             quote = markets[row.account_id].get(row.symbol)
             if quote is None:
                 continue
@@ -330,6 +332,26 @@ class OrderService(ServiceBase):
                 fired += 1
                 self._place_for_gtt(row, legs[index], index, quote.ltp)
         return fired
+
+    def _gtt_markets(self, rows: list[GttRow]) -> dict[int, dict[str, Quote]]:
+        """Return, per account, the quotes of its GTT symbols while its market is open.
+
+        Accounts whose brokers share a market (``market_key``, e.g. every paper account on
+        the feed) are served by one read of the session and one of the prices.
+        """
+        groups: dict[str, tuple[Broker, set[int], set[str]]] = {}
+        for row in rows:
+            broker = self.broker_for(row.account_id)
+            key = getattr(broker, "market_key", None) or f"account:{row.account_id}"
+            _, accounts, symbols = groups.setdefault(key, (broker, set(), set()))
+            accounts.add(row.account_id)
+            symbols.add(row.symbol)
+        markets: dict[int, dict[str, Quote]] = {}
+        for broker, accounts, symbols in groups.values():
+            quotes = broker.quotes(sorted(symbols)) if broker.session().is_open else {}
+            for account_id in accounts:
+                markets[account_id] = quotes
+        return markets
 
     def _claim(self, gtt_id: int, index: int, now: datetime) -> bool:
         with self.db.transaction() as session:

@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 
 import pandas as pd
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from core import portfolio, statements
 from core.clock import now_ist, to_ist
@@ -39,23 +41,32 @@ def last_prices(db: Database, symbols: Iterable[str]) -> dict[str, Decimal]:
     if not wanted:
         return {}
     with db.transaction() as session:
-        quoted = dict(session.execute(
-            select(InstrumentRow.symbol, QuoteRow.ltp)
-            .join(QuoteRow, QuoteRow.instrument_id == InstrumentRow.id)
-            .where(InstrumentRow.symbol.in_(wanted))).all())
-        missing = [s for s in wanted if s not in quoted]
-        if missing:
-            last = (select(BarRow.instrument_id, func.max(BarRow.ts).label("ts"))
-                    .where(BarRow.interval == Interval.D1.value)
-                    .group_by(BarRow.instrument_id).subquery())
-            rows = session.execute(
-                select(InstrumentRow.symbol, BarRow.close)
-                .join(BarRow, BarRow.instrument_id == InstrumentRow.id)
-                .join(last, (last.c.instrument_id == BarRow.instrument_id)
-                      & (last.c.ts == BarRow.ts))
-                .where(BarRow.interval == Interval.D1.value,
-                       InstrumentRow.symbol.in_(missing))).all()
-            quoted.update(dict(rows))
+        return read_last_prices(session, wanted)
+
+
+def read_last_prices(session: Session | Connection, symbols: Iterable[str]
+                     ) -> dict[str, Decimal]:
+    """Return :func:`last_prices` read in ``session`` (an open transaction or connection)."""
+    wanted = sorted(set(symbols))
+    if not wanted:
+        return {}
+    quoted: dict[str, Decimal] = dict(session.execute(
+        select(InstrumentRow.symbol, QuoteRow.ltp)
+        .join(QuoteRow, QuoteRow.instrument_id == InstrumentRow.id)
+        .where(InstrumentRow.symbol.in_(wanted))).all())
+    missing = [s for s in wanted if s not in quoted]
+    if missing:
+        last = (select(BarRow.instrument_id, func.max(BarRow.ts).label("ts"))
+                .where(BarRow.interval == Interval.D1.value)
+                .group_by(BarRow.instrument_id).subquery())
+        rows = session.execute(
+            select(InstrumentRow.symbol, BarRow.close)
+            .join(BarRow, BarRow.instrument_id == InstrumentRow.id)
+            .join(last, (last.c.instrument_id == BarRow.instrument_id)
+                  & (last.c.ts == BarRow.ts))
+            .where(BarRow.interval == Interval.D1.value,
+                   InstrumentRow.symbol.in_(missing))).all()
+        quoted.update(dict(rows))
     return quoted
 
 

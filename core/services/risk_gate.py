@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -37,11 +39,12 @@ from core.clock import now_ist, to_ist
 from core.domain import Actor
 from core.errors import NotFound
 from core.orders import OrderEstimate, RiskContext, RiskDecision
-from core.portfolio import build_book, replay, summarise
+from core.portfolio import replay, summarise
+from core.queue_book import AccountBook
 from core.risk_market import MarketFigures
 from core.services.household import HouseholdService
 from core.services.orders import OrderService
-from core.services.portfolio import last_prices
+from core.services.portfolio import last_prices, read_last_prices
 from core.services.trade_book import load_trades, to_trade
 from core.trading import ZERO, Holding, OrderRequest, OrderStatus, Position, Side, Trade
 from db.engine import Database
@@ -132,6 +135,52 @@ _FILLS_AND_PEAK = select(
 )
 
 
+class _Fills:
+    """One account's fills as the gate last read them, and their book kept up to date.
+
+    Fills are added in time order (a late one makes the gate read them all again), so the
+    book is extended per FIFO queue (:class:`core.queue_book.AccountBook`) rather than
+    replayed, and the realized P&L and charges of the fills before a week's Monday are
+    computed once per week: the week's figures are the totals minus those.
+    """
+
+    def __init__(self) -> None:
+        self.last_id = 0
+        self.trades: list[Trade] = []
+        self.book = AccountBook()
+        self.symbols: set[str] = set()
+        self._before: tuple[date, int, Decimal, Decimal] | None = None
+
+    def extend(self, new: list[Trade]) -> None:
+        """Add ``new`` fills (oldest first); earlier than the last one: rebuild the book."""
+        if not new:
+            return
+        if self.trades and new[0].executed_at < self.trades[-1].executed_at:
+            trades = sorted([*self.trades, *new], key=lambda t: t.executed_at)  # stable
+            self.trades, self.book, self.symbols, self._before = [], AccountBook(), set(), None
+            new = trades
+        for trade in new:
+            self.trades.append(trade)
+            self.book.add(trade)
+            self.symbols.add(trade.symbol)
+
+    def before(self, day: date) -> tuple[Decimal, Decimal]:
+        """Return (realized P&L, charges) of the fills dated before ``day``.
+
+        A close belongs to the day of its closing fill, and FIFO matching is causal, so the
+        closes of the fills before ``day`` are those of replaying just them.
+        """
+        count = bisect_left(self.trades, day, key=lambda t: t.trade_date)
+        cached = self._before
+        if cached is not None and cached[0] == day and cached[1] == count:
+            return cached[2], cached[3]
+        prefix = self.trades[:count]
+        realized = sum((c.realized for c in replay(prefix).closes), ZERO)
+        charges = sum((t.charges.total for t in prefix), ZERO)
+        self._before = (day, count, realized, charges)
+        return realized, charges
+
+
 class DeskRiskGate:
     """The risk gate of the desk's order path (see the module docstring)."""
 
@@ -145,7 +194,7 @@ class DeskRiskGate:
         self.market = MarketFigures(db, clock)
         self._lock = threading.Lock()
         self._books: dict[int, AccountSnapshot] = {}
-        self._fills: dict[int, tuple[int, list[Trade]]] = {}
+        self._fills: dict[int, _Fills] = {}
         self._paid_in: dict[int, tuple[float, Decimal]] = {}
         self._limits: dict[int, tuple[float, RiskLimits, str, int]] = {}
         self._approved: dict[int, deque[tuple[float, str, Side, int, str | None]]] = {}
@@ -155,7 +204,8 @@ class DeskRiskGate:
         """Decide ``request`` and remember an approval for the orders/second count."""
         with self._lock:
             decision = self._decide(request, context.action, context.estimate,
-                                    context.instrument.sector if context.instrument else None)
+                                    context.instrument.sector if context.instrument else None,
+                                    context.session)
             if decision.approved:
                 self._approved.setdefault(request.account_id, deque()).append(
                     (time.monotonic(), request.symbol, request.side, decision.quantity,
@@ -183,19 +233,21 @@ class DeskRiskGate:
 
     # -- gathering ----------------------------------------------------------------------------
     def _decide(self, request: OrderRequest, action: OrderAction, estimate: OrderEstimate,
-                sector: str | None) -> PreTradeDecision:
+                sector: str | None, within: Session | None = None) -> PreTradeDecision:
         household_id = self._household_of(request.account_id)
         limits, _source = self._limits_of(household_id, request.account_id)
         since = datetime.now(UTC) - timedelta(seconds=max(limits.duplicate_window_s, 1))
-        # What must be fresh: three plain reads on one connection in autocommit (each sees
-        # every committed change; no BEGIN/ROLLBACK round trips before every order).
-        with self.db.engine.connect().execution_options(
-                isolation_level="AUTOCOMMIT") as session:
-            states = risk_store.covering_states(session, household_id, request.account_id,
+        # What must be fresh: three plain reads (and the new fills and prices, if any) in the
+        # order's own transaction, which holds the account's lock, or else on one connection
+        # in autocommit (each sees every committed change; no BEGIN/ROLLBACK round trips).
+        with ExitStack() as stack:
+            reader: Session | Connection = within if within is not None else stack.enter_context(
+                self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT"))
+            states = risk_store.covering_states(reader, household_id, request.account_id,
                                                 to_ist(self.clock()).date())
-            fills, peak = self._fills_and_peak(session, request.account_id)
-            recent = self._recent_rows(session, request.account_id, since)
-        snapshot = self.snapshot(request.account_id, fills)
+            fills, peak = self._fills_and_peak(reader, request.account_id)
+            recent = self._recent_rows(reader, request.account_id, since)
+            snapshot = self.snapshot(request.account_id, fills, reader)
         rate, duplicate_age = self._recent(request, limits, recent)
         figures = self.market.figures(request.symbol)
         open_symbols = [e.symbol for e in snapshot.exposures if e.quantity]
@@ -271,10 +323,12 @@ class DeskRiskGate:
         self._paid_in[account_id] = (now, paid)
         return paid
 
-    def snapshot(self, account_id: int, fills: tuple[int, int] | None = None) -> AccountSnapshot:
+    def snapshot(self, account_id: int, fills: tuple[int, int] | None = None,
+                 reader: Session | Connection | None = None) -> AccountSnapshot:
         """Return the account's capital, P&L and exposure (rebuilt when it has new fills).
 
-        ``fills`` is the account's (fill count, last fill id) if the caller just read it.
+        ``fills`` is the account's (fill count, last fill id) if the caller just read it, and
+        ``reader`` the open transaction or connection to read new fills and prices in.
         """
         if fills is None:
             with self.db.transaction() as session:
@@ -284,44 +338,55 @@ class DeskRiskGate:
         if (cached is not None and cached.version == version
                 and time.monotonic() - cached.built_at < BOOK_CACHE_SECONDS):
             return cached
-        snapshot = self._build(account_id, version)
+        snapshot = self._build(account_id, version, reader)
         self._books[account_id] = snapshot
         return snapshot
 
     def fills(self, account_id: int) -> list[Trade]:
         """Return the account's fills as its last :meth:`snapshot` read them (oldest first)."""
-        return list(self._fills.get(account_id, (0, []))[1])
+        fills = self._fills.get(account_id)
+        return [] if fills is None else list(fills.trades)
 
-    def _trades(self, account_id: int, version: tuple[int, int, Decimal]) -> list[Trade]:
+    def _trades(self, account_id: int, version: tuple[int, int, Decimal],
+                reader: Session | Connection | None = None) -> _Fills:
         """Return every fill of the account, loading only those newer than the last read."""
         count, last_id = version[0], version[1]
-        known_id, trades = self._fills.get(account_id, (0, []))
-        if known_id > last_id or len(trades) > count:  # history changed: read it all again
-            known_id, trades = 0, []
-        if known_id < last_id:
-            with self.db.transaction() as session:
-                rows = session.scalars(select(TradeRow).where(
-                    TradeRow.account_id == account_id, TradeRow.id > known_id)
-                    .order_by(TradeRow.executed_at, TradeRow.id)).all()
-                trades = sorted([*trades, *(to_trade(row) for row in rows)],
-                                key=lambda t: t.executed_at)
-        if len(trades) != count:  # fills arrived out of id order: read them all
-            trades = load_trades(self.db, [account_id])
-        self._fills[account_id] = (last_id, trades)
-        return trades
+        fills = self._fills.get(account_id)
+        if fills is None or fills.last_id > last_id or len(fills.trades) > count:
+            fills = _Fills()  # first read, or the history changed: read it all again
+        if fills.last_id < last_id:
+            query = (select(TradeRow).where(TradeRow.account_id == account_id,
+                                            TradeRow.id > fills.last_id)
+                     .order_by(TradeRow.executed_at, TradeRow.id))
+            if reader is None:
+                with self.db.transaction() as session:
+                    new = [to_trade(row) for row in session.scalars(query)]
+            elif isinstance(reader, Session):
+                new = [to_trade(row) for row in reader.scalars(query)]
+            else:
+                with Session(bind=reader) as orm:
+                    new = [to_trade(row) for row in orm.scalars(query)]
+            fills.extend(new)
+        if len(fills.trades) != count:  # fills arrived out of id order: read them all
+            fills = _Fills()
+            fills.extend(load_trades(self.db, [account_id]))
+        fills.last_id = last_id
+        self._fills[account_id] = fills
+        return fills
 
-    def _build(self, account_id: int, version: tuple[int, int, Decimal]) -> AccountSnapshot:
+    def _build(self, account_id: int, version: tuple[int, int, Decimal],
+               reader: Session | Connection | None = None) -> AccountSnapshot:
         today = to_ist(self.clock()).date()
-        trades = self._trades(account_id, version)
-        prices = last_prices(self.db, {t.symbol for t in trades})
-        book = build_book(trades, prices, today)
+        fills = self._trades(account_id, version, reader)
+        symbols = fills.symbols
+        prices = (read_last_prices(reader, symbols) if reader is not None
+                  else last_prices(self.db, symbols))
+        book = fills.book.book(prices, today)
         summary = summarise(account_id, book, version[2])
         capital = summary.equity if summary.equity is not None else ZERO
-        monday = week_start(today)
-        ledger = replay(trades)
-        week_realized = sum((c.realized for c in ledger.closes
-                             if c.trade.trade_date >= monday), ZERO)
-        week_charges = sum((t.charges.total for t in trades if t.trade_date >= monday), ZERO)
+        realized_before, charges_before = fills.before(week_start(today))
+        week_realized = book.realized_pnl - realized_before
+        week_charges = book.charges - charges_before
         unrealized = sum((p.unrealized_pnl for p in book.positions), ZERO)
         net: dict[str, int] = {}
         value: dict[str, Decimal] = {}
