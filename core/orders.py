@@ -664,8 +664,15 @@ class OrderManager:
             return load_order(session, order_id)
 
     # -- mirroring the broker -------------------------------------------------------------
-    def sync(self, order_ids: Iterable[int] | None = None, actor: Actor | None = None) -> int:
-        """Mirror broker state and executions of open orders into the book; return changes."""
+    def sync(self, order_ids: Iterable[int] | None = None, actor: Actor | None = None, *,
+             desk: bool = True) -> int:
+        """Mirror broker state and executions of open orders into the book; return changes.
+
+        ``desk`` False leaves out accounts whose broker keeps its books in the desk's database
+        (``DESK_DATABASE``): their changes reach the book through the venue step's updates
+        (mirrored in its transaction) and through this manager's own cancel and modify, so
+        the worker asks them only every few seconds, as a safety net.
+        """
         with self.db.reading() as session:
             query = select(OrderRow.id, OrderRow.account_id, OrderRow.broker_order_id,
                            OrderRow.status, OrderRow.filled_quantity).where(
@@ -681,6 +688,8 @@ class OrderManager:
         updates: list[OrderUpdate] = []
         for account_id, known in by_account.items():
             broker = self.broker_for(account_id)
+            if not desk and Capability.DESK_DATABASE in broker.capabilities:
+                continue
             for state in broker.orders(list(known)):
                 if known[state.broker_order_id] != (state.status, state.filled_quantity):
                     # Ask the broker now: no broker round trip inside the book's transaction.

@@ -444,3 +444,23 @@ def test_a_broker_without_the_optional_read_and_shared_transaction_places_the_sa
     tick(services.db, "INFY", "1499.00")
     services.orders.step()
     assert services.orders.order_book(priya, priya_account)[0].status is OrderStatus.FILLED
+
+
+def test_the_step_asks_desk_brokers_for_every_open_order_only_every_few_seconds(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    from core.services.orders import DESK_SYNC_SECONDS
+
+    order = services.orders.place(priya, _buy(priya_account, price=Decimal("1400.00")))
+    services.orders.step()  # the first step asks every broker
+    assert order.broker_order_id is not None
+    services.orders.broker_for(priya_account).cancel_order(order.broker_order_id)  # behind
+    services.orders.step()  # the book's back: the venue step and the manager did not see it
+    assert _status(services, priya, order.id) is OrderStatus.OPEN
+    services.orders._desk_synced_at -= DESK_SYNC_SECONDS  # the safety net is due
+    services.orders.step()
+    assert _status(services, priya, order.id) is OrderStatus.CANCELLED
+
+
+def _status(services: Services, actor: Actor, order_id: int) -> OrderStatus:
+    return next(o.status for o in services.orders.order_book(actor) if o.id == order_id)

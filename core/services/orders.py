@@ -10,6 +10,7 @@ account is checked again at that moment.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -51,6 +52,8 @@ from db.models import AccountRow, GttRow, MemberRow, OrderRow, UserRow
 log = logging.getLogger("sher.orders")
 
 BOOK_LIMIT = 500
+#: How often the worker's step asks desk-database brokers for every open order (seconds).
+DESK_SYNC_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class OrderService(ServiceBase):
         self.household = household
         self.clock = clock
         self._brokers: dict[int, Broker] = {}
+        self._desk_synced_at = -DESK_SYNC_SECONDS  # the first step syncs every account
         self.manager = OrderManager(
             db, self.broker_for, risk_gate or PassThroughRiskGate(),
             mis_leverage=settings.paper_mis_leverage,
@@ -308,7 +312,12 @@ class OrderService(ServiceBase):
                 incomplete.extend(missing)
         if incomplete:
             synced += self.manager.sync(incomplete)
-        synced += self.manager.sync()  # anything changed outside the venues' steps
+        # Anything changed outside the venues' steps: every step for brokers outside the
+        # desk's database, every DESK_SYNC_SECONDS for the rest (a safety net; see sync).
+        desk = time.monotonic() - self._desk_synced_at >= DESK_SYNC_SECONDS
+        synced += self.manager.sync(desk=desk)
+        if desk:
+            self._desk_synced_at = time.monotonic()
         fired = self.fire_gtts(now)
         return StepReport(events, synced, fired)
 
