@@ -295,6 +295,7 @@ class Worker:
         self._jobs: dict[str, Callable[[], None]] = {}  # name -> tracked job
         self._stored_runs: dict[str, datetime | None] = {}
         self._desk_ids: set[str] = set()  # the jobs this worker keeps in the desk's store
+        self._triggers: dict[str, Any] = {}  # name -> APScheduler trigger
 
     def job(self, name: str) -> Callable[[], None] | None:
         """Return the tracked job ``name`` (as the scheduler runs it), or None if unknown."""
@@ -329,11 +330,16 @@ class Worker:
         return run
 
     def _record_next_run(self, name: str) -> None:
-        job = self.scheduler.get_job(name)
-        # A job not yet in its store (a catch-up before the scheduler starts) has no next run
-        # yet; the one-shot record_schedule writes it once the scheduler runs.
-        if job is not None and hasattr(job, "next_run_time"):
-            self.services.jobs.record_schedule({name: job.next_run_time})
+        """Write job ``name``'s next run, computed from its trigger (None: it will not run again).
+
+        Not ``scheduler.get_job``: that takes the scheduler's job-store lock (and reads the
+        store), which the scheduler holds while it shuts down and waits for running jobs, so a
+        job asking for it then would wait for ever.
+        """
+        trigger = self._triggers.get(name)
+        if trigger is not None:
+            now = now_ist()
+            self.services.jobs.record_schedule({name: trigger.get_next_fire_time(now, now)})
 
     def record_schedule(self) -> None:
         """Write every scheduled job's next run time (once, right after the scheduler starts)."""
@@ -595,8 +601,9 @@ class Worker:
             stored = self._stored_runs.get(id)
         if stored is not None and stored <= now_ist():
             options["next_run_time"] = stored
-        self.scheduler.add_job(JOB_FUNC, trigger, args=[id], id=id, name=id, jobstore=store,
-                               replace_existing=True, **options)
+        added = self.scheduler.add_job(JOB_FUNC, trigger, args=[id], id=id, name=id,
+                                       jobstore=store, replace_existing=True, **options)
+        self._triggers[id] = added.trigger
 
     def _schedule_signals(self) -> None:
         """Outcomes after each weekday's close; model and calibrator on ModelConfig's schedule."""

@@ -22,6 +22,7 @@ from core.clock import IST, now_ist
 from core.domain import Actor
 from core.marketdata import store as bar_store
 from core.services import Services
+from core.services.jobs import JobResult
 from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
 from db.engine import Database
 from db.models import (
@@ -31,7 +32,7 @@ from db.models import (
     OrderRow,
     WorkerLockRow,
 )
-from jobs.worker import DESK_STORE, JOBS_TABLE, DeskJobStore, Worker
+from jobs.worker import DESK_STORE, JOBS_TABLE, RECORD_SCHEDULE, DeskJobStore, Worker
 from tests.conftest import TEST_SECRET, make_settings
 from tests.support.market import load_instruments, open_market, set_feed, tick
 from tests.support.pg import _SERVER_OPTIONS as SERVER_OPTIONS
@@ -149,6 +150,34 @@ def test_a_run_missed_while_the_worker_was_down_is_kept_for_the_misfire_policy(
     assert eod.coalesce and eod.misfire_grace_time == 15 * 60  # until the 15:30 close
     assert expiry.next_run_time == at(FRIDAY + timedelta(days=1), 3, 0, 1)  # not missed
     assert expiry.misfire_grace_time == 24 * 3600
+
+
+@pytest.mark.parametrize(("restart", "outcome", "message"), [
+    ((15, 20), JobOutcome.SKIPPED, "outside"),  # run by the scheduler at once: in session ...
+    ((15, 40), JobOutcome.SKIPPED, "missed its run at 2026-11-20 15:15:00 IST"),  # ... or not
+], ids=["within-grace", "after-the-close"])
+def test_the_scheduler_runs_or_records_a_square_off_missed_while_the_worker_was_down(
+        services: Services, restart: tuple[int, int], outcome: JobOutcome,
+        message: str) -> None:
+    with time_machine.travel(at(FRIDAY, 15, 0), tick=False):
+        worker = Worker(services)
+        _start_paused(worker)  # stores the next run: 15:15
+        worker.scheduler.shutdown(wait=False)
+    with time_machine.travel(at(FRIDAY, *restart), tick=True):
+        worker = Worker(services)
+        worker.scheduler = BackgroundScheduler(timezone=IST)
+        worker.eod_square_off = lambda: JobResult.skipped("outside")  # type: ignore[method-assign]
+        worker.schedule()
+        worker.scheduler.start()
+        try:
+            assert _wait_until(lambda: _runs(services, "eod_square_off") > 0, 15)
+        finally:  # one-shot jobs done first: APScheduler's shutdown races their removal
+            _wait_until(lambda: not {RECORD_SCHEDULE, "signal_first_model"} & {
+                job.id for job in worker.scheduler.get_jobs()}, 15)
+            worker.scheduler.shutdown(wait=True)
+    row = _row(services, "eod_square_off")
+    assert (row.last_outcome, row.last_message, row.run_count) == (outcome, message, 1)
+    assert _stored(services)["eod_square_off"] == at(FRIDAY + timedelta(days=3), 15, 15)
 
 
 def test_a_stored_job_the_worker_no_longer_schedules_is_removed(services: Services) -> None:
