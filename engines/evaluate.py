@@ -8,7 +8,9 @@
   weekly: :class:`engines.model.ModelConfig`, the worker's schedule) the model is trained or
   re-calibrated on training-universe labels resolved before that time (purge gap = horizon);
 - every DIR symbol-day until the next re-fit is predicted from DIR's bars up to that day
-  (features never look ahead, so one pass over the whole history gives the same numbers);
+  (features never look ahead, so one pass over the whole history gives the same numbers),
+  centred on the training universe's mean raw score of the same day (the reference universe:
+  :mod:`engines.model`; its bars up to that day only);
 - predictions are labelled with the same triple-barrier rule from later bars; those without
   the full horizon of later bars are dropped.
 
@@ -78,7 +80,8 @@ def simulate(
         Daily bars of the symbols to predict (may include history before ``start``).
     train_bars
         Daily bars of the training universe (the caller removes test symbols for an
-        out-of-symbol test, or passes the same mapping for a pooled walk-forward).
+        out-of-symbol test, or passes the same mapping for a pooled walk-forward). It is also
+        the reference universe each prediction is centred on (its same-day mean raw score).
     start, end
         Predict bars in ``[start, end)``; ``end`` defaults to just after the last test bar.
         Dates are IST midnights.
@@ -114,7 +117,8 @@ def simulate(
         rows = test_data[(test_data["t"] >= when) & (test_data["t"] < until)]
         if rows.empty:
             continue
-        probs = predict_frame(artifact, rows)
+        reference = train_data[(train_data["t"] >= when) & (train_data["t"] < until)]
+        probs = predict_frame(artifact, rows, reference)
         parts.append(pd.DataFrame({
             "symbol": rows["symbol"].to_numpy(),
             "t": rows["t"].to_numpy(),

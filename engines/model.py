@@ -21,11 +21,25 @@ Ranking, not market timing. The share of setups that reach target 1 swings with 
 (quarterly 0.19-0.34 on the sample data) and mean-reverts within months, so neither the trees'
 market-wide moves nor a recent hit rate foretold the next months' rate: both pulled the pooled
 out-of-time AUC down to 0.50. So by default (``ModelConfig.cross_sectional``) the calibrator maps
-a stock's raw score *relative to the universe's mean score* (the day's mean in the calibration
-window; the mean over the last ``center_bars`` bars before the calibration at prediction) to a
-probability, levelled at the long-run hit rate (``level_days``, ``recent_weight``). The model
-then says which stocks are likelier than usual to reach target 1, and its probabilities are
-calibrated on average over market phases, not within each one (the evaluation's ECE shows it).
+a stock's raw score *relative to the universe's mean score* to a probability, levelled at the
+long-run hit rate (``level_days``, ``recent_weight``). The model then says which stocks are
+likelier than usual to reach target 1, and its probabilities are calibrated on average over
+market phases, not within each one (the evaluation's ECE shows it).
+
+"The universe's mean score" is the same thing in training and at prediction: the mean raw score
+of the *reference universe's* stocks on the same date (each stock's features use its own bars
+up to that date only, so nothing after the date enters). In the calibration window the
+reference universe is the training universe (every training row of the day). At prediction the
+caller passes the reference universe: :func:`predict_frame` takes its feature rows
+(``reference``), :func:`predict` takes the mean from :func:`universe_center`. The evaluation
+passes the training universe (for unseen stocks: the sample stocks minus the tested ones; for
+the pooled walk-forward: all of them); production should pass the desk's universe (a scan:
+:func:`universe_center` once, then ``predict(..., center=...)`` per symbol). A date with no
+reference bar (or no reference given) falls back to the calibrator's stored ``center``, the
+universe's mean over the last ``center_bars`` bars before the calibration. Measured on unseen
+sample stocks (4 groups of 10, seeds 7-9, from 2024-04-15), the same-day centre raised the
+mean AUC from 0.523 to 0.533 against the stored centre, and in every group (by 0.002-0.018):
+the trees' market-wide swings between calibrations no longer move the forecasts.
 
 :func:`refit_calibrator` re-fits the calibrator weekly (the centre, the choice of kind, the
 map) with the trees kept from the monthly fit. The calibration window always lies after the
@@ -184,9 +198,15 @@ class Calibrator:
     low: float = -1e9  # the centred score is clipped to [low, high] before the map
     high: float = 1e9
 
-    def apply(self, score: np.ndarray) -> np.ndarray:
-        """Return calibrated probabilities for raw scores."""
-        score = np.clip(np.asarray(score, dtype=np.float64) - self.center, self.low, self.high)
+    def apply(self, score: np.ndarray, center: np.ndarray | float | None = None) -> np.ndarray:
+        """Return calibrated probabilities for raw scores.
+
+        ``center`` (one value, or one per score; NaN means "none") replaces the stored
+        ``center``: the reference universe's mean raw score on each score's date.
+        """
+        shift_by = np.full(np.shape(score), self.center) if center is None else np.where(
+            np.isnan(np.asarray(center, dtype=np.float64)), self.center, center)
+        score = np.clip(np.asarray(score, dtype=np.float64) - shift_by, self.low, self.high)
         if self.kind == "platt":
             a, b = self.params
             return _sigmoid(a * score + b + self.shift)
@@ -725,17 +745,65 @@ def refit_calibrator(
 # --- prediction ------------------------------------------------------------------------------
 
 
-def predict_frame(artifact: ModelArtifact, features: pd.DataFrame) -> pd.DataFrame:
+def _day_centers(artifact: ModelArtifact, features: pd.DataFrame, reference: pd.DataFrame,
+                 direction: Direction) -> np.ndarray:
+    """Return, for each row, the reference rows' mean raw score on the row's date (NaN: none)."""
+    dates = features["t"].to_numpy()
+    rows = reference[reference["t"].isin(np.unique(dates))]
+    if rows.empty:
+        return np.full(len(features), np.nan)
+    means = pd.Series(artifact.raw_scores(rows, direction)).groupby(rows["t"].to_numpy()).mean()
+    return means.reindex(dates).to_numpy(dtype=np.float64)
+
+
+def predict_frame(artifact: ModelArtifact, features: pd.DataFrame,
+                  reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """Return calibrated ``p_long`` and ``p_short`` for every row of a feature frame.
 
     Rows with missing features get the model's answer for missing values (XGBoost's default
     branch); callers predict only on rows past :data:`engines.features.MIN_BARS`.
+
+    Parameters
+    ----------
+    artifact
+        The model.
+    features
+        Feature rows (:data:`engines.features.FEATURES`); with ``reference``, also a ``t``
+        column (the bar's start, as in :func:`build_dataset`).
+    reference
+        Feature rows of the reference universe (columns as ``features``, with ``t``). Each row
+        is centred on the mean raw score of the reference rows of its date (see the module
+        docstring); a date without reference rows uses the calibrator's stored centre.
     """
     out = pd.DataFrame(index=features.index)
     for direction in DIRECTIONS:
         score = artifact.raw_scores(features, direction)
-        out[f"p_{direction.value.lower()}"] = artifact.calibrators[direction.value].apply(score)
+        center = (None if reference is None
+                  else _day_centers(artifact, features, reference, direction))
+        out[f"p_{direction.value.lower()}"] = artifact.calibrators[direction.value].apply(
+            score, center)
     return out
+
+
+def universe_center(artifact: ModelArtifact, bars_by_symbol: Mapping[str, pd.DataFrame],
+                    when: datetime) -> dict[str, float]:
+    """Return the reference universe's mean raw score per direction on the bar starting ``when``.
+
+    Each symbol with a bar starting at ``when`` and :data:`engines.features.MIN_BARS` bars up
+    to it counts; its features use its bars up to ``when`` only, so bars after ``when`` (of any
+    symbol) change nothing. Pass the result to :func:`predict` as ``center``. A direction maps
+    to NaN when no symbol counts (``predict`` then uses the calibrator's stored centre).
+    """
+    stamp = pd.Timestamp(when)
+    rows = []
+    for bars in bars_by_symbol.values():
+        upto = bars[bars.index <= stamp]
+        if len(upto) >= MIN_BARS and upto.index[-1] == stamp:
+            rows.append(compute_features(upto).iloc[[-1]])
+    if not rows:
+        return {d.value: float("nan") for d in DIRECTIONS}
+    frame = pd.concat(rows)
+    return {d.value: float(artifact.raw_scores(frame, d).mean()) for d in DIRECTIONS}
 
 
 def _contributions(
@@ -752,9 +820,16 @@ def _contributions(
 
 
 def predict(
-    artifact: ModelArtifact, bars: pd.DataFrame, top: int = 8, symbol: str = "this symbol"
+    artifact: ModelArtifact,
+    bars: pd.DataFrame,
+    top: int = 8,
+    symbol: str = "this symbol",
+    center: Mapping[str, float] | None = None,
 ) -> Prediction:
     """Return the calibrated probabilities for the last bar of ``bars``, with contributions.
+
+    ``center`` is the reference universe's mean raw score per direction on that bar's date
+    (:func:`universe_center`); without it (or NaN) the calibrator's stored centre is used.
 
     Raises
     ------
@@ -764,10 +839,14 @@ def predict(
     """
     check_history(bars, symbol)
     row = compute_features(bars).iloc[[-1]]
-    probs = predict_frame(artifact, row).iloc[0]
+    probs = {
+        d: float(artifact.calibrators[d.value].apply(
+            artifact.raw_scores(row, d), None if center is None else center[d.value])[0])
+        for d in DIRECTIONS
+    }
     return Prediction(
-        p_long=float(probs["p_long"]),
-        p_short=float(probs["p_short"]),
+        p_long=probs[Direction.LONG],
+        p_short=probs[Direction.SHORT],
         base_rate_long=artifact.base_rate_long,
         base_rate_short=artifact.base_rate_short,
         model_version=artifact.version,
@@ -809,4 +888,5 @@ __all__ = [
     "schedule",
     "train",
     "train_on",
+    "universe_center",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from engines.model import (
     schedule,
     train,
     train_on,
+    universe_center,
 )
 from engines.signal_types import BarrierSpec, Direction
 
@@ -238,6 +240,50 @@ def test_all_contributions_add_up_to_the_raw_score(
     total = sum(c.push for c in prediction.contributions_long)
     assert len(prediction.contributions_long) == len(FEATURES)
     assert total + bias == pytest.approx(raw, abs=1e-4)
+
+
+def test_each_prediction_is_centred_on_the_reference_universes_mean_of_its_own_day(
+    artifact: ModelArtifact, dataset: pd.DataFrame
+) -> None:
+    days = dataset["t"].drop_duplicates().iloc[-3:]
+    rows = dataset[(dataset["symbol"] == "SBIN") & dataset["t"].isin(days)]
+    reference = dataset[(dataset["symbol"] != "SBIN") & dataset["t"].isin(days)]
+    probs = predict_frame(artifact, rows, reference)
+    for direction in (Direction.LONG, Direction.SHORT):
+        means = pd.Series(artifact.raw_scores(reference, direction)).groupby(
+            reference["t"].to_numpy()).mean()
+        centred = artifact.raw_scores(rows, direction) - means.reindex(rows["t"]).to_numpy()
+        calibrator = replace(artifact.calibrators[direction.value], center=0.0)
+        np.testing.assert_allclose(probs[f"p_{direction.value.lower()}"].to_numpy(),
+                                   calibrator.apply(centred))
+
+
+def test_a_day_without_reference_bars_falls_back_to_the_stored_centre(
+    artifact: ModelArtifact, dataset: pd.DataFrame
+) -> None:
+    rows = dataset[dataset["symbol"] == "SBIN"].tail(3)
+    elsewhere = dataset[dataset["t"] < rows["t"].min()]  # no reference bar on these days
+    pd.testing.assert_frame_equal(predict_frame(artifact, rows, elsewhere),
+                                  predict_frame(artifact, rows))
+
+
+def test_the_universe_centre_on_day_t_ignores_later_bars_and_matches_the_frame_path(
+    universe: dict[str, pd.DataFrame], artifact: ModelArtifact, dataset: pd.DataFrame
+) -> None:
+    when = universe["SBIN"].index[-40]
+    full = universe_center(artifact, universe, when)
+    cut = universe_center(artifact, {s: b[b.index <= when] for s, b in universe.items()}, when)
+    assert full == cut
+    same_day = dataset[dataset["t"] == pd.Timestamp(when).tz_convert("UTC")]
+    assert full["LONG"] == pytest.approx(artifact.raw_scores(same_day, Direction.LONG).mean())
+    bars = universe["SBIN"][universe["SBIN"].index <= when]
+    prediction = predict(artifact, bars, symbol="SBIN", center=full)
+    row = same_day[same_day["symbol"] == "SBIN"]
+    framed = predict_frame(artifact, row, same_day).iloc[0]
+    assert prediction.p_long == pytest.approx(framed["p_long"])
+    assert prediction.p_short == pytest.approx(framed["p_short"])
+    missing = universe_center(artifact, universe, when + pd.Timedelta(hours=1))
+    assert all(np.isnan(v) for v in missing.values())
 
 
 def test_predict_with_too_little_history_names_the_bars_needed(
