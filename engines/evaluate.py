@@ -117,7 +117,8 @@ def simulate(
         rows = test_data[(test_data["t"] >= when) & (test_data["t"] < until)]
         if rows.empty:
             continue
-        reference = train_data[(train_data["t"] >= when) & (train_data["t"] < until)]
+        reference = (train_data[(train_data["t"] >= when) & (train_data["t"] < until)]
+                     if cfg.cross_sectional else None)
         probs = predict_frame(artifact, rows, reference)
         parts.append(pd.DataFrame({
             "symbol": rows["symbol"].to_numpy(),

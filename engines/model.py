@@ -119,12 +119,14 @@ class ModelConfig:
     #: Off by default: on the sample data it lowered the out-of-time AUC (0.50 against 0.51).
     market_offset: bool = False
     #: Rank stocks, do not time the market: calibrate each day's raw scores minus that day's
-    #: mean over the universe, and at prediction subtract the universe's mean over the last
-    #: ``center_bars`` bars before the (weekly) calibration. Measured on the sample data, the
-    #: trees' market-wide swings went against the next months' hit rate and cancelled their
-    #: within-day edge (unseen-stock AUC 0.51 without, 0.53 with).
+    #: mean over the universe, and at prediction subtract the reference universe's mean of the
+    #: same day (see the module docstring). Measured on the sample data, the trees'
+    #: market-wide swings went against the next months' hit rate and cancelled their
+    #: within-day edge (unseen-stock AUC 0.51 without, 0.53 with). With False the calibrator
+    #: maps raw scores: predict without a reference or ``center`` (the evaluation does so).
     cross_sectional: bool = True
-    #: Bars (days) the prediction-time centre averages over (one day of ~40 stocks is noisy).
+    #: Bars (days) of the stored fallback centre: the universe's mean over the last
+    #: ``center_bars`` bars before the calibration, used on a day without reference bars.
     center_bars: int = 5
     #: Clip centred scores to this lower/upper quantile of the calibration window before the
     #: map (0 = no clipping). Measured on the sample data, the top few percent of scores hit

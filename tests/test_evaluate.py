@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 
 from engines.evaluate import main, read_bars_dir, simulate
-from engines.model import ModelConfig
+from engines.model import DEFAULT_SPEC, ModelConfig, build_dataset, predict_frame, train_on
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "nse_daily"
@@ -124,12 +125,18 @@ def test_too_little_history_is_a_clear_error(tmp_path: Path,
     assert "no symbol has the 252 daily bars" in capsys.readouterr().err
 
 
+def _universes(folders: tuple[Path, Path]) -> tuple[dict[str, pd.DataFrame],
+                                                  dict[str, pd.DataFrame]]:
+    """Return the test bars and the training bars without the test symbols."""
+    test_dir, train_dir = folders
+    test = read_bars_dir(test_dir)
+    return test, {s: b for s, b in read_bars_dir(train_dir).items() if s not in test}
+
+
 def test_replay_is_the_same_whether_or_not_later_bars_exist(
     folders: tuple[Path, Path],
 ) -> None:
-    test_dir, train_dir = folders
-    test = read_bars_dir(test_dir)
-    train = {s: b for s, b in read_bars_dir(train_dir).items() if s not in test}
+    test, train = _universes(folders)
     cut = pd.Timestamp("2025-06-20", tz="Asia/Kolkata")
     full = simulate(test, train, date(2025, 5, 26), date(2025, 6, 20), cfg=FAST)
     truncated = simulate({s: b[b.index < cut] for s, b in test.items()},
@@ -141,3 +148,19 @@ def test_replay_is_the_same_whether_or_not_later_bars_exist(
     trained = pd.to_datetime(full["version"].str.slice(4, 12)).dt.tz_localize("Asia/Kolkata")
     assert (trained <= full["t"].dt.tz_convert("Asia/Kolkata")).all()
     assert np.isfinite(full[["p_long", "p_short"]].to_numpy()).all()
+
+
+def test_a_model_calibrated_on_raw_scores_is_replayed_without_same_day_centring(
+    folders: tuple[Path, Path],
+) -> None:
+    test, train = _universes(folders)
+    raw_cfg = replace(FAST, cross_sectional=False)
+    start, end = date(2025, 5, 26), date(2025, 5, 27)  # one day: one fit, no re-fit
+    replayed = simulate(test, train, start, end, cfg=raw_cfg)
+    model = train_on(build_dataset(train, DEFAULT_SPEC),
+                     pd.Timestamp(start, tz="Asia/Kolkata").to_pydatetime(), DEFAULT_SPEC, raw_cfg)
+    rows = build_dataset(test, DEFAULT_SPEC)
+    rows = rows[rows["t"].isin(replayed["t"])]
+    expected = predict_frame(model, rows)
+    assert len(replayed) == len(TEST_SYMBOLS) == len(expected)
+    np.testing.assert_allclose(replayed["p_long"].to_numpy(), expected["p_long"].to_numpy())
