@@ -409,8 +409,14 @@ class OrderManager:
         placed_by: Actor | None,
         source: str = "web",
         gtt_id: int | None = None,
+        on_recorded: Callable[[Session, Order], None] | None = None,
     ) -> Order:
         """Run ``request`` through the full path and return the order (maybe REJECTED).
+
+        ``on_recorded(session, order)`` runs inside the transaction that records the order's
+        outcome (OPEN or REJECTED), so what it writes (an alert in the outbox, a control
+        marked triggered) commits with the order or not at all. It does not run when the
+        client order id names an order already recorded: that order's own transaction did.
 
         Raises
         ------
@@ -425,7 +431,7 @@ class OrderManager:
         broker = self.broker_for(request.account_id)
         if Capability.DESK_DATABASE in broker.capabilities:
             return self._submit_in_one_transaction(request, instrument, broker, placed_by,
-                                                   source, gtt_id)
+                                                   source, gtt_id, on_recorded)
         request, risk_note = self._checked(request, instrument, broker,
                                            self.pre_trade(broker, request.symbol),
                                            placed_by, source, gtt_id)
@@ -438,9 +444,10 @@ class OrderManager:
         try:
             broker_order_id = broker.place_order(request)
         except (OrderRejected, ValidationError) as exc:
-            return self._transition(order_id, OrderStatus.REJECTED, placed_by, reason=str(exc))
+            return self._transition(order_id, OrderStatus.REJECTED, placed_by, reason=str(exc),
+                                    on_recorded=on_recorded)
         return self._transition(order_id, OrderStatus.OPEN, placed_by,
-                                broker_order_id=broker_order_id)
+                                broker_order_id=broker_order_id, on_recorded=on_recorded)
 
     def _checked(self, request: OrderRequest, instrument: Instrument, broker: Broker,
                  pre: PreTrade, placed_by: Actor | None, source: str, gtt_id: int | None,
@@ -524,6 +531,7 @@ class OrderManager:
     def _submit_in_one_transaction(
         self, request: OrderRequest, instrument: Instrument, broker: Broker,
         placed_by: Actor | None, source: str, gtt_id: int | None,
+        on_recorded: Callable[[Session, Order], None] | None = None,
     ) -> Order:
         """Read, check, gate, record PENDING, have the broker accept, record OPEN: one transaction.
 
@@ -554,7 +562,10 @@ class OrderManager:
                                 broker_order_id=broker_order_id, events=events)
                 audit.append_many(session, events)
                 session.flush()
-                return load_order(session, row.id)
+                order = load_order(session, row.id)
+                if on_recorded is not None:
+                    on_recorded(session, order)
+                return order
         except IntegrityError:  # lost an insert race on the same client order id
             existing = self._existing(request)
             if existing is None:
@@ -563,14 +574,18 @@ class OrderManager:
 
     def _transition(self, order_id: int, new: OrderStatus, actor: Actor | None, *,
                     reason: str | None = None, broker_order_id: str | None = None,
-                    filled: int | None = None, average: Decimal | None = None) -> Order:
+                    filled: int | None = None, average: Decimal | None = None,
+                    on_recorded: Callable[[Session, Order], None] | None = None) -> Order:
         with self.db.transaction() as session:
             row = session.get(OrderRow, order_id, with_for_update=True)
             assert row is not None  # noqa: S101 - callers pass ids they just read
             self._apply(session, row, new, actor, reason=reason,
                         broker_order_id=broker_order_id, filled=filled, average=average)
             session.flush()
-            return load_order(session, order_id)
+            order = load_order(session, order_id)
+            if on_recorded is not None:
+                on_recorded(session, order)
+            return order
 
     def _apply(self, session: Session, row: OrderRow, new: OrderStatus, actor: Actor | None, *,
                reason: str | None = None, broker_order_id: str | None = None,

@@ -44,7 +44,7 @@ from core.clock import IST, now_ist
 from core.errors import ConfigError
 from core.services import Services
 from core.services.auth import LOGOUT_ALERT_WINDOW, WARN_BEFORE_EXPIRY
-from core.services.jobs import JobResult, error_message
+from core.services.jobs import JobResult, error_message, log_failure
 from core.services.outbox import DispatchReport
 
 log = logging.getLogger("sher.worker.alerts")
@@ -89,7 +89,7 @@ class AlertJobs:
             log.error("%s", self._stopped)
             return JobResult.failed(self._stopped)
         except Exception as exc:
-            log.exception("alert dispatch failed; retrying on the next run")
+            log_failure(log, exc, "alert dispatch failed; retrying on the next run")
             return JobResult.failed(exc)
         self._stopped = None
         report = _merge(reports)
@@ -105,7 +105,7 @@ class AlertJobs:
         try:
             count = self.services.auth.warn_expiring_sessions(now_ist())
         except Exception as exc:
-            log.exception("session expiry warnings failed; retrying on the next run")
+            log_failure(log, exc, "session expiry warnings failed; retrying on the next run")
             return JobResult.failed(exc)
         if not count:
             return JobResult.skipped("no logged-in user to warn (none ends within 15 min, "
@@ -119,7 +119,7 @@ class AlertJobs:
             self.services.auth.expire_due_sessions()
             count = self.services.auth.alert_expired_logouts(now_ist())
         except Exception as exc:
-            log.exception("logout alerts failed; retrying on the next run")
+            log_failure(log, exc, "logout alerts failed; retrying on the next run")
             return JobResult.failed(exc)
         if not count:
             return JobResult.skipped("no user logged out by the daily expiry to alert")

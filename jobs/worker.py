@@ -38,6 +38,9 @@ job                      when                             store   grace       mi
 =======================  ===============================  ======  ==========  ==================
 feed, trading            every 1 s                        memory  1 s         skipped silently
 heartbeat                every WORKER_HEARTBEAT_SECONDS   memory  1 s         skipped silently
+alert_dispatch           every 2 s                        memory  2 s         skipped silently
+session_warning          daily at expiry - 15 min         desk    15 min      runs at once
+session_logout_alerts    daily at expiry + 1 min          desk    1 h         runs at once
 session_expiry           daily at SESSION_EXPIRY_TIME     desk    24 h        runs at once
 pre_open                 weekdays 09:00 (trading days)    desk    15 min      runs before 09:15
 market_open              weekdays 09:15 (trading days)    desk    6 h 15 min  runs in session
@@ -100,7 +103,7 @@ from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.util import utc_timestamp_to_datetime
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.clock import (
     CLOSING_SESSION_END,
@@ -115,9 +118,10 @@ from core.clock import (
 )
 from core.errors import ConfigError, ValidationError, WorkerLockHeld
 from core.services import Services, build_services
-from core.services.jobs import JobResult, error_message
+from core.services.jobs import JobResult, error_message, log_failure
 from core.services.worker import new_holder_id
 from db.models import JobOutcome
+from jobs.alert_jobs import AlertJobs
 
 log = logging.getLogger("sher.worker")
 WORKER = "worker"  # the operator name signal-model jobs are audited as
@@ -129,7 +133,8 @@ DESK_STORE = "desk"  # the job store in the desk's database
 MEMORY_STORE = "default"  # 1-second jobs, the heartbeat and one-shot jobs
 JOBS_TABLE = "apscheduler_jobs"
 JOBSTORE_RETRY_SECONDS = 2.0  # after a failed read of due jobs, the scheduler tries again
-SECOND_JOBS = frozenset({"feed", "trading", "heartbeat"})  # a missed run is not recorded
+# A missed run of these is not recorded: the next one comes within seconds.
+SECOND_JOBS = frozenset({"feed", "trading", "heartbeat", "alert_dispatch"})
 HOUR = 3600
 
 _running: dict[str, Worker] = {}  # "worker": the worker whose jobs run_job runs
@@ -147,25 +152,6 @@ def run_job(name: str) -> None:
         log.error("job %r is not scheduled by this worker; run skipped", name)
         return
     job()
-
-
-def _database_down(exc: BaseException) -> bool:
-    """Return whether ``exc`` says the database cannot be used now (rather than a bug).
-
-    The driver's OperationalError (connection refused or lost, server shutting down, SQLite
-    locked) as SQLAlchemy wraps it, a connection SQLAlchemy found dead, or a pooled one that
-    failed its ping.
-    """
-    return isinstance(exc, OperationalError | DisconnectionError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
-
-
-def _log_failure(exc: BaseException, message: str, *args: object) -> None:
-    """Log a job's failure: one line if the database is unreachable, else with the traceback."""
-    if _database_down(exc):
-        log.warning(message + " (database unavailable: %s)", *args, error_message(exc))
-    else:
-        log.exception(message, *args)
 
 
 class JobStoreUnavailable(RuntimeError):
@@ -252,7 +238,7 @@ class DeskScheduler(BlockingScheduler):
         try:
             return super()._process_jobs()
         except Exception as exc:
-            _log_failure(exc, "scheduler pass failed; trying again in %.0f s",
+            log_failure(log, exc, "scheduler pass failed; trying again in %.0f s",
                          self.jobstore_retry_interval)
             return float(self.jobstore_retry_interval)
 
@@ -296,6 +282,8 @@ class Worker:
         self._stored_runs: dict[str, datetime | None] = {}
         self._desk_ids: set[str] = set()  # the jobs this worker keeps in the desk's store
         self._triggers: dict[str, Any] = {}  # name -> APScheduler trigger
+        self.alert_jobs = AlertJobs(services)
+        self._stop_requested = False  # a SIGINT/SIGTERM arrived
 
     def job(self, name: str) -> Callable[[], None] | None:
         """Return the tracked job ``name`` (as the scheduler runs it), or None if unknown."""
@@ -313,18 +301,18 @@ class Worker:
             try:
                 jobs.record_start(name, now_ist())
             except Exception as exc:
-                _log_failure(exc, "could not record the start of job %s; running it anyway",
+                log_failure(log, exc, "could not record the start of job %s; running it anyway",
                              name)
             try:
                 result = job() or JobResult.ok()
             except Exception as exc:
-                _log_failure(exc, "job %s failed; retrying on the next run", name)
+                log_failure(log, exc, "job %s failed; retrying on the next run", name)
                 result = JobResult.failed(exc)
             try:
                 if jobs.record_end(name, now_ist(), result.outcome, result.message):
                     self._record_next_run(name)
             except Exception as exc:
-                _log_failure(exc, "could not record the end of job %s", name)
+                log_failure(log, exc, "could not record the end of job %s", name)
 
         run.__name__ = name
         return run
@@ -342,14 +330,18 @@ class Worker:
             self.services.jobs.record_schedule({name: trigger.get_next_fire_time(now, now)})
 
     def record_schedule(self) -> None:
-        """Write every scheduled job's next run time (once, right after the scheduler starts)."""
+        """Write every scheduled job's next run time (once, right after the scheduler starts).
+
+        Computed from the jobs' triggers, not read with ``scheduler.get_jobs``, for the reason
+        :meth:`_record_next_run` gives.
+        """
+        now = now_ist()
         try:
             self.services.jobs.record_schedule(
-                {job.id: job.next_run_time for job in self.scheduler.get_jobs()
-                 if job.id != RECORD_SCHEDULE}
-            )
+                {name: trigger.get_next_fire_time(None, now)
+                 for name, trigger in self._triggers.items() if name != RECORD_SCHEDULE})
         except Exception as exc:
-            _log_failure(exc, "could not record the jobs' next run times")
+            log_failure(log, exc, "could not record the jobs' next run times")
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
         """Record a run the scheduler skipped (past its grace time: worker down or busy).
@@ -364,7 +356,7 @@ class Worker:
                                           f"missed its run at {format_ist(at)}")
             self._record_next_run(event.job_id)
         except Exception as exc:
-            _log_failure(exc, "could not record the missed run of job %s", event.job_id)
+            log_failure(log, exc, "could not record the missed run of job %s", event.job_id)
 
     def heartbeat(self) -> JobResult | None:
         """Renew the lease; stop if another worker took it over."""
@@ -386,8 +378,10 @@ class Worker:
         try:
             self.services.feed.step()
         except Exception as exc:
-            _log_failure(exc, "market feed step failed; retrying on the next run")
+            log_failure(log, exc, "market feed step failed; retrying on the next run")
             return JobResult.failed(exc)
+        finally:  # a feed that stopped ticking in market hours alerts once per stall
+            self.services.feed.check_stalled(now_ist())
         return None
 
     def trading_step(self) -> JobResult | None:
@@ -401,7 +395,7 @@ class Worker:
         try:
             self.services.orders.step()
         except Exception as exc:
-            _log_failure(exc, "trading step failed; retrying on the next run")
+            log_failure(log, exc, "trading step failed; retrying on the next run")
             step = JobResult.failed(f"order step: {exc}")
         watch = self.risk_watch()
         return step or watch
@@ -414,7 +408,7 @@ class Worker:
         try:
             report = self.services.risk_watch.run()
         except Exception as exc:
-            _log_failure(exc, "risk watch failed; retrying on the next run")
+            log_failure(log, exc, "risk watch failed; retrying on the next run")
             return JobResult.failed(f"risk watch: {exc}")
         for failure in report.failures:
             log.warning("risk watch: %s", failure)
@@ -534,6 +528,7 @@ class Worker:
                 self._run_now("feed", self.feed_step)
             self._run_now("eod_square_off", self.eod_square_off)
         self.catch_up_pnl_snapshot()
+        self.alert_jobs.catch_up(self._run_now)  # the session warning and logout alerts
 
     def _run_now(self, name: str, job: Callable[[], JobResult | None]) -> None:
         """Run job ``name`` now, tracked (``job`` if it was not scheduled)."""
@@ -659,6 +654,7 @@ class Worker:
         self._add(self.trading_step, "interval", id="trading", seconds=1, **every_second)
         self._add(self.heartbeat, "interval", id="heartbeat",
                   seconds=settings.worker_heartbeat_seconds, **every_second)
+        self.alert_jobs.schedule(self._add)  # outbox dispatch, session warning and logout
         stale = store.remove_other_jobs(self._desk_ids)
         if stale:
             log.info("removed stored job(s) no longer scheduled: %s", ", ".join(stale))
@@ -670,6 +666,7 @@ class Worker:
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received signal %d; stopping", signum)
+        self._stop_requested = True  # during the start-up catch-up: the scheduler never starts
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 
@@ -688,7 +685,8 @@ class Worker:
             self.services.models.fail_stale_training(WORKER)  # a stopped worker's training
             self.resume_risk_procedures()
             self.catch_up()  # expiry, square-off, snapshot a worker that was down missed
-            self.scheduler.start()
+            if not self._stop_requested:
+                self.scheduler.start()
         finally:
             try:
                 self.services.jobs.flush(now_ist())  # the runs the 30 s throttle held back

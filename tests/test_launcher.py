@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +30,20 @@ def _healthy(port: int) -> bool:
         return False
 
 
+def _worker_holds_lease(database: Path, deadline: float) -> bool:
+    """Wait until the worker holds the lease and has beaten (read from the SQLite file)."""
+    while time.monotonic() < deadline:
+        try:
+            with closing(sqlite3.connect(database)) as conn:
+                row = conn.execute("SELECT holder, heartbeat_at FROM worker_lock").fetchone()
+        except sqlite3.Error:  # not created yet
+            row = None
+        if row is not None and row[0] and row[1]:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def test_the_desk_starts_prints_fresh_demo_logins_and_stops_on_ctrl_c(tmp_path) -> None:
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'sher.db'}",
@@ -41,7 +57,8 @@ def test_the_desk_starts_prints_fresh_demo_logins_and_stops_on_ctrl_c(tmp_path) 
             assert proc.poll() is None, "launcher exited early"
             time.sleep(0.5)
         assert _healthy(port), "the app never answered its health check"
-        time.sleep(2)  # let the worker write its first heartbeat line
+        # the worker starts beside the app; on a busy machine it may take the lease later
+        assert _worker_holds_lease(tmp_path / "sher.db", deadline), "the worker never started"
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
@@ -52,6 +69,6 @@ def test_the_desk_starts_prints_fresh_demo_logins_and_stops_on_ctrl_c(tmp_path) 
     assert "SHER: loading the sample market data" in out
     assert "refused" not in out.lower()
     assert "holds the lease" in out
-    assert "worker stopped and released the lease" in out
+    assert "worker stopped and released the lease" in out, out[-3000:]
     assert "SHER: stopped." in out
     assert not _healthy(port)

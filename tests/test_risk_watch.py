@@ -239,3 +239,30 @@ def test_re_marking_a_book_moves_positions_and_holdings_by_quantity_times_the_pr
     assert figures.capital == Decimal(1_000_540)
     assert (figures.day_pnl, figures.week_pnl) == (Decimal(0), Decimal(-100))
     assert _remark(snapshot, {}).capital == snapshot.capital  # no prices: nothing moves
+
+
+def test_an_exit_order_and_its_alert_commit_together_or_not_at_all(
+    services: Services, priya: Actor, account: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import core.alerts
+
+    _hold(services, priya, account)
+    services.risk.set_control(priya, account, "SBIN", Product.MIS, stop_loss=Decimal("790.00"))
+    tick(services.db, "SBIN", "789.00")
+    real_enqueue = core.alerts.enqueue
+
+    def crash(*args: object, **kwargs: object) -> bool:
+        raise RuntimeError("the process died while queueing the alert")
+
+    monkeypatch.setattr(core.alerts, "enqueue", crash)
+    with pytest.raises(RuntimeError, match="died while queueing"):
+        services.risk_watch.run()
+    assert _exits(services) == []  # no exit order without its alert
+    assert _count(services, AlertOutboxRow, AlertOutboxRow.kind == "risk.stop_loss") == 0
+    monkeypatch.setattr(core.alerts, "enqueue", real_enqueue)
+    services.risk_watch.run()
+    tick(services.db, "SBIN", "788.00")
+    services.orders.step()  # the exit fills before the watch runs again
+    services.risk_watch.run()
+    assert [e.status for e in _exits(services)] == [OrderStatus.FILLED]
+    assert _count(services, AlertOutboxRow, AlertOutboxRow.kind == "risk.stop_loss") == 1

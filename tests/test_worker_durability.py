@@ -43,7 +43,7 @@ FRIDAY = datetime(2026, 11, 20, tzinfo=IST)  # an NSE trading day
 SATURDAY = datetime(2026, 11, 21, tzinfo=IST)
 DESK_JOBS = {"pre_open", "market_open", "eod_square_off", "market_close", "pnl_snapshot",
              "session_expiry", "signal_outcomes", "signal_model_refit",
-             "signal_calibrator_refit"}
+             "signal_calibrator_refit", "session_warning", "session_logout_alerts"}
 
 
 def at(moment: datetime, hour: int, minute: int, second: int = 0) -> datetime:
@@ -318,8 +318,9 @@ def test_the_pre_open_and_close_jobs_run_on_a_trading_day(services: Services) ->
 
 #: Starts the worker at TEST_START_AT if set (time_machine, ticking on: APScheduler, the clock
 #: and the services all see it); with CRASH_MARKER set, the square-off stops for good once
-#: CRASH_AFTER exits exist, at CRASH_POINT (between two exits, or after an exit order is
-#: written and before its alert), and writes the marker, so the test can ``kill -9`` it there.
+#: CRASH_AFTER exits exist, at CRASH_POINT (between two exits, or right after an exit order is
+#: written, before the watch's own bookkeeping), and writes the marker, so the test can
+#: ``kill -9`` it there.
 LAUNCH = """
 import os, pathlib, runpy, sys, threading, time
 from datetime import datetime
@@ -346,7 +347,7 @@ if marker:
                 done.update(report.square_offs[before:])
                 stop_if_done()
         RiskWatch._square_off = stopping_square_off
-    else:  # "after_submit": the exit order is written, its alert not yet
+    else:  # "after_submit": the exit order is written (with its alert, in one transaction)
         submit = OrderManager.submit
         def stopping_submit(self, request, **kwargs):
             if kwargs.get("source") != "risk":
@@ -457,7 +458,7 @@ def test_a_worker_killed_in_the_middle_of_the_square_off_closes_each_position_on
     placed = _exits(services)
     assert len(placed) == 2 < len(held)  # in the middle: some exits placed, not all
     alerted = _count(services, AlertOutboxRow, AlertOutboxRow.kind == "risk.eod")
-    assert alerted == (1 if crash_point == "after_submit" else 2)  # the last one's alert lost
+    assert alerted == 2  # each exit order committed with its alert: none can be lost
     sleep(5.5)  # the dead worker's lease goes stale (WORKER_STALE_SECONDS=5)
     second = _start_worker(_worker_env(services.db.url, at(FRIDAY, 15, 15, 30), **replay), log)
     stop_workers.append(second)

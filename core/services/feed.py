@@ -41,6 +41,7 @@ from core.feeds.replay import REPLAY_SOURCE, ReplayFeed
 from core.marketdata.quotes import FEED_NAME, read_feed_state, read_quotes, to_feed_state
 from core.marketdata.store import load_bars
 from core.services.base import ServiceBase
+from core.services.jobs import log_failure
 from db.engine import Database
 from db.models import BarRow, FeedStatusRow, HouseholdRow, InstrumentRow, QuoteRow
 
@@ -147,7 +148,7 @@ class FeedService(ServiceBase):
             with self.db.transaction() as session:
                 return self._check(session, now)
         except SQLAlchemyError as exc:
-            log.exception("could not check the market feed for a stall")
+            log_failure(log, exc, "could not check the market feed for a stall")
             return StallCheck(True, False, None, 0.0, 0, 0, f"check failed: {exc}"[:200])
 
     def _unwatched_reason(self, now: datetime) -> str | None:

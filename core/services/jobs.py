@@ -13,6 +13,7 @@ than the throttle write every start and end.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import pandas as pd
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session
 
 from core import authz
@@ -232,3 +234,23 @@ def _ensure_row(session: Session, name: str) -> None:
         .values(name=name, run_count=0, failure_count=0)
         .on_conflict_do_nothing(index_elements=[JobRunRow.name])
     )
+
+
+def database_down(exc: BaseException) -> bool:
+    """Return whether ``exc`` says the database cannot be used now (rather than a bug).
+
+    The driver's OperationalError (connection refused or lost, server shutting down, SQLite
+    locked) as SQLAlchemy wraps it, a connection SQLAlchemy found dead, or a pooled one that
+    failed its ping.
+    """
+    return isinstance(exc, OperationalError | DisconnectionError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def log_failure(logger: logging.Logger, exc: BaseException, message: str,
+                *args: object) -> None:
+    """Log a job's failure: one line if the database is unreachable, else with the traceback."""
+    if database_down(exc):
+        logger.warning(message + " (database unavailable: %s)", *args, error_message(exc))
+    else:
+        logger.exception(message, *args)

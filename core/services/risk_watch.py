@@ -45,7 +45,7 @@ from core.portfolio import build_book
 from core.services.portfolio import last_prices
 from core.services.risk import RiskService
 from core.services.risk_gate import AccountSnapshot, DeskRiskGate
-from core.trading import ZERO, OrderRequest, OrderStatus, OrderType, Side, Trade
+from core.trading import ZERO, Order, OrderRequest, OrderStatus, OrderType, Side, Trade
 from db.engine import Database
 from db.models import AccountRow, OrderRow
 from engines.risk import evaluate
@@ -362,39 +362,55 @@ class RiskWatch:
             side=Side.SELL if square.quantity > 0 else Side.BUY,
             quantity=abs(square.quantity), order_type=OrderType.MARKET,
             product=square.product, client_order_id=client_id)
+        recorded: list[Order] = []
+
+        def record(session: Session, order: Order) -> None:
+            """Mark the control, queue the alert, audit: in the exit order's transaction."""
+            self._record_exit(session, household_id, square, request, order, now, client_id)
+            recorded.append(order)
+
         try:
-            order = self.orders.manager.submit(request, placed_by=None, source="risk")
+            order = self.orders.manager.submit(request, placed_by=None, source="risk",
+                                               on_recorded=record)
         except TradingError as exc:
             report.failures.append(f"{square.rule} {square.symbol} account "
                                    f"{square.account_id}: {exc}")
             log.warning("risk watch: %s exit of %s failed: %s", square.rule, square.symbol, exc)
             return
         report.square_offs.append(client_id)
+        if not recorded:  # an exit placed by an earlier run: its record is written once
+            with self.db.transaction() as session:
+                self._record_exit(session, household_id, square, request, order, now,
+                                  client_id)
+
+    @staticmethod
+    def _record_exit(session: Session, household_id: int, square: SquareOff,
+                     request: OrderRequest, order: Order, now: datetime,
+                     client_id: str) -> None:
+        """Mark the control triggered and queue the exit's alert (once, by its dedupe key)."""
         placed = order.status is not OrderStatus.REJECTED
-        with self.db.transaction() as session:
-            if square.control_id is not None:
-                risk_store.mark_triggered(session, square.control_id, square.rule, now,
-                                          order.id)
-            fresh = alerts.enqueue(
-                session, kind=f"risk.{square.rule}", household_id=household_id,
-                account_id=square.account_id,
-                severity="warning" if placed else "critical",
-                title=f"{_RULE_TITLES.get(square.rule, square.rule)}: {square.symbol}",
-                body=f"{square.reason}. Exit order {order.id}: {request.side} "
-                     f"{request.quantity} {square.symbol} {square.product} at market — "
-                     f"{order.status}"
-                     + (f" ({order.rejection_reason})" if order.rejection_reason else ""),
-                dedupe_key=f"risk-exit:{client_id}")
-            if fresh:
-                audit.append(session, audit.AuditEvent(
-                    action=f"risk.{square.rule}", resource=f"order:{order.id}",
-                    actor_user_id=None, actor_username=None, household_id=household_id,
-                    outcome=audit.OK if placed else audit.FAILED,
-                    details={"account_id": square.account_id, "symbol": square.symbol,
-                             "product": square.product.value, "quantity": square.quantity,
-                             "rule": square.rule, "reason": square.reason,
-                             "control_id": square.control_id, "status": order.status.value},
-                    client=None))
+        if square.control_id is not None:
+            risk_store.mark_triggered(session, square.control_id, square.rule, now, order.id)
+        fresh = alerts.enqueue(
+            session, kind=f"risk.{square.rule}", household_id=household_id,
+            account_id=square.account_id,
+            severity="warning" if placed else "critical",
+            title=f"{_RULE_TITLES.get(square.rule, square.rule)}: {square.symbol}",
+            body=f"{square.reason}. Exit order {order.id}: {request.side} "
+                 f"{request.quantity} {square.symbol} {square.product} at market — "
+                 f"{order.status}"
+                 + (f" ({order.rejection_reason})" if order.rejection_reason else ""),
+            dedupe_key=f"risk-exit:{client_id}")
+        if fresh:
+            audit.append(session, audit.AuditEvent(
+                action=f"risk.{square.rule}", resource=f"order:{order.id}",
+                actor_user_id=None, actor_username=None, household_id=household_id,
+                outcome=audit.OK if placed else audit.FAILED,
+                details={"account_id": square.account_id, "symbol": square.symbol,
+                         "product": square.product.value, "quantity": square.quantity,
+                         "rule": square.rule, "reason": square.reason,
+                         "control_id": square.control_id, "status": order.status.value},
+                client=None))
 
 
 _RULE_TITLES = {
