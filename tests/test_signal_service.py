@@ -408,3 +408,25 @@ def test_model_files_default_to_a_folder_beside_the_sqlite_database_else_var_mod
     assert make_settings("postgresql://u@h/db").resolved_model_dir() == VAR_DIR / "models"
     assert make_settings("postgresql://u@h/db", model_dir=Path("/m")).resolved_model_dir() == \
         Path("/m")
+
+
+def test_the_desks_signal_ranks_the_stock_against_the_universes_score_that_day(
+        trained, login) -> None:
+    from core.marketdata.store import all_instruments
+    from engines.model import predict, universe_center
+
+    priya = login("priya")
+    generated = trained.signals.generate(priya, "INFY")
+    used = trained.models.in_use().artifact
+    with trained.db.transaction() as session:
+        bars = trained.signals._recent_bars(session, all_instruments(session))
+    bars = {symbol: frame for symbol, frame in bars.items() if len(frame) >= MIN_BARS}
+    center = universe_center(used, bars, bars["INFY"].index[-1].to_pydatetime())
+    expected = predict(used, bars["INFY"], symbol="INFY", center=center)
+    stored = predict(used, bars["INFY"], symbol="INFY")  # the calibrator's stored centre
+    assert generated.probability in (pytest.approx(expected.p_long, abs=1e-6),
+                                     pytest.approx(expected.p_short, abs=1e-6))
+    assert (expected.p_long, expected.p_short) != (stored.p_long, stored.p_short)
+    scanned = trained.signals.scan(priya)
+    row = scanned[scanned["symbol"] == "INFY"].iloc[0]
+    assert float(row["probability"]) == pytest.approx(generated.probability, abs=1e-3)

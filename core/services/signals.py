@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -38,7 +38,7 @@ from core.services.signal_views import Performance
 from db.engine import Database
 from db.models import BarRow, SignalRow
 from engines.features import MIN_BARS, check_history
-from engines.model import ModelArtifact, predict
+from engines.model import ModelArtifact, predict, universe_center
 from engines.outcomes import FINAL, Outcome, mark
 from engines.signal_types import Direction, Evidence, Signal
 from engines.signals import build_signal
@@ -54,8 +54,13 @@ CHART_BARS_BEFORE = 90
 
 
 def compute_signal(symbol: str, bars: pd.DataFrame, artifact: ModelArtifact,
-                   trace_id: str | None = None) -> Signal:
+                   trace_id: str | None = None,
+                   center: Mapping[str, float] | None = None) -> Signal:
     """Return the signal of ``symbol`` on its last bar (pure: engines only, no I/O).
+
+    ``center`` is the desk universe's mean model score on that bar
+    (:func:`engines.model.universe_center`): the calibrator ranks the stock against it, as
+    the model was calibrated and is evaluated; None uses the calibrator's stored centre.
 
     Inference runs on one OpenMP thread: for a single row, XGBoost's thread start-up costs more
     than the work, and on a busy two-core machine it made a scan of 40 symbols 5-20 times
@@ -65,9 +70,23 @@ def compute_signal(symbol: str, bars: pd.DataFrame, artifact: ModelArtifact,
     check_history(bars, symbol)
     bars = bars.iloc[-SIGNAL_BARS:]
     with threadpool_limits(1, user_api="openmp"):
-        prediction = predict(artifact, bars, symbol=symbol)
+        prediction = predict(artifact, bars, symbol=symbol, center=center)
     return build_signal(symbol, bars, prediction, spec=artifact.spec,
                         trace_id=trace_id or new_trace_id())
+
+
+def _centers(artifact: ModelArtifact, universe: Mapping[str, pd.DataFrame],
+             frames: Sequence[pd.DataFrame]) -> dict[pd.Timestamp, dict[str, float]]:
+    """Return the universe's mean model score on each last bar of ``frames`` (see predict).
+
+    The universe is every desk instrument with daily bars, each cut to the signals' bars
+    (:data:`SIGNAL_BARS`), as the evaluation references the training universe.
+    """
+    cut = {symbol: frame.iloc[-SIGNAL_BARS:] for symbol, frame in universe.items()
+           if len(frame) >= MIN_BARS}
+    with threadpool_limits(1, user_api="openmp"):
+        return {when: universe_center(artifact, cut, when.to_pydatetime())
+                for when in {frame.index[-1] for frame in frames if len(frame)}}
 
 
 def new_trace_id() -> str:
@@ -156,9 +175,16 @@ class SignalService(ServiceBase):
             if found is None:
                 raise NotFound(f"Unknown symbol {symbol.strip().upper()!r}; pick one of the "
                                "desk's instruments")
-            bars = self._recent_bars(session, [found])[found.symbol]
+            universe = self._recent_bars(session, all_instruments(session))
+        bars = universe.get(found.symbol)
+        if bars is None:  # an inactive instrument: not in the universe, its own bars only
+            with self.db.transaction() as session:
+                bars = self._recent_bars(session, [found])[found.symbol]
         used = self.registry.in_use()
-        signal = compute_signal(found.symbol, bars, used.artifact)
+        check_history(bars, found.symbol)
+        centers = _centers(used.artifact, universe, [bars])
+        signal = compute_signal(found.symbol, bars, used.artifact,
+                                center=centers.get(bars.index[-1]))
         return self.journal([signal], actor.username)[0]
 
     def scan(self, actor: Actor, symbols: Sequence[str] | None = None,
@@ -178,8 +204,10 @@ class SignalService(ServiceBase):
             if wanted is not None and (missing := wanted - {i.symbol for i in instruments}):
                 raise NotFound(f"Unknown symbol(s) {', '.join(sorted(missing))}")
             bars = self._recent_bars(session, instruments)
+            universe = bars if wanted is None else self._recent_bars(
+                session, all_instruments(session))
         used = self.registry.in_use()
-        signals, skipped = self._compute_all(bars, used, progress)
+        signals, skipped = self._compute_all(bars, used, progress, universe)
         journaled = self.journal(signals, actor.username)
         frame = views.scan_frame(journaled, [edge(s, used.artifact) for s in journaled])
         frame.attrs["skipped"] = skipped
@@ -187,16 +215,21 @@ class SignalService(ServiceBase):
         return frame
 
     def _compute_all(self, bars: dict[str, pd.DataFrame], used: ModelInUse,
-                     progress: ScanProgress | None) -> tuple[list[Signal], list[str]]:
+                     progress: ScanProgress | None,
+                     universe: Mapping[str, pd.DataFrame] | None = None
+                     ) -> tuple[list[Signal], list[str]]:
         signals, skipped = [], []
         total = len(bars)
+        usable = [frame for frame in bars.values() if len(frame) >= MIN_BARS]
+        centers = _centers(used.artifact, bars if universe is None else universe, usable)
         for done, (symbol, frame) in enumerate(bars.items(), start=1):
             if frame.empty:
                 pass  # an instrument without daily bars (e.g. not imported yet)
             elif len(frame) < MIN_BARS:
                 skipped.append(f"{symbol} ({len(frame)} of {MIN_BARS} bars)")
             else:
-                signals.append(compute_signal(symbol, frame, used.artifact))
+                signals.append(compute_signal(symbol, frame, used.artifact,
+                                              center=centers.get(frame.index[-1])))
             if progress is not None:
                 progress(done, total, symbol)
         return signals, skipped
