@@ -73,6 +73,14 @@ release explicit and recorded); ``market_close`` runs the last trading step and 
 closing prices. T+1 settlement of CNC trades has no job: holdings are derived from trades on
 read (:func:`core.portfolio.build_book`, :func:`core.portfolio.next_settlement_day`).
 
+Errors
+------
+A job's temporary error (anything but a configuration error) fails that run, is logged, and
+the next run tries again. A :class:`~core.errors.ConfigError` (a bad setting; the trading
+calendar's last year passed) cannot heal by retrying: the job stops (its later runs are
+recorded as skipped with the reason), every household gets one critical alert a day, and every
+other job keeps running; fix the setting and restart the worker.
+
 A database that goes away
 -------------------------
 A job that hits a database error fails, is logged in one line and runs again on its next
@@ -284,6 +292,7 @@ class Worker:
         self._triggers: dict[str, Any] = {}  # name -> APScheduler trigger
         self.alert_jobs = AlertJobs(services)
         self._stop_requested = False  # a SIGINT/SIGTERM arrived
+        self._stopped_jobs: dict[str, str] = {}  # name -> why (a configuration error)
 
     def job(self, name: str) -> Callable[[], None] | None:
         """Return the tracked job ``name`` (as the scheduler runs it), or None if unknown."""
@@ -304,10 +313,13 @@ class Worker:
                 log_failure(log, exc, "could not record the start of job %s; running it anyway",
                              name)
             try:
-                result = job() or JobResult.ok()
+                result = (JobResult.skipped(self._stopped_jobs[name]) if name in self._stopped_jobs
+                          else job() or JobResult.ok())
             except Exception as exc:
                 log_failure(log, exc, "job %s failed; retrying on the next run", name)
                 result = JobResult.failed(exc)
+            if result.config_error:
+                result = self._stop_job(name, result.message or "configuration error")
             try:
                 if jobs.record_end(name, now_ist(), result.outcome, result.message):
                     self._record_next_run(name)
@@ -316,6 +328,23 @@ class Worker:
 
         run.__name__ = name
         return run
+
+    def _stop_job(self, name: str, message: str) -> JobResult:
+        """Stop job ``name`` after a configuration error: alert, then skip it until restart.
+
+        A configuration error (a setting, the trading calendar's last year) fails every run
+        the same way, so the job is not retried into a loop: its later runs are recorded as
+        skipped with the reason, the households get one critical alert, and every other job
+        keeps running. Fixing the setting and restarting the worker starts it again.
+        """
+        log.error("job %s stopped on a configuration error: %s", name, message)
+        self._stopped_jobs[name] = (f"stopped on a configuration error: {message}; fix it and "
+                                    "restart the worker")
+        try:
+            self.services.jobs.alert_stopped(name, message, now_ist())
+        except Exception as exc:
+            log_failure(log, exc, "could not alert that job %s stopped", name)
+        return JobResult.failed(f"configuration error (job stopped until restart): {message}")
 
     def _record_next_run(self, name: str) -> None:
         """Write job ``name``'s next run, computed from its trigger (None: it will not run again).

@@ -208,3 +208,34 @@ def test_a_trader_does_not_get_the_jobs_page(desk) -> None:
     app = app_as(desk, "priya")
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         app.switch_page(page("pages/audit_log.py"))
+
+
+def test_a_configuration_error_stops_that_job_alerts_once_and_leaves_the_others_running(
+        services) -> None:
+    from core.errors import ConfigError
+    from db.models import AlertOutboxRow
+
+    worker = Worker(services)
+    calls: list[str] = []
+
+    def calendar_job() -> JobResult:
+        calls.append("ran")
+        raise ConfigError("The trading calendar ends 2026-12-31; add 2027's NSE holidays")
+
+    stopping = worker._tracked("pnl_snapshot", calendar_job)
+    stopping()
+    row = _row(services, "pnl_snapshot")
+    assert row.last_outcome == FAILED and "job stopped until restart" in row.last_message
+    assert "trading calendar ends 2026-12-31" in row.last_message
+    stopping()  # not retried into a loop: skipped, saying why and what to do
+    stopping()
+    assert calls == ["ran"]
+    row = _row(services, "pnl_snapshot")
+    assert row.last_outcome == JobOutcome.SKIPPED and "restart the worker" in row.last_message
+    with services.db.transaction() as session:
+        alerts = list(session.scalars(select(AlertOutboxRow).where(
+            AlertOutboxRow.kind == "worker.job_stopped")))
+    assert len(alerts) == 1 and alerts[0].severity == "critical"  # one household, once
+    assert "pnl_snapshot" in alerts[0].title
+    worker._tracked("heartbeat", lambda: None)()  # every other job keeps running
+    assert _row(services, "heartbeat").last_outcome == OK

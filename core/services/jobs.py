@@ -26,14 +26,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session
 
-from core import authz
-from core.clock import format_ist
+from core import alerts, authz
+from core.clock import format_ist, to_ist
 from core.config import Settings
 from core.domain import Actor
 from core.errors import ConfigError
 from core.services.base import ServiceBase
 from db.engine import Database
-from db.models import JobOutcome, JobRunRow, RiskLimitsRow
+from db.models import HouseholdRow, JobOutcome, JobRunRow, RiskLimitsRow
 from engines.risk_types import RiskLimits
 
 THROTTLE_SECONDS = 30
@@ -47,6 +47,8 @@ class JobResult:
 
     outcome: JobOutcome
     message: str | None = None
+    #: The job failed on a configuration error: retrying cannot help (see the worker).
+    config_error: bool = False
 
     @classmethod
     def ok(cls, message: str | None = None) -> JobResult:
@@ -56,7 +58,7 @@ class JobResult:
     @classmethod
     def failed(cls, error: BaseException | str) -> JobResult:
         """Return a failure carrying the error's message (see :func:`error_message`)."""
-        return cls(JobOutcome.FAILED, error_message(error))
+        return cls(JobOutcome.FAILED, error_message(error), isinstance(error, ConfigError))
 
     @classmethod
     def skipped(cls, reason: str) -> JobResult:
@@ -141,6 +143,25 @@ class JobService(ServiceBase):
             _ensure_row(session, name)
             session.execute(update(JobRunRow).where(JobRunRow.name == name).values(**values))
         return True
+
+    def alert_stopped(self, name: str, message: str, at: datetime) -> int:
+        """Alert every household that job ``name`` stopped on a configuration error.
+
+        One critical alert per household and job per day (the dedupe key), in one
+        transaction; returns how many were new.
+        """
+        day = to_ist(at).date().isoformat()
+        written = 0
+        with self.db.transaction() as session:
+            for household_id in list(session.scalars(select(HouseholdRow.id))):
+                written += alerts.enqueue(
+                    session, kind="worker.job_stopped", household_id=household_id,
+                    account_id=None, severity="critical",
+                    title=f"Worker job {name} stopped: configuration error",
+                    body=(f"{message}. The job does not run again until the setting is fixed "
+                          "and the worker restarted; every other job keeps running."),
+                    dedupe_key=f"job-stopped:{name}:{day}", at=at)
+        return written
 
     def flush(self, at: datetime) -> int:
         """Write the runs the throttle held back (a stopping worker); return the jobs written."""
