@@ -123,6 +123,12 @@ class Settings(BaseSettings):
         description="SIGNAL_TRAIN_ON_START: a worker that finds no active signal model (and "
         "daily bars in the database) trains and activates the first one in the background.",
     )
+    signal_refit: bool = Field(
+        default=True,
+        description="SIGNAL_REFIT: the worker re-fits the signal model and its calibrator on "
+        "the model's schedule (monthly trees, weekly calibrator). `make run` (the demo, whose "
+        "sample data does not grow) turns it off unless it is set.",
+    )
     signal_outcome_time: time = Field(
         default=time(16, 15),
         description="SIGNAL_OUTCOME_TIME: IST time on weekdays when the worker marks the "

@@ -33,6 +33,7 @@ def main() -> int:
     upgrade(settings.database_url)
     seed_main()
     _spawn(["-m", "core.marketdata", "load-sample", "--if-empty"]).wait()  # sample once
+    os.environ.setdefault("SIGNAL_REFIT", "false")  # the demo's sample data does not grow
     worker = _spawn(["-m", "jobs.worker"])
     app = _spawn(
         [

@@ -635,12 +635,14 @@ class Worker:
         cfg = self.services.models.cfg
         self._add(self.mark_signal_outcomes, weekday_cron(settings.signal_outcome_time),
                   id="signal_outcomes", coalesce=True, misfire_grace_time=6 * HOUR)
-        self._add(
-            self.retrain_signal_model, refit_trigger(cfg.refit_model_every, hour=5, minute=30),
-            id="signal_model_refit", coalesce=True, misfire_grace_time=12 * HOUR)
-        self._add(
-            self.refit_signal_calibrator, refit_trigger(cfg.refit_calibrator_every, hour=6),
-            id="signal_calibrator_refit", coalesce=True, misfire_grace_time=12 * HOUR)
+        if settings.signal_refit:  # off in the demo (its sample data does not grow)
+            self._add(
+                self.retrain_signal_model,
+                refit_trigger(cfg.refit_model_every, hour=5, minute=30),
+                id="signal_model_refit", coalesce=True, misfire_grace_time=12 * HOUR)
+            self._add(
+                self.refit_signal_calibrator, refit_trigger(cfg.refit_calibrator_every, hour=6),
+                id="signal_calibrator_refit", coalesce=True, misfire_grace_time=12 * HOUR)
         if settings.signal_train_on_start:
             self._add(self.train_first_signal_model, id="signal_first_model",
                       store=MEMORY_STORE, max_instances=1, misfire_grace_time=None)

@@ -149,6 +149,17 @@ def test_the_worker_schedules_signal_outcomes_and_refits_on_the_model_configs_sc
         2026, 11, 23, 6, 0, tzinfo=IST)  # ModelConfig.refit_calibrator_every = "W-MON"
 
 
+def test_with_refits_off_as_in_the_demo_the_worker_schedules_no_model_refit(
+        signal_services) -> None:
+    signal_services.settings = signal_services.settings.model_copy(
+        update={"signal_refit": False})  # what `make run` sets for the demo
+    worker = Worker(signal_services)
+    worker.schedule()
+    jobs = {job.id for job in worker.scheduler.get_jobs()}
+    assert "signal_outcomes" in jobs
+    assert not {"signal_model_refit", "signal_calibrator_refit"} & jobs
+
+
 def test_a_refit_frequency_the_worker_cannot_schedule_is_a_config_error() -> None:
     from core.errors import ConfigError
     from jobs.worker import refit_trigger
