@@ -99,6 +99,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time as time_module
 from collections.abc import Callable, Collection
 from datetime import datetime, time, timedelta
 from types import FrameType
@@ -126,7 +127,7 @@ from core.clock import (
 )
 from core.errors import ConfigError, ValidationError, WorkerLockHeld
 from core.services import Services, build_services
-from core.services.jobs import JobResult, error_message, log_failure
+from core.services.jobs import JobResult, database_down, error_message, log_failure
 from core.services.worker import new_holder_id
 from db.models import JobOutcome
 from jobs.alert_jobs import AlertJobs
@@ -141,6 +142,7 @@ DESK_STORE = "desk"  # the job store in the desk's database
 MEMORY_STORE = "default"  # 1-second jobs, the heartbeat and one-shot jobs
 JOBS_TABLE = "apscheduler_jobs"
 JOBSTORE_RETRY_SECONDS = 2.0  # after a failed read of due jobs, the scheduler tries again
+START_RETRY_SECONDS = 5.0  # a worker whose database is not up yet tries again this often
 # A missed run of these is not recorded: the next one comes within seconds.
 SECOND_JOBS = frozenset({"feed", "trading", "heartbeat", "alert_dispatch"})
 HOUR = 3600
@@ -293,6 +295,7 @@ class Worker:
         self.alert_jobs = AlertJobs(services)
         self._stop_requested = False  # a SIGINT/SIGTERM arrived
         self._stopped_jobs: dict[str, str] = {}  # name -> why (a configuration error)
+        self._sleep: Callable[[float], None] = time_module.sleep
 
     def job(self, name: str) -> Callable[[], None] | None:
         """Return the tracked job ``name`` (as the scheduler runs it), or None if unknown."""
@@ -702,14 +705,36 @@ class Worker:
             self.scheduler.shutdown(wait=False)
 
     def run(self) -> int:
-        """Take the lease, run until stopped, release the lease. Return the exit code."""
+        """Take the lease, run until stopped, release the lease. Return the exit code.
+
+        A database that cannot be reached at start (a server still starting) is waited for:
+        the worker logs one line and tries again every ``START_RETRY_SECONDS`` until it gets
+        through or is stopped.
+        """
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self.services.worker.acquire(self.holder)
-        except WorkerLockHeld as exc:
-            print(f"sher worker: {exc}", file=sys.stderr)
-            return 2
-        signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGTERM, self._stop)
+            return self._run()
+        finally:  # the process's own handlers again (a worker run inside tests, say)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self) -> int:
+        """Take the lease (waiting for the database), run until stopped, release the lease."""
+        while True:
+            try:
+                self.services.worker.acquire(self.holder)
+                break
+            except WorkerLockHeld as exc:
+                print(f"sher worker: {exc}", file=sys.stderr)
+                return 2
+            except Exception as exc:
+                if not database_down(exc):
+                    raise
+                if self._stop_requested:
+                    return 1
+                log.warning("database unavailable at start (%s); trying again in %.0f s",
+                            error_message(exc), START_RETRY_SECONDS)
+                self._sleep(START_RETRY_SECONDS)
         log.info("worker %s holds the lease", self.holder)
         try:
             self.schedule()

@@ -215,3 +215,32 @@ def test_the_outcome_job_marks_journaled_signals_and_a_failure_waits_for_the_nex
     with caplog.at_level(logging.ERROR, logger="sher.worker"):
         worker.mark_signal_outcomes()
     assert "marking signal outcomes failed; retrying on the next run" in caplog.text
+
+
+def test_a_worker_whose_database_is_not_up_yet_waits_for_it_and_then_starts(
+        services, caplog) -> None:
+    import logging
+
+    from sqlalchemy.exc import OperationalError
+
+    worker = Worker(services)
+    acquire = services.worker.acquire
+    attempts: list[int] = []
+    slept: list[float] = []
+
+    def flaky(holder: str) -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+        acquire(holder)
+        worker._stop_requested = True  # stop right after the start-up catch-up
+
+    worker.services.worker.acquire = flaky  # type: ignore[method-assign]
+    worker._sleep = slept.append
+    with caplog.at_level(logging.WARNING, logger="sher.worker"):
+        assert worker.run() == 0
+    assert len(attempts) == 3 and slept == [5.0, 5.0]
+    waits = [r.getMessage() for r in caplog.records
+             if "database unavailable at start" in r.getMessage()]
+    assert len(waits) == 2 and "connection refused" in waits[0]
+    assert services.worker.status().holder is None  # released on the way out
