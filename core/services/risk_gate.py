@@ -193,6 +193,7 @@ class DeskRiskGate:
         self.clock = clock
         self.market = MarketFigures(db, clock)
         self._lock = threading.Lock()
+        self._books_lock = threading.RLock()
         self._books: dict[int, AccountSnapshot] = {}
         self._fills: dict[int, _Fills] = {}
         self._paid_in: dict[int, tuple[float, Decimal]] = {}
@@ -334,18 +335,20 @@ class DeskRiskGate:
             with self.db.transaction() as session:
                 fills = self._fill_version(session, account_id)
         version = (*fills, self._deposits(account_id))
-        cached = self._books.get(account_id)
-        if (cached is not None and cached.version == version
-                and time.monotonic() - cached.built_at < BOOK_CACHE_SECONDS):
-            return cached
-        snapshot = self._build(account_id, version, reader)
-        self._books[account_id] = snapshot
-        return snapshot
+        with self._books_lock:  # the running books are extended in place: one thread at a time
+            cached = self._books.get(account_id)
+            if (cached is not None and cached.version == version
+                    and time.monotonic() - cached.built_at < BOOK_CACHE_SECONDS):
+                return cached
+            snapshot = self._build(account_id, version, reader)
+            self._books[account_id] = snapshot
+            return snapshot
 
     def fills(self, account_id: int) -> list[Trade]:
         """Return the account's fills as its last :meth:`snapshot` read them (oldest first)."""
-        fills = self._fills.get(account_id)
-        return [] if fills is None else list(fills.trades)
+        with self._books_lock:
+            fills = self._fills.get(account_id)
+            return [] if fills is None else list(fills.trades)
 
     def _trades(self, account_id: int, version: tuple[int, int, Decimal],
                 reader: Session | Connection | None = None) -> _Fills:
