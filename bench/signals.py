@@ -7,9 +7,11 @@ reads ``data/sample/nse_daily`` directly (no database), then:
   last bar (purged labels, trees plus the calibrator chosen and scored on the held-out recent
   window), with the production :class:`~engines.model.ModelConfig` (2 threads) unless
   ``--rounds`` shrinks it;
-- ``scan_s_cold`` / ``scan_s_warm``: :func:`core.services.signals.compute_signal` for every
-  symbol (features, ensemble, regime, model inference with contributions, levels, the Signal
-  object) — the first pass, then the best of three warm passes with the model already loaded.
+- ``scan_s_cold`` / ``scan_s_warm``: the universe's same-day model score
+  (:func:`core.services.signals.universe_centers`), then
+  :func:`core.services.signals.compute_signal` for every symbol (features, ensemble, regime,
+  model inference with contributions, levels, the Signal object), as the desk's scan does —
+  the first pass, then the best of three warm passes with the model already loaded.
 
 - with ``--walk-forward-from DATE``: ``walk_forward_s``, the pooled walk-forward of
   ``engines.evaluate`` over the same data from DATE (every scheduled monthly model and weekly
@@ -35,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.services.signal_registry import training_time
-from core.services.signals import compute_signal
+from core.services.signals import compute_signal, universe_centers
 from engines.evaluate import read_bars_dir, walk_forward
 from engines.model import ModelConfig, load_artifact, train
 
@@ -62,7 +64,9 @@ def main() -> int:
 
     def scan() -> float:
         start = time.perf_counter()
-        signals = [compute_signal(symbol, frame, artifact) for symbol, frame in bars.items()]
+        centers = universe_centers(artifact, bars, list(bars.values()))  # as the desk's scan
+        signals = [compute_signal(symbol, frame, artifact, center=centers[frame.index[-1]])
+                   for symbol, frame in bars.items()]
         assert len(signals) == len(bars)
         return time.perf_counter() - start
 

@@ -75,7 +75,7 @@ def compute_signal(symbol: str, bars: pd.DataFrame, artifact: ModelArtifact,
                         trace_id=trace_id or new_trace_id())
 
 
-def _centers(artifact: ModelArtifact, universe: Mapping[str, pd.DataFrame],
+def universe_centers(artifact: ModelArtifact, universe: Mapping[str, pd.DataFrame],
              frames: Sequence[pd.DataFrame]) -> dict[pd.Timestamp, dict[str, float]]:
     """Return the universe's mean model score on each last bar of ``frames`` (see predict).
 
@@ -182,7 +182,7 @@ class SignalService(ServiceBase):
                 bars = self._recent_bars(session, [found])[found.symbol]
         used = self.registry.in_use()
         check_history(bars, found.symbol)
-        centers = _centers(used.artifact, universe, [bars])
+        centers = universe_centers(used.artifact, universe, [bars])
         signal = compute_signal(found.symbol, bars, used.artifact,
                                 center=centers.get(bars.index[-1]))
         return self.journal([signal], actor.username)[0]
@@ -221,7 +221,7 @@ class SignalService(ServiceBase):
         signals, skipped = [], []
         total = len(bars)
         usable = [frame for frame in bars.values() if len(frame) >= MIN_BARS]
-        centers = _centers(used.artifact, bars if universe is None else universe, usable)
+        centers = universe_centers(used.artifact, bars if universe is None else universe, usable)
         for done, (symbol, frame) in enumerate(bars.items(), start=1):
             if frame.empty:
                 pass  # an instrument without daily bars (e.g. not imported yet)
