@@ -128,6 +128,7 @@ from core.clock import (
 from core.errors import ConfigError, ValidationError, WorkerLockHeld
 from core.services import Services, build_services
 from core.services.jobs import JobResult, database_down, error_message, log_failure
+from core.services.risk_watch import WatchReport
 from core.services.worker import new_holder_id
 from db.models import JobOutcome
 from jobs.alert_jobs import AlertJobs
@@ -162,6 +163,13 @@ def run_job(name: str) -> None:
         log.error("job %r is not scheduled by this worker; run skipped", name)
         return
     job()
+
+
+def _watch_failure(label: str, report: WatchReport) -> JobResult | None:
+    """Log each failed action of a risk-watch run; return the first as the run's failure."""
+    for failure in report.failures:
+        log.warning("%s: %s", label, failure)
+    return JobResult.failed(f"{label}: {report.failures[0]}") if report.failures else None
 
 
 class JobStoreUnavailable(RuntimeError):
@@ -407,13 +415,14 @@ class Worker:
 
     def feed_step(self) -> JobResult | None:
         """Advance the market feed; a failure is logged and the next second tries again."""
+        state = None
         try:
-            self.services.feed.step()
+            state = self.services.feed.step()
         except Exception as exc:
             log_failure(log, exc, "market feed step failed; retrying on the next run")
             return JobResult.failed(exc)
         finally:  # a feed that stopped ticking in market hours alerts once per stall
-            self.services.feed.check_stalled(now_ist())
+            self.services.feed.check_stalled(now_ist(), state)
         return None
 
     def trading_step(self) -> JobResult | None:
@@ -442,14 +451,10 @@ class Worker:
         except Exception as exc:
             log_failure(log, exc, "risk watch failed; retrying on the next run")
             return JobResult.failed(f"risk watch: {exc}")
-        for failure in report.failures:
-            log.warning("risk watch: %s", failure)
         if report.square_offs or report.engaged:
             log.info("risk watch: %d exit(s), engaged %s", len(report.square_offs),
                      ", ".join(report.engaged) or "nothing")
-        if report.failures:
-            return JobResult.failed(f"risk watch: {report.failures[0]}")
-        return None
+        return _watch_failure("risk watch", report)
 
     def resume_risk_procedures(self) -> None:
         """Finish panic / kill-switch procedures a stopped worker or app left half done."""
@@ -467,7 +472,7 @@ class Worker:
         try:
             report = self.services.pnl_snapshots.take()
         except Exception as exc:
-            log.exception("P&L snapshot failed; retrying on the next run")
+            log_failure(log, exc, "P&L snapshot failed; retrying on the next run")
             return JobResult.failed(exc)
         log.info("%s", report.summary())
         return JobResult.ok(report.summary())
@@ -538,10 +543,8 @@ class Worker:
             return JobResult.skipped(
                 f"outside the MIS square-off window ({first}-15:30 IST on trading days)")
         report = self.services.risk_watch.run(now)
-        for failure in report.failures:
-            log.warning("EOD square-off: %s", failure)
-        if report.failures:
-            return JobResult.failed(f"EOD square-off: {report.failures[0]}")
+        if (failed := _watch_failure("EOD square-off", report)) is not None:
+            return failed
         log.info("EOD square-off: %d exit order(s) placed or found", len(report.square_offs))
         return JobResult.ok(f"{len(report.square_offs)} exit order(s) placed or found over "
                             f"{report.positions} open position(s)")
@@ -571,7 +574,7 @@ class Worker:
         try:
             self.services.signals.mark_outcomes(now_ist())
         except Exception as exc:
-            log.exception("marking signal outcomes failed; retrying on the next run")
+            log_failure(log, exc, "marking signal outcomes failed; retrying on the next run")
             return JobResult.failed(exc)
         return None
 
@@ -595,7 +598,8 @@ class Worker:
         try:
             version = self.services.models.train_as(WORKER, progress=log.info, activate=True)
         except Exception as exc:
-            log.exception("monthly signal model re-fit failed; the next scheduled run retries")
+            log_failure(log, exc,
+                        "monthly signal model re-fit failed; the next scheduled run retries")
             return JobResult.failed(exc)
         log.info("monthly re-fit: %s is the active signal model", version.version)
         return JobResult.ok(f"{version.version} is the active signal model")
@@ -605,7 +609,8 @@ class Worker:
         try:
             version = self.services.models.scheduled_calibrator_refit(WORKER, progress=log.info)
         except Exception as exc:
-            log.exception("weekly calibrator re-fit failed; the next scheduled run retries")
+            log_failure(log, exc,
+                        "weekly calibrator re-fit failed; the next scheduled run retries")
             return JobResult.failed(exc)
         if version is None:
             log.info("weekly calibrator re-fit: nothing to re-fit (no active model, or it "

@@ -131,3 +131,25 @@ def test_a_database_error_is_logged_and_reported_not_raised(
     check = feed.check_stalled(clock.now)
     assert check.watched and not check.stalled and check.reason.startswith("check failed")
     assert "could not check the market feed for a stall" in caplog.text
+
+
+def test_the_status_the_step_just_wrote_spares_a_read_while_the_feed_ticks(
+        sample_db: Services) -> None:
+    from sqlalchemy import event
+
+    feed, clock = feed_at(sample_db, THURSDAY)
+    feed.step()
+    state = feed.step(clock.tick(1))
+    statements: list[str] = []
+    engine = sample_db.db.engine
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 - the statement text
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        ticking = feed.check_stalled(clock.now + timedelta(seconds=LIMIT), state)
+        read_while_ticking = len(statements)
+        stalled = feed.check_stalled(clock.now + timedelta(seconds=LIMIT + 1), state)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert ticking.watched and not ticking.stalled and read_while_ticking == 0
+    assert stalled.stalled and len(statements) > 0  # a stall is judged on the stored status
+    assert len(alerts_of(sample_db, "feed_stalled")) == households(sample_db)

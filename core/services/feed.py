@@ -121,7 +121,8 @@ class FeedService(ServiceBase):
             self._feed = None
             raise
 
-    def check_stalled(self, now: datetime | None = None) -> StallCheck:
+    def check_stalled(self, now: datetime | None = None,
+                      state: FeedState | None = None) -> StallCheck:
         """Alert once per stall episode when the feed is silent in market hours (worker, 1 s).
 
         See the module docstring for the rule. The alert (kind ``feed_stalled``, severity
@@ -133,6 +134,9 @@ class FeedService(ServiceBase):
         ----------
         now : datetime, optional
             The wall time to judge at (default the service's clock); aware.
+        state : FeedState, optional
+            The status :meth:`step` just recorded: while it shows the feed ticking and no
+            episode is open, nothing is read or written (the worker's every-second case).
 
         Returns
         -------
@@ -144,6 +148,10 @@ class FeedService(ServiceBase):
         if why_not is not None:
             self._stall = None  # the session is over: the episode ends without a note
             return StallCheck(False, False, None, 0.0, 0, 0, why_not)
+        if state is not None and self._stall is None:
+            since, silent = _silence(state, now)
+            if silent <= self.settings.feed_stall_seconds:
+                return StallCheck(True, False, since, silent, 0, 0, "ticking")
         try:
             with self.db.transaction() as session:
                 return self._check(session, now)
@@ -163,10 +171,7 @@ class FeedService(ServiceBase):
 
     def _check(self, session: Session, now: datetime) -> StallCheck:
         state = read_feed_state(session)
-        opened = datetime.combine(now.date(), MARKET_OPEN, tzinfo=IST)
-        last = state.last_tick_at if state is not None else None
-        since = max(to_ist(last), opened) if last is not None else opened
-        silent = max((now - since).total_seconds(), 0.0)
+        since, silent = _silence(state, now)
         limit = self.settings.feed_stall_seconds
         if silent <= limit:
             notes = self._recovered(session, now, silent) if self._stall is not None else 0
@@ -351,3 +356,12 @@ class FeedService(ServiceBase):
     def _record_idle(self, now: datetime, state: FeedRunState, message: str) -> FeedState:
         with self.db.transaction() as session:
             return self._write_status(session, now, None, 0, message, idle=state)
+
+
+def _silence(state: FeedState | None, now: datetime) -> tuple[datetime, float]:
+    """Return since when the feed has been silent at ``now`` (09:15 at the earliest), in s."""
+    opened = datetime.combine(now.date(), MARKET_OPEN, tzinfo=IST)
+    last = state.last_tick_at if state is not None else None
+    since = max(to_ist(last), opened) if last is not None else opened
+    return since, max((now - since).total_seconds(), 0.0)
+

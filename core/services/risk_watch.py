@@ -40,9 +40,8 @@ from sqlalchemy.orm import Session
 from core import alerts, audit, risk_store
 from core.clock import MARKET_CLOSE, is_trading_day, now_ist, to_ist
 from core.errors import TradingError
-from core.marketdata.quotes import read_quotes
 from core.portfolio import build_book
-from core.services.portfolio import last_prices
+from core.services.portfolio import last_prices, read_last_prices
 from core.services.risk import RiskService
 from core.services.risk_gate import AccountSnapshot, DeskRiskGate
 from core.trading import ZERO, Order, OrderRequest, OrderStatus, OrderType, Side, Trade
@@ -177,8 +176,7 @@ class RiskWatch:
             controls = risk_store.active_controls(session, account_ids)
             engaged = risk_store.engaged_keys(session, household_id, now.date())
             stored_mtm = risk_store.mtm_limit_rows(session, household_id)
-            prices = {symbol: quote.ltp for symbol, quote in  # the books' symbols: quotes
-                      read_quotes(session, sorted(held)).items()} if held else {}
+            prices = read_last_prices(session, held)  # the books' symbols (quote, else close)
             names = [m.key for m in stored_mtm if m.scope is Scope.STRATEGY]
             tagged = self._tagged(session, account_ids, names, fills)
         snapshots = self._snapshots(account_ids, fills)
@@ -272,10 +270,10 @@ class RiskWatch:
         """Return the open positions and each account's figures, marked at the latest prices.
 
         The snapshots hold each account's positions from its fills (rebuilt only when it has
-        new ones); ``prices`` (the feed's quotes of the books' symbols) re-mark them all, so
-        the watch never replays fills itself; symbols of new books and symbols without a
-        quote (their last daily close) are read here. Return the positions, the prices and the
-        re-marked account figures.
+        new ones); ``prices`` (the books' symbols: the feed's quote, else the last daily close)
+        re-mark them all, so the watch never replays fills itself; the symbols of books new
+        this run are read here. Return the positions, the prices and the re-marked account
+        figures.
         """
         held = [p for snapshot in snapshots.values() for p in snapshot.positions]
         wanted = {p.symbol for p in held} | {

@@ -199,13 +199,12 @@ class SignalService(ServiceBase):
         with self.db.transaction() as session:
             self._fresh_role(session, actor)
             wanted = {s.upper() for s in symbols} if symbols is not None else None
-            instruments = [i for i in all_instruments(session)
-                           if wanted is None or i.symbol in wanted]
+            everything = all_instruments(session)
+            instruments = [i for i in everything if wanted is None or i.symbol in wanted]
             if wanted is not None and (missing := wanted - {i.symbol for i in instruments}):
                 raise NotFound(f"Unknown symbol(s) {', '.join(sorted(missing))}")
-            bars = self._recent_bars(session, instruments)
-            universe = bars if wanted is None else self._recent_bars(
-                session, all_instruments(session))
+            universe = self._recent_bars(session, everything)  # the centres need them all
+        bars = {i.symbol: universe[i.symbol] for i in instruments}
         used = self.registry.in_use()
         signals, skipped = self._compute_all(bars, used, progress, universe)
         journaled = self.journal(signals, actor.username)
@@ -215,13 +214,12 @@ class SignalService(ServiceBase):
         return frame
 
     def _compute_all(self, bars: dict[str, pd.DataFrame], used: ModelInUse,
-                     progress: ScanProgress | None,
-                     universe: Mapping[str, pd.DataFrame] | None = None
+                     progress: ScanProgress | None, universe: Mapping[str, pd.DataFrame]
                      ) -> tuple[list[Signal], list[str]]:
         signals, skipped = [], []
         total = len(bars)
         usable = [frame for frame in bars.values() if len(frame) >= MIN_BARS]
-        centers = universe_centers(used.artifact, bars if universe is None else universe, usable)
+        centers = universe_centers(used.artifact, universe, usable)
         for done, (symbol, frame) in enumerate(bars.items(), start=1):
             if frame.empty:
                 pass  # an instrument without daily bars (e.g. not imported yet)
