@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -60,11 +61,13 @@ class Alert:
     attempts: int = 0
     last_error: str | None = None
     channel: str | None = None
+    probability: Decimal | None = None  # a signal alert's probability (members' thresholds)
 
 
 def enqueue(session: Session, *, kind: str, household_id: int, account_id: int | None,
             severity: str, title: str, body: str, dedupe_key: str, user_id: int | None = None,
-            urgent: bool | None = None, at: datetime | None = None) -> bool:
+            urgent: bool | None = None, at: datetime | None = None,
+            probability: Decimal | None = None) -> bool:
     """Add an alert to the outbox inside the caller's transaction.
 
     Parameters
@@ -84,6 +87,8 @@ def enqueue(session: Session, *, kind: str, household_id: int, account_id: int |
         Deliver before other due alerts; None (default) makes ``critical`` alerts urgent.
     at : datetime | None
         When the event happened (default now): the alert's time, and when it is first due.
+    probability : Decimal | None
+        A signal alert's calibrated probability (0-1): each member's own threshold filters it.
 
     Returns
     -------
@@ -93,7 +98,8 @@ def enqueue(session: Session, *, kind: str, household_id: int, account_id: int |
     Raises
     ------
     ValidationError
-        For an unknown severity, an empty or too long kind or dedupe key.
+        For an unknown severity, an empty or too long kind or dedupe key, or a probability
+        outside 0-1.
     """
     if severity not in SEVERITIES:
         raise ValidationError(f"Alert severity must be one of {', '.join(SEVERITIES)}; "
@@ -103,6 +109,8 @@ def enqueue(session: Session, *, kind: str, household_id: int, account_id: int |
     if not dedupe_key or len(dedupe_key) > DEDUPE_CHARS:
         raise ValidationError(f"Alert dedupe key must be 1-{DEDUPE_CHARS} characters; got "
                               f"{len(dedupe_key)}")
+    if probability is not None and not Decimal(0) <= probability <= Decimal(1):
+        raise ValidationError(f"Alert probability must be between 0 and 1; got {probability}")
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     when = at or now_ist()
     statement = insert(AlertOutboxRow).values(
@@ -110,7 +118,7 @@ def enqueue(session: Session, *, kind: str, household_id: int, account_id: int |
         kind=kind, severity=severity,
         urgent=severity == "critical" if urgent is None else urgent,
         title=title[:TITLE_CHARS], body=body, dedupe_key=dedupe_key, status="pending",
-        attempts=0, next_attempt_at=when,
+        attempts=0, next_attempt_at=when, probability=probability,
     ).on_conflict_do_nothing(index_elements=[AlertOutboxRow.dedupe_key])
     return session.scalar(statement.returning(AlertOutboxRow.id)) is not None
 
@@ -142,4 +150,5 @@ def to_alert(row: AlertOutboxRow) -> Alert:
                  title=row.title, body=row.body, status=row.status,
                  delivered_at=to_ist(row.delivered_at) if row.delivered_at else None,
                  user_id=row.user_id, urgent=row.urgent, attempts=row.attempts,
-                 last_error=row.last_error, channel=row.channel)
+                 last_error=row.last_error, channel=row.channel,
+                 probability=row.probability)

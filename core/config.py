@@ -12,7 +12,7 @@ from datetime import date, time
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -139,8 +139,20 @@ class Settings(BaseSettings):
     )
     alert_channel: str = Field(
         default="log",
-        description="ALERT_CHANNEL: where the worker delivers alerts: 'log' (the sher.alerts "
-        "logger; the demo's) or a channel registered by an integration (e.g. Telegram).",
+        description="ALERT_CHANNEL: where alerts go: 'log' (the worker writes them to the "
+        "sher.alerts logger; the demo's) or 'telegram' (the Telegram bot process, "
+        "`python -m jobs.telegram_bot`, delivers them to each member's linked chat).",
+    )
+    telegram_bot_token: SecretStr | None = Field(
+        default=None,
+        description="TELEGRAM_BOT_TOKEN: the Telegram bot of every household that has not "
+        "entered its own token on the Alerts page (stored encrypted). Never logged.",
+    )
+    telegram_base_url: str = Field(
+        default="https://api.telegram.org/bot",
+        description="TELEGRAM_BASE_URL: the Bot API base URL (python-telegram-bot's base_url; "
+        "the token is appended, or put in place of '{token}'). Point it at a local Bot API "
+        "server for tests or private deployments.",
     )
     alert_max_attempts: int = Field(
         default=8,

@@ -692,6 +692,8 @@ class AlertOutboxRow(Base):
     last_error: Mapped[str | None] = mapped_column(String(300))
     channel: Mapped[str | None] = mapped_column(String(20))
     delivered_at: Mapped[datetime | None]
+    #: A signal alert's calibrated probability, so each member's own threshold can filter it.
+    probability: Mapped[Decimal | None] = mapped_column(Numeric(5, 4))
 
 
 class PnlSnapshotRow(Base):
@@ -751,3 +753,103 @@ class JobRunRow(Base):
     failure_count: Mapped[int] = mapped_column(default=0)
     next_run_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TelegramBotRow(Base):
+    """A household's Telegram bot: its token encrypted (AES-256-GCM), never shown again.
+
+    Without a row, the household uses ``TELEGRAM_BOT_TOKEN`` from the settings (if set).
+    ``bot_username`` is what getMe answered when the token was checked (None until then).
+    """
+
+    __tablename__ = "telegram_bots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), unique=True)
+    token_enc: Mapped[str] = mapped_column(String(400))
+    bot_username: Mapped[str | None] = mapped_column(String(64))
+    set_by_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    set_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TelegramLinkRow(Base):
+    """One Telegram chat bound to one user (a member's phone); one chat per user and vice versa."""
+
+    __tablename__ = "telegram_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    telegram_username: Mapped[str | None] = mapped_column(String(64))
+    linked_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TelegramLinkCodeRow(Base):
+    """A one-time linking code (only its SHA-256 is stored), valid for 10 minutes."""
+
+    __tablename__ = "telegram_link_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    used_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AlertPreferenceRow(Base):
+    """A user's choice for one alert type: ``on``, ``silent`` or ``off`` (no row: the default)."""
+
+    __tablename__ = "alert_preferences"
+    __table_args__ = (UniqueConstraint("user_id", "alert_type"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    alert_type: Mapped[str] = mapped_column(String(30))
+    mode: Mapped[str] = mapped_column(String(8))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class NotificationSettingsRow(Base):
+    """A user's delivery settings: do-not-disturb window, daily summary time, signal threshold.
+
+    Times are IST wall-clock times. A DND window may cross midnight (22:00-07:00); both ends
+    NULL means no window. ``daily_summary_time`` NULL means no daily summary.
+    """
+
+    __tablename__ = "notification_settings"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    dnd_start: Mapped[time | None]
+    dnd_end: Mapped[time | None]
+    daily_summary_time: Mapped[time | None]
+    signal_min_probability: Mapped[Decimal] = mapped_column(Numeric(4, 3))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AlertDeliveryRow(Base):
+    """One alert's delivery to one user's chat: the per-recipient status behind the outbox row.
+
+    ``status`` is ``sent``, ``skipped`` (type off, not linked, duplicate) or ``failed``;
+    ``silent`` records a delivery without sound (the member's choice, or their DND window).
+    ``content_hash`` (SHA-256 of the text) finds identical messages to the same user within the
+    dedupe window.
+    """
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "user_id"),
+        Index("ix_alert_deliveries_user_id_content_hash", "user_id", "content_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(BigId, ForeignKey("alert_outbox.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    silent: Mapped[bool] = mapped_column(default=False)
+    reason: Mapped[str | None] = mapped_column(String(300))
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
