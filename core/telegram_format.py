@@ -57,25 +57,23 @@ def rupees(value: Decimal | int | None, *, signed: bool = False, symbol: bool = 
     return text
 
 
+def _ist(moment: datetime | None, pattern: str) -> str:
+    return "—" if moment is None else to_ist(moment).strftime(pattern)
+
+
 def ist_stamp(moment: datetime | None) -> str:
     """Return ``21 Nov 2026 19:32:05 IST`` (an aware datetime in IST); None as an em dash."""
-    if moment is None:
-        return "—"
-    return to_ist(moment).strftime("%d %b %Y %H:%M:%S IST")
+    return _ist(moment, "%d %b %Y %H:%M:%S IST")
 
 
 def ist_clock(moment: datetime | None) -> str:
     """Return ``19:32 IST``; None as an em dash."""
-    if moment is None:
-        return "—"
-    return to_ist(moment).strftime("%H:%M IST")
+    return _ist(moment, "%H:%M IST")
 
 
 def ist_short(moment: datetime | None) -> str:
     """Return ``21 Nov 19:32`` for a table cell (the header says IST); None as an em dash."""
-    if moment is None:
-        return "—"
-    return to_ist(moment).strftime("%d %b %H:%M")
+    return _ist(moment, "%d %b %H:%M")
 
 
 def age_text(seconds: float | None) -> str:
