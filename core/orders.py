@@ -17,7 +17,9 @@ order ticket, a GTT trigger, the end-of-day square-off, later strategies and the
 5. :meth:`OrderManager.sync` mirrors the broker's order states and executions back into the
    book (``PARTIALLY_FILLED``, ``FILLED``, ``CANCELLED``), with their charges.
 
-Each transition is written to the audit trail. Authorization (may this user trade this
+Each transition is written to the audit trail, and each event a person wants on the phone
+(placed, filled, partially filled, rejected, cancelled) to the alert outbox in the same
+transaction (:mod:`core.order_alerts`). Authorization (may this user trade this
 account?) is the service layer's job: :class:`core.services.orders.OrderService` calls
 :meth:`core.services.household.HouseholdService.authorize_trade` before any of this.
 """
@@ -52,6 +54,7 @@ from core.domain import Actor, Instrument
 from core.errors import InsufficientFunds, NotFound, OrderRejected, RiskRejected, ValidationError
 from core.marketdata.store import instrument as find_instrument
 from core.money import inr
+from core.order_alerts import enqueue_order_event
 from core.trading import (
     CHARGE_FIELDS,
     Charges,
@@ -592,7 +595,7 @@ class OrderManager:
                filled: int | None = None, average: Decimal | None = None,
                events: list[audit.AuditEvent] | None = None) -> bool:
         """Move ``row`` to ``new`` and audit it (into ``events`` if given, else at once)."""
-        old = row.status
+        old, old_filled = row.status, row.filled_quantity
         changed_fill = filled is not None and filled != row.filled_quantity
         if old == new and not changed_fill:
             return False
@@ -607,10 +610,14 @@ class OrderManager:
             row.filled_quantity = filled
         if average is not None:
             row.average_price = average
-        event = _event(actor, "orders.status", row.id, self._household(session, row.account_id),
+        household_id = self._household(session, row.account_id)
+        event = _event(actor, "orders.status", row.id, household_id,
                        {"from": old.value, "to": new.value, "filled": row.filled_quantity,
                         "average_price": row.average_price,
                         "broker_order_id": row.broker_order_id, "reason": reason})
+        if household_id is not None:  # the alert commits with the change, or not at all
+            enqueue_order_event(session, row, old, old_filled, household_id,
+                                actor.username if actor else None)
         if events is None:
             audit.append(session, event)
         else:

@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from brokers.base import Broker, OrderChange, SessionState
 from brokers.registry import venue_steppers
+from core import alerts
 from core import gtt as gtt_rules
 from core.clock import now_ist, to_ist
 from core.config import Settings
@@ -28,6 +29,7 @@ from core.domain import Account, Actor, Instrument, Permission, Quote
 from core.errors import NotFound, PermissionDenied, TradingError, ValidationError
 from core.marketdata.store import all_instruments, search_instruments
 from core.marketdata.store import instrument as find_instrument
+from core.order_alerts import OrderEvent, gtt_refused_event
 from core.orders import OrderEstimate, OrderManager, PassThroughRiskGate, RiskGate, load_order
 from core.services import trading_views as views
 from core.services.base import ServiceBase
@@ -381,8 +383,10 @@ class OrderService(ServiceBase):
             self.household.authorize_trade(creator, row.account_id)
             order = self.manager.submit(request, placed_by=creator, source="gtt", gtt_id=row.id)
         except TradingError as exc:
+            refused = gtt_refused_event(row.id, row.symbol, leg.side.value, leg.quantity,
+                                        str(exc))
             self._close_gtt(row.id, GttStatus.REJECTED, f"Triggered at ₹{ltp} but the order was "
-                            f"refused: {exc}")
+                            f"refused: {exc}", alert=refused)
             return
         with self.db.transaction() as session:
             saved = session.get(GttRow, row.id)
@@ -402,7 +406,9 @@ class OrderService(ServiceBase):
             return Actor(user.id, user.username, user.display_name, user.role,
                          user.household_id, member_id)
 
-    def _close_gtt(self, gtt_id: int, status: GttStatus, message: str) -> None:
+    def _close_gtt(self, gtt_id: int, status: GttStatus, message: str,
+                   alert: OrderEvent | None = None) -> None:
+        """Close a GTT; ``alert`` (an order the trigger could not place) commits with it."""
         with self.db.transaction() as session:
             row = session.get(GttRow, gtt_id, with_for_update=True)
             assert row is not None  # noqa: S101
@@ -410,6 +416,14 @@ class OrderService(ServiceBase):
             self._audit(session, None, f"gtt.{status.value}", f"gtt:{gtt_id}",
                         {"message": message[:300]},
                         household_id=None)
+            if alert is not None:
+                household_id = session.scalar(select(AccountRow.household_id).where(
+                    AccountRow.id == row.account_id))
+                assert household_id is not None  # noqa: S101 - the GTT's account exists
+                alerts.enqueue(session, kind=alert.kind, household_id=household_id,
+                               account_id=row.account_id, severity=alert.severity,
+                               title=alert.title, body=alert.body,
+                               dedupe_key=alert.dedupe_key)
 
 
 def _leg_columns(legs: Sequence[GttLeg]) -> dict[str, object]:
