@@ -1,0 +1,232 @@
+"""The Alerts page's pieces: connecting Telegram, my alert settings, the household's bot, the
+delivery-channel notice and recent alerts with each recipient's delivery.
+
+Rendering only: everything comes from the Telegram service (``services().telegram``), which
+checks every right again; the page shows what the service returns and the rule it refuses with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import time
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core.alert_types import AlertType, Mode, NotificationPrefs, alert_type_of
+from core.alerts import Alert
+from core.clock import format_ist, to_ist
+from core.domain import Actor
+from pages.common import attempt, fetch, services
+from pages.trading_parts import flash, table, to_decimal
+
+FLASH = "alerts_flash"
+CODE = "alerts_link_code"
+MODES = [mode.value for mode in Mode]
+MODE_LABELS = {Mode.ON.value: "on", Mode.SILENT.value: "silent", Mode.OFF.value: "off"}
+SOURCES = {"household": "this household (set here)", "environment": "TELEGRAM_BOT_TOKEN"}
+RECENT_COLUMNS = ["Time (IST)", "Type", "Account", "Severity", "Title", "Outbox", "Delivery"]
+NO_BOT = ("No Telegram bot is set up yet: a household admin must enter the bot's token on this "
+          "page (or set TELEGRAM_BOT_TOKEN) before a chat can be linked.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure helpers (tested without Streamlit)
+# ----------------------------------------------------------------------------------------------
+
+
+def hhmm(moment: time | None) -> str:
+    """Return a wall-clock time as ``HH:MM`` (``—`` for none)."""
+    return "—" if moment is None else f"{moment:%H:%M}"
+
+
+def expiry_text(expires_at: Any) -> str:
+    """Return when a link code stops working, in IST: ``19:42 IST (2026-11-21)``."""
+    local = to_ist(expires_at)
+    return f"{local:%H:%M} IST ({local:%Y-%m-%d})"
+
+
+def start_command(code: str, bot_username: str | None) -> str:
+    """Return the instruction for a link code: send ``/start CODE`` to ``@bot``."""
+    if bot_username:
+        return f"Send `/start {code}` to @{bot_username} on Telegram."
+    return f"Send `/start {code}` to the household's Telegram bot."
+
+
+def link_text(status: Any) -> str:
+    """Return a member's link status in a sentence (``LinkStatus`` from the service)."""
+    if not status.linked:
+        return "Telegram is not linked: alerts cannot reach your phone yet."
+    who = f"@{status.telegram_username}" if status.telegram_username else "your Telegram chat"
+    return f"Linked to {who} since {format_ist(status.linked_at)}."
+
+
+def bot_rows(info: Any) -> list[tuple[str, str]]:
+    """Return the bot's facts as (label, value) pairs (``BotInfo`` from the service)."""
+    if not info.configured:
+        return [("Configured", "no: enter a token below or set TELEGRAM_BOT_TOKEN")]
+    return [
+        ("Configured", "yes"),
+        ("Token from", SOURCES.get(str(info.source), str(info.source))),
+        ("Bot", f"@{info.bot_username}" if info.bot_username
+         else "not yet known (the bot process asks Telegram when it starts)"),
+        ("Set by", f"{info.set_by or '—'} at {format_ist(info.set_at)}"
+         if info.source == "household" else "the server's environment"),
+    ]
+
+
+def delivery_text(view: Any) -> str:
+    """Return one recipient's delivery (``DeliveryView``): ``Priya Sharma: sent silently``."""
+    how = view.status
+    if view.status == "sent" and view.silent:
+        how = "sent silently"
+    text = f"{view.display_name or view.username}: {how}"
+    return f"{text} ({view.reason})" if view.reason else text
+
+
+def outbox_text(alert: Alert) -> str:
+    """Return an alert's outbox status with its last error, if any."""
+    return f"{alert.status}: {alert.last_error}" if alert.last_error else alert.status
+
+
+def recent_frame(items: Sequence[tuple[Alert, Sequence[Any]]],
+                 account_labels: Mapping[int, str]) -> pd.DataFrame:
+    """Return recent alerts as a table: one row per alert, every recipient's delivery in one cell.
+
+    ``account_labels`` names accounts; a household alert shows ``Household`` and an account the
+    reader cannot name shows ``#id``.
+    """
+    rows = [{
+        "Time (IST)": format_ist(alert.created_at),
+        "Type": alert_type_of(alert.kind).label,
+        "Account": ("Household" if alert.account_id is None
+                    else account_labels.get(alert.account_id, f"#{alert.account_id}")),
+        "Severity": alert.severity,
+        "Title": alert.title,
+        "Outbox": outbox_text(alert),
+        "Delivery": "; ".join(delivery_text(v) for v in views) or "not delivered yet",
+    } for alert, views in items]
+    return pd.DataFrame(rows, columns=RECENT_COLUMNS)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------
+
+
+def channel_notice() -> None:
+    """Say where alerts go when the desk does not deliver them by Telegram."""
+    channel = services().settings.alert_channel
+    if channel != "telegram":
+        st.info(f"Alerts are written to the log (ALERT_CHANNEL={channel}). Telegram delivery "
+                "needs ALERT_CHANNEL=telegram and the bot process (`python -m jobs.telegram_bot`); "
+                "your link and settings below are kept for then.")
+
+
+def connect_section(me: Actor) -> None:
+    """Show the member's link status; make a one-time code (Connect) or unlink in one click."""
+    tg = services().telegram
+    status = fetch(lambda: tg.link_status(me))
+    if status is None:
+        return
+    if status.linked:
+        st.session_state.pop(CODE, None)
+        st.success(link_text(status))
+        if (st.button("Unlink", key="alerts_unlink", icon=":material/link_off:")
+                and attempt(lambda: tg.unlink(me))):
+            flash(FLASH, "Telegram unlinked: no more alerts reach that chat.")
+        return
+    st.info(link_text(status))
+    if st.button("Connect", key="alerts_connect", icon=":material/link:", type="primary"):
+        code = fetch(lambda: tg.create_link_code(me))
+        if code is not None:
+            st.session_state[CODE] = code
+    code = st.session_state.get(CODE)
+    if code is None:
+        st.caption("Connect makes a one-time code (valid 10 minutes) that you send to the "
+                   "household's bot; that chat then gets your alerts.")
+    else:
+        st.markdown(f"# `{code.code}`")
+        st.markdown(start_command(code.code, status.bot_username))
+        st.caption(f"The code works once and expires at {expiry_text(code.expires_at)}. "
+                   "Reload this page after sending it.")
+    if not status.bot_username:
+        st.warning(NO_BOT)
+
+
+def settings_section(me: Actor) -> None:
+    """Render my alert settings as one form; Save calls ``update_prefs`` once."""
+    tg = services().telegram
+    prefs: NotificationPrefs | None = fetch(lambda: tg.notification_prefs(me))
+    if prefs is None:
+        return
+    with st.form("alerts_settings"):
+        st.markdown("**Per alert type** (on: with sound · silent: no sound · off: not sent)")
+        modes: dict[str, str] = {}
+        for alert_type in AlertType:
+            modes[alert_type.value] = st.radio(
+                alert_type.label, MODES, index=MODES.index(prefs.mode(alert_type).value),
+                format_func=MODE_LABELS.__getitem__, horizontal=True,
+                key=f"alerts_mode_{alert_type.value}")
+        st.markdown("**Do not disturb** (IST; may cross midnight, e.g. 22:00-07:00). Alerts "
+                    "arrive silently inside it; kill switch, panic and loss-limit breaches "
+                    "still ring.")
+        dnd_on = st.checkbox("Do not disturb", value=prefs.dnd_start is not None,
+                             key="alerts_dnd_on")
+        left, right = st.columns(2)
+        dnd_start = left.time_input("From (IST)", value=prefs.dnd_start or time(22, 0),
+                                    key="alerts_dnd_start", step=900)
+        dnd_end = right.time_input("Until (IST)", value=prefs.dnd_end or time(7, 0),
+                                   key="alerts_dnd_end", step=900)
+        summary_on = st.checkbox("Daily P&L summary", key="alerts_summary_on",
+                                 value=prefs.daily_summary_time is not None,
+                                 help="After the market closes; untick for none.")
+        summary_at = st.time_input("Daily summary at (IST)", key="alerts_summary_at", step=900,
+                                   value=prefs.daily_summary_time or time(16, 0))
+        threshold = st.number_input(
+            "Signal alerts from a probability of [0.50-0.99]",
+            value=float(prefs.signal_min_probability), min_value=0.0, max_value=1.0, step=0.01,
+            format="%.2f", key="alerts_signal_threshold")
+        if st.form_submit_button("Save settings", key="alerts_settings_save",
+                                 type="primary"):
+            dnd = (dnd_start, dnd_end) if dnd_on else None
+            summary = summary_at if summary_on else None
+            probability = to_decimal(threshold) or Decimal(0)
+            if attempt(lambda: tg.update_prefs(
+                    me, modes=modes, dnd=dnd, daily_summary_time=summary,
+                    signal_min_probability=probability)):
+                flash(FLASH, "Alert settings saved.")
+
+
+def bot_section(me: Actor) -> None:
+    """Show the bot's facts; a password form sets a new token; one button removes it.
+
+    The service refuses the form's calls to anyone but a household admin (or super admin).
+    """
+    tg = services().telegram
+    info = fetch(lambda: tg.bot_info(me))
+    if info is None:
+        return
+    for label, value in bot_rows(info):
+        st.markdown(f"**{label}:** {value}")
+    with st.form("alerts_bot_form", clear_on_submit=True):
+        token = st.text_input(
+            "New bot token (from @BotFather; stored encrypted, never shown again)",
+            type="password", key="alerts_bot_token")
+        if (st.form_submit_button("Save token", key="alerts_bot_save", type="primary")
+                and attempt(lambda: tg.set_bot_token(me, token))):
+            flash(FLASH, "Bot token saved. The bot process picks it up within 30 s.")
+    if (info.source == "household"
+            and st.button("Remove token", key="alerts_bot_clear", icon=":material/delete:")
+            and attempt(lambda: tg.clear_bot_token(me))):
+        flash(FLASH, "Bot token removed.")
+
+
+def recent_section(me: Actor, account_labels: Mapping[int, str]) -> None:
+    """Show recent alerts with their outbox status and each recipient's delivery, as a table."""
+    items = fetch(lambda: services().telegram.recent_alerts(me, limit=50))
+    if items is None:
+        return
+    table(recent_frame(items, account_labels), "alerts_recent", "alerts", "No alerts yet.")
