@@ -24,6 +24,7 @@ from core.services.risk_gate import DeskRiskGate
 from core.services.risk_watch import RiskWatch
 from core.services.signal_registry import ModelRegistry
 from core.services.signals import SignalService
+from core.services.telegram import TelegramService
 from core.services.users import UserService
 from core.services.worker import WorkerService
 from db.engine import Database
@@ -60,6 +61,7 @@ class Services:
         self.pnl_snapshots = PnlSnapshotService(db, settings, self.household, self.portfolio)
         self.models = ModelRegistry(db, settings)
         self.signals = SignalService(db, settings, self.models)
+        self.telegram = TelegramService(db, settings, self.household)
 
 
 def build_services(database_url: str | None = None, settings: Settings | None = None) -> Services:
