@@ -25,6 +25,7 @@ from core.services.risk_watch import RiskWatch
 from core.services.signal_registry import ModelRegistry
 from core.services.signals import SignalService
 from core.services.telegram import TelegramService
+from core.services.telegram_replies import TelegramReplies
 from core.services.users import UserService
 from core.services.worker import WorkerService
 from db.engine import Database
@@ -62,6 +63,7 @@ class Services:
         self.models = ModelRegistry(db, settings)
         self.signals = SignalService(db, settings, self.models)
         self.telegram = TelegramService(db, settings, self.household)
+        self.telegram_replies = TelegramReplies(self)  # the bot's answers, over these services
 
 
 def build_services(database_url: str | None = None, settings: Settings | None = None) -> Services:
