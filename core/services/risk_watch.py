@@ -12,7 +12,9 @@ exit as action ``protect``):
   its alert;
 - an engage (loss limit, kill switch, MTM stop-loss) runs :meth:`RiskService.engage`, which is
   idempotent by a unique key in the database;
-- trailing stops' new best prices and each account's equity peak are stored.
+- trailing stops' new best prices and each account's equity peak are stored;
+- a scope whose loss used 80 % of a loss limit gets one ``risk.warning.*`` alert a day
+  (:mod:`core.risk_warnings`), written with the peaks.
 
 Loss-limit states whose day or week is over are lifted here as well.
 
@@ -31,7 +33,7 @@ import time as time_module
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import date, datetime, time
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -41,6 +43,7 @@ from core import alerts, audit, risk_store
 from core.clock import MARKET_CLOSE, is_trading_day, now_ist, to_ist
 from core.errors import TradingError
 from core.portfolio import build_book
+from core.risk_warnings import WarningAlert, account_losses, near_limits, warning_alert
 from core.services.portfolio import last_prices, read_last_prices
 from core.services.risk import RiskService
 from core.services.risk_gate import AccountSnapshot, DeskRiskGate
@@ -57,6 +60,7 @@ from engines.risk_types import (
     RiskLimits,
     Scope,
     SquareOff,
+    StateKind,
 )
 
 log = logging.getLogger("sher.risk")
@@ -121,6 +125,7 @@ class WatchReport:
     lifted: int = 0
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    limit_warnings: int = 0  # risk.warning.* alerts written (80 % of a loss limit used)
 
 
 def exit_client_id(square: SquareOff, day: str) -> str:
@@ -143,6 +148,8 @@ class RiskWatch:
         self.clock = clock
         self._books: dict[int, tuple[AccountSnapshot, float]] = {}  # snapshot, when taken
         self._tagged_cache: dict[tuple[int, ...], tuple[object, dict[int, str]]] = {}
+        self._warned: set[str] = set()  # dedupe keys of the limit warnings written today
+        self._warned_day: date | None = None
 
     def run(self, now: datetime | None = None) -> WatchReport:
         """Evaluate every household once; return what was done."""
@@ -198,9 +205,37 @@ class RiskWatch:
         self._act(household_id, result, now, report)
         higher = {a: f.capital for a, f in figures.items()
                   if f.capital > 0 and (peaks.get(a) is None or f.capital > peaks[a])}
-        if higher:  # most runs set no new peak: no transaction then
+        near = self._new_warnings(household_id, figures, limits, mtm_limits, engaged, now)
+        if higher or near:  # most runs set no new peak and warn nothing: no transaction then
             with self.db.transaction() as session:
-                risk_store.raise_peaks(session, higher, now)
+                if higher:
+                    risk_store.raise_peaks(session, higher, now)
+                for alert in near:
+                    alerts.enqueue(session, kind=alert.kind, household_id=household_id,
+                                   account_id=alert.account_id, severity="warning",
+                                   title=alert.title, body=alert.body,
+                                   dedupe_key=alert.dedupe_key)
+            self._warned.update(alert.dedupe_key for alert in near)
+            report.limit_warnings += len(near)
+
+    def _new_warnings(self, household_id: int, figures: dict[int, _Figures],
+                      limits: dict[int, RiskLimits], mtm_limits: list[MtmLimit],
+                      engaged: frozenset[tuple[Scope, str, StateKind]], now: datetime
+                      ) -> list[WarningAlert]:
+        """Return the loss-limit warnings (80 % used) not yet written today by this watch.
+
+        The outbox's dedupe key makes one per scope, kind and IST day however many watches
+        write it; remembering the keys written keeps a warning that holds all day from costing
+        a write every second.
+        """
+        day = now.date()
+        if self._warned_day != day:
+            self._warned_day, self._warned = day, set()
+        losses = account_losses({a: (f.capital, f.day_pnl, f.week_pnl)
+                                 for a, f in figures.items()}, limits)
+        found = [warning_alert(household_id, w, day)
+                 for w in near_limits(losses, mtm_limits, engaged)]
+        return [alert for alert in found if alert.dedupe_key not in self._warned]
 
     def _symbols(self, account_ids: list[int]) -> set[str]:
         """Return the symbols of the books the watch holds for ``account_ids``."""
