@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import time, timedelta
 from decimal import Decimal
@@ -438,3 +439,108 @@ def test_a_delivery_status_must_be_sent_skipped_or_failed(
     with pytest.raises(ValidationError, match="one of sent, skipped, failed; got 'done'"):
         services.telegram.record_delivery(planned, "done")
     assert _count(services, AlertDeliveryRow) == 0
+
+
+def test_a_threshold_typed_into_a_float_widget_is_kept_to_three_decimals(
+        services: Services, login: Login) -> None:
+    prefs = services.telegram.update_prefs(login("kamla"),
+                                           signal_min_probability=Decimal("0.7100000000000001"))
+    assert prefs.signal_min_probability == Decimal("0.710")
+
+
+# -- secrecy and refusals ---------------------------------------------------------------------
+def test_a_refused_token_change_is_audited_without_the_token(
+        services: Services, login: Login) -> None:
+    with pytest.raises(PermissionDenied):
+        services.telegram.set_bot_token(login("priya"), TOKEN)
+    denied = _audits(services, "telegram.bot.set")
+    assert [(a.outcome, a.actor_username) for a in denied] == [("denied", "priya")]
+    assert TOKEN.split(":")[1] not in str(denied[0].details)
+
+
+def test_a_token_sealed_under_another_secret_key_is_skipped_and_named_without_the_token(
+        services: Services, login: Login, caplog: pytest.LogCaptureFixture) -> None:
+    rahul = login("rahul")
+    services.telegram.set_bot_token(rahul, TOKEN)
+    services.telegram.settings = services.settings.model_copy(
+        update={"secret_key": "another-secret-key-" + "y" * 40})
+    caplog.set_level(logging.WARNING, logger="sher.telegram")
+    assert services.telegram.bot_targets() == []
+    assert f"Household {rahul.household_id}'s Telegram bot token does not decrypt" in caplog.text
+    assert TOKEN.split(":")[1] not in caplog.text
+
+
+def test_a_code_used_by_two_chats_at_once_links_only_one(
+        services: Services, login: Login) -> None:
+    code = services.telegram.create_link_code(login("priya")).code
+    results: list[object] = []
+
+    def use(chat_id: int) -> None:
+        try:
+            results.append(services.telegram.link_chat(code, chat_id, None, None).username)
+        except ValidationError as error:
+            results.append(error)
+
+    threads = [threading.Thread(target=use, args=(chat,)) for chat in (61, 62)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count("priya") == 1
+    assert any(isinstance(r, ValidationError) and "already used" in str(r) for r in results)
+    assert _count(services, TelegramLinkRow) == 1
+
+
+# -- the Alerts page's history ----------------------------------------------------------------
+def _deliver(services: Services, alert: Alert) -> None:
+    for planned in services.telegram.plan(alert, now_ist()):
+        status = "sent" if planned.skip_reason is None else "skipped"
+        services.telegram.record_delivery(planned, status, message_id=1 if status == "sent"
+                                          else None)
+
+
+def test_recent_alerts_show_admins_every_recipient_and_others_only_themselves(
+        services: Services, login: Login) -> None:
+    actors = _link_all(services, login, "rahul", "priya", "kamla", "aarav")
+    household = _enqueue(services, key="v1", kind="feed_stalled", title="Feed stalled")
+    long_term = _enqueue(services, key="v2", title="Long-term filled",
+                         account_id=_account_id(services, "Rahul · Long-term"))
+    trading = _enqueue(services, key="v3", title="Priya filled",
+                       account_id=_account_id(services, "Priya · Trading"))
+    priya_only = _enqueue(services, key="v4", user_id=actors["priya"].user_id,
+                          kind="auth.session_expiry", title="Session ends soon")
+    for alert in (household, long_term, trading, priya_only):
+        _deliver(services, alert)
+
+    def seen(name: str) -> dict[str, list[tuple[str, str]]]:
+        return {a.title: [(v.username, v.status) for v in views]
+                for a, views in services.telegram.recent_alerts(actors[name])}
+
+    rahul = seen("rahul")
+    assert set(rahul) == {"Feed stalled", "Long-term filled", "Priya filled"}
+    assert sorted(rahul["Feed stalled"]) == [("aarav", "sent"), ("kamla", "sent"),
+                                             ("ops", "skipped"), ("priya", "sent"),
+                                             ("rahul", "sent")]
+    assert sorted(rahul["Priya filled"]) == [("ops", "skipped"), ("priya", "sent"),
+                                             ("rahul", "sent")]
+    aarav = seen("aarav")  # a viewer granted view on Rahul · Long-term, not on Priya · Trading
+    assert aarav == {"Feed stalled": [("aarav", "sent")],
+                     "Long-term filled": [("aarav", "sent")]}
+    assert seen("priya") == {"Feed stalled": [("priya", "sent")],
+                             "Long-term filled": [("priya", "sent")],
+                             "Priya filled": [("priya", "sent")],
+                             "Session ends soon": [("priya", "sent")]}
+    views = services.telegram.recent_alerts(actors["kamla"], limit=1)
+    assert [(a.title, [(v.display_name, v.silent) for v in vs]) for a, vs in views] == [
+        ("Feed stalled", [("Kamla Sharma", False)])]
+
+
+def test_an_alert_for_an_inactive_user_has_no_recipient(services: Services, login: Login) -> None:
+    aarav = _link_all(services, login, "aarav")["aarav"]
+    alert = _enqueue(services, key="i1", user_id=aarav.user_id, kind="auth.logout",
+                     title="Logged out")
+    with services.db.transaction() as session:
+        user = session.get(UserRow, aarav.user_id)
+        assert user is not None
+        user.is_active = False
+    assert services.telegram.plan(alert, now_ist()) == []
