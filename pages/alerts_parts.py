@@ -17,19 +17,23 @@ import streamlit as st
 
 from core.alert_types import AlertType, Mode, NotificationPrefs, alert_type_of
 from core.alerts import Alert
-from core.clock import format_ist, to_ist
+from core.clock import format_ist, now_ist, to_ist
 from core.domain import Actor
+from core.errors import TradingError
 from pages.common import attempt, fetch, services
 from pages.trading_parts import flash, table, to_decimal
 
 FLASH = "alerts_flash"
 CODE = "alerts_link_code"
+BOT_FIELD = "alerts_bot_token"
+BOT_ERROR = "alerts_bot_error"
 MODES = [mode.value for mode in Mode]
-MODE_LABELS = {Mode.ON.value: "on", Mode.SILENT.value: "silent", Mode.OFF.value: "off"}
 SOURCES = {"household": "this household (set here)", "environment": "TELEGRAM_BOT_TOKEN"}
 RECENT_COLUMNS = ["Time (IST)", "Type", "Account", "Severity", "Title", "Outbox", "Delivery"]
 NO_BOT = ("No Telegram bot is set up yet: a household admin must enter the bot's token on this "
           "page (or set TELEGRAM_BOT_TOKEN) before a chat can be linked.")
+NO_NAME = ("The bot's @username is not known yet: the bot process (`python -m jobs.telegram_bot`) "
+           "learns it from Telegram when it starts.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,6 +148,11 @@ def connect_section(me: Actor) -> None:
         if code is not None:
             st.session_state[CODE] = code
     code = st.session_state.get(CODE)
+    if code is not None and code.expires_at <= now_ist():
+        st.warning(f"The code {code.code} expired at {expiry_text(code.expires_at)}; press "
+                   "Connect for a new one.")
+        st.session_state.pop(CODE)
+        code = None
     if code is None:
         st.caption("Connect makes a one-time code (valid 10 minutes) that you send to the "
                    "household's bot; that chat then gets your alerts.")
@@ -153,7 +162,8 @@ def connect_section(me: Actor) -> None:
         st.caption(f"The code works once and expires at {expiry_text(code.expires_at)}. "
                    "Reload this page after sending it.")
     if not status.bot_username:
-        st.warning(NO_BOT)
+        bot = fetch(lambda: tg.bot_info(me))
+        st.warning(NO_BOT if bot is not None and not bot.configured else NO_NAME)
 
 
 def settings_section(me: Actor) -> None:
@@ -165,10 +175,11 @@ def settings_section(me: Actor) -> None:
     with st.form("alerts_settings"):
         st.markdown("**Per alert type** (on: with sound · silent: no sound · off: not sent)")
         modes: dict[str, str] = {}
-        for alert_type in AlertType:
-            modes[alert_type.value] = st.radio(
+        columns = st.columns(3)
+        for index, alert_type in enumerate(AlertType):
+            modes[alert_type.value] = columns[index % 3].radio(
                 alert_type.label, MODES, index=MODES.index(prefs.mode(alert_type).value),
-                format_func=MODE_LABELS.__getitem__, horizontal=True,
+                horizontal=True,
                 key=f"alerts_mode_{alert_type.value}")
         st.markdown("**Do not disturb** (IST; may cross midnight, e.g. 22:00-07:00). Alerts "
                     "arrive silently inside it; kill switch, panic and loss-limit breaches "
@@ -200,6 +211,22 @@ def settings_section(me: Actor) -> None:
                 flash(FLASH, "Alert settings saved.")
 
 
+def _save_token(me: Actor) -> None:
+    """Form callback: hand the typed token to the service and empty the field at once.
+
+    Run before the page draws again, so the token leaves the session state whether the service
+    takes it or refuses it (its error names the rule, never the token).
+    """
+    token = str(st.session_state.get(BOT_FIELD) or "")
+    st.session_state[BOT_FIELD] = ""
+    try:
+        services().telegram.set_bot_token(me, token)
+    except TradingError as exc:
+        st.session_state[BOT_ERROR] = str(exc)
+        return
+    st.session_state[FLASH] = "Bot token saved. The bot process picks it up within 30 s."
+
+
 def bot_section(me: Actor) -> None:
     """Show the bot's facts; a password form sets a new token; one button removes it.
 
@@ -211,13 +238,14 @@ def bot_section(me: Actor) -> None:
         return
     for label, value in bot_rows(info):
         st.markdown(f"**{label}:** {value}")
+    error = st.session_state.pop(BOT_ERROR, None)
+    if error:
+        st.error(error)
     with st.form("alerts_bot_form", clear_on_submit=True):
-        token = st.text_input(
-            "New bot token (from @BotFather; stored encrypted, never shown again)",
-            type="password", key="alerts_bot_token")
-        if (st.form_submit_button("Save token", key="alerts_bot_save", type="primary")
-                and attempt(lambda: tg.set_bot_token(me, token))):
-            flash(FLASH, "Bot token saved. The bot process picks it up within 30 s.")
+        st.text_input("New bot token (from @BotFather; stored encrypted, never shown again)",
+                      type="password", key=BOT_FIELD)
+        st.form_submit_button("Save token", key="alerts_bot_save", type="primary",
+                              on_click=_save_token, args=(me,))
     if (info.source == "household"
             and st.button("Remove token", key="alerts_bot_clear", icon=":material/delete:")
             and attempt(lambda: tg.clear_bot_token(me))):

@@ -37,6 +37,7 @@ PAGES: tuple[PageSpec, ...] = (
         ALL_ROLES,
     ),
     PageSpec("pages/risk.py", "Risk", ":material/shield:", "Desk", ALL_ROLES),
+    PageSpec("pages/alerts.py", "Alerts", ":material/notifications:", "Desk", ALL_ROLES),
     PageSpec("pages/trade.py", "Trade", ":material/swap_horiz:", "Trading", authz.ACTING_ROLES),
     PageSpec("pages/orders.py", "Orders", ":material/list_alt:", "Trading", ALL_ROLES),
     PageSpec(

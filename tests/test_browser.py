@@ -190,6 +190,16 @@ def _nav(page: sync_api.Page) -> sync_api.Locator:
     return page.get_by_test_id("stSidebarNav")
 
 
+def _open(context: sync_api.BrowserContext, desk: App, username: str,
+          title: str) -> sync_api.Page:
+    """Log ``username`` in and open the page ``title`` from the navigation."""
+    page = context.new_page()
+    _login(page, desk, username)
+    _nav(page).get_by_text(title, exact=True).click()
+    expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=WAIT_MS)
+    return page
+
+
 def _session_cookie(ctx: sync_api.BrowserContext) -> dict | None:
     return next((c for c in ctx.cookies() if c["name"] == COOKIE_NAME), None)
 
@@ -282,10 +292,7 @@ def test_cookie_relogs_in_a_new_tab_while_the_session_is_active(
 
 def test_market_page_shows_the_replay_feed_running_and_the_sample_universe(
         desk: App, context: sync_api.BrowserContext) -> None:
-    page = context.new_page()
-    _login(page, desk, "priya")
-    _nav(page).get_by_text("Market", exact=True).click()
-    expect(page.get_by_role("heading", name="Market", exact=True)).to_be_visible(timeout=WAIT_MS)
+    page = _open(context, desk, "priya", "Market")
     expect(page.get_by_text("NIFTY-50 constituents").first).to_be_visible(timeout=WAIT_MS)
     expect(page.get_by_text("Replaying session", exact=False)).to_be_visible(timeout=WAIT_MS)
     expect(page.get_by_text("The feed has stalled")).to_have_count(0)
@@ -295,10 +302,7 @@ def test_market_page_shows_the_replay_feed_running_and_the_sample_universe(
 
 def test_chart_page_draws_candles_and_switches_to_five_minute_bars(
         desk: App, context: sync_api.BrowserContext) -> None:
-    page = context.new_page()
-    _login(page, desk, "rahul")
-    _nav(page).get_by_text("Chart", exact=True).click()
-    expect(page.get_by_role("heading", name="Chart", exact=True)).to_be_visible(timeout=WAIT_MS)
+    page = _open(context, desk, "rahul", "Chart")
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=WAIT_MS)
     page.get_by_text("5-minute", exact=True).click()
     expect(page.get_by_text("not adjusted", exact=False).first).to_be_visible(timeout=WAIT_MS)
@@ -312,10 +316,7 @@ def test_an_admin_uploads_csvs_a_bad_one_is_refused_with_the_rule_a_good_one_imp
     good = tmp_path / "ZENITH.csv"
     good.write_text("date,open,high,low,close,volume\n"
                     "2025-09-29,100,110,95,105,1000\n2025-09-30,105,112,101,110,1500\n")
-    page = context.new_page()
-    _login(page, desk, "rahul")
-    _nav(page).get_by_text("Import data", exact=True).click()
-    expect(page.get_by_role("heading", name="Import data")).to_be_visible(timeout=WAIT_MS)
+    page = _open(context, desk, "rahul", "Import data")
     page.locator("input[type=file]").set_input_files([str(bad), str(good)])
     expect(page.get_by_text("ZENITH.csv", exact=True)).to_be_visible(timeout=WAIT_MS)
     page.get_by_role("button", name="Import").click()
@@ -367,10 +368,7 @@ def _choose(page: sync_api.Page, label: str, option: str) -> None:
 
 def test_a_trader_places_a_limit_order_sees_it_in_the_order_book_and_cancels_it(
         desk: App, context: sync_api.BrowserContext) -> None:
-    page = context.new_page()
-    _login(page, desk, "priya")
-    _nav(page).get_by_text("Trade", exact=True).click()
-    expect(page.get_by_role("heading", name="Trade", exact=True)).to_be_visible(timeout=WAIT_MS)
+    page = _open(context, desk, "priya", "Trade")
     expect(page.get_by_text("Market open", exact=False)).to_be_visible(timeout=WAIT_MS)
     _settled(page)
     # 3 % under the last price: a resting order inside the day's price band.
@@ -435,11 +433,7 @@ def _wait_for_first_model(desk: App, seconds: float = 300.0) -> str:
 def test_a_trader_generates_a_signal_sees_its_chart_and_evidence_then_scans_the_universe(
         desk: App, context: sync_api.BrowserContext) -> None:
     version = _wait_for_first_model(desk)
-    page = context.new_page()
-    _login(page, desk, "priya")
-    _nav(page).get_by_text("Signals", exact=True).click()
-    expect(page.get_by_role("heading", name="Signals", exact=True)).to_be_visible(
-        timeout=WAIT_MS)
+    page = _open(context, desk, "priya", "Signals")
     _settled(page)
     _choose(page, "Symbol", "INFY")
     page.get_by_role("button", name="Generate signal").click()
@@ -460,10 +454,7 @@ def test_a_trader_generates_a_signal_sees_its_chart_and_evidence_then_scans_the_
 
 def test_a_trader_presses_account_panic_confirms_sees_the_report_and_re_enables(
         desk: App, context: sync_api.BrowserContext) -> None:
-    page = context.new_page()
-    _login(page, desk, "priya")
-    _nav(page).get_by_text("Risk", exact=True).click()
-    expect(page.get_by_role("heading", name="Risk", exact=True)).to_be_visible(timeout=WAIT_MS)
+    page = _open(context, desk, "priya", "Risk")
     _settled(page)
     _choose(page, "Show", "Priya · Trading (Priya Sharma)")
     expect(page.get_by_text("open positions", exact=False).first).to_be_visible(timeout=WAIT_MS)
@@ -495,5 +486,38 @@ def test_a_trader_presses_account_panic_confirms_sees_the_report_and_re_enables(
         assert services.risk.states(priya) == []
         [cleared] = services.risk.states(priya, include_cleared=True)
         assert (cleared.phase.value, cleared.cleared_by) == ("cleared", "priya")
+    finally:
+        services.db.dispose()
+
+
+def test_a_member_connects_telegram_with_a_code_the_bot_links_and_then_unlinks(
+        desk: App, context: sync_api.BrowserContext) -> None:
+    page = _open(context, desk, "kamla", "Alerts")
+    expect(page.get_by_text("Telegram is not linked", exact=False)).to_be_visible(
+        timeout=WAIT_MS)
+    _settled(page)
+    page.get_by_role("button", name="Connect").click()
+    shown = page.get_by_role("heading").filter(has_text=re.compile(r"^[A-Z2-9]{8}$"))
+    expect(shown).to_be_visible(timeout=WAIT_MS)
+    code = shown.inner_text().strip()
+    expect(page.get_by_text(f"/start {code}", exact=False)).to_be_visible()
+    page.screenshot(path=str(desk.log_dir / "alerts_code.png"), full_page=True)  # for a human
+    services = Services(Database(desk.db_url), make_settings(desk.db_url))
+    try:
+        linked = services.telegram.link_chat(code, 777001, "kamla_t", None)  # as the bot does
+        assert linked.username == "kamla"
+        page.reload()
+        expect(page.get_by_role("heading", name="Alerts", exact=True)).to_be_visible(
+            timeout=WAIT_MS)
+        expect(page.get_by_text("Linked to @kamla_t since", exact=False)).to_be_visible(
+            timeout=WAIT_MS)
+        _settled(page)
+        page.get_by_role("button", name="Unlink").click()
+        expect(page.get_by_text("Telegram unlinked", exact=False)).to_be_visible(
+            timeout=WAIT_MS)
+        expect(page.get_by_text("Telegram is not linked", exact=False)).to_be_visible()
+        kamla = services.auth.check_session(services.auth.login(
+            "kamla", desk.logins["kamla"].password, TEST_CLIENT).session_id or "")
+        assert services.telegram.link_status(kamla).linked is False
     finally:
         services.db.dispose()
