@@ -24,7 +24,7 @@ me = actor()
 st.title("Alerts")
 show_flash(FLASH)
 channel_notice()
-accounts = fetch(lambda: services().household.list_accounts(me)) or []
+accounts = fetch(lambda: services().household.list_accounts(me, include_closed=True)) or []
 labels = {a.id: a.label for a in accounts}
 admin = me.role in authz.HOUSEHOLD_MANAGERS
 

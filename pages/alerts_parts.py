@@ -8,9 +8,8 @@ checks every right again; the page shows what the service returns and the rule i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import time
+from datetime import datetime, time
 from decimal import Decimal
-from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -20,6 +19,7 @@ from core.alerts import Alert
 from core.clock import format_ist, now_ist, to_ist
 from core.domain import Actor
 from core.errors import TradingError
+from core.services.telegram import BotInfo, DeliveryView, LinkStatus
 from pages.common import attempt, fetch, services
 from pages.trading_parts import flash, table, to_decimal
 
@@ -46,7 +46,7 @@ def hhmm(moment: time | None) -> str:
     return "—" if moment is None else f"{moment:%H:%M}"
 
 
-def expiry_text(expires_at: Any) -> str:
+def expiry_text(expires_at: datetime) -> str:
     """Return when a link code stops working, in IST: ``19:42 IST (2026-11-21)``."""
     local = to_ist(expires_at)
     return f"{local:%H:%M} IST ({local:%Y-%m-%d})"
@@ -59,16 +59,16 @@ def start_command(code: str, bot_username: str | None) -> str:
     return f"Send `/start {code}` to the household's Telegram bot."
 
 
-def link_text(status: Any) -> str:
-    """Return a member's link status in a sentence (``LinkStatus`` from the service)."""
+def link_text(status: LinkStatus) -> str:
+    """Return a member's link status in a sentence."""
     if not status.linked:
         return "Telegram is not linked: alerts cannot reach your phone yet."
     who = f"@{status.telegram_username}" if status.telegram_username else "your Telegram chat"
     return f"Linked to {who} since {format_ist(status.linked_at)}."
 
 
-def bot_rows(info: Any) -> list[tuple[str, str]]:
-    """Return the bot's facts as (label, value) pairs (``BotInfo`` from the service)."""
+def bot_rows(info: BotInfo) -> list[tuple[str, str]]:
+    """Return the bot's facts as (label, value) pairs; the token is never among them."""
     if not info.configured:
         return [("Configured", "no: enter a token below or set TELEGRAM_BOT_TOKEN")]
     return [
@@ -81,8 +81,8 @@ def bot_rows(info: Any) -> list[tuple[str, str]]:
     ]
 
 
-def delivery_text(view: Any) -> str:
-    """Return one recipient's delivery (``DeliveryView``): ``Priya Sharma: sent silently``."""
+def delivery_text(view: DeliveryView) -> str:
+    """Return one recipient's delivery: ``Priya Sharma: sent silently (Do not disturb ...)``."""
     how = view.status
     if view.status == "sent" and view.silent:
         how = "sent silently"
@@ -91,11 +91,21 @@ def delivery_text(view: Any) -> str:
 
 
 def outbox_text(alert: Alert) -> str:
-    """Return an alert's outbox status with its last error, if any."""
-    return f"{alert.status}: {alert.last_error}" if alert.last_error else alert.status
+    """Return an alert's outbox status, the channel that sent it and its last error, if any."""
+    text = alert.status
+    if alert.channel and alert.status == "sent":
+        text = f"{text} via {alert.channel}"
+    return f"{text}: {alert.last_error}" if alert.last_error else text
 
 
-def recent_frame(items: Sequence[tuple[Alert, Sequence[Any]]],
+def deliveries_text(alert: Alert, views: Sequence[DeliveryView]) -> str:
+    """Return every recipient's delivery in one cell (what the reader may see of them)."""
+    if views:
+        return "; ".join(delivery_text(v) for v in views)
+    return "waiting for delivery" if alert.status == "pending" else "no Telegram delivery"
+
+
+def recent_frame(items: Sequence[tuple[Alert, Sequence[DeliveryView]]],
                  account_labels: Mapping[int, str]) -> pd.DataFrame:
     """Return recent alerts as a table: one row per alert, every recipient's delivery in one cell.
 
@@ -110,7 +120,7 @@ def recent_frame(items: Sequence[tuple[Alert, Sequence[Any]]],
         "Severity": alert.severity,
         "Title": alert.title,
         "Outbox": outbox_text(alert),
-        "Delivery": "; ".join(delivery_text(v) for v in views) or "not delivered yet",
+        "Delivery": deliveries_text(alert, views),
     } for alert, views in items]
     return pd.DataFrame(rows, columns=RECENT_COLUMNS)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, time
 from decimal import Decimal
-from types import SimpleNamespace
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -19,7 +18,7 @@ from core import alerts
 from core.alert_types import AlertType, Mode
 from core.clock import IST
 from core.domain import Role
-from core.services.telegram import LinkCode
+from core.services.telegram import BotInfo, DeliveryView, LinkCode, LinkStatus
 from pages.alerts_parts import (
     CODE,
     NO_BOT,
@@ -68,9 +67,9 @@ def _alert(**changes: object) -> alerts.Alert:
     return alerts.Alert(**values)  # type: ignore[arg-type]
 
 
-def _view(status: str, silent: bool = False, reason: str | None = None) -> SimpleNamespace:
-    return SimpleNamespace(username="priya", display_name="Priya Sharma", status=status,
-                           silent=silent, reason=reason, at=WHEN)
+def _view(status: str, silent: bool = False, reason: str | None = None,
+          name: str = "Priya Sharma") -> DeliveryView:
+    return DeliveryView("priya", name, status, silent, reason, WHEN)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -93,13 +92,11 @@ def test_the_link_code_instruction_names_the_bot_and_the_expiry_is_in_ist() -> N
 
 
 def test_the_link_status_reads_as_a_sentence() -> None:
-    linked = SimpleNamespace(linked=True, telegram_username="priya_s", linked_at=WHEN,
-                             bot_username="bot")
+    linked = LinkStatus(True, "priya_s", WHEN, "bot")
     assert link_text(linked) == "Linked to @priya_s since 2026-11-21 19:32:05 IST."
-    anonymous = SimpleNamespace(linked=True, telegram_username=None, linked_at=WHEN,
-                                bot_username=None)
+    anonymous = LinkStatus(True, None, WHEN, None)
     assert link_text(anonymous).startswith("Linked to your Telegram chat since")
-    assert link_text(SimpleNamespace(linked=False)).startswith("Telegram is not linked")
+    assert link_text(LinkStatus(False, None, None, "bot")).startswith("Telegram is not linked")
 
 
 @pytest.mark.parametrize(("view", "text"), [
@@ -117,35 +114,31 @@ def test_each_recipients_delivery_says_how_and_why(view, text) -> None:
 
 def test_recent_alerts_table_has_one_row_per_alert_with_type_account_and_deliveries() -> None:
     items = [
-        (_alert(), [_view("sent"), SimpleNamespace(username="rahul", display_name="",
-                                                   status="skipped", silent=False,
-                                                   reason="Order filled alerts are off",
-                                                   at=WHEN)]),
+        (_alert(channel="telegram"),
+         [_view("sent"), _view("skipped", reason="Order filled alerts are off", name="")]),
         (_alert(id=8, account_id=None, kind="feed_stalled", severity="warning",
                 title="Feed stalled", status="pending", last_error="Timed out"), []),
-        (_alert(id=9, account_id=99, kind="risk.daily_loss", severity="critical"), []),
+        (_alert(id=9, account_id=99, kind="risk.daily_loss", severity="critical",
+                channel="log"), []),
     ]
     frame = recent_frame(items, {3: "Priya · Trading"})
     assert list(frame["Type"]) == ["Order filled", "System (worker, feed, jobs)",
                                    "Risk limit breach"]
     assert list(frame["Account"]) == ["Priya · Trading", "Household", "#99"]
-    assert list(frame["Outbox"]) == ["sent", "pending: Timed out", "sent"]
-    assert frame["Delivery"][0] == ("Priya Sharma: sent; rahul: skipped (Order filled alerts "
+    assert list(frame["Outbox"]) == ["sent via telegram", "pending: Timed out", "sent via log"]
+    assert frame["Delivery"][0] == ("Priya Sharma: sent; priya: skipped (Order filled alerts "
                                     "are off)")
-    assert frame["Delivery"][1] == "not delivered yet"
+    assert list(frame["Delivery"][1:]) == ["waiting for delivery", "no Telegram delivery"]
     assert frame.iloc[0]["Time (IST)"] == "2026-11-21 19:32:05 IST"
     assert recent_frame([], {}).empty
 
 
 def test_the_bot_facts_name_the_source_and_who_set_it() -> None:
-    assert bot_rows(SimpleNamespace(configured=False))[0][1].startswith("no")
-    stored = dict(bot_rows(SimpleNamespace(configured=True, source="household",
-                                           bot_username="sher_bot", set_at=WHEN,
-                                           set_by="rahul")))
+    assert bot_rows(BotInfo(False, None, None, None, None))[0][1].startswith("no")
+    stored = dict(bot_rows(BotInfo(True, "household", "sher_bot", WHEN, "rahul")))
     assert stored["Bot"] == "@sher_bot"
     assert stored["Set by"] == "rahul at 2026-11-21 19:32:05 IST"
-    env = dict(bot_rows(SimpleNamespace(configured=True, source="environment",
-                                        bot_username=None, set_at=None, set_by=None)))
+    env = dict(bot_rows(BotInfo(True, "environment", None, None, None)))
     assert env["Token from"] == "TELEGRAM_BOT_TOKEN"
     assert env["Bot"].startswith("not yet known")
 
@@ -330,3 +323,7 @@ def test_recent_alerts_show_the_outbox_status_and_each_recipients_delivery(desk)
     assert "Priya Sharma: sent" in row["Delivery"]
     assert "skipped (no Telegram chat linked)" in row["Delivery"]  # the others have no chat
     assert at.get("download_button")  # the table can be downloaded as CSV
+
+    viewer = table_of(on_alerts(desk, "aarav"), "Delivery")  # a viewer sees only their own
+    assert viewer[viewer["Title"] == "The feed has stalled"].iloc[0]["Delivery"] == (
+        "Aarav Sharma: skipped (no Telegram chat linked)")
