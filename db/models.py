@@ -772,6 +772,20 @@ class TelegramBotRow(Base):
     set_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class TelegramBotNameRow(Base):
+    """The @username getMe reported for a bot (by its public numeric id), for every process.
+
+    The bot process records it; the app shows "send /start CODE to @name" from it, also for the
+    ``TELEGRAM_BOT_TOKEN`` bot, whose token is not in the database.
+    """
+
+    __tablename__ = "telegram_bot_names"
+
+    bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    username: Mapped[str] = mapped_column(String(64))
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class TelegramLinkRow(Base):
     """One Telegram chat bound to one user (a member's phone); one chat per user and vice versa."""
 

@@ -19,7 +19,7 @@ from core.clock import now_ist
 from core.domain import Actor
 from core.errors import PermissionDenied, ValidationError
 from core.services import Services
-from core.services.telegram import CODE_ALPHABET, BotTarget, LinkCode, code_hash
+from core.services.telegram import CODE_ALPHABET, BotTarget, LinkCode, TelegramService, code_hash
 from core.services.telegram_delivery import NOT_LINKED
 from db.models import (
     AccountRow,
@@ -129,6 +129,10 @@ def test_clearing_the_token_falls_back_to_the_environment_bot(
         (OTHER_TOKEN, None)]
     services.telegram.set_bot_username(OTHER_TOKEN, "@sher_family_bot")
     assert services.telegram.bot_info(rahul).bot_username == "sher_family_bot"
+    # The app is another process: it reads the name the bot process recorded.
+    app = TelegramService(services.db, services.telegram.settings, services.household)
+    assert app.bot_info(rahul).bot_username == "sher_family_bot"
+    assert app.link_status(login("aarav")).bot_username == "sher_family_bot"
 
 
 def test_getme_username_is_recorded_for_the_households_using_that_token(

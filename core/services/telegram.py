@@ -33,6 +33,7 @@ from core.services.telegram_prefs import UNCHANGED, TelegramPrefs
 from db.engine import Database
 from db.models import (
     MemberRow,
+    TelegramBotNameRow,
     TelegramBotRow,
     TelegramLinkCodeRow,
     TelegramLinkRow,
@@ -114,7 +115,6 @@ class TelegramService(TelegramPrefs, TelegramDeliveries):
         """Bind to the database; ``household`` answers who may view an account."""
         super().__init__(db, settings)
         self.household = household
-        self._env_username: str | None = None  # getMe of TELEGRAM_BOT_TOKEN, this process only
 
     # -- bot token ---------------------------------------------------------------------------
     def _box(self) -> SecretBox:
@@ -131,8 +131,9 @@ class TelegramService(TelegramPrefs, TelegramDeliveries):
         if row is not None:
             by = session.scalar(select(UserRow.username).where(UserRow.id == row.set_by_user_id))
             return BotInfo(True, "household", row.bot_username, to_ist(row.set_at), by)
-        if self._env_token() is not None:
-            return BotInfo(True, "environment", self._env_username, None, None)
+        env = self._env_token()
+        if env is not None:
+            return BotInfo(True, "environment", self._bot_name(session, env), None, None)
         return BotInfo(False, None, None, None, None)
 
     def _require_manager(self, session: Session, actor: Actor, action: str) -> None:
@@ -219,12 +220,28 @@ class TelegramService(TelegramPrefs, TelegramDeliveries):
             targets.insert(0, BotTarget(env, None))
         return targets
 
+    @staticmethod
+    def _bot_id(token: str) -> int:
+        """Return a token's public part: the bot's numeric id (before the colon)."""
+        return int(token.partition(":")[0])
+
+    def _bot_name(self, session: Session, token: str) -> str | None:
+        """Return the @username getMe last reported for ``token``'s bot, if any."""
+        return session.scalar(select(TelegramBotNameRow.username)
+                              .where(TelegramBotNameRow.bot_id == self._bot_id(token)))
+
     def set_bot_username(self, token: str, username: str) -> None:
         """Record what getMe said for ``token`` (system call, for the page's "send /start")."""
         name = username.strip().lstrip("@")[:64] or None
-        if token == self._env_token():
-            self._env_username = name
+        if name is None:
+            return
         with self.db.transaction() as session:
+            bot_id = self._bot_id(token)
+            row = session.get(TelegramBotNameRow, bot_id)
+            if row is None:
+                session.add(TelegramBotNameRow(bot_id=bot_id, username=name))
+            else:
+                row.username, row.seen_at = name, now_ist()
             for household_id, stored in self._stored_tokens(session).items():
                 if stored == token:
                     session.execute(update(TelegramBotRow)

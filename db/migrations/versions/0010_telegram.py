@@ -56,6 +56,12 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_telegram_bots')),
     sa.UniqueConstraint('household_id', name=op.f('uq_telegram_bots_household_id'))
     )
+    op.create_table('telegram_bot_names',
+    sa.Column('bot_id', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.Column('username', sa.String(length=64), nullable=False),
+    sa.Column('seen_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('bot_id', name=op.f('pk_telegram_bot_names'))
+    )
     op.create_table('telegram_link_codes',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -123,6 +129,7 @@ def downgrade() -> None:
 
     op.drop_table('telegram_link_codes')
     op.drop_table('telegram_bots')
+    op.drop_table('telegram_bot_names')
     op.drop_table('notification_settings')
     with op.batch_alter_table('alert_preferences', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_alert_preferences_user_id'))
