@@ -22,6 +22,7 @@ from core.services.telegram import BotInfo, DeliveryView, LinkCode, LinkStatus
 from pages.alerts_parts import (
     CODE,
     NO_BOT,
+    NO_NAME,
     bot_rows,
     delivery_text,
     expiry_text,
@@ -327,3 +328,18 @@ def test_recent_alerts_show_the_outbox_status_and_each_recipients_delivery(desk)
     viewer = table_of(on_alerts(desk, "aarav"), "Delivery")  # a viewer sees only their own
     assert viewer[viewer["Title"] == "The feed has stalled"].iloc[0]["Delivery"] == (
         "Aarav Sharma: skipped (no Telegram chat linked)")
+
+
+def test_with_the_telegram_channel_and_an_environment_bot_the_page_says_so(
+        desk, monkeypatch) -> None:
+    monkeypatch.setenv("ALERT_CHANNEL", "telegram")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    at = on_alerts(desk, "rahul")
+    shown = texts(at)
+    assert "Alerts are written to the log" not in shown
+    assert "**Token from:** TELEGRAM_BOT_TOKEN" in shown
+    assert "**Set by:** the server's environment" in shown
+    assert "alerts_bot_clear" not in keys(at)  # nothing stored here to remove
+    at.button(key="alerts_connect").click().run()
+    assert NO_NAME in texts(at) and NO_BOT not in texts(at)
+    assert TOKEN.partition(":")[2] not in _rendered(at)
