@@ -41,11 +41,6 @@ NO_NAME = ("The bot's @username is not known yet: the bot process (`python -m jo
 # ----------------------------------------------------------------------------------------------
 
 
-def hhmm(moment: time | None) -> str:
-    """Return a wall-clock time as ``HH:MM`` (``—`` for none)."""
-    return "—" if moment is None else f"{moment:%H:%M}"
-
-
 def expiry_text(expires_at: datetime) -> str:
     """Return when a link code stops working, in IST: ``19:42 IST (2026-11-21)``."""
     local = to_ist(expires_at)
