@@ -8,23 +8,44 @@ python-telegram-bot Application of :mod:`jobs.telegram_bot` against
 
 from __future__ import annotations
 
+import asyncio
 import html
+import logging
 import re
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
+from html.parser import HTMLParser
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from core.alert_types import AlertType, Mode
 from core.clock import now_ist
+from core.domain import Actor
 from core.errors import PermissionDenied, ValidationError
 from core.services import Services
-from core.services.telegram_replies import PanicPlan, TelegramReplies
+from core.services.telegram_replies import REFUSAL, PanicPlan, TelegramReplies
 from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
-from db.models import OrderRow, RiskStateRow, SignalRow
+from db.engine import Database
+from db.models import (
+    AlertOutboxRow,
+    HouseholdRow,
+    OrderRow,
+    RiskStateRow,
+    SignalRow,
+    WorkerLockRow,
+)
 from engines.risk_types import Scope, StateKind, StatePhase
 from engines.signal_types import Action, Direction, Regime
+from jobs import telegram_commands
+from jobs.telegram_bot import RedactTokens, TelegramBotProcess, WorkerWatch
+from tests.conftest import make_settings
+from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi, SentMessage
 from tests.support.market import open_market, tick
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -279,3 +300,369 @@ def test_an_unknown_alert_type_or_mode_is_refused_naming_the_choices(
         replies.change_setting(login("aarav"), "orders", "off")
     with pytest.raises(ValidationError, match="Unknown mode 'loud'; choose one of on, silent"):
         replies.change_setting(login("aarav"), "signal", "loud")
+
+
+# ----------------------------------------------------------------------------------------------
+# The real bot against the fake Bot API
+# ----------------------------------------------------------------------------------------------
+
+TOKEN = DEFAULT_TOKEN
+OTHER_TOKEN = "987654321:BBF-another-fake-token-for-tests-11111"
+ALLOWED_TAGS = frozenset({"b", "i", "code", "pre"})
+CHATS = {"rahul": 5001, "priya": 5002, "kamla": 5003, "aarav": 5004}
+STRANGER = 6666
+
+
+class _TagCheck(HTMLParser):
+    """Checks Telegram HTML: only the tags the bot uses, each closed in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        assert tag in ALLOWED_TAGS, tag
+        self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.open and self.open.pop() == tag, tag
+
+
+def _valid_html(text: str) -> None:
+    check = _TagCheck()
+    check.feed(text)
+    check.close()
+    assert not check.open, text
+
+
+class RunningBot:
+    """``TelegramBotProcess`` on its own thread and event loop, stopped on exit."""
+
+    def __init__(self, process: TelegramBotProcess) -> None:
+        self.process = process
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, name="test-telegram-bot")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.process.run(self.stop))
+        self.loop.close()
+
+    def __enter__(self) -> RunningBot:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(timeout=20)
+        assert not self.thread.is_alive(), "the bot process did not stop"
+
+
+def _bot_services(url: str, base_url: str, token: str | None = TOKEN,
+                  **settings: object) -> Services:
+    return Services(Database(url), make_settings(url, telegram_bot_token=token,
+                                                 telegram_base_url=base_url, **settings))
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBotApi]:
+    with FakeBotApi(tokens=(TOKEN, OTHER_TOKEN)) as api:
+        yield api
+
+
+@pytest.fixture
+def bot(services: Services, demo_url: str, fake: FakeBotApi) -> Iterator[Services]:
+    """The bot process running over the demo desk (the env token), polling the fake."""
+    bot_services = _bot_services(demo_url, fake.base_url)
+    process = TelegramBotProcess(bot_services, recheck_s=0.3, watch_s=3600, poll_timeout=1,
+                                 dispatcher_factory=lambda _process: None)
+    with RunningBot(process):
+        fake.wait_for(lambda: (TOKEN, "getUpdates") in fake.calls)
+        yield bot_services
+    bot_services.db.dispose()
+
+
+def ask(fake: FakeBotApi, chat: int, text: str, replies: int = 1) -> list[SentMessage]:
+    """Send ``text`` from ``chat``; return the bot's next ``replies`` messages to it."""
+    before = len(fake.messages_to(chat))
+    fake.push_message(chat, text, username=f"user{chat}")
+    fake.wait_for(lambda: len(fake.messages_to(chat)) >= before + replies)
+    new = fake.messages_to(chat)[before:]
+    for message in new:
+        assert message.parse_mode == "HTML"
+        _valid_html(message.text)
+    return new
+
+
+def link(services: Services, fake: FakeBotApi, actor: Actor, chat: int) -> str:
+    code = services.telegram.create_link_code(actor).code
+    return _text(ask(fake, chat, f"/start {code}")[0].text)
+
+
+def test_a_member_links_her_chat_with_a_fresh_code_and_the_bot_names_her(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    priya = login("priya")
+    reply = link(services, fake, priya, CHATS["priya"])
+    assert "Telegram linked" in reply and "Priya Sharma" in reply and "/pnl" in reply
+    status = services.telegram.link_status(priya)
+    assert status.linked and status.telegram_username == f"user{CHATS['priya']}"
+    assert status.bot_username is None or status.bot_username == "sher_test_bot"
+    assert [c["command"] for c in fake.commands[TOKEN]][:3] == ["pnl", "positions", "orders"]
+
+
+def test_an_expired_code_and_a_reused_code_are_refused_with_the_rule(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    kamla = login("kamla")
+    old = services.telegram.create_link_code(kamla, now=now_ist() - timedelta(minutes=11))
+    reply = _text(ask(fake, CHATS["kamla"], f"/start {old.code}")[0].text)
+    assert f"Link code {old.code} expired at" in reply and "IST" in reply
+    assert not services.telegram.link_status(kamla).linked
+    code = services.telegram.create_link_code(kamla).code
+    assert "Telegram linked" in _text(ask(fake, CHATS["kamla"], f"/start {code}")[0].text)
+    again = _text(ask(fake, STRANGER, f"/start {code}")[0].text)
+    assert f"Link code {code} was already used" in again
+    assert services.telegram.actor_for_chat(STRANGER, None) is None
+
+
+def test_an_unlinked_chat_gets_only_the_polite_refusal_whatever_it_sends(
+    bot: Services, fake: FakeBotApi, trading_day,
+) -> None:
+    for text in ("/pnl", "/positions", "/panic", "/status", "/settings signal off", "hello"):
+        (reply,) = ask(fake, STRANGER, text)
+        assert _text(reply.text) == _text(REFUSAL)
+        assert reply.reply_markup is None
+    fake.wait_for(lambda: True)
+    assert len(fake.messages_to(STRANGER)) == 6  # one reply each, nothing more
+    assert "Open SHER" not in _text(ask(fake, STRANGER, "/start")[0].text)
+
+
+@pytest.mark.parametrize("username", ROLES)
+def test_every_command_answers_each_role_with_what_it_may_see(
+    services: Services, bot: Services, fake: FakeBotApi, login, trading_day, username: str,
+) -> None:
+    chat = CHATS[username]
+    link(services, fake, login(username), chat)
+    answers = {command: _text(ask(fake, chat, f"/{command}")[0].text)
+               for command in ("help", "pnl", "positions", "orders", "signals", "strategies",
+                               "status", "settings")}
+    assert answers["help"].startswith("SHER for")
+    assert "Strategies" in answers["strategies"] and "Status" in answers["status"]
+    assert "Alert settings" in answers["settings"]
+    sees_priya = username in ("rahul", "priya")
+    assert ("SBIN" in answers["positions"]) is sees_priya
+    assert ("Priya · Trading" in answers["pnl"]) is sees_priya
+    assert ("TCS" in answers["orders"]) is (username == "rahul")
+    assert "Something went wrong" not in "".join(answers.values())
+
+
+def test_settings_change_one_type_through_the_bot(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    aarav = login("aarav")
+    link(services, fake, aarav, CHATS["aarav"])
+    reply = _text(ask(fake, CHATS["aarav"], "/settings order_filled silent")[0].text)
+    assert "Alert settings" in reply
+    prefs = services.telegram.notification_prefs(aarav)
+    assert prefs.mode(AlertType.ORDER_FILLED) is Mode.SILENT
+    wrong = _text(ask(fake, CHATS["aarav"], "/settings order_filled")[0].text)
+    assert "takes no words or two" in wrong
+
+
+def test_unlink_stops_the_chat_from_answering(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    kamla = login("kamla")
+    link(services, fake, kamla, CHATS["kamla"])
+    assert "Telegram unlinked" in _text(ask(fake, CHATS["kamla"], "/unlink")[0].text)
+    assert not services.telegram.link_status(kamla).linked
+    assert _text(ask(fake, CHATS["kamla"], "/pnl")[0].text) == _text(REFUSAL)
+
+
+def _buttons(message: SentMessage) -> dict[str, str]:
+    rows = message.reply_markup["inline_keyboard"]
+    return {button["text"]: button["callback_data"] for row in rows for button in row}
+
+
+def _press(fake: FakeBotApi, chat: int, message: SentMessage, label: str,
+           from_chat: int | None = None) -> None:
+    before = len(fake.callback_answers)
+    fake.push_callback(from_chat or chat, message.message_id, _buttons(message)[label])
+    fake.wait_for(lambda: len(fake.callback_answers) > before)
+
+
+def _states(services: Services) -> list[RiskStateRow]:
+    with services.db.transaction() as session:
+        return list(session.scalars(select(RiskStateRow)))
+
+
+def test_a_confirmed_panic_stops_the_member_s_account_and_lists_each_step(
+    services: Services, bot: Services, fake: FakeBotApi, login, trading_day,
+) -> None:
+    _mine, hers = trading_day
+    chat = CHATS["priya"]
+    link(services, fake, login("priya"), chat)
+    (question,) = ask(fake, chat, "/panic")
+    assert "Priya · Trading" in _text(question.text)
+    assert set(_buttons(question)) == {"Confirm panic", "Cancel"}
+    before = len(fake.messages_to(chat))
+    _press(fake, chat, question, "Confirm panic")
+    fake.wait_for(lambda: len(fake.messages_to(chat)) > before, timeout=30)
+    report = _text(fake.messages_to(chat)[-1].text)
+    assert report.startswith("Panic done")
+    assert "ok · cancel order" in report and "ok · close SBIN MIS +20" in report
+    assert any("Panic confirmed by Priya Sharma" in e.get("text", "") for e in fake.edits)
+    (state,) = _states(services)
+    assert (state.kind, state.account_id, state.phase) == (StateKind.PANIC, hers,
+                                                           StatePhase.ACTIVE)
+    with services.db.transaction() as session:
+        resting = session.scalars(select(OrderRow.status).where(
+            OrderRow.account_id == hers, OrderRow.price.is_not(None))).all()
+    assert list(resting) == [OrderStatus.CANCELLED]
+    _press(fake, chat, question, "Confirm panic")  # the same button again: nothing more
+    fake.wait_for(lambda: any("no longer open" in e.get("text", "") for e in fake.edits))
+    assert len(_states(services)) == 1
+
+
+def test_a_cancelled_panic_does_nothing(
+    services: Services, bot: Services, fake: FakeBotApi, login, trading_day,
+) -> None:
+    chat = CHATS["rahul"]
+    link(services, fake, login("rahul"), chat)
+    (question,) = ask(fake, chat, "/panic")
+    assert "whole household" in _text(question.text)
+    _press(fake, chat, question, "Cancel")
+    fake.wait_for(lambda: any("Panic cancelled" in e.get("text", "") for e in fake.edits))
+    assert _states(services) == []
+
+
+def test_a_viewer_s_panic_is_refused_and_no_keyboard_is_offered(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    chat = CHATS["aarav"]
+    link(services, fake, login("aarav"), chat)
+    (reply,) = ask(fake, chat, "/panic")
+    assert "'viewer' may not press panic" in _text(reply.text)
+    assert reply.reply_markup is None
+    assert _states(services) == []
+
+
+def test_a_panic_button_pressed_from_another_chat_or_too_late_does_nothing(
+    services: Services, bot: Services, fake: FakeBotApi, login, trading_day,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chat = CHATS["priya"]
+    link(services, fake, login("priya"), chat)
+    (question,) = ask(fake, chat, "/panic")
+    _press(fake, chat, question, "Confirm panic", from_chat=STRANGER)
+    assert "asked to someone else" in fake.callback_answers[-1].get("text", "")
+    assert _states(services) == []
+    monkeypatch.setattr(telegram_commands, "PANIC_CONFIRM_S", 0.2)
+    time.sleep(0.3)
+    _press(fake, chat, question, "Confirm panic")
+    fake.wait_for(lambda: any("expired" in e.get("text", "") for e in fake.edits))
+    assert _states(services) == []
+
+
+def test_a_refused_token_is_one_log_line_without_the_token_and_other_bots_still_run(
+    services: Services, demo_url: str, login, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    with FakeBotApi(tokens=(OTHER_TOKEN,)) as api:
+        services.telegram.set_bot_token(login("rahul"), OTHER_TOKEN)
+        bot_services = _bot_services(demo_url, api.base_url)  # env TOKEN: unknown to the fake
+        process = TelegramBotProcess(bot_services, recheck_s=0.2, watch_s=3600,
+                                     poll_timeout=1, retry_base_s=60,
+                                     dispatcher_factory=lambda _process: None)
+        with RunningBot(process):
+            api.wait_for(lambda: (OTHER_TOKEN, "getUpdates") in api.calls)
+            time.sleep(1.0)  # several re-checks: the refused bot waits out its 60 s
+            chat = CHATS["kamla"]
+            code = services.telegram.create_link_code(login("kamla")).code
+            api.push_message(chat, f"/start {code}")
+            api.wait_for(lambda: bool(api.messages_to(chat)))
+        bot_services.db.dispose()
+    refused = [r for r in caplog.records if "refused the token" in r.getMessage()]
+    assert len(refused) == 1
+    assert "TELEGRAM_BOT_TOKEN bot" in refused[0].getMessage()
+    ours = [r for r in caplog.records if r.name.startswith("sher")]
+    assert not any(TOKEN in r.getMessage() or OTHER_TOKEN in r.getMessage() for r in ours)
+    assert not any(r.exc_info for r in ours)
+    assert "Telegram linked" in _text(api.messages_to(CHATS["kamla"])[0].text)
+
+
+def test_a_token_added_and_cleared_starts_and_stops_its_bot_without_a_restart(
+    services: Services, demo_url: str, fake: FakeBotApi, login,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    bot_services = _bot_services(demo_url, fake.base_url, token=None)
+    process = TelegramBotProcess(bot_services, recheck_s=0.2, watch_s=3600, poll_timeout=1,
+                                 dispatcher_factory=lambda _process: None)
+    rahul = login("rahul")
+    with RunningBot(process):
+        time.sleep(0.8)
+        assert fake.calls == []
+        services.telegram.set_bot_token(rahul, OTHER_TOKEN)
+        fake.wait_for(lambda: (OTHER_TOKEN, "getUpdates") in fake.calls)
+        assert process.bot_for(rahul.household_id) is not None
+        services.telegram.clear_bot_token(rahul)
+        fake.wait_for(lambda: not process.runners)
+    bot_services.db.dispose()
+    idle = [r for r in caplog.records if "no Telegram bot is configured" in r.getMessage()]
+    assert len(idle) == 1
+
+
+def test_the_process_log_filter_blanks_tokens_in_messages_and_tracebacks() -> None:
+    try:
+        raise ValueError(f"The token `{TOKEN}` was rejected by the server.")
+    except ValueError:
+        record = logging.LogRecord("telegram", logging.ERROR, __file__, 1, "POST %s/getMe",
+                                   (f"http://x/bot{TOKEN}",), sys.exc_info())
+    assert RedactTokens().filter(record)
+    assert record.getMessage() == "POST http://x/bot<token>/getMe"
+    assert record.exc_text is not None and TOKEN not in record.exc_text
+    assert "The token `<token>` was rejected" in record.exc_text
+
+
+# ----------------------------------------------------------------------------------------------
+# The worker watch
+# ----------------------------------------------------------------------------------------------
+
+
+def _age_heartbeat(services: Services, seconds: float) -> None:
+    with services.db.transaction() as session:
+        session.execute(update(WorkerLockRow).values(
+            heartbeat_at=now_ist() - timedelta(seconds=seconds)))
+
+
+def _worker_alerts(services: Services) -> list[tuple[str, str]]:
+    with services.db.transaction() as session:
+        return [tuple(r) for r in session.execute(
+            select(AlertOutboxRow.kind, AlertOutboxRow.severity).where(
+                AlertOutboxRow.kind.like("worker.%")).order_by(AlertOutboxRow.id))]
+
+
+def test_a_worker_down_for_a_minute_alerts_each_household_once_and_again_when_back(
+    services: Services,
+) -> None:
+    watch = WorkerWatch(services)
+    assert watch.check() is None  # never started: no episode to name
+    services.worker.acquire("worker-a")
+    assert watch.check() is None
+    _age_heartbeat(services, 30)
+    assert watch.check() is None  # silent, but not for a minute yet
+    _age_heartbeat(services, 90)
+    assert watch.check() == "down"
+    assert watch.check() is None
+    assert WorkerWatch(services).check() == "down"  # a restarted bot: the same episode...
+    with services.db.transaction() as session:
+        households = len(session.scalars(select(HouseholdRow.id)).all())
+    assert _worker_alerts(services) == [("worker.down", "warning")] * households  # ...once
+    services.worker.beat("worker-a")
+    assert watch.check() == "up"
+    assert watch.check() is None
+    assert _worker_alerts(services) == ([("worker.down", "warning")] * households
+                                        + [("worker.up", "info")] * households)
