@@ -1,6 +1,9 @@
-"""``make run``: migrate, seed the demo household once, run the worker and the app together.
+"""``make run``: migrate, seed the demo household once, run the worker, the Telegram bot
+process and the app together.
 
-Ctrl-C (or SIGTERM) stops both cleanly; if either dies, the other is stopped too.
+The bot process (:mod:`jobs.telegram_bot`) runs beside the worker, not in it, so it can say
+when the worker is down; with no bot token (the demo) it idles, re-checking every 30 s.
+Ctrl-C (or SIGTERM) stops all three cleanly; if one dies, the others are stopped too.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main() -> int:
     _spawn(["-m", "core.marketdata", "load-sample", "--if-empty"]).wait()  # sample once
     os.environ.setdefault("SIGNAL_REFIT", "false")  # the demo's sample data does not grow
     worker = _spawn(["-m", "jobs.worker"])
+    bot = _spawn(["-m", "jobs.telegram_bot"])
     app = _spawn(
         [
             "-m",
@@ -51,7 +55,8 @@ def main() -> int:
             "false",
         ]
     )
-    print(f"SHER: app on http://{APP_HOST}:{APP_PORT} , worker beside it. Ctrl-C stops both.")
+    print(f"SHER: app on http://{APP_HOST}:{APP_PORT} , worker and Telegram bot beside it. "
+          "Ctrl-C stops them all.")
     stopping = False
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
@@ -62,17 +67,17 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _stop)
     code = 0
     while not stopping:
-        for name, proc in (("worker", worker), ("app", app)):
+        for name, proc in (("worker", worker), ("Telegram bot", bot), ("app", app)):
             if proc.poll() is not None:
                 print(f"SHER: the {name} exited with code {proc.returncode}; stopping.")
                 code = proc.returncode or 1
                 stopping = True
         time.sleep(0.5)
-    for proc in (app, worker):
+    for proc in (app, bot, worker):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for proc in (app, worker):
+    for proc in (app, bot, worker):
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:

@@ -1,4 +1,4 @@
-"""`make run`'s launcher: migrate, seed once, app and worker up, Ctrl-C stops both cleanly."""
+"""`make run`'s launcher: migrate, seed once, app, worker and Telegram bot up, Ctrl-C stops all."""
 
 from __future__ import annotations
 
@@ -70,5 +70,8 @@ def test_the_desk_starts_prints_fresh_demo_logins_and_stops_on_ctrl_c(tmp_path) 
     assert "refused" not in out.lower()
     assert "holds the lease" in out
     assert "worker stopped and released the lease" in out, out[-3000:]
+    # the demo has no bot token: the bot process idles, saying so once, and stops with the rest
+    assert out.count("no Telegram bot is configured") == 1, out[-3000:]
+    assert "telegram bot process stopped" in out
     assert "SHER: stopped." in out
     assert not _healthy(port)

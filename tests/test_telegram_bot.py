@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import os
 import re
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -26,6 +29,7 @@ from sqlalchemy import select, update
 
 from core.alert_types import AlertType, Mode
 from core.clock import now_ist
+from core.config import PROJECT_ROOT
 from core.domain import Actor
 from core.errors import PermissionDenied, ValidationError
 from core.services import Services
@@ -44,7 +48,7 @@ from engines.risk_types import Scope, StateKind, StatePhase
 from engines.signal_types import Action, Direction, Regime
 from jobs import telegram_commands
 from jobs.telegram_bot import RedactTokens, TelegramBotProcess, WorkerWatch
-from tests.conftest import make_settings
+from tests.conftest import TEST_SECRET, make_settings
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi, SentMessage
 from tests.support.market import open_market, tick
 
@@ -613,6 +617,28 @@ def test_a_token_added_and_cleared_starts_and_stops_its_bot_without_a_restart(
     bot_services.db.dispose()
     idle = [r for r in caplog.records if "no Telegram bot is configured" in r.getMessage()]
     assert len(idle) == 1
+
+
+def test_the_process_polls_until_sigterm_then_stops_cleanly_without_logging_the_token(
+    demo_url: str, fake: FakeBotApi,
+) -> None:
+    env = {**os.environ, "DATABASE_URL": demo_url, "SECRET_KEY": TEST_SECRET,
+           "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_BASE_URL": fake.base_url,
+           "ALERT_CHANNEL": "log"}
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.telegram_bot"], cwd=PROJECT_ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        fake.wait_for(lambda: (TOKEN, "getUpdates") in fake.calls, timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "TELEGRAM_BOT_TOKEN bot (@sher_test_bot) is polling" in out
+    assert "telegram bot process stopped" in out
+    assert TOKEN not in out and "Traceback" not in out
 
 
 def test_the_process_log_filter_blanks_tokens_in_messages_and_tracebacks() -> None:
