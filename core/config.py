@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         description="SIGNAL_OUTCOME_TIME: IST time on weekdays when the worker marks the "
         "outcomes of journaled signals from the day's bars (after the 15:30 close).",
     )
+    signal_scan_time: time = Field(
+        default=time(15, 50),
+        description="SIGNAL_SCAN_TIME: IST time on NSE trading days when the worker scans the "
+        "universe for signals and alerts each new BUY/SELL at probability 0.50 or more "
+        "(members' own thresholds filter further).",
+    )
     cookie_expiry_days: float = Field(
         default=1.0, ge=0, description="COOKIE_EXPIRY_DAYS: re-login cookie lifetime (0 = off)."
     )

@@ -48,6 +48,11 @@ eod_square_off           weekdays at each MIS square-off  desk    to 15:30    ru
                          time (default 15:15)
 market_close             weekdays 15:30 (trading days)    desk    30 min      runs by 16:00
 pnl_snapshot             weekdays 15:45                   desk    6 h         runs at once
+daily_summary            weekdays every minute 15:35-     memory  1 min       skipped silently
+                         23:59 (trading days)                                 (the next minute
+                                                                              sends what is due)
+signal_alerts            weekdays SIGNAL_SCAN_TIME        desk    6 h         runs at once
+                         (15:50; trading days)
 signal_outcomes          weekdays SIGNAL_OUTCOME_TIME     desk    6 h         runs at once
 signal_model_refit       ModelConfig, 05:30               desk    12 h        runs at once
 signal_calibrator_refit  ModelConfig, 06:00               desk    12 h        runs at once
@@ -70,8 +75,12 @@ Calendar jobs run on weekdays and skip (recorded) days NSE does not trade: ``pre
 loss limits whose day is over; ``market_open`` runs the trading step that releases queued
 after-market orders (the paper exchange releases an AMO on the first open tick; this makes the
 release explicit and recorded); ``market_close`` runs the last trading step and watch on the
-closing prices. T+1 settlement of CNC trades has no job: holdings are derived from trades on
-read (:func:`core.portfolio.build_book`, :func:`core.portfolio.next_settlement_day`).
+closing prices; ``daily_summary`` writes each linked member's P&L summary once their summary
+time has passed (:mod:`core.services.daily_summary`); ``signal_alerts`` scans the universe and
+alerts new BUY/SELL signals at probability 0.50 or more (:mod:`core.services.signal_alerts`;
+skipped while no model is active). T+1 settlement of CNC trades has no job: holdings are
+derived from trades on read (:func:`core.portfolio.build_book`,
+:func:`core.portfolio.next_settlement_day`).
 
 Errors
 ------
@@ -127,8 +136,11 @@ from core.clock import (
 )
 from core.errors import ConfigError, ValidationError, WorkerLockHeld
 from core.services import Services, build_services
+from core.services.daily_summary import EARLIEST as SUMMARY_EARLIEST
+from core.services.daily_summary import DailySummaryService
 from core.services.jobs import JobResult, database_down, error_message, log_failure
 from core.services.risk_watch import WatchReport
+from core.services.signal_alerts import SignalAlertService
 from core.services.worker import new_holder_id
 from db.models import JobOutcome
 from jobs.alert_jobs import AlertJobs
@@ -144,8 +156,9 @@ MEMORY_STORE = "default"  # 1-second jobs, the heartbeat and one-shot jobs
 JOBS_TABLE = "apscheduler_jobs"
 JOBSTORE_RETRY_SECONDS = 2.0  # after a failed read of due jobs, the scheduler tries again
 START_RETRY_SECONDS = 5.0  # a worker whose database is not up yet tries again this often
-# A missed run of these is not recorded: the next one comes within seconds.
-SECOND_JOBS = frozenset({"feed", "trading", "heartbeat", "alert_dispatch"})
+# A missed run of these is not recorded: the next one comes within seconds (the daily summary:
+# within a minute, and it sends whatever is due then).
+SECOND_JOBS = frozenset({"feed", "trading", "heartbeat", "alert_dispatch", "daily_summary"})
 HOUR = 3600
 
 _running: dict[str, Worker] = {}  # "worker": the worker whose jobs run_job runs
@@ -267,6 +280,16 @@ def weekday_cron(at: time, second: int = 0) -> CronTrigger:
                        timezone=IST)
 
 
+def summary_trigger() -> OrTrigger:
+    """Return the daily summary's trigger: every minute from 15:35 to 23:59 IST, weekdays."""
+    first = SUMMARY_EARLIEST
+    return OrTrigger([
+        CronTrigger(day_of_week="mon-fri", hour=first.hour, minute=f"{first.minute}-59",
+                    timezone=IST),
+        CronTrigger(day_of_week="mon-fri", hour=f"{first.hour + 1}-23", minute="*",
+                    timezone=IST)])
+
+
 def _seconds_between(start: time, end: time) -> int:
     return (end.hour - start.hour) * HOUR + (end.minute - start.minute) * 60
 
@@ -301,6 +324,9 @@ class Worker:
         self._desk_ids: set[str] = set()  # the jobs this worker keeps in the desk's store
         self._triggers: dict[str, Any] = {}  # name -> APScheduler trigger
         self.alert_jobs = AlertJobs(services)
+        self.daily_summary = DailySummaryService(services.pnl_snapshots)
+        self.signal_alerts = SignalAlertService(services.db, services.settings,
+                                                services.signals)
         self._stop_requested = False  # a SIGINT/SIGTERM arrived
         self._stopped_jobs: dict[str, str] = {}  # name -> why (a configuration error)
         self._sleep: Callable[[float], None] = time_module.sleep
@@ -486,6 +512,23 @@ class Worker:
         if now_ist().time() >= PNL_SNAPSHOT_AT:
             self._run_now("pnl_snapshot", self.pnl_snapshot)
 
+    def daily_summaries(self) -> JobResult:
+        """Every minute after the close: write the P&L summaries that are due (trading days)."""
+        report = self.daily_summary.run(now_ist())
+        if report.skipped:
+            return JobResult.skipped(report.summary())
+        if report.written:
+            log.info("%s", report.summary())
+        return JobResult.ok(report.summary())
+
+    def scan_signal_alerts(self) -> JobResult:
+        """After the close on trading days: alert new BUY/SELL signals at probability >= 0.50."""
+        report = self.signal_alerts.run(now_ist())
+        log.info("%s", report.summary())
+        if report.skipped:
+            return JobResult.skipped(report.summary())
+        return JobResult.ok(report.summary())
+
     # -- the market day ---------------------------------------------------------------------
     @staticmethod
     def _not_trading(now: datetime) -> JobResult | None:
@@ -643,6 +686,9 @@ class Worker:
         cfg = self.services.models.cfg
         self._add(self.mark_signal_outcomes, weekday_cron(settings.signal_outcome_time),
                   id="signal_outcomes", coalesce=True, misfire_grace_time=6 * HOUR)
+        self._add(self.scan_signal_alerts, weekday_cron(settings.signal_scan_time),
+                  id="signal_alerts", coalesce=True, max_instances=1,
+                  misfire_grace_time=6 * HOUR)
         if settings.signal_refit:  # off in the demo (its sample data does not grow)
             self._add(
                 self.retrain_signal_model,
@@ -671,6 +717,8 @@ class Worker:
                   misfire_grace_time=_seconds_between(MARKET_CLOSE, CLOSING_SESSION_END))
         self._add(self.pnl_snapshot, weekday_cron(PNL_SNAPSHOT_AT),  # after the 15:30 close
                   id="pnl_snapshot", coalesce=True, misfire_grace_time=6 * HOUR)
+        self._add(self.daily_summaries, summary_trigger(), id="daily_summary",
+                  store=MEMORY_STORE, coalesce=True, max_instances=1, misfire_grace_time=60)
 
     def schedule(self) -> None:
         """Register the jobs (stored ones in the desk's database) and prune stale stored ones."""

@@ -26,6 +26,7 @@ from core.services import Services
 from core.trading import GttLeg, OrderRequest, OrderStatus, OrderType, Product, Side, Validity
 from db.models import AlertOutboxRow, OrderRow
 from tests.support.market import open_market, tick
+from tests.support.outbox import alert_rows
 from tests.test_orders import _buy  # a 10 INFY CNC LIMIT buy at ₹1,500.00
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -45,12 +46,7 @@ def account(services: Services, priya: Actor) -> int:
 
 
 def _order_alerts(services: Services) -> list[AlertOutboxRow]:
-    with services.db.transaction() as session:
-        rows = list(session.scalars(select(AlertOutboxRow)
-                                    .where(AlertOutboxRow.kind.like("order.%"))
-                                    .order_by(AlertOutboxRow.id)))
-        session.expunge_all()
-    return rows
+    return alert_rows(services, AlertOutboxRow.kind.like("order.%"))
 
 
 def _kinds(services: Services) -> list[str]:

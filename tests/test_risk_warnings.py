@@ -10,7 +10,6 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
 
 from core.clock import now_ist
 from core.domain import Actor
@@ -21,6 +20,7 @@ from core.trading import OrderRequest, OrderType, Product, Side
 from db.models import AlertOutboxRow
 from engines.risk_types import MtmLimit, RiskLimits, Scope, StateKind
 from tests.support.market import open_market, tick
+from tests.support.outbox import alert_rows
 
 LAKH = Decimal(100_000)
 LIMITS = RiskLimits()  # daily 2 %, weekly 5 % of capital
@@ -105,11 +105,7 @@ def _hold_100_sbin(services: Services, priya: Actor) -> int:
 
 
 def _warnings(services: Services) -> list[AlertOutboxRow]:
-    with services.db.transaction() as session:
-        rows = list(session.scalars(select(AlertOutboxRow).where(
-            AlertOutboxRow.kind.like("risk.warning.%")).order_by(AlertOutboxRow.id)))
-        session.expunge_all()
-    return rows
+    return alert_rows(services, AlertOutboxRow.kind.like("risk.warning.%"))
 
 
 @pytest.mark.usefixtures("backend")

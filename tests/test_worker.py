@@ -160,6 +160,32 @@ def test_with_refits_off_as_in_the_demo_the_worker_schedules_no_model_refit(
     assert not {"signal_model_refit", "signal_calibrator_refit"} & jobs
 
 
+def test_the_worker_sends_summaries_every_minute_after_the_close_and_scans_for_signal_alerts(
+        services) -> None:
+    from datetime import datetime, time
+
+    from core.clock import IST
+    from jobs.worker import SECOND_JOBS
+
+    services.settings = services.settings.model_copy(
+        update={"signal_scan_time": time(16, 5)})  # SIGNAL_SCAN_TIME
+    worker = Worker(services)
+    worker.schedule()
+    jobs = {job.id: job for job in worker.scheduler.get_jobs()}
+    friday = datetime(2026, 11, 20, 15, 0, tzinfo=IST)
+    summary = jobs["daily_summary"]
+    assert "daily_summary" not in worker._desk_ids and "daily_summary" in SECOND_JOBS  # memory
+    assert summary.trigger.get_next_fire_time(None, friday) == friday.replace(minute=35)
+    assert summary.trigger.get_next_fire_time(None, friday.replace(hour=16, second=1)) == (
+        friday.replace(hour=16, minute=1))
+    assert summary.trigger.get_next_fire_time(None, friday.replace(hour=23, minute=59,
+                                                                   second=1)) == datetime(
+        2026, 11, 23, 15, 35, tzinfo=IST)  # Monday: none overnight or at the weekend
+    scan = jobs["signal_alerts"]
+    assert "signal_alerts" in worker._desk_ids and scan.misfire_grace_time == 6 * 3600
+    assert scan.trigger.get_next_fire_time(None, friday) == friday.replace(hour=16, minute=5)
+
+
 def test_a_refit_frequency_the_worker_cannot_schedule_is_a_config_error() -> None:
     from core.errors import ConfigError
     from jobs.worker import refit_trigger
