@@ -26,7 +26,13 @@ from core.services.daily_summary import (
 )
 from core.services.trade_book import load_trades
 from core.trading import ZERO, OrderRequest, OrderType, Product, Side
-from db.models import AlertOutboxRow, NotificationSettingsRow, TelegramLinkRow, UserRow
+from db.models import (
+    AlertOutboxRow,
+    AlertPreferenceRow,
+    NotificationSettingsRow,
+    TelegramLinkRow,
+    UserRow,
+)
 from jobs.worker import Worker
 from tests.support.market import open_market, tick
 from tests.support.outbox import alert_rows
@@ -163,6 +169,15 @@ def test_a_viewer_gets_only_the_accounts_they_may_view(desk: Services, login) ->
     (alert,) = _summaries(desk)
     assert alert.body.splitlines()[1] == "Rahul · Long-term: ₹0.00"
     assert "Total (1 account): ₹0.00" in alert.body and "Priya" not in alert.body
+
+
+def test_a_member_who_turned_the_daily_summary_off_gets_none(desk: Services) -> None:
+    priya_id = _link(desk, "priya", time(15, 35))
+    _link(desk, "rahul", time(15, 35))
+    with desk.db.transaction() as session:
+        session.add(AlertPreferenceRow(user_id=priya_id, alert_type="daily_summary",
+                                       mode="off"))
+    assert _summary_service(desk).run(at(15, 40)).written == ["rahul"]
 
 
 def test_no_summary_is_written_on_a_day_nse_does_not_trade(desk: Services) -> None:

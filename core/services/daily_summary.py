@@ -3,7 +3,8 @@
 The worker runs :meth:`DailySummaryService.run` every minute from :data:`EARLIEST` (after the
 15:30 close) to midnight IST on NSE trading days. A member gets a summary when
 
-- their Telegram chat is linked (``telegram_links``) and their login is active;
+- their Telegram chat is linked (``telegram_links``), their login is active, and they have not
+  turned the daily summary off (``alert_preferences``);
 - their summary time has passed: ``notification_settings.daily_summary_time`` (IST), or
   :data:`DEFAULT_TIME` when they have no settings row; NULL there means no summary;
 - none was written for them that day (dedupe key ``summary:<user id>:<date>``).
@@ -22,9 +23,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from core import alerts, portfolio
+from core.alert_types import AlertType, Mode
 from core.clock import is_trading_day, to_ist
 from core.domain import Account, Actor
 from core.money import inr
@@ -34,6 +36,7 @@ from core.services.trade_book import load_trades
 from core.trading import ZERO
 from db.models import (
     AlertOutboxRow,
+    AlertPreferenceRow,
     MemberRow,
     NotificationSettingsRow,
     PnlSnapshotRow,
@@ -158,7 +161,13 @@ class DailySummaryService(ServiceBase):
                 .outerjoin(MemberRow, MemberRow.user_id == UserRow.id)
                 .outerjoin(NotificationSettingsRow,
                            NotificationSettingsRow.user_id == UserRow.id)
-                .where(UserRow.is_active.is_(True)).order_by(UserRow.id)).all()
+                .outerjoin(AlertPreferenceRow, and_(
+                    AlertPreferenceRow.user_id == UserRow.id,
+                    AlertPreferenceRow.alert_type == AlertType.DAILY_SUMMARY.value))
+                .where(UserRow.is_active.is_(True),
+                       or_(AlertPreferenceRow.mode.is_(None),
+                           AlertPreferenceRow.mode != Mode.OFF.value))
+                .order_by(UserRow.id)).all()
             due: dict[str, Actor] = {}
             for ident, username, name, role, household_id, member_id, has_settings, chosen \
                     in rows:
