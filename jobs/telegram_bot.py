@@ -67,6 +67,8 @@ RETRY_BASE_S = 30.0
 RETRY_CAP_S = 600.0
 #: Long-poll timeout of getUpdates, seconds.
 POLL_TIMEOUT_S = 10.0
+#: Seconds the outbox dispatcher gets to finish and give unsent alerts back at stop.
+DISPATCH_STOP_S = 15.0
 #: Polling errors of one bot are logged at most once in this many seconds.
 POLL_ERROR_LOG_S = 300.0
 _TOKEN_RE = re.compile(r"\d{5,}:[A-Za-z0-9_-]{30,}")
@@ -254,6 +256,7 @@ class TelegramBotProcess:
         self.dispatcher_factory = dispatcher_factory or _default_dispatcher
         self.dispatcher: Any = None
         self._dispatch_task: asyncio.Task[Any] | None = None
+        self._dispatch_stop = asyncio.Event()
         self._idle_said = False
 
     # -- bots -------------------------------------------------------------------------------
@@ -344,33 +347,35 @@ class TelegramBotProcess:
                       safe_error(exc))
 
     async def _ensure_dispatcher(self) -> None:
+        """Start the outbox dispatcher once, when alerts go to Telegram."""
         if self.services.settings.alert_channel != "telegram" or self._dispatch_task is not None:
             return
         self.dispatcher = self.dispatcher_factory(self)
         if self.dispatcher is None:
             return
-        self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="telegram-outbox")
+        self._dispatch_stop = asyncio.Event()
+        self._dispatch_task = asyncio.create_task(self.dispatcher.run(self._dispatch_stop),
+                                                  name="telegram-outbox")
         log.info("delivering alerts to Telegram (ALERT_CHANNEL=telegram)")
 
     async def _stop_dispatcher(self) -> None:
+        """Stop the dispatcher: alerts in flight finish briefly, the rest go back."""
         task, self._dispatch_task = self._dispatch_task, None
         if task is None:
             return
-        stopper = getattr(self.dispatcher, "stop", None)
-        if stopper is not None:
-            result = stopper()
-            if asyncio.iscoroutine(result):
-                await result
+        self._dispatch_stop.set()
         try:
-            await asyncio.wait_for(task, timeout=10)
-        except (TimeoutError, asyncio.CancelledError):
-            task.cancel()
+            await asyncio.wait_for(task, timeout=DISPATCH_STOP_S)
+        except TimeoutError:
+            log.warning("telegram outbox dispatcher did not stop within %.0f s; cancelled",
+                        DISPATCH_STOP_S)
         except Exception as exc:
-            log.error("telegram outbox dispatcher failed: %s", safe_error(exc))
+            log.error("telegram outbox dispatcher failed: %s: %s", type(exc).__name__,
+                      safe_error(exc))
 
 
 def _default_dispatcher(process: TelegramBotProcess) -> Any:
-    """Return engineer E's dispatcher over the process's bots."""
+    """Return the outbox dispatcher (:mod:`jobs.telegram_dispatch`) over the process's bots."""
     from jobs.telegram_dispatch import TelegramDispatcher
 
     return TelegramDispatcher(process.services, process.bot_for)

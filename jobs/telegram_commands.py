@@ -35,7 +35,7 @@ from telegram import (
     LinkPreviewOptions,
     Update,
 )
-from telegram.constants import ParseMode
+from telegram.constants import ChatType, ParseMode
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -127,7 +127,13 @@ class CommandHandlers:
         chat = update.effective_chat
         if chat is None:
             return None
-        actor = await self._actor(chat.id)
+        try:
+            actor = await self._actor(chat.id)
+        except Exception as exc:  # the database is down, say: tell the user, log one line
+            log.error("telegram: finding the member of chat %s failed: %s: %s", chat.id,
+                      type(exc).__name__, safe_error(exc))
+            await self._send(update, tf.esc(SOMETHING_WRONG))
+            return None
         if actor is None:
             await self._send(update, REFUSAL)
             return None
@@ -164,18 +170,23 @@ class CommandHandlers:
         chat, message = update.effective_chat, update.effective_message
         if chat is None or message is None:
             return
+        replies = self.services.telegram_replies
         if not context.args:
-            actor = await self._actor(chat.id)
-            if actor is None:
-                await self._send(update, "Welcome to SHER. " + HOW_TO_LINK)
-            else:
-                await self._send(update, await self._safely("/start", chat.id,
-                                                            self.services.telegram_replies.welcome,
-                                                            actor))
+
+            def greet() -> str:
+                actor = self.services.telegram.actor_for_chat(chat.id, self.household_ids)
+                return "Welcome to SHER. " + HOW_TO_LINK if actor is None else replies.welcome(
+                    actor)
+
+            await self._send(update, await self._safely("/start", chat.id, greet))
+            return
+        if chat.type != ChatType.PRIVATE:
+            await self._send(update, tf.esc(
+                "Link SHER in a private chat with the bot, not in a group: what it sends is "
+                "for one member's eyes."))
             return
         user = update.effective_user
         username = user.username if user is not None else None
-        replies = self.services.telegram_replies
 
         def link() -> str:
             actor = self.services.telegram.link_chat(context.args[0] if context.args else "",

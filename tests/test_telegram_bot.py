@@ -410,9 +410,9 @@ def test_a_member_links_her_chat_with_a_fresh_code_and_the_bot_names_her(
     priya = login("priya")
     reply = link(services, fake, priya, CHATS["priya"])
     assert "Telegram linked" in reply and "Priya Sharma" in reply and "/pnl" in reply
-    status = services.telegram.link_status(priya)
+    status = bot.telegram.link_status(priya)  # a desk whose TELEGRAM_BOT_TOKEN is the bot's
     assert status.linked and status.telegram_username == f"user{CHATS['priya']}"
-    assert status.bot_username is None or status.bot_username == "sher_test_bot"
+    assert status.bot_username == "sher_test_bot"  # what getMe said, for the Alerts page
     assert [c["command"] for c in fake.commands[TOKEN]][:3] == ["pnl", "positions", "orders"]
 
 
@@ -440,7 +440,8 @@ def test_an_unlinked_chat_gets_only_the_polite_refusal_whatever_it_sends(
         assert reply.reply_markup is None
     fake.wait_for(lambda: True)
     assert len(fake.messages_to(STRANGER)) == 6  # one reply each, nothing more
-    assert "Open SHER" not in _text(ask(fake, STRANGER, "/start")[0].text)
+    welcome = _text(ask(fake, STRANGER, "/start")[0].text)
+    assert welcome.startswith("Welcome to SHER. To link this chat") and "/start CODE" in welcome
 
 
 @pytest.mark.parametrize("username", ROLES)
@@ -483,6 +484,23 @@ def test_unlink_stops_the_chat_from_answering(
     assert "Telegram unlinked" in _text(ask(fake, CHATS["kamla"], "/unlink")[0].text)
     assert not services.telegram.link_status(kamla).linked
     assert _text(ask(fake, CHATS["kamla"], "/pnl")[0].text) == _text(REFUSAL)
+
+
+def test_an_unexpected_error_is_a_plain_apology_and_one_log_line_without_secrets(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    link(services, fake, login("priya"), CHATS["priya"])
+
+    def broken(_actor: Actor) -> str:
+        raise RuntimeError(f"connection to http://x/bot{TOKEN}/getMe reset\nsecond line")
+
+    monkeypatch.setattr(bot.telegram_replies, "pnl", broken)
+    (reply,) = ask(fake, CHATS["priya"], "/pnl")
+    assert _text(reply.text) == telegram_commands.SOMETHING_WRONG
+    lines = [r.getMessage() for r in caplog.records if r.name == "sher.telegram.commands"]
+    assert len(lines) == 1 and "/pnl" in lines[0] and "RuntimeError" in lines[0]
+    assert TOKEN not in lines[0] and "second line" not in lines[0]
 
 
 def _buttons(message: SentMessage) -> dict[str, str]:
@@ -692,3 +710,4 @@ def test_a_worker_down_for_a_minute_alerts_each_household_once_and_again_when_ba
     assert watch.check() is None
     assert _worker_alerts(services) == ([("worker.down", "warning")] * households
                                         + [("worker.up", "info")] * households)
+
