@@ -28,7 +28,9 @@ dispatch run drains up to :data:`DISPATCH_ROUNDS` batches of :data:`DISPATCH_BAT
 Errors: a :class:`~core.errors.ConfigError` (unknown ``ALERT_CHANNEL``, a channel without its
 token) stops delivery: the job reports it as failed once, then skips (saying why) and re-checks
 every :data:`CONFIG_RECHECK_S` seconds, so a channel reading a fixed setting live needs no
-restart. Any other error fails that run and the next run tries again.
+restart. Any other error fails that run and the next run tries again. With
+``ALERT_CHANNEL=telegram`` the dispatch job skips every run: the Telegram bot process
+(:mod:`jobs.telegram_dispatch`) delivers the outbox under Telegram's rate limits.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ DISPATCH_BATCH = 100
 DISPATCH_ROUNDS = 10
 CONFIG_RECHECK_S = 300.0
 LOGOUT_ALERT_DELAY = timedelta(minutes=1)
+TELEGRAM_CHANNEL = "telegram"
+BOT_DELIVERS = "alerts are delivered by the Telegram bot process (python -m jobs.telegram_bot)"
 
 #: APScheduler's in-memory job store alias (the worker's ``MEMORY_STORE``).
 MEMORY_STORE = "default"
@@ -73,7 +77,12 @@ class AlertJobs:
         self._stopped_at = 0.0
 
     def dispatch_alerts(self) -> JobResult | None:
-        """Deliver due alerts in batches; None (ok, nothing written) when none were due."""
+        """Deliver due alerts in batches; None (ok, nothing written) when none were due.
+
+        With ``ALERT_CHANNEL=telegram`` the run is skipped: the Telegram bot process delivers.
+        """
+        if self.services.settings.alert_channel == TELEGRAM_CHANNEL:
+            return JobResult.skipped(BOT_DELIVERS)
         if self._stopped and time.monotonic() - self._stopped_at < CONFIG_RECHECK_S:
             return JobResult.skipped(self._stopped)
         reports: list[DispatchReport] = []

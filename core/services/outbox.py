@@ -3,7 +3,9 @@
 :func:`core.alerts.enqueue` writes an alert (``pending``, due at once) in the transaction of
 the change that caused it; :meth:`OutboxService.dispatch` (the worker runs it every few
 seconds) delivers it through the configured :class:`Channel` (``ALERT_CHANNEL``; ``log`` by
-default, Telegram when that issue registers its channel).
+default). With ``ALERT_CHANNEL=telegram`` the Telegram bot process delivers instead
+(:mod:`jobs.telegram_dispatch`): it takes alerts with :meth:`OutboxService.claim`, sends them
+itself under Telegram's rate limits and settles each with :meth:`OutboxService.record`.
 
 Claiming, so two dispatchers never send one alert twice: in one short transaction the due
 ids are read (on PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED``, so concurrent dispatchers
@@ -38,7 +40,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.alerts import Alert, to_alert
@@ -47,7 +49,7 @@ from core.config import Settings
 from core.errors import ConfigError, ValidationError
 from core.services.base import ServiceBase
 from db.engine import Database
-from db.models import AlertOutboxRow
+from db.models import AlertDeliveryRow, AlertOutboxRow
 
 log = logging.getLogger("sher.outbox")
 alerts_log = logging.getLogger("sher.alerts")
@@ -194,6 +196,14 @@ def safe_error(error: BaseException | str) -> str:
     return line[:ERROR_CHARS]
 
 
+def _check_dispatch(now: datetime, limit: int) -> None:
+    """Raise ValidationError for a limit outside 1-1000 or a naive time."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationError(f"Dispatch limit must be 1-{MAX_LIMIT} alerts; got {limit}")
+    if now.tzinfo is None:
+        raise ValidationError(f"Dispatch time must be time-zone aware; got {now.isoformat()}")
+
+
 def backoff(attempts: int) -> timedelta:
     """Return the wait after the ``attempts``-th failed attempt (10 s, 20 s, 40 s ... 30 min)."""
     return min(RETRY_BASE * 2 ** max(attempts - 1, 0), RETRY_CAP)
@@ -254,11 +264,8 @@ class OutboxService(ServiceBase):
             For an unknown ``ALERT_CHANNEL``, or a channel reporting its configuration broken
             (the alerts stay due; no attempt is counted).
         """
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ValidationError(f"Dispatch limit must be 1-{MAX_LIMIT} alerts; got {limit}")
         now = now or now_ist()
-        if now.tzinfo is None:
-            raise ValidationError(f"Dispatch time must be time-zone aware; got {now.isoformat()}")
+        _check_dispatch(now, limit)
         channel = self.channel()
         report = DispatchReport(channel=channel.name)
         started = time.monotonic()
@@ -282,6 +289,44 @@ class OutboxService(ServiceBase):
                 delivery = Delivery.retry(str(exc) or type(exc).__name__)
             self._record(alert, delivery, channel.name, now, report)
         return report
+
+    # -- for a dispatcher that sends by itself (the Telegram bot process) -------------------
+    def claim(self, now: datetime, limit: int) -> list[Alert]:
+        """Claim up to ``limit`` due alerts, urgent first, for a dispatcher sending them itself.
+
+        The same claim as :meth:`dispatch` (attempt counted, leased for :data:`CLAIM_LEASE`);
+        the caller settles each alert with :meth:`record` (or gives it back with
+        :meth:`release`) before the lease ends. An idle outbox costs one indexed read.
+
+        Raises
+        ------
+        ValidationError
+            For a limit outside 1-1000 or a naive ``now``.
+        """
+        _check_dispatch(now, limit)
+        return self._claim(now, limit)
+
+    def record(self, alert: Alert, delivery: Delivery, channel: str, now: datetime,
+               report: DispatchReport) -> None:
+        """Settle one claimed alert with ``delivery`` (the rules of :meth:`dispatch`).
+
+        Nothing is written if the alert's claim lapsed (``report.lost`` counts it); the
+        outcome is counted in ``report``.
+        """
+        self._record(alert, delivery, channel, now, report)
+
+    def release(self, alerts: Iterable[Alert], now: datetime) -> int:
+        """Give claimed, unsent alerts back (due at ``now``, no attempt counted); return count."""
+        return self._release(list(alerts), now)
+
+    def recipient_outcomes(self, alert_id: int) -> dict[str, int]:
+        """Return how many recipients of an alert ended sent, skipped or failed (so far)."""
+        with self.db.reading() as session:
+            rows = session.execute(
+                select(AlertDeliveryRow.status, func.count())
+                .where(AlertDeliveryRow.alert_id == alert_id)
+                .group_by(AlertDeliveryRow.status)).all()
+        return {status: count for status, count in rows}
 
     def _claim(self, now: datetime, limit: int) -> list[Alert]:
         """Claim up to ``limit`` due alerts (count the attempt, lease them); return them.
