@@ -23,7 +23,9 @@ from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from html.parser import HTMLParser
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy import select, update
 
@@ -44,13 +46,14 @@ from db.models import (
     SignalRow,
     WorkerLockRow,
 )
+from engines.model import ModelConfig
 from engines.risk_types import Scope, StateKind, StatePhase
 from engines.signal_types import Action, Direction, Regime
 from jobs import telegram_commands
 from jobs.telegram_bot import RedactTokens, TelegramBotProcess, WorkerWatch
 from tests.conftest import TEST_SECRET, make_settings
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi, SentMessage
-from tests.support.market import open_market, tick
+from tests.support.market import load_instruments, open_market, tick
 
 pytestmark = pytest.mark.usefixtures("backend")
 PRICES = {"INFY": "1500.00", "TCS": "3000.00", "SBIN": "800.00"}
@@ -155,7 +158,8 @@ def test_positions_and_orders_show_only_what_the_role_may_view(
     orders = _text(replies.orders(login("priya")))
     assert "1 open" in orders and "B SBIN" in orders and "B INFY" in orders
     assert "TCS" not in orders
-    assert "TCS" in _text(replies.orders(login("rahul")))
+    rahul_orders = _text(replies.orders(login("rahul")))
+    assert rahul_orders.index("B TCS") < rahul_orders.index("B SBIN")  # open orders first
     assert "No open orders" in _text(replies.orders(login("aarav")))
 
 
@@ -201,6 +205,28 @@ def test_signals_list_the_newest_bar_s_actionable_ones_by_probability_with_a_cav
     assert "OLD" not in text and "SBIN" not in text
     assert "0.72" in text and "100.05" in text
     assert "No signal model is active yet" in text  # the page's caveat: no model, no figures
+
+
+def test_signals_from_a_real_scan_carry_the_model_s_measured_figures_and_edge(
+    demo_url: str, tmp_path: Path, login,
+) -> None:
+    svc = Services(Database(demo_url), make_settings(demo_url, model_dir=tmp_path / "models"))
+    svc.models.cfg = ModelConfig(n_rounds=12)
+    load_instruments(svc.db)
+    for symbol in ("INFY", "TCS", "SBIN", "HDFCBANK"):
+        frame = pd.read_csv(PROJECT_ROOT / "data" / "sample" / "nse_daily" / f"{symbol}.csv")
+        path = tmp_path / f"{symbol}.csv"
+        frame[frame["timestamp"].str[:10] <= "2025-06-30"].to_csv(path, index=False)
+        svc.marketdata.import_file(path, symbol=symbol, interval="1d")
+    svc.models.train_as("test", activate=True)
+    aarav = login("aarav")
+    svc.signals.scan(aarav)
+    reply = svc.telegram_replies.signals(aarav)
+    svc.db.dispose()
+    text = _text(reply)
+    assert text.startswith("Signals · bar of 2025-06-30")
+    assert "Long setups: AUC" in text and "The edge is small" in text
+    assert max(_pre_widths(reply), default=0) <= 36
 
 
 def test_strategies_say_plainly_that_no_engine_exists_and_list_strategy_stops(
@@ -615,7 +641,22 @@ def test_a_refused_token_is_one_log_line_without_the_token_and_other_bots_still_
     assert "Telegram linked" in _text(api.messages_to(CHATS["kamla"])[0].text)
 
 
-def test_a_token_added_and_cleared_starts_and_stops_its_bot_without_a_restart(
+def test_a_refused_token_is_retried_with_a_doubling_wait(
+    services: Services, demo_url: str,
+) -> None:
+    with FakeBotApi(tokens=(OTHER_TOKEN,)) as api:
+        bot_services = _bot_services(demo_url, api.base_url)  # TOKEN: refused by this fake
+        process = TelegramBotProcess(bot_services, recheck_s=0.05, watch_s=3600,
+                                     poll_timeout=1, retry_base_s=0.2,
+                                     dispatcher_factory=lambda _process: None)
+        with RunningBot(process):
+            time.sleep(2.0)  # waits 0.2, 0.4, 0.8 ... s: about 4 tries, not the 40 re-checks
+        bot_services.db.dispose()
+    tries, _retry_at = process.failures[TOKEN]
+    assert 3 <= tries <= 6, tries
+
+
+def test_a_token_added_changed_and_cleared_starts_and_stops_its_bot_without_a_restart(
     services: Services, demo_url: str, fake: FakeBotApi, login,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -630,8 +671,12 @@ def test_a_token_added_and_cleared_starts_and_stops_its_bot_without_a_restart(
         services.telegram.set_bot_token(rahul, OTHER_TOKEN)
         fake.wait_for(lambda: (OTHER_TOKEN, "getUpdates") in fake.calls)
         assert process.bot_for(rahul.household_id) is not None
+        services.telegram.set_bot_token(rahul, TOKEN)  # changed: the old bot stops
+        fake.wait_for(lambda: (TOKEN, "getUpdates") in fake.calls)
+        fake.wait_for(lambda: list(process.runners) == [TOKEN])
         services.telegram.clear_bot_token(rahul)
         fake.wait_for(lambda: not process.runners)
+        assert process.bot_for(rahul.household_id) is None
     bot_services.db.dispose()
     idle = [r for r in caplog.records if "no Telegram bot is configured" in r.getMessage()]
     assert len(idle) == 1

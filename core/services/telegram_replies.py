@@ -27,7 +27,7 @@ from core.errors import PermissionDenied, TradingError, ValidationError
 from core.services.base import ServiceBase
 from core.services.risk import KIND_TITLES, PanicReport, RiskStateView
 from core.services.risk_gate import week_start
-from core.services.signal_views import edge_statement
+from core.services.signal_views import edge_statement, figures_lines
 from core.trading import Order, OrderStatus
 from engines.risk_types import Scope
 
@@ -175,14 +175,15 @@ class TelegramReplies(ServiceBase):
             tf.more_line(len(rows), len(positions), "Portfolio in the app"))
 
     def orders(self, actor: Actor) -> str:
-        """Return open orders (any day) and today's others, newest first."""
+        """Return open orders (any day) first, then today's others, each newest first."""
         today = self._today()
         book = self.services.orders.order_book(actor)
-        shown: list[Order] = [o for o in book if o.status in OPEN
-                              or to_ist(o.created_at).date() == today]
+        open_orders = [o for o in book if o.status in OPEN]
+        shown: list[Order] = open_orders + [o for o in book if o.status not in OPEN
+                                            and to_ist(o.created_at).date() == today]
         if not shown:
             return tf.message("Orders", "No open orders and none placed today.")
-        open_count = sum(1 for o in shown if o.status in OPEN)
+        open_count = len(open_orders)
         rows = [[f"{o.side.value[0]} {o.symbol}", f"{o.filled_quantity}/{o.quantity}",
                  _price(o), _status(o.status)] for o in shown[:TABLE_ROWS]]
         reasons = [f"#{o.id} {o.symbol}: {o.rejection_reason}" for o in shown[:TABLE_ROWS]
@@ -195,10 +196,15 @@ class TelegramReplies(ServiceBase):
 
     # -- signals and strategies -----------------------------------------------------------------
     def signals(self, actor: Actor) -> str:
-        """Return the newest bar's top BUY/SELL signals by probability, with the model's caveat."""
+        """Return the newest bar's top BUY/SELL signals by probability, with the model's caveat.
+
+        The caveat is the Signals page's: the model's measured held-out figures (with their
+        date and data) and how small its edge is; or why no model is in use.
+        """
         state = self.services.models.state(actor)
         frame = self.services.signals.journal_frame(actor, JOURNAL_ROWS)
-        caveat = (tf.italic(edge_statement(state.in_use)) if state.in_use is not None
+        caveat = (tf.italic(figures_lines(state.in_use)[0] + ". " + edge_statement(state.in_use))
+                  if state.in_use is not None
                   else tf.esc(state.problem or "No signal model is in use."))
         if frame.empty:
             return tf.message("Signals", "The journal holds no signal yet: the desk journals "
