@@ -756,3 +756,29 @@ def test_a_worker_down_for_a_minute_alerts_each_household_once_and_again_when_ba
     assert _worker_alerts(services) == ([("worker.down", "warning")] * households
                                         + [("worker.up", "info")] * households)
 
+
+
+def test_with_alerts_on_telegram_a_worker_down_alert_reaches_each_linked_member(
+    services: Services, demo_url: str, fake: FakeBotApi, login,
+) -> None:
+    rahul, kamla = login("rahul"), login("kamla")
+    bot_services = _bot_services(demo_url, fake.base_url, alert_channel="telegram")
+    process = TelegramBotProcess(bot_services, recheck_s=0.3, watch_s=0.2, poll_timeout=1)
+    services.worker.acquire("worker-a")
+    with RunningBot(process):
+        fake.wait_for(lambda: (TOKEN, "getUpdates") in fake.calls)
+        link(services, fake, rahul, CHATS["rahul"])
+        link(services, fake, kamla, CHATS["kamla"])
+        _age_heartbeat(services, 90)
+        for chat in (CHATS["rahul"], CHATS["kamla"]):
+            fake.wait_for(lambda chat=chat: any(
+                "Worker down" in m.text for m in fake.messages_to(chat)), timeout=20)
+        services.worker.beat("worker-a")
+        fake.wait_for(lambda: any("Worker back" in m.text
+                                  for m in fake.messages_to(CHATS["kamla"])), timeout=20)
+    bot_services.db.dispose()
+    assert sum("Worker down" in m.text for m in fake.messages_to(CHATS["rahul"])) == 1
+    with services.db.transaction() as session:
+        statuses = set(session.scalars(select(AlertOutboxRow.status).where(
+            AlertOutboxRow.kind.like("worker.%"))))
+    assert statuses == {"sent"}
