@@ -47,3 +47,4 @@ bench: $(STAMP)  ## performance figures (each script prints one JSON object on i
 	$(PY) bench/signals.py --walk-forward-from 2022-10-01
 	$(PY) bench/risk.py
 	$(PY) bench/worker.py
+	$(PY) bench/telegram.py

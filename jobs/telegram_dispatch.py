@@ -337,6 +337,11 @@ class TelegramDispatcher:
         self._recent: dict[tuple[int, str], tuple[int, float]] = {}  # (user, content): alert
         self._batches: set[asyncio.Task[DispatchReport]] = set()
 
+    @property
+    def in_flight(self) -> int:
+        """Return how many claimed alerts are not settled yet."""
+        return len(self._unsettled)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Poll the outbox and deliver until ``stop`` is set; then give unsent alerts back."""
         log.info("telegram dispatcher started (poll every %.1f s)", self.limits.poll_s)
