@@ -10,9 +10,10 @@ One asyncio loop runs:
   ``{token}``, else the token is appended;
 * the re-check of the targets every :data:`RECHECK_S` seconds: a token added, changed or
   cleared starts or stops its Application. With no token at all the process idles, saying so
-  once. A token Telegram refuses (401) or a network failure is logged in one line and retried
-  with a growing wait (:data:`RETRY_BASE_S` doubling up to :data:`RETRY_CAP_S`); the token is
-  never logged (a filter also blanks tokens in every log line of the process);
+  once. A token Telegram refuses (401, at start or later: each re-check asks getMe) or a
+  network failure at start is logged in one line and retried with a growing wait
+  (:data:`RETRY_BASE_S` doubling up to :data:`RETRY_CAP_S`); the token is never logged (a
+  filter also blanks tokens in every log line of the process);
 * the outbox dispatcher for the Telegram channel (:mod:`jobs.telegram_dispatch`) when
   ``ALERT_CHANNEL=telegram``; the worker then leaves delivery to this process;
 * the worker watch every :data:`WATCH_S` seconds: when the worker's heartbeat is older than
@@ -171,6 +172,23 @@ class BotRunner:
             log.warning("%s: polling failed (%s: %s); python-telegram-bot retries it",
                         self.label, type(error).__name__, safe_error(error))
 
+    async def token_refused(self) -> bool:
+        """Ask Telegram who the bot is (getMe); return True when it now refuses the token.
+
+        Polling gives up on a revoked token after one logged error; this check, made at every
+        re-read of the tokens, is how the process notices and retries with its backoff. A
+        network failure is not a refusal (polling retries it by itself).
+        """
+        if self.app is None:
+            return False
+        try:
+            await self.app.bot.get_me()
+        except InvalidToken:
+            return True
+        except TelegramError as exc:
+            self._polling_error(exc)
+        return False
+
     async def stop(self) -> None:
         """Stop polling and shut the Application down."""
         if self.app is not None:
@@ -287,13 +305,17 @@ class TelegramBotProcess:
             await self.runners.pop(token).stop()
         self.failures = {t: f for t, f in self.failures.items() if t in wanted}
         for token, target in wanted.items():
-            if token in self.runners:
-                self.runners[token].retarget(target)
+            runner = self.runners.get(token)
+            if runner is not None and await runner.token_refused():
+                await self.runners.pop(token).stop()
+                self._failed(target, runner.label, InvalidToken("Unauthorized"))
+            elif runner is not None:
+                runner.retarget(target)
             else:
                 await self._start(target)
 
     async def _start(self, target: BotTarget) -> None:
-        count, retry_at = self.failures.get(target.token, (0, 0.0))
+        _count, retry_at = self.failures.get(target.token, (0, 0.0))
         if time.monotonic() < retry_at:
             return
         runner = BotRunner(self.services, target, self.services.settings.telegram_base_url,
@@ -301,16 +323,20 @@ class TelegramBotProcess:
         try:
             await runner.start()
         except Exception as exc:
-            wait = min(self.retry_base_s * 2 ** count, RETRY_CAP_S)
-            self.failures[target.token] = (count + 1, time.monotonic() + wait)
-            why = ("Telegram refused the token (401 Unauthorized): check it on the Alerts page "
-                   "or TELEGRAM_BOT_TOKEN" if isinstance(exc, InvalidToken)
-                   else f"{type(exc).__name__}: {safe_error(exc)}")
-            log.warning("%s could not start: %s; trying again in %.0f s", runner.label, why,
-                        wait)
+            self._failed(target, runner.label, exc)
             return
         self.failures.pop(target.token, None)
         self.runners[target.token] = runner
+
+    def _failed(self, target: BotTarget, label: str, exc: Exception) -> None:
+        """Log a bot's failure in one line (no token) and set its next try, doubling the wait."""
+        count, _retry_at = self.failures.get(target.token, (0, 0.0))
+        wait = min(self.retry_base_s * 2 ** count, RETRY_CAP_S)
+        self.failures[target.token] = (count + 1, time.monotonic() + wait)
+        why = ("Telegram refused the token (401 Unauthorized): check it on the Alerts page or "
+               "TELEGRAM_BOT_TOKEN" if isinstance(exc, InvalidToken)
+               else f"{type(exc).__name__}: {safe_error(exc)}")
+        log.warning("%s is not running: %s; trying again in %.0f s", label, why, wait)
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:

@@ -656,6 +656,26 @@ def test_a_refused_token_is_retried_with_a_doubling_wait(
     assert 3 <= tries <= 6, tries
 
 
+def test_a_token_revoked_while_polling_stops_its_bot_and_is_retried_later(
+    services: Services, demo_url: str, fake: FakeBotApi, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    bot_services = _bot_services(demo_url, fake.base_url)
+    process = TelegramBotProcess(bot_services, recheck_s=0.2, watch_s=3600, poll_timeout=1,
+                                 retry_base_s=60, dispatcher_factory=lambda _process: None)
+    with RunningBot(process):
+        fake.wait_for(lambda: TOKEN in process.runners)
+        fake.fail_next("getMe", times=1000, error_code=401, description="Unauthorized")
+        fake.wait_for(lambda: not process.runners)
+        time.sleep(0.6)  # more re-checks: the next try waits its 60 s
+    bot_services.db.dispose()
+    refused = [r.getMessage() for r in caplog.records if "refused the token" in r.getMessage()]
+    assert refused == ["the TELEGRAM_BOT_TOKEN bot is not running: Telegram refused the token "
+                       "(401 Unauthorized): check it on the Alerts page or TELEGRAM_BOT_TOKEN; "
+                       "trying again in 60 s"]
+    assert process.failures[TOKEN][0] == 1
+
+
 def test_a_token_added_changed_and_cleared_starts_and_stops_its_bot_without_a_restart(
     services: Services, demo_url: str, fake: FakeBotApi, login,
     caplog: pytest.LogCaptureFixture,
