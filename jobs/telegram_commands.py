@@ -289,7 +289,13 @@ class CommandHandlers:
             await query.answer("This question was asked to someone else.", show_alert=True)
             return
         del self.pending[nonce]
-        actor = await self._actor(chat.id)
+        try:
+            actor = await self._actor(chat.id)
+        except Exception as exc:  # the database is down, say: nothing was done
+            log.error("telegram: panic button of chat %s failed: %s: %s", chat.id,
+                      type(exc).__name__, safe_error(exc))
+            await self._close(query, tf.esc(SOMETHING_WRONG + " Nothing was done."))
+            return
         if actor is None or actor.user_id != pending.user_id:
             await self._close(query, REFUSAL)
             return
