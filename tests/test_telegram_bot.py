@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -654,6 +655,27 @@ def test_a_refused_token_is_retried_with_a_doubling_wait(
         bot_services.db.dispose()
     tries, _retry_at = process.failures[TOKEN]
     assert 3 <= tries <= 6, tries
+
+
+def test_no_network_at_start_is_one_log_line_and_a_later_retry(
+    services: Services, demo_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    bot_services = _bot_services(demo_url, f"http://127.0.0.1:{port}/bot")
+    process = TelegramBotProcess(bot_services, recheck_s=0.1, watch_s=3600, poll_timeout=1,
+                                 retry_base_s=60, dispatcher_factory=lambda _process: None)
+    with RunningBot(process):
+        deadline = time.monotonic() + 10
+        while TOKEN not in process.failures and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+    bot_services.db.dispose()
+    lines = [r.getMessage() for r in caplog.records if "is not running" in r.getMessage()]
+    assert len(lines) == 1 and "NetworkError" in lines[0] and "trying again in 60 s" in lines[0]
+    assert TOKEN not in lines[0]
 
 
 def test_a_token_revoked_while_polling_stops_its_bot_and_is_retried_later(
