@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FRIDAY = datetime(2026, 11, 20, tzinfo=IST)  # an NSE trading day
 SATURDAY = datetime(2026, 11, 21, tzinfo=IST)
 DESK_JOBS = {"pre_open", "market_open", "eod_square_off", "market_close", "pnl_snapshot",
-             "session_expiry", "signal_outcomes", "signal_model_refit",
+             "session_expiry", "signal_outcomes", "signal_alerts", "signal_model_refit",
              "signal_calibrator_refit", "session_warning", "session_logout_alerts"}
 
 
