@@ -22,6 +22,7 @@ from core import alerts
 from core.alerts import Alert
 from core.clock import IST, now_ist
 from core.domain import Actor
+from core.errors import ValidationError
 from core.services import Services
 from core.services.jobs import JobResult
 from db.models import AlertDeliveryRow, AlertOutboxRow, UserRow
@@ -368,3 +369,47 @@ def test_the_workers_dispatch_job_leaves_alerts_to_the_bot_when_the_channel_is_t
     assert jobs.dispatch_alerts() == JobResult.skipped(
         "alerts are delivered by the Telegram bot process (python -m jobs.telegram_bot)")
     assert _row(services, alert_id).status == "pending"
+
+
+def test_stopping_the_run_loop_gives_unsent_alerts_back_without_counting_an_attempt(
+        services: Services, login: Login, fake: FakeBotApi,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("jobs.telegram_dispatch.STOP_GRACE_S", 0.5)
+    actors = _link(services, login, "rahul")
+    ids = [_enqueue(services, f"backlog-{n}", body=f"fill {n}", user_id=actors["rahul"].user_id,
+                    at=now_ist()) for n in range(6)]
+
+    async def steps(dispatcher: TelegramDispatcher) -> None:
+        stop = asyncio.Event()
+        runner = asyncio.create_task(dispatcher.run(stop))
+        await asyncio.to_thread(fake.wait_for, lambda: len(fake.sent) == 2, 5.0)
+        stop.set()
+        await asyncio.wait_for(runner, 10)
+
+    _dispatch(services, fake, steps)
+
+    rows = [_row(services, i) for i in ids]
+    sent = [r for r in rows if r.status == "sent"]
+    assert len(sent) == len(fake.sent) < 6
+    assert {(r.status, r.attempts) for r in rows if r not in sent} == {("pending", 0)}
+
+
+def test_the_outbox_claim_for_a_dispatcher_states_its_rules(services: Services) -> None:
+    with pytest.raises(ValidationError, match="time-zone aware"):
+        services.outbox.claim(datetime(2026, 3, 10, 12, 0), 10)  # noqa: DTZ001 - the point
+    with pytest.raises(ValidationError, match="1-1000 alerts; got 0"):
+        services.outbox.claim(NOON, 0)
+
+
+def test_an_alert_given_back_is_due_again_with_its_attempt_uncounted(
+        services: Services) -> None:
+    alert_id = _enqueue(services, "give-back")
+    [claimed] = services.outbox.claim(NOON, 10)
+    assert claimed.id == alert_id and _row(services, alert_id).attempts == 1
+    assert services.outbox.claim(NOON, 10) == []  # leased
+
+    assert services.outbox.release([claimed], NOON) == 1
+
+    again = services.outbox.claim(NOON, 10)
+    assert [a.id for a in again] == [alert_id] and again[0].attempts == 1
+    assert services.outbox.recipient_outcomes(alert_id) == {}

@@ -95,6 +95,21 @@ class FakeBotApi:
         Bot tokens the server accepts; any other token gets 401 Unauthorized.
     bot_username
         What ``getMe`` answers as the bot's username (every token gets the same name).
+
+    Attributes
+    ----------
+    base_url
+        ``http://127.0.0.1:PORT/bot`` once started: PTB's ``base_url`` (it appends the token).
+    sent
+        Every accepted ``sendMessage`` (:class:`SentMessage`, with ``time.monotonic()``).
+    edits, callback_answers
+        Accepted ``editMessageText``/``editMessageReplyMarkup`` and ``answerCallbackQuery``
+        calls, as the parameters received (plus ``method``, ``at`` and ``token``).
+    rejected
+        Calls answered with an error by ``fail_next`` or ``block_chat`` (``method``,
+        ``error_code``, ``at`` and the parameters).
+    calls
+        ``(token, method)`` of every call with a known token, in order.
     """
 
     def __init__(self, tokens: Iterable[str] = (DEFAULT_TOKEN,),
