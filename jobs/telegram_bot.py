@@ -35,7 +35,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 # python-telegram-bot warns on every RetryAfter unless its timedelta periods are opted into.
@@ -153,7 +153,7 @@ class BotRunner:
             await app.bot.set_my_commands(bot_commands())
             await app.start()
             assert app.updater is not None  # noqa: S101 - the builder makes one
-            await app.updater.start_polling(timeout=self.poll_timeout,
+            await app.updater.start_polling(timeout=timedelta(seconds=self.poll_timeout),
                                             error_callback=self._polling_error)
         except BaseException:
             await _stop_app(app)

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +97,7 @@ class CommandHandlers:
 
     def register(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         """Add every command, the panic buttons, the catch-all and the error handler."""
-        commands: dict[str, Callable[[Update, Context], Awaitable[None]]] = {
+        commands: dict[str, Callable[[Update, Context], Coroutine[Any, Any, None]]] = {
             "start": self.start, "unlink": self.unlink, "panic": self.panic,
             "settings": self.settings,
             **{name: self._read_only(name) for name in READ_ONLY},
@@ -210,7 +210,7 @@ class CommandHandlers:
         await self._answer(update, "/unlink", unlink)
 
     # -- read-only commands -------------------------------------------------------------------
-    def _read_only(self, name: str) -> Callable[[Update, Context], Awaitable[None]]:
+    def _read_only(self, name: str) -> Callable[[Update, Context], Coroutine[Any, Any, None]]:
         """Return the handler of ``/name``: ``services.telegram_replies.<name>(actor)``."""
 
         async def handler(update: Update, context: Context) -> None:
