@@ -25,7 +25,7 @@ from core.orders import RiskContext, RiskDecision
 from core.services import Services
 from core.trading import GttLeg, OrderRequest, OrderStatus, OrderType, Product, Side, Validity
 from db.models import AlertOutboxRow, OrderRow
-from tests.support.market import open_market, tick
+from tests.support.market import open_market, set_feed, tick
 from tests.support.outbox import alert_rows
 from tests.test_orders import _buy  # a 10 INFY CNC LIMIT buy at ₹1,500.00
 
@@ -202,3 +202,34 @@ def test_a_gtt_order_placed_by_its_trigger_says_so(
     placed = _order_alerts(services)[0]
     assert placed.kind == PLACED and "(GTT trigger), by priya" in placed.body
     assert placed.body.startswith("LIMIT limit ₹1,452.00 · CNC")
+
+
+def test_an_after_market_order_says_it_is_queued_and_alerts_its_fill_at_the_open(
+        services: Services, priya: Actor, account: int) -> None:
+    set_feed(services.db, running=False)
+    services.orders.place(priya, _buy(account, order_type=OrderType.MARKET, price=None,
+                                      amo=True))
+    services.orders.step()  # still closed: nothing new
+    placed = _order_alerts(services)[0]
+    assert placed.body.startswith("MARKET at market · CNC — AMO, queued for the next open\n")
+    set_feed(services.db, running=True)
+    tick(services.db, "INFY", "1501.00")
+    services.orders.step()  # the open releases and fills it
+    assert _kinds(services) == [PLACED, FILLED]
+
+
+def test_the_intraday_square_off_alerts_its_cancels_and_exits(
+        services: Services, priya: Actor, account: int) -> None:
+    services.orders.place(priya, _buy(account, product=Product.MIS, order_type=OrderType.MARKET,
+                                      price=None))
+    tick(services.db, "INFY", "1500.00")
+    services.orders.step()
+    resting = services.orders.place(priya, _buy(account, product=Product.MIS, quantity=3,
+                                                price=Decimal("1400.00")))
+    (exit_order,) = services.orders.square_off_intraday(priya, account)
+    rows = _order_alerts(services)
+    assert [r.kind for r in rows] == [PLACED, FILLED, PLACED, CANCELLED, PLACED]
+    assert rows[3].dedupe_key == f"order:{resting.id}:CANCELLED:0"
+    assert rows[3].body.startswith("Nothing filled; all 3 cancelled")
+    assert rows[4].title == "Order placed: SELL 10 INFY"
+    assert f"Order {exit_order.id} (MIS square-off), by priya" in rows[4].body
