@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck worker app migrate seed clean bench
+.PHONY: run test lint typecheck worker bot app migrate seed clean bench
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ typecheck: $(STAMP)
 
 worker: $(STAMP)
 	$(PY) -m jobs.worker
+
+bot: $(STAMP)  ## the Telegram bot process (commands; delivers alerts when ALERT_CHANNEL=telegram)
+	$(PY) -m jobs.telegram_bot
 
 app: $(STAMP)
 	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port 8501
