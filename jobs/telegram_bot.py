@@ -16,10 +16,10 @@ One asyncio loop runs:
   filter also blanks tokens in every log line of the process);
 * the outbox dispatcher for the Telegram channel (:mod:`jobs.telegram_dispatch`) when
   ``ALERT_CHANNEL=telegram``; the worker then leaves delivery to this process;
-* the worker watch every :data:`WATCH_S` seconds: when the worker's heartbeat is older than
-  :data:`WORKER_DOWN_S` seconds, one ``worker.down`` alert per household per down episode
-  (the episode is named by the last heartbeat), and a ``worker.up`` when it beats again. That
-  is why the bot runs beside the worker and not inside it.
+* the worker watch (:class:`core.services.worker.WorkerWatch`) every :data:`WATCH_S` seconds:
+  a heartbeat older than 60 s writes one ``worker.down`` alert per household per down episode
+  (named by the last heartbeat), and a ``worker.up`` when it beats again. That is why the bot
+  runs beside the worker and not inside it.
 
 SIGTERM and SIGINT stop everything cleanly (polling stopped, Applications shut down).
 """
@@ -35,24 +35,21 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 # python-telegram-bot warns on every RetryAfter unless its timedelta periods are opted into.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
-from sqlalchemy import select
 from telegram import Bot
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
-from core import alerts
-from core.clock import format_ist
 from core.errors import ConfigError
 from core.services import Services, build_services
 from core.services.outbox import safe_error
 from core.services.telegram import BotTarget
-from db.models import HouseholdRow
+from core.services.worker import WorkerWatch
 from jobs.telegram_commands import CommandHandlers, bot_commands
 
 log = logging.getLogger("sher.telegram")
@@ -61,8 +58,6 @@ log = logging.getLogger("sher.telegram")
 RECHECK_S = 30.0
 #: Seconds between two looks at the worker's heartbeat.
 WATCH_S = 15.0
-#: A heartbeat older than this many seconds means the worker is down.
-WORKER_DOWN_S = 60.0
 #: Wait after a bot's first failed start; it doubles per failure up to RETRY_CAP_S.
 RETRY_BASE_S = 30.0
 RETRY_CAP_S = 600.0
@@ -206,54 +201,6 @@ async def _stop_app(app: App) -> None:
     await app.bot.shutdown()
 
 
-class WorkerWatch:
-    """Alert every household once when the worker is down, and once when it is back."""
-
-    def __init__(self, services: Services, down_after_s: float = WORKER_DOWN_S) -> None:
-        """Watch ``services.worker``; down means no heartbeat for ``down_after_s`` seconds."""
-        self.services = services
-        self.down_after_s = down_after_s
-        self.episode: datetime | None = None  # the last beat before the current down episode
-
-    def check(self) -> str | None:
-        """Look at the heartbeat once; return "down"/"up" when alerts were written.
-
-        A worker that never beat (a fresh desk) is not reported: there is no episode to name.
-        """
-        status = self.services.worker.status()
-        if status.last_beat_at is None:
-            return None
-        age = status.seconds_since_beat or 0.0
-        if not status.is_up and age > self.down_after_s:
-            if self.episode == status.last_beat_at:
-                return None
-            self.episode = status.last_beat_at
-            self._write("worker.down", "warning", "Worker down: stops and orders not watched",
-                        f"The desk's worker has not beaten since {format_ist(status.last_beat_at)}"
-                        f" ({age:.0f} s). Stop-losses, targets, GTTs, the square-off and the "
-                        "feed do not run until it is back: restart it (make run, or python -m "
-                        "jobs.worker).", status.last_beat_at)
-            return "down"
-        if status.is_up and self.episode is not None:
-            episode, self.episode = self.episode, None
-            self._write("worker.up", "info", "Worker back",
-                        f"The worker beats again (last beat {format_ist(status.last_beat_at)}); "
-                        f"it was silent from {format_ist(episode)}.", episode)
-            return "up"
-        return None
-
-    def _write(self, kind: str, severity: str, title: str, body: str,
-               episode: datetime) -> None:
-        stamp = int(episode.timestamp())
-        with self.services.db.transaction() as session:
-            households = list(session.scalars(select(HouseholdRow.id)))
-            for household_id in households:
-                alerts.enqueue(session, kind=kind, household_id=household_id, account_id=None,
-                               severity=severity, title=title, body=body,
-                               dedupe_key=f"{kind}:{household_id}:{stamp}")
-        log.info("%s alert written for %d household(s)", kind, len(households))
-
-
 class TelegramBotProcess:
     """The bot process's loop: bots per token, the dispatcher, the worker watch."""
 
@@ -270,7 +217,7 @@ class TelegramBotProcess:
         self.runners: dict[str, BotRunner] = {}
         self.targets: list[BotTarget] = []
         self.failures: dict[str, tuple[int, float]] = {}  # token -> (failures, retry at)
-        self.watch = WorkerWatch(services)
+        self.watch = WorkerWatch(services.worker)
         self.dispatcher_factory = dispatcher_factory or _default_dispatcher
         self.dispatcher: Any = None
         self._dispatch_task: asyncio.Task[Any] | None = None

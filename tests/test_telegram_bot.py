@@ -37,6 +37,7 @@ from core.domain import Actor
 from core.errors import PermissionDenied, ValidationError
 from core.services import Services
 from core.services.telegram_replies import REFUSAL, PanicPlan, TelegramReplies
+from core.services.worker import WorkerWatch
 from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
 from db.engine import Database
 from db.models import (
@@ -51,7 +52,7 @@ from engines.model import ModelConfig
 from engines.risk_types import Scope, StateKind, StatePhase
 from engines.signal_types import Action, Direction, Regime
 from jobs import telegram_commands
-from jobs.telegram_bot import RedactTokens, TelegramBotProcess, WorkerWatch
+from jobs.telegram_bot import RedactTokens, TelegramBotProcess
 from tests.conftest import TEST_SECRET, make_settings
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi, SentMessage
 from tests.support.market import load_instruments, open_market, tick
@@ -779,7 +780,7 @@ def _worker_alerts(services: Services) -> list[tuple[str, str]]:
 def test_a_worker_down_for_a_minute_alerts_each_household_once_and_again_when_back(
     services: Services,
 ) -> None:
-    watch = WorkerWatch(services)
+    watch = WorkerWatch(services.worker)
     assert watch.check() is None  # never started: no episode to name
     services.worker.acquire("worker-a")
     assert watch.check() is None
@@ -788,7 +789,7 @@ def test_a_worker_down_for_a_minute_alerts_each_household_once_and_again_when_ba
     _age_heartbeat(services, 90)
     assert watch.check() == "down"
     assert watch.check() is None
-    assert WorkerWatch(services).check() == "down"  # a restarted bot: the same episode...
+    assert WorkerWatch(services.worker).check() == "down"  # a restarted bot: the same episode...
     with services.db.transaction() as session:
         households = len(session.scalars(select(HouseholdRow.id)).all())
     assert _worker_alerts(services) == [("worker.down", "warning")] * households  # ...once

@@ -1,22 +1,29 @@
-"""The worker lease (one worker per database) and its heartbeat, read by the app's sidebar."""
+"""The worker lease (one worker per database), its heartbeat (read by the app's sidebar), and
+the watch that alerts the households when the worker is down."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from core import alerts
 from core.clock import format_ist, now_ist
 from core.domain import WorkerStatus
 from core.errors import WorkerLockHeld
 from core.services.base import ServiceBase
-from db.models import WorkerLockRow
+from db.models import HouseholdRow, WorkerLockRow
 
 LOCK_NAME = "worker"
+#: A worker silent this many seconds is reported down (its heartbeat is every few seconds).
+WORKER_DOWN_S = 60.0
+
+log = logging.getLogger("sher.worker.watch")
 
 
 def new_holder_id() -> str:
@@ -96,3 +103,56 @@ class WorkerService(ServiceBase):
         age = (now_ist() - row.heartbeat_at).total_seconds()
         up = row.holder is not None and age < 3 * self.settings.worker_heartbeat_seconds
         return WorkerStatus(row.holder, row.started_at, row.heartbeat_at, max(age, 0.0), up)
+
+
+class WorkerWatch:
+    """Alert every household once when the worker is down, and once when it is back.
+
+    Run by the Telegram bot process, beside the worker (a stopped worker cannot report itself).
+    Each down episode is named by the worker's last heartbeat, so a restarted watcher writes
+    nothing new for the same episode (the alerts' dedupe keys).
+    """
+
+    def __init__(self, worker: WorkerService, down_after_s: float = WORKER_DOWN_S) -> None:
+        """Watch ``worker``'s heartbeat; down means none for ``down_after_s`` seconds."""
+        self.worker = worker
+        self.down_after_s = down_after_s
+        self.episode: datetime | None = None  # the last beat before the current down episode
+
+    def check(self) -> str | None:
+        """Look at the heartbeat once; return "down"/"up" when alerts were written.
+
+        A worker that never beat (a fresh desk) is not reported: there is no episode to name.
+        """
+        status = self.worker.status()
+        if status.last_beat_at is None:
+            return None
+        age = status.seconds_since_beat or 0.0
+        if not status.is_up and age > self.down_after_s:
+            if self.episode == status.last_beat_at:
+                return None
+            self.episode = status.last_beat_at
+            self._write("worker.down", "warning", "Worker down: stops and orders not watched",
+                        f"The desk's worker has not beaten since {format_ist(status.last_beat_at)}"
+                        f" ({age:.0f} s). Stop-losses, targets, GTTs, the square-off and the "
+                        "feed do not run until it is back: restart it (make run, or python -m "
+                        "jobs.worker).", status.last_beat_at)
+            return "down"
+        if status.is_up and self.episode is not None:
+            episode, self.episode = self.episode, None
+            self._write("worker.up", "info", "Worker back",
+                        f"The worker beats again (last beat {format_ist(status.last_beat_at)}); "
+                        f"it was silent from {format_ist(episode)}.", episode)
+            return "up"
+        return None
+
+    def _write(self, kind: str, severity: str, title: str, body: str,
+               episode: datetime) -> None:
+        stamp = int(episode.timestamp())
+        with self.worker.db.transaction() as session:
+            households = list(session.scalars(select(HouseholdRow.id)))
+            for household_id in households:
+                alerts.enqueue(session, kind=kind, household_id=household_id, account_id=None,
+                               severity=severity, title=title, body=body,
+                               dedupe_key=f"{kind}:{household_id}:{stamp}")
+        log.info("%s alert written for %d household(s)", kind, len(households))
