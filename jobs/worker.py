@@ -137,10 +137,8 @@ from core.clock import (
 from core.errors import ConfigError, ValidationError, WorkerLockHeld
 from core.services import Services, build_services
 from core.services.daily_summary import EARLIEST as SUMMARY_EARLIEST
-from core.services.daily_summary import DailySummaryService
 from core.services.jobs import JobResult, database_down, error_message, log_failure
 from core.services.risk_watch import WatchReport
-from core.services.signal_alerts import SignalAlertService
 from core.services.worker import new_holder_id
 from db.models import JobOutcome
 from jobs.alert_jobs import AlertJobs
@@ -324,9 +322,6 @@ class Worker:
         self._desk_ids: set[str] = set()  # the jobs this worker keeps in the desk's store
         self._triggers: dict[str, Any] = {}  # name -> APScheduler trigger
         self.alert_jobs = AlertJobs(services)
-        self.daily_summary = DailySummaryService(services.pnl_snapshots)
-        self.signal_alerts = SignalAlertService(services.db, services.settings,
-                                                services.signals)
         self._stop_requested = False  # a SIGINT/SIGTERM arrived
         self._stopped_jobs: dict[str, str] = {}  # name -> why (a configuration error)
         self._sleep: Callable[[float], None] = time_module.sleep
@@ -514,7 +509,7 @@ class Worker:
 
     def daily_summaries(self) -> JobResult:
         """Every minute after the close: write the P&L summaries that are due (trading days)."""
-        report = self.daily_summary.run(now_ist())
+        report = self.services.daily_summary.run(now_ist())
         if report.skipped:
             return JobResult.skipped(report.summary())
         if report.written:
@@ -523,7 +518,7 @@ class Worker:
 
     def scan_signal_alerts(self) -> JobResult:
         """After the close on trading days: alert new BUY/SELL signals at probability >= 0.50."""
-        report = self.signal_alerts.run(now_ist())
+        report = self.services.signal_alerts.run(now_ist())
         log.info("%s", report.summary())
         if report.skipped:
             return JobResult.skipped(report.summary())

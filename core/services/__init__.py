@@ -10,6 +10,7 @@ from core.config import Settings, get_settings
 from core.services.audit_log import AuditFilter, AuditLogService
 from core.services.auth import AuthService, LoginResult, TotpEnrolment
 from core.services.charts import ChartService
+from core.services.daily_summary import DailySummaryService
 from core.services.feed import FeedService
 from core.services.household import HouseholdService
 from core.services.jobs import JobService
@@ -22,6 +23,7 @@ from core.services.portfolio import PortfolioService
 from core.services.risk import RiskService
 from core.services.risk_gate import DeskRiskGate
 from core.services.risk_watch import RiskWatch
+from core.services.signal_alerts import SignalAlertService
 from core.services.signal_registry import ModelRegistry
 from core.services.signals import SignalService
 from core.services.telegram import TelegramService
@@ -62,6 +64,8 @@ class Services:
         self.pnl_snapshots = PnlSnapshotService(db, settings, self.household, self.portfolio)
         self.models = ModelRegistry(db, settings)
         self.signals = SignalService(db, settings, self.models)
+        self.signal_alerts = SignalAlertService(db, settings, self.signals)
+        self.daily_summary = DailySummaryService(self.pnl_snapshots)
         self.telegram = TelegramService(db, settings, self.household)
         self.telegram_replies = TelegramReplies(self)  # the bot's answers, over these services
 
