@@ -8,6 +8,7 @@ SQLite and PostgreSQL. ``python -m core.audit verify`` checks the chain and name
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import BigInteger, String, Table, Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.domain import ClientInfo
@@ -28,6 +29,8 @@ GENESIS_HASH = "0" * 64
 _AUDIT_TABLE = cast(Table, AuditRow.__table__)
 _COLUMNS = ("id", "created_at", "actor_user_id", "actor_username", "household_id", "action",
             "resource", "outcome", "details", "client", "client_ip", "prev_hash", "row_hash")
+#: The columns a row's hash covers, in hashing order (every column but ``row_hash``).
+_HASHED = _COLUMNS[:-1]
 OK = "ok"
 DENIED = "denied"
 FAILED = "failed"
@@ -40,20 +43,13 @@ def canonical_details(details: Mapping[str, Any] | None) -> str:
 
 def row_digest(row: AuditRow) -> str:
     """Return the hash a row must carry, from its stored fields and ``prev_hash``."""
-    payload = [
-        row.id,
-        row.created_at.astimezone(UTC).isoformat(timespec="microseconds"),
-        row.actor_user_id,
-        row.actor_username,
-        row.household_id,
-        row.action,
-        row.resource,
-        row.outcome,
-        row.details,
-        row.client,
-        row.client_ip,
-        row.prev_hash,
-    ]
+    return _digest({column: getattr(row, column) for column in _HASHED})
+
+
+def _digest(values: Mapping[str, Any]) -> str:
+    """Return the hash of a row given as ``{column: value}`` (the columns of ``_HASHED``)."""
+    payload = [values[column] for column in _HASHED]
+    payload[1] = values["created_at"].astimezone(UTC).isoformat(timespec="microseconds")
     encoded = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.sha256(encoded).hexdigest()
 
@@ -85,38 +81,57 @@ def append_many(session: Session, events: Sequence[AuditEvent]) -> list[int]:
     """
     if not events:
         return []
-    head = session.execute(
-        update(AuditHeadRow)
-        .where(AuditHeadRow.id == 1)
-        .values(last_id=AuditHeadRow.last_id + len(events))
-        .returning(AuditHeadRow.last_id, AuditHeadRow.last_hash)
-    ).one()
+    head = session.execute(_CLAIM_IDS, {"count": len(events)}).one()
     prev_hash = head.last_hash
     first_id = head.last_id - len(events) + 1
     created_at = utcnow()
     rows = []
     for offset, event in enumerate(events):
-        row = AuditRow(
-            id=first_id + offset,
-            created_at=created_at,
-            actor_user_id=event.actor_user_id,
-            actor_username=event.actor_username,
-            household_id=event.household_id,
-            action=event.action,
-            resource=event.resource,
-            outcome=event.outcome,
-            details=canonical_details(event.details),
-            client=(event.client or ClientInfo(channel="system")).describe()[:400],
-            client_ip=event.client.ip[:64] if event.client and event.client.ip else None,
-            prev_hash=prev_hash,
-            row_hash="",
-        )
-        row.row_hash = prev_hash = row_digest(row)
-        rows.append({column: getattr(row, column) for column in _COLUMNS})
-    # Core inserts: the rows are never read back through this session (no unit of work).
-    session.execute(insert(_AUDIT_TABLE), rows)
-    session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(last_hash=prev_hash))
+        row: dict[str, Any] = {
+            "id": first_id + offset,
+            "created_at": created_at,
+            "actor_user_id": event.actor_user_id,
+            "actor_username": event.actor_username,
+            "household_id": event.household_id,
+            "action": event.action,
+            "resource": event.resource,
+            "outcome": event.outcome,
+            "details": canonical_details(event.details),
+            "client": (event.client or ClientInfo(channel="system")).describe()[:400],
+            "client_ip": event.client.ip[:64] if event.client and event.client.ip else None,
+            "prev_hash": prev_hash,
+        }
+        row["row_hash"] = prev_hash = _digest(row)
+        rows.append(row)
+    # Core statements built once: the rows are never read back through this session.
+    if session.get_bind().dialect.name == "postgresql":
+        # The rows and the new tip in one statement (a data-modifying WITH): one round trip.
+        params = {f"row{n}_{column}": row[column] for n, row in enumerate(rows)
+                  for column in _COLUMNS}
+        session.execute(_insert_and_tip(len(rows)), {**params, "tip": prev_hash})
+    else:
+        session.execute(_INSERT_ROWS, rows)
+        session.execute(_SET_TIP, {"tip": prev_hash})
     return [row["id"] for row in rows]
+
+
+_HEAD_TABLE = cast(Table, AuditHeadRow.__table__)
+#: Take ``count`` ids from the head (locking it until commit); return the last id and the tip.
+_CLAIM_IDS = (update(_HEAD_TABLE).where(_HEAD_TABLE.c.id == 1)
+              .values(last_id=_HEAD_TABLE.c.last_id + bindparam("count", type_=BigInteger))
+              .returning(_HEAD_TABLE.c.last_id, _HEAD_TABLE.c.last_hash))
+_INSERT_ROWS = insert(_AUDIT_TABLE)
+_SET_TIP = (update(_HEAD_TABLE).where(_HEAD_TABLE.c.id == 1)
+            .values(last_hash=bindparam("tip", type_=String)))
+
+
+@functools.cache
+def _insert_and_tip(count: int) -> Update:
+    """Return the PostgreSQL statement writing ``count`` rows and the new tip (built once)."""
+    values = [{column: bindparam(f"row{n}_{column}", type_=_AUDIT_TABLE.c[column].type)
+               for column in _COLUMNS} for n in range(count)]
+    rows = insert(_AUDIT_TABLE).values(values).cte("new_audit_rows")
+    return _SET_TIP.add_cte(rows)
 
 
 def append_now(db: Database, event: AuditEvent) -> int:
