@@ -12,7 +12,9 @@ order ticket, a GTT trigger, the end-of-day square-off, later strategies and the
    "risk", go through it as action ``protect``);
 3. the order is persisted as ``PENDING`` with its client order id **before** it is sent, so a
    crash after sending cannot lose it, and the same client order id submitted twice yields one
-   order;
+   order (with a broker keeping its book in the desk's database, the row and the broker's
+   order are written in one transaction, the row once, with the broker's answer: they commit
+   together or not at all);
 4. the broker acknowledges (``OPEN``) or refuses (``REJECTED`` with the broker's reason);
 5. :meth:`OrderManager.sync` mirrors the broker's order states and executions back into the
    book (``PARTIALLY_FILLED``, ``FILLED``, ``CANCELLED``), with their charges.
@@ -552,19 +554,24 @@ class OrderManager:
                 request, risk_note = self._checked(request, instrument, broker, pre, placed_by,
                                                    source, gtt_id, session)
                 row = self._pending_row(request, instrument, broker, placed_by, source, gtt_id)
+                # One transaction: the row is written once, with the broker's answer, and
+                # commits with the broker's order or not at all. Its client order id is unique
+                # in both books, so a repeat fails the insert and is answered by _existing.
+                reason: str | None = None
+                try:
+                    row.broker_order_id = desk.place_in(session, request, pre)
+                except (OrderRejected, ValidationError) as exc:
+                    reason = str(exc)
+                    row.status = OrderStatus.REJECTED
+                    row.rejection_reason = reason[:_REASON_CHARS]
+                else:
+                    row.status = OrderStatus.OPEN
                 session.add(row)
                 session.flush()
-                events = [self._placed_event(session, row, placed_by, source, risk_note)]
-                try:
-                    broker_order_id = desk.place_in(session, request, pre)
-                except (OrderRejected, ValidationError) as exc:
-                    self._apply(session, row, OrderStatus.REJECTED, placed_by, reason=str(exc),
-                                events=events)
-                else:
-                    self._apply(session, row, OrderStatus.OPEN, placed_by,
-                                broker_order_id=broker_order_id, events=events)
+                events = [self._placed_event(session, row, placed_by, source, risk_note),
+                          self._recorded(session, row, OrderStatus.PENDING, 0, placed_by,
+                                         reason=reason)]
                 audit.append_many(session, events)
-                session.flush()
                 order = load_order(session, row.id)
                 if on_recorded is not None:
                     on_recorded(session, order)
@@ -610,19 +617,27 @@ class OrderManager:
             row.filled_quantity = filled
         if average is not None:
             row.average_price = average
-        household_id = self._household(session, row.account_id)
-        event = _event(actor, "orders.status", row.id, household_id,
-                       {"from": old.value, "to": new.value, "filled": row.filled_quantity,
-                        "average_price": row.average_price,
-                        "broker_order_id": row.broker_order_id, "reason": reason})
-        if household_id is not None:  # the alert commits with the change, or not at all
-            enqueue_order_event(session, row, old, old_filled, household_id,
-                                actor.username if actor else None)
+        event = self._recorded(session, row, old, old_filled, actor, reason=reason)
         if events is None:
             audit.append(session, event)
         else:
             events.append(event)
         return True
+
+    def _recorded(self, session: Session, row: OrderRow, old: OrderStatus, old_filled: int,
+                  actor: Actor | None, *, reason: str | None = None) -> audit.AuditEvent:
+        """Write the alert of ``row``'s move from ``old`` (as it now is); return its audit event.
+
+        The alert commits with the change, or not at all; the caller appends the event.
+        """
+        household_id = self._household(session, row.account_id)
+        if household_id is not None:
+            enqueue_order_event(session, row, old, old_filled, household_id,
+                                actor.username if actor else None)
+        return _event(actor, "orders.status", row.id, household_id,
+                      {"from": old.value, "to": row.status.value,
+                       "filled": row.filled_quantity, "average_price": row.average_price,
+                       "broker_order_id": row.broker_order_id, "reason": reason})
 
     # -- changes --------------------------------------------------------------------------
     def _open_row(self, session: Session, order_id: int) -> OrderRow:

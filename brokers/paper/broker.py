@@ -182,8 +182,9 @@ class PaperBroker:
             prepared = _Prepared(session, self.account_id, instrument, now,
                                  self.market.session(now, within=session), None,
                                  self._state(session, to_ist(now).date()))
-        # else: the caller wrote a new order row under this client order id in this session,
-        # so the broker cannot hold it yet (its own unique key would refuse a repeat).
+        # else: the caller's transaction writes the order book's row under this client order
+        # id with this order; a repeat breaks a unique key (this book's or the order book's)
+        # and rolls both back, so there is nothing to look up first.
         instrument, now, state = prepared.instrument, prepared.now, prepared.state
         request = replace(request, symbol=instrument.symbol)
         check_request(request, instrument)
