@@ -34,21 +34,25 @@ class FillCache:
         self._fills = AccountBook()
 
     def book(self, session: Session, ltp: Mapping[str, Decimal] | None,
-             today: date) -> portfolio.Book:
+             today: date, version: tuple[int, int] | None = None) -> portfolio.Book:
         """Return the book on ``today`` of every fill, marked at ``ltp``.
 
         With ``ltp`` None the marks do not matter to the caller (funds depend on costs, not
-        prices): each queue keeps the prices it was last marked at.
+        prices): each queue keeps the prices it was last marked at. ``version`` is the
+        account's (fill count, last fill id) if the caller just read them in ``session``.
         """
         with self._lock:
-            self._refresh(session)
+            self._refresh(session, version)
             return self._fills.book(ltp, today)
 
-    def _refresh(self, session: Session) -> None:
+    def _refresh(self, session: Session, version: tuple[int, int] | None = None) -> None:
         """Read the fills added since the last read (all of them if the count disagrees)."""
         account = PaperTradeRow.account_id == self.account_id
-        count, last = session.execute(
-            select(func.count(), func.max(PaperTradeRow.id)).where(account)).one()
+        if version is None:
+            count, last = session.execute(
+                select(func.count(), func.max(PaperTradeRow.id)).where(account)).one()
+        else:
+            count, last = version
         if count == self._fills.count and (last or 0) == self._last_id:
             return
         query = select(PaperTradeRow).where(account).order_by(PaperTradeRow.id)

@@ -24,8 +24,8 @@ from brokers.paper.config import PaperConfig
 from brokers.paper.records import (
     MONEY_QUANTUM,
     OPEN_STATUSES,
-    deposits_and_blocked,
     leg_charges,
+    money_and_fills,
 )
 from core import portfolio
 from core.errors import InsufficientFunds, OrderRejected
@@ -67,8 +67,8 @@ def account_state(
 ) -> AccountState:
     """Return the account's trades, book and funds on ``today`` (the book's marks may be old)."""
     account_id = fills.account_id
-    book = fills.book(session, None, today)
-    paid_in, blocked = deposits_and_blocked(session, account_id)
+    paid_in, blocked, count, last_id = money_and_fills(session, account_id)
+    book = fills.book(session, None, today, version=(count, last_id))
     funds = portfolio.compute_funds(account_id, paid_in, book, blocked, config.mis_leverage)
     return AccountState(book, funds)
 

@@ -151,10 +151,18 @@ def deposits(session: Session, account_id: int) -> Decimal:
     return Decimal(session.scalar(_deposits_query(account_id)) or 0)
 
 
-def deposits_and_blocked(session: Session, account_id: int) -> tuple[Decimal, Decimal]:
-    """Return (paid-in capital, funds blocked by open orders) in rupees, in one query."""
+def money_and_fills(session: Session, account_id: int) -> tuple[Decimal, Decimal, int, int]:
+    """Return paid-in capital, blocked funds, fill count and last fill id, in one query.
+
+    The fill count and last id tell a :class:`brokers.paper.book.FillCache` whether it has
+    every fill, so an order's money read and fill check cost one round trip together.
+    """
     blocked = select(func.coalesce(func.sum(PaperOrderRow.blocked_funds), 0)).where(
         PaperOrderRow.account_id == account_id, PaperOrderRow.status.in_(OPEN_STATUSES))
-    paid, held = session.execute(select(_deposits_query(account_id).scalar_subquery(),
-                                        blocked.scalar_subquery())).one()
-    return Decimal(paid or 0), Decimal(held or 0)
+    fills = select(func.count(PaperTradeRow.id)).where(PaperTradeRow.account_id == account_id)
+    last = select(func.coalesce(func.max(PaperTradeRow.id), 0)).where(
+        PaperTradeRow.account_id == account_id)
+    paid, held, count, last_id = session.execute(select(
+        _deposits_query(account_id).scalar_subquery(), blocked.scalar_subquery(),
+        fills.scalar_subquery(), last.scalar_subquery())).one()
+    return Decimal(paid or 0), Decimal(held or 0), int(count), int(last_id)
