@@ -775,8 +775,10 @@ class OrderManager:
         changed = [(row, update) for row, update in changed
                    if (row.status, row.filled_quantity)
                    != (update.order.status, update.order.filled_quantity)]
+        # Only _mirror writes fills, with the filled quantity, so an order the book holds as
+        # unfilled has no fill in the book to skip: ask only about orders already part-filled.
         filled = [row.id for row, update in changed
-                  if update.order.filled_quantity != row.filled_quantity]
+                  if update.order.filled_quantity != row.filled_quantity and row.filled_quantity]
         known = set(session.scalars(select(TradeRow.broker_trade_id).where(
             TradeRow.order_id.in_(filled)))) if filled else set()
         mirrored = 0
