@@ -36,7 +36,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol, cast
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -199,14 +199,26 @@ def to_order(row: OrderRow, account_label: str, placed_by: str | None) -> Order:
         updated_at=to_ist(row.updated_at), gtt_id=row.gtt_id)
 
 
+# Built once: on the order path, building a statement costs about as much CPU as sending it.
+_ORDER_WITH_NAMES = (select(OrderRow, AccountRow.label, UserRow.username)
+                     .join(AccountRow, AccountRow.id == OrderRow.account_id)
+                     .outerjoin(UserRow, UserRow.id == OrderRow.placed_by_user_id)
+                     .where(OrderRow.id == bindparam("order")))
+_OPEN_AT_BROKER = (select(OrderRow.id, OrderRow.account_id, OrderRow.broker_order_id,
+                          OrderRow.status, OrderRow.filled_quantity)
+                   .where(OrderRow.status.in_([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]),
+                          OrderRow.broker_order_id.is_not(None)))
+_ROWS_OF_UPDATES = (select(OrderRow)
+                    .where(OrderRow.account_id.in_(bindparam("accounts", expanding=True)),
+                           OrderRow.broker_order_id.in_(bindparam("idents", expanding=True)))
+                    .order_by(OrderRow.id).with_for_update())
+_KNOWN_FILLS = select(TradeRow.broker_trade_id).where(
+    TradeRow.order_id.in_(bindparam("orders", expanding=True)))
+
+
 def load_order(session: Session, order_id: int) -> Order:
     """Return one order with its account label and placer's username."""
-    found = session.execute(
-        select(OrderRow, AccountRow.label, UserRow.username)
-        .join(AccountRow, AccountRow.id == OrderRow.account_id)
-        .outerjoin(UserRow, UserRow.id == OrderRow.placed_by_user_id)
-        .where(OrderRow.id == order_id)
-    ).one_or_none()
+    found = session.execute(_ORDER_WITH_NAMES, {"order": order_id}).one_or_none()
     if found is None:
         raise NotFound(f"Order {order_id} does not exist")
     row, label, username = found
@@ -711,10 +723,7 @@ class OrderManager:
         the worker asks them only every few seconds, as a safety net.
         """
         with self.db.reading() as session:
-            query = select(OrderRow.id, OrderRow.account_id, OrderRow.broker_order_id,
-                           OrderRow.status, OrderRow.filled_quantity).where(
-                OrderRow.status.in_([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]),
-                OrderRow.broker_order_id.is_not(None))
+            query = _OPEN_AT_BROKER
             if order_ids is not None:
                 query = query.where(OrderRow.id.in_(list(order_ids)))
             open_rows = session.execute(query).all()
@@ -765,11 +774,9 @@ class OrderManager:
         if not pending:
             return 0, []
         incomplete: list[int] = []
-        rows = session.scalars(
-            select(OrderRow).where(
-                OrderRow.account_id.in_({account for account, _ in pending}),
-                OrderRow.broker_order_id.in_({ident for _, ident in pending}))
-            .order_by(OrderRow.id).with_for_update()).all()
+        rows = session.scalars(_ROWS_OF_UPDATES, {
+            "accounts": sorted({account for account, _ in pending}),
+            "idents": sorted({ident for _, ident in pending})}).all()
         changed = [(row, pending[(row.account_id, row.broker_order_id or "")])
                    for row in rows if (row.account_id, row.broker_order_id) in pending]
         changed = [(row, update) for row, update in changed
@@ -779,8 +786,7 @@ class OrderManager:
         # unfilled has no fill in the book to skip: ask only about orders already part-filled.
         filled = [row.id for row, update in changed
                   if update.order.filled_quantity != row.filled_quantity and row.filled_quantity]
-        known = set(session.scalars(select(TradeRow.broker_trade_id).where(
-            TradeRow.order_id.in_(filled)))) if filled else set()
+        known = set(session.scalars(_KNOWN_FILLS, {"orders": filled})) if filled else set()
         mirrored = 0
         for row, update in changed:
             new_fills = sum(t.quantity for t in update.trades

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from brokers.base import OrderUpdate, VenueStep
@@ -96,6 +96,13 @@ class StepReport:
     def venue_step(self) -> VenueStep:
         """Return the step as the registry's venue steppers report it."""
         return VenueStep(self.events, tuple(self.updates))
+
+
+# Built once: the worker steps every second.
+_OPEN_ORDERS = (select(PaperOrderRow).where(PaperOrderRow.status.in_(OPEN_STATUSES))
+                .order_by(PaperOrderRow.id).with_for_update(skip_locked=True))
+_TICK_SIZES = select(InstrumentRow.id, InstrumentRow.tick_size).where(
+    InstrumentRow.id.in_(bindparam("ids", expanding=True)))
 
 
 @dataclass(slots=True)
@@ -181,11 +188,10 @@ class PaperExchange:
     @staticmethod
     def _open_orders(session: Session, only: Collection[str] | None) -> list[PaperOrderRow]:
         """Return the open orders to step, locked (an idle step takes no write lock)."""
-        query = select(PaperOrderRow).where(PaperOrderRow.status.in_(OPEN_STATUSES))
+        query = _OPEN_ORDERS
         if only is not None:
             ids = [i for i in map(parse_order_id, only) if i is not None]
             query = query.where(PaperOrderRow.id.in_(ids))
-        query = query.order_by(PaperOrderRow.id).with_for_update(skip_locked=True)
         rows = list(session.scalars(query).all())
         if rows and session.get_bind().dialect.name == "sqlite":
             serialise(session)  # SQLite: take the write lock, then read again under it
@@ -208,8 +214,7 @@ class PaperExchange:
     def _prepare(session: Session, batch: _Batch, rows: list[PaperOrderRow]) -> None:
         """Load tick sizes and today's delivery sells of the accounts in play, in two reads."""
         instrument_ids = {row.instrument_id for row in rows}
-        batch.ticks = dict(session.execute(select(InstrumentRow.id, InstrumentRow.tick_size)
-                                           .where(InstrumentRow.id.in_(instrument_ids))).all())
+        batch.ticks = dict(session.execute(_TICK_SIZES, {"ids": sorted(instrument_ids)}).all())
         sellers = {row.account_id for row in rows
                    if row.side is Side.SELL and row.product is Product.CNC}
         if sellers:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Select, case, func, select, update
+from sqlalchemy import Integer, Select, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from core.clock import to_ist
@@ -123,12 +124,11 @@ def serialise(session: Session, account_ids: Iterable[int] = ()) -> None:
     no-op write, instead of failing to upgrade a read transaction later.
     """
     if session.get_bind().dialect.name == "sqlite":
-        session.execute(update(PaperOrderRow).where(PaperOrderRow.id == -1).values(id=-1))
+        session.execute(_SQLITE_WRITE_LOCK)
         return
     ids = sorted(set(account_ids))
     if ids:
-        session.execute(select(AccountRow.id).where(AccountRow.id.in_(ids))
-                        .order_by(AccountRow.id).with_for_update(key_share=True))
+        session.execute(_LOCK_ACCOUNTS, {"ids": ids})
 
 
 def paise(amount: object, what: str) -> Decimal:
@@ -157,12 +157,27 @@ def money_and_fills(session: Session, account_id: int) -> tuple[Decimal, Decimal
     The fill count and last id tell a :class:`brokers.paper.book.FillCache` whether it has
     every fill, so an order's money read and fill check cost one round trip together.
     """
-    blocked = select(func.coalesce(func.sum(PaperOrderRow.blocked_funds), 0)).where(
-        PaperOrderRow.account_id == account_id, PaperOrderRow.status.in_(OPEN_STATUSES))
-    fills = select(func.count(PaperTradeRow.id)).where(PaperTradeRow.account_id == account_id)
-    last = select(func.coalesce(func.max(PaperTradeRow.id), 0)).where(
-        PaperTradeRow.account_id == account_id)
-    paid, held, count, last_id = session.execute(select(
-        _deposits_query(account_id).scalar_subquery(), blocked.scalar_subquery(),
-        fills.scalar_subquery(), last.scalar_subquery())).one()
+    paid, held, count, last_id = session.execute(_MONEY_AND_FILLS, {"account": account_id}).one()
     return Decimal(paid or 0), Decimal(held or 0), int(count), int(last_id)
+
+
+def _money_and_fills() -> Select[Any]:
+    """Build, once, the statement of :func:`money_and_fills` (``account`` bound at execution)."""
+    account = bindparam("account", type_=Integer)
+    signed = case((PaperLedgerRow.kind == "withdrawal", -PaperLedgerRow.amount),
+                  else_=PaperLedgerRow.amount)
+    paid = select(func.coalesce(func.sum(signed), 0)).where(PaperLedgerRow.account_id == account)
+    blocked = select(func.coalesce(func.sum(PaperOrderRow.blocked_funds), 0)).where(
+        PaperOrderRow.account_id == account, PaperOrderRow.status.in_(OPEN_STATUSES))
+    fills = select(func.count(PaperTradeRow.id)).where(PaperTradeRow.account_id == account)
+    last = select(func.coalesce(func.max(PaperTradeRow.id), 0)).where(
+        PaperTradeRow.account_id == account)
+    return select(paid.scalar_subquery(), blocked.scalar_subquery(), fills.scalar_subquery(),
+                  last.scalar_subquery())
+
+
+# Built once: building a statement costs about as much CPU as sending it.
+_MONEY_AND_FILLS = _money_and_fills()
+_LOCK_ACCOUNTS = (select(AccountRow.id).where(AccountRow.id.in_(bindparam("ids", expanding=True)))
+                  .order_by(AccountRow.id).with_for_update(key_share=True))
+_SQLITE_WRITE_LOCK = update(PaperOrderRow).where(PaperOrderRow.id == -1).values(id=-1)

@@ -134,6 +134,15 @@ _FILLS_AND_PEAK = select(
     .scalar_subquery(),
 )
 
+# Built once, like _FILLS_AND_PEAK: the gate runs them before every order.
+_NEW_FILLS = (select(TradeRow).where(TradeRow.account_id == bindparam("account"),
+                                     TradeRow.id > bindparam("after"))
+              .order_by(TradeRow.executed_at, TradeRow.id))
+_RECENT_ORDERS = (select(OrderRow.created_at, OrderRow.symbol, OrderRow.side, OrderRow.quantity,
+                         OrderRow.status, OrderRow.client_order_id)
+                  .where(OrderRow.account_id == bindparam("account"),
+                         OrderRow.created_at >= bindparam("since")))
+
 
 class _Fills:
     """One account's fills as the gate last read them, and their book kept up to date.
@@ -358,17 +367,15 @@ class DeskRiskGate:
         if fills is None or fills.last_id > last_id or len(fills.trades) > count:
             fills = _Fills()  # first read, or the history changed: read it all again
         if fills.last_id < last_id:
-            query = (select(TradeRow).where(TradeRow.account_id == account_id,
-                                            TradeRow.id > fills.last_id)
-                     .order_by(TradeRow.executed_at, TradeRow.id))
+            params = {"account": account_id, "after": fills.last_id}
             if reader is None:
                 with self.db.transaction() as session:
-                    new = [to_trade(row) for row in session.scalars(query)]
+                    new = [to_trade(row) for row in session.scalars(_NEW_FILLS, params)]
             elif isinstance(reader, Session):
-                new = [to_trade(row) for row in reader.scalars(query)]
+                new = [to_trade(row) for row in reader.scalars(_NEW_FILLS, params)]
             else:
                 with Session(bind=reader) as orm:
-                    new = [to_trade(row) for row in orm.scalars(query)]
+                    new = [to_trade(row) for row in orm.scalars(_NEW_FILLS, params)]
             fills.extend(new)
         if len(fills.trades) != count:  # fills arrived out of id order: read them all
             fills = _Fills()
@@ -413,10 +420,7 @@ class DeskRiskGate:
     def _recent_rows(session: Session | Connection, account_id: int,
                      since: datetime) -> list[Any]:
         """Return the account's orders created since ``since`` (any process)."""
-        return list(session.execute(
-            select(OrderRow.created_at, OrderRow.symbol, OrderRow.side, OrderRow.quantity,
-                   OrderRow.status, OrderRow.client_order_id)
-            .where(OrderRow.account_id == account_id, OrderRow.created_at >= since)).all())
+        return list(session.execute(_RECENT_ORDERS, {"account": account_id, "since": since}).all())
 
     def _recent(self, request: OrderRequest, limits: RiskLimits,
                 rows: list[Any] | None = None) -> tuple[int, float | None]:
