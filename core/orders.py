@@ -36,7 +36,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -212,6 +212,7 @@ _ROWS_OF_UPDATES = (select(OrderRow)
                     .where(OrderRow.account_id.in_(bindparam("accounts", expanding=True)),
                            OrderRow.broker_order_id.in_(bindparam("idents", expanding=True)))
                     .order_by(OrderRow.id).with_for_update())
+_INSERT_FILLS = insert(cast(Table, TradeRow.__table__))
 _KNOWN_FILLS = select(TradeRow.broker_trade_id).where(
     TradeRow.order_id.in_(bindparam("orders", expanding=True)))
 
@@ -803,17 +804,16 @@ class OrderManager:
                 known: set[str], actor: Actor | None) -> None:
         state = update.order
         if state.filled_quantity != row.filled_quantity:
-            for trade in update.trades:
-                if trade.broker_trade_id in known:
-                    continue
-                values = {name: getattr(trade.charges, name) for name in CHARGE_FIELDS}
-                session.add(TradeRow(
-                    order_id=row.id, account_id=row.account_id, symbol=trade.symbol,
-                    side=trade.side, product=trade.product, quantity=trade.quantity,
-                    price=trade.price, executed_at=trade.executed_at,
-                    trade_date=trade.trade_date, broker_trade_id=trade.broker_trade_id,
-                    broker_order_id=trade.broker_order_id,
-                    charges_total=trade.charges.total, **values))
+            fills = [{"order_id": row.id, "account_id": row.account_id, "symbol": trade.symbol,
+                      "side": trade.side, "product": trade.product, "quantity": trade.quantity,
+                      "price": trade.price, "executed_at": trade.executed_at,
+                      "trade_date": trade.trade_date, "broker_trade_id": trade.broker_trade_id,
+                      "broker_order_id": trade.broker_order_id,
+                      "charges_total": trade.charges.total,
+                      **{name: getattr(trade.charges, name) for name in CHARGE_FIELDS}}
+                     for trade in update.trades if trade.broker_trade_id not in known]
+            if fills:  # a Core insert: the rows are never read back through this session
+                session.execute(_INSERT_FILLS, fills)
         reason = state.status_message if state.status in (
             OrderStatus.REJECTED, OrderStatus.CANCELLED) else None
         self._apply(session, row, state.status, actor, reason=reason,
