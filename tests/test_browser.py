@@ -496,7 +496,9 @@ def test_a_member_connects_telegram_with_a_code_the_bot_links_and_then_unlinks(
     expect(page.get_by_text("Telegram is not linked", exact=False)).to_be_visible(
         timeout=WAIT_MS)
     _settled(page)
-    page.get_by_role("button", name="Connect").click()
+    connect = page.get_by_role("button", name="Connect")
+    expect(connect).to_have_count(1, timeout=WAIT_MS)
+    connect.click()
     shown = page.get_by_role("heading").filter(has_text=re.compile(r"^[A-Z2-9]{8}$"))
     expect(shown).to_be_visible(timeout=WAIT_MS)
     code = shown.inner_text().strip()
@@ -512,7 +514,10 @@ def test_a_member_connects_telegram_with_a_code_the_bot_links_and_then_unlinks(
         expect(page.get_by_text("Linked to @kamla_t since", exact=False)).to_be_visible(
             timeout=WAIT_MS)
         _settled(page)
-        page.get_by_role("button", name="Unlink").click()
+        unlink = page.get_by_role("button", name="Unlink")
+        # After a reload Streamlit may still show the previous run's elements for a moment.
+        expect(unlink).to_have_count(1, timeout=WAIT_MS)
+        unlink.click()
         expect(page.get_by_text("Telegram unlinked", exact=False)).to_be_visible(
             timeout=WAIT_MS)
         expect(page.get_by_text("Telegram is not linked", exact=False)).to_be_visible()
