@@ -1,8 +1,10 @@
 """Time in India: IST now, session expiry boundaries, trading days and market hours.
 
 Trading days come from ``exchange_calendars`` calendar "XBOM" (NSE and BSE share the holiday
-list) plus the overrides below. The calendar only records holidays to the end of its data; asking
-beyond it raises :class:`~core.errors.ConfigError` rather than guessing.
+list) plus the overrides below. The calendar only records holidays to the end of its data
+(``exchange_calendars`` 4.13.2: 2026). A later year is answered from
+:data:`HOLIDAYS_BEYOND_CALENDAR` once NSE's official list for it is entered there; until then,
+asking raises :class:`~core.errors.ConfigError` rather than guessing.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ CLOSING_SESSION_END = time(16, 0)
 
 #: Dates the exchange calendar gets wrong for NSE, as (date, is_trading_day, why).
 CALENDAR_OVERRIDES: tuple[tuple[date, bool, str], ...] = ()
+
+#: NSE's official holiday list for each year the exchange calendar does not cover yet: in such a
+#: year every weekday not listed is a trading day. Enter a year only from NSE's own circular
+#: (published each December); a guessed list would open the desk on a holiday.
+HOLIDAYS_BEYOND_CALENDAR: dict[int, frozenset[date]] = {}
 
 #: Sessions NSE held outside its regular calendar, with real bars in the shipped daily sample:
 #: Diwali Muhurat trading (an evening hour) and special Saturday live sessions. Their bars are
@@ -100,11 +107,14 @@ def is_trading_day(day: date) -> bool:
             return trades
     cal = _calendar()
     stamp = pd.Timestamp(day)
+    if stamp > cal.last_session and day.year in HOLIDAYS_BEYOND_CALENDAR:
+        return day.weekday() < 5 and day not in HOLIDAYS_BEYOND_CALENDAR[day.year]
     if stamp > cal.last_session or stamp < cal.first_session:
         raise ConfigError(
             f"the trading calendar covers {cal.first_session.date()} to "
-            f"{cal.last_session.date()}; {day} is outside it. Add that year's NSE holidays to "
-            "CALENDAR_OVERRIDES in core/clock.py or upgrade exchange_calendars"
+            f"{cal.last_session.date()}; {day} is outside it. Enter NSE's official {day.year} "
+            "holiday list in HOLIDAYS_BEYOND_CALENDAR in core/clock.py or upgrade "
+            "exchange_calendars"
         )
     return bool(cal.is_session(stamp))
 

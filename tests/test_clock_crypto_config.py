@@ -7,6 +7,7 @@ from datetime import date, datetime, time
 
 import pytest
 
+from core import clock
 from core import config as config_module
 from core.clock import (
     IST,
@@ -44,8 +45,21 @@ def test_market_status_follows_nse_hours_and_the_xbom_calendar(moment, status) -
 
 
 def test_a_year_beyond_the_calendar_fails_loudly_instead_of_guessing() -> None:
-    with pytest.raises(ConfigError, match="outside it"):
+    with pytest.raises(ConfigError, match=r"outside it\. Enter NSE's official 2027 holiday list"):
         is_trading_day(date(2027, 1, 26))
+
+
+def test_a_year_beyond_the_calendar_trades_on_weekdays_its_entered_holiday_list_leaves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    holidays = frozenset({date(2027, 1, 26)})  # an illustration, not NSE's 2027 list
+    monkeypatch.setitem(clock.HOLIDAYS_BEYOND_CALENDAR, 2027, holidays)
+    assert is_trading_day(date(2027, 1, 25)) is True  # Monday
+    assert is_trading_day(date(2027, 1, 26)) is False  # listed
+    assert is_trading_day(date(2027, 1, 30)) is False  # Saturday
+    assert market_state(datetime(2027, 1, 26, 11, 0, tzinfo=IST)).status is MarketStatus.HOLIDAY
+    assert market_state(datetime(2027, 1, 27, 11, 0, tzinfo=IST)).status is MarketStatus.OPEN
+    with pytest.raises(ConfigError, match=r"outside it\. Enter NSE's official 2028"):
+        is_trading_day(date(2028, 1, 3))  # a year not entered still fails loudly
 
 
 def test_people_see_ist_and_naive_times_are_refused() -> None:
