@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, String, Table, Update, bindparam, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from core.domain import ClientInfo
@@ -127,11 +137,17 @@ _SET_TIP = (update(_HEAD_TABLE).where(_HEAD_TABLE.c.id == 1)
 
 @functools.cache
 def _insert_and_tip(count: int) -> Update:
-    """Return the PostgreSQL statement writing ``count`` rows and the new tip (built once)."""
-    values = [{column: bindparam(f"row{n}_{column}", type_=_AUDIT_TABLE.c[column].type)
-               for column in _COLUMNS} for n in range(count)]
-    rows = insert(_AUDIT_TABLE).values(values).cte("new_audit_rows")
-    return _SET_TIP.add_cte(rows)
+    """Return the PostgreSQL statement writing ``count`` rows and the new tip (built once).
+
+    The rows come from a ``SELECT ... UNION ALL SELECT ...`` of bound parameters, not a
+    multi-row ``VALUES``: SQLAlchemy cannot cache a multi-row ``VALUES`` statement and would
+    compile it again on every append. Each row carries its own id, so their order is free.
+    """
+    rows = [select(*[bindparam(f"row{n}_{column}", type_=_AUDIT_TABLE.c[column].type)
+                     for column in _COLUMNS]) for n in range(count)]
+    source = rows[0] if count == 1 else union_all(*rows)
+    written = insert(_AUDIT_TABLE).from_select(list(_COLUMNS), source).cte("new_audit_rows")
+    return _SET_TIP.add_cte(written)
 
 
 def append_now(db: Database, event: AuditEvent) -> int:
