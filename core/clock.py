@@ -119,6 +119,31 @@ def is_trading_day(day: date) -> bool:
     return bool(cal.is_session(stamp))
 
 
+#: Days before the last day the calendar knows from which the desk warns that it will stop.
+CALENDAR_WARN_DAYS = 45
+
+
+def calendar_last_day() -> date:
+    """Return the last day whose trading status is known (the calendar, then entered years)."""
+    last: date = _calendar().last_session.date()
+    while last.year + 1 in HOLIDAYS_BEYOND_CALENDAR:
+        last = date(last.year + 1, 12, 31)
+    return last
+
+
+def calendar_warning(today: date) -> str | None:
+    """Return a warning when the calendar ends within :data:`CALENDAR_WARN_DAYS` of ``today``."""
+    last = calendar_last_day()
+    left = (last - today).days
+    if left > CALENDAR_WARN_DAYS:
+        return None
+    stop = last + timedelta(days=1)
+    return (f"The trading calendar ends on {last} ({max(left, 0)} days from {today}). From {stop} "
+            f"the desk cannot tell trading days and its calendar jobs stop until NSE's official "
+            f"{stop.year} holiday list is entered in HOLIDAYS_BEYOND_CALENDAR in core/clock.py "
+            "(or exchange_calendars is upgraded).")
+
+
 def is_bar_day(day: date) -> bool:
     """Return whether a daily bar may exist for ``day``: a trading day or a special session."""
     return day in SPECIAL_SESSIONS or is_trading_day(day)

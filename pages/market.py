@@ -43,6 +43,8 @@ def market_status() -> None:
         st.metric("NSE cash market", "unknown")
         st.warning(str(exc))
         return
+    if (ending := svc.market.calendar_warning(state.at)) is not None:
+        st.warning(ending)
     cols = st.columns([1, 2])
     cols[0].metric("NSE cash market", state.status.value, help=state.detail)
     cols[1].metric("Time in India", format_ist(state.at))

@@ -62,6 +62,22 @@ def test_a_year_beyond_the_calendar_trades_on_weekdays_its_entered_holiday_list_
         is_trading_day(date(2028, 1, 3))  # a year not entered still fails loudly
 
 
+def test_the_desk_warns_45_days_before_the_calendar_ends_and_an_entered_year_extends_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert clock.calendar_last_day() == date(2026, 12, 31)
+    assert clock.calendar_warning(date(2026, 11, 15)) is None  # 46 days left
+    warning = clock.calendar_warning(date(2026, 11, 21))
+    assert warning == (
+        "The trading calendar ends on 2026-12-31 (40 days from 2026-11-21). From 2027-01-01 the "
+        "desk cannot tell trading days and its calendar jobs stop until NSE's official 2027 "
+        "holiday list is entered in HOLIDAYS_BEYOND_CALENDAR in core/clock.py (or "
+        "exchange_calendars is upgraded).")
+    assert "(0 days from 2027-01-05)" in (clock.calendar_warning(date(2027, 1, 5)) or "")
+    monkeypatch.setitem(clock.HOLIDAYS_BEYOND_CALENDAR, 2027, frozenset())
+    assert clock.calendar_last_day() == date(2027, 12, 31)
+    assert clock.calendar_warning(date(2026, 11, 21)) is None
+
+
 def test_people_see_ist_and_naive_times_are_refused() -> None:
     assert format_ist(datetime(2026, 11, 21, 0, 0, tzinfo=IST)) == "2026-11-21 00:00:00 IST"
     with pytest.raises(ValueError, match="naive"):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core import clock
 from core.clock import IST, MarketStatus, now_ist
 from core.domain import Interval
 from core.errors import SessionInvalid
@@ -169,6 +170,19 @@ def test_the_page_warns_when_the_feed_has_stalled(desk, monkeypatch) -> None:
     assert any("The feed has stalled" in e.value for e in at.error)
     shown = _everything_shown(at)
     assert "Simulated time (13 Apr 2021)" in shown and "11:00:00 IST" in shown
+
+
+def test_the_page_warns_when_the_trading_calendar_ends_soon(desk, monkeypatch) -> None:
+    services, _ = desk
+    monkeypatch.setattr(clock, "CALENDAR_WARN_DAYS", 100_000)  # whatever today's date is
+    at = app_as(desk, "aarav").switch_page(page("pages/market.py")).run()
+    assert not at.exception
+    expected = services.market.calendar_warning()
+    assert expected is not None and expected.startswith("The trading calendar ends on 2026-12-31")
+    assert expected in [w.value for w in at.warning]
+    monkeypatch.setattr(clock, "CALENDAR_WARN_DAYS", -100_000)
+    at = app_as(desk, "aarav").switch_page(page("pages/market.py")).run()
+    assert not any("trading calendar ends" in w.value for w in at.warning)
 
 
 def test_the_page_says_when_no_feed_has_run(desk, monkeypatch) -> None:

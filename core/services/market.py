@@ -16,7 +16,16 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.clock import IST, MARKET_CLOSE, MarketState, format_ist, market_state, to_ist
+from core.clock import (
+    IST,
+    MARKET_CLOSE,
+    MarketState,
+    calendar_warning,
+    format_ist,
+    market_state,
+    now_ist,
+    to_ist,
+)
 from core.domain import Actor, Interval, Quote
 from core.marketdata.instruments import sample_sectors
 from core.marketdata.quotes import read_quotes
@@ -165,3 +174,7 @@ class MarketService(ServiceBase):
     def market_clock(self, at: datetime | None = None) -> MarketState:
         """Return the NSE cash market's status at ``at`` (default now) from the NSE calendar."""
         return market_state(at)
+
+    def calendar_warning(self, at: datetime | None = None) -> str | None:
+        """Return a warning when the trading calendar ends soon after ``at`` (default now)."""
+        return calendar_warning(to_ist(at or now_ist()).date())
