@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import cache
+from operator import attrgetter
 
 from core.clock import is_trading_day
 from core.errors import ConfigError, ValidationError
@@ -474,16 +475,28 @@ def combine_books(books: Iterable[Book]) -> Book:
     if len(days) != 1:
         raise ValidationError("Books to add up must be of one trading day; got "
                               f"{', '.join(map(str, days)) or 'no books'}")
-    return Book(
-        today=days[0],
-        account_ids=tuple(sorted({a for b in books for a in b.account_ids})),
-        positions=tuple(sorted((p for b in books for p in b.positions),
-                               key=lambda p: (p.account_id, p.symbol, p.product))),
-        holdings=tuple(sorted((h for b in books for h in b.holdings),
-                              key=lambda h: (h.account_id, h.symbol))),
-        unpriced=tuple(sorted({s for b in books for s in b.unpriced})),
-        **{name: sum((getattr(b, name) for b in books), ZERO) for name in _SUMMED},
-    )
+    # Plain loops, not generators: every order adds up each account's queues (hot path).
+    account_ids: set[int] = set()
+    positions: list[Position] = []
+    holdings: list[Holding] = []
+    unpriced: set[str] = set()
+    sums = dict.fromkeys(_SUMMED, ZERO)
+    for book in books:
+        account_ids.update(book.account_ids)
+        positions += book.positions
+        holdings += book.holdings
+        unpriced.update(book.unpriced)
+        for name in _SUMMED:
+            sums[name] += getattr(book, name)
+    positions.sort(key=_position_order)
+    holdings.sort(key=_holding_order)
+    return Book(today=days[0], account_ids=tuple(sorted(account_ids)),
+                positions=tuple(positions), holdings=tuple(holdings),
+                unpriced=tuple(sorted(unpriced)), **sums)
+
+
+_position_order = attrgetter("account_id", "symbol", "product")
+_holding_order = attrgetter("account_id", "symbol")
 
 
 @dataclass(frozen=True, slots=True)

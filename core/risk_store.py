@@ -82,6 +82,11 @@ def household_limits(session: Session, household_id: int) -> RiskLimits:
     return _to_limits(row) if row is not None else RiskLimits()
 
 
+# Built once (keys bound at execution): the risk gate reads limits on every order.
+_LIMITS_OF_KEYS = select(RiskLimitsRow).where(
+    RiskLimitsRow.scope_key.in_(bindparam("keys", expanding=True)))
+
+
 def effective_limits(session: Session, household_id: int,
                      account_id: int | None) -> tuple[RiskLimits, str]:
     """Return the limits that apply to an account and where they come from.
@@ -92,8 +97,7 @@ def effective_limits(session: Session, household_id: int,
     keys = [limits_key(household_id, None)]
     if account_id is not None:
         keys.append(limits_key(household_id, account_id))
-    rows = {row.scope_key: row for row in session.scalars(
-        select(RiskLimitsRow).where(RiskLimitsRow.scope_key.in_(keys)))}
+    rows = {row.scope_key: row for row in session.scalars(_LIMITS_OF_KEYS, {"keys": keys})}
     if account_id is not None and keys[1] in rows:
         return _to_limits(rows[keys[1]]), "account"
     if keys[0] in rows:

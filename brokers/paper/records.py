@@ -12,7 +12,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Integer, Select, bindparam, case, func, select, update
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from core.clock import to_ist
@@ -139,16 +139,15 @@ def paise(amount: object, what: str) -> Decimal:
     return value.quantize(PAISA)
 
 
-def _deposits_query(account_id: int) -> Select[tuple[Decimal]]:
+def _deposits_query(account: ColumnElement[int]) -> Select[tuple[Decimal]]:
     signed = case((PaperLedgerRow.kind == "withdrawal", -PaperLedgerRow.amount),
                   else_=PaperLedgerRow.amount)
-    return select(func.coalesce(func.sum(signed), 0)).where(
-        PaperLedgerRow.account_id == account_id)
+    return select(func.coalesce(func.sum(signed), 0)).where(PaperLedgerRow.account_id == account)
 
 
 def deposits(session: Session, account_id: int) -> Decimal:
     """Return the account's paid-in capital: deposits minus withdrawals, rupees."""
-    return Decimal(session.scalar(_deposits_query(account_id)) or 0)
+    return Decimal(session.scalar(_DEPOSITS, {"account": account_id}) or 0)
 
 
 def money_and_fills(session: Session, account_id: int) -> tuple[Decimal, Decimal, int, int]:
@@ -164,9 +163,7 @@ def money_and_fills(session: Session, account_id: int) -> tuple[Decimal, Decimal
 def _money_and_fills() -> Select[Any]:
     """Build, once, the statement of :func:`money_and_fills` (``account`` bound at execution)."""
     account = bindparam("account", type_=Integer)
-    signed = case((PaperLedgerRow.kind == "withdrawal", -PaperLedgerRow.amount),
-                  else_=PaperLedgerRow.amount)
-    paid = select(func.coalesce(func.sum(signed), 0)).where(PaperLedgerRow.account_id == account)
+    paid = _deposits_query(account)
     blocked = select(func.coalesce(func.sum(PaperOrderRow.blocked_funds), 0)).where(
         PaperOrderRow.account_id == account, PaperOrderRow.status.in_(OPEN_STATUSES))
     fills = select(func.count(PaperTradeRow.id)).where(PaperTradeRow.account_id == account)
@@ -178,6 +175,7 @@ def _money_and_fills() -> Select[Any]:
 
 # Built once: building a statement costs about as much CPU as sending it.
 _MONEY_AND_FILLS = _money_and_fills()
+_DEPOSITS = _deposits_query(bindparam("account", type_=Integer))
 _LOCK_ACCOUNTS = (select(AccountRow.id).where(AccountRow.id.in_(bindparam("ids", expanding=True)))
                   .order_by(AccountRow.id).with_for_update(key_share=True))
 _SQLITE_WRITE_LOCK = update(PaperOrderRow).where(PaperOrderRow.id == -1).values(id=-1)

@@ -56,6 +56,8 @@ log = logging.getLogger("sher.orders")
 BOOK_LIMIT = 500
 #: How often the worker's step asks desk-database brokers for every open order (seconds).
 DESK_SYNC_SECONDS = 10.0
+# Built once: the worker reads the active GTTs on every step.
+_ACTIVE_GTTS = select(GttRow).where(GttRow.status == GttStatus.ACTIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +328,7 @@ class OrderService(ServiceBase):
     def fire_gtts(self, now: datetime) -> int:
         """Fire every active GTT whose trigger the LTP crossed; expire old ones."""
         with self.db.reading() as session:
-            rows = list(session.scalars(select(GttRow).where(GttRow.status == GttStatus.ACTIVE)))
+            rows = list(session.scalars(_ACTIVE_GTTS))
         fired = 0
         live = [row for row in rows if to_ist(row.expires_at) > now]
         for row in rows:
