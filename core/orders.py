@@ -36,7 +36,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol, cast
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Integer, Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -204,6 +204,10 @@ _ORDER_WITH_NAMES = (select(OrderRow, AccountRow.label, UserRow.username)
                      .join(AccountRow, AccountRow.id == OrderRow.account_id)
                      .outerjoin(UserRow, UserRow.id == OrderRow.placed_by_user_id)
                      .where(OrderRow.id == bindparam("order")))
+#: An order's account label and placer's username (as :func:`load_order` joins them).
+_NAMES = select(AccountRow.label,
+                select(UserRow.username).where(UserRow.id == bindparam("user", type_=Integer))
+                .scalar_subquery()).where(AccountRow.id == bindparam("account", type_=Integer))
 _OPEN_AT_BROKER = (select(OrderRow.id, OrderRow.account_id, OrderRow.broker_order_id,
                           OrderRow.status, OrderRow.filled_quantity)
                    .where(OrderRow.status.in_([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]),
@@ -585,7 +589,9 @@ class OrderManager:
                           self._recorded(session, row, OrderStatus.PENDING, 0, placed_by,
                                          reason=reason)]
                 audit.append_many(session, events)
-                order = load_order(session, row.id)
+                label, username = session.execute(_NAMES, {
+                    "account": row.account_id, "user": row.placed_by_user_id}).one()
+                order = to_order(row, label, username)
                 if on_recorded is not None:
                     on_recorded(session, order)
                 return order

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
+from typing import cast
 
-from sqlalchemy import or_, select
+from sqlalchemy import Table, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -72,6 +73,8 @@ class _Prepared:
 
 #: Price-listing cap in the "no live price" message.
 _LISTED_SYMBOLS = 12
+_PAPER_ORDERS = cast(Table, PaperOrderRow.__table__)
+_INSERT_ORDER = insert(_PAPER_ORDERS).returning(_PAPER_ORDERS.c.id)
 
 
 class PaperBroker:
@@ -194,18 +197,18 @@ class PaperBroker:
         needed = money.needed_funds(request, quote.ltp, instrument.tick_size, self.config,
                                     today, state)
         money.check_funds(request, needed, state.funds.available)
-        row = PaperOrderRow(
-            account_id=self.account_id, client_order_id=request.client_order_id,
-            instrument_id=instrument.id, symbol=instrument.symbol, side=request.side,
-            quantity=request.quantity, order_type=request.order_type, product=request.product,
-            validity=request.validity, price=request.price, trigger_price=request.trigger_price,
-            is_amo=request.amo, status=OrderStatus.OPEN, blocked_funds=needed,
-            status_message=AMO_QUEUED if request.amo else None,
-            seen_quote_time=quote.quote_time, seen_volume=quote.volume, trade_date=today,
-            placed_at=now, updated_at=now)
-        session.add(row)
-        session.flush()
-        return order_id_text(row.id)
+        # A Core insert built once: the row is never read back through this session.
+        ident = session.execute(_INSERT_ORDER, {
+            "account_id": self.account_id, "client_order_id": request.client_order_id,
+            "instrument_id": instrument.id, "symbol": instrument.symbol, "side": request.side,
+            "quantity": request.quantity, "order_type": request.order_type,
+            "product": request.product, "validity": request.validity, "price": request.price,
+            "trigger_price": request.trigger_price, "is_amo": request.amo,
+            "status": OrderStatus.OPEN, "blocked_funds": needed,
+            "status_message": AMO_QUEUED if request.amo else None,
+            "seen_quote_time": quote.quote_time, "seen_volume": quote.volume,
+            "trade_date": today, "placed_at": now, "updated_at": now}).scalar_one()
+        return order_id_text(ident)
 
     def _existing(self, client_order_id: str, session: Session | None = None) -> str | None:
         query = select(PaperOrderRow.id).where(PaperOrderRow.account_id == self.account_id,
