@@ -30,10 +30,16 @@ Telegram sees them. A message that could not go before its alert's lease ends
 not sent and the alert is deferred; a claim is at most :data:`CLAIM_BATCH` alerts and at most
 :data:`MAX_IN_FLIGHT` wait at once.
 
-Delivery is exactly once per recipient unless the process dies (or the database fails) between
-Telegram accepting a message and its record being written: then that recipient may get it
-again. Errors are logged in one line through :func:`core.services.outbox.safe_error` (no
-token).
+The database going away (a PostgreSQL restart) loses and doubles nothing: a record it refuses
+(a recipient's delivery, an alert's outcome) is held in memory and written, deliveries first,
+as soon as it answers again, before anything new is claimed; the alert stays in flight
+meanwhile, so it is neither claimed again nor given back. An alert that was not delivered
+(its planning or sending failed while the database was away: a retry or a deferral) is then
+given back, due at once with no attempt counted, since the failure was the database's.
+Delivery is exactly once per recipient unless the process dies (or stops while the database is
+still away) between Telegram accepting a message and its record being written: then that
+recipient may get it again once the claim's lease ends. Errors are logged in one line through
+:func:`core.services.outbox.safe_error` (no token).
 
 python-telegram-bot 22 warns on every ``RetryAfter`` unless the process opts into its coming
 ``timedelta`` periods; importing this module sets ``PTB_TIMEDELTA=true`` (if unset).
@@ -71,6 +77,7 @@ from core.services.outbox import (
     CLAIM_LEASE,
     LEASE_MARGIN_S,
     Delivery,
+    DeliveryOutcome,
     DispatchReport,
     safe_error,
 )
@@ -96,6 +103,8 @@ NO_BOT = "no Telegram bot set up for this household"
 NO_RECIPIENT = "nobody in the household receives this alert"
 
 SendStatus = Literal["sent", "failed", "retry", "later"]
+#: Outcomes of alerts that reached nobody: given back when held through a database outage.
+UNDELIVERED = frozenset({DeliveryOutcome.RETRY, DeliveryOutcome.DEFER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +140,19 @@ class SendResult:
     message_id: int | None = None
     error: str | None = None
     wait_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _HeldDelivery:
+    """One recipient's delivery record (the arguments of ``record_delivery``)."""
+
+    planned: PlannedDelivery
+    status: str
+    message_id: int | None = None
+    reason: str | None = None
+
+    def args(self) -> tuple[PlannedDelivery, str, int | None, str | None]:
+        return self.planned, self.status, self.message_id, self.reason
 
 
 @dataclass(order=True)
@@ -334,6 +356,9 @@ class TelegramDispatcher:
         self.flood = FloodControl(limits)
         self.totals = DispatchReport(channel=CHANNEL)
         self._unsettled: dict[int, Alert] = {}
+        # Records the database refused, in order, written when it answers again.
+        self._held_deliveries: deque[_HeldDelivery] = deque()
+        self._held_outcomes: deque[tuple[Alert, Delivery, datetime]] = deque()
         self._recent: dict[tuple[int, str], tuple[int, float]] = {}  # (user, content): alert
         self._batches: set[asyncio.Task[DispatchReport]] = set()
 
@@ -342,6 +367,11 @@ class TelegramDispatcher:
         """Return how many claimed alerts are not settled yet."""
         return len(self._unsettled)
 
+    @property
+    def held(self) -> int:
+        """Return how many records wait for the database (deliveries and alert outcomes)."""
+        return len(self._held_deliveries) + len(self._held_outcomes)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Poll the outbox and deliver until ``stop`` is set; then give unsent alerts back."""
         log.info("telegram dispatcher started (poll every %.1f s)", self.limits.poll_s)
@@ -349,9 +379,11 @@ class TelegramDispatcher:
             while not stop.is_set():
                 pause = self.limits.poll_s
                 try:
+                    await self.write_held()
                     await self._start_batch(now_ist())
                 except Exception as exc:
-                    log.warning("telegram dispatch: claiming alerts failed: %s", safe_error(exc))
+                    log.warning("telegram dispatch: the outbox is out of reach (%d record(s) "
+                                "held): %s", self.held, safe_error(exc))
                     pause = ERROR_PAUSE_S
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), pause)
@@ -387,20 +419,24 @@ class TelegramDispatcher:
         outcomes = await asyncio.gather(
             *(self._deliver(alert, plan, deadline) for alert, plan in zip(alerts, plans,
                                                                           strict=True)))
+        held = 0
         for alert, delivery in zip(alerts, outcomes, strict=True):
             at = now + timedelta(seconds=time.monotonic() - claimed_at)
             part = DispatchReport(channel=CHANNEL)
             try:
                 await asyncio.to_thread(self.services.outbox.record, alert, delivery, CHANNEL,
                                         at, part)
-            except Exception as exc:  # the claim lapses and the alert comes back
-                log.warning("telegram dispatch: alert %d: recording %s failed: %s", alert.id,
-                            delivery.outcome, safe_error(exc))
-                part.released += 1
+            except Exception as exc:  # held (still in flight) until the database answers
+                log.warning("telegram dispatch: alert %d: recording %s failed, held until the "
+                            "database answers: %s", alert.id, delivery.outcome, safe_error(exc))
+                self._held_outcomes.append((alert, delivery, at))
+                held += 1
+                continue
             self._unsettled.pop(alert.id, None)
             _add(report, part)
         _add(self.totals, report)
-        log.info("telegram dispatch: %s", report.summary())
+        log.info("telegram dispatch: %s%s", report.summary(),
+                 f"; {held} held until the database answers" if held else "")
         return report
 
     async def _plan(self, alert: Alert,
@@ -436,27 +472,74 @@ class TelegramDispatcher:
                           deadline: float) -> SendResult | None:
         """Send one recipient's message and record it; None for a recorded skip."""
         if planned.skip_reason is not None or planned.chat_id is None:
-            await asyncio.to_thread(self.services.telegram.record_delivery, planned, "skipped")
+            await self._record_delivery(_HeldDelivery(planned, "skipped"))
             return None
         earlier = self._queued_before(alert, planned)
         if earlier is not None:
-            await asyncio.to_thread(self.services.telegram.record_delivery, planned, "skipped",
-                                    None, f"duplicate of alert {earlier}")
+            await self._record_delivery(_HeldDelivery(planned, "skipped", None,
+                                                      f"duplicate of alert {earlier}"))
             return None
         result = await self.flood.send(bot, planned.chat_id, planned.text, silent=planned.silent,
                                        urgent=alert.urgent, deadline=deadline)
         if result.status == "sent":
-            await asyncio.to_thread(self.services.telegram.record_delivery, planned, "sent",
-                                    result.message_id)
+            await self._record_delivery(_HeldDelivery(planned, "sent", result.message_id))
         elif result.status == "failed":
             log.warning("telegram dispatch: alert %d to user %d refused: %s", alert.id,
                         planned.user_id, result.error)
-            await asyncio.to_thread(self.services.telegram.record_delivery, planned, "failed",
-                                    None, result.error)
+            await self._record_delivery(_HeldDelivery(planned, "failed", None, result.error))
         elif result.status == "retry":
             log.warning("telegram dispatch: alert %d to user %d failed, will retry: %s",
                         alert.id, planned.user_id, result.error)
         return result
+
+    async def _record_delivery(self, record: _HeldDelivery) -> None:
+        """Record one recipient's delivery; hold it when the database refuses it.
+
+        A message Telegram accepted must not be sent again because its record failed: the
+        held record is written before anything else once the database answers.
+        """
+        try:
+            await asyncio.to_thread(self.services.telegram.record_delivery, *record.args())
+        except Exception as exc:
+            log.warning("telegram dispatch: alert %d to user %d: recording %s failed, held "
+                        "until the database answers: %s", record.planned.alert_id,
+                        record.planned.user_id, record.status, safe_error(exc))
+            self._held_deliveries.append(record)
+
+    async def write_held(self) -> None:
+        """Write the records held while the database was away: deliveries, then outcomes.
+
+        An undelivered alert's outcome (retry, deferral) is not written: the alert is given
+        back, due at once with no attempt counted. Stops at the first failure, keeping the rest.
+
+        Raises
+        ------
+        Exception
+            Whatever the database raised (it is still away).
+        """
+        if not self.held:
+            return
+        deliveries = outcomes = 0
+        while self._held_deliveries:
+            record = self._held_deliveries[0]
+            await asyncio.to_thread(self.services.telegram.record_delivery, *record.args())
+            self._held_deliveries.popleft()
+            deliveries += 1
+        while self._held_outcomes:
+            alert, delivery, at = self._held_outcomes[0]
+            part = DispatchReport(channel=CHANNEL)
+            if delivery.outcome in UNDELIVERED:
+                part.released += await asyncio.to_thread(self.services.outbox.release, [alert],
+                                                         now_ist())
+            else:
+                await asyncio.to_thread(self.services.outbox.record, alert, delivery, CHANNEL,
+                                        at, part)
+            self._held_outcomes.popleft()
+            self._unsettled.pop(alert.id, None)
+            _add(self.totals, part)
+            outcomes += 1
+        log.info("telegram dispatch: the database answers again; wrote %d held delivery "
+                 "record(s) and settled %d held alert(s)", deliveries, outcomes)
 
     def _queued_before(self, alert: Alert, planned: PlannedDelivery) -> int | None:
         """Return the alert whose same message to the same user was queued within the window.
@@ -488,13 +571,25 @@ class TelegramDispatcher:
         return Delivery.skipped(NO_RECIPIENT)
 
     async def _shutdown(self) -> None:
-        """Let alerts in flight finish briefly, then give the rest back and stop the lanes."""
+        """Let alerts in flight finish briefly, then give the rest back and stop the lanes.
+
+        Held records are written first; an alert whose records cannot be written (the database
+        is still away) is not given back (its lease ends first).
+        """
         if self._batches:
             await asyncio.wait(set(self._batches), timeout=STOP_GRACE_S)
         await self.flood.aclose()
         if self._batches:
             await asyncio.wait(set(self._batches), timeout=STOP_GRACE_S)
-        left = list(self._unsettled.values())
+        try:
+            await self.write_held()
+        except Exception as exc:
+            log.warning("telegram dispatcher stopping: %d held record(s) could not be written "
+                        "(their alerts return when their lease ends; a member may get one "
+                        "twice): %s", self.held, safe_error(exc))
+        holding = {alert.id for alert, _delivery, _at in self._held_outcomes}
+        holding |= {record.planned.alert_id for record in self._held_deliveries}
+        left = [a for a in self._unsettled.values() if a.id not in holding]
         if left:
             try:
                 released = await asyncio.to_thread(self.services.outbox.release, left, now_ist())
