@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -94,7 +95,8 @@ class FakeBotApi:
     tokens
         Bot tokens the server accepts; any other token gets 401 Unauthorized.
     bot_username
-        What ``getMe`` answers as the bot's username (every token gets the same name).
+        What ``getMe`` answers as the bot's username: one name for every token, or a name per
+        token (one bot per household on one server); a token not named gets ``sher_test_bot``.
 
     Attributes
     ----------
@@ -113,7 +115,7 @@ class FakeBotApi:
     """
 
     def __init__(self, tokens: Iterable[str] = (DEFAULT_TOKEN,),
-                 bot_username: str = "sher_test_bot") -> None:
+                 bot_username: str | Mapping[str, str] = "sher_test_bot") -> None:
         self.tokens = tuple(tokens)
         if not self.tokens:
             raise ValueError("FakeBotApi needs at least one token")
@@ -141,7 +143,7 @@ class FakeBotApi:
     def start(self) -> FakeBotApi:
         """Bind a free port on 127.0.0.1 and serve in a background thread."""
         handler = type("_Handler", (_Handler,), {"fake": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server = _Server(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         self._server = server
         self.base_url = f"http://127.0.0.1:{server.server_address[1]}/bot"
@@ -378,10 +380,23 @@ class FakeBotApi:
             chat["username"] = username
         return chat
 
+    def username_of(self, token: str) -> str:
+        """Return the username ``getMe`` gives the bot of ``token``."""
+        if isinstance(self.bot_username, str):
+            return self.bot_username
+        return self.bot_username.get(token, "sher_test_bot")
+
     def _bot_user(self, token: str) -> dict[str, Any]:
         return {"id": int(token.split(":", 1)[0]), "is_bot": True, "first_name": "SHER",
-                "username": self.bot_username, "can_join_groups": False,
+                "username": self.username_of(token), "can_join_groups": False,
                 "can_read_all_group_messages": False, "supports_inline_queries": False}
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore a client that hung up (a bot stopping mid long-poll); print anything else."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
