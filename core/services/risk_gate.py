@@ -28,9 +28,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -135,8 +135,10 @@ _FILLS_AND_PEAK = select(
 )
 
 # Built once, like _FILLS_AND_PEAK: the gate runs them before every order.
-_NEW_FILLS = (select(TradeRow).where(TradeRow.account_id == bindparam("account"),
-                                     TradeRow.id > bindparam("after"))
+# Plain rows (the trade table's columns, named as TradeRow's attributes), not ORM objects.
+_NEW_FILLS = (select(*cast(Table, TradeRow.__table__).c)
+              .where(TradeRow.account_id == bindparam("account"),
+                     TradeRow.id > bindparam("after"))
               .order_by(TradeRow.executed_at, TradeRow.id))
 _RECENT_ORDERS = (select(OrderRow.created_at, OrderRow.symbol, OrderRow.side, OrderRow.quantity,
                          OrderRow.status, OrderRow.client_order_id)
@@ -251,7 +253,9 @@ class DeskRiskGate:
         # order's own transaction, which holds the account's lock, or else on one connection
         # in autocommit (each sees every committed change; no BEGIN/ROLLBACK round trips).
         with ExitStack() as stack:
-            reader: Session | Connection = within if within is not None else stack.enter_context(
+            # The order's own session holds no unflushed changes yet: its connection reads
+            # the same rows, without the ORM's per-statement work.
+            reader = within.connection() if within is not None else stack.enter_context(
                 self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT"))
             states = risk_store.covering_states(reader, household_id, request.account_id,
                                                 to_ist(self.clock()).date())
@@ -368,14 +372,11 @@ class DeskRiskGate:
             fills = _Fills()  # first read, or the history changed: read it all again
         if fills.last_id < last_id:
             params = {"account": account_id, "after": fills.last_id}
-            if reader is None:
-                with self.db.transaction() as session:
-                    new = [to_trade(row) for row in session.scalars(_NEW_FILLS, params)]
-            elif isinstance(reader, Session):
-                new = [to_trade(row) for row in reader.scalars(_NEW_FILLS, params)]
-            else:
-                with Session(bind=reader) as orm:
-                    new = [to_trade(row) for row in orm.scalars(_NEW_FILLS, params)]
+            with ExitStack() as stack:
+                source = reader if reader is not None else stack.enter_context(
+                    self.db.transaction())
+                # A row has every attribute to_trade reads, under the same names.
+                new = [to_trade(cast(TradeRow, row)) for row in source.execute(_NEW_FILLS, params)]
             fills.extend(new)
         if len(fills.trades) != count:  # fills arrived out of id order: read them all
             fills = _Fills()
