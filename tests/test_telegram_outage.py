@@ -3,7 +3,9 @@
 The real :class:`jobs.telegram_bot.TelegramBotProcess` (python-telegram-bot polling the fake
 Bot API on 127.0.0.1, the outbox dispatcher on, ``ALERT_CHANNEL=telegram``) runs over a private
 PostgreSQL server that is stopped as an operator would stop it (``pg_ctl stop -m fast``) while
-alerts are on their way, and started again on the same port.
+alerts are on their way, and started again on the same port. A second test takes the path that
+restart cannot aim at (the database gone between an alert's claim and its planning) with the
+dispatcher's database calls failing on SQLite.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from time import sleep
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -32,13 +35,15 @@ from db.models import AlertDeliveryRow, AlertOutboxRow
 from jobs import telegram_dispatch
 from jobs.telegram_bot import TelegramBotProcess
 from jobs.telegram_commands import SOMETHING_WRONG
+from jobs.telegram_dispatch import TelegramDispatcher
 from tests.conftest import TEST_CLIENT, make_settings
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
 from tests.support.pg import PostgresServer, require_postgres_or_skip
 from tests.test_telegram_bot import RunningBot
+from tests.test_telegram_dispatch import CHATS as DISPATCH_CHATS
+from tests.test_telegram_dispatch import _dispatch, _link, _row
+from tests.test_telegram_dispatch import _enqueue as _enqueue_one
 from tests.test_worker_durability import _restart_on_the_same_port
-
-pytestmark = pytest.mark.postgres
 
 TOKEN = DEFAULT_TOKEN
 CHATS = {"rahul": 7001, "kamla": 7002}
@@ -114,6 +119,7 @@ def _deliveries(services: Services) -> list[tuple[int, int, str]]:
             select(AlertDeliveryRow.alert_id, AlertDeliveryRow.user_id, AlertDeliveryRow.status))]
 
 
+@pytest.mark.postgres
 def test_a_postgresql_restart_loses_no_alert_doubles_none_and_commands_answer_again(
     server: PostgresServer, desk: tuple[Services, dict[str, DemoLogin]],
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
@@ -204,3 +210,49 @@ def test_a_postgresql_restart_loses_no_alert_doubles_none_and_commands_answer_ag
         text = record.getMessage()
         assert record.exc_info is None and record.exc_text is None, (record.name, text)
         assert "\n" not in text and "[SQL:" not in text and TOKEN not in text, text
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBotApi]:
+    with FakeBotApi() as api:
+        yield api
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_an_alert_the_database_could_neither_plan_nor_settle_is_given_back_and_sent_once(
+    services: Services, login: Callable[[str], Actor], fake: FakeBotApi,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _link(services, login, "rahul")
+    alert_id = _enqueue_one(services, "away-1", at=now_ist())
+    away = [True]
+
+    def unreachable(real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: object, **kwargs: object) -> Any:
+            if away[0]:
+                raise OperationalError("SELECT ...", {}, ConnectionRefusedError(
+                    "connection to server at 127.0.0.1 failed: Connection refused"))
+            return real(*args, **kwargs)
+        return call
+
+    for service, name in ((services.telegram, "plan"), (services.outbox, "record"),
+                          (services.outbox, "release")):
+        monkeypatch.setattr(service, name, unreachable(getattr(service, name)))
+
+    async def steps(dispatcher: TelegramDispatcher) -> tuple[int, int, int]:
+        await dispatcher.dispatch_once()
+        held = dispatcher.held
+        with pytest.raises(OperationalError):
+            await dispatcher.write_held()  # still away: kept, still in flight
+        assert (dispatcher.held, dispatcher.in_flight) == (1, 1)
+        away[0] = False
+        await dispatcher.write_held()
+        in_flight = dispatcher.in_flight
+        report = await dispatcher.dispatch_once()
+        return held, in_flight, report.sent
+
+    held, in_flight, sent = _dispatch(services, fake, steps)
+    assert (held, in_flight, sent) == (1, 0, 1)  # given back, then sent at once
+    assert len(fake.messages_to(DISPATCH_CHATS["rahul"])) == 1
+    row = _row(services, alert_id)
+    assert (row.status, row.attempts) == ("sent", 1)  # the outage's attempt was not counted
