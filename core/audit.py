@@ -91,7 +91,10 @@ def append_many(session: Session, events: Sequence[AuditEvent]) -> list[int]:
     """
     if not events:
         return []
-    head = session.execute(_CLAIM_IDS, {"count": len(events)}).one()
+    # Core statements on the session's connection: no ORM work per statement, and nothing
+    # here needs the session's pending objects flushed first (the audit has no foreign keys).
+    connection = session.connection()
+    head = connection.execute(_CLAIM_IDS, {"count": len(events)}).one()
     prev_hash = head.last_hash
     first_id = head.last_id - len(events) + 1
     created_at = utcnow()
@@ -118,10 +121,10 @@ def append_many(session: Session, events: Sequence[AuditEvent]) -> list[int]:
         # The rows and the new tip in one statement (a data-modifying WITH): one round trip.
         params = {f"row{n}_{column}": row[column] for n, row in enumerate(rows)
                   for column in _COLUMNS}
-        session.execute(_insert_and_tip(len(rows)), {**params, "tip": prev_hash})
+        connection.execute(_insert_and_tip(len(rows)), {**params, "tip": prev_hash})
     else:
-        session.execute(_INSERT_ROWS, rows)
-        session.execute(_SET_TIP, {"tip": prev_hash})
+        connection.execute(_INSERT_ROWS, rows)
+        connection.execute(_SET_TIP, {"tip": prev_hash})
     return [row["id"] for row in rows]
 
 

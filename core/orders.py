@@ -591,13 +591,13 @@ class OrderManager:
                     row.status = OrderStatus.OPEN
                 # A Core insert built once (the ORM's unit of work costs more than the round
                 # trip); ``row`` stays outside the session and holds what was written.
-                row.id = session.execute(_INSERT_ORDER, {
+                row.id = session.connection().execute(_INSERT_ORDER, {
                     column: getattr(row, column) for column in _ORDER_COLUMNS}).scalar_one()
                 events = [self._placed_event(session, row, placed_by, source, risk_note),
                           self._recorded(session, row, OrderStatus.PENDING, 0, placed_by,
                                          reason=reason)]
                 audit.append_many(session, events)
-                label, username = session.execute(_NAMES, {
+                label, username = session.connection().execute(_NAMES, {
                     "account": row.account_id, "user": row.placed_by_user_id}).one()
                 order = to_order(row, label, username)
                 if on_recorded is not None:
@@ -827,7 +827,7 @@ class OrderManager:
                       **{name: getattr(trade.charges, name) for name in CHARGE_FIELDS}}
                      for trade in update.trades if trade.broker_trade_id not in known]
             if fills:  # a Core insert: the rows are never read back through this session
-                session.execute(_INSERT_FILLS, fills)
+                session.connection().execute(_INSERT_FILLS, fills)
         reason = state.status_message if state.status in (
             OrderStatus.REJECTED, OrderStatus.CANCELLED) else None
         self._apply(session, row, state.status, actor, reason=reason,

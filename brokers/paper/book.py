@@ -13,8 +13,9 @@ import threading
 from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
+from typing import cast
 
-from sqlalchemy import Integer, bindparam, func, select
+from sqlalchemy import Integer, Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from brokers.paper.records import to_trade
@@ -25,7 +26,8 @@ from db.models import PaperTradeRow
 # Built once (statement building costs about as much CPU as a round trip).
 _ACCOUNT = PaperTradeRow.account_id == bindparam("account", type_=Integer)
 _VERSION = select(func.count(), func.max(PaperTradeRow.id)).where(_ACCOUNT)
-_FILLS_AFTER = (select(PaperTradeRow)
+# Plain rows (the fill table's columns, named as PaperTradeRow's attributes), not ORM objects.
+_FILLS_AFTER = (select(*cast(Table, PaperTradeRow.__table__).c)
                 .where(_ACCOUNT, PaperTradeRow.id > bindparam("after", type_=Integer))
                 .order_by(PaperTradeRow.id))
 
@@ -61,11 +63,14 @@ class FillCache:
         if count == self._fills.count and (last or 0) == self._last_id:
             return
         params = {"account": self.account_id, "after": self._last_id}
-        rows = session.scalars(_FILLS_AFTER, params).all()
+        # On the session's connection: fills are written only by the exchange step, which
+        # flushes them itself, so there is nothing pending to flush first.
+        connection = session.connection()
+        rows = connection.execute(_FILLS_AFTER, params).all()
         if self._fills.count + len(rows) != count:
             # a fill with a lower id committed after a higher one was read: start again
             self._fills, self._last_id = AccountBook(), 0
-            rows = session.scalars(_FILLS_AFTER, {**params, "after": 0}).all()
+            rows = connection.execute(_FILLS_AFTER, {**params, "after": 0}).all()
         for row in rows:
-            self._fills.add(to_trade(row))
+            self._fills.add(to_trade(cast(PaperTradeRow, row)))
             self._last_id = max(self._last_id, row.id)

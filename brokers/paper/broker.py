@@ -198,7 +198,7 @@ class PaperBroker:
                                     today, state)
         money.check_funds(request, needed, state.funds.available)
         # A Core insert built once: the row is never read back through this session.
-        ident = session.execute(_INSERT_ORDER, {
+        ident = session.connection().execute(_INSERT_ORDER, {
             "account_id": self.account_id, "client_order_id": request.client_order_id,
             "instrument_id": instrument.id, "symbol": instrument.symbol, "side": request.side,
             "quantity": request.quantity, "order_type": request.order_type,

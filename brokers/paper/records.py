@@ -128,7 +128,7 @@ def serialise(session: Session, account_ids: Iterable[int] = ()) -> None:
         return
     ids = sorted(set(account_ids))
     if ids:
-        session.execute(_LOCK_ACCOUNTS, {"ids": ids})
+        session.connection().execute(_LOCK_ACCOUNTS, {"ids": ids})
 
 
 def paise(amount: object, what: str) -> Decimal:
@@ -154,9 +154,12 @@ def money_and_fills(session: Session, account_id: int) -> tuple[Decimal, Decimal
     """Return paid-in capital, blocked funds, fill count and last fill id, in one query.
 
     The fill count and last id tell a :class:`brokers.paper.book.FillCache` whether it has
-    every fill, so an order's money read and fill check cost one round trip together.
+    every fill, so an order's money read and fill check cost one round trip together. It
+    reads on the session's connection, without flushing the session's pending objects first:
+    flush before calling it with unflushed ledger, order or fill rows.
     """
-    paid, held, count, last_id = session.execute(_MONEY_AND_FILLS, {"account": account_id}).one()
+    paid, held, count, last_id = session.connection().execute(
+        _MONEY_AND_FILLS, {"account": account_id}).one()
     return Decimal(paid or 0), Decimal(held or 0), int(count), int(last_id)
 
 
