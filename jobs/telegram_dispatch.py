@@ -73,6 +73,7 @@ from telegram.error import (
 from core.alerts import Alert
 from core.clock import now_ist
 from core.services import Services
+from core.services.jobs import database_down
 from core.services.outbox import (
     CLAIM_LEASE,
     LEASE_MARGIN_S,
@@ -426,12 +427,17 @@ class TelegramDispatcher:
             try:
                 await asyncio.to_thread(self.services.outbox.record, alert, delivery, CHANNEL,
                                         at, part)
-            except Exception as exc:  # held (still in flight) until the database answers
-                log.warning("telegram dispatch: alert %d: recording %s failed, held until the "
-                            "database answers: %s", alert.id, delivery.outcome, safe_error(exc))
-                self._held_outcomes.append((alert, delivery, at))
-                held += 1
-                continue
+            except Exception as exc:
+                if database_down(exc):  # held (still in flight) until the database answers
+                    log.warning("telegram dispatch: alert %d: recording %s failed, held until "
+                                "the database answers: %s", alert.id, delivery.outcome,
+                                safe_error(exc))
+                    self._held_outcomes.append((alert, delivery, at))
+                    held += 1
+                    continue
+                log.error("telegram dispatch: alert %d: recording %s failed (it returns when "
+                          "its claim's lease ends): %s: %s", alert.id, delivery.outcome,
+                          type(exc).__name__, safe_error(exc))
             self._unsettled.pop(alert.id, None)
             _add(report, part)
         _add(self.totals, report)
@@ -501,45 +507,70 @@ class TelegramDispatcher:
         try:
             await asyncio.to_thread(self.services.telegram.record_delivery, *record.args())
         except Exception as exc:
-            log.warning("telegram dispatch: alert %d to user %d: recording %s failed, held "
-                        "until the database answers: %s", record.planned.alert_id,
-                        record.planned.user_id, record.status, safe_error(exc))
-            self._held_deliveries.append(record)
+            held = database_down(exc)
+            log.warning("telegram dispatch: alert %d to user %d: recording %s failed, %s: %s",
+                        record.planned.alert_id, record.planned.user_id, record.status,
+                        "held until the database answers" if held else "not kept",
+                        safe_error(exc))
+            if held:
+                self._held_deliveries.append(record)
 
     async def write_held(self) -> None:
         """Write the records held while the database was away: deliveries, then outcomes.
 
         An undelivered alert's outcome (retry, deferral) is not written: the alert is given
-        back, due at once with no attempt counted. Stops at the first failure, keeping the rest.
+        back, due at once with no attempt counted. Stops at the first failure saying the
+        database is still away, keeping the rest; a record failing for another reason (a bug,
+        not an outage) is logged and dropped, so it cannot stop delivery for good.
 
         Raises
         ------
         Exception
-            Whatever the database raised (it is still away).
+            What the database raised when it is still away (:func:`database_down`).
         """
         if not self.held:
             return
         deliveries = outcomes = 0
         while self._held_deliveries:
             record = self._held_deliveries[0]
-            await asyncio.to_thread(self.services.telegram.record_delivery, *record.args())
+            deliveries += await self._write_one(
+                f"alert {record.planned.alert_id} to user {record.planned.user_id}",
+                self.services.telegram.record_delivery, *record.args())
             self._held_deliveries.popleft()
-            deliveries += 1
         while self._held_outcomes:
             alert, delivery, at = self._held_outcomes[0]
             part = DispatchReport(channel=CHANNEL)
             if delivery.outcome in UNDELIVERED:
-                part.released += await asyncio.to_thread(self.services.outbox.release, [alert],
-                                                         now_ist())
+                outcomes += await self._write_one(f"alert {alert.id}", self._give_back, alert,
+                                                  part)
             else:
-                await asyncio.to_thread(self.services.outbox.record, alert, delivery, CHANNEL,
-                                        at, part)
+                outcomes += await self._write_one(f"alert {alert.id}",
+                                                  self.services.outbox.record, alert, delivery,
+                                                  CHANNEL, at, part)
             self._held_outcomes.popleft()
             self._unsettled.pop(alert.id, None)
             _add(self.totals, part)
-            outcomes += 1
         log.info("telegram dispatch: the database answers again; wrote %d held delivery "
                  "record(s) and settled %d held alert(s)", deliveries, outcomes)
+
+    def _give_back(self, alert: Alert, report: DispatchReport) -> None:
+        report.released += self.services.outbox.release([alert], now_ist())
+
+    @staticmethod
+    async def _write_one(what: str, write: Callable[..., object], *args: object) -> int:
+        """Run one held write in a thread; return 1, or 0 when it failed for good (logged).
+
+        A failure saying the database is still away is raised (the record stays held).
+        """
+        try:
+            await asyncio.to_thread(write, *args)
+        except Exception as exc:
+            if database_down(exc):
+                raise
+            log.error("telegram dispatch: %s: a held record failed and is dropped: %s: %s",
+                      what, type(exc).__name__, safe_error(exc))
+            return 0
+        return 1
 
     def _queued_before(self, alert: Alert, planned: PlannedDelivery) -> int | None:
         """Return the alert whose same message to the same user was queued within the window.

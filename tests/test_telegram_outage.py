@@ -218,6 +218,19 @@ def fake() -> Iterator[FakeBotApi]:
         yield api
 
 
+def _failing(real: Callable[..., Any], error: list[Exception | None]) -> Callable[..., Any]:
+    """Wrap a service method: it raises ``error[0]`` while that is set (the database away)."""
+    def call(*args: object, **kwargs: object) -> Any:
+        if error[0] is not None:
+            raise error[0]
+        return real(*args, **kwargs)
+    return call
+
+
+AWAY = OperationalError("SELECT ...", {}, ConnectionRefusedError(
+    "connection to server at 127.0.0.1 failed: Connection refused"))
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_an_alert_the_database_could_neither_plan_nor_settle_is_given_back_and_sent_once(
     services: Services, login: Callable[[str], Actor], fake: FakeBotApi,
@@ -225,19 +238,10 @@ def test_an_alert_the_database_could_neither_plan_nor_settle_is_given_back_and_s
 ) -> None:
     _link(services, login, "rahul")
     alert_id = _enqueue_one(services, "away-1", at=now_ist())
-    away = [True]
-
-    def unreachable(real: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: object, **kwargs: object) -> Any:
-            if away[0]:
-                raise OperationalError("SELECT ...", {}, ConnectionRefusedError(
-                    "connection to server at 127.0.0.1 failed: Connection refused"))
-            return real(*args, **kwargs)
-        return call
-
+    error: list[Exception | None] = [AWAY]
     for service, name in ((services.telegram, "plan"), (services.outbox, "record"),
                           (services.outbox, "release")):
-        monkeypatch.setattr(service, name, unreachable(getattr(service, name)))
+        monkeypatch.setattr(service, name, _failing(getattr(service, name), error))
 
     async def steps(dispatcher: TelegramDispatcher) -> tuple[int, int, int]:
         await dispatcher.dispatch_once()
@@ -245,7 +249,7 @@ def test_an_alert_the_database_could_neither_plan_nor_settle_is_given_back_and_s
         with pytest.raises(OperationalError):
             await dispatcher.write_held()  # still away: kept, still in flight
         assert (dispatcher.held, dispatcher.in_flight) == (1, 1)
-        away[0] = False
+        error[0] = None
         await dispatcher.write_held()
         in_flight = dispatcher.in_flight
         report = await dispatcher.dispatch_once()
@@ -256,3 +260,32 @@ def test_an_alert_the_database_could_neither_plan_nor_settle_is_given_back_and_s
     assert len(fake.messages_to(DISPATCH_CHATS["rahul"])) == 1
     row = _row(services, alert_id)
     assert (row.status, row.attempts) == ("sent", 1)  # the outage's attempt was not counted
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_held_record_failing_for_another_reason_is_dropped_and_delivery_goes_on(
+    services: Services, login: Callable[[str], Actor], fake: FakeBotApi,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    _link(services, login, "rahul")
+    first = _enqueue_one(services, "held-then-broken", at=now_ist(),
+                         user_id=login("rahul").user_id)
+    error: list[Exception | None] = [AWAY]
+    monkeypatch.setattr(services.telegram, "record_delivery",
+                        _failing(services.telegram.record_delivery, error))
+
+    async def steps(dispatcher: TelegramDispatcher) -> tuple[int, int]:
+        await dispatcher.dispatch_once()  # sent; its record held (the outcome is written)
+        assert dispatcher.held == 1
+        error[0] = ValueError("a bug, not an outage")
+        await dispatcher.write_held()  # dropped, not raised: claims go on
+        error[0] = None
+        _enqueue_one(services, "after", body="SELL 1 TCS @ 3,000.00", at=now_ist())
+        report = await dispatcher.dispatch_once()
+        return dispatcher.held, report.sent
+
+    assert _dispatch(services, fake, steps) == (0, 1)  # nothing held, the next alert sent
+    assert len(fake.messages_to(DISPATCH_CHATS["rahul"])) == 2
+    assert _row(services, first).status == "sent"
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 1 and "ValueError: a bug, not an outage" in dropped[0]
