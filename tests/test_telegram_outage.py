@@ -10,6 +10,7 @@ dispatcher's database calls failing on SQLite.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
@@ -29,6 +30,7 @@ from core.clock import now_ist
 from core.domain import Actor
 from core.seed import DemoLogin, seed_demo
 from core.services import Services
+from core.services.outbox import CLAIM_LEASE
 from db.engine import Database
 from db.migrate import upgrade
 from db.models import AlertDeliveryRow, AlertOutboxRow
@@ -289,3 +291,37 @@ def test_a_held_record_failing_for_another_reason_is_dropped_and_delivery_goes_o
     assert _row(services, first).status == "sent"
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert len(dropped) == 1 and "ValueError: a bug, not an outage" in dropped[0]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_stopping_while_the_database_is_away_keeps_a_sent_alert_claimed_not_given_back(
+    services: Services, login: Callable[[str], Actor], fake: FakeBotApi,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    _link(services, login, "rahul")
+    alert_id = _enqueue_one(services, "sent-then-stopped", at=now_ist(),
+                            user_id=login("rahul").user_id)
+    error: list[Exception | None] = [AWAY]
+    for service, name in ((services.telegram, "record_delivery"), (services.outbox, "record")):
+        monkeypatch.setattr(service, name, _failing(getattr(service, name), error))
+    # (release is left working: what is checked is that the stop does not even try it)
+
+    async def steps(dispatcher: TelegramDispatcher) -> int:
+        stop = asyncio.Event()
+        running = asyncio.create_task(dispatcher.run(stop))
+        for _ in range(200):
+            if dispatcher.held == 2:  # the delivery record and the alert's outcome
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await running
+        return dispatcher.held
+
+    assert _dispatch(services, fake, steps) == 2
+    assert len(fake.messages_to(DISPATCH_CHATS["rahul"])) == 1
+    # not given back (it would go out again at once): still claimed until its lease ends
+    assert services.outbox.claim(now_ist(), 10) == []
+    later = services.outbox.claim(now_ist() + CLAIM_LEASE + timedelta(seconds=1), 10)
+    assert [a.id for a in later] == [alert_id]
+    lines = [r.getMessage() for r in caplog.records if "could not be written" in r.getMessage()]
+    assert len(lines) == 1 and "2 held record(s)" in lines[0]
