@@ -233,17 +233,30 @@ AWAY = OperationalError("SELECT ...", {}, ConnectionRefusedError(
     "connection to server at 127.0.0.1 failed: Connection refused"))
 
 
+def _rahul_s_alert_with_the_database_away(
+    services: Services, login: Callable[[str], Actor], monkeypatch: pytest.MonkeyPatch,
+    key: str, failing: tuple[str, ...],
+) -> tuple[int, list[Exception | None]]:
+    """Link Rahul, queue one alert for him and make the ``failing`` service methods (e.g.
+    ``"outbox.record"``) raise what the returned list holds (the database away at first)."""
+    _link(services, login, "rahul")
+    alert_id = _enqueue_one(services, key, at=now_ist(), user_id=login("rahul").user_id)
+    error: list[Exception | None] = [AWAY]
+    for dotted in failing:
+        service = getattr(services, dotted.split(".")[0])
+        name = dotted.split(".")[1]
+        monkeypatch.setattr(service, name, _failing(getattr(service, name), error))
+    return alert_id, error
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_an_alert_the_database_could_neither_plan_nor_settle_is_given_back_and_sent_once(
     services: Services, login: Callable[[str], Actor], fake: FakeBotApi,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _link(services, login, "rahul")
-    alert_id = _enqueue_one(services, "away-1", at=now_ist())
-    error: list[Exception | None] = [AWAY]
-    for service, name in ((services.telegram, "plan"), (services.outbox, "record"),
-                          (services.outbox, "release")):
-        monkeypatch.setattr(service, name, _failing(getattr(service, name), error))
+    alert_id, error = _rahul_s_alert_with_the_database_away(
+        services, login, monkeypatch, "away-1",
+        ("telegram.plan", "outbox.record", "outbox.release"))
 
     async def steps(dispatcher: TelegramDispatcher) -> tuple[int, int, int]:
         await dispatcher.dispatch_once()
@@ -269,12 +282,8 @@ def test_a_held_record_failing_for_another_reason_is_dropped_and_delivery_goes_o
     services: Services, login: Callable[[str], Actor], fake: FakeBotApi,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _link(services, login, "rahul")
-    first = _enqueue_one(services, "held-then-broken", at=now_ist(),
-                         user_id=login("rahul").user_id)
-    error: list[Exception | None] = [AWAY]
-    monkeypatch.setattr(services.telegram, "record_delivery",
-                        _failing(services.telegram.record_delivery, error))
+    first, error = _rahul_s_alert_with_the_database_away(
+        services, login, monkeypatch, "held-then-broken", ("telegram.record_delivery",))
 
     async def steps(dispatcher: TelegramDispatcher) -> tuple[int, int]:
         await dispatcher.dispatch_once()  # sent; its record held (the outcome is written)
@@ -298,13 +307,9 @@ def test_stopping_while_the_database_is_away_keeps_a_sent_alert_claimed_not_give
     services: Services, login: Callable[[str], Actor], fake: FakeBotApi,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _link(services, login, "rahul")
-    alert_id = _enqueue_one(services, "sent-then-stopped", at=now_ist(),
-                            user_id=login("rahul").user_id)
-    error: list[Exception | None] = [AWAY]
-    for service, name in ((services.telegram, "record_delivery"), (services.outbox, "record")):
-        monkeypatch.setattr(service, name, _failing(getattr(service, name), error))
-    # (release is left working: what is checked is that the stop does not even try it)
+    alert_id, _error = _rahul_s_alert_with_the_database_away(  # release is left working: the
+        services, login, monkeypatch, "sent-then-stopped",  # stop must not even try it
+        ("telegram.record_delivery", "outbox.record"))
 
     async def steps(dispatcher: TelegramDispatcher) -> int:
         stop = asyncio.Event()
