@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from brokers.base import OrderUpdate, VenueStep
@@ -99,10 +99,11 @@ class StepReport:
 
 
 # Built once: the worker steps every second.
-_OPEN_ORDERS = (select(PaperOrderRow).where(PaperOrderRow.status.in_(OPEN_STATUSES))
-                .order_by(PaperOrderRow.id).with_for_update(skip_locked=True))
-_TICK_SIZES = select(InstrumentRow.id, InstrumentRow.tick_size).where(
-    InstrumentRow.id.in_(bindparam("ids", expanding=True)))
+#: The open orders, locked, each with its instrument's tick size (one read for both).
+_OPEN_ORDERS = (select(PaperOrderRow, InstrumentRow.tick_size)
+                .join(InstrumentRow, InstrumentRow.id == PaperOrderRow.instrument_id)
+                .where(PaperOrderRow.status.in_(OPEN_STATUSES))
+                .order_by(PaperOrderRow.id).with_for_update(of=PaperOrderRow, skip_locked=True))
 
 
 @dataclass(slots=True)
@@ -147,9 +148,9 @@ class PaperExchange:
         with ExitStack() as stack:
             session = within if within is not None else stack.enter_context(
                 self.db.transaction())
-            rows = self._open_orders(session, only)
+            rows, ticks = self._open_orders(session, only)
             report.examined = len(rows)
-            batch = _Batch(now, to_ist(now).date(), {}, set())
+            batch = _Batch(now, to_ist(now).date(), ticks, set())
             before = {row.id: (row.status, row.filled_quantity) for row in rows}
             pending = [row for row in rows if not self._expire(row, batch.today, now)]
             report.expired = len(rows) - len(pending)
@@ -186,18 +187,22 @@ class PaperExchange:
                 for row in rows if before[row.id] != (row.status, row.filled_quantity)]
 
     @staticmethod
-    def _open_orders(session: Session, only: Collection[str] | None) -> list[PaperOrderRow]:
-        """Return the open orders to step, locked (an idle step takes no write lock)."""
+    def _open_orders(session: Session, only: Collection[str] | None
+                     ) -> tuple[list[PaperOrderRow], dict[int, Decimal]]:
+        """Return the open orders to step, locked (an idle step takes no write lock).
+
+        The second value maps their instrument ids to tick sizes.
+        """
         query = _OPEN_ORDERS
         if only is not None:
             ids = [i for i in map(parse_order_id, only) if i is not None]
             query = query.where(PaperOrderRow.id.in_(ids))
-        rows = list(session.scalars(query).all())
-        if rows and session.get_bind().dialect.name == "sqlite":
+        found = session.execute(query).all()
+        if found and session.get_bind().dialect.name == "sqlite":
             serialise(session)  # SQLite: take the write lock, then read again under it
             session.expire_all()
-            rows = list(session.scalars(query).all())
-        return rows
+            found = session.execute(query).all()
+        return [row for row, _tick in found], {row.instrument_id: tick for row, tick in found}
 
     @staticmethod
     def _expire(row: PaperOrderRow, today: date, now: datetime) -> bool:
@@ -212,9 +217,7 @@ class PaperExchange:
 
     @staticmethod
     def _prepare(session: Session, batch: _Batch, rows: list[PaperOrderRow]) -> None:
-        """Load tick sizes and today's delivery sells of the accounts in play, in two reads."""
-        instrument_ids = {row.instrument_id for row in rows}
-        batch.ticks = dict(session.execute(_TICK_SIZES, {"ids": sorted(instrument_ids)}).all())
+        """Load today's delivery sells of the accounts in play (tick sizes came with the rows)."""
         sellers = {row.account_id for row in rows
                    if row.side is Side.SELL and row.product is Product.CNC}
         if sellers:
