@@ -247,7 +247,7 @@ class DeskRiskGate:
     def _decide(self, request: OrderRequest, action: OrderAction, estimate: OrderEstimate,
                 sector: str | None, within: Session | None = None) -> PreTradeDecision:
         household_id = self._household_of(request.account_id)
-        limits, _source = self._limits_of(household_id, request.account_id)
+        limits, _source = self._limits_of(household_id, request.account_id, within)
         since = datetime.now(UTC) - timedelta(seconds=max(limits.duplicate_window_s, 1))
         # What must be fresh: three plain reads (and the new fills and prices, if any) in the
         # order's own transaction, which holds the account's lock, or else on one connection
@@ -292,12 +292,19 @@ class DeskRiskGate:
             raise NotFound(f"Account {account_id} does not exist")
         return int(household_id)
 
-    def _limits_of(self, household_id: int, account_id: int) -> tuple[RiskLimits, str]:
+    def _limits_of(self, household_id: int, account_id: int, within: Session | None = None
+                   ) -> tuple[RiskLimits, str]:
+        """Return the account's limits and their source, re-read at most every few seconds.
+
+        ``within`` is the order's own transaction to re-read them in (None: one of their own).
+        """
         cached = self._limits.get(account_id)
         now = time.monotonic()
         if cached is not None and now - cached[0] < LIMITS_CACHE_SECONDS:
             return cached[1], cached[2]
-        with self.db.transaction() as session:
+        with ExitStack() as stack:
+            session = within if within is not None else stack.enter_context(
+                self.db.transaction())
             limits, source = risk_store.effective_limits(session, household_id, account_id)
         self._limits[account_id] = (now, limits, source, household_id)
         return limits, source
