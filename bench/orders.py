@@ -14,8 +14,11 @@ that no order repeats within the gate's 10-second duplicate window. Every order 
 desk's real risk gate (:class:`core.services.risk_gate.DeskRiskGate`).
 
 Latency per order = place + step. The last line is one JSON object with ``p50_ms_*``,
-``p95_ms_*``, ``p99_ms_*``, ``orders_per_s_*`` for ``sqlite`` and ``postgres``. Goal (issue 4):
-p95 ≤ 10 ms on PostgreSQL.
+``p95_ms_*``, ``p99_ms_*``, ``orders_per_s_*`` for ``sqlite`` and ``postgres``, and per database
+the median of each half (``place_p50_ms_*``, ``step_p50_ms_*``), this process's CPU time per
+order (``cpu_ms_per_order_*``; the rest of the latency is waiting, mostly on the database) and
+the SQL statements per order (``statements_per_order_*``, COMMITs not counted). Goal (issue
+4): p95 ≤ 10 ms on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import event
 
 from bench.desk import demo_desk
 from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
@@ -61,6 +66,16 @@ def run(url: str, orders: int) -> dict[str, float]:
     open_market(services.db, SYMBOLS)
     symbols = list(SYMBOLS)
     samples: list[float] = []
+    placed: list[float] = []
+    stepped: list[float] = []
+    cpu = 0.0
+    counting = [False]  # statements are counted in the timed calls only (not the price write)
+    statements = [0]
+
+    def count(*_args: object) -> None:
+        statements[0] += counting[0]
+
+    event.listen(services.db.engine, "before_cursor_execute", count)
     unfilled = 0
     started_all = time.perf_counter()
     for n in range(orders):
@@ -70,14 +85,21 @@ def run(url: str, orders: int) -> dict[str, float]:
         quantity = 1 + (pair // (len(accounts) * len(symbols))) % 7
         request = OrderRequest(account, symbol, Side.BUY if leg == 0 else Side.SELL, quantity,
                                OrderType.MARKET, Product.MIS)
+        counting[0], cpu_started = True, time.process_time()
         started = time.perf_counter()
         order = services.orders.place(actor, request)
         placed_ms = (time.perf_counter() - started) * 1000
+        counting[0], cpu = False, cpu + time.process_time() - cpu_started
         tick(services.db, symbol, Decimal(SYMBOLS[symbol]) + Decimal(n % 7) / 20,
              volume_add=10_000)
+        counting[0], cpu_started = True, time.process_time()
         started = time.perf_counter()
         services.orders.step()
-        samples.append(placed_ms + (time.perf_counter() - started) * 1000)
+        step_ms = (time.perf_counter() - started) * 1000
+        counting[0], cpu = False, cpu + time.process_time() - cpu_started
+        placed.append(placed_ms)
+        stepped.append(step_ms)
+        samples.append(placed_ms + step_ms)
         if n == 0 or (n + 1) % 1000 == 0:
             print(f"{url.split(':')[0]}: {n + 1} orders, last {samples[-1]:.1f} ms", flush=True)
         unfilled += order.status is not OrderStatus.OPEN
@@ -91,7 +113,11 @@ def run(url: str, orders: int) -> dict[str, float]:
             "p99_ms": round(_percentile(samples, 99), 3),
             "max_ms": round(max(samples), 3),
             "orders_per_s": round(len(samples) / (sum(samples) / 1000), 1),
-            "wall_s": round(wall, 2)}
+            "wall_s": round(wall, 2),
+            "place_p50_ms": round(statistics.median(placed), 3),
+            "step_p50_ms": round(statistics.median(stepped), 3),
+            "cpu_ms_per_order": round(cpu / len(samples) * 1000, 3),
+            "statements_per_order": round(statements[0] / len(samples), 2)}
 
 
 def main(orders: int) -> dict[str, object]:
