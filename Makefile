@@ -18,7 +18,7 @@ run: $(STAMP)  ## the desk: migrate, seed demo household once, worker + app on :
 test: $(STAMP)  ## every test, SQLite and a throwaway PostgreSQL, plus lint and types
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -rs -q
+	$(PY) -m pytest -rs -q -n auto --maxprocesses=4
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
