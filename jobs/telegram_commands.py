@@ -9,7 +9,8 @@ their role allows, because every answer comes from the services with their actor
 Service calls block (database, brokers), so they run in a worker thread
 (:func:`asyncio.to_thread`). A :class:`~core.errors.ValidationError`,
 :class:`~core.errors.PermissionDenied` or :class:`~core.errors.AuthenticationError` is shown
-as its message; anything else as "Something went wrong; the desk logged it" and one log line.
+as its message; the database not answering as "The desk's database is not answering"; anything
+else as "Something went wrong; the desk logged it". Each failure is one log line.
 
 ``/panic`` asks first: an inline keyboard Confirm / Cancel whose buttons name a one-time
 nonce. Only the same chat and Telegram user may answer it, within :data:`PANIC_CONFIRM_S`;
@@ -50,6 +51,7 @@ from core.clock import now_ist
 from core.domain import Actor
 from core.errors import AuthenticationError, PermissionDenied, ValidationError
 from core.services import Services
+from core.services.jobs import database_down
 from core.services.outbox import safe_error
 from core.services.telegram_replies import COMMANDS, HOW_TO_LINK, REFUSAL, PanicPlan
 
@@ -59,12 +61,20 @@ log = logging.getLogger("sher.telegram.commands")
 PANIC_CONFIRM_S = 120.0
 #: Shown for an error that is not the user's to fix (the log has the details).
 SOMETHING_WRONG = "Something went wrong; the desk logged it. Try again in a minute."
+#: Shown when the desk's database does not answer (a restart, an outage).
+DATABASE_AWAY = "The desk's database is not answering right now. Try again in a minute."
 SHOWN_ERRORS = (ValidationError, PermissionDenied, AuthenticationError)
 PANIC_PREFIX = "panic"
 #: Commands answered by the replies method of the same name with the member's actor.
 READ_ONLY = ("help", "pnl", "positions", "orders", "signals", "strategies", "status")
 
 Context = ContextTypes.DEFAULT_TYPE
+
+
+def trouble(exc: BaseException) -> str:
+    """Return what a member is told when a command failed for a reason not theirs to fix."""
+    return DATABASE_AWAY if database_down(exc) else SOMETHING_WRONG
+
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 
@@ -132,7 +142,7 @@ class CommandHandlers:
         except Exception as exc:  # the database is down, say: tell the user, log one line
             log.error("telegram: finding the member of chat %s failed: %s: %s", chat.id,
                       type(exc).__name__, safe_error(exc))
-            await self._send(update, tf.esc(SOMETHING_WRONG))
+            await self._send(update, tf.esc(trouble(exc)))
             return None
         if actor is None:
             await self._send(update, REFUSAL)
@@ -156,7 +166,7 @@ class CommandHandlers:
         except Exception as exc:
             log.error("telegram %s for chat %s failed: %s: %s", what, chat_id,
                       type(exc).__name__, safe_error(exc))
-            return tf.esc(SOMETHING_WRONG)
+            return tf.esc(trouble(exc))
 
     async def on_error(self, update: object, context: Context) -> None:
         """Log an error no handler caught in one line (never a traceback loop, never a token)."""
@@ -294,7 +304,8 @@ class CommandHandlers:
         except Exception as exc:  # the database is down, say: nothing was done
             log.error("telegram: panic button of chat %s failed: %s: %s", chat.id,
                       type(exc).__name__, safe_error(exc))
-            await self._close(query, tf.esc(SOMETHING_WRONG + " Nothing was done."))
+            await self._close(query, tf.esc(trouble(exc) + " Nothing was done; send /panic "
+                                            "again."))
             return
         if actor is None or actor.user_id != pending.user_id:
             await self._close(query, REFUSAL)
@@ -321,5 +332,5 @@ class CommandHandlers:
         await query.edit_message_text(html_text, parse_mode=ParseMode.HTML)
 
 
-__all__ = ["PANIC_CONFIRM_S", "SOMETHING_WRONG", "CommandHandlers", "PendingPanic",
-           "bot_commands"]
+__all__ = ["DATABASE_AWAY", "PANIC_CONFIRM_S", "SOMETHING_WRONG", "CommandHandlers",
+           "PendingPanic", "bot_commands", "trouble"]

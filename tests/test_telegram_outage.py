@@ -36,7 +36,7 @@ from db.migrate import upgrade
 from db.models import AlertDeliveryRow, AlertOutboxRow
 from jobs import telegram_dispatch
 from jobs.telegram_bot import TelegramBotProcess
-from jobs.telegram_commands import SOMETHING_WRONG
+from jobs.telegram_commands import DATABASE_AWAY, SOMETHING_WRONG
 from jobs.telegram_dispatch import TelegramDispatcher
 from tests.conftest import TEST_CLIENT, make_settings
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
@@ -172,14 +172,15 @@ def test_a_postgresql_restart_loses_no_alert_doubles_none_and_commands_answer_ag
                 restart = threading.Thread(target=restart_server, daemon=True)
                 restart.start()
                 sleep(HOLD_S + 0.5)  # the held messages go out while the database is down
-                assert _ask(fake, CHATS["kamla"], "/status") == SOMETHING_WRONG
+                assert _ask(fake, CHATS["kamla"], "/status") == DATABASE_AWAY
                 restart.join(timeout=30)
                 assert not restart.is_alive()
                 assert running.thread.is_alive() and TOKEN in process.runners  # rode it out
                 assert _eventually(lambda: set(_outbox(services).values()) == {"sent"}, 30), (
                     _outbox(services))
                 after = _ask(fake, CHATS["kamla"], "/status")
-                assert "Status" in after and SOMETHING_WRONG not in after
+                assert "Status" in after
+                assert DATABASE_AWAY not in after and SOMETHING_WRONG not in after
                 outage_logs = caplog.records[stopped_at:]
         finally:
             bot_services.db.dispose()
