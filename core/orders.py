@@ -561,14 +561,16 @@ class OrderManager:
         placed_by: Actor | None, source: str, gtt_id: int | None,
         on_recorded: Callable[[Session, Order], None] | None = None,
     ) -> Order:
-        """Read, check, gate, record PENDING, have the broker accept, record OPEN: one transaction.
+        """Read, check, gate, have the broker accept, record the order: one transaction.
 
         For brokers keeping their books in the desk's database (``DESK_DATABASE``). The broker
         locks the account first (``pre_trade_in``), so the checks and the gate decide on what
-        the write then finds, and nothing is read twice. The PENDING row is written before the
-        broker is asked, and the commit makes the order, the broker's acceptance and both audit
-        entries durable together, so a crash can leave neither an accepted order without its
-        record nor a record without its outcome. A refusal rolls everything back.
+        the write then finds, and nothing is read twice. The order row is written once, with
+        the broker's answer (OPEN or REJECTED), and the audit still records ``orders.place``
+        (PENDING) then the transition; the commit makes the order, the broker's acceptance and
+        both audit entries durable together, so a crash can leave neither an accepted order
+        without its record nor a record without its outcome (nothing reaches the broker's book
+        before the desk's record commits with it). A refusal rolls everything back.
         """
         desk = cast(DeskDatabaseBroker, broker)
         try:
