@@ -27,6 +27,8 @@ FLASH = "alerts_flash"
 CODE = "alerts_link_code"
 BOT_FIELD = "alerts_bot_token"
 BOT_ERROR = "alerts_bot_error"
+#: Seconds between looks for the bot's link while a code is shown.
+LINK_POLL_S = 3
 MODES = [mode.value for mode in Mode]
 SOURCES = {"household": "this household (set here)", "environment": "TELEGRAM_BOT_TOKEN"}
 RECENT_COLUMNS = ["Time (IST)", "Type", "Account", "Severity", "Title", "Outbox", "Delivery"]
@@ -165,10 +167,19 @@ def connect_section(me: Actor) -> None:
         st.markdown(f"# `{code.code}`")
         st.markdown(start_command(code.code, status.bot_username))
         st.caption(f"The code works once and expires at {expiry_text(code.expires_at)}. "
-                   "Reload this page after sending it.")
+                   "This page updates by itself once the bot links your chat.")
+        await_link(me, code.expires_at)
     if not status.bot_username:
         bot = fetch(lambda: tg.bot_info(me))
         st.warning(NO_BOT if bot is not None and not bot.configured else NO_NAME)
+
+
+@st.fragment(run_every=LINK_POLL_S)
+def await_link(me: Actor, expires_at: datetime) -> None:
+    """While a code is shown, look for the bot's link; rerun the page once linked or expired."""
+    status = fetch(lambda: services().telegram.link_status(me))
+    if (status is not None and status.linked) or expires_at <= now_ist():
+        st.rerun()
 
 
 def settings_section(me: Actor) -> None:
