@@ -19,15 +19,17 @@ attempts, the next attempt) is :class:`core.services.outbox.OutboxService`'s.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from core.clock import now_ist, to_ist
 from core.errors import ValidationError
@@ -111,16 +113,30 @@ def enqueue(session: Session, *, kind: str, household_id: int, account_id: int |
                               f"{len(dedupe_key)}")
     if probability is not None and not Decimal(0) <= probability <= Decimal(1):
         raise ValidationError(f"Alert probability must be between 0 and 1; got {probability}")
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     when = at or now_ist()
-    statement = insert(AlertOutboxRow).values(
-        created_at=when, household_id=household_id, account_id=account_id, user_id=user_id,
-        kind=kind, severity=severity,
-        urgent=severity == "critical" if urgent is None else urgent,
-        title=title[:TITLE_CHARS], body=body, dedupe_key=dedupe_key, status="pending",
-        attempts=0, next_attempt_at=when, probability=probability,
-    ).on_conflict_do_nothing(index_elements=[AlertOutboxRow.dedupe_key])
-    return session.scalar(statement.returning(AlertOutboxRow.id)) is not None
+    return session.scalar(_enqueue_statement(session.get_bind().dialect.name), {
+        "created_at": when, "household_id": household_id, "account_id": account_id,
+        "user_id": user_id, "kind": kind, "severity": severity,
+        "urgent": severity == "critical" if urgent is None else urgent,
+        "title": title[:TITLE_CHARS], "body": body, "dedupe_key": dedupe_key,
+        "status": "pending", "attempts": 0, "next_attempt_at": when, "probability": probability,
+    }) is not None
+
+
+@functools.cache
+def _enqueue_statement(dialect: str) -> ReturningInsert[tuple[int]]:
+    """Return the outbox insert for ``dialect``, built once (bound at execution).
+
+    A repeated dedupe key inserts nothing and returns no row.
+    """
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    columns = ("created_at", "household_id", "account_id", "user_id", "kind", "severity",
+               "urgent", "title", "body", "dedupe_key", "status", "attempts", "next_attempt_at",
+               "probability")
+    return (insert(AlertOutboxRow)
+            .values({column: bindparam(column) for column in columns})
+            .on_conflict_do_nothing(index_elements=[AlertOutboxRow.dedupe_key])
+            .returning(AlertOutboxRow.id))
 
 
 def recent(session: Session, household_id: int, account_ids: Collection[int] | None,
