@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
+from core.alerts import DEDUPE_CHARS
 from core.money import inr
+from engines.risk import WARN_SHARE
 from engines.risk_types import MtmLimit, RiskLimits, Scope, StateKind
 
-#: Share of a loss limit used that earns a warning (the engine's own warnings use 80 % too).
-WARN_SHARE = Decimal("0.8")
 _HUNDRED = Decimal(100)
-_KEY_CHARS = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +133,7 @@ def warning_alert(household_id: int, warning: LimitWarning, day: date) -> Warnin
             f"At {inr(warning.limit)} {stop}: open orders are cancelled and positions closed.")
     key = (f"risk-warning:{household_id}:{warning.scope.value}:{warning.key}:"
            f"{warning.kind}:{day.isoformat()}")
-    if len(key) > _KEY_CHARS:  # a long strategy name: name it by its hash
+    if len(key) > DEDUPE_CHARS:  # a long strategy name: name it by its hash
         digest = hashlib.sha256(warning.key.encode()).hexdigest()[:16]
         key = (f"risk-warning:{household_id}:{warning.scope.value}:{digest}:"
                f"{warning.kind}:{day.isoformat()}")

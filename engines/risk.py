@@ -119,13 +119,14 @@ from engines.risk_types import (
 )
 from engines.signal_types import Regime
 
-__all__ = ["decide", "drawdown_factor", "evaluate", "position_size", "stop_distance"]
+__all__ = ["WARN_SHARE", "decide", "drawdown_factor", "evaluate", "position_size", "stop_distance"]
 
 TICK = Decimal("0.05")
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
 _HUNDRED = Decimal(100)
-_WARN_SHARE = Decimal("0.8")  # share of a loss limit used that earns a warning
+#: Share of a loss limit used that earns a warning (the engine's and the desk's alerts).
+WARN_SHARE = Decimal("0.8")
 _CORRELATION_FACTOR = Decimal("0.5")
 
 _LAYERS = {
@@ -523,7 +524,7 @@ def _layer_loss(inp: PreTradeInput, limits: RiskLimits, tally: _Tally) -> None:
                    f"({_pct(pct)} of capital {inr(inp.capital)})")
         if pnl <= -limit:
             tally.reject(rule, f"{figures} reached: no new positions {span}")
-        elif -pnl >= limit * _WARN_SHARE:
+        elif -pnl >= limit * WARN_SHARE:
             tally.warn(rule, f"{figures}: {_pct(-pnl / limit * _HUNDRED)} of it used")
         else:
             tally.passed(rule, figures)
@@ -826,7 +827,7 @@ def _account_limits(account: AccountRisk, out: _Result) -> None:
                 until = out.until(kind)
                 out.engage(kind, Scope.ACCOUNT, key, f"{figures} reached; trading resumes "
                            f"{until.isoformat()}", (account.account_id,), until)
-            elif -pnl >= limit * _WARN_SHARE and (Scope.ACCOUNT, key, kind) not in out.engaged:
+            elif -pnl >= limit * WARN_SHARE and (Scope.ACCOUNT, key, kind) not in out.engaged:
                 out.warnings.append(f"{figures}: {_pct(-pnl / limit * _HUNDRED)} of it used")
     drawdown = _drawdown_pct(account.capital, account.peak_equity)
     if account.peak_equity is not None and drawdown >= limits.drawdown_kill_pct:
