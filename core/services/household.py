@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from typing import Any
+
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from core import authz
@@ -22,10 +24,27 @@ from core.domain import (
 )
 from core.errors import ValidationError
 from core.services.base import ServiceBase
-from db.models import AccountGrantRow, AccountRow, HouseholdRow, MemberRow, UserRow
+from db.models import AccountGrantRow, AccountRow, HouseholdRow, MemberRow, SessionRow, UserRow
 
 LABEL_MAX = 60
 GROUP_MAX = 40
+
+# Built once: everything authorize_trade needs, in one statement (every order runs it). The
+# role is NULL for a missing or disabled user; ``ended_at`` is that of the actor's session.
+_TRADE_FACTS = (
+    select(AccountRow.id, AccountRow.household_id, AccountRow.owner_member_id,
+           AccountRow.broker, AccountRow.label, AccountRow.account_group, AccountRow.is_active,
+           AccountRow.created_at, MemberRow.user_id, MemberRow.full_name,
+           MemberRow.relationship,
+           select(UserRow.role).where(UserRow.id == bindparam("user"),
+                                      UserRow.is_active.is_(True)).scalar_subquery(),
+           select(SessionRow.ended_at).where(SessionRow.id == bindparam("session"))
+           .scalar_subquery(),
+           select(AccountGrantRow.permission).where(
+               AccountGrantRow.account_id == AccountRow.id,
+               AccountGrantRow.member_id == bindparam("member")).scalar_subquery())
+    .join(MemberRow, MemberRow.id == AccountRow.owner_member_id)
+    .where(AccountRow.id == bindparam("account")))
 
 
 class HouseholdService(ServiceBase):
@@ -299,8 +318,20 @@ class HouseholdService(ServiceBase):
             return self._to_account(session, row, perm)
 
     def authorize_trade(self, actor: Actor, account_id: int) -> Account:
-        """Return the account if the actor may place orders on it; every order path calls this."""
+        """Return the account if the actor may place orders on it; every order path calls this.
+
+        The user, the session, the account, its owner and the actor's grant are read fresh in
+        one statement; anything but a permitted trade on an open account is decided again by
+        the general path, which words and audits the refusal.
+        """
         with self.db.reading() as session:  # reads only; a refusal is audited on its own
+            found = session.connection().execute(_TRADE_FACTS, {
+                "account": account_id, "user": actor.user_id, "session": actor.session_id,
+                "member": actor.member_id}).one_or_none()
+            if found is not None:
+                allowed = _trade_account(actor, tuple(found))
+                if allowed is not None:
+                    return allowed
             row, perm = self._account_for(session, actor, account_id, "trade", "accounts.trade")
             if not row.is_active:
                 raise ValidationError(f"Account {account_id} ({row.label}) is closed")
@@ -507,6 +538,22 @@ class HouseholdService(ServiceBase):
                 {"member_id": member_id},
                 household_id=row.household_id,
             )
+
+
+def _trade_account(actor: Actor, found: tuple[Any, ...]) -> Account | None:
+    """Return the account of a ``_TRADE_FACTS`` row if the actor may trade it now, else None."""
+    (ident, household_id, owner_member_id, broker, label, group, is_active, created_at,
+     owner_user_id, owner_name, relationship, role, ended_at, grant) = found
+    if role is None or ended_at is not None or not is_active:
+        return None
+    facts = authz.AccountFacts(actor_role=role, same_household=household_id == actor.household_id,
+                               is_owner=owner_user_id == actor.user_id, grant=grant)
+    if authz.account_permission(facts) is not Permission.TRADE:
+        return None
+    return Account(id=ident, household_id=household_id, owner_member_id=owner_member_id,
+                   owner_name=owner_name, owner_relationship=relationship, broker=broker,
+                   label=label, group=group, is_active=is_active, created_at=created_at,
+                   my_permission=Permission.TRADE)
 
 
 def _member(session: Session, member_id: int) -> MemberRow | None:
