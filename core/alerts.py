@@ -24,8 +24,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import cast
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import Table, bindparam, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -114,13 +115,14 @@ def enqueue(session: Session, *, kind: str, household_id: int, account_id: int |
     if probability is not None and not Decimal(0) <= probability <= Decimal(1):
         raise ValidationError(f"Alert probability must be between 0 and 1; got {probability}")
     when = at or now_ist()
-    return session.scalar(_enqueue_statement(session.get_bind().dialect.name), {
+    session.flush()  # what the caller added first is written first (as autoflush would)
+    return session.connection().execute(_enqueue_statement(session.get_bind().dialect.name), {
         "created_at": when, "household_id": household_id, "account_id": account_id,
         "user_id": user_id, "kind": kind, "severity": severity,
         "urgent": severity == "critical" if urgent is None else urgent,
         "title": title[:TITLE_CHARS], "body": body, "dedupe_key": dedupe_key,
         "status": "pending", "attempts": 0, "next_attempt_at": when, "probability": probability,
-    }) is not None
+    }).scalar() is not None
 
 
 @functools.cache
@@ -133,10 +135,11 @@ def _enqueue_statement(dialect: str) -> ReturningInsert[tuple[int]]:
     columns = ("created_at", "household_id", "account_id", "user_id", "kind", "severity",
                "urgent", "title", "body", "dedupe_key", "status", "attempts", "next_attempt_at",
                "probability")
-    return (insert(AlertOutboxRow)
+    table = cast(Table, AlertOutboxRow.__table__)  # a Core insert: no ORM bulk-insert path
+    return (insert(table)
             .values({column: bindparam(column) for column in columns})
-            .on_conflict_do_nothing(index_elements=[AlertOutboxRow.dedupe_key])
-            .returning(AlertOutboxRow.id))
+            .on_conflict_do_nothing(index_elements=[table.c.dedupe_key])
+            .returning(table.c.id))
 
 
 def recent(session: Session, household_id: int, account_ids: Collection[int] | None,

@@ -37,6 +37,7 @@ from decimal import Decimal
 from typing import Protocol, cast
 
 from sqlalchemy import Integer, Table, bindparam, insert, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -213,15 +214,22 @@ _OPEN_AT_BROKER = (select(OrderRow.id, OrderRow.account_id, OrderRow.broker_orde
                           OrderRow.status, OrderRow.filled_quantity)
                    .where(OrderRow.status.in_([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]),
                           OrderRow.broker_order_id.is_not(None)))
-_ROWS_OF_UPDATES = (select(OrderRow)
-                    .where(OrderRow.account_id.in_(bindparam("accounts", expanding=True)),
-                           OrderRow.broker_order_id.in_(bindparam("idents", expanding=True)))
-                    .order_by(OrderRow.id).with_for_update())
-_INSERT_FILLS = insert(cast(Table, TradeRow.__table__))
 _ORDERS = cast(Table, OrderRow.__table__)
+#: The orders that broker updates name, locked. Plain rows: the mirror writes back explicitly
+#: (:data:`_WRITE_MIRRORED`) instead of through the ORM's unit of work, which cost more.
+_ROWS_OF_UPDATES = (select(*_ORDERS.c)
+                    .where(_ORDERS.c.account_id.in_(bindparam("accounts", expanding=True)),
+                           _ORDERS.c.broker_order_id.in_(bindparam("idents", expanding=True)))
+                    .order_by(_ORDERS.c.id).with_for_update())
+#: What mirroring a broker update may change on an order (see :meth:`OrderManager._apply`).
+_MIRRORED = ("status", "broker_order_id", "rejection_reason", "filled_quantity",
+             "average_price", "updated_at")
+_WRITE_MIRRORED = sql_update(_ORDERS).where(_ORDERS.c.id == bindparam("mirrored_id"))
+_INSERT_FILLS = insert(cast(Table, TradeRow.__table__))
 _INSERT_ORDER = insert(_ORDERS).returning(_ORDERS.c.id)
 #: The columns a new order row is written with (every one but its id).
 _ORDER_COLUMNS = tuple(column.key for column in _ORDERS.c if column.key != "id")
+_ORDER_KEYS = tuple(column.key for column in _ORDERS.c)
 _KNOWN_FILLS = select(TradeRow.broker_trade_id).where(
     TradeRow.order_id.in_(bindparam("orders", expanding=True)))
 
@@ -791,9 +799,11 @@ class OrderManager:
         if not pending:
             return 0, []
         incomplete: list[int] = []
-        rows = session.scalars(_ROWS_OF_UPDATES, {
+        found = session.connection().execute(_ROWS_OF_UPDATES, {
             "accounts": sorted({account for account, _ in pending}),
-            "idents": sorted({ident for _, ident in pending})}).all()
+            "idents": sorted({ident for _, ident in pending})})
+        # OrderRow objects outside the session: _mirror writes what it changes itself.
+        rows = [OrderRow(**dict(zip(_ORDER_KEYS, values, strict=True))) for values in found]
         changed = [(row, pending[(row.account_id, row.broker_order_id or "")])
                    for row in rows if (row.account_id, row.broker_order_id) in pending]
         changed = [(row, update) for row, update in changed
@@ -803,7 +813,8 @@ class OrderManager:
         # unfilled has no fill in the book to skip: ask only about orders already part-filled.
         filled = [row.id for row, update in changed
                   if update.order.filled_quantity != row.filled_quantity and row.filled_quantity]
-        known = set(session.scalars(_KNOWN_FILLS, {"orders": filled})) if filled else set()
+        known = set(session.connection().execute(_KNOWN_FILLS, {"orders": filled}).scalars()
+                    ) if filled else set()
         mirrored = 0
         for row, update in changed:
             new_fills = sum(t.quantity for t in update.trades
@@ -832,8 +843,11 @@ class OrderManager:
                 session.connection().execute(_INSERT_FILLS, fills)
         reason = state.status_message if state.status in (
             OrderStatus.REJECTED, OrderStatus.CANCELLED) else None
-        self._apply(session, row, state.status, actor, reason=reason,
-                    filled=state.filled_quantity, average=state.average_price)
+        if self._apply(session, row, state.status, actor, reason=reason,
+                       filled=state.filled_quantity, average=state.average_price):
+            row.updated_at = utcnow()
+            session.connection().execute(_WRITE_MIRRORED, {
+                "mirrored_id": row.id, **{name: getattr(row, name) for name in _MIRRORED}})
 
 
 def _event(actor: Actor | None, action: str, order_id: int, household_id: int | None,

@@ -24,8 +24,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from brokers.base import OrderUpdate, VenueStep
@@ -98,12 +99,25 @@ class StepReport:
         return VenueStep(self.events, tuple(self.updates))
 
 
-# Built once: the worker steps every second.
+# Built once: the worker steps every second. The step reads and writes with Core statements;
+# its rows are PaperOrderRow/PaperTradeRow objects outside the session (the ORM's unit of work
+# cost more than the round trips), and what changed is written back explicitly.
+_ORDERS = cast(Table, PaperOrderRow.__table__)
+_TRADES = cast(Table, PaperTradeRow.__table__)
 #: The open orders, locked, each with its instrument's tick size (one read for both).
-_OPEN_ORDERS = (select(PaperOrderRow, InstrumentRow.tick_size)
-                .join(InstrumentRow, InstrumentRow.id == PaperOrderRow.instrument_id)
-                .where(PaperOrderRow.status.in_(OPEN_STATUSES))
-                .order_by(PaperOrderRow.id).with_for_update(of=PaperOrderRow, skip_locked=True))
+_OPEN_ORDERS = (select(*_ORDERS.c, InstrumentRow.tick_size)
+                .join(InstrumentRow, InstrumentRow.id == _ORDERS.c.instrument_id)
+                .where(_ORDERS.c.status.in_(OPEN_STATUSES))
+                .order_by(_ORDERS.c.id).with_for_update(of=_ORDERS, skip_locked=True))
+#: The order columns' keys, in the select's order (the tick size comes last).
+_COLUMNS = tuple(column.key for column in _ORDERS.c)
+#: What a step may change on an order (expiry, matching, fills).
+_STEPPED = ("status", "filled_quantity", "average_price", "blocked_funds", "status_message",
+            "seen_quote_time", "seen_volume", "triggered", "rested", "trade_date", "updated_at")
+#: One statement for every order a step changed (executemany; SET gets the other keys).
+_WRITE_STEPPED = update(_ORDERS).where(_ORDERS.c.id == bindparam("stepped_id"))
+#: The step's fills, their ids returned in the order given.
+_INSERT_FILLS = insert(_TRADES).returning(_TRADES.c.id, sort_by_parameter_order=True)
 
 
 @dataclass(slots=True)
@@ -115,6 +129,7 @@ class _Batch:
     ticks: dict[int, Decimal]  # instrument id -> tick size
     dp_charged: set[tuple[int, str]]  # (account, symbol) with a delivery sell today
     trades: list[PaperTradeRow] = field(default_factory=list)
+    trade_values: list[dict[str, Any]] = field(default_factory=list)  # trades' columns
 
 
 class PaperExchange:
@@ -154,15 +169,32 @@ class PaperExchange:
             before = {row.id: (row.status, row.filled_quantity) for row in rows}
             pending = [row for row in rows if not self._expire(row, batch.today, now)]
             report.expired = len(rows) - len(pending)
+            changed = [row for row in rows if row.status is OrderStatus.CANCELLED]
             if pending:
-                self._step_pending(session, pending, batch, report)
-            session.flush()  # trade ids for the updates
+                changed += self._step_pending(session, pending, batch, report)
+            self._write(session, changed, batch)
             report.updates = self._updates(rows, before, batch.trades)
         return report
 
+    @staticmethod
+    def _write(session: Session, changed: list[PaperOrderRow], batch: _Batch) -> None:
+        """Write the step's changed orders and its fills (whose ids the updates carry)."""
+        connection = session.connection()
+        if changed:
+            connection.execute(_WRITE_STEPPED, [
+                {"stepped_id": row.id, **{name: getattr(row, name) for name in _STEPPED}}
+                for row in changed])
+        if batch.trades:
+            ids = connection.execute(_INSERT_FILLS, batch.trade_values).scalars().all()
+            for trade, ident in zip(batch.trades, ids, strict=True):
+                trade.id = ident
+
     def _step_pending(self, session: Session, pending: list[PaperOrderRow], batch: _Batch,
-                      report: StepReport) -> None:
-        """Match the unexpired open orders whose symbol has a new price; write their fills."""
+                      report: StepReport) -> list[PaperOrderRow]:
+        """Match the unexpired open orders whose symbol has a new price; return them.
+
+        Their fills are in ``batch``, to be written with them.
+        """
         report.market_open = self.market.session(batch.now, within=session).is_open
         quotes = self.market.quotes({row.symbol for row in pending}, within=session) if (
             report.market_open) else {}
@@ -172,8 +204,8 @@ class PaperExchange:
             self._prepare(session, batch, live)
         for row in live:
             self._match(row, quotes[row.symbol], batch, report)
-        session.add_all(batch.trades)
         report.fills = len(batch.trades)
+        return live
 
     @staticmethod
     def _updates(rows: list[PaperOrderRow], before: dict[int, tuple[OrderStatus, int]],
@@ -196,13 +228,14 @@ class PaperExchange:
         query = _OPEN_ORDERS
         if only is not None:
             ids = [i for i in map(parse_order_id, only) if i is not None]
-            query = query.where(PaperOrderRow.id.in_(ids))
-        found = session.execute(query).all()
+            query = query.where(_ORDERS.c.id.in_(ids))
+        found = session.connection().execute(query).all()
         if found and session.get_bind().dialect.name == "sqlite":
             serialise(session)  # SQLite: take the write lock, then read again under it
-            session.expire_all()
-            found = session.execute(query).all()
-        return [row for row, _tick in found], {row.instrument_id: tick for row, tick in found}
+            found = session.connection().execute(query).all()
+        rows = [PaperOrderRow(**{name: value for name, value in zip(_COLUMNS, row, strict=False)})
+                for row in found]
+        return rows, {row.instrument_id: row.tick_size for row in found}
 
     @staticmethod
     def _expire(row: PaperOrderRow, today: date, now: datetime) -> bool:
@@ -263,10 +296,12 @@ class PaperExchange:
                               batch.today, dp_applies=delivery_sell and key not in batch.dp_charged)
         if delivery_sell:
             batch.dp_charged.add(key)
-        batch.trades.append(PaperTradeRow(
-            paper_order_id=row.id, account_id=row.account_id, symbol=row.symbol, side=row.side,
-            product=row.product, quantity=quantity, price=price, executed_at=batch.now,
-            trade_date=batch.today, **charge_columns(charges)))
+        values = {"paper_order_id": row.id, "account_id": row.account_id, "symbol": row.symbol,
+                  "side": row.side, "product": row.product, "quantity": quantity,
+                  "price": price, "executed_at": batch.now, "trade_date": batch.today,
+                  **charge_columns(charges)}
+        batch.trade_values.append(values)
+        batch.trades.append(PaperTradeRow(**values))
         before = row.quantity - row.filled_quantity
         filled = row.filled_quantity + quantity
         value = (row.average_price or Decimal(0)) * row.filled_quantity + price * quantity

@@ -7,8 +7,9 @@ without importing the service facade.
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from core.clock import to_ist
@@ -17,19 +18,26 @@ from db.models import FeedStatusRow, InstrumentRow, QuoteRow
 
 FEED_NAME = "market"
 
+# Built once, as plain columns (no ORM objects): the order path and the worker's every step
+# read them. Executed through the session, so its pending changes are flushed first.
+_QUOTES = cast(Table, QuoteRow.__table__)
+_ALL_QUOTES = select(InstrumentRow.symbol, *_QUOTES.c).join(
+    InstrumentRow, InstrumentRow.id == _QUOTES.c.instrument_id)
+_QUOTES_OF = _ALL_QUOTES.where(InstrumentRow.symbol.in_(bindparam("symbols", expanding=True)))
+_FEED = cast(Table, FeedStatusRow.__table__)
+_FEED_STATE = select(*_FEED.c).where(_FEED.c.name == bindparam("name"))
+
 
 def read_quotes(session: Session, symbols: Collection[str] | None = None) -> dict[str, Quote]:
     """Return stored quotes by symbol (every one, or only ``symbols``)."""
-    query = select(InstrumentRow.symbol, QuoteRow).join(
-        InstrumentRow, InstrumentRow.id == QuoteRow.instrument_id)
-    if symbols is not None:
-        query = query.where(InstrumentRow.symbol.in_(list(symbols)))
+    found = (session.execute(_ALL_QUOTES) if symbols is None
+             else session.execute(_QUOTES_OF, {"symbols": list(symbols)}))
     return {
-        symbol: Quote(
-            symbol=symbol, ltp=row.ltp, prev_close=row.prev_close, day_open=row.day_open,
+        row.symbol: Quote(
+            symbol=row.symbol, ltp=row.ltp, prev_close=row.prev_close, day_open=row.day_open,
             day_high=row.day_high, day_low=row.day_low, volume=row.volume,
             quote_time=to_ist(row.quote_time), source=row.source)
-        for symbol, row in session.execute(query).all()
+        for row in found
     }
 
 
@@ -44,5 +52,6 @@ def to_feed_state(row: FeedStatusRow) -> FeedState:
 
 def read_feed_state(session: Session, name: str = FEED_NAME) -> FeedState | None:
     """Return the named feed's last status, or None if it never ran."""
-    row = session.get(FeedStatusRow, name)
-    return None if row is None else to_feed_state(row)
+    row = session.execute(_FEED_STATE, {"name": name}).one_or_none()
+    # A plain row has every attribute to_feed_state reads, under the same names.
+    return None if row is None else to_feed_state(cast(FeedStatusRow, row))
