@@ -54,6 +54,7 @@ class QueueBook:
         self._flat_at = 0  # trades[:flat_at] net to zero: closed history
         self._closed: tuple[int, date, portfolio.Book] | None = None
         self._tail: tuple[tuple[int, date, Decimal | None], portfolio.Book] | None = None
+        self._whole: tuple[tuple[int, date, Decimal | None], portfolio.Book] | None = None
 
     def add(self, trade: Trade) -> None:
         """Add a fill; one executed before the latest refiles the queue in time order."""
@@ -70,14 +71,16 @@ class QueueBook:
 
     def book(self, ltp: Decimal | None, today: date) -> portfolio.Book:
         """Return the queue's book on ``today`` marked at ``ltp`` (None: unpriced)."""
-        closed = self._closed_book(today)
         key = (len(self.trades), today, ltp)
+        if self._whole is not None and self._whole[0] == key:  # nothing changed since
+            return self._whole[1]
+        closed = self._closed_book(today)
         if self._tail is None or self._tail[0] != key:
             marks = {} if ltp is None else {self.trades[0].symbol: ltp}
             self._tail = (key, portfolio.build_book(self.trades[self._flat_at:], marks, today))
-        if closed is None:
-            return self._tail[1]
-        return _join(closed, self._tail[1], ltp)
+        whole = self._tail[1] if closed is None else _join(closed, self._tail[1], ltp)
+        self._whole = (key, whole)
+        return whole
 
     @property
     def last_ltp(self) -> Decimal | None:
@@ -107,6 +110,7 @@ class AccountBook:
         """Start with no fills."""
         self.count = 0
         self._queues: dict[tuple[str, str], QueueBook] = {}
+        self._summed: tuple[tuple[portfolio.Book, ...], portfolio.Book] | None = None
 
     def add(self, trade: Trade) -> None:
         """Add one fill to its queue."""
@@ -122,4 +126,10 @@ class AccountBook:
                  for (symbol, _product), queue in self._queues.items()]
         if not books:
             return portfolio.build_book([], {}, today)
-        return portfolio.combine_books(books)
+        # Each queue returns the very same book while it is unchanged (held here, so no id
+        # is reused): the sum is redone only when one of them is new.
+        summed = self._summed
+        if summed is None or len(summed[0]) != len(books) or any(
+                old is not new for old, new in zip(summed[0], books, strict=True)):
+            summed = self._summed = (tuple(books), portfolio.combine_books(books))
+        return summed[1]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import func, or_, select
+from sqlalchemy import Table, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -22,6 +22,10 @@ from core.domain import Instrument, Interval
 from db.models import BarRow, InstrumentRow
 
 BAR_COLUMNS = ["open", "high", "low", "close", "volume"]
+# Built once, as plain columns: every order looks its instrument up.
+_INSTRUMENTS = cast(Table, InstrumentRow.__table__)
+_INSTRUMENT = select(*_INSTRUMENTS.c).where(_INSTRUMENTS.c.symbol == bindparam("symbol"),
+                                            _INSTRUMENTS.c.exchange == bindparam("exchange"))
 _CHUNK_ROWS = 2000  # 8 parameters a row stays far below SQLite's variable limit
 
 
@@ -67,12 +71,9 @@ def upsert_instruments(session: Session, rows: Iterable[Mapping[str, Any]]) -> d
 
 def instrument(session: Session, symbol: str, exchange: str = "NSE") -> Instrument | None:
     """Return the instrument ``symbol`` on ``exchange``, or None."""
-    row = session.scalar(
-        select(InstrumentRow).where(
-            InstrumentRow.symbol == symbol.upper(), InstrumentRow.exchange == exchange
-        )
-    )
-    return to_instrument(row) if row else None
+    row = session.execute(_INSTRUMENT, {"symbol": symbol.upper(), "exchange": exchange}).first()
+    # A plain row has every attribute to_instrument reads, under the same names.
+    return to_instrument(cast(InstrumentRow, row)) if row else None
 
 
 def all_instruments(session: Session) -> list[Instrument]:

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -50,10 +50,7 @@ def read_last_prices(session: Session | Connection, symbols: Iterable[str]
     wanted = sorted(set(symbols))
     if not wanted:
         return {}
-    quoted: dict[str, Decimal] = dict(session.execute(
-        select(InstrumentRow.symbol, QuoteRow.ltp)
-        .join(QuoteRow, QuoteRow.instrument_id == InstrumentRow.id)
-        .where(InstrumentRow.symbol.in_(wanted))).all())
+    quoted: dict[str, Decimal] = dict(session.execute(_LAST_QUOTES, {"symbols": wanted}).all())
     missing = [s for s in wanted if s not in quoted]
     if missing:
         last = (select(BarRow.instrument_id, func.max(BarRow.ts).label("ts"))
@@ -68,6 +65,12 @@ def read_last_prices(session: Session | Connection, symbols: Iterable[str]
                    InstrumentRow.symbol.in_(missing))).all()
         quoted.update(dict(rows))
     return quoted
+
+
+# Built once: the risk gate reads the prices of an account's symbols before most orders.
+_LAST_QUOTES = (select(InstrumentRow.symbol, QuoteRow.ltp)
+                .join(QuoteRow, QuoteRow.instrument_id == InstrumentRow.id)
+                .where(InstrumentRow.symbol.in_(bindparam("symbols", expanding=True))))
 
 
 @runtime_checkable
