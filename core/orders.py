@@ -445,6 +445,7 @@ class OrderManager:
         source: str = "web",
         gtt_id: int | None = None,
         on_recorded: Callable[[Session, Order], None] | None = None,
+        account_label: str | None = None,
     ) -> Order:
         """Run ``request`` through the full path and return the order (maybe REJECTED).
 
@@ -452,6 +453,8 @@ class OrderManager:
         outcome (OPEN or REJECTED), so what it writes (an alert in the outbox, a control
         marked triggered) commits with the order or not at all. It does not run when the
         client order id names an order already recorded: that order's own transaction did.
+        ``account_label`` is the account's label if the caller just read it (authorizing the
+        order); the returned order carries it instead of reading it again.
 
         Raises
         ------
@@ -466,7 +469,7 @@ class OrderManager:
         broker = self.broker_for(request.account_id)
         if Capability.DESK_DATABASE in broker.capabilities:
             return self._submit_in_one_transaction(request, instrument, broker, placed_by,
-                                                   source, gtt_id, on_recorded)
+                                                   source, gtt_id, on_recorded, account_label)
         request, risk_note = self._checked(request, instrument, broker,
                                            self.pre_trade(broker, request.symbol),
                                            placed_by, source, gtt_id)
@@ -568,6 +571,7 @@ class OrderManager:
         self, request: OrderRequest, instrument: Instrument, broker: Broker,
         placed_by: Actor | None, source: str, gtt_id: int | None,
         on_recorded: Callable[[Session, Order], None] | None = None,
+        account_label: str | None = None,
     ) -> Order:
         """Read, check, gate, have the broker accept, record the order: one transaction.
 
@@ -607,8 +611,11 @@ class OrderManager:
                           self._recorded(session, row, OrderStatus.PENDING, 0, placed_by,
                                          reason=reason)]
                 audit.append_many(session, events)
-                label, username = session.connection().execute(_NAMES, {
-                    "account": row.account_id, "user": row.placed_by_user_id}).one()
+                if account_label is not None:  # usernames never change
+                    label, username = account_label, placed_by.username if placed_by else None
+                else:
+                    label, username = session.connection().execute(_NAMES, {
+                        "account": row.account_id, "user": row.placed_by_user_id}).one()
                 order = to_order(row, label, username)
                 if on_recorded is not None:
                     on_recorded(session, order)

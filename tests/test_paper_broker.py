@@ -450,9 +450,15 @@ def test_the_paper_market_is_open_only_while_the_feed_runs(paper: PaperDesk, mod
     if feed is not None:
         state, message, age = feed
         write_feed(paper.db, T0, state, message, T0 - timedelta(seconds=age))
+    write_quote(paper.db, "INFY", "1500", T0, volume=10_000)
     market = FeedMarketView(paper.db, make_settings(paper.db.url, feed_mode=mode,
                                                     feed_stall_seconds=15))
     assert market.session(T0) == SessionState(is_open, detail, DAY1, T0)
+    # The order path and the step read both in one statement: the same answers.
+    state, quotes = market.session_and_quotes(T0, ["INFY", "TCS", "INFY"])
+    assert (state, quotes) == (market.session(T0), market.quotes(["INFY", "TCS"]))
+    assert set(quotes) == {"INFY"} and quotes["INFY"].ltp == D("1500")
+    assert market.session_and_quotes(T0, [])[1] == {}
 
 
 def test_orders_fill_against_the_quotes_the_feed_writes(paper: PaperDesk) -> None:

@@ -195,9 +195,11 @@ class PaperExchange:
 
         Their fills are in ``batch``, to be written with them.
         """
-        report.market_open = self.market.session(batch.now, within=session).is_open
-        quotes = self.market.quotes({row.symbol for row in pending}, within=session) if (
-            report.market_open) else {}
+        market, quotes = self.market.session_and_quotes(
+            batch.now, {row.symbol for row in pending}, within=session)
+        report.market_open = market.is_open
+        if not market.is_open:
+            quotes = {}
         live = [row for row in pending if row.symbol in quotes
                 and quotes[row.symbol].quote_time != row.seen_quote_time]
         if live:

@@ -30,8 +30,8 @@ from sqlalchemy.orm import Session
 from brokers.base import SessionState
 from core.clock import IST, to_ist
 from core.config import Settings
-from core.domain import Quote
-from core.marketdata.quotes import read_feed_state, read_quotes
+from core.domain import FeedState, Quote
+from core.marketdata.quotes import read_feed_and_quotes, read_feed_state, read_quotes
 from db.engine import Database
 
 STATIC_SOURCE = "static"
@@ -53,6 +53,12 @@ class MarketView(Protocol):
         """Return the latest quotes of ``symbols`` that have one (every priced one for None)."""
         ...
 
+    def session_and_quotes(self, now: datetime, symbols: Collection[str], *,
+                           within: Session | None = None
+                           ) -> tuple[SessionState, dict[str, Quote]]:
+        """Return :meth:`session` at ``now`` and :meth:`quotes` of ``symbols`` together."""
+        ...
+
 
 class FeedMarketView:
     """The paper market as the worker's market feed writes it (``quotes``, ``feed_status``)."""
@@ -64,11 +70,28 @@ class FeedMarketView:
 
     def session(self, now: datetime, *, within: Session | None = None) -> SessionState:
         """Return open iff the feed is on, running and not stalled; else the reason it is not."""
+        if self.settings.feed_mode == "off":
+            return self._state(now, None)
+        with self._reading(within) as session:
+            return self._state(now, read_feed_state(session))
+
+    def session_and_quotes(self, now: datetime, symbols: Collection[str], *,
+                           within: Session | None = None
+                           ) -> tuple[SessionState, dict[str, Quote]]:
+        """Return :meth:`session` and :meth:`quotes` of ``symbols``, read in one statement."""
+        with self._reading(within) as session:
+            if self.settings.feed_mode != "off":
+                found = read_feed_and_quotes(session, symbols)
+                if found is not None:
+                    return self._state(now, found[0]), found[1]
+            # feed off, or its status never written
+            return self._state(now, None), read_quotes(session, sorted(set(symbols)))
+
+    def _state(self, now: datetime, state: FeedState | None) -> SessionState:
+        """Return the session the feed's status ``state`` (None: none yet) makes at ``now``."""
         day = to_ist(now).date()
         if self.settings.feed_mode == "off":
             return SessionState(False, "market feed off (FEED_MODE=off)", day, now)
-        with self._reading(within) as session:
-            state = read_feed_state(session)
         if state is None:
             return SessionState(False, "no market feed status yet (is the worker running?)",
                                 day, now)
@@ -136,6 +159,12 @@ class StaticMarketView:
     def session(self, now: datetime, *, within: Session | None = None) -> SessionState:
         """Return the state you set, with today's IST date."""
         return SessionState(self.is_open, self.detail, to_ist(now).date(), now)
+
+    def session_and_quotes(self, now: datetime, symbols: Collection[str], *,
+                           within: Session | None = None
+                           ) -> tuple[SessionState, dict[str, Quote]]:
+        """Return :meth:`session` and :meth:`quotes` of ``symbols``."""
+        return self.session(now), self.quotes(symbols)
 
     def quotes(self, symbols: Collection[str] | None = None, *,
                within: Session | None = None) -> dict[str, Quote]:

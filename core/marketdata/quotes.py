@@ -26,6 +26,15 @@ _ALL_QUOTES = select(InstrumentRow.symbol, *_QUOTES.c).join(
 _QUOTES_OF = _ALL_QUOTES.where(InstrumentRow.symbol.in_(bindparam("symbols", expanding=True)))
 _FEED = cast(Table, FeedStatusRow.__table__)
 _FEED_STATE = select(*_FEED.c).where(_FEED.c.name == bindparam("name"))
+_PRICED = _QUOTES.join(InstrumentRow, InstrumentRow.id == _QUOTES.c.instrument_id)
+#: The feed's status row with the quotes of some symbols beside it (one row per quote, or
+#: one row of NULL quote columns): the order path and the step need both.
+_FEED_AND_QUOTES = (
+    select(*_FEED.c, InstrumentRow.symbol.label("q_symbol"),
+           *(column.label(f"q_{column.key}") for column in _QUOTES.c))
+    .select_from(_FEED.outerjoin(
+        _PRICED, InstrumentRow.symbol.in_(bindparam("symbols", expanding=True))))
+    .where(_FEED.c.name == bindparam("name")))
 
 
 def read_quotes(session: Session, symbols: Collection[str] | None = None) -> dict[str, Quote]:
@@ -39,6 +48,26 @@ def read_quotes(session: Session, symbols: Collection[str] | None = None) -> dic
             quote_time=to_ist(row.quote_time), source=row.source)
         for row in found
     }
+
+
+def read_feed_and_quotes(session: Session, symbols: Collection[str], name: str = FEED_NAME
+                         ) -> tuple[FeedState, dict[str, Quote]] | None:
+    """Return the named feed's status and the stored quotes of ``symbols``, in one read.
+
+    None if the feed never ran (read the quotes with :func:`read_quotes` then).
+    """
+    rows = session.execute(_FEED_AND_QUOTES, {"name": name, "symbols": sorted(set(symbols))}
+                           ).all()
+    if not rows:
+        return None
+    # A plain row has every attribute to_feed_state reads, under the same names.
+    state = to_feed_state(cast(FeedStatusRow, rows[0]))
+    return state, {
+        row.q_symbol: Quote(
+            symbol=row.q_symbol, ltp=row.q_ltp, prev_close=row.q_prev_close,
+            day_open=row.q_day_open, day_high=row.q_day_high, day_low=row.q_day_low,
+            volume=row.q_volume, quote_time=to_ist(row.q_quote_time), source=row.q_source)
+        for row in rows if row.q_symbol is not None}
 
 
 def to_feed_state(row: FeedStatusRow) -> FeedState:

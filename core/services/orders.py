@@ -174,8 +174,9 @@ class OrderService(ServiceBase):
 
     def place(self, actor: Actor, request: OrderRequest, source: str = "web") -> Order:
         """Place an order; refusals raise (nothing written), broker rejections return REJECTED."""
-        self.household.authorize_trade(actor, request.account_id)
-        return self.manager.submit(request, placed_by=actor, source=source)
+        account = self.household.authorize_trade(actor, request.account_id)
+        return self.manager.submit(request, placed_by=actor, source=source,
+                                   account_label=account.label)
 
     def _authorized_order(self, actor: Actor, order_id: int) -> Order:
         with self.db.transaction() as session:
