@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 from sqlalchemy.orm import Session
 
-from brokers.base import Broker, VenueStep
+from brokers.base import Broker, Capability, VenueStep
 from brokers.paper import FeedMarketView, MarketView, PaperBroker, PaperConfig, PaperExchange
 from core.clock import now_ist
 from core.config import Settings
@@ -37,6 +37,20 @@ def _paper(*, db: Database, settings: Settings, account_id: int,
 BROKER_FACTORIES: Mapping[BrokerName, Callable[..., Broker]] = MappingProxyType({
     BrokerName.PAPER: _paper,
 })
+#: Broker -> the adapter class its factory builds (whose ``capabilities`` every adapter has).
+BROKER_CLASSES: Mapping[BrokerName, type[Broker]] = MappingProxyType({
+    BrokerName.PAPER: PaperBroker,
+})
+
+
+def only_desk_book_brokers() -> bool:
+    """Return whether every known broker keeps its books in the desk's database.
+
+    Then no order can be open at a broker outside it (``Capability.DESK_DATABASE``), and the
+    worker's step need not ask for any between its safety-net syncs.
+    """
+    return all(Capability.DESK_DATABASE in BROKER_CLASSES[name].capabilities
+               for name in BROKER_FACTORIES)
 
 
 def build_broker(broker: BrokerName | str, *, db: Database, settings: Settings,

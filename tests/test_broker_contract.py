@@ -18,7 +18,8 @@ import pytest
 
 from brokers.base import REQUIRED_CAPABILITIES, Broker, OrderChange
 from brokers.paper import FeedMarketView, PaperBroker
-from brokers.registry import BROKER_FACTORIES, build_broker
+from brokers.registry import BROKER_CLASSES, BROKER_FACTORIES, build_broker
+from core.domain import Broker as BrokerName
 from core.errors import NotFound, OrderRejected, ValidationError
 from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
 from db.engine import Database
@@ -69,6 +70,7 @@ def under_test(request: pytest.FixtureRequest, demo_url: str) -> Iterator[Broker
 
 def test_every_registered_broker_has_a_contract_harness() -> None:
     assert {name.value for name in BROKER_FACTORIES} == set(HARNESSES)
+    assert set(BROKER_CLASSES) == set(BROKER_FACTORIES)  # and its adapter class
 
 
 def test_the_broker_follows_the_protocol_with_the_required_capabilities(under_test) -> None:
@@ -76,6 +78,10 @@ def test_the_broker_follows_the_protocol_with_the_required_capabilities(under_te
     assert isinstance(broker, Broker)
     assert broker.name in {name.value for name in BROKER_FACTORIES}
     assert broker.capabilities >= REQUIRED_CAPABILITIES
+    # The registry's class of the broker is the adapter's, so what the worker decides from
+    # the class (e.g. whether any broker keeps books outside the desk) holds for it.
+    assert type(broker) is BROKER_CLASSES[BrokerName(broker.name)]
+    assert broker.capabilities == BROKER_CLASSES[BrokerName(broker.name)].capabilities
     assert broker.session().is_open
     assert under_test.symbol in broker.quotes([under_test.symbol, "NOSUCH"])
 

@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from brokers.base import Broker, OrderChange, SessionState
-from brokers.registry import venue_steppers
+from brokers.registry import only_desk_book_brokers, venue_steppers
 from core import alerts
 from core import gtt as gtt_rules
 from core.clock import now_ist, to_ist
@@ -318,9 +318,11 @@ class OrderService(ServiceBase):
         if incomplete:
             synced += self.manager.sync(incomplete)
         # Anything changed outside the venues' steps: every step for brokers outside the
-        # desk's database, every DESK_SYNC_SECONDS for the rest (a safety net; see sync).
+        # desk's database (if any broker is), every DESK_SYNC_SECONDS for the rest (a safety
+        # net; see sync).
         desk = time.monotonic() - self._desk_synced_at >= DESK_SYNC_SECONDS
-        synced += self.manager.sync(desk=desk)
+        if desk or not only_desk_book_brokers():
+            synced += self.manager.sync(desk=desk)
         if desk:
             self._desk_synced_at = time.monotonic()
         fired = self.fire_gtts(now)
