@@ -470,3 +470,33 @@ def test_a_demoted_super_admin_with_a_stale_actor_keeps_no_desk_wide_power(
         services.users.set_role(deputy, ops.user_id, "admin")
     with pytest.raises(PermissionDenied):
         services.household.get_account(deputy, world.accounts["Vikram · Main"])
+
+
+def test_authorize_trade_reads_once_and_hands_every_refusal_to_the_general_path(
+    services: Services, login: Callable[[str], Actor], world: World,
+) -> None:
+    from sqlalchemy import event
+
+    priya, rahul = login("priya"), login("rahul")
+    own = world.accounts["Priya · Trading"]
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(services.db.engine, "before_cursor_execute", count)
+    try:
+        account = services.household.authorize_trade(priya, own)
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", count)
+    assert (account.id, account.my_permission, len(statements)) == (own, Permission.TRADE, 1)
+    # A closed account: the rule and the label, as before.
+    services.household.update_account(rahul, own, account.label, account.group, False)
+    with pytest.raises(ValidationError, match=rf"Account {own} \(Priya · Trading\) is closed"):
+        services.household.authorize_trade(priya, own)
+    services.household.update_account(rahul, own, account.label, account.group, True)
+    services.household.authorize_trade(priya, own)
+    # A disabled user acting with a session-less Actor (a job, the bot) is refused outright.
+    services.users.set_active(rahul, priya.user_id, False)
+    with pytest.raises(SessionInvalid, match="no longer active"):
+        services.household.authorize_trade(replace(priya, session_id=None), own)

@@ -167,9 +167,11 @@ class PaperExchange:
             report.examined = len(rows)
             batch = _Batch(now, to_ist(now).date(), ticks, set())
             before = {row.id: (row.status, row.filled_quantity) for row in rows}
-            pending = [row for row in rows if not self._expire(row, batch.today, now)]
-            report.expired = len(rows) - len(pending)
-            changed = [row for row in rows if row.status is OrderStatus.CANCELLED]
+            pending: list[PaperOrderRow] = []
+            changed: list[PaperOrderRow] = []  # to write back: expired, then matched
+            for row in rows:
+                (changed if self._expire(row, batch.today, now) else pending).append(row)
+            report.expired = len(changed)
             if pending:
                 changed += self._step_pending(session, pending, batch, report)
             self._write(session, changed, batch)
