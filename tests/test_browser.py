@@ -46,6 +46,8 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 expect = sync_api.expect
+# Every check waits as long as a page may take on a loaded machine (the default is 5 s).
+expect.set_options(timeout=WAIT_MS)
 
 
 @dataclass
@@ -90,11 +92,15 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM, then kill after a grace period; return the exit code."""
+    """SIGTERM, then kill after a grace period; return the exit code.
+
+    The grace is long: a worker stopped while it trains its first model exits cleanly once
+    the training ends, which takes half a minute on a loaded machine.
+    """
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            return proc.wait(timeout=10)
+            return proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
     return proc.wait(timeout=10)
