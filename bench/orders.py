@@ -8,10 +8,11 @@ PENDING row + audit, paper broker acceptance, OPEN + audit) and fills each with 
 ``services.orders.step`` (paper matching with charges, order-manager sync of trades and status,
 audit, GTT scan) after a new price is written the way the feed writes it (that write is not
 timed). The orders are intraday (MIS) BUY/SELL pairs over five symbols on the three demo
-accounts the household admin may trade plus nine more paper accounts of his, so that no account
-passes the risk gate's SEBI limit of 10 orders per second; the quantity steps through 1-7 so
-that no order repeats within the gate's 10-second duplicate window. Every order passes the
-desk's real risk gate (:class:`core.services.risk_gate.DeskRiskGate`).
+accounts the household admin may trade plus 21 more paper accounts of his, so that no account
+passes the risk gate's SEBI limit of 10 orders per second; a pair takes the smallest quantity
+its account and symbol have not used for 11 s, so that no order repeats within the gate's
+10-second duplicate window however fast the desk runs. Every order passes the desk's real risk
+gate (:class:`core.services.risk_gate.DeskRiskGate`).
 
 Latency per order = place + step. The last line is one JSON object with ``p50_ms_*``,
 ``p95_ms_*``, ``p99_ms_*``, ``orders_per_s_*`` for ``sqlite`` and ``postgres``, and per database
@@ -45,7 +46,19 @@ from tests.support.pg import PostgresServer
 SYMBOLS = {"INFY": "1500.00", "TCS": "3000.00", "SBIN": "800.00", "RELIANCE": "1300.00",
            "HDFCBANK": "1600.00"}
 ACCOUNTS = ("Rahul · Long-term", "Rahul · Intraday", "Kamla · Pension")
-EXTRA_ACCOUNTS = 9  # more paper accounts, so each stays under 10 orders/s
+EXTRA_ACCOUNTS = 21  # more paper accounts, so each stays under 10 orders/s
+#: A pair's quantity is not used again on its account and symbol for this long (seconds): the
+#: risk gate refuses the same order within 10 s as a duplicate.
+REUSE_AFTER_S = 11.0
+
+
+def pair_quantity(used: dict[tuple[int, str, int], float], account: int, symbol: str,
+                  now: float) -> int:
+    """Return the smallest quantity ``account`` has not sent in ``symbol`` for REUSE_AFTER_S."""
+    quantity = 1
+    while now - used.get((account, symbol, quantity), float("-inf")) < REUSE_AFTER_S:
+        quantity += 1
+    return quantity
 
 
 def _percentile(samples: list[float], pct: float) -> float:
@@ -77,12 +90,15 @@ def run(url: str, orders: int) -> dict[str, float]:
 
     event.listen(services.db.engine, "before_cursor_execute", count)
     unfilled = 0
+    used: dict[tuple[int, str, int], float] = {}
+    quantity = 0
     started_all = time.perf_counter()
     for n in range(orders):
         pair, leg = divmod(n, 2)
         account = accounts[pair % len(accounts)]
         symbol = symbols[(pair // len(accounts)) % len(symbols)]
-        quantity = 1 + (pair // (len(accounts) * len(symbols))) % 7
+        if leg == 0:
+            quantity = pair_quantity(used, account, symbol, time.monotonic())
         request = OrderRequest(account, symbol, Side.BUY if leg == 0 else Side.SELL, quantity,
                                OrderType.MARKET, Product.MIS)
         counting[0], cpu_started = True, time.process_time()
@@ -97,6 +113,7 @@ def run(url: str, orders: int) -> dict[str, float]:
         services.orders.step()
         step_ms = (time.perf_counter() - started) * 1000
         counting[0], cpu = False, cpu + time.process_time() - cpu_started
+        used[(account, symbol, quantity)] = time.monotonic()  # each leg restarts the window
         placed.append(placed_ms)
         stepped.append(step_ms)
         samples.append(placed_ms + step_ms)

@@ -32,6 +32,20 @@ def test_the_order_benchmark_prints_its_figures_as_json_on_the_last_line() -> No
         assert isinstance(figures[key], float) and figures[key] > 0
 
 
+def test_the_order_benchmark_never_repeats_a_pair_within_the_duplicate_window() -> None:
+    sys.path.insert(0, str(ROOT))
+    from bench.orders import REUSE_AFTER_S, pair_quantity
+
+    assert REUSE_AFTER_S > 10  # the risk gate's duplicate window
+    used: dict[tuple[int, str, int], float] = {}
+    for at, expected in ((100.0, 1), (101.0, 2), (102.0, 3), (111.5, 1), (111.6, 4)):
+        quantity = pair_quantity(used, 7, "INFY", at)
+        assert quantity == expected
+        used[(7, "INFY", quantity)] = at
+    assert pair_quantity(used, 8, "INFY", 111.6) == 1  # another account
+    assert pair_quantity(used, 7, "TCS", 111.6) == 1  # another symbol
+
+
 def test_the_signal_benchmark_prints_its_figures_as_json_on_the_last_line() -> None:
     done = subprocess.run([sys.executable, "bench/signals.py", "--symbols", "3", "--rounds", "10"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)

@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Table, and_, bindparam, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -127,11 +127,11 @@ def week_start(day: date) -> date:
 
 _FILLS_AND_PEAK = select(
     select(func.count(TradeRow.id)).where(TradeRow.account_id == bindparam("account"))
-    .scalar_subquery(),
+    .scalar_subquery().label("fills"),
     select(func.coalesce(func.max(TradeRow.id), 0))
-    .where(TradeRow.account_id == bindparam("account")).scalar_subquery(),
+    .where(TradeRow.account_id == bindparam("account")).scalar_subquery().label("last_fill"),
     select(EquityPeakRow.peak_equity).where(EquityPeakRow.account_id == bindparam("account"))
-    .scalar_subquery(),
+    .scalar_subquery().label("peak"),
 )
 
 # Built once, like _FILLS_AND_PEAK: the gate runs them before every order.
@@ -144,6 +144,17 @@ _RECENT_ORDERS = (select(OrderRow.created_at, OrderRow.symbol, OrderRow.side, Or
                          OrderRow.status, OrderRow.client_order_id)
                   .where(OrderRow.account_id == bindparam("account"),
                          OrderRow.created_at >= bindparam("since")))
+#: Both in one round trip: the fill figures on every row, beside each recent order (one row
+#: of NULL order columns when there is none).
+_HEAD = _FILLS_AND_PEAK.subquery()
+_ORDERS_TABLE = cast(Table, OrderRow.__table__)
+_FILLS_PEAK_AND_RECENT = (
+    select(_HEAD.c.fills, _HEAD.c.last_fill, _HEAD.c.peak,
+           *(_ORDERS_TABLE.c[name] for name in ("created_at", "symbol", "side", "quantity",
+                                                "status", "client_order_id")))
+    .select_from(_HEAD.outerjoin(_ORDERS_TABLE, and_(
+        _ORDERS_TABLE.c.account_id == bindparam("account"),
+        _ORDERS_TABLE.c.created_at >= bindparam("since")))))
 
 
 class _Fills:
@@ -259,8 +270,7 @@ class DeskRiskGate:
                 self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT"))
             states = risk_store.covering_states(reader, household_id, request.account_id,
                                                 to_ist(self.clock()).date())
-            fills, peak = self._fills_and_peak(reader, request.account_id)
-            recent = self._recent_rows(reader, request.account_id, since)
+            fills, peak, recent = self._fills_peak_and_recent(reader, request.account_id, since)
             snapshot = self.snapshot(request.account_id, fills, reader)
         rate, duplicate_age = self._recent(request, limits, recent)
         figures = self.market.figures(request.symbol)
@@ -314,11 +324,17 @@ class DeskRiskGate:
         self._limits.clear()
 
     @staticmethod
-    def _fills_and_peak(session: Session | Connection, account_id: int
-                        ) -> tuple[tuple[int, int], Decimal | None]:
-        """Return ((fill count, last fill id), stored equity peak) in one statement."""
-        count, last, peak = session.execute(_FILLS_AND_PEAK, {"account": account_id}).one()
-        return (int(count), int(last)), (Decimal(peak) if peak is not None else None)
+    def _fills_peak_and_recent(session: Session | Connection, account_id: int, since: datetime
+                               ) -> tuple[tuple[int, int], Decimal | None, list[Any]]:
+        """Return ((fill count, last fill id), stored equity peak, recent orders) at once.
+
+        The recent orders are those :meth:`_recent_rows` returns (created since ``since``).
+        """
+        rows = session.execute(_FILLS_PEAK_AND_RECENT, {"account": account_id, "since": since}
+                               ).all()
+        count, last, peak = rows[0][:3]
+        return ((int(count), int(last)), Decimal(peak) if peak is not None else None,
+                [row[3:] for row in rows if row[3] is not None])
 
     @staticmethod
     def _fill_version(session: Session, account_id: int) -> tuple[int, int]:
