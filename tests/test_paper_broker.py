@@ -516,8 +516,11 @@ def test_a_fill_committed_out_of_id_order_is_still_counted(paper: PaperDesk) -> 
                 id=ident, paper_order_id=int(order_id[1:]), account_id=paper.account_id,
                 symbol="INFY", side=Side.BUY, product=Product.CNC, quantity=1,
                 price=D("1500"), executed_at=T0, trade_date=DAY1))
+        funds = paper.broker.funds()  # the order path's read: money and new fills at once
         (position,) = paper.broker.positions()
     assert position.quantity == 12
+    every_fill = portfolio.build_book(all_fills(paper), {}, DAY1)
+    assert funds == portfolio.compute_funds(paper.account_id, CAPITAL, every_fill, D(0), 5)
 
 
 FILL = st.tuples(

@@ -13,12 +13,12 @@ import threading
 from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Integer, Table, bindparam, func, select
+from sqlalchemy import Integer, Table, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from brokers.paper.records import to_trade
+from brokers.paper.records import MONEY_AND_FILLS, to_trade
 from core import portfolio
 from core.queue_book import AccountBook
 from db.models import PaperTradeRow
@@ -27,9 +27,16 @@ from db.models import PaperTradeRow
 _ACCOUNT = PaperTradeRow.account_id == bindparam("account", type_=Integer)
 _VERSION = select(func.count(), func.max(PaperTradeRow.id)).where(_ACCOUNT)
 # Plain rows (the fill table's columns, named as PaperTradeRow's attributes), not ORM objects.
-_FILLS_AFTER = (select(*cast(Table, PaperTradeRow.__table__).c)
-                .where(_ACCOUNT, PaperTradeRow.id > bindparam("after", type_=Integer))
-                .order_by(PaperTradeRow.id))
+_TRADES = cast(Table, PaperTradeRow.__table__)
+_AFTER = PaperTradeRow.id > bindparam("after", type_=Integer)
+_FILLS_AFTER = select(*_TRADES.c).where(_ACCOUNT, _AFTER).order_by(PaperTradeRow.id)
+#: The account's money and fill count beside each fill newer than ``after`` (one row of NULL
+#: fill columns when there is none): an order's money read and fill top-up in one round trip.
+_MONEY = MONEY_AND_FILLS.subquery()
+_MONEY_AND_NEW_FILLS = (
+    select(_MONEY.c.paid_in, _MONEY.c.blocked, _MONEY.c.fills, _MONEY.c.last_fill, *_TRADES.c)
+    .select_from(_MONEY.outerjoin(_TRADES, and_(_ACCOUNT, _AFTER)))
+    .order_by(PaperTradeRow.id))
 
 
 class FillCache:
@@ -54,6 +61,22 @@ class FillCache:
             self._refresh(session, version)
             return self._fills.book(ltp, today)
 
+    def money_and_book(self, session: Session, today: date
+                       ) -> tuple[Decimal, Decimal, portfolio.Book]:
+        """Return the account's paid-in capital, blocked funds and book, in one round trip.
+
+        The book is :meth:`book` with ``ltp`` None. It reads on the session's connection,
+        without flushing the session's pending objects first: flush before calling it with
+        unflushed ledger, order or fill rows.
+        """
+        with self._lock:
+            rows = session.connection().execute(_MONEY_AND_NEW_FILLS, {
+                "account": self.account_id, "after": self._last_id}).all()
+            paid_in, blocked, count, last = rows[0][:4]
+            self._absorb(session, [row for row in rows if row.id is not None], int(count),
+                         int(last or 0))
+            return Decimal(paid_in or 0), Decimal(blocked or 0), self._fills.book(None, today)
+
     def _refresh(self, session: Session, version: tuple[int, int] | None = None) -> None:
         """Read the fills added since the last read (all of them if the count disagrees)."""
         if version is None:
@@ -65,12 +88,22 @@ class FillCache:
         params = {"account": self.account_id, "after": self._last_id}
         # On the session's connection: fills are written only by the exchange step, which
         # flushes them itself, so there is nothing pending to flush first.
+        rows = list(session.connection().execute(_FILLS_AFTER, params))
+        self._absorb(session, rows, count, last or 0)
+
+    def _absorb(self, session: Session, rows: list[Any], count: int, last: int) -> None:
+        """Add ``rows``, the fills after the last read; read all again if they do not add up.
+
+        ``count`` and ``last`` are the account's fill count and last fill id, read with them.
+        """
+        if count == self._fills.count and last == self._last_id:
+            return
         connection = session.connection()
-        rows = connection.execute(_FILLS_AFTER, params).all()
+        params = {"account": self.account_id, "after": self._last_id}
         if self._fills.count + len(rows) != count:
             # a fill with a lower id committed after a higher one was read: start again
             self._fills, self._last_id = AccountBook(), 0
-            rows = connection.execute(_FILLS_AFTER, {**params, "after": 0}).all()
+            rows = list(connection.execute(_FILLS_AFTER, {**params, "after": 0}))
         for row in rows:
             self._fills.add(to_trade(cast(PaperTradeRow, row)))
             self._last_id = max(self._last_id, row.id)

@@ -25,7 +25,6 @@ from brokers.paper.records import (
     MONEY_QUANTUM,
     OPEN_STATUSES,
     leg_charges,
-    money_and_fills,
 )
 from core import portfolio
 from core.errors import InsufficientFunds, OrderRejected
@@ -66,10 +65,9 @@ def account_state(
     session: Session, fills: FillCache, config: PaperConfig, today: date
 ) -> AccountState:
     """Return the account's trades, book and funds on ``today`` (the book's marks may be old)."""
-    account_id = fills.account_id
-    paid_in, blocked, count, last_id = money_and_fills(session, account_id)
-    book = fills.book(session, None, today, version=(count, last_id))
-    funds = portfolio.compute_funds(account_id, paid_in, book, blocked, config.mis_leverage)
+    paid_in, blocked, book = fills.money_and_book(session, today)
+    funds = portfolio.compute_funds(fills.account_id, paid_in, book, blocked,
+                                    config.mis_leverage)
     return AccountState(book, funds)
 
 

@@ -150,21 +150,8 @@ def deposits(session: Session, account_id: int) -> Decimal:
     return Decimal(session.scalar(_DEPOSITS, {"account": account_id}) or 0)
 
 
-def money_and_fills(session: Session, account_id: int) -> tuple[Decimal, Decimal, int, int]:
-    """Return paid-in capital, blocked funds, fill count and last fill id, in one query.
-
-    The fill count and last id tell a :class:`brokers.paper.book.FillCache` whether it has
-    every fill, so an order's money read and fill check cost one round trip together. It
-    reads on the session's connection, without flushing the session's pending objects first:
-    flush before calling it with unflushed ledger, order or fill rows.
-    """
-    paid, held, count, last_id = session.connection().execute(
-        _MONEY_AND_FILLS, {"account": account_id}).one()
-    return Decimal(paid or 0), Decimal(held or 0), int(count), int(last_id)
-
-
 def _money_and_fills() -> Select[Any]:
-    """Build, once, the statement of :func:`money_and_fills` (``account`` bound at execution)."""
+    """Build, once, :data:`MONEY_AND_FILLS` (``account`` bound at execution)."""
     account = bindparam("account", type_=Integer)
     paid = _deposits_query(account)
     blocked = select(func.coalesce(func.sum(PaperOrderRow.blocked_funds), 0)).where(
@@ -172,12 +159,16 @@ def _money_and_fills() -> Select[Any]:
     fills = select(func.count(PaperTradeRow.id)).where(PaperTradeRow.account_id == account)
     last = select(func.coalesce(func.max(PaperTradeRow.id), 0)).where(
         PaperTradeRow.account_id == account)
-    return select(paid.scalar_subquery(), blocked.scalar_subquery(), fills.scalar_subquery(),
-                  last.scalar_subquery())
+    return select(paid.scalar_subquery().label("paid_in"),
+                  blocked.scalar_subquery().label("blocked"),
+                  fills.scalar_subquery().label("fills"),
+                  last.scalar_subquery().label("last_fill"))
 
 
 # Built once: building a statement costs about as much CPU as sending it.
-_MONEY_AND_FILLS = _money_and_fills()
+#: An account's paid-in capital, blocked funds, fill count and last fill id, in one row: the
+#: count and last id tell a :class:`brokers.paper.book.FillCache` whether it has every fill.
+MONEY_AND_FILLS = _money_and_fills()
 _DEPOSITS = _deposits_query(bindparam("account", type_=Integer))
 _LOCK_ACCOUNTS = (select(AccountRow.id).where(AccountRow.id.in_(bindparam("ids", expanding=True)))
                   .order_by(AccountRow.id).with_for_update(key_share=True))
