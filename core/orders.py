@@ -227,9 +227,9 @@ _MIRRORED = ("status", "broker_order_id", "rejection_reason", "filled_quantity",
 _WRITE_MIRRORED = sql_update(_ORDERS).where(_ORDERS.c.id == bindparam("mirrored_id"))
 _INSERT_FILLS = insert(cast(Table, TradeRow.__table__))
 _INSERT_ORDER = insert(_ORDERS).returning(_ORDERS.c.id)
-#: The columns a new order row is written with (every one but its id).
-_ORDER_COLUMNS = tuple(column.key for column in _ORDERS.c if column.key != "id")
 _ORDER_KEYS = tuple(column.key for column in _ORDERS.c)
+#: The columns a new order row is written with (every one but its id).
+_ORDER_COLUMNS = tuple(key for key in _ORDER_KEYS if key != "id")
 _KNOWN_FILLS = select(TradeRow.broker_trade_id).where(
     TradeRow.order_id.in_(bindparam("orders", expanding=True)))
 

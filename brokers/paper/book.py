@@ -50,15 +50,14 @@ class FillCache:
         self._fills = AccountBook()
 
     def book(self, session: Session, ltp: Mapping[str, Decimal] | None,
-             today: date, version: tuple[int, int] | None = None) -> portfolio.Book:
+             today: date) -> portfolio.Book:
         """Return the book on ``today`` of every fill, marked at ``ltp``.
 
         With ``ltp`` None the marks do not matter to the caller (funds depend on costs, not
-        prices): each queue keeps the prices it was last marked at. ``version`` is the
-        account's (fill count, last fill id) if the caller just read them in ``session``.
+        prices): each queue keeps the prices it was last marked at.
         """
         with self._lock:
-            self._refresh(session, version)
+            self._refresh(session)
             return self._fills.book(ltp, today)
 
     def money_and_book(self, session: Session, today: date
@@ -77,18 +76,15 @@ class FillCache:
                          int(last or 0))
             return Decimal(paid_in or 0), Decimal(blocked or 0), self._fills.book(None, today)
 
-    def _refresh(self, session: Session, version: tuple[int, int] | None = None) -> None:
+    def _refresh(self, session: Session) -> None:
         """Read the fills added since the last read (all of them if the count disagrees)."""
-        if version is None:
-            count, last = session.execute(_VERSION, {"account": self.account_id}).one()
-        else:
-            count, last = version
+        count, last = session.execute(_VERSION, {"account": self.account_id}).one()
         if count == self._fills.count and (last or 0) == self._last_id:
             return
-        params = {"account": self.account_id, "after": self._last_id}
         # On the session's connection: fills are written only by the exchange step, which
         # flushes them itself, so there is nothing pending to flush first.
-        rows = list(session.connection().execute(_FILLS_AFTER, params))
+        rows = list(session.connection().execute(_FILLS_AFTER, {
+            "account": self.account_id, "after": self._last_id}))
         self._absorb(session, rows, count, last or 0)
 
     def _absorb(self, session: Session, rows: list[Any], count: int, last: int) -> None:
@@ -98,12 +94,11 @@ class FillCache:
         """
         if count == self._fills.count and last == self._last_id:
             return
-        connection = session.connection()
-        params = {"account": self.account_id, "after": self._last_id}
         if self._fills.count + len(rows) != count:
             # a fill with a lower id committed after a higher one was read: start again
             self._fills, self._last_id = AccountBook(), 0
-            rows = list(connection.execute(_FILLS_AFTER, {**params, "after": 0}))
+            rows = list(session.connection().execute(_FILLS_AFTER, {
+                "account": self.account_id, "after": 0}))
         for row in rows:
             self._fills.add(to_trade(cast(PaperTradeRow, row)))
             self._last_id = max(self._last_id, row.id)

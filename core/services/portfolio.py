@@ -44,6 +44,12 @@ def last_prices(db: Database, symbols: Iterable[str]) -> dict[str, Decimal]:
         return read_last_prices(session, wanted)
 
 
+# Built once: the risk gate reads the prices of an account's symbols before most orders.
+_LAST_QUOTES = (select(InstrumentRow.symbol, QuoteRow.ltp)
+                .join(QuoteRow, QuoteRow.instrument_id == InstrumentRow.id)
+                .where(InstrumentRow.symbol.in_(bindparam("symbols", expanding=True))))
+
+
 def read_last_prices(session: Session | Connection, symbols: Iterable[str]
                      ) -> dict[str, Decimal]:
     """Return :func:`last_prices` read in ``session`` (an open transaction or connection)."""
@@ -65,12 +71,6 @@ def read_last_prices(session: Session | Connection, symbols: Iterable[str]
                    InstrumentRow.symbol.in_(missing))).all()
         quoted.update(dict(rows))
     return quoted
-
-
-# Built once: the risk gate reads the prices of an account's symbols before most orders.
-_LAST_QUOTES = (select(InstrumentRow.symbol, QuoteRow.ltp)
-                .join(QuoteRow, QuoteRow.instrument_id == InstrumentRow.id)
-                .where(InstrumentRow.symbol.in_(bindparam("symbols", expanding=True))))
 
 
 @runtime_checkable

@@ -140,21 +140,18 @@ _NEW_FILLS = (select(*cast(Table, TradeRow.__table__).c)
               .where(TradeRow.account_id == bindparam("account"),
                      TradeRow.id > bindparam("after"))
               .order_by(TradeRow.executed_at, TradeRow.id))
-_RECENT_ORDERS = (select(OrderRow.created_at, OrderRow.symbol, OrderRow.side, OrderRow.quantity,
-                         OrderRow.status, OrderRow.client_order_id)
-                  .where(OrderRow.account_id == bindparam("account"),
-                         OrderRow.created_at >= bindparam("since")))
+#: What the orders/second count and the duplicate window read of each recent order.
+_RECENT_COLUMNS = (OrderRow.created_at, OrderRow.symbol, OrderRow.side, OrderRow.quantity,
+                   OrderRow.status, OrderRow.client_order_id)
+_IS_RECENT = and_(OrderRow.account_id == bindparam("account"),
+                  OrderRow.created_at >= bindparam("since"))
+_RECENT_ORDERS = select(*_RECENT_COLUMNS).where(_IS_RECENT)
 #: Both in one round trip: the fill figures on every row, beside each recent order (one row
 #: of NULL order columns when there is none).
 _HEAD = _FILLS_AND_PEAK.subquery()
-_ORDERS_TABLE = cast(Table, OrderRow.__table__)
 _FILLS_PEAK_AND_RECENT = (
-    select(_HEAD.c.fills, _HEAD.c.last_fill, _HEAD.c.peak,
-           *(_ORDERS_TABLE.c[name] for name in ("created_at", "symbol", "side", "quantity",
-                                                "status", "client_order_id")))
-    .select_from(_HEAD.outerjoin(_ORDERS_TABLE, and_(
-        _ORDERS_TABLE.c.account_id == bindparam("account"),
-        _ORDERS_TABLE.c.created_at >= bindparam("since")))))
+    select(_HEAD.c.fills, _HEAD.c.last_fill, _HEAD.c.peak, *_RECENT_COLUMNS)
+    .select_from(_HEAD.outerjoin(cast(Table, OrderRow.__table__), _IS_RECENT)))
 
 
 class _Fills:
