@@ -694,6 +694,18 @@ class OrderManager:
                 "cancelled")
         return row
 
+    def _check_still_open(self, order_id: int, actor: Actor | None) -> None:
+        """After the broker refused to change an order, mirror it; refuse as closed if it is.
+
+        The order was open in the book when the user asked, but it can fill (or the broker
+        cancel it) before the request arrives. Then the user gets the book's answer for a
+        closed order, naming the desk's order id, not the broker's refusal in the broker's
+        words and ids.
+        """
+        self.sync([order_id], actor=actor)
+        with self.db.transaction() as session:
+            self._open_row(session, order_id)
+
     def modify(self, order_id: int, change: OrderChange, actor: Actor) -> Order:
         """Change quantity, price or trigger of an open order, through the risk gate."""
         with self.db.transaction() as session:
@@ -718,7 +730,11 @@ class OrderManager:
                 f"Risk gate allows at most {gated.quantity} {request.symbol} for this order, not "
                 f"{request.quantity}: modify to {gated.quantity} or fewer")
         assert broker_order_id is not None  # noqa: S101 - _open_row checked
-        self.broker_for(request.account_id).modify_order(broker_order_id, change)
+        try:
+            self.broker_for(request.account_id).modify_order(broker_order_id, change)
+        except OrderRejected:
+            self._check_still_open(order_id, actor)
+            raise
         with self.db.transaction() as session:
             changed = session.get(OrderRow, order_id, with_for_update=True)
             assert changed is not None  # noqa: S101
@@ -739,7 +755,11 @@ class OrderManager:
             row = self._open_row(session, order_id)
             account_id, broker_order_id = row.account_id, row.broker_order_id
         assert broker_order_id is not None  # noqa: S101 - _open_row checked
-        self.broker_for(account_id).cancel_order(broker_order_id)
+        try:
+            self.broker_for(account_id).cancel_order(broker_order_id)
+        except OrderRejected:
+            self._check_still_open(order_id, actor)
+            raise
         self.sync([order_id], actor=actor)
         with self.db.transaction() as session:
             return load_order(session, order_id)
