@@ -10,6 +10,7 @@ do for one caller, and the loser must get the same clear answer a lone caller wo
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -21,11 +22,14 @@ from sqlalchemy import select, update
 from core import audit
 from core.domain import Actor
 from core.errors import InsufficientFunds, RiskRejected, ValidationError
+from core.orders import RiskContext, RiskDecision
 from core.seed import DemoLogin
 from core.services import Services
+from core.services.risk import PanicReport
 from core.trading import Order, OrderRequest, OrderStatus, OrderType, Product, Side
 from db.engine import Database
 from db.models import OrderRow, PaperOrderRow, TradeRow
+from engines.risk_types import Scope, StatePhase
 from tests.conftest import TEST_CLIENT, make_settings
 from tests.support.market import open_market, tick
 
@@ -213,3 +217,38 @@ def test_changing_an_order_the_broker_closed_before_the_book_knew_says_it_is_clo
     (mirrored,) = app.orders.order_book(priya, account)
     assert mirrored.status is OrderStatus.CANCELLED  # the refusal also updated the book
     assert app.portfolio.funds(priya, account).used_margin == 0
+
+
+def test_a_panic_pressed_while_an_order_passes_the_gate_still_cancels_that_order(
+        desks: list[tuple[Services, Actor]]) -> None:
+    (app, priya), (bot, priya_on_bot) = desks
+    account = _account(app, priya)
+    panicked: list[PanicReport | Exception] = []
+    gate = app.orders.manager.risk_gate
+
+    class PanicAfterTheCheck:
+        """The real gate; then, before the approved order is written, panic from the bot."""
+
+        def check(self, request: OrderRequest, context: RiskContext) -> RiskDecision:
+            decision = gate.check(request, context)
+            presser = threading.Thread(target=lambda: panicked.extend(_at_once([
+                lambda: bot.risk.panic(priya_on_bot, Scope.ACCOUNT, account_id=account)])))
+            presser.start()
+            presser.join(timeout=2.0)  # it finishes, or waits for this order to commit
+            return decision
+
+    app.orders.manager.risk_gate = PanicAfterTheCheck()
+    order = app.orders.place(priya, _buy(account, 10))  # approved before the panic
+    app.orders.manager.risk_gate = gate
+    for _ in range(600):
+        if panicked:
+            break
+        time.sleep(0.05)
+
+    (report,) = panicked
+    assert isinstance(report, PanicReport) and report.phase is StatePhase.ACTIVE, report
+    (final,) = app.orders.order_book(priya, account)
+    assert final.id == order.id and final.status is OrderStatus.CANCELLED, final
+    assert app.portfolio.funds(priya, account).used_margin == 0
+    with pytest.raises(RiskRejected, match=r"[Pp]anic"):  # and the account now holds
+        app.orders.place(priya, _buy(account, 11))

@@ -33,7 +33,6 @@ from brokers.paper.records import (
     order_id_text,
     order_row,
     parse_order_id,
-    serialise,
     to_broker_order,
     to_trade,
 )
@@ -55,6 +54,7 @@ from core.trading import (
     check_trigger_vs_ltp,
 )
 from db.engine import Database
+from db.locks import lock_accounts
 from db.models import PaperLedgerRow, PaperOrderRow, PaperTradeRow
 
 
@@ -148,7 +148,7 @@ class PaperBroker:
         ValidationError
             For an unknown symbol.
         """
-        serialise(session, [self.account_id])
+        lock_accounts(session, [self.account_id])
         now = self.clock()
         instrument = self._instrument(session, symbol)
         market, quotes = self.market.session_and_quotes(now, [instrument.symbol], within=session)
@@ -176,7 +176,7 @@ class PaperBroker:
         if not (isinstance(prepared, _Prepared) and prepared.session is session
                 and prepared.account_id == self.account_id
                 and prepared.instrument.symbol == request.symbol.strip().upper()):
-            serialise(session, [self.account_id])
+            lock_accounts(session, [self.account_id])
             found = self._existing(request.client_order_id, session)
             if found is not None:
                 return found
@@ -277,7 +277,7 @@ class PaperBroker:
         if change.quantity is None and change.price is None and change.trigger_price is None:
             raise ValidationError("Nothing to change: give a new quantity, price or trigger")
         with self.db.transaction() as session:
-            serialise(session, [self.account_id])
+            lock_accounts(session, [self.account_id])
             row = self._open_row(session, broker_order_id, "modified")
             request = OrderRequest(
                 account_id=row.account_id, symbol=row.symbol, side=row.side,
@@ -320,7 +320,7 @@ class PaperBroker:
             The order is no longer open (filled, cancelled or rejected).
         """
         with self.db.transaction() as session:
-            serialise(session, [self.account_id])
+            lock_accounts(session, [self.account_id])
             row = self._open_row(session, broker_order_id, "cancelled")
             row.status = OrderStatus.CANCELLED
             row.blocked_funds = Decimal(0)
@@ -449,7 +449,7 @@ class PaperBroker:
     def _ledger(self, kind: str, amount: object, note: str, user_id: int | None) -> None:
         value = records.paise(amount, "Deposit" if kind == "deposit" else "Withdrawal")
         with self.db.transaction() as session:
-            serialise(session, [self.account_id])
+            lock_accounts(session, [self.account_id])
             if kind == "withdrawal":
                 available = self._state(session, to_ist(self.clock()).date()).funds.available
                 if value > available:

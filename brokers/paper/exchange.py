@@ -41,7 +41,6 @@ from brokers.paper.records import (
     charge_columns,
     leg_charges,
     parse_order_id,
-    serialise,
     to_broker_order,
     to_trade,
 )
@@ -49,6 +48,7 @@ from core.clock import now_ist, to_ist
 from core.domain import Quote
 from core.trading import OrderStatus, Product, Side
 from db.engine import Database
+from db.locks import lock_accounts
 from db.models import InstrumentRow, PaperOrderRow, PaperTradeRow
 
 
@@ -235,7 +235,7 @@ class PaperExchange:
             query = query.where(_ORDERS.c.id.in_(ids))
         found = session.connection().execute(query).all()
         if found and session.get_bind().dialect.name == "sqlite":
-            serialise(session)  # SQLite: take the write lock, then read again under it
+            lock_accounts(session)  # SQLite: take the write lock, then read again under it
             found = session.connection().execute(query).all()
         rows = [PaperOrderRow(**{name: value for name, value in zip(_COLUMNS, row, strict=False)})
                 for row in found]

@@ -7,12 +7,11 @@ the ``paper_trades`` row id. Shared by :mod:`brokers.paper.broker` (the account'
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, bindparam, case, func, select, update
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from core.clock import to_ist
@@ -29,7 +28,7 @@ from core.trading import (
     Trade,
     to_price,
 )
-from db.models import AccountRow, PaperLedgerRow, PaperOrderRow, PaperTradeRow
+from db.models import PaperLedgerRow, PaperOrderRow, PaperTradeRow
 from engines import costs
 
 ORDER_PREFIX = "P"
@@ -114,23 +113,6 @@ def charge_columns(charges: Charges) -> dict[str, Decimal]:
     return {**values, "charges_total": sum(values.values(), ZERO)}
 
 
-def serialise(session: Session, account_ids: Iterable[int] = ()) -> None:
-    """Take the write lock first, so the app and the worker never interleave paper writes.
-
-    PostgreSQL locks the named account rows (``SELECT ... FOR NO KEY UPDATE``, in id order):
-    placements, changes and ledger entries of one account queue up, while the exchange step,
-    whose new fills only take a key-share lock on the account, never waits for them (no
-    deadlock with an order the step holds). SQLite takes its database write lock now, with a
-    no-op write, instead of failing to upgrade a read transaction later.
-    """
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(_SQLITE_WRITE_LOCK)
-        return
-    ids = sorted(set(account_ids))
-    if ids:
-        session.connection().execute(_LOCK_ACCOUNTS, {"ids": ids})
-
-
 def paise(amount: object, what: str) -> Decimal:
     """Return ``amount`` as a positive Decimal of whole paise; refuse junk, naming the value."""
     value = to_price(amount, what)
@@ -170,6 +152,3 @@ def _money_and_fills() -> Select[Any]:
 #: count and last id tell a :class:`brokers.paper.book.FillCache` whether it has every fill.
 MONEY_AND_FILLS = _money_and_fills()
 _DEPOSITS = _deposits_query(bindparam("account", type_=Integer))
-_LOCK_ACCOUNTS = (select(AccountRow.id).where(AccountRow.id.in_(bindparam("ids", expanding=True)))
-                  .order_by(AccountRow.id).with_for_update(key_share=True))
-_SQLITE_WRITE_LOCK = update(PaperOrderRow).where(PaperOrderRow.id == -1).values(id=-1)

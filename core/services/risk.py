@@ -65,6 +65,7 @@ from core.trading import (
     Side,
 )
 from db.engine import Database
+from db.locks import lock_accounts
 from db.models import (
     AccountRow,
     GttRow,
@@ -688,6 +689,9 @@ class RiskService(ServiceBase):
                     actor: Actor | None) -> list[PanicStep]:
         own = f"rk{row.id}-"
         with self.db.transaction() as session:
+            # An order the gate passed before this state engaged may still be recording: the
+            # account lock waits for it to commit, so the read below finds it to cancel.
+            lock_accounts(session, [account_id])
             query = select(OrderRow).where(OrderRow.account_id == account_id,
                                            OrderRow.status.in_(OPEN_STATUSES))
             if row.strategy is not None:
