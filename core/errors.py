@@ -20,6 +20,10 @@ class ValidationError(TradingError):
     """Input breaks a rule. User: correct the value named in the message and try again."""
 
 
+class OrderClosed(ValidationError):
+    """The order is no longer open (filled, cancelled or rejected). User: refresh the book."""
+
+
 class NotFound(ValidationError):
     """A named record does not exist. User: check the id or name."""
 

@@ -54,7 +54,14 @@ from brokers.base import (
 from core import audit
 from core.clock import now_ist, to_ist
 from core.domain import Actor, Instrument
-from core.errors import InsufficientFunds, NotFound, OrderRejected, RiskRejected, ValidationError
+from core.errors import (
+    InsufficientFunds,
+    NotFound,
+    OrderClosed,
+    OrderRejected,
+    RiskRejected,
+    ValidationError,
+)
 from core.marketdata.store import instrument as find_instrument
 from core.money import inr
 from core.order_alerts import enqueue_order_event
@@ -689,7 +696,7 @@ class OrderManager:
         if row is None:
             raise NotFound(f"Order {order_id} does not exist")
         if row.status.is_final or row.broker_order_id is None:
-            raise ValidationError(
+            raise OrderClosed(
                 f"Order {order_id} is {row.status}; only open orders can be modified or "
                 "cancelled")
         return row

@@ -252,3 +252,24 @@ def test_a_panic_pressed_while_an_order_passes_the_gate_still_cancels_that_order
     assert app.portfolio.funds(priya, account).used_margin == 0
     with pytest.raises(RiskRejected, match=r"[Pp]anic"):  # and the account now holds
         app.orders.place(priya, _buy(account, 11))
+
+
+def test_squaring_off_skips_an_order_that_closed_since_and_still_closes_the_positions(
+        desks: list[tuple[Services, Actor]]) -> None:
+    app, priya = desks[0]
+    account = _account(app, priya)
+    app.orders.place(priya, OrderRequest(account, "INFY", Side.BUY, 10, OrderType.MARKET,
+                                         Product.MIS))
+    tick(app.db, "INFY", "1500.00")
+    app.orders.step()  # a long MIS position of 10
+    resting = app.orders.place(priya, OrderRequest(
+        account, "TCS", Side.BUY, 5, OrderType.LIMIT, Product.MIS, price=Decimal("2900.00")))
+    with app.db.transaction() as session:  # the broker cancelled it; the book has not heard
+        session.execute(update(PaperOrderRow).where(PaperOrderRow.symbol == "TCS")
+                        .values(status=OrderStatus.CANCELLED, blocked_funds=Decimal(0)))
+
+    (exit_order,) = app.orders.square_off_intraday(priya, account)
+
+    assert (exit_order.symbol, exit_order.side, exit_order.quantity) == ("INFY", Side.SELL, 10)
+    statuses = {o.id: o.status for o in app.orders.order_book(priya, account)}
+    assert statuses[resting.id] is OrderStatus.CANCELLED

@@ -26,7 +26,7 @@ from core import gtt as gtt_rules
 from core.clock import now_ist, to_ist
 from core.config import Settings
 from core.domain import Account, Actor, Instrument, Permission, Quote
-from core.errors import NotFound, PermissionDenied, TradingError, ValidationError
+from core.errors import NotFound, OrderClosed, PermissionDenied, TradingError, ValidationError
 from core.marketdata.store import all_instruments, search_instruments
 from core.marketdata.store import instrument as find_instrument
 from core.order_alerts import OrderEvent, gtt_refused_event
@@ -49,6 +49,7 @@ from core.trading import (
     check_request,
 )
 from db.engine import Database
+from db.locks import lock_accounts
 from db.models import AccountRow, GttRow, MemberRow, OrderRow, UserRow
 
 log = logging.getLogger("sher.orders")
@@ -210,11 +211,15 @@ class OrderService(ServiceBase):
         if actor is not None:
             self.household.authorize_trade(actor, account_id)
         with self.db.transaction() as session:
+            lock_accounts(session, [account_id])  # and so find the orders recording now
             open_mis = list(session.scalars(select(OrderRow.id).where(
                 OrderRow.account_id == account_id, OrderRow.product == Product.MIS,
                 OrderRow.status.in_([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]))))
         for order_id in open_mis:
-            self.manager.cancel(order_id, actor)
+            try:
+                self.manager.cancel(order_id, actor)
+            except OrderClosed:  # filled or cancelled since: nothing left to cancel
+                continue
         placed = []
         for position in self.broker_for(account_id).positions():
             if position.product is not Product.MIS or position.quantity == 0:
