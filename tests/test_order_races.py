@@ -273,3 +273,20 @@ def test_squaring_off_skips_an_order_that_closed_since_and_still_closes_the_posi
     assert (exit_order.symbol, exit_order.side, exit_order.quantity) == ("INFY", Side.SELL, 10)
     statuses = {o.id: o.status for o in app.orders.order_book(priya, account)}
     assert statuses[resting.id] is OrderStatus.CANCELLED
+
+
+def test_a_panic_counts_an_order_that_closed_before_its_cancel_as_done_not_failed(
+        desks: list[tuple[Services, Actor]]) -> None:
+    app, priya = desks[0]
+    account = _account(app, priya)
+    order = app.orders.place(priya, _buy(account, 10))
+    with app.db.transaction() as session:  # the broker cancelled it; the book has not heard
+        session.execute(update(PaperOrderRow).where(PaperOrderRow.account_id == account)
+                        .values(status=OrderStatus.CANCELLED, blocked_funds=Decimal(0)))
+
+    report = app.risk.panic(priya, Scope.ACCOUNT, account_id=account)
+
+    assert report.ok, report.summary()
+    (cancel,) = [step for step in report.steps if step.step == "cancel"]
+    assert cancel.detail == (f"nothing to cancel: Order {order.id} is CANCELLED; only open "
+                             "orders can be modified or cancelled")

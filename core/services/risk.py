@@ -48,7 +48,7 @@ from core.authz import ACTING_ROLES
 from core.clock import format_ist, now_ist, to_ist
 from core.config import Settings
 from core.domain import Actor, Permission, Role
-from core.errors import TradingError, ValidationError
+from core.errors import OrderClosed, TradingError, ValidationError
 from core.marketdata.store import instrument as find_instrument
 from core.money import inr
 from core.risk_store import MtmLimitView
@@ -706,6 +706,10 @@ class RiskService(ServiceBase):
             target = f"order {order.id} ({order.side} {order.quantity} {order.symbol})"
             try:
                 done = self.orders.manager.cancel(order.id, actor)
+            except OrderClosed as exc:  # filled or cancelled since the read: not a failure
+                steps.append(PanicStep("cancel", account_id, target, True,
+                                       f"nothing to cancel: {exc}"))
+                continue
             except TradingError as exc:
                 steps.append(PanicStep("cancel", account_id, target, False, str(exc)))
                 continue
