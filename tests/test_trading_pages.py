@@ -21,7 +21,7 @@ from core.marketdata import store
 from core.marketdata.instruments import sample_master
 from core.services import Services
 from core.services.orders import OrderService
-from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side, Validity
+from core.trading import GttLeg, OrderRequest, OrderStatus, OrderType, Product, Side, Validity
 from db.engine import Database
 from db.models import FeedStatusRow, GttRow, OrderRow, QuoteRow
 from pages.common import DISCLAIMER
@@ -304,6 +304,49 @@ def test_a_limit_amo_order_is_accepted_listed_in_the_order_book_and_cancelled_th
     assert not [b for b in at.button if b.label == "Cancel order"]  # nothing open is left
     with svc.db.transaction() as session:
         assert session.get(OrderRow, order_id).status is OrderStatus.CANCELLED
+
+
+@pytest.mark.parametrize("button", ["orders_cancel", "orders_modify"])
+def test_a_button_acts_on_the_picked_order_even_if_it_closed_since_never_on_another(
+        stocked, button: str) -> None:
+    svc, logins = stocked
+    priya = who(svc, logins, "priya")
+    trading = account(svc, priya, "Priya · Trading").id
+    first, picked = (svc.orders.place(priya, OrderRequest(
+        trading, "INFY", Side.BUY, quantity, OrderType.LIMIT, Product.CNC,
+        price=Decimal("1480.00"), amo=True)) for quantity in (5, 6))
+    at = on_page(app_as(stocked, "priya"), "pages/orders.py")
+    at.selectbox(key="orders_open_order").set_value(picked.id)
+    at.number_input(key="orders_new_price").set_value(1481.0)
+    svc.orders.cancel(priya, picked.id)  # from another tab, or it filled: no longer open
+
+    at.button(key=button).click().run()
+
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        f"Order {picked.id} is CANCELLED; only open orders can be modified or cancelled"]
+    assert at.selectbox(key="orders_open_order").value == picked.id  # still the user's pick
+    untouched = next(o for o in svc.orders.order_book(priya) if o.id == first.id)
+    assert (untouched.status, untouched.price) == (OrderStatus.OPEN, Decimal("1480.00"))
+
+
+def test_cancel_gtt_acts_on_the_picked_gtt_even_if_it_closed_since_never_on_another(
+        stocked) -> None:
+    svc, logins = stocked
+    priya = who(svc, logins, "priya")
+    trading = account(svc, priya, "Priya · Trading").id
+    first, picked = (svc.orders.create_gtt(priya, trading, "INFY", Product.CNC, [GttLeg(
+        Decimal(trigger), Side.BUY, 1, Decimal(trigger) + 1)]) for trigger in ("1400", "1410"))
+    at = on_page(app_as(stocked, "priya"), "pages/orders.py")
+    at.selectbox(key="orders_gtt").set_value(picked.id)
+    svc.orders.cancel_gtt(priya, picked.id)  # from another tab
+
+    at.button(key="orders_gtt_cancel_button").click().run()
+
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        f"GTT {picked.id} is cancelled; only active GTTs can be cancelled"]
+    assert svc.orders.gtts(priya, trading, active_only=True)[0].id == first.id
 
 
 def test_a_second_click_that_interrupted_the_first_gets_the_same_order_back(stocked) -> None:
