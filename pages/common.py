@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from typing import TypeVar
 
 import streamlit as st
@@ -15,6 +15,7 @@ from core.services import Services
 from db.engine import Database
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 DISCLAIMER = (
     "SHER is a tool, not advice. Signals are for education only; past performance does not "
@@ -104,3 +105,18 @@ def footer() -> None:
     """Render the compliance disclaimer every page carries."""
     st.divider()
     st.caption(DISCLAIMER)
+
+
+def keep_pick(key: str, labels: Mapping[K, str], gone: Callable[[K], str]) -> dict[K, str]:
+    """Return ``labels`` plus the option picked in the selectbox ``key`` if it has left them.
+
+    A record can close (an order fills, another member cancels a GTT or lifts a stop) between
+    the user's pick and the click. Streamlit would then fall back to the first option, and the
+    button would act on a record the user never picked. The pick stays instead, labelled
+    ``gone(pick)``, and the caller or its service answers for it ("Order 9 is FILLED; only
+    open orders can be modified or cancelled").
+    """
+    picked = st.session_state.get(key)
+    if picked is not None and picked not in labels:
+        return {**labels, picked: gone(picked)}
+    return dict(labels)

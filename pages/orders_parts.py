@@ -9,6 +9,7 @@ from typing import Literal
 import streamlit as st
 
 from core.trading import Gtt, Order
+from pages.common import keep_pick
 from pages.trading_parts import rupees, to_decimal
 
 Change = tuple[Literal["modify", "cancel"], int, dict[str, int | Decimal | None]]
@@ -33,24 +34,10 @@ def describe_gtt(gtt: Gtt) -> str:
     return f"#{gtt.id} · {gtt.account_label} · {gtt.symbol} {gtt.kind}: {triggers}"
 
 
-def keep_pick(key: str, labels: dict[int, str], gone: str) -> dict[int, str]:
-    """Return ``labels`` plus the id picked in the selectbox ``key`` if it has left them.
-
-    An order can fill, or another member cancel a GTT, between the user's pick and the click.
-    Streamlit would then fall back to the first option, and the button would act on a record
-    the user never picked. The pick stays instead, labelled ``gone``, and the service answers
-    for it ("Order 9 is FILLED; only open orders can be modified or cancelled").
-    """
-    picked = st.session_state.get(key)
-    if isinstance(picked, int) and picked not in labels:
-        return {**labels, picked: f"#{picked} · {gone}"}
-    return labels
-
-
 def change_order_form(orders: Sequence[Order]) -> Change | None:
     """Render the modify/cancel form over ``orders``; return what was asked, or None."""
     labels = keep_pick("orders_open_order", {o.id: describe_order(o) for o in orders},
-                       "no longer open: see the order book")
+                       lambda ident: f"#{ident} · no longer open: see the order book")
     with st.form("orders_change"):
         st.markdown("**Modify or cancel an open order** (empty fields keep their value)")
         order_id = st.selectbox("Open order", list(labels), format_func=labels.get,
@@ -79,7 +66,7 @@ def cancel_gtt_form(gtts: Sequence[Gtt]) -> int | None:
     if not gtts:
         return None
     labels = keep_pick("orders_gtt", {g.id: describe_gtt(g) for g in gtts},
-                       "no longer active: see the GTT table")
+                       lambda ident: f"#{ident} · no longer active: see the GTT table")
     with st.form("orders_gtt_cancel"):
         gtt_id = st.selectbox("Active GTT", list(labels), format_func=labels.get,
                               key="orders_gtt")

@@ -21,7 +21,7 @@ from core.clock import format_ist
 from core.domain import Account, Actor
 from core.services.risk import KIND_TITLES
 from engines.risk_types import LIMIT_FIELDS, PositionControl, RiskLimits, Scope, StatePhase
-from pages.common import attempt, fetch, services
+from pages.common import attempt, fetch, keep_pick, services
 from pages.trading_parts import flash, rupees, table
 
 FLASH = "risk_flash"
@@ -312,7 +312,10 @@ def _control_form(me: Actor, account: Account, open_positions: Mapping[str, Any]
     with st.form("risk_control"):
         st.markdown("**Set stop-loss / target / trailing stop**")
         top = st.columns(3)
-        chosen = top[0].selectbox("Position", list(open_positions), key="risk_control_position")
+        choices = keep_pick("risk_control_position", {k: k for k in open_positions},
+                            lambda gone: f"{gone} · closed since")
+        chosen = top[0].selectbox("Position", list(choices), format_func=choices.get,
+                                  key="risk_control_position")
         stop = top[1].number_input("Stop-loss [₹]", min_value=0.0, value=None, step=0.05,
                                    format="%.2f", key="risk_control_stop")
         target = top[2].number_input("Target [₹]", min_value=0.0, value=None, step=0.05,
@@ -324,6 +327,9 @@ def _control_form(me: Actor, account: Account, open_positions: Mapping[str, Any]
                                     format="%.2f", key="risk_control_trail")
         submitted = st.form_submit_button("Set controls", key="risk_control_set")
     if not submitted or chosen is None:
+        return
+    if chosen not in open_positions:
+        st.error(f"The position {chosen} has closed since you picked it: nothing to control.")
         return
     position = open_positions[chosen]
     trail_value = None if kind == "none" or trail is None else Decimal(str(trail))
@@ -357,8 +363,11 @@ def states_section(me: Actor, account_id: int | None, labels: Mapping[int, str])
     allowed = {s.id: s for s in states if s.may_reenable and s.phase is not StatePhase.CLEARED}
     if allowed:
         with st.form("risk_reenable"):
-            chosen = st.selectbox("State", list(allowed), key="risk_reenable_state",
-                                  format_func=lambda i: _state_label(allowed[i]))
+            labels = keep_pick("risk_reenable_state",
+                               {i: _state_label(s) for i, s in allowed.items()},
+                               lambda gone: f"#{gone} · lifted or changed since")
+            chosen = st.selectbox("State", list(labels), key="risk_reenable_state",
+                                  format_func=labels.get)
             note = st.text_input("Note (why trading may resume)", key="risk_reenable_note")
             go_ = st.form_submit_button("Re-enable trading", key="risk_reenable_go")
         if go_ and chosen is not None:

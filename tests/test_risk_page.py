@@ -540,3 +540,43 @@ def test_an_admin_sets_the_familys_mtm_limits_and_a_trader_only_a_strategys(desk
     with pytest.raises(PermissionDenied):
         svc.risk.set_mtm_limit(who(svc, logins, "aarav"), Scope.STRATEGY, "momo",
                                stop_loss=Decimal(1000), target=None)
+
+
+def test_re_enable_lifts_the_picked_stop_even_if_it_was_lifted_since_never_another(
+        desk) -> None:
+    svc, logins = desk
+    rahul = who(svc, logins, "rahul")
+    first, picked = (svc.risk.panic(rahul, Scope.ACCOUNT, account_id=account(svc, rahul, label).id)
+                     for label in ("Priya · Trading", "Rahul · Intraday"))
+    at = on_risk(desk, "rahul")
+    at.selectbox(key="risk_reenable_state").set_value(picked.state_id)
+    svc.risk.reenable(rahul, picked.state_id, "from another tab")
+
+    at.button(key="risk_reenable_go").click().run()
+
+    assert not at.exception
+    assert f"Risk state {picked.state_id} was already lifted" in errors(at)
+    phases = {row.id: row.phase for row in state_rows(svc)}
+    assert phases == {first.state_id: StatePhase.ACTIVE, picked.state_id: StatePhase.CLEARED}
+
+
+def test_controls_are_refused_on_a_position_that_closed_after_it_was_picked(holding) -> None:
+    svc, logins = holding
+    priya = who(svc, logins, "priya")
+    trading = account(svc, priya, "Priya · Trading").id
+    for side in (Side.BUY, Side.SELL):  # long TCS, then (after the pick) flat again
+        svc.orders.place(priya, OrderRequest(trading, "TCS", side, 2, OrderType.MARKET,
+                                             Product.MIS))
+        tick(svc.db, "TCS", "3000.00")
+        svc.orders.step()
+        if side is Side.BUY:
+            at = on_risk(holding, "priya", show="Priya · Trading")
+            at.selectbox(key="risk_control_position").set_value("TCS · MIS")
+            at.number_input(key="risk_control_stop").set_value(2900.0)
+
+    at.button(key="risk_control_set").click().run()
+
+    assert not at.exception
+    assert errors(at) == ("The position TCS · MIS has closed since you picked it: nothing to "
+                          "control.")
+    assert svc.risk.controls(priya) == []  # not set on the INFY position either
