@@ -20,7 +20,7 @@ from core.trading import OrderRequest, OrderType, Product, Side
 from engines.risk_types import RiskLimits
 from engines.signal_types import Action, Signal
 from pages.chart_figure import DOWN, UP
-from pages.common import attempt, fetch, services
+from pages.common import attempt, fetch, keep_pick, services
 from pages.trading_parts import flash, rupees, table
 
 FLASH = "signals_flash"
@@ -262,8 +262,12 @@ def admin_section(me: Actor, versions: Sequence[ModelVersion]) -> None:
     ready = [v.version for v in versions if v.status.value == "ready"]
     if not ready:
         return
-    chosen = st.selectbox("Ready version", ready, key="signals_activate_version")
-    picked = next(v for v in versions if v.version == chosen)
+    status = {v.version: v.status.value for v in versions}
+    labels = keep_pick("signals_activate_version", {v: v for v in ready},
+                       lambda gone: f"{gone} · {status[gone]} now")
+    chosen = st.selectbox("Ready version", list(labels), format_func=labels.get,
+                          key="signals_activate_version")
+    picked = next(v for v in versions if v.version == chosen)  # versions are never deleted
     figures(picked)
     st.markdown("**Evaluation report**")
     st.json(picked.report, expanded=1)

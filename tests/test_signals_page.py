@@ -119,6 +119,25 @@ def test_only_admins_see_training_and_an_admin_trains_then_activates_a_version(
     assert f"{versions[0].version} is now the active signal model." in texts(at)
 
 
+def test_activate_acts_on_the_version_picked_even_if_another_admin_activated_it_first(
+        modelled) -> None:
+    svc = modelled[0]
+    rahul = svc.auth.check_session(svc.auth.login(
+        "rahul", modelled[1]["rahul"].password, TEST_CLIENT).session_id or "", TEST_CLIENT)
+    for _ in range(2):
+        svc.models.retrain(rahul)
+    picked = svc.models.all_versions()[0].version  # the newest; the older one is ready too
+    at = on_signals(modelled, "rahul")
+    at.selectbox(key="signals_activate_version").set_value(picked).run()
+    svc.models.activate(rahul, picked)  # from another admin's tab
+
+    at.button(key="signals_activate_button").click().run()
+
+    assert not at.exception, at.exception
+    assert svc.models.in_use().version.version == picked  # not another ready version
+    assert f"{picked} is now the active signal model." in texts(at)
+
+
 def test_the_signal_chart_draws_entry_stop_and_three_targets(modelled) -> None:
     svc = modelled[0]
     me = svc.auth.check_session(svc.auth.login(
