@@ -22,9 +22,10 @@ FUND_FIELDS = (("Available", "available"), ("Used margin", "used_margin"), ("Cas
 
 
 def funds_metrics(funds: Funds) -> None:
-    """Show one account's funds as metrics."""
-    for column, (label, name) in zip(st.columns(len(FUND_FIELDS)), FUND_FIELDS, strict=True):
-        column.metric(label, rupees(getattr(funds, name)))
+    """Show one account's funds as metrics, three to a row (six in one row cut the digits)."""
+    for row in (FUND_FIELDS[:3], FUND_FIELDS[3:]):
+        for column, (label, name) in zip(st.columns(len(row)), row, strict=True):
+            column.metric(label, rupees(getattr(funds, name)))
 
 
 def family_funds(me: Actor) -> None:

@@ -71,12 +71,26 @@ def table(frame: pd.DataFrame | None, key: str, file_stem: str, empty: str) -> N
     st.dataframe(frame, hide_index=True, key=key, column_config=money)
     st.download_button(
         "Download CSV",
-        frame.to_csv(index=False).encode("utf-8"),
+        csv_bytes(frame),
         file_name=f"{file_stem}_{now_ist():%Y%m%d_%H%M%S}.csv",
         mime="text/csv",
         key=f"{key}_download",
         icon=":material/download:",
     )
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """Return ``frame`` as CSV with rupee columns as plain numbers a spreadsheet can sum.
+
+    On screen a ``[₹]`` column may hold text with Indian digit grouping ("10,00,000.00", "—"
+    for none); the file gets 1000000.00 and an empty cell, as the statements' CSVs do.
+    """
+    plain = frame.copy()
+    for name in plain.columns:
+        if str(name).endswith("[₹]") and plain[name].dtype == object:
+            plain[name] = [value.replace("₹", "").replace(",", "").replace("—", "")
+                           if isinstance(value, str) else value for value in plain[name]]
+    return plain.to_csv(index=False).encode("utf-8")
 
 
 def flash(key: str, message: str) -> None:

@@ -11,6 +11,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sqlalchemy import func, select, update
 from streamlit.testing.v1 import AppTest
@@ -21,13 +22,25 @@ from core.marketdata import store
 from core.marketdata.instruments import sample_master
 from core.services import Services
 from core.services.orders import OrderService
-from core.trading import GttLeg, OrderRequest, OrderStatus, OrderType, Product, Side, Validity
+from core.services.trading_views import gtt_frame
+from core.trading import (
+    Gtt,
+    GttKind,
+    GttLeg,
+    GttStatus,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Product,
+    Side,
+    Validity,
+)
 from db.engine import Database
 from db.models import FeedStatusRow, GttRow, OrderRow, QuoteRow
 from pages.common import DISCLAIMER
 from pages.nav import pages_for
 from pages.trade_parts import ticket_request
-from pages.trading_parts import rupees
+from pages.trading_parts import csv_bytes, rupees
 from tests.conftest import TEST_CLIENT, make_settings
 from tests.support.apptest import app_as, page, texts
 
@@ -138,6 +151,27 @@ def stocked(desk):
 # ----------------------------------------------------------------------------------------------
 # Pure pieces
 # ----------------------------------------------------------------------------------------------
+
+
+def test_csv_downloads_hold_rupees_as_plain_numbers_and_none_as_an_empty_cell() -> None:
+    frame = pd.DataFrame({"Symbol": ["INFY", "TCS"], "Qty": [10, 5],
+                          "Avg price [₹]": ["10,00,000.50", "—"], "P&L [₹]": ["-1,234.00", "0.00"],
+                          "Stop [₹]": ["₹1,450.00", None], "Note": ["1,000 shares", ""]})
+    assert csv_bytes(frame).decode().splitlines() == [
+        "Symbol,Qty,Avg price [₹],P&L [₹],Stop [₹],Note",
+        "INFY,10,1000000.50,-1234.00,1450.00,\"1,000 shares\"",
+        "TCS,5,,0.00,,"]
+
+
+def test_the_gtt_table_converts_to_arrow_with_and_without_an_order() -> None:
+    now = now_ist()
+    legs = (GttLeg(Decimal("1400"), Side.BUY, 1, Decimal("1401")),)
+    gtts = [Gtt(id=n, account_id=1, account_label="A", symbol="INFY", kind=GttKind.SINGLE,
+                product=Product.CNC, legs=legs, status=GttStatus.ACTIVE,
+                reference_price=Decimal("1450"), created_by="priya", created_at=now,
+                expires_at=now, triggered_at=None, triggered_leg=None, order_id=order,
+                message=None) for n, order in ((1, None), (2, 17))]
+    assert list(pa.Table.from_pandas(gtt_frame(gtts)).column("Order").to_pylist()) == ["—", "17"]
 
 
 @pytest.mark.parametrize(("order_type", "price", "trigger"), [
@@ -462,6 +496,7 @@ def test_with_the_market_open_a_market_order_fills_and_shows_in_portfolio_and_fu
     assert at.selectbox(key="portfolio_account").options[0] == "Whole family"
     family = table_of(at, "Net P&L [₹]")
     assert family["Account"].iloc[-1] == "Whole family"
+    assert list(family.columns[:2]) == ["Account", "Deposits [₹]"]  # no internal ids shown
     positions = table_of(at, "MTM [₹]")
     assert list(positions.columns[:9]) == ["Account", "Symbol", "Product", "Net qty",
                                            "Avg price [₹]", "LTP [₹]", "Unrealized [₹]",

@@ -15,7 +15,7 @@ POSITION_COLUMNS = ["Account", "Symbol", "Product", "Net qty", "Avg price [₹]"
                     "Unrealized [₹]", "Realized [₹]", "MTM [₹]", "Bought today", "Sold today"]
 HOLDING_COLUMNS = ["Account", "Symbol", "Qty", "Avg price [₹]", "LTP [₹]", "Value [₹]",
                    "Unrealized [₹]"]
-FAMILY_COLUMNS = ["Account id", "Account", "Deposits [₹]", "Realized [₹]", "Unrealized [₹]",
+FAMILY_COLUMNS = ["Account", "Deposits [₹]", "Realized [₹]", "Unrealized [₹]",
                   "Charges [₹]", "Net P&L [₹]", "Day P&L [₹]", "Open value [₹]"]
 
 
@@ -53,7 +53,6 @@ def holdings_frame(holdings: list[Holding], labels: Mapping[int, str]) -> pd.Dat
 
 def _family_row(row: AccountSummary, label: str) -> dict[str, object]:
     return {
-        "Account id": row.account_id,
         "Account": label, "Deposits [₹]": money(row.deposits),
         "Realized [₹]": money(row.realized_pnl), "Unrealized [₹]": money(row.unrealized_pnl),
         "Charges [₹]": money(row.charges), "Net P&L [₹]": money(row.net_pnl),

@@ -48,7 +48,8 @@ def gtt_frame(gtts: list[Gtt]) -> pd.DataFrame:
             "Legs": " | ".join(_describe_leg(leg) for leg in g.legs), "Status": g.status.value,
             "LTP at creation [₹]": money(g.reference_price),
             "Triggered (IST)": format_ist(g.triggered_at),
-            "Order": g.order_id if g.order_id is not None else "—",
+            # Text in both cases: a column mixing numbers and "—" fails Arrow's conversion.
+            "Order": "—" if g.order_id is None else str(g.order_id),
             "Message": g.message or "", "Expires (IST)": format_ist(g.expires_at),
         } for g in gtts],
         columns=GTT_COLUMNS,
