@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from core.domain import Instrument
 from core.errors import ValidationError
+from core.money import as_typed, inr
 from core.trading import GttKind, GttLeg, check_tick, to_price
 
 GTT_LIFETIME = timedelta(days=365)
@@ -61,16 +62,16 @@ def check_gtt(legs: Sequence[GttLeg], instrument: Instrument, ltp: Decimal) -> G
         check_tick(trigger, instrument.tick_size, f"GTT leg {number} trigger price", symbol)
         check_tick(price, instrument.tick_size, f"GTT leg {number} limit price", symbol)
         if trigger == ltp:
-            raise ValidationError(f"GTT leg {number}: trigger ₹{trigger} equals the last price "
-                                  f"of {symbol}; it would fire at once")
+            raise ValidationError(f"GTT leg {number}: trigger {as_typed(trigger)} equals the last "
+                                  f"price of {symbol}; it would fire at once")
     if len(legs) == 1:
         return GttKind.SINGLE
     stop, target = legs
     if not stop.trigger_price < ltp < target.trigger_price:
         raise ValidationError(
             f"An OCO GTT needs its stop-loss trigger below and its target trigger above the last "
-            f"price: stop ₹{stop.trigger_price} < LTP ₹{ltp} < target ₹{target.trigger_price} "
-            "does not hold")
+            f"price: stop {as_typed(stop.trigger_price)} < LTP {inr(ltp)} < target "
+            f"{as_typed(target.trigger_price)} does not hold")
     if stop.side is not target.side:
         raise ValidationError("Both legs of an OCO GTT must be on the same side (both SELL to "
                               f"exit a long, both BUY to cover a short); got {stop.side} and "

@@ -35,6 +35,7 @@ from operator import attrgetter
 
 from core.clock import is_trading_day
 from core.errors import ConfigError, ValidationError
+from core.money import as_typed
 from core.trading import ZERO, Funds, Holding, Position, Product, Side, Trade
 
 #: (account_id, symbol, product): one FIFO queue of lots.
@@ -444,7 +445,8 @@ def compute_funds(
         if not isinstance(amount, Decimal):
             raise ValidationError(f"{what} must be a Decimal amount in rupees; got {amount!r}")
     if blocked_for_orders < 0:
-        raise ValidationError(f"Blocked margin cannot be negative; got ₹{blocked_for_orders}")
+        raise ValidationError("Blocked margin cannot be negative; got "
+                              f"{as_typed(blocked_for_orders)}")
     cash = deposits + book.cash_flow + book.mis_open_cost
     used = book.mis_margin(mis_leverage) + blocked_for_orders
     return Funds(

@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from core.domain import Instrument
 from core.errors import ValidationError
+from core.money import as_typed, inr
 
 ZERO = Decimal("0")
 
@@ -399,7 +400,7 @@ def to_price(value: object, what: str) -> Decimal:
     except InvalidOperation:
         raise ValidationError(f"{what} must be a number; got {value!r}") from None
     if not number.is_finite() or number <= 0:
-        raise ValidationError(f"{what} must be greater than ₹0; got {value!r}")
+        raise ValidationError(f"{what} must be greater than ₹0; got {as_typed(value)}")
     return number
 
 
@@ -413,8 +414,8 @@ def check_tick(price: Decimal, tick: Decimal, what: str, symbol: str) -> None:
     if not on_tick(price, tick):
         below = (price // tick) * tick
         raise ValidationError(
-            f"{what} ₹{price} of {symbol} is not on the tick size ₹{tick}; "
-            f"use ₹{below} or ₹{below + tick}"
+            f"{what} {as_typed(price)} of {symbol} is not on the tick size {inr(tick)}; "
+            f"use {inr(below)} or {inr(below + tick)}"
         )
 
 
@@ -476,14 +477,15 @@ def _check_prices(request: OrderRequest, instrument: Instrument) -> None:
         raise ValidationError(f"A {request.order_type} order needs a price; none was given")
     if not needs_price and request.price is not None:
         raise ValidationError(
-            f"A {request.order_type} order takes no price (got ₹{request.price}); "
+            f"A {request.order_type} order takes no price (got {as_typed(request.price)}); "
             "use LIMIT or SL to set one"
         )
     if needs_trigger and request.trigger_price is None:
         raise ValidationError(f"A {request.order_type} order needs a trigger price; none was given")
     if not needs_trigger and request.trigger_price is not None:
         raise ValidationError(
-            f"A {request.order_type} order takes no trigger price (got ₹{request.trigger_price})"
+            f"A {request.order_type} order takes no trigger price "
+            f"(got {as_typed(request.trigger_price)})"
         )
     tick = instrument.tick_size
     if request.price is not None:
@@ -495,13 +497,13 @@ def _check_prices(request: OrderRequest, instrument: Instrument) -> None:
         if request.order_type is OrderType.SL and request.price is not None:
             if request.side is Side.BUY and trigger > request.price:
                 raise ValidationError(
-                    f"An SL BUY triggers at or below its limit price: trigger ₹{trigger} is "
-                    f"above price ₹{request.price}"
+                    f"An SL BUY triggers at or below its limit price: trigger "
+                    f"{as_typed(trigger)} is above price {as_typed(request.price)}"
                 )
             if request.side is Side.SELL and trigger < request.price:
                 raise ValidationError(
-                    f"An SL SELL triggers at or above its limit price: trigger ₹{trigger} is "
-                    f"below price ₹{request.price}"
+                    f"An SL SELL triggers at or above its limit price: trigger "
+                    f"{as_typed(trigger)} is below price {as_typed(request.price)}"
                 )
 
 
@@ -516,13 +518,13 @@ def check_trigger_vs_ltp(request: OrderRequest, ltp: Decimal) -> None:
     trigger = request.trigger_price
     if request.side is Side.BUY and trigger <= ltp:
         raise ValidationError(
-            f"A stop-loss BUY's trigger must be above the last price: trigger ₹{trigger} <= "
-            f"LTP ₹{ltp} of {request.symbol}"
+            f"A stop-loss BUY's trigger must be above the last price: trigger "
+            f"{as_typed(trigger)} <= LTP {inr(ltp)} of {request.symbol}"
         )
     if request.side is Side.SELL and trigger >= ltp:
         raise ValidationError(
-            f"A stop-loss SELL's trigger must be below the last price: trigger ₹{trigger} >= "
-            f"LTP ₹{ltp} of {request.symbol}"
+            f"A stop-loss SELL's trigger must be below the last price: trigger "
+            f"{as_typed(trigger)} >= LTP {inr(ltp)} of {request.symbol}"
         )
 
 

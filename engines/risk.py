@@ -92,7 +92,7 @@ from functools import lru_cache
 
 from core.clock import is_trading_day, to_ist
 from core.errors import ConfigError, ValidationError
-from core.money import inr
+from core.money import as_typed, inr
 from core.trading import Product, Side
 from engines.risk_types import (
     RULES,
@@ -308,9 +308,9 @@ def _check_input(inp: PreTradeInput) -> None:
         problems.append(f"quantity must be a multiple of the lot size {inp.lot_size}; got "
                         f"{inp.quantity}")
     if inp.price <= 0:
-        problems.append(f"price must be positive; got {inp.price}")
+        problems.append(f"price must be positive; got {as_typed(inp.price)}")
     if inp.atr is not None and inp.atr < 0:
-        problems.append(f"ATR must not be negative; got {inp.atr}")
+        problems.append(f"ATR must not be negative; got {as_typed(inp.atr)}")
     if inp.orders_last_second < 0:
         problems.append(f"orders in the last second must not be negative; got "
                         f"{inp.orders_last_second}")

@@ -73,7 +73,7 @@ BAD_GTTS = [
     pytest.param([leg("1400", price="1399.99")], "limit price ₹1399.99 of INFY is not on the tick",
                  id="price-off-tick"),
     pytest.param([leg("1500")], "equals the last price", id="trigger-at-ltp"),
-    pytest.param([leg("1600"), leg("1400")], "stop ₹1600 < LTP ₹1500 < target ₹1400",
+    pytest.param([leg("1600"), leg("1400")], "stop ₹1600 < LTP ₹1,500.00 < target ₹1400",
                  id="oco-legs-swapped"),
     pytest.param([leg("1400", Side.SELL), leg("1600", Side.BUY)], "same side",
                  id="oco-mixed-sides"),

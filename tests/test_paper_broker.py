@@ -76,7 +76,8 @@ REFUSALS = [
     pytest.param({"symbol": "LOTX", "quantity": 10}, ValidationError,
                  "Quantity 10 of LOTX is not a multiple of its lot size 25", id="lot-multiple"),
     pytest.param({"order_type": OrderType.LIMIT, "price": D("1500.03")}, ValidationError,
-                 "Price ₹1500.03 of INFY is not on the tick size", id="price-off-tick"),
+                 "Price ₹1500.03 of INFY is not on the tick size ₹0.05; use ₹1,500.00 or ₹1,500.05",
+                 id="price-off-tick"),
     pytest.param({"order_type": OrderType.LIMIT}, ValidationError,
                  "A LIMIT order needs a price; none was given", id="limit-without-price"),
     pytest.param({"order_type": OrderType.SL, "price": D("1510"), "trigger_price": D("1515")},
@@ -84,7 +85,7 @@ REFUSALS = [
                  "₹1515 is above price ₹1510", id="sl-trigger-wrong-side"),
     pytest.param({"order_type": OrderType.SL_M, "trigger_price": D("1490")}, ValidationError,
                  "A stop-loss BUY's trigger must be above the last price: trigger ₹1490 <= "
-                 "LTP ₹1500 of INFY", id="stop-trigger-already-passed"),
+                 "LTP ₹1,500.00 of INFY", id="stop-trigger-already-passed"),
     pytest.param({"symbol": "XYZ"}, ValidationError, "Unknown symbol 'XYZ' on NSE",
                  id="unknown-symbol"),
     pytest.param({"symbol": "WIPRO"}, OrderRejected,
@@ -380,8 +381,8 @@ def test_two_steps_at_once_fill_an_order_once(paper: PaperDesk) -> None:
 
 
 @pytest.mark.parametrize(("amount", "message"), [
-    (D("0"), "Deposit must be greater than ₹0; got Decimal('0')"),
-    ("-5", "Deposit must be greater than ₹0; got '-5'"),
+    (D("0.0"), "Deposit must be greater than ₹0; got ₹0"),
+    ("-5", "Deposit must be greater than ₹0; got -₹5"),
     (D("10.005"), "Deposit must be whole paise (at most 2 decimals); got ₹10.005"),
     ("lots", "Deposit must be a number; got 'lots'"),
     (None, "Deposit must be a number; got None"),

@@ -133,7 +133,7 @@ def test_an_ioc_order_that_does_not_cross_is_cancelled_whole() -> None:
     ioc = order(SELL, OrderType.LIMIT, "200", validity=Validity.IOC)
     result = match(ioc, MarketTick(D("199")), CONFIG)
     assert (result.fill_quantity, result.cancel_rest) == (0, True)
-    assert "IOC: 10 unfilled shares cancelled (resting at ₹200" in (result.message or "")
+    assert result.message == "IOC: 10 unfilled shares cancelled (resting at ₹200.00 (last ₹199.00))"
 
 
 def test_volume_participation_fills_a_big_order_in_parts() -> None:

@@ -223,7 +223,7 @@ def test_funds_charge_delivery_in_full_and_intraday_by_margin() -> None:
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"account_id": 2}, "Funds of account 2 cannot come from a book holding accounts [1]"),
     ({"mis_leverage": 0}, "MIS leverage must be a whole number of at least 1; got 0"),
-    ({"blocked_for_orders": D("-1")}, "Blocked margin cannot be negative; got ₹-1"),
+    ({"blocked_for_orders": D("-1")}, "Blocked margin cannot be negative; got -₹1"),
     ({"deposits": 1000.0}, "Deposits must be a Decimal amount in rupees; got 1000.0"),
 ])
 def test_funds_refuse_bad_input_naming_the_value(kwargs: dict[str, object], message: str) -> None:

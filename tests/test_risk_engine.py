@@ -482,11 +482,11 @@ def test_a_refusal_lists_every_broken_rule() -> None:
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"quantity": 0}, "quantity must be at least 1; got 0"),
-    ({"price": D("0")}, "price must be positive; got 0"),
-    ({"price": D("-5")}, "price must be positive; got -5"),
+    ({"price": D("0")}, "price must be positive; got ₹0$"),
+    ({"price": D("-5")}, "price must be positive; got -₹5$"),
     ({"lot_size": 0}, "lot size must be at least 1; got 0"),
     ({"quantity": 70, "lot_size": 75}, "quantity must be a multiple of the lot size 75; got 70"),
-    ({"atr": D("-1")}, "ATR must not be negative; got -1"),
+    ({"atr": D("-1")}, "ATR must not be negative; got -₹1$"),
     ({"orders_last_second": -1}, "orders in the last second must not be negative; got -1"),
 ])
 def test_malformed_input_raises_a_validation_error_naming_the_value(

@@ -539,8 +539,8 @@ BAD_CONTROLS = [
                  "LTP: target ₹790.00, LTP ₹801.00 (SBIN)", id="target-below-ltp"),
     pytest.param({"trail_points": Decimal("5"), "trail_pct": Decimal("1")}, "Trail by points "
                  "or by percent, not both; got trail_points 5 and trail_pct 1", id="both-trails"),
-    pytest.param({"stop_loss": Decimal("790.03")}, "stop_loss 790.03 of SBIN is not on the "
-                 "tick size", id="off-tick"),
+    pytest.param({"stop_loss": Decimal("790.03")}, "stop_loss ₹790.03 of SBIN is not on the "
+                 "tick size ₹0.05", id="off-tick"),
     pytest.param({"trail_pct": Decimal("-1")}, "trail_pct must be a positive number",
                  id="negative-trail"),
     pytest.param({}, "Give a stop-loss, a target or a trailing stop", id="nothing"),

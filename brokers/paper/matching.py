@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from core.money import inr
 from core.trading import OrderType, Side, Validity, slipped_price
 
 
@@ -203,13 +204,13 @@ def _price_on_tick(
     """Return (the price the order would fill at or None, its new rested flag, why not)."""
     kind = order.order_type
     if kind in (OrderType.SL, OrderType.SL_M) and not order.triggered:
-        return None, order.rested, f"waiting for the trigger ₹{order.trigger_price}"
+        return None, order.rested, f"waiting for the trigger {inr(order.trigger_price)}"
     if kind in (OrderType.MARKET, OrderType.SL_M):
         return _slipped(tick.price, order.side, config), order.rested, None
     assert order.price is not None  # noqa: S101 - LIMIT and SL carry a price
     if _crosses(order.side, order.price, tick.price):
         return _limit_fill_price(order, tick, config), order.rested, None
-    return None, True, f"resting at ₹{order.price} (last ₹{tick.price})"
+    return None, True, f"resting at {inr(order.price)} (last {inr(tick.price)})"
 
 
 def advance(order: RestingOrder, result: MatchResult) -> RestingOrder:

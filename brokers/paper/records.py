@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.clock import to_ist
 from core.errors import NotFound, ValidationError
-from core.money import PAISA
+from core.money import PAISA, as_typed
 from core.trading import (
     CHARGE_FIELDS,
     ZERO,
@@ -117,7 +117,8 @@ def paise(amount: object, what: str) -> Decimal:
     """Return ``amount`` as a positive Decimal of whole paise; refuse junk, naming the value."""
     value = to_price(amount, what)
     if value != value.quantize(PAISA):
-        raise ValidationError(f"{what} must be whole paise (at most 2 decimals); got ₹{value}")
+        raise ValidationError(f"{what} must be whole paise (at most 2 decimals); got "
+                              f"{as_typed(value)}")
     return value.quantize(PAISA)
 
 

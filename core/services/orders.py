@@ -29,6 +29,7 @@ from core.domain import Account, Actor, Instrument, Permission, Quote
 from core.errors import NotFound, OrderClosed, PermissionDenied, TradingError, ValidationError
 from core.marketdata.store import all_instruments, search_instruments
 from core.marketdata.store import instrument as find_instrument
+from core.money import inr
 from core.order_alerts import OrderEvent, gtt_refused_event
 from core.orders import OrderEstimate, OrderManager, PassThroughRiskGate, RiskGate, load_order
 from core.services import trading_views as views
@@ -395,17 +396,22 @@ class OrderService(ServiceBase):
         except TradingError as exc:
             refused = gtt_refused_event(row.id, row.symbol, leg.side.value, leg.quantity,
                                         str(exc))
-            self._close_gtt(row.id, GttStatus.REJECTED, f"Triggered at ₹{ltp} but the order was "
-                            f"refused: {exc}", alert=refused)
+            self._close_gtt(row.id, GttStatus.REJECTED, f"Triggered at {inr(ltp)} but the order "
+                            f"was refused: {exc}", alert=refused)
             return
         with self.db.transaction() as session:
             saved = session.get(GttRow, row.id)
             assert saved is not None  # noqa: S101
             saved.order_id = order.id
-            saved.message = (f"Leg {index + 1} triggered at ₹{ltp}; order {order.id} "
-                             f"{order.status.value}")
+            # "placed", not the order's status now: that would go stale (the order book is live).
+            # A rejection is final, so it is named with its reason.
+            outcome = "placed"
             if order.status is OrderStatus.REJECTED:
                 saved.status = GttStatus.REJECTED
+                why = order.rejection_reason
+                outcome = f"rejected: {why}" if why else "rejected"
+            saved.message = (f"Leg {index + 1} triggered at {inr(ltp)}; order {order.id} "
+                             f"{outcome}")[:300]
 
     def _creator(self, row: GttRow) -> Actor:
         with self.db.transaction() as session:

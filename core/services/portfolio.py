@@ -23,6 +23,7 @@ from core.clock import now_ist, to_ist
 from core.config import Settings
 from core.domain import Actor, Interval
 from core.errors import ValidationError
+from core.money import as_typed, inr
 from core.services import portfolio_views as views
 from core.services.base import ServiceBase
 from core.services.household import HouseholdService
@@ -171,10 +172,10 @@ class PortfolioService(ServiceBase):
             raise ValidationError(f"Account {account.label!r} is at a real broker; add funds "
                                   "there, not on the desk")
         if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
-            raise ValidationError(f"Amount must be above ₹0; got {amount!r}")
+            raise ValidationError(f"Amount must be above ₹0; got {as_typed(amount)}")
         if amount > MAX_DEPOSIT:
-            raise ValidationError(f"Amount ₹{amount:,} is above the ₹{MAX_DEPOSIT:,} a single "
-                                  "transfer may move")
+            raise ValidationError(f"Amount {as_typed(amount)} is above the {inr(MAX_DEPOSIT)} a "
+                                  "single transfer may move")
         broker.deposit(amount, note.strip()[:200], actor.user_id)
         with self.db.transaction() as session:
             self._audit(session, actor, "funds.deposit", f"account:{account_id}",

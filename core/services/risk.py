@@ -50,7 +50,7 @@ from core.config import Settings
 from core.domain import Actor, Permission, Role
 from core.errors import OrderClosed, TradingError, ValidationError
 from core.marketdata.store import instrument as find_instrument
-from core.money import inr
+from core.money import as_typed, inr
 from core.risk_store import MtmLimitView
 from core.services.base import ServiceBase
 from core.services.household import HouseholdService
@@ -1040,7 +1040,8 @@ def _check_control(symbol: str, quantity: int, ltp: Decimal, tick: Decimal,
     for name in ("stop_loss", "target", "trail_points"):
         value = given[name]
         if value is not None and value % tick:
-            raise ValidationError(f"{name} {value} of {symbol} is not on the tick size ₹{tick}")
+            raise ValidationError(f"{name} {as_typed(value)} of {symbol} is not on the tick size "
+                                  f"{inr(tick)}")
     long = quantity > 0
     side = "long" if long else "short"
     if stop_loss is not None and (stop_loss >= ltp if long else stop_loss <= ltp):
