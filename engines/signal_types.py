@@ -154,7 +154,8 @@ class Signal:
     """A signal for one symbol as of the close of one bar.
 
     Prices are ``Decimal`` rupees on the 0.05 tick. ``probability`` is the calibrated probability
-    for ``direction`` (see the module docstring); for HOLD it is the larger of the two.
+    for ``direction`` (see the module docstring); for HOLD it is that of the direction with
+    the larger edge, whose stop and targets the signal carries for reference.
     """
 
     symbol: str

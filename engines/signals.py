@@ -359,7 +359,7 @@ def build_signal(
     Signal
         Action and direction by :func:`decide`; entry at the last close on the tick; stop and
         targets by :func:`levels` (for a HOLD, those of the direction with the larger edge, for
-        reference); probability of the taken direction (the larger one for a HOLD);
+        reference); probability of the taken direction (for a HOLD, of that direction);
         :func:`confidence`; evidence: each strategy vote, the model's probability against its
         base rate, the regime with its reason, the top model contributions, and the rule that
         made a HOLD. Raises :class:`~core.errors.ValidationError` for malformed bars or too
@@ -386,9 +386,8 @@ def build_signal(
     entry = to_tick(Decimal(repr(float(bars["close"].iloc[-1]))))
     stop, targets = levels(entry, atr, shown, spec)
     edge = edge_long if side == 1 else edge_short if side == -1 else math.nan
-    probability = (
-        p.p_long if side == 1 else p.p_short if side == -1 else max(p.p_long, p.p_short)
-    )
+    # A HOLD shows the levels, the evidence and so the probability of the direction it leans to.
+    probability = p.p_long if leaning == 1 else p.p_short
     as_of = pd.Timestamp(bars.index[-1]).to_pydatetime()
     evidence = (
         *_vote_evidence(vote),

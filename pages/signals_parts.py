@@ -41,10 +41,14 @@ def model_banner(state: ModelState | None) -> ModelVersion | None:
         st.error(state.fallback_reason)
     version = state.in_use
     if version is not None:
+        held_out = version.report.get("holdout_from")
+        refit = (f"; the figures below test a calibrator fitted before {held_out} on the "
+                 "held-out rest, and the one in use was then re-fitted on the whole window"
+                 if held_out else "")
         st.markdown(f"**Model in use: {version.version}** (trees on labels "
                     f"{version.train_from}..{version.train_to}; calibrated "
                     f"{version.calibration_from}..{version.calibration_to}, "
-                    f"{version.calibrator_kind})")
+                    f"{version.calibrator_kind}{refit})")
         figures(version)
     return version
 
@@ -60,9 +64,10 @@ def headline(signal: Signal) -> None:
     """Show a signal's action, probability, levels and regime as metrics."""
     cols = st.columns(5)
     cols[0].metric("Action", signal.action.value)
-    cols[1].metric("Probability", f"{signal.probability:.2f}",
+    side = "long" if signal.stop_loss < signal.entry else "short"
+    cols[1].metric(f"Probability ({side})", f"{signal.probability:.2f}",
                    help="Calibrated chance that target 1 comes before the stop-loss within the "
-                        "horizon (for a HOLD: the larger of the long and short chances)")
+                        "horizon (for a HOLD: of the direction whose levels are shown)")
     cols[2].metric("Confidence", f"{signal.confidence:.2f}")
     cols[3].metric("Entry", rupees(signal.entry))
     cols[4].metric("Stop-loss", rupees(signal.stop_loss))

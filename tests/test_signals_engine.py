@@ -238,11 +238,24 @@ def test_a_long_edge_the_ensemble_backs_gives_a_buy_with_every_field() -> None:
     assert "0.36 against a base rate of 0.28 (edge +0.08)" in signal.evidence[3].detail
 
 
+def test_a_hold_s_probability_is_that_of_the_direction_whose_levels_and_evidence_it_shows(
+        ) -> None:
+    bars = _cut("RELIANCE", HOLD)
+    # LONG has the higher probability (0.275) but the lower edge (-0.005 against 0.0 short).
+    signal = build_signal("RELIANCE", bars, _prediction(0.275, 0.26))
+    assert (signal.action, signal.direction) == (HOLD, FLAT)
+    assert signal.targets[0] < signal.entry < signal.stop_loss  # the SHORT levels
+    model = next(e for e in signal.evidence if e.source == "model")
+    assert (model.name, model.value, signal.probability) == ("P(short)", 0.26, 0.26)
+    leaning_long = build_signal("RELIANCE", bars, _prediction(0.30, 0.24))
+    assert leaning_long.probability == 0.30 and leaning_long.stop_loss < leaning_long.entry
+
+
 def test_an_opposite_ensemble_vote_holds_and_says_why() -> None:
     bars = _cut("RELIANCE", SELL)
     signal = build_signal("RELIANCE", bars, _prediction(0.36, 0.25))
     assert (signal.action, signal.direction, signal.confidence) == (HOLD, FLAT, 0.0)
-    assert signal.probability == 0.36  # the larger of the two for a HOLD
+    assert signal.probability == 0.36  # a HOLD's: that of the direction it leans to
     assert signal.stop_loss < signal.entry < signal.targets[0]  # the LONG levels, for reference
     rule = signal.evidence[-1]
     assert (rule.source, rule.name) == ("rule", "opposite_vote")

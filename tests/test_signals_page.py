@@ -73,7 +73,7 @@ def test_a_trader_generates_a_signal_and_sees_its_chart_evidence_figures_and_dis
     with svc.db.transaction() as session:
         row = session.scalar(select(SignalRow).where(SignalRow.symbol == "INFY"))
     assert row is not None and row.generated_by == "priya" and row.trace_id in shown
-    assert any(m.label == "Probability" for m in at.metric)
+    assert any(m.label in ("Probability (long)", "Probability (short)") for m in at.metric)
     evidence = [f.value for f in at.dataframe if "detail" in f.value.columns]
     assert evidence and len(evidence[0]) > 3
     assert "Long setups: AUC" in shown
