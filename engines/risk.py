@@ -450,8 +450,9 @@ def _layer_size(inp: PreTradeInput, limits: RiskLimits, opening: int, tally: _Ta
     if inp.atr is None:
         tally.passed("volatility", "no ATR known")
         return
-    atr_pct = inp.atr / inp.price * _HUNDRED
-    text = (f"ATR {inr(inp.atr)} is {_pct(atr_pct)} of the price {inr(inp.price)}")
+    market = inp.market_price if inp.market_price is not None else inp.price
+    atr_pct = inp.atr / market * _HUNDRED
+    text = (f"ATR {inr(inp.atr)} is {_pct(atr_pct)} of the price {inr(market)}")
     if atr_pct > limits.high_volatility_atr_pct:
         tally.warn("volatility", f"high volatility: {text}, above "
                                  f"{_pct(limits.high_volatility_atr_pct)}")

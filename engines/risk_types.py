@@ -238,6 +238,9 @@ class PreTradeInput:
     position_quantity: int = 0  # signed net open quantity of the symbol (all products)
     stop_price: Decimal | None = None  # explicit stop (a signal's, an SL order's trigger)
     atr: Decimal | None = None  # ATR(14) of daily bars
+    #: The last traded price; volatility is ATR against it (a far limit price says nothing of
+    #: the stock's volatility). None: the expected fill price stands in.
+    market_price: Decimal | None = None
     exposures: tuple[Exposure, ...] = ()  # the account's open symbols (before this order)
     correlations: dict[str, float] = field(default_factory=dict)  # symbol → 60-day corr.
     day_pnl: Decimal = Decimal(0)  # realized + MTM − charges today

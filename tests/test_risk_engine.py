@@ -183,6 +183,11 @@ LAYER_1 = [
     ({"atr": D("40")}, {}, True, 100, "volatility", "pass", LOW),  # exactly 4% of the price
     ({"atr": D("40.05")}, {}, True, 100, "volatility", "warn", HIGH),
     ({"atr": None}, {}, True, 100, "volatility", "pass", LOW),
+    # Against the last price, not a far limit price (₹40 of ₹0.05 would read 80,000%).
+    ({"atr": D("40"), "price": D("0.05"), "quantity": 1, "market_price": D("1000")}, {}, True,
+     1, "volatility", "pass", LOW),
+    ({"atr": D("40.05"), "price": D("2000"), "market_price": D("1000")}, {}, True, 100,
+     "volatility", "warn", HIGH),
 ]
 
 
