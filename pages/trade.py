@@ -18,7 +18,7 @@ if me.role not in authz.ACTING_ROLES:
     st.stop()
 
 accounts = fetch(lambda: svc.orders.tradable_accounts(me))
-symbols = fetch(lambda: svc.orders.symbols(me)) or []
+symbols = fetch(lambda: svc.orders.symbols(me)) or {}
 if not accounts:
     if accounts is not None:
         st.info("You have no account you may trade: trade on your own open accounts or on "

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -70,7 +71,20 @@ def _price_input(label: str, key: str, column: Any, help_text: str) -> float | N
     )
 
 
-def order_ticket(me: Actor, accounts: Sequence[Account], symbols: list[str]) -> None:
+def symbol_label(prices: Mapping[str, Decimal | None]) -> Callable[[str], str]:
+    """Return the symbol picker's label: the symbol and its last price, or that it has none.
+
+    The feed may price only some of the instrument master; an order in an unpriced symbol is
+    refused, so the picker says so before the user fills the ticket in.
+    """
+    def label(symbol: str) -> str:
+        price = prices.get(symbol)
+        return f"{symbol} · {rupees(price)}" if price is not None else f"{symbol} · no price yet"
+    return label
+
+
+def order_ticket(me: Actor, accounts: Sequence[Account],
+                 symbols: Mapping[str, Decimal | None]) -> None:
     """Render the order ticket; "Review" estimates, "Place order" sends."""
     labels = {a.id: a.label for a in accounts}
     with st.form("trade_ticket"):
@@ -79,7 +93,8 @@ def order_ticket(me: Actor, accounts: Sequence[Account], symbols: list[str]) -> 
             "account_id": top[0].selectbox(
                 "Account", list(labels), format_func=labels.get, key="trade_account"),
             "symbol": top[1].selectbox(
-                "Symbol", symbols, index=None, placeholder="Type to search", key="trade_symbol"),
+                "Symbol", list(symbols), format_func=symbol_label(symbols), index=None,
+                placeholder="Type to search", key="trade_symbol"),
             "side": _choice("Side", Side, "trade_side", top[2]),
         }
         mid = st.columns(4)
@@ -220,7 +235,8 @@ def session_panel(me: Actor, account_id: int) -> None:
                 icon=":material/schedule:")
 
 
-def gtt_form(me: Actor, accounts: Sequence[Account], symbols: list[str]) -> None:
+def gtt_form(me: Actor, accounts: Sequence[Account],
+             symbols: Mapping[str, Decimal | None]) -> None:
     """Render the GTT form: a single trigger, or OCO (stop-loss below, target above the LTP)."""
     labels = {a.id: a.label for a in accounts}
     kind = st.radio("GTT type", list(GTT_KINDS), format_func=GTT_KINDS.get, horizontal=True,
@@ -230,7 +246,8 @@ def gtt_form(me: Actor, accounts: Sequence[Account], symbols: list[str]) -> None
         account_id = top[0].selectbox(
             "Account", list(labels), format_func=labels.get, key="trade_gtt_account")
         symbol = top[1].selectbox(
-            "Symbol", symbols, index=None, placeholder="Type to search", key="trade_gtt_symbol")
+            "Symbol", list(symbols), format_func=symbol_label(symbols), index=None,
+            placeholder="Type to search", key="trade_gtt_symbol")
         product = top[2].radio("Product", [Product.CNC.value, Product.MIS.value],
                                horizontal=True, key="trade_gtt_product")
         side = _choice("Side", Side, "trade_gtt_side", top[3])

@@ -365,12 +365,15 @@ def _settled(page: sync_api.Page) -> None:
 
 
 def _choose(page: sync_api.Page, label: str, option: str) -> None:
-    """Pick ``option`` in the visible selectbox labelled ``label`` (typing to search)."""
+    """Pick ``option`` in the visible selectbox labelled ``label`` (typing to search).
+
+    The option may carry more after " · " (the ticket shows each symbol's last price).
+    """
     box = page.get_by_test_id("stSelectbox").filter(
         has=page.get_by_text(label, exact=True)).locator("visible=true").first
     box.click()
     page.keyboard.type(option)
-    page.get_by_role("option", name=option, exact=True).click()
+    page.get_by_role("option", name=re.compile(rf"^{re.escape(option)}( · .+)?$")).click()
 
 
 def test_a_trader_places_a_limit_order_sees_it_in_the_order_book_and_cancels_it(

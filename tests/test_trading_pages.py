@@ -278,7 +278,8 @@ def test_the_ticket_offers_only_tradable_accounts_and_shows_the_market_session(s
     assert accounts == ["Priya · Trading"]  # she may view Rahul · Long-term, not trade it
     assert "Market closed · market feed off (FEED_MODE=off)" in texts(at)
     assert "must be AMO" in texts(at)
-    assert "INFY" in at.selectbox(key="trade_symbol").options
+    symbols = at.selectbox(key="trade_symbol").options  # each with its price, or none yet
+    assert "INFY · ₹1,500.00" in symbols and "RELIANCE · no price yet" in symbols
 
 
 def test_review_shows_value_charges_and_required_funds_and_writes_nothing(stocked) -> None:

@@ -27,6 +27,7 @@ from core.clock import now_ist, to_ist
 from core.config import Settings
 from core.domain import Account, Actor, Instrument, Permission, Quote
 from core.errors import NotFound, OrderClosed, PermissionDenied, TradingError, ValidationError
+from core.marketdata.quotes import read_quotes
 from core.marketdata.store import all_instruments, search_instruments
 from core.marketdata.store import instrument as find_instrument
 from core.money import inr
@@ -116,11 +117,16 @@ class OrderService(ServiceBase):
         return [a for a in self.household.list_accounts(actor)
                 if a.my_permission is Permission.TRADE]
 
-    def symbols(self, actor: Actor) -> list[str]:
-        """Return every active symbol of the instrument master, sorted."""
+    def symbols(self, actor: Actor) -> dict[str, Decimal | None]:
+        """Return every active symbol of the instrument master, sorted, with its last price.
+
+        None: no quote yet (the feed does not price it), so an order in it cannot be priced.
+        """
         with self.db.transaction() as session:
             self._fresh_role(session, actor)
-            return sorted(i.symbol for i in all_instruments(session))
+            quotes = read_quotes(session)
+            return {i.symbol: quotes[i.symbol].ltp if i.symbol in quotes else None
+                    for i in sorted(all_instruments(session), key=lambda i: i.symbol)}
 
     def search_symbols(self, actor: Actor, query: str, limit: int = 20) -> list[Instrument]:
         """Return instruments whose symbol or name matches ``query``."""
