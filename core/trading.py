@@ -422,8 +422,8 @@ def check_tick(price: Decimal, tick: Decimal, what: str, symbol: str) -> None:
 def check_request(request: OrderRequest, instrument: Instrument) -> None:
     """Refuse a request that breaks an instrument or order-type rule; state the rule and values.
 
-    Market-state, price-band and funds rules need live data and live in the order manager and
-    the broker; this checks quantity, lot, tick, the prices each order type needs, the SL
+    Market-state, price-band (:func:`check_price_band`) and funds rules need live data and live
+    in the order manager and the broker; this checks quantity, lot, tick, the prices each order type needs, the SL
     trigger's side of the price, the product and the client order id.
     """
     symbol = instrument.symbol
@@ -526,6 +526,50 @@ def check_trigger_vs_ltp(request: OrderRequest, ltp: Decimal) -> None:
             f"A stop-loss SELL's trigger must be below the last price: trigger "
             f"{as_typed(trigger)} >= LTP {inr(ltp)} of {request.symbol}"
         )
+
+
+#: NSE's dynamic price band (operating range) of a security with derivatives, as every
+#: NIFTY-50 stock has: orders priced beyond the base price (the previous close) ± 10% are not
+#: accepted. When trade reaches 9.90% from the base, the band flexes by 5% in that direction,
+#: as often as the trend goes on (NSE FAQs on price band / operating range flex).
+PRICE_BAND_PCT = Decimal(10)
+PRICE_BAND_FLEX_PCT = Decimal(5)
+_FLEX_AT_PCT = Decimal("9.90")
+
+
+def price_band(base: Decimal, ltp: Decimal, tick: Decimal) -> tuple[Decimal, Decimal]:
+    """Return today's operating range (lowest, highest accepted limit price), on the tick.
+
+    ``base`` is the previous close; each side starts ``PRICE_BAND_PCT`` away and widens by
+    ``PRICE_BAND_FLEX_PCT`` each time the last price has come within 0.10% of it.
+    """
+    move = (ltp - base) / base * 100
+    widths = []
+    for toward in (-move, move):  # the lower side, then the upper side
+        width = PRICE_BAND_PCT
+        while toward >= width - (PRICE_BAND_PCT - _FLEX_AT_PCT):
+            width += PRICE_BAND_FLEX_PCT
+        widths.append(width)
+    lowest = (base * (1 - widths[0] / 100) / tick).to_integral_value(ROUND_CEILING) * tick
+    highest = (base * (1 + widths[1] / 100) / tick).to_integral_value(ROUND_FLOOR) * tick
+    return lowest, highest
+
+
+def check_price_band(request: OrderRequest, base: Decimal | None, ltp: Decimal,
+                     tick: Decimal) -> None:
+    """Refuse a limit price outside today's operating range, as the exchange would.
+
+    Stop triggers may lie outside it (the exchange keeps such orders until they trigger); a
+    MARKET or SL-M order has no price to check; nothing is checked without a previous close.
+    """
+    if request.price is None or base is None or base <= 0:
+        return
+    lowest, highest = price_band(base, ltp, tick)
+    if not lowest <= request.price <= highest:
+        raise ValidationError(
+            f"Price {as_typed(request.price)} of {request.symbol} is outside today's price band "
+            f"{inr(lowest)} to {inr(highest)} (previous close {inr(base)}, NSE's dynamic "
+            "price band); the exchange does not accept it")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -306,7 +306,7 @@ def test_a_strategy_panic_touches_only_that_strategy_s_orders_and_its_share_of_a
     priya, account = login("priya"), labels["Priya · Trading"]
     services.orders.place(priya, _order(account, "INFY", Side.BUY, 10))
     services.orders.place(priya, _order(account, "INFY", Side.BUY, 5, strategy="momo"))
-    services.orders.place(priya, _order(account, "SBIN", Side.BUY, 10, "700.00",
+    services.orders.place(priya, _order(account, "SBIN", Side.BUY, 10, "750.00",
                                         strategy="momo"))
     services.orders.place(priya, _order(account, "TCS", Side.BUY, 1, "2800.00"))
     _fill(services, INFY="1501.00")

@@ -50,6 +50,7 @@ from core.trading import (
     OrderStatus,
     Position,
     Trade,
+    check_price_band,
     check_request,
     check_trigger_vs_ltp,
 )
@@ -191,7 +192,8 @@ class PaperBroker:
         instrument, now, state = prepared.instrument, prepared.now, prepared.state
         request = replace(request, symbol=instrument.symbol)
         check_request(request, instrument)
-        quote = self._market_checks(session, request, prepared.market, prepared.quote)
+        quote = self._market_checks(session, request, prepared.market, instrument.tick_size,
+                                    prepared.quote)
         today = to_ist(now).date()
         money.check_sellable(session, state, request, request.quantity)
         needed = money.needed_funds(request, quote.ltp, instrument.tick_size, self.config,
@@ -230,7 +232,7 @@ class PaperBroker:
         return found
 
     def _market_checks(self, session: Session, request: OrderRequest, state: SessionState,
-                       quote: Quote | None = None) -> Quote:
+                       tick: Decimal, quote: Quote | None = None) -> Quote:
         """Refuse by market state and price; return the symbol's quote (read if not given)."""
         if not state.is_open and not request.amo:
             raise OrderRejected(
@@ -243,6 +245,7 @@ class PaperBroker:
         if quote is None:
             quote = self._quote_or_refuse(session, request.symbol)
         check_trigger_vs_ltp(request, quote.ltp)
+        check_price_band(request, quote.prev_close, quote.ltp, tick)
         return quote
 
     def _quote_or_refuse(self, session: Session, symbol: str) -> Quote:
@@ -296,6 +299,7 @@ class PaperBroker:
             quote = self._quote_or_refuse(session, row.symbol)
             if not row.triggered:
                 check_trigger_vs_ltp(request, quote.ltp)
+            check_price_band(request, quote.prev_close, quote.ltp, instrument.tick_size)
             rest = replace(request, quantity=request.quantity - row.filled_quantity)
             today = to_ist(now).date()
             state = self._state(session, today)
