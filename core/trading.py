@@ -423,8 +423,8 @@ def check_request(request: OrderRequest, instrument: Instrument) -> None:
     """Refuse a request that breaks an instrument or order-type rule; state the rule and values.
 
     Market-state, price-band (:func:`check_price_band`) and funds rules need live data and live
-    in the order manager and the broker; this checks quantity, lot, tick, the prices each order type needs, the SL
-    trigger's side of the price, the product and the client order id.
+    in the order manager and the broker; this checks quantity, lot, tick, the prices each order
+    type needs, the SL trigger's side of the price, the product and the client order id.
     """
     symbol = instrument.symbol
     if isinstance(request.quantity, bool) or not isinstance(request.quantity, int):
