@@ -16,17 +16,23 @@ st.caption(f"Welcome, {me.display_name}.")
 accounts = fetch(lambda: svc.household.list_accounts(me)) or []
 members = fetch(lambda: svc.household.list_members(me)) or []
 tradeable = [a for a in accounts if a.my_permission and a.my_permission.value == "trade"]
-cols = st.columns(4)
+cols = st.columns(5)
 cols[0].metric("Household members", len(members))
 cols[1].metric("Accounts you can see", len(accounts))
 cols[2].metric("Accounts you can trade", len(tradeable))
 try:
     state = market_state()
     cols[3].metric("NSE market", state.status.value, help=state.detail)
-    st.caption(f"{format_ist(state.at)} · {state.detail}")
+    st.caption(f"{format_ist(state.at)} · NSE: {state.detail}")
 except ConfigError as exc:
     cols[3].metric("NSE market", "unknown")
     st.warning(str(exc))
+# Where orders go: the paper desk trades the feed's prices, which in the demo replay sample
+# days whatever the calendar says; both states are shown so neither looks wrong.
+desk = fetch(lambda: svc.orders.market_session(me, accounts[0].id)) if accounts else None
+if desk is not None:
+    cols[4].metric("Paper desk", "open" if desk.is_open else "closed", help=desk.detail)
+    st.caption(f"Paper desk: {desk.detail}")
 
 st.subheader("Your accounts")
 if accounts:

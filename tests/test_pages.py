@@ -54,6 +54,9 @@ def test_the_login_form_checks_the_password_stored_in_the_database(desk) -> None
     at.run()  # what the one-second fragment does in a browser
     assert at.title[0].value == "Dashboard · Sharma family"
     assert "Rahul Sharma" in texts(at)
+    # The NSE calendar's state and the paper desk's (the demo's feed decides it), side by side.
+    assert [m.label for m in at.metric][3:] == ["NSE market", "Paper desk"]
+    assert "Paper desk: market feed off (FEED_MODE=off)" in texts(at)
 
 
 def test_a_wrong_password_is_refused_shown_and_audited(desk) -> None:
