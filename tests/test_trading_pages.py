@@ -22,6 +22,7 @@ from core.marketdata import store
 from core.marketdata.instruments import sample_master
 from core.services import Services
 from core.services.orders import OrderService
+from core.services.portfolio_views import positions_frame
 from core.services.trading_views import gtt_frame
 from core.trading import (
     Gtt,
@@ -31,6 +32,7 @@ from core.trading import (
     OrderRequest,
     OrderStatus,
     OrderType,
+    Position,
     Product,
     Side,
     Validity,
@@ -161,6 +163,17 @@ def test_csv_downloads_hold_rupees_as_plain_numbers_and_none_as_an_empty_cell() 
         "Symbol,Qty,Avg price [₹],P&L [₹],Stop [₹],Note",
         "INFY,10,1000000.50,-1234.00,1450.00,\"1,000 shares\"",
         "TCS,5,,0.00,,"]
+
+
+def test_a_flat_position_shows_no_average_price() -> None:
+    flat, open_ = (Position(account_id=1, symbol="INFY", product=Product.MIS, quantity=q,
+                            average_price=Decimal(0) if q == 0 else Decimal("1500.25"),
+                            ltp=Decimal("1501"),
+                            realized_pnl=Decimal("12.50"), unrealized_pnl=Decimal(0),
+                            buy_quantity=10,
+                            sell_quantity=10 - q) for q in (0, 5))
+    frame = positions_frame([flat, open_], {1: "Priya"})
+    assert list(frame["Avg price [₹]"]) == ["—", "1,500.25"]
 
 
 def test_the_gtt_table_converts_to_arrow_with_and_without_an_order() -> None:

@@ -30,7 +30,9 @@ def positions_frame(positions: list[Position], labels: Mapping[int, str]) -> pd.
         [{
             "Account": labels.get(p.account_id, str(p.account_id)), "Symbol": p.symbol,
             "Product": p.product.value, "Net qty": p.quantity,
-            "Avg price [₹]": money(p.average_price), "LTP [₹]": money(p.ltp),
+            # A flat position has no average price (its FIFO queue is empty): "—", not 0.00.
+            "Avg price [₹]": money(p.average_price if p.quantity else None),
+            "LTP [₹]": money(p.ltp),
             "Unrealized [₹]": money(p.unrealized_pnl), "Realized [₹]": money(p.realized_pnl),
             "MTM [₹]": money(p.mtm), "Bought today": p.buy_quantity,
             "Sold today": p.sell_quantity,
