@@ -127,12 +127,15 @@ def order_ticket(me: Actor, accounts: Sequence[Account],
     svc = services()
     request = ticket_request(values)
     if review:
-        estimate = fetch(lambda: svc.orders.estimate(me, request))
+        decision = fetch(lambda: svc.risk_gate.preview(me, request, request.stop_loss))
+        # The figures are those of the order the gate would place (it may cut the size).
+        sized = (replace(request, quantity=decision.quantity) if decision is not None
+                 and decision.approved and 0 < decision.quantity < request.quantity else request)
+        estimate = fetch(lambda: svc.orders.estimate(me, sized))
         if estimate is not None:
-            show_estimate(request, estimate)
-            decision = fetch(lambda: svc.risk_gate.preview(me, request, request.stop_loss))
-            if decision is not None:
-                show_decision(decision)
+            show_estimate(sized, estimate, asked=request.quantity)
+        if decision is not None:
+            show_decision(decision)
         return
     placing = replace(request, client_order_id=_client_order_id(request))
     order = fetch(lambda: svc.orders.place(me, placing))
@@ -156,10 +159,21 @@ def _client_order_id(request: OrderRequest) -> str:
     return str(last[0])
 
 
-def show_estimate(request: OrderRequest, est: OrderEstimate) -> None:
-    """Show what the order would cost before it is placed."""
+#: The charges as a contract note names them.
+CHARGE_NAMES = {"brokerage": "Brokerage", "stt": "STT", "exchange_txn": "Exchange transaction",
+                "ipft": "IPFT", "sebi_fee": "SEBI fee", "stamp_duty": "Stamp duty",
+                "gst": "GST", "dp_charge": "DP charge"}
+
+
+def show_estimate(request: OrderRequest, est: OrderEstimate, asked: int | None = None) -> None:
+    """Show what the order would cost before it is placed.
+
+    ``asked`` is the quantity the user asked for when the risk gate would place fewer.
+    """
+    cut = f" (the risk gate's size; you asked for {asked})" if (
+        asked is not None and asked != request.quantity) else ""
     st.markdown(f"**Review: {request.side} {request.quantity} {est.symbol} "
-                f"({request.order_type}, {request.product})**")
+                f"({request.order_type}, {request.product}){cut}**")
     cols = st.columns(5)
     cols[0].metric("LTP", rupees(est.ltp) if est.ltp is not None else "no price")
     cols[1].metric("Estimated price", rupees(est.price))
@@ -176,8 +190,8 @@ def show_estimate(request: OrderRequest, est: OrderEstimate) -> None:
         st.warning(warning)
     with st.expander("Charges breakdown"):
         st.dataframe(
-            {"Charge": [name.replace("_", " ") for name in CHARGE_FIELDS],
-             "Amount [₹]": [f"{getattr(est.charges, name):.4f}" for name in CHARGE_FIELDS]},
+            {"Charge": [CHARGE_NAMES[name] for name in CHARGE_FIELDS],
+             "Amount [₹]": [rupees(getattr(est.charges, name)) for name in CHARGE_FIELDS]},
             hide_index=True, key="trade_charges")
 
 

@@ -315,6 +315,35 @@ def test_review_shows_value_charges_and_required_funds_and_writes_nothing(stocke
     assert order_count(svc) == 0
 
 
+def test_review_prices_the_size_the_risk_gate_would_place_and_names_each_charge(
+        stocked) -> None:
+    svc, logins = stocked
+    priya = who(svc, logins, "priya")
+    trading = account(svc, priya, "Priya · Trading").id
+    svc.risk.set_limits(priya, trading, {"risk_per_trade_pct": "0.5"})  # stricter: allowed
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    fill_ticket(at, svc, quantity=300, price=1490.5, amo=True)
+    at.button(key="trade_review").click().run()
+    assert not at.exception
+    decision = svc.risk_gate.preview(priya, ticket_request_of(at, svc, 300))
+    assert decision.approved and 0 < decision.quantity < 300, decision.summary()
+    shown = [m.value for m in at.markdown if m.value.startswith("**Review:")]
+    assert shown == [f"**Review: BUY {decision.quantity} INFY (LIMIT, CNC) (the risk gate's "
+                     "size; you asked for 300)**"]
+    value = {m.label: m.value for m in at.metric}["Value"]
+    assert value == rupees(Decimal("1490.5") * decision.quantity)
+    charges = next(f.value for f in at.dataframe if "Charge" in f.value.columns)
+    assert list(charges["Charge"]) == ["Brokerage", "STT", "Exchange transaction", "IPFT",
+                                       "SEBI fee", "Stamp duty", "GST", "DP charge"]
+    assert all(amount.startswith("₹") for amount in charges["Amount [₹]"])
+
+
+def ticket_request_of(at: AppTest, svc: Services, quantity: int) -> OrderRequest:
+    """Return the request the filled ticket stands for (as the page builds it)."""
+    return OrderRequest(at.selectbox(key="trade_account").value, "INFY", Side.BUY, quantity,
+                        OrderType.LIMIT, Product.CNC, price=Decimal("1490.5"), amo=True)
+
+
 def test_a_market_order_without_amo_is_refused_while_the_market_is_closed(stocked) -> None:
     svc, _ = stocked
     at = on_page(app_as(stocked, "priya"), "pages/trade.py")
