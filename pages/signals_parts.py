@@ -14,7 +14,13 @@ import streamlit as st
 from core.clock import format_ist
 from core.domain import Actor
 from core.services.signal_registry import ModelState, ModelVersion
-from core.services.signal_views import Performance, edge_statement, evidence_frame, figures_lines
+from core.services.signal_views import (
+    Performance,
+    desk_price_warning,
+    edge_statement,
+    evidence_frame,
+    figures_lines,
+)
 from core.services.signals import SignalChart
 from core.trading import OrderRequest, OrderType, Product, Side
 from engines.risk_types import RiskLimits
@@ -117,6 +123,10 @@ def detail(me: Actor, trace_id: str, version: ModelVersion | None, key: str) -> 
     signal = chart.signal
     st.subheader(f"{signal.symbol}: {signal.action.value}")
     headline(signal)
+    prices = fetch(lambda: services().orders.symbols(me)) or {}
+    gap = desk_price_warning(signal, prices.get(signal.symbol))
+    if gap is not None:
+        st.warning(gap, icon=":material/warning:")
     risk_check(me, signal, key)
     if chart.outcome != "OPEN":
         st.markdown(f"**Outcome:** {chart.outcome} on {format_ist(chart.outcome_at)[:10]} at "

@@ -25,6 +25,7 @@ from core.services.signal_alerts import (
     dedupe_key,
     signal_text,
 )
+from core.services.signal_views import desk_price_warning
 from core.services.signals import to_signal
 from db.engine import Database
 from db.models import AlertOutboxRow, SignalRow
@@ -187,3 +188,18 @@ def test_the_real_scan_journals_every_symbol_as_the_worker_and_alerts_only_above
     assert sorted(_symbol(row) for row in _alerts(svc)) == expected
     below = [s for s in journal if s.action is not Action.HOLD and s.probability < 0.5]
     assert not {s.symbol for s in below} & {_symbol(row) for row in _alerts(svc)}
+
+
+@pytest.mark.parametrize(("desk_ltp", "warned"), [
+    (None, False), (Decimal("1450.05"), False), (Decimal("1595.00"), False),  # within 10%
+    (Decimal("1595.10"), True), (Decimal("951.00"), True)])
+def test_a_signal_far_from_the_desk_s_price_says_its_levels_do_not_apply(
+        desk_ltp: Decimal | None, warned: bool) -> None:
+    warning = desk_price_warning(_signal(Action.BUY, 0.6), desk_ltp)
+    assert (warning is not None) == warned
+    if desk_ltp == Decimal("951.00"):
+        assert warning == (
+            "The paper desk's last price of INFY is ₹951.00, 34% away from this signal's entry "
+            "₹1,450.05 (the close of the daily bar of 2025-09-30): the desk's prices are of "
+            "another day, so this signal's stop-loss and targets do not apply to an order "
+            "placed there now.")

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from core.clock import format_ist
+from core.money import inr
 from core.services.signal_registry import ModelVersion
 from db.models import SignalRow
 from engines.metrics import reliability
@@ -43,6 +44,28 @@ def evidence_frame(signal: Signal) -> pd.DataFrame:
 
 def _price(value: Decimal) -> float:
     return float(value)
+
+
+#: How far the desk's last price may be from a signal's entry before the page warns.
+DESK_GAP = Decimal("0.10")
+
+
+def desk_price_warning(signal: Signal, desk_ltp: Decimal | None) -> str | None:
+    """Return a warning when the desk trades far from the signal's entry, else None.
+
+    A signal's entry is the close of its daily bar; the paper desk trades the feed's prices,
+    which may be of other days (the demo replays sample sessions). Beyond ``DESK_GAP`` the
+    signal's stop-loss and targets mean nothing at the desk's price.
+    """
+    if desk_ltp is None or signal.entry <= 0:
+        return None
+    gap = abs(desk_ltp - signal.entry) / signal.entry
+    if gap <= DESK_GAP:
+        return None
+    return (f"The paper desk's last price of {signal.symbol} is {inr(desk_ltp)}, {gap:.0%} away "
+            f"from this signal's entry {inr(signal.entry)} (the close of the daily bar of "
+            f"{format_ist(signal.as_of)[:10]}): the desk's prices are of another day, so this "
+            "signal's stop-loss and targets do not apply to an order placed there now.")
 
 
 def scan_frame(signals: Sequence[Signal], edges: Sequence[float]) -> pd.DataFrame:
