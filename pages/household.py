@@ -65,15 +65,21 @@ with tab_accounts:
     managed = [a for a in accounts if a.can_manage]
     if managed:
         labels = {a.id: a.label for a in managed}
-        with st.form("household_edit_account"):
-            st.markdown("**Rename, regroup, close or reopen an account**")
-            acc_id = st.selectbox(
-                "Account", list(labels), format_func=labels.get, key="household_edit_account"
-            )
-            acc = next(a for a in managed if a.id == acc_id)
-            new_label = st.text_input("Label", value=acc.label, key="household_edit_label")
-            new_group = st.text_input("Group", value=acc.group, key="household_edit_group")
-            active = st.checkbox("Open", value=acc.is_active, key="household_edit_active")
+        st.markdown("**Rename, regroup, close or reopen an account**")
+        # Outside the form, so picking another account reruns and the fields below show its
+        # values (keyed by account); inside, they kept the first account's, and Save wrote
+        # them onto the one picked.
+        acc_id = st.selectbox(
+            "Account", list(labels), format_func=labels.get, key="household_edit_account"
+        )
+        acc = next(a for a in managed if a.id == acc_id)
+        with st.form("household_edit_account_form"):
+            new_label = st.text_input("Label", value=acc.label,
+                                      key=f"household_edit_label_{acc_id}")
+            new_group = st.text_input("Group", value=acc.group,
+                                      key=f"household_edit_group_{acc_id}")
+            active = st.checkbox("Open", value=acc.is_active,
+                                 key=f"household_edit_active_{acc_id}")
             if st.form_submit_button("Save"):
                 attempt(
                     lambda: hh.update_account(me, acc_id, new_label, new_group, active),

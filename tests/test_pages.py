@@ -168,3 +168,21 @@ def test_an_admin_page_reached_directly_by_a_viewer_is_refused_by_the_service(de
     assert not at.exception
     assert "may not manage users" in texts(at)
     assert not at.dataframe[0].value.shape[0]  # no user rows leaked
+
+
+def test_editing_an_account_shows_and_saves_the_values_of_the_account_picked(desk) -> None:
+    svc, _ = desk
+    at = app_as(desk, "rahul")
+    at.switch_page(str(ROOT / "pages/household.py")).run()
+    assert not at.exception
+    rahul = svc.auth.check_session(at.session_state["sher_session_id"], TEST_CLIENT)
+    ids = {a.label: a.id for a in svc.household.list_accounts(rahul)}
+    first, picked = ids["Rahul · Long-term"], ids["Rahul · Intraday"]
+    at.selectbox(key="household_edit_account").set_value(picked).run()
+    assert at.text_input(key=f"household_edit_label_{picked}").value == "Rahul · Intraday"
+    at.text_input(key=f"household_edit_group_{picked}").input("Swing")
+    next(b for b in at.button if b.label == "Save").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    after = {a.id: (a.label, a.group) for a in svc.household.list_accounts(rahul)}
+    assert after[picked] == ("Rahul · Intraday", "Swing")  # its own label kept
+    assert after[first] == ("Rahul · Long-term", "Long-term")  # the other untouched
