@@ -337,6 +337,31 @@ def test_an_admin_may_neither_create_a_super_admin_nor_touch_one(
     login("ops")  # the password still works
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda s, a, u: s.users.reset_password(a, u, NEW_PASSWORD), id="password"),
+        pytest.param(lambda s, a, u: s.users.set_role(a, u, "viewer"), id="demote"),
+        pytest.param(lambda s, a, u: s.users.set_active(a, u, False), id="deactivate"),
+    ],
+)
+def test_an_admin_may_not_take_over_another_admin_but_a_super_admin_may_change_them(
+    services: Services, login: Callable[[str], Actor], world: World, change: Callable,
+) -> None:
+    rahul, ops = login("rahul"), login("ops")
+    second = services.users.create_user(ops, "meera", "Meera Sharma", NEW_PASSWORD, "admin",
+                                        household_id=world.sharma).id
+    before = _last_audit_id(services)
+    with pytest.raises(PermissionDenied, match="Only a super admin may change the 'admin' "
+                                               "login 'meera'"):
+        change(services, rahul, second)
+    assert [r.actor_username for r in _denied_since(services, before)] == ["rahul"]
+    with services.db.transaction() as session:
+        meera = session.get(UserRow, second)
+        assert meera is not None and meera.is_active and meera.role.value == "admin"
+    change(services, ops, second)  # the super admin may
+
+
 @pytest.mark.parametrize("who", ["ops", "rahul"])
 @pytest.mark.parametrize(
     ("change", "message"),

@@ -143,12 +143,15 @@ class UserService(ServiceBase):
             self._fresh_role(session, actor)
             self._deny(actor, action, f"user:{user_id}", f"User {user_id} is not in your household")
         role = self._require_manager(session, actor, row.household_id, action)
-        if row.role is Role.SUPER_ADMIN and role is not Role.SUPER_ADMIN:
+        # A manager may not change a login of their own rank or above: one admin could
+        # otherwise reset another's password (or demote them) and take the household over.
+        if row.role in (Role.SUPER_ADMIN, Role.ADMIN) and role is not Role.SUPER_ADMIN and (
+                row.id != actor.user_id):
             self._deny(
                 actor,
                 action,
                 f"user:{row.username}",
-                f"Only a super admin may change the {Role.SUPER_ADMIN.value!r} login "
+                f"Only a super admin may change the {row.role.value!r} login "
                 f"{row.username!r}",
             )
         return row
