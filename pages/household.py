@@ -6,12 +6,16 @@ from core import authz
 from core.domain import Permission, Relationship, VerificationStatus
 from core.services.views import accounts_table, grants_table, members_table
 from pages.common import actor, attempt, fetch, footer, services
+from pages.trading_parts import flash, show_flash
+
+FLASH = "household_flash"
 
 me = actor()
 svc = services()
 hh = svc.household
 manager = me.role in authz.HOUSEHOLD_MANAGERS
 st.title("Household & Accounts")
+show_flash(FLASH)  # after a change, the page reruns: every table and picker shows it
 members = fetch(lambda: hh.list_members(me)) or []
 accounts = fetch(lambda: hh.list_accounts(me, include_closed=True)) or []
 member_names = {m.id: f"{m.full_name} ({m.relationship.value})" for m in members}
@@ -26,8 +30,9 @@ with tab_members:
             rel = st.selectbox(
                 "Relationship", [r.value for r in Relationship], key="household_member_rel"
             )
-            if st.form_submit_button("Add member"):
-                attempt(lambda: hh.add_member(me, name, rel), f"Added {name}.")
+            if st.form_submit_button("Add member") and attempt(
+                    lambda: hh.add_member(me, name, rel)):
+                flash(FLASH, f"Added {name}.")
         with st.form("household_consent", clear_on_submit=True):
             st.markdown("**Record consent or verification**")
             target = st.selectbox(
@@ -41,17 +46,20 @@ with tab_members:
                 "Verification", [v.value for v in VerificationStatus], key="household_verify_status"
             )
             c1, c2 = st.columns(2)
-            if c1.form_submit_button("Record consent"):
-                attempt(lambda: hh.record_consent(me, target, note), "Consent recorded.")
-            if c2.form_submit_button("Set verification"):
-                attempt(lambda: hh.set_verification(me, target, status), "Verification set.")
+            if c1.form_submit_button("Record consent") and attempt(
+                    lambda: hh.record_consent(me, target, note)):
+                flash(FLASH, "Consent recorded.")
+            if c2.form_submit_button("Set verification") and attempt(
+                    lambda: hh.set_verification(me, target, status)):
+                flash(FLASH, "Verification set.")
 
 with tab_accounts:
     if accounts:
         st.dataframe(accounts_table(accounts), hide_index=True, key="household_accounts")
     else:
         st.info("No accounts visible to you yet.")
-    owners = {m.id: member_names[m.id] for m in hh.account_owner_options(me)}
+    owners = {m.id: f"{m.full_name} ({m.relationship.value})"
+              for m in hh.account_owner_options(me)}
     if owners:
         with st.form("household_new_account", clear_on_submit=True):
             st.markdown("**Open a paper account**")
@@ -60,8 +68,9 @@ with tab_accounts:
             )
             label = st.text_input("Label", key="household_account_label")
             group = st.text_input("Group", value="Trading", key="household_account_group")
-            if st.form_submit_button("Open account"):
-                attempt(lambda: hh.create_account(me, owner, label, group), f"Opened {label}.")
+            if st.form_submit_button("Open account") and attempt(
+                    lambda: hh.create_account(me, owner, label, group)):
+                flash(FLASH, f"Opened {label}.")
     managed = [a for a in accounts if a.can_manage]
     if managed:
         labels = {a.id: a.label for a in managed}
@@ -80,11 +89,9 @@ with tab_accounts:
                                       key=f"household_edit_group_{acc_id}")
             active = st.checkbox("Open", value=acc.is_active,
                                  key=f"household_edit_active_{acc_id}")
-            if st.form_submit_button("Save"):
-                attempt(
-                    lambda: hh.update_account(me, acc_id, new_label, new_group, active),
-                    "Account saved.",
-                )
+            if st.form_submit_button("Save") and attempt(
+                    lambda: hh.update_account(me, acc_id, new_label, new_group, active)):
+                flash(FLASH, "Account saved.")
 
 with tab_grants:
     grants = fetch(lambda: hh.list_grants(me)) or []
@@ -109,9 +116,11 @@ with tab_grants:
                 "Access", [p.value for p in Permission], horizontal=True, key="household_grant_perm"
             )
             c1, c2 = st.columns(2)
-            if c1.form_submit_button("Grant"):
-                attempt(lambda: hh.grant(me, acc_id, member, perm), "Access granted.")
-            if c2.form_submit_button("Revoke"):
-                attempt(lambda: hh.revoke(me, acc_id, member), "Access revoked.")
+            if c1.form_submit_button("Grant") and attempt(
+                    lambda: hh.grant(me, acc_id, member, perm)):
+                flash(FLASH, "Access granted.")
+            if c2.form_submit_button("Revoke") and attempt(
+                    lambda: hh.revoke(me, acc_id, member)):
+                flash(FLASH, "Access revoked.")
 
 footer()

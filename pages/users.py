@@ -5,10 +5,14 @@ import streamlit as st
 from core.domain import Relationship, Role
 from core.services.views import users_table
 from pages.common import actor, attempt, fetch, footer, services
+from pages.trading_parts import flash, show_flash
+
+FLASH = "users_flash"
 
 me = actor()
 svc = services()
 st.title("Users")
+show_flash(FLASH)  # after a change, the page reruns: the table and the picker show it
 users = fetch(lambda: svc.users.list_users(me)) or []
 st.dataframe(users_table(users), hide_index=True, key="users_table")
 roles = [r.value for r in Role if me.role is Role.SUPER_ADMIN or r is not Role.SUPER_ADMIN]
@@ -28,19 +32,18 @@ with st.form("users_create", clear_on_submit=True):
         ["(no member)"] + [r.value for r in Relationship],
         key="users_new_rel",
     )
-    if st.form_submit_button("Create login"):
-        attempt(
-            lambda: svc.users.create_user(
-                me,
-                username,
-                name,
-                password,
-                role,
-                relationship=None if rel == "(no member)" else rel,
-                email=email,
-            ),
-            f"Created {username}.",
+    if st.form_submit_button("Create login") and attempt(
+        lambda: svc.users.create_user(
+            me,
+            username,
+            name,
+            password,
+            role,
+            relationship=None if rel == "(no member)" else rel,
+            email=email,
         )
+    ):
+        flash(FLASH, f"Created {username}.")
 
 if users:
     names = {u.id: f"{u.username} ({u.role.value})" for u in users}
@@ -50,17 +53,22 @@ if users:
         new_role = st.selectbox("Role", roles, key="users_target_role")
         new_password = st.text_input("New password", type="password", key="users_target_pw")
         c1, c2, c3, c4 = st.columns(4)
-        if c1.form_submit_button("Set role"):
-            attempt(lambda: svc.users.set_role(me, target, new_role), "Role changed.")
-        if c2.form_submit_button("Reset password"):
-            attempt(
-                lambda: svc.users.reset_password(me, target, new_password),
-                "Password reset; their sessions ended.",
-            )
-        if c3.form_submit_button("Disable"):
-            attempt(lambda: svc.users.set_active(me, target, False), "Login disabled.")
-        if c4.form_submit_button("Enable"):
-            attempt(lambda: svc.users.set_active(me, target, True), "Login enabled.")
+        done = None
+        if c1.form_submit_button("Set role") and attempt(
+                lambda: svc.users.set_role(me, target, new_role)):
+            done = "Role changed."
+        if c2.form_submit_button("Reset password") and attempt(
+                lambda: svc.users.reset_password(me, target, new_password)):
+            done = "Password reset; their sessions ended."
+        if c3.form_submit_button("Disable") and attempt(
+                lambda: svc.users.set_active(me, target, False)):
+            done = "Login disabled."
+        if c4.form_submit_button("Enable") and attempt(
+                lambda: svc.users.set_active(me, target, True)):
+            done = "Login enabled."
+    if done is not None:
+        st.session_state.pop("users_target_pw", None)  # a typed password does not linger
+        flash(FLASH, done)
 
 st.markdown("**Force log-out**")
 st.caption("Ends every active session in the household, including yours.")

@@ -186,3 +186,31 @@ def test_editing_an_account_shows_and_saves_the_values_of_the_account_picked(des
     after = {a.id: (a.label, a.group) for a in svc.household.list_accounts(rahul)}
     assert after[picked] == ("Rahul · Intraday", "Swing")  # its own label kept
     assert after[first] == ("Rahul · Long-term", "Long-term")  # the other untouched
+
+
+def test_adding_a_member_shows_them_at_once_without_an_error(desk) -> None:
+    at = app_as(desk, "rahul")
+    at.switch_page(str(ROOT / "pages/household.py")).run()
+    at.text_input(key="household_member_name").input("Meera Sharma")
+    at.selectbox(key="household_member_rel").set_value("child")
+    next(b for b in at.button if b.label == "Add member").click().run()
+    assert not at.exception, at.exception  # it raised KeyError in the same run before
+    assert "Added Meera Sharma." in texts(at)
+    members = next(f.value for f in at.dataframe if "relationship" in f.value.columns)
+    assert "Meera Sharma" in list(members["name"])
+    owners = at.selectbox(key="household_account_owner").options
+    assert "Meera Sharma (child)" in owners
+
+
+def test_a_role_change_shows_in_the_user_picker_at_once(desk) -> None:
+    at = app_as(desk, "rahul")
+    at.switch_page(str(ROOT / "pages/users.py")).run()
+    svc, _ = desk
+    rahul = svc.auth.check_session(at.session_state["sher_session_id"], TEST_CLIENT)
+    priya = next(u.id for u in svc.users.list_users(rahul) if u.username == "priya")
+    at.selectbox(key="users_target").set_value(priya)
+    at.selectbox(key="users_target_role").set_value("viewer")
+    next(b for b in at.button if b.label == "Set role").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Role changed." in texts(at)
+    assert "priya (viewer)" in at.selectbox(key="users_target").options
