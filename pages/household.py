@@ -27,9 +27,10 @@ with tab_members:
         with st.form("household_add_member", clear_on_submit=True):
             st.markdown("**Add a member** (a person; give them a login on the Users page)")
             name = st.text_input("Full name", key="household_member_name")
-            rel = st.selectbox(
-                "Relationship", [r.value for r in Relationship], key="household_member_rel"
-            )
+            # "self" is the household head's relationship: last, not the default.
+            kinds = [r.value for r in Relationship if r is not Relationship.SELF] + ["self"]
+            rel = st.selectbox("Relationship (to the household head)", kinds,
+                               key="household_member_rel")
             if st.form_submit_button("Add member") and attempt(
                     lambda: hh.add_member(me, name, rel)):
                 flash(FLASH, f"Added {name}.")

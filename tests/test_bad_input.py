@@ -8,9 +8,9 @@ from typing import Any
 
 import pyotp
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from core.domain import Actor
+from core.domain import Actor, Relationship
 from core.errors import ValidationError
 from core.services import Services
 from db.models import AccountGrantRow, AccountRow, AuditRow, MemberRow, UserRow
@@ -155,3 +155,37 @@ def test_a_trade_grant_needs_the_owners_recorded_consent(
     services.household.record_consent(rahul, nani.id, "Signed form, witnessed by Priya")
     services.household.grant(rahul, account.id, ids.members["rahul"], "trade")
     assert services.household.authorize_trade(rahul, account.id).label == "Nani · Savings"
+
+
+def test_a_household_has_one_self_member_and_no_other_owner_escapes_consent(
+    services: Services, login: Callable[[str], Actor], ids: Ids,
+) -> None:
+    rahul = login("rahul")
+    before = _row_counts(services)
+    with pytest.raises(ValidationError, match=r"already has its 'self' member \(Rahul Sharma\); "
+                                              r"relationships are to them: choose how Meera"):
+        services.household.add_member(rahul, "Meera Sharma", "self")
+    assert _row_counts(services) == before
+    # An owner who is not the grantor must consent, whatever their relationship.
+    with services.db.transaction() as session:  # a second "self" left by older data
+        session.execute(update(MemberRow).where(MemberRow.id == ids.members["priya"])
+                        .values(relationship=Relationship.SELF, consent_given_at=None))
+    account = services.household.create_account(rahul, ids.members["priya"], "Priya · Swing",
+                                                "Trading")
+    with pytest.raises(ValidationError, match=r"Priya Sharma \(self\) has not consented"):
+        services.household.grant(rahul, account.id, ids.members["kamla"], "trade")
+
+
+def test_a_member_whose_verification_was_rejected_gets_no_trade_access(
+    services: Services, login: Callable[[str], Actor], ids: Ids,
+) -> None:
+    rahul = login("rahul")
+    account = next(a.id for a in services.household.list_accounts(rahul)
+                   if a.label == "Rahul · Intraday")  # Rahul grants on his own: no consent
+    services.household.set_verification(rahul, ids.members["kamla"], "rejected")
+    before = _row_counts(services)
+    with pytest.raises(ValidationError, match="Kamla Sharma's verification was rejected; a "
+                                              "rejected member gets no trade access"):
+        services.household.grant(rahul, account, ids.members["kamla"], "trade")
+    assert _row_counts(services) == before
+    services.household.grant(rahul, account, ids.members["kamla"], "view")  # view is fine

@@ -209,6 +209,14 @@ class HouseholdService(ServiceBase):
             raise ValidationError("Member name must not be empty")
         with self.db.transaction() as session:
             self._require_household_manager(session, actor, "members.add")
+            if rel is Relationship.SELF:
+                head = session.scalar(select(MemberRow.full_name).where(
+                    MemberRow.household_id == actor.household_id,
+                    MemberRow.relationship == Relationship.SELF))
+                if head is not None:
+                    raise ValidationError(
+                        f"The household already has its 'self' member ({head}); relationships "
+                        f"are to them: choose how {full_name.strip()} is related")
             if user_id is not None:
                 user = session.get(UserRow, user_id)
                 if user is None or user.household_id != actor.household_id:
@@ -481,16 +489,23 @@ class HouseholdService(ServiceBase):
                     f"{member.full_name} has the viewer role, which never trades; grant 'view'"
                 )
             owner = session.get(MemberRow, row.owner_member_id)
+            # Others may trade an account only with its owner's recorded consent, unless the
+            # owner grants it themself (a relationship of "self" exempts nobody else's grant).
             if (
                 perm is Permission.TRADE
                 and owner is not None
-                and owner.relationship is not Relationship.SELF
+                and owner.id != actor.member_id
                 and owner.consent_given_at is None
             ):
                 raise ValidationError(
                     f"{owner.full_name} ({owner.relationship.value}) has not consented to others "
                     "trading their account; record their consent on the Members tab first"
                 )
+            if perm is Permission.TRADE and member.verification_status is (
+                    VerificationStatus.REJECTED):
+                raise ValidationError(
+                    f"{member.full_name}'s verification was rejected; a rejected member gets no "
+                    "trade access (verify them on the Members tab first)")
             existing = session.scalar(
                 select(AccountGrantRow).where(
                     AccountGrantRow.account_id == account_id, AccountGrantRow.member_id == member_id
