@@ -52,6 +52,9 @@ elif submitted and uploads:
                 st.write(lines[0])
                 if report.dropped:
                     st.dataframe(report.dropped_table(), hide_index=True)
+                if report.replaced:
+                    st.warning(f"Replaced {report.replaced:,} stored bar(s) of {report.symbol} "
+                               "that had other values with this file's.")
                 st.caption(f"{report.gaps.describe()} · {report.seconds:.1f} s")
                 status.update(
                     label=f"{upload.name}: {report.rows_kept:,} bars of {report.symbol} "

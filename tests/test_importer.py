@@ -299,12 +299,18 @@ def test_reimporting_the_same_file_is_idempotent_and_a_corrected_file_replaces_b
     data = csv(HEADER, BAR_0915, BAR_0920)
     services.marketdata.import_csv(rahul, "SBIN.csv", data)
     bars_after_first = counts(services)[0]
-    services.marketdata.import_csv(rahul, "SBIN.csv", data)
+    again = services.marketdata.import_csv(rahul, "SBIN.csv", data)
     assert counts(services)[0] == bars_after_first == 2
-    services.marketdata.import_csv(rahul, "SBIN.csv", data.replace(b"361.75", b"361.8"))
+    assert again.replaced == 0 and not any("replaced" in line for line in again.describe())
+    corrected = services.marketdata.import_csv(rahul, "SBIN.csv",
+                                               data.replace(b"361.75", b"361.8"))
     with services.db.transaction() as session:
         closes = session.scalars(select(BarRow.close).order_by(BarRow.ts)).all()
     assert closes == [Decimal("360.9"), Decimal("361.8")]
+    # The replacement is said, not silent: on the page, in the CLI and in the audit.
+    assert corrected.replaced == 1
+    assert "  replaced 1 stored bar(s) that had other values" in corrected.describe()
+    assert corrected.summary()["replaced"] == 1
 
 
 def test_a_trader_may_not_import_and_the_refusal_is_audited(services, login) -> None:

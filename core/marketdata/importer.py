@@ -110,6 +110,8 @@ class ImportReport:
     first_bar: datetime | None
     last_bar: datetime | None
     seconds: float = 0.0
+    #: Bars of the file already stored with other values; the import replaced them.
+    replaced: int = 0
 
     @property
     def rows_dropped(self) -> int:
@@ -127,6 +129,8 @@ class ImportReport:
             rows = ", ".join(str(r) for r in dropped.rows)
             more = ", ..." if dropped.count > len(dropped.rows) else ""
             lines.append(f"  dropped {dropped.count:,} row(s): {reason} (rows {rows}{more})")
+        if self.replaced:
+            lines.append(f"  replaced {self.replaced:,} stored bar(s) that had other values")
         lines.append(f"  {self.gaps.describe()}")
         return lines
 
@@ -152,6 +156,7 @@ class ImportReport:
             "interval": self.interval.value,
             "rows_read": self.rows_read,
             "rows_kept": self.rows_kept,
+            "replaced": self.replaced,
             "dropped": {reason: d.count for reason, d in self.dropped.items()},
             "missing_days": self.gaps.missing_days,
             "missing_slots": self.gaps.missing_slots,

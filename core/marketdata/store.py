@@ -8,7 +8,7 @@ never for money arithmetic).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pandas as pd
@@ -144,6 +144,23 @@ def upsert_bars(
         )
         session.execute(stmt, records[start : start + _CHUNK_ROWS])
     return len(records)
+
+
+def changed_bars(
+    session: Session, instrument_id: int, interval: Interval, bars: pd.DataFrame
+) -> int:
+    """Return how many of ``bars`` are stored already with other values (an upsert replaces
+    them), so an import can say it changed history rather than do it silently."""
+    if bars.empty:
+        return 0
+    stored = load_bars(session, instrument_id, interval, bars.index.min().to_pydatetime(),
+                       bars.index.max().to_pydatetime() + timedelta(microseconds=1))
+    common = stored.index.intersection(bars.index)
+    if common.empty:
+        return 0
+    new = bars.loc[common, list(BAR_COLUMNS)].astype(float)
+    old = stored.loc[common, list(BAR_COLUMNS)].astype(float)
+    return int((new != old).any(axis=1).sum())
 
 
 def load_bars(

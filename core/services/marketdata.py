@@ -132,8 +132,10 @@ class MarketDataService(ServiceBase):
             ]
         else:
             instrument_id = known.id
+        replaced = store.changed_bars(session, instrument_id, report.interval, parsed.bars)
         store.upsert_bars(session, instrument_id, report.interval, parsed.bars)
-        report = dataclasses.replace(report, seconds=time.perf_counter() - started)
+        report = dataclasses.replace(report, replaced=replaced,
+                                     seconds=time.perf_counter() - started)
         if audited:
             self._audit(
                 session, actor, IMPORT_ACTION, f"instrument:{report.symbol}", report.summary()
