@@ -52,20 +52,17 @@ if users:
         target = st.selectbox("User", list(names), format_func=names.get, key="users_target")
         new_role = st.selectbox("Role", roles, key="users_target_role")
         new_password = st.text_input("New password", type="password", key="users_target_pw")
-        c1, c2, c3, c4 = st.columns(4)
+        changes = (
+            ("Set role", lambda: svc.users.set_role(me, target, new_role), "Role changed."),
+            ("Reset password", lambda: svc.users.reset_password(me, target, new_password),
+             "Password reset; their sessions ended."),
+            ("Disable", lambda: svc.users.set_active(me, target, False), "Login disabled."),
+            ("Enable", lambda: svc.users.set_active(me, target, True), "Login enabled."),
+        )
         done = None
-        if c1.form_submit_button("Set role") and attempt(
-                lambda: svc.users.set_role(me, target, new_role)):
-            done = "Role changed."
-        if c2.form_submit_button("Reset password") and attempt(
-                lambda: svc.users.reset_password(me, target, new_password)):
-            done = "Password reset; their sessions ended."
-        if c3.form_submit_button("Disable") and attempt(
-                lambda: svc.users.set_active(me, target, False)):
-            done = "Login disabled."
-        if c4.form_submit_button("Enable") and attempt(
-                lambda: svc.users.set_active(me, target, True)):
-            done = "Login enabled."
+        for column, (label, change, message) in zip(st.columns(4), changes, strict=True):
+            if column.form_submit_button(label) and attempt(change):
+                done = message
     if done is not None:
         st.session_state.pop("users_target_pw", None)  # a typed password does not linger
         flash(FLASH, done)
