@@ -464,3 +464,36 @@ def test_the_step_asks_desk_brokers_for_every_open_order_only_every_few_seconds(
 
 def _status(services: Services, actor: Actor, order_id: int) -> OrderStatus:
     return next(o.status for o in services.orders.order_book(actor) if o.id == order_id)
+
+
+def test_an_account_with_open_orders_gtts_or_shares_cannot_be_closed(
+    services: Services, priya: Actor, priya_account: int, login,
+) -> None:
+    rahul = login("rahul")  # an admin manages every account
+
+    def close() -> None:
+        services.household.update_account(rahul, priya_account, "Priya · Trading", "Trading",
+                                          False)
+
+    resting = services.orders.place(priya, _buy(priya_account, price=Decimal("1450.00")))
+    gtt = services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC,
+                                     [GttLeg(Decimal("1400.00"), Side.BUY, 1, Decimal("1401.00"))])
+    with pytest.raises(ValidationError, match=r"still has 1 open order\(s\), 1 active GTT\(s\) "
+                                              r"and 0 open position\(s\)"):
+        close()
+    services.orders.cancel(priya, resting.id)
+    services.orders.cancel_gtt(priya, gtt.id)
+    services.orders.place(priya, _buy(priya_account, quantity=5))
+    tick(services.db, "INFY", "1499.00")
+    services.orders.step()  # 5 INFY bought (CNC)
+    with pytest.raises(ValidationError, match=r"0 open order\(s\), 0 active GTT\(s\) and 1 "
+                                              r"open position\(s\) or holding\(s\) \(INFY CNC\)"):
+        close()
+    assert services.household.authorize_trade(priya, priya_account)  # still open
+    services.orders.place(priya, OrderRequest(priya_account, "INFY", Side.SELL, 5,
+                                              OrderType.MARKET, Product.CNC))
+    tick(services.db, "INFY", "1500.00")
+    services.orders.step()
+    close()  # flat: it closes
+    assert not next(a for a in services.household.list_accounts(rahul, include_closed=True)
+                    if a.id == priya_account).is_active

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from core import authz
@@ -24,7 +24,45 @@ from core.domain import (
 )
 from core.errors import ValidationError
 from core.services.base import ServiceBase
-from db.models import AccountGrantRow, AccountRow, HouseholdRow, MemberRow, SessionRow, UserRow
+from core.trading import GttStatus, OrderStatus, Side
+from db.locks import lock_accounts
+from db.models import (
+    AccountGrantRow,
+    AccountRow,
+    GttRow,
+    HouseholdRow,
+    MemberRow,
+    OrderRow,
+    SessionRow,
+    TradeRow,
+    UserRow,
+)
+
+
+def _check_nothing_open(session: Session, row: AccountRow) -> None:
+    """Refuse to close an account that still has open orders, active GTTs or shares.
+
+    A closed account cannot be traded, so what it holds could no longer be sold, squared off
+    or cancelled. The account lock waits for an order being recorded right now.
+    """
+    lock_accounts(session, [row.id])
+    orders = session.scalar(select(func.count()).select_from(OrderRow).where(
+        OrderRow.account_id == row.id, OrderRow.status.in_(
+            [OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]))) or 0
+    gtts = session.scalar(select(func.count()).select_from(GttRow).where(
+        GttRow.account_id == row.id, GttRow.status == GttStatus.ACTIVE)) or 0
+    signed = case((TradeRow.side == Side.BUY, TradeRow.quantity), else_=-TradeRow.quantity)
+    held = sorted(f"{symbol} {product}" for symbol, product, net in session.execute(
+        select(TradeRow.symbol, TradeRow.product, func.sum(signed))
+        .where(TradeRow.account_id == row.id)
+        .group_by(TradeRow.symbol, TradeRow.product)) if net)
+    if orders or gtts or held:
+        raise ValidationError(
+            f"Account {row.label!r} still has {orders} open order(s), {gtts} active GTT(s) and "
+            f"{len(held)} open position(s) or holding(s)"
+            + (f" ({', '.join(held)})" if held else "")
+            + "; cancel and close them before closing the account")
+
 
 LABEL_MAX = 60
 GROUP_MAX = 40
@@ -427,6 +465,8 @@ class HouseholdService(ServiceBase):
             )
             if clash:
                 raise ValidationError(f"An account labelled {label!r} already exists")
+            if row.is_active and not is_active:
+                _check_nothing_open(session, row)
             before = {"label": row.label, "group": row.account_group, "active": row.is_active}
             row.label, row.account_group, row.is_active = label, group, is_active
             self._audit(
