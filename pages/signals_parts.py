@@ -123,8 +123,8 @@ def detail(me: Actor, trace_id: str, version: ModelVersion | None, key: str) -> 
     signal = chart.signal
     st.subheader(f"{signal.symbol}: {signal.action.value}")
     headline(signal)
-    prices = fetch(lambda: services().orders.symbols(me)) or {}
-    gap = desk_price_warning(signal, prices.get(signal.symbol))
+    quote = (fetch(lambda: services().feed.quotes()) or {}).get(signal.symbol)  # the desk's
+    gap = desk_price_warning(signal, quote.ltp if quote is not None else None)
     if gap is not None:
         st.warning(gap, icon=":material/warning:")
     risk_check(me, signal, key)
