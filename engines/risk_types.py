@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from datetime import date, datetime, time
 from decimal import Decimal
 from enum import StrEnum
+from types import SimpleNamespace
 
 from core.errors import ValidationError
 from core.trading import Product, Side
@@ -131,14 +132,49 @@ class RiskLimits:
             raise ValidationError("Invalid risk limits: " + "; ".join(problems))
 
 
-def limit_problems(limits: RiskLimits) -> list[str]:
-    """Return every broken rule of ``limits`` (empty when valid), each with the values."""
+#: Every RiskLimits field as a person reads it (units in brackets): the Risk page's form labels
+#: and the name every refusal of a limit uses.
+LIMIT_LABELS: dict[str, str] = {
+    "risk_per_trade_pct": "Risk per trade [% of capital]",
+    "atr_stop_multiple": "Stop distance without a stop [× ATR(14)]",
+    "fallback_stop_pct": "Stop distance without ATR [% of price]",
+    "high_volatility_atr_pct": "High volatility above [ATR as % of price]",
+    "max_open_positions": "Open positions at most",
+    "max_sector_pct": "One sector at most [% of capital]",
+    "correlation_threshold": "Correlation warning above [0-1]",
+    "correlation_reduce": "Halve the size of a correlated new position",
+    "daily_loss_pct": "Daily loss limit [% of capital]",
+    "weekly_loss_pct": "Weekly loss limit [% of capital]",
+    "drawdown_reduce_pct": "Sizes shrink from a drawdown of [%]",
+    "drawdown_kill_pct": "Kill switch at a drawdown of [%]",
+    "choppy_size_factor": "Size factor in a CHOPPY market [×]",
+    "max_orders_per_second": "Orders per second at most",
+    "max_order_value": "Order value at most [₹]",
+    "max_order_quantity": "Order quantity at most [shares]",
+    "duplicate_window_s": "Duplicate-order window [s]",
+    "portfolio_mtm_stop_loss": "Account MTM stop-loss [₹] (empty: none)",
+    "portfolio_mtm_target": "Account MTM target [₹] (empty: none)",
+    "mis_square_off_at": "MIS square-off at [HH:MM IST]",
+}
+
+
+def limit_label(name: str) -> str:
+    """Return a limit's name as a person reads it, quoted: ``'Daily loss limit [% of capital]'``."""
+    return f"'{LIMIT_LABELS.get(name, name)}'"
+
+
+def limit_problems(limits: RiskLimits | SimpleNamespace) -> list[str]:
+    """Return every broken rule of ``limits`` (empty when valid), each with the values.
+
+    ``limits`` is a :class:`RiskLimits`, or a namespace of its fields (a form's values before
+    they become one); each rule names the limit by its label (:data:`LIMIT_LABELS`).
+    """
     out: list[str] = []
 
     def pct(name: str, low: Decimal, high: Decimal) -> None:
         value = getattr(limits, name)
         if not low <= value <= high:
-            out.append(f"{name} must be between {low} and {high}; got {value}")
+            out.append(f"{limit_label(name)} must be between {low} and {high}; got {value}")
 
     pct("risk_per_trade_pct", Decimal("0.01"), Decimal("10"))
     pct("atr_stop_multiple", Decimal("0.1"), Decimal("10"))
@@ -156,39 +192,44 @@ def limit_problems(limits: RiskLimits) -> list[str]:
     return out
 
 
-def _relation_problems(limits: RiskLimits) -> list[str]:
+def _relation_problems(limits: RiskLimits | SimpleNamespace) -> list[str]:
     out: list[str] = []
-    if limits.weekly_loss_pct < limits.daily_loss_pct:
-        out.append(f"weekly_loss_pct ({limits.weekly_loss_pct}) must be at least "
-                   f"daily_loss_pct ({limits.daily_loss_pct})")
-    if limits.drawdown_kill_pct <= limits.drawdown_reduce_pct:
-        out.append(f"drawdown_kill_pct ({limits.drawdown_kill_pct}) must be above "
-                   f"drawdown_reduce_pct ({limits.drawdown_reduce_pct})")
+    weekly, daily = limits.weekly_loss_pct, limits.daily_loss_pct
+    if weekly < daily:
+        out.append(f"{limit_label('weekly_loss_pct')} ({weekly}) must be at least "
+                   f"{limit_label('daily_loss_pct')} ({daily})")
+    kill, reduce = limits.drawdown_kill_pct, limits.drawdown_reduce_pct
+    if kill <= reduce:
+        out.append(f"{limit_label('drawdown_kill_pct')} ({kill}) must be above "
+                   f"{limit_label('drawdown_reduce_pct')} ({reduce})")
     for name in ("portfolio_mtm_stop_loss", "portfolio_mtm_target"):
         value = getattr(limits, name)
         if value is not None and value <= 0:
-            out.append(f"{name} must be a positive amount in rupees (or empty); got {value}")
-    if not time(9, 15) <= limits.mis_square_off_at <= time(15, 29):
-        out.append(f"mis_square_off_at must be within market hours 09:15-15:29 IST; got "
-                   f"{limits.mis_square_off_at}")
+            out.append(f"{limit_label(name)} must be a positive amount in rupees (or empty); "
+                       f"got {value}")
+    square_off = limits.mis_square_off_at
+    if not time(9, 15) <= square_off <= time(15, 29):
+        out.append(f"{limit_label('mis_square_off_at')} must be within market hours 09:15-15:29 "
+                   f"IST; got {square_off:%H:%M}")
     return out
 
 
-def _count_problems(limits: RiskLimits) -> list[str]:
+def _count_problems(limits: RiskLimits | SimpleNamespace) -> list[str]:
     out: list[str] = []
-    if not 1 <= limits.max_open_positions <= 500:
-        out.append(f"max_open_positions must be between 1 and 500; got "
-                   f"{limits.max_open_positions}")
-    if not 1 <= limits.max_orders_per_second <= 10:
-        out.append("max_orders_per_second must be between 1 and 10 (SEBI's threshold for "
-                   f"unregistered algos); got {limits.max_orders_per_second}")
-    if limits.max_order_value <= 0:
-        out.append(f"max_order_value must be positive; got {limits.max_order_value}")
-    if limits.max_order_quantity < 1:
-        out.append(f"max_order_quantity must be at least 1; got {limits.max_order_quantity}")
-    if not 0 <= limits.duplicate_window_s <= 3600:
-        out.append(f"duplicate_window_s must be between 0 and 3600; got "
-                   f"{limits.duplicate_window_s}")
+
+    def count(name: str, low: int, high: int | None, why: str = "") -> None:
+        value = getattr(limits, name)
+        if value < low or (high is not None and value > high):
+            rule = f"between {low} and {high}" if high is not None else f"at least {low}"
+            out.append(f"{limit_label(name)} must be {rule}{why}; got {value}")
+
+    count("max_open_positions", 1, 500)
+    count("max_orders_per_second", 1, 10, " (SEBI's threshold for unregistered algos)")
+    value = limits.max_order_value
+    if value <= 0:
+        out.append(f"{limit_label('max_order_value')} must be positive; got {value}")
+    count("max_order_quantity", 1, None)
+    count("duplicate_window_s", 0, 3600)
     return out
 
 

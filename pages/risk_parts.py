@@ -20,7 +20,14 @@ import streamlit as st
 from core.clock import format_ist
 from core.domain import Account, Actor
 from core.services.risk import KIND_TITLES
-from engines.risk_types import LIMIT_FIELDS, PositionControl, RiskLimits, Scope, StatePhase
+from engines.risk_types import (
+    LIMIT_FIELDS,
+    LIMIT_LABELS,
+    PositionControl,
+    RiskLimits,
+    Scope,
+    StatePhase,
+)
 from pages.common import attempt, fetch, keep_pick, services
 from pages.trading_parts import flash, rupees, table
 
@@ -28,29 +35,8 @@ FLASH = "risk_flash"
 PENDING = "risk_panic_pending"
 REPORT = "risk_panic_report"
 
-#: Every RiskLimits field's form label (units in brackets); the service explains each one.
-LABELS: dict[str, str] = {
-    "risk_per_trade_pct": "Risk per trade [% of capital]",
-    "atr_stop_multiple": "Stop distance without a stop [× ATR(14)]",
-    "fallback_stop_pct": "Stop distance without ATR [% of price]",
-    "high_volatility_atr_pct": "High volatility above [ATR as % of price]",
-    "max_open_positions": "Open positions at most",
-    "max_sector_pct": "One sector at most [% of capital]",
-    "correlation_threshold": "Correlation warning above [0-1]",
-    "correlation_reduce": "Halve the size of a correlated new position",
-    "daily_loss_pct": "Daily loss limit [% of capital]",
-    "weekly_loss_pct": "Weekly loss limit [% of capital]",
-    "drawdown_reduce_pct": "Sizes shrink from a drawdown of [%]",
-    "drawdown_kill_pct": "Kill switch at a drawdown of [%]",
-    "choppy_size_factor": "Size factor in a CHOPPY market [×]",
-    "max_orders_per_second": "Orders per second at most",
-    "max_order_value": "Order value at most [₹]",
-    "max_order_quantity": "Order quantity at most [shares]",
-    "duplicate_window_s": "Duplicate-order window [s]",
-    "portfolio_mtm_stop_loss": "Account MTM stop-loss [₹] (empty: none)",
-    "portfolio_mtm_target": "Account MTM target [₹] (empty: none)",
-    "mis_square_off_at": "MIS square-off at [HH:MM IST]",
-}
+#: Every RiskLimits field's form label (units in brackets), the name its refusals use too.
+LABELS = LIMIT_LABELS
 TRAIL_KINDS = {"none": "No trailing stop", "points": "Trail by ₹", "pct": "Trail by %"}
 STEP_MARK = {True: "ok", False: "FAILED"}
 

@@ -229,10 +229,11 @@ def test_a_trader_makes_her_limits_stricter_and_sees_what_changed(desk) -> None:
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("risk_per_trade_pct", "0", "risk_per_trade_pct must be between 0.01 and 10; got 0"),
-    ("max_orders_per_second", "20", "max_orders_per_second must be between 1 and 10"),
-    ("daily_loss_pct", "lots", "daily_loss_pct must be a number"),
-    ("mis_square_off_at", "16:00", "mis_square_off_at must be within market hours"),
+    ("risk_per_trade_pct", "0",
+     "'Risk per trade [% of capital]' must be between 0.01 and 10; got 0"),
+    ("max_orders_per_second", "20", "'Orders per second at most' must be between 1 and 10"),
+    ("daily_loss_pct", "lots", "'Daily loss limit [% of capital]' must be a number"),
+    ("mis_square_off_at", "16:00", "'MIS square-off at [HH:MM IST]' must be within market hours"),
 ])
 def test_a_bad_limit_is_refused_with_the_rule_and_the_value_and_nothing_changes(
         desk, field, value, message) -> None:
@@ -255,7 +256,7 @@ def test_a_trader_may_not_loosen_her_limits_beyond_the_household_defaults(desk) 
     mine = at.selectbox(key="risk_account").value
     at.text_input(key=f"risk_limit_{mine}_daily_loss_pct").input("3")
     at.button(key="risk_limits_save").click().run()
-    assert "daily_loss_pct 3 is looser than the household's 2" in errors(at)
+    assert "'Daily loss limit [% of capital]' 3 is looser than the household's 2" in errors(at)
 
 
 def test_only_an_admin_gets_the_household_defaults_form(desk) -> None:

@@ -142,31 +142,31 @@ def test_an_admin_sets_household_defaults_from_form_strings_and_accounts_inherit
     assert details is not None and '"daily_loss_pct":["2","1.5"]' in details
 
 
+RISK_PCT, SQUARE_OFF = "'Risk per trade [% of capital]'", "'MIS square-off at [HH:MM IST]'"
 BAD_VALUES = [
-    pytest.param("risk_per_trade_pct", "abc", "risk_per_trade_pct must be a number (e.g. 1 or "
-                 "0.5); got 'abc'", id="not-a-number"),
-    pytest.param("risk_per_trade_pct", "NaN", "risk_per_trade_pct must be a finite number",
-                 id="nan"),
-    pytest.param("max_order_value", True, "max_order_value must be a number; got True",
+    pytest.param("risk_per_trade_pct", "abc", f"{RISK_PCT} must be a number (e.g. 1 or 0.5); "
+                 "got 'abc'", id="not-a-number"),
+    pytest.param("risk_per_trade_pct", "NaN", f"{RISK_PCT} must be a finite number", id="nan"),
+    pytest.param("max_order_value", True, "'Order value at most [₹]' must be a number; got True",
                  id="bool-for-amount"),
-    pytest.param("max_open_positions", "2.5", "max_open_positions must be a whole number; "
+    pytest.param("max_open_positions", "2.5", "'Open positions at most' must be a whole number; "
                  "got '2.5'", id="fraction-for-count"),
-    pytest.param("correlation_reduce", "maybe", "correlation_reduce must be yes or no",
-                 id="not-yes-or-no"),
-    pytest.param("mis_square_off_at", "25:00", "mis_square_off_at must be a time HH:MM (IST); "
+    pytest.param("correlation_reduce", "maybe", "'Halve the size of a correlated new position' "
+                 "must be yes or no", id="not-yes-or-no"),
+    pytest.param("mis_square_off_at", "25:00", f"{SQUARE_OFF} must be a time HH:MM (IST); "
                  "got '25:00'", id="bad-time"),
-    pytest.param("mis_square_off_at", "16:00", "mis_square_off_at must be within market hours "
-                 "09:15-15:29 IST; got 16:00:00", id="after-close"),
-    pytest.param("risk_per_trade_pct", "11", "risk_per_trade_pct must be between 0.01 and 10; "
-                 "got 11", id="above-range"),
-    pytest.param("weekly_loss_pct", "0.5", "weekly_loss_pct (0.5) must be at least "
-                 "daily_loss_pct (1)", id="week-below-day"),
-    pytest.param("drawdown_kill_pct", "10", "drawdown_kill_pct (10) must be above "
-                 "drawdown_reduce_pct (10)", id="kill-at-reduce"),
-    pytest.param("max_orders_per_second", "11", "max_orders_per_second must be between 1 and "
-                 "10 (SEBI's threshold", id="above-sebi"),
-    pytest.param("portfolio_mtm_stop_loss", "-5", "portfolio_mtm_stop_loss must be a positive "
-                 "amount in rupees (or empty); got -5", id="negative-mtm"),
+    pytest.param("mis_square_off_at", "16:00", f"{SQUARE_OFF} must be within market hours "
+                 "09:15-15:29 IST; got 16:00", id="after-close"),
+    pytest.param("risk_per_trade_pct", "11", f"{RISK_PCT} must be between 0.01 and 10; got 11",
+                 id="above-range"),
+    pytest.param("weekly_loss_pct", "0.5", "'Weekly loss limit [% of capital]' (0.5) must be at "
+                 "least 'Daily loss limit [% of capital]' (1)", id="week-below-day"),
+    pytest.param("drawdown_kill_pct", "10", "'Kill switch at a drawdown of [%]' (10) must be "
+                 "above 'Sizes shrink from a drawdown of [%]' (10)", id="kill-at-reduce"),
+    pytest.param("max_orders_per_second", "11", "'Orders per second at most' must be between 1 "
+                 "and 10 (SEBI's threshold", id="above-sebi"),
+    pytest.param("portfolio_mtm_stop_loss", "-5", "'Account MTM stop-loss [₹] (empty: none)' "
+                 "must be a positive amount in rupees (or empty); got -5", id="negative-mtm"),
     pytest.param("no_such_limit", "1", "Unknown risk limit no_such_limit", id="unknown"),
 ]
 
@@ -184,6 +184,25 @@ def test_a_bad_limit_value_is_refused_with_the_field_and_value_and_nothing_is_wr
     assert _count(services, AuditRow, AuditRow.action == "risk.limits.set") == 0
 
 
+def test_every_bad_limit_of_one_save_is_named_at_once_by_its_label_and_nothing_is_written(
+    services: Services, risk: RiskService, login, labels: dict[str, int],
+) -> None:
+    rahul = login("rahul")
+    with pytest.raises(ValidationError) as refused:
+        risk.set_limits(rahul, labels["Priya · Trading"], {
+            "risk_per_trade_pct": "abc", "max_open_positions": "0", "daily_loss_pct": "60",
+            "weekly_loss_pct": "5", "mis_square_off_at": "16:00"})
+    assert str(refused.value) == (
+        "Invalid risk limits (5 problems): 'Risk per trade [% of capital]' must be a number "
+        "(e.g. 1 or 0.5); got 'abc'; 'Daily loss limit [% of capital]' must be between 0.1 and "
+        "50; got 60; 'Weekly loss limit [% of capital]' (5) must be at least 'Daily loss limit "
+        "[% of capital]' (60); 'MIS square-off at [HH:MM IST]' must be within market hours "
+        "09:15-15:29 IST; got 16:00; 'Open positions at most' must be between 1 and 500; got 0. "
+        "Nothing was saved.")
+    assert _count(services, RiskLimitsRow) == 0
+    assert _count(services, AuditRow, AuditRow.action == "risk.limits.set") == 0
+
+
 def test_a_trader_may_tighten_her_account_but_not_loosen_it_past_the_household_defaults(
     services: Services, risk: RiskService, login, labels: dict[str, int],
 ) -> None:
@@ -193,11 +212,11 @@ def test_a_trader_may_tighten_her_account_but_not_loosen_it_past_the_household_d
     assert (tightened.daily_loss_pct, tightened.correlation_reduce,
             tightened.duplicate_window_s) == (Decimal("1"), True, 30)
     looser = [
-        ({"daily_loss_pct": "3"}, "daily_loss_pct 3 is looser than the household's 2 (lower "
-                                  "is stricter)"),
-        ({"duplicate_window_s": "5"}, "duplicate_window_s 5 is looser than the household's 10 "
-                                      "(higher is stricter)"),
-        ({"mis_square_off_at": "15:20"}, "mis_square_off_at 15:20 is looser than the "
+        ({"daily_loss_pct": "3"}, "'Daily loss limit [% of capital]' 3 is looser than the "
+                                  "household's 2 (lower is stricter)"),
+        ({"duplicate_window_s": "5"}, "'Duplicate-order window [s]' 5 is looser than the "
+                                      "household's 10 (higher is stricter)"),
+        ({"mis_square_off_at": "15:20"}, "'MIS square-off at [HH:MM IST]' 15:20 is looser than the "
                                          "household's 15:15"),
     ]
     for values, message in looser:

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
+from types import SimpleNamespace
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -84,6 +85,8 @@ from engines.risk_types import (
     Scope,
     StateKind,
     StatePhase,
+    limit_label,
+    limit_problems,
 )
 
 __all__ = ["EXPLANATIONS", "LimitsView", "MtmLimitView", "PanicReport", "PanicStep",
@@ -239,14 +242,15 @@ def _kind_of(name: str) -> str:
 
 def _decimal(name: str, raw: object) -> Decimal:
     if isinstance(raw, bool) or not isinstance(raw, (str, int, float, Decimal)):
-        raise ValidationError(f"{name} must be a number; got {raw!r}")
+        raise ValidationError(f"{limit_label(name)} must be a number; got {raw!r}")
     try:
         value = Decimal(raw.replace(",", "").replace("₹", "").strip() if isinstance(raw, str)
                         else str(raw))
     except InvalidOperation:
-        raise ValidationError(f"{name} must be a number (e.g. 1 or 0.5); got {raw!r}") from None
+        raise ValidationError(f"{limit_label(name)} must be a number (e.g. 1 or 0.5); "
+                              f"got {raw!r}") from None
     if not value.is_finite():
-        raise ValidationError(f"{name} must be a finite number; got {raw!r}")
+        raise ValidationError(f"{limit_label(name)} must be a finite number; got {raw!r}")
     return value
 
 
@@ -262,18 +266,20 @@ def _parse_one(name: str, raw: object) -> object:
         text = str(raw).strip().lower() if isinstance(raw, (str, int)) else None
         if text in _TRUE or text in _FALSE:
             return text in _TRUE
-        raise ValidationError(f"{name} must be yes or no (true/false); got {raw!r}")
+        raise ValidationError(f"{limit_label(name)} must be yes or no (true/false); "
+                              f"got {raw!r}")
     if kind == "time":
         if isinstance(raw, time):
             return raw
         match = _HHMM.match(raw.strip()) if isinstance(raw, str) else None
         if match is None or int(match[1]) > 23 or int(match[2]) > 59:
-            raise ValidationError(f"{name} must be a time HH:MM (IST); got {raw!r}")
+            raise ValidationError(f"{limit_label(name)} must be a time HH:MM (IST); "
+                                  f"got {raw!r}")
         return time(int(match[1]), int(match[2]))
     value = _decimal(name, raw)
     if kind == "int":
         if value != value.to_integral_value():
-            raise ValidationError(f"{name} must be a whole number; got {raw!r}")
+            raise ValidationError(f"{limit_label(name)} must be a whole number; got {raw!r}")
         return int(value)
     return value
 
@@ -284,13 +290,35 @@ def parse_limits(values: Mapping[str, object]) -> dict[str, object]:
     Raises
     ------
     ValidationError
-        For an unknown field or a value of the wrong kind, naming the field and the value.
+        For an unknown field or values of the wrong kind: every bad value at once, each naming
+        the limit (its label) and the value.
     """
+    parsed, problems = _parse_all(values)
+    if problems:
+        raise ValidationError(_limits_refusal(problems))
+    return parsed
+
+
+def _parse_all(values: Mapping[str, object]) -> tuple[dict[str, object], list[str]]:
+    """Return the values that parse and a sentence for each that does not."""
     unknown = sorted(set(values) - set(LIMIT_FIELDS))
     if unknown:
         raise ValidationError(f"Unknown risk limit {', '.join(unknown)}; the limits are "
                               f"{', '.join(LIMIT_FIELDS)}")
-    return {name: _parse_one(name, raw) for name, raw in values.items()}
+    parsed: dict[str, object] = {}
+    problems: list[str] = []
+    for name, raw in values.items():
+        try:
+            parsed[name] = _parse_one(name, raw)
+        except ValidationError as exc:
+            problems.append(str(exc))
+    return parsed, problems
+
+
+def _limits_refusal(problems: list[str]) -> str:
+    head = "Invalid risk limit: " if len(problems) == 1 else \
+        f"Invalid risk limits ({len(problems)} problems): "
+    return head + "; ".join(problems) + ". Nothing was saved."
 
 
 def looser_fields(new: RiskLimits, base: RiskLimits,
@@ -309,7 +337,7 @@ def looser_fields(new: RiskLimits, base: RiskLimits,
         else:
             looser, rule = value > reference, "lower is stricter"
         if looser:
-            out.append(f"{name} {_shown(value)} is looser than the household's "
+            out.append(f"{limit_label(name)} {_shown(value)} is looser than the household's "
                        f"{_shown(reference)} ({rule})")
     return out
 
@@ -414,11 +442,16 @@ class RiskService(ServiceBase):
             No right, or a looser value than the household's (the field and both values).
         """
         household_id, is_admin = self._limits_right(actor, account_id, "risk.limits.set")
-        parsed = parse_limits(values)
+        parsed, problems = _parse_all(values)
         with self.db.transaction() as session:
             current, _source = risk_store.effective_limits(session, household_id, account_id)
             defaults = risk_store.household_limits(session, household_id)
         merged = {name: getattr(current, name) for name in LIMIT_FIELDS} | parsed
+        # Every problem at once: the values that do not parse, then the ranges and relations of
+        # the rest (a value that did not parse keeps its current value for those checks).
+        problems += limit_problems(SimpleNamespace(**merged))
+        if problems:
+            raise ValidationError(_limits_refusal(problems))
         new = RiskLimits(**merged)
         changed = tuple(n for n in LIMIT_FIELDS if getattr(new, n) != getattr(current, n))
         if not is_admin:
