@@ -317,10 +317,13 @@ class OrderManager:
         return instrument
 
     def estimate(self, request: OrderRequest, instrument: Instrument,
-                 pre: PreTrade | None = None) -> OrderEstimate:
+                 pre: PreTrade | None = None, at: Decimal | None = None) -> OrderEstimate:
         """Return price, value, charges and funds for ``request`` (normalised) without sending.
 
         ``pre`` is the broker's pre-trade read of the symbol, if the caller already has it.
+        ``at`` prices the order at that price instead of its expected fill now: a GTT leg's
+        limit price, the worst its order fills at when the trigger places it (no market-hours
+        warning then: the trigger, not the user, places it).
         """
         if pre is None:
             pre = self.pre_trade(self.broker_for(request.account_id), request.symbol)
@@ -330,10 +333,11 @@ class OrderManager:
             raise ValidationError(
                 f"No live price for {request.symbol}: paper orders fill only against the "
                 "market feed, which has not priced this symbol (see the Market page)")
-        price = expected_price(request, quote.ltp, self.slippage_bps, instrument.tick_size)
+        price = at if at is not None else expected_price(
+            request, quote.ltp, self.slippage_bps, instrument.tick_size)
         charges = charges_estimate(request, price, session_state.trading_day)
         needed = required_funds(request, price, charges, self.mis_leverage, pre.open_mis)
-        if not session_state.is_open and not request.amo:
+        if not session_state.is_open and not request.amo and at is None:
             warnings.append(f"Market closed ({session_state.detail}): tick AMO to queue it")
         return OrderEstimate(request.symbol, quote.ltp, price, price * request.quantity,
                              charges, needed, pre.available, session_state, tuple(warnings))

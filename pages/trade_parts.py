@@ -276,16 +276,59 @@ def gtt_form(me: Actor, accounts: Sequence[Account],
                 _price_input(f"{prefix}limit price [₹]".capitalize(), f"{stem}_price", cols[1],
                              "The price of the LIMIT order it places"),
             ))
-        submitted = st.form_submit_button("Create GTT", key="trade_gtt_create")
-    if not submitted:
+        buttons = st.columns([1, 1, 4])
+        review = buttons[0].form_submit_button("Review", key="trade_gtt_review",
+                                               icon=":material/receipt:")
+        submitted = buttons[1].form_submit_button("Create GTT", key="trade_gtt_create",
+                                                  type="primary")
+    if not (review or submitted):
         return
     if symbol is None or any(v is None for pair in prices for v in pair):
         st.error("Choose a symbol and give every trigger and limit price.")
         return
     legs = [GttLeg(trigger_price=to_decimal(t), side=Side(side), quantity=int(quantity),
                    price=to_decimal(p)) for t, p in prices]  # type: ignore[arg-type]
+    if review:
+        estimates = fetch(lambda: services().orders.review_gtt(
+            me, account_id, symbol, Product(product), legs))
+        if estimates is not None:
+            show_gtt_review(kind, legs, estimates)
+        return
     gtt = fetch(lambda: services().orders.create_gtt(me, account_id, symbol, Product(product),
                                                      legs))
     if gtt is not None:
         st.success(f"GTT #{gtt.id} on {gtt.symbol} is {gtt.status} ({gtt.kind}); it waits up to "
                    f"a year, until {format_ist(gtt.expires_at)}.")
+
+
+def gtt_review_frame(kind: str, legs: Sequence[GttLeg],
+                     estimates: Sequence[OrderEstimate]) -> pd.DataFrame:
+    """Return one row per GTT leg: its trigger, the order it places and what that would cost."""
+    names = [prefix.strip() or "Trigger" for prefix, _stem in GTT_LEGS[kind]]
+    return pd.DataFrame({
+        "Leg": names,
+        "When the last price crosses": [rupees(leg.trigger_price) for leg in legs],
+        "Places": [f"LIMIT {leg.side} {leg.quantity} at {rupees(leg.price)}" for leg in legs],
+        "Value": [rupees(e.value) for e in estimates],
+        "Charges": [rupees(e.charges.total) for e in estimates],
+        "Funds needed": [rupees(e.required_funds) for e in estimates],
+    })
+
+
+def show_gtt_review(kind: str, legs: Sequence[GttLeg],
+                    estimates: Sequence[OrderEstimate]) -> None:
+    """Show what each leg's order would cost when its trigger places it."""
+    first = estimates[0]
+    st.markdown(f"**Review: GTT on {first.symbol}** (last price "
+                f"{rupees(first.ltp) if first.ltp is not None else 'none'})")
+    st.dataframe(gtt_review_frame(kind, legs, estimates), hide_index=True,
+                 key="trade_gtt_review_table")
+    one = " Only one leg of an OCO fires; the other is cancelled." if len(legs) > 1 else ""
+    st.caption(f"Each order is priced at its limit price with today's charges. Available now "
+               f"{rupees(first.available_funds)}; the funds and the risk gate are checked again "
+               f"when the trigger places the order.{one}")
+    for leg, est in zip(legs, estimates, strict=True):
+        if est.shortfall > 0:
+            st.warning(f"Not enough funds today for the order at {rupees(leg.price)}: it needs "
+                       f"{rupees(est.required_funds)} and {rupees(est.available_funds)} is "
+                       "available.")

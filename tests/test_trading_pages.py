@@ -20,6 +20,7 @@ from core.clock import now_ist
 from core.domain import Account, Actor, Role
 from core.marketdata import store
 from core.marketdata.instruments import sample_master
+from core.orders import charges_estimate
 from core.services import Services
 from core.services.orders import OrderService
 from core.services.portfolio_views import positions_frame
@@ -576,14 +577,7 @@ def test_an_oco_gtt_is_created_on_the_trade_page_listed_and_cancelled_on_orders(
         market) -> None:
     svc, _ = market
     at = on_page(app_as(market, "priya"), "pages/trade.py")
-    at.radio(key="trade_gtt_kind").set_value("oco").run()
-    at.selectbox(key="trade_gtt_symbol").set_value("INFY")
-    at.radio(key="trade_gtt_side").set_value("SELL")
-    at.number_input(key="trade_gtt_quantity").set_value(3)
-    at.number_input(key="trade_gtt_stop_trigger").set_value(1400.0)
-    at.number_input(key="trade_gtt_stop_price").set_value(1395.0)
-    at.number_input(key="trade_gtt_target_trigger").set_value(1600.0)
-    at.number_input(key="trade_gtt_target_price").set_value(1595.0)
+    _oco_form(at, (1400.0, 1395.0), (1600.0, 1595.0))
     at.button(key="trade_gtt_create").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     with svc.db.transaction() as session:
@@ -599,6 +593,63 @@ def test_an_oco_gtt_is_created_on_the_trade_page_listed_and_cancelled_on_orders(
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert f"GTT #{gtt_id} cancelled." in texts(at)
     assert list(table_of(at, "Legs")["Status"]) == ["cancelled"]
+
+
+def _oco_form(at: AppTest, stop: tuple[float, float], target: tuple[float, float]) -> None:
+    at.radio(key="trade_gtt_kind").set_value("oco").run()
+    at.selectbox(key="trade_gtt_symbol").set_value("INFY")
+    at.radio(key="trade_gtt_side").set_value("SELL")
+    at.number_input(key="trade_gtt_quantity").set_value(3)
+    at.number_input(key="trade_gtt_stop_trigger").set_value(stop[0])
+    at.number_input(key="trade_gtt_stop_price").set_value(stop[1])
+    at.number_input(key="trade_gtt_target_trigger").set_value(target[0])
+    at.number_input(key="trade_gtt_target_price").set_value(target[1])
+
+
+def test_reviewing_a_gtt_shows_each_legs_order_value_charges_and_funds_and_writes_nothing(
+        market) -> None:
+    svc, logins = market
+    priya = who(svc, logins, "priya")
+    at = on_page(app_as(market, "priya"), "pages/trade.py")
+    _oco_form(at, (1400.0, 1395.0), (1600.0, 1595.0))
+    at.button(key="trade_gtt_review").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    review = table_of(at, "Funds needed")
+    trading = account(svc, priya, "Priya · Trading").id
+    estimates = svc.orders.review_gtt(priya, trading, "INFY", Product.CNC, [
+        GttLeg(Decimal("1400"), Side.SELL, 3, Decimal("1395")),
+        GttLeg(Decimal("1600"), Side.SELL, 3, Decimal("1595"))])
+    day = estimates[0].session.trading_day
+    for price, est in zip(("1395", "1595"), estimates, strict=True):
+        leg_order = OrderRequest(trading, "INFY", Side.SELL, 3, OrderType.LIMIT, Product.CNC,
+                                 price=Decimal(price))
+        assert (est.price, est.value, est.charges) == (
+            Decimal(price), 3 * Decimal(price), charges_estimate(leg_order, Decimal(price), day))
+    assert review.to_dict("list") == {
+        "Leg": ["Stop-loss", "Target"],
+        "When the last price crosses": ["₹1,400.00", "₹1,600.00"],
+        "Places": ["LIMIT SELL 3 at ₹1,395.00", "LIMIT SELL 3 at ₹1,595.00"],
+        "Value": ["₹4,185.00", "₹4,785.00"],
+        "Charges": [rupees(e.charges.total) for e in estimates],
+        "Funds needed": [rupees(e.required_funds) for e in estimates],
+    }
+    assert "Only one leg of an OCO fires" in texts(at)
+    with svc.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(GttRow)) == 0
+
+
+def test_reviewing_a_gtt_that_breaks_a_rule_gives_the_create_refusal_and_writes_nothing(
+        market) -> None:
+    svc, _ = market
+    at = on_page(app_as(market, "priya"), "pages/trade.py")
+    _oco_form(at, (1600.0, 1595.0), (1400.0, 1395.0))  # the legs the wrong way round
+    at.button(key="trade_gtt_review").click().run()
+    assert not at.exception
+    assert any("An OCO GTT needs its stop-loss trigger below and its target trigger above"
+               in e.value for e in at.error), [e.value for e in at.error]
+    assert not [f for f in at.dataframe if "Funds needed" in f.value.columns]
+    with svc.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(GttRow)) == 0
 
 
 def test_a_gtt_without_every_price_is_refused_on_the_page(stocked) -> None:

@@ -40,6 +40,7 @@ from core.services.trade_book import load_trades
 from core.statements import trade_book_frame
 from core.trading import (
     Gtt,
+    GttKind,
     GttLeg,
     GttStatus,
     Order,
@@ -241,6 +242,48 @@ class OrderService(ServiceBase):
     def create_gtt(self, actor: Actor, account_id: int, symbol: str, product: Product,
                    legs: Sequence[GttLeg]) -> Gtt:
         """Create a single (one leg) or OCO (stop-loss leg, target leg) GTT."""
+        account, instrument, ltp, kind = self._checked_gtt(actor, account_id, symbol, product,
+                                                           legs)
+        symbol = instrument.symbol
+        now = self.clock()
+        with self.db.transaction() as session:
+            row = GttRow(account_id=account.id, instrument_id=instrument.id, symbol=symbol,
+                         kind=kind, product=product, status=GttStatus.ACTIVE,
+                         reference_price=ltp, created_by_user_id=actor.user_id,
+                         expires_at=gtt_rules.expiry(now), **_leg_columns(legs))
+            session.add(row)
+            session.flush()
+            self._audit(session, actor, "gtt.create", f"gtt:{row.id}",
+                        {"account_id": account.id, "symbol": symbol, "kind": kind.value,
+                         "legs": [vars_of(leg) for leg in legs]},
+                        household_id=account.household_id)
+            gtt_id = row.id
+        return self._gtt(gtt_id)
+
+    def review_gtt(self, actor: Actor, account_id: int, symbol: str, product: Product,
+                   legs: Sequence[GttLeg]) -> list[OrderEstimate]:
+        """Check a GTT as :meth:`create_gtt` does and estimate each leg's order; write nothing.
+
+        Each estimate prices the LIMIT order the leg places at the leg's limit price (the worst
+        it fills at) with today's charges, against the funds available now; the funds are
+        checked again when the trigger places the order.
+
+        Raises
+        ------
+        ValidationError, NotFound, PermissionDenied
+            As :meth:`create_gtt` would, for the same GTT.
+        """
+        _account, instrument, _ltp, _kind = self._checked_gtt(actor, account_id, symbol,
+                                                              product, legs)
+        pre = self.manager.pre_trade(self.broker_for(account_id), instrument.symbol)
+        return [self.manager.estimate(
+            OrderRequest(account_id, instrument.symbol, leg.side, leg.quantity, OrderType.LIMIT,
+                         product, price=leg.price), instrument, pre, at=leg.price)
+            for leg in legs]
+
+    def _checked_gtt(self, actor: Actor, account_id: int, symbol: str, product: Product,
+                     legs: Sequence[GttLeg]) -> tuple[Account, Instrument, Decimal, GttKind]:
+        """Authorize and check a GTT; return the account, instrument, LTP and the GTT's kind."""
         account = self.household.authorize_trade(actor, account_id)
         symbol = symbol.strip().upper()
         with self.db.transaction() as session:
@@ -254,21 +297,7 @@ class OrderService(ServiceBase):
         if quote is None:
             raise ValidationError(f"No live price for {symbol}; a GTT needs one to set its "
                                   "trigger direction")
-        kind = gtt_rules.check_gtt(legs, instrument, quote.ltp)
-        now = self.clock()
-        with self.db.transaction() as session:
-            row = GttRow(account_id=account.id, instrument_id=instrument.id, symbol=symbol,
-                         kind=kind, product=product, status=GttStatus.ACTIVE,
-                         reference_price=quote.ltp, created_by_user_id=actor.user_id,
-                         expires_at=gtt_rules.expiry(now), **_leg_columns(legs))
-            session.add(row)
-            session.flush()
-            self._audit(session, actor, "gtt.create", f"gtt:{row.id}",
-                        {"account_id": account.id, "symbol": symbol, "kind": kind.value,
-                         "legs": [vars_of(leg) for leg in legs]},
-                        household_id=account.household_id)
-            gtt_id = row.id
-        return self._gtt(gtt_id)
+        return account, instrument, quote.ltp, gtt_rules.check_gtt(legs, instrument, quote.ltp)
 
     def cancel_gtt(self, actor: Actor, gtt_id: int) -> Gtt:
         """Cancel an active GTT."""
