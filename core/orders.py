@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -760,8 +760,12 @@ class OrderManager:
         with self.db.transaction() as session:
             return load_order(session, order_id)
 
-    def cancel(self, order_id: int, actor: Actor | None) -> Order:
-        """Cancel the unfilled rest of an open order."""
+    def cancel(self, order_id: int, actor: Actor | None, why: str | None = None) -> Order:
+        """Cancel the unfilled rest of an open order.
+
+        ``why`` says who or what cancelled it when not the user ("Cancelled by panic on the
+        whole household"): the book's reason and the alert carry it instead of the broker's.
+        """
         with self.db.transaction() as session:
             row = self._open_row(session, order_id)
             account_id, broker_order_id = row.account_id, row.broker_order_id
@@ -771,19 +775,20 @@ class OrderManager:
         except OrderRejected:
             self._check_still_open(order_id, actor)
             raise
-        self.sync([order_id], actor=actor)
+        self.sync([order_id], actor=actor, why={order_id: why} if why else None)
         with self.db.transaction() as session:
             return load_order(session, order_id)
 
     # -- mirroring the broker -------------------------------------------------------------
     def sync(self, order_ids: Iterable[int] | None = None, actor: Actor | None = None, *,
-             desk: bool = True) -> int:
+             desk: bool = True, why: Mapping[int, str] | None = None) -> int:
         """Mirror broker state and executions of open orders into the book; return changes.
 
         ``desk`` False leaves out accounts whose broker keeps its books in the desk's database
         (``DESK_DATABASE``): their changes reach the book through the venue step's updates
         (mirrored in its transaction) and through this manager's own cancel and modify, so
-        the worker asks them only every few seconds, as a safety net.
+        the worker asks them only every few seconds, as a safety net. ``why`` maps an order
+        the desk cancelled to the reason the book records for it (see :meth:`cancel`).
         """
         with self.db.reading() as session:
             query = _OPEN_AT_BROKER
@@ -805,10 +810,10 @@ class OrderManager:
                     trades = (broker.order_trades(state.broker_order_id)
                               if state.filled_quantity else [])
                     updates.append(OrderUpdate(state, tuple(trades)))
-        return self.apply_updates(updates, actor, all_fills=True)
+        return self.apply_updates(updates, actor, all_fills=True, why=why)
 
     def apply_updates(self, updates: Iterable[OrderUpdate], actor: Actor | None = None, *,
-                      all_fills: bool = False) -> int:
+                      all_fills: bool = False, why: Mapping[int, str] | None = None) -> int:
         """Mirror broker order updates (state and new fills) into the book in one transaction.
 
         Updates of orders the book does not hold, or already mirrored (by another process, or
@@ -822,12 +827,12 @@ class OrderManager:
             return 0
         with self.db.transaction() as session:
             mirrored, incomplete = self.apply_updates_in(session, updates, actor,
-                                                         all_fills=all_fills)
-        return mirrored + (self.sync(incomplete, actor) if incomplete else 0)
+                                                         all_fills=all_fills, why=why)
+        return mirrored + (self.sync(incomplete, actor, why=why) if incomplete else 0)
 
     def apply_updates_in(self, session: Session, updates: Iterable[OrderUpdate],
-                         actor: Actor | None = None, *, all_fills: bool = False
-                         ) -> tuple[int, list[int]]:
+                         actor: Actor | None = None, *, all_fills: bool = False,
+                         why: Mapping[int, str] | None = None) -> tuple[int, list[int]]:
         """Mirror ``updates`` within ``session`` (see :meth:`apply_updates`).
 
         Return how many orders changed and the ids of those whose fills did not add up, for
@@ -861,12 +866,12 @@ class OrderManager:
                     row.filled_quantity + new_fills != update.order.filled_quantity):
                 incomplete.append(row.id)
                 continue
-            self._mirror(session, row, update, known, actor)
+            self._mirror(session, row, update, known, actor, (why or {}).get(row.id))
             mirrored += 1
         return mirrored, incomplete
 
     def _mirror(self, session: Session, row: OrderRow, update: OrderUpdate,
-                known: set[str], actor: Actor | None) -> None:
+                known: set[str], actor: Actor | None, why: str | None = None) -> None:
         state = update.order
         if state.filled_quantity != row.filled_quantity:
             fills = [{"order_id": row.id, "account_id": row.account_id, "symbol": trade.symbol,
@@ -881,6 +886,8 @@ class OrderManager:
                 session.connection().execute(_INSERT_FILLS, fills)
         reason = state.status_message if state.status in (
             OrderStatus.REJECTED, OrderStatus.CANCELLED) else None
+        if why and state.status is OrderStatus.CANCELLED:
+            reason = f"{why} ({state.filled_quantity} of {row.quantity} filled)"
         if self._apply(session, row, state.status, actor, reason=reason,
                        filled=state.filled_quantity, average=state.average_price):
             row.updated_at = utcnow()

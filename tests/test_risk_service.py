@@ -300,6 +300,35 @@ def test_a_household_panic_closes_every_account_and_reports_each_step(
                for o in _orders(services, mine) + _orders(services, hers))
 
 
+def test_a_household_panic_tells_each_member_only_the_steps_of_the_accounts_they_may_view(
+    services: Services, risk: RiskService, two_desks,
+) -> None:
+    rahul, priya, mine, hers = two_desks
+    risk.panic(rahul, Scope.HOUSEHOLD)
+    hers_seen = [a for a in risk.alerts(priya) if a.kind == "risk.panic"]
+    titles = sorted(a.title for a in hers_seen)
+    assert titles == [
+        "Panic active: the whole household, Priya · Trading; 2 of 2 steps done",
+        "Panic active: the whole household; 1 of 1 steps done",
+        "Panic: the whole household"]
+    text = "\n".join(f"{a.title}\n{a.body}" for a in hers_seen)
+    assert "cancel order" in text and "close SBIN MIS +20" in text
+    assert "Rahul · Intraday" not in text and "TCS" not in text  # rahul's account and order
+    his = {a.title: a.body for a in risk.alerts(rahul) if a.kind == "risk.panic"}
+    assert "TCS" in his["Panic active: the whole household, Rahul · Intraday; 2 of 2 steps done"]
+    # The Risk page's report of the state: the same rule.
+    state = next(s for s in risk.states(priya) if s.scope is Scope.HOUSEHOLD)
+    assert {s.account_id for s in state.steps} == {hers, None}
+    assert {s.account_id for s in next(
+        s for s in risk.states(rahul) if s.scope is Scope.HOUSEHOLD).steps} == {mine, hers, None}
+    # And a cancelled order says who cancelled it, not "the user".
+    with services.db.transaction() as session:
+        reasons = set(session.scalars(select(OrderRow.rejection_reason).where(
+            OrderRow.status == OrderStatus.CANCELLED)))
+    assert reasons == {"Cancelled by panic on the whole household (0 of 10 filled)",
+                       "Cancelled by panic on the whole household (0 of 5 filled)"}
+
+
 def test_a_step_that_fails_is_reported_and_the_state_still_becomes_active(
     services: Services, risk: RiskService, two_desks, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -412,8 +441,8 @@ def test_only_an_admin_re_enables_a_kill_switch(
     report = risk.engage(StateKind.KILL_SWITCH, Scope.ACCOUNT, str(account),
                          "drawdown 15.2% from the peak", (account,))
     assert [s.may_reenable for s in risk.states(priya)] == [False]
-    with pytest.raises(PermissionDenied, match=r"re-enable Kill switch of account .* needs an "
-                                               r"admin"):
+    with pytest.raises(PermissionDenied, match=r"re-enable Kill switch of the account Priya · "
+                                               r"Trading: it needs an admin"):
         risk.reenable(priya, report.state_id)
     cleared = risk.reenable(rahul, report.state_id, "reviewed the drawdown")
     assert (cleared.phase, cleared.cleared_by, cleared.clear_note) == (
@@ -628,7 +657,7 @@ def test_alerts_show_the_household_s_and_the_viewable_accounts_only(
     risk.panic(priya, Scope.ACCOUNT, account_id=labels["Priya · Trading"])
     mine = risk.alerts(priya)
     assert [a.kind for a in mine] == ["risk.panic", "risk.panic"]
-    assert mine[0].title.startswith("Panic active: account")
+    assert mine[0].title.startswith("Panic active: the account Priya · Trading; ")
     assert risk.alerts(aarav) == []
     with services.db.transaction() as session:
         session.execute(update(AlertOutboxRow).values(account_id=None))

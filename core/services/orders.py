@@ -223,9 +223,11 @@ class OrderService(ServiceBase):
             open_mis = list(session.scalars(select(OrderRow.id).where(
                 OrderRow.account_id == account_id, OrderRow.product == Product.MIS,
                 OrderRow.status.in_([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]))))
+        why = ("Cancelled by the scheduled MIS square-off" if actor is None
+               else f"Cancelled by {actor.username}'s intraday square-off")
         for order_id in open_mis:
             try:
-                self.manager.cancel(order_id, actor)
+                self.manager.cancel(order_id, actor, why)
             except OrderClosed:  # filled or cancelled since: nothing left to cancel
                 continue
         placed = []

@@ -500,11 +500,12 @@ class RiskService(ServiceBase):
             if not include_cleared:
                 query = query.where(RiskStateRow.phase != StatePhase.CLEARED)
             rows = session.scalars(query.order_by(RiskStateRow.id.desc())).all()
-            return [self._view(session, row, role, actor, trade_ids) for row in rows
+            return [self._view(session, row, role, actor, trade_ids, viewable) for row in rows
                     if row.scope is not Scope.ACCOUNT or row.account_id in viewable]
 
     def _view(self, session: Session, row: RiskStateRow, role: Role, actor: Actor | None,
-              trade_ids: set[int]) -> RiskStateView:
+              trade_ids: set[int], viewable: set[int] | None = None) -> RiskStateView:
+        """Return ``row`` for ``actor``; with ``viewable``, only the steps of those accounts."""
         label = (session.scalar(select(AccountRow.label).where(AccountRow.id == row.account_id))
                  if row.account_id is not None else None)
         return RiskStateView(
@@ -514,7 +515,9 @@ class RiskService(ServiceBase):
             engaged_by=risk_store.username_of(session, row.engaged_by_user_id),
             cleared_at=to_ist(row.cleared_at) if row.cleared_at else None,
             cleared_by=risk_store.username_of(session, row.cleared_by_user_id),
-            clear_note=row.clear_note, steps=_steps(row),
+            clear_note=row.clear_note,
+            steps=tuple(s for s in _steps(row)
+                        if viewable is None or s.account_id is None or s.account_id in viewable),
             may_reenable=actor is not None and _may_reenable(row, role, actor, trade_ids))
 
     def lift_lapsed(self) -> int:
@@ -539,7 +542,7 @@ class RiskService(ServiceBase):
                     household_id=row.household_id)
         alerts.enqueue(session, kind=f"risk.{row.kind.value}", household_id=row.household_id,
                        account_id=row.account_id, severity="info",
-                       title=f"{KIND_TITLES[row.kind]} lifted: {_scope_text(row)}",
+                       title=f"{KIND_TITLES[row.kind]} lifted: {_scope_text(session, row)}",
                        body=note, dedupe_key=f"risk-state:{row.id}:cleared")
 
     def reenable(self, actor: Actor, state_id: int, note: str = "") -> RiskStateView:
@@ -559,9 +562,11 @@ class RiskService(ServiceBase):
         if not _may_reenable(row, role, actor, trade_ids):
             who = ("an admin" if row.kind is StateKind.KILL_SWITCH or row.scope is Scope.HOUSEHOLD
                    else "an admin or a member who trades the account")
+            with self.db.transaction() as session:
+                scope_name = _scope_text(session, row)
             self._deny(actor, "risk.reenable", f"risk_state:{state_id}",
                        f"Your role {role.value!r} may not re-enable {KIND_TITLES[row.kind]} of "
-                       f"{_scope_text(row)}: it needs {who}")
+                       f"{scope_name}: it needs {who}")
         if row.phase is StatePhase.ENGAGING:
             raise ValidationError(
                 f"Risk state {state_id} is still engaging (cancelling and closing); re-enable "
@@ -657,7 +662,7 @@ class RiskService(ServiceBase):
                              "reason": reason, "until": until}, household_id=household_id)
                 alerts.enqueue(session, kind=f"risk.{kind.value}", household_id=household_id,
                                account_id=account_id, severity="critical",
-                               title=f"{KIND_TITLES[kind]}: {_scope_text(row)}",
+                               title=f"{KIND_TITLES[kind]}: {_scope_text(session, row)}",
                                body=f"{reason}. Cancelling pending orders and closing "
                                     "positions.",
                                dedupe_key=f"risk-state:{row.id}:engaged")
@@ -681,6 +686,7 @@ class RiskService(ServiceBase):
         with self.db.transaction() as session:
             row = session.get(RiskStateRow, state_id)
             assert row is not None  # noqa: S101 - callers pass ids they just read
+            scope_name = _scope_text(session, row)
         if row.phase is StatePhase.ENGAGING:
             for account_id in self._procedure_accounts(row):
                 for step in self._cancel_all(row, account_id, actor):
@@ -688,7 +694,7 @@ class RiskService(ServiceBase):
                 for step in self._close_all(row, account_id, actor):
                     self._record(state_id, step, actor)
             self._record(state_id, PanicStep(
-                "disable", row.account_id, _scope_text(row), True,
+                "disable", row.account_id, scope_name, True,
                 "new orders refused until " + (str(row.until) if row.until
                                                else "someone allowed re-enables")), actor)
             self._activate(state_id, actor)
@@ -734,11 +740,13 @@ class RiskService(ServiceBase):
             gtts = [] if row.scope is Scope.STRATEGY else list(session.scalars(
                 select(GttRow.id).where(GttRow.account_id == account_id,
                                         GttRow.status == GttStatus.ACTIVE).order_by(GttRow.id)))
+        with self.db.transaction() as session:
+            why = f"Cancelled by {KIND_TITLES[row.kind].lower()} on {_scope_text(session, row)}"
         steps = []
         for order in orders:
             target = f"order {order.id} ({order.side} {order.quantity} {order.symbol})"
             try:
-                done = self.orders.manager.cancel(order.id, actor)
+                done = self.orders.manager.cancel(order.id, actor, why)
             except OrderClosed as exc:  # filled or cancelled since the read: not a failure
                 steps.append(PanicStep("cancel", account_id, target, True,
                                        f"nothing to cancel: {exc}"))
@@ -840,13 +848,42 @@ class RiskService(ServiceBase):
             self._audit(session, actor, "risk.active", f"risk_state:{state_id}",
                         {"steps": len(steps), "failed": len(failed)},
                         household_id=row.household_id)
+            self._report_alerts(session, row, steps)
+
+    def _report_alerts(self, session: Session, row: RiskStateRow,
+                       steps: tuple[PanicStep, ...]) -> None:
+        """Queue the report of a state that became active, each step only to whom may see it.
+
+        An account state's report goes to the account's viewers. A household or strategy
+        state's report is split: its own steps (the disable) to the household, and each
+        account's steps (what was cancelled and closed there) to that account's viewers, so no
+        member learns of orders and positions of an account they may not view.
+        """
+        kind, title = f"risk.{row.kind.value}", KIND_TITLES[row.kind]
+
+        def queue(account_id: int | None, what: str, part: list[PanicStep], key: str,
+                  note: str = "") -> None:
+            done = sum(1 for s in part if s.ok)
             body = "\n".join(f"{'ok ' if s.ok else 'FAILED '}{s.step} {s.target}: {s.detail}"
-                             for s in steps)
-            alerts.enqueue(session, kind=f"risk.{row.kind.value}", household_id=row.household_id,
-                           account_id=row.account_id, severity="critical",
-                           title=(f"{KIND_TITLES[row.kind]} active: {_scope_text(row)}; "
-                                  f"{len(steps) - len(failed)} of {len(steps)} steps done"),
-                           body=body, dedupe_key=f"risk-state:{state_id}:report")
+                             for s in part)
+            alerts.enqueue(session, kind=kind, household_id=row.household_id,
+                           account_id=account_id, severity="critical",
+                           title=f"{title} active: {what}; {done} of {len(part)} steps done",
+                           body=body + note, dedupe_key=key)
+
+        report_key = f"risk-state:{row.id}:report"
+        if row.scope is Scope.ACCOUNT:
+            queue(row.account_id, _scope_text(session, row), list(steps), report_key)
+            return
+        accounts = sorted({s.account_id for s in steps if s.account_id is not None})
+        note = ("\nEach account's cancels and closes go to the members who may view it."
+                if accounts else "")
+        queue(None, _scope_text(session, row), [s for s in steps if s.account_id is None],
+              report_key, note)
+        for account_id in accounts:
+            label = session.scalar(select(AccountRow.label).where(AccountRow.id == account_id))
+            queue(account_id, f"{_scope_text(session, row)}, {label}",
+                  [s for s in steps if s.account_id == account_id], f"{report_key}:{account_id}")
 
     def disable(self, actor: Actor, scope: Scope, *, account_id: int | None = None,
                 strategy: str | None = None, reason: str) -> RiskStateView:
@@ -861,7 +898,9 @@ class RiskService(ServiceBase):
         state_id, created = self._begin(household_id, StateKind.DISABLED, scope, key, account,
                                         name, reason, None, actor)
         if created:
-            self._record(state_id, PanicStep("disable", account, _scope_label(scope, key), True,
+            with self.db.transaction() as session:
+                scope_name = _scope_label(session, scope, key)
+            self._record(state_id, PanicStep("disable", account, scope_name, True,
                                              f"disabled by {actor.username}: {reason}"), actor)
             self._activate(state_id, actor)
         role = self._role(actor)
@@ -1030,13 +1069,16 @@ def _int_or_none(value: object) -> int | None:
     return int(value) if isinstance(value, (int, str)) else None
 
 
-def _scope_label(scope: Scope, key: str) -> str:
-    return {Scope.HOUSEHOLD: "the whole household", Scope.ACCOUNT: f"account {key}",
-            Scope.STRATEGY: f"strategy {key}"}[scope]
+def _scope_label(session: Session, scope: Scope, key: str) -> str:
+    """Return a state's scope as a person reads it: the account's label, never its id."""
+    if scope is Scope.ACCOUNT:
+        label = session.scalar(select(AccountRow.label).where(AccountRow.id == int(key)))
+        return f"the account {label}" if label is not None else f"account {key}"
+    return {Scope.HOUSEHOLD: "the whole household", Scope.STRATEGY: f"strategy {key}"}[scope]
 
 
-def _scope_text(row: RiskStateRow) -> str:
-    return _scope_label(row.scope, risk_store.engine_key(row))
+def _scope_text(session: Session, row: RiskStateRow) -> str:
+    return _scope_label(session, row.scope, risk_store.engine_key(row))
 
 
 def _may_reenable(row: RiskStateRow, role: Role, actor: Actor, trade_ids: set[int]) -> bool:
