@@ -39,6 +39,9 @@ REPORT = "risk_panic_report"
 LABELS = LIMIT_LABELS
 TRAIL_KINDS = {"none": "No trailing stop", "points": "Trail by ₹", "pct": "Trail by %"}
 STEP_MARK = {True: "ok", False: "FAILED"}
+#: The position-control form's value widgets, emptied once their controls are set.
+CONTROL_FIELDS = ("risk_control_stop", "risk_control_target", "risk_control_trail_kind",
+                  "risk_control_trail")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,7 +140,9 @@ def sector_frame(sectors: Sequence[Any]) -> pd.DataFrame:
 def steps_frame(steps: Sequence[Any], labels: Mapping[int, str]) -> pd.DataFrame:
     """Return a panic report's steps: what, which account, on what, ok or failed, detail."""
     return pd.DataFrame([{
-        "Step": s.step, "Account": labels.get(s.account_id, s.account_id or ""),
+        "Step": s.step,
+        "Account": "" if s.account_id is None else labels.get(s.account_id,
+                                                              f"account {s.account_id}"),
         "Target": s.target,
         "Result": STEP_MARK[bool(s.ok)], "Detail": s.detail,
     } for s in steps], columns=["Step", "Account", "Target", "Result", "Detail"])
@@ -166,8 +171,7 @@ def usage_panel(me: Actor, account_id: int) -> None:
     if usage is None:
         return
     for state in usage.states:
-        st.error(f"Trading is stopped: {KIND_TITLES[state.kind]} ({state.scope}, {state.phase}) — "
-                 f"{state.reason}", icon=":material/block:")
+        st.error(stopped_text(state), icon=":material/block:")
     cols = st.columns(4)
     cols[0].metric("Capital", rupees(usage.capital))
     cols[1].metric("P&L today", rupees(usage.day_pnl))
@@ -327,6 +331,9 @@ def _control_form(me: Actor, account: Account, open_positions: Mapping[str, Any]
         trail_points=trail_value if kind == "points" else None,
         trail_pct=trail_value if kind == "pct" else None))
     if made is not None:
+        # An empty form for the next position: a value left in it would be set there too.
+        for key in CONTROL_FIELDS:
+            st.session_state.pop(key, None)
         flash(FLASH, f"Controls set on {position.symbol} ({position.product.value}).")
 
 
@@ -349,11 +356,11 @@ def states_section(me: Actor, account_id: int | None, labels: Mapping[int, str])
     allowed = {s.id: s for s in states if s.may_reenable and s.phase is not StatePhase.CLEARED}
     if allowed:
         with st.form("risk_reenable"):
-            labels = keep_pick("risk_reenable_state",
-                               {i: _state_label(s) for i, s in allowed.items()},
-                               lambda gone: f"#{gone} · lifted or changed since")
-            chosen = st.selectbox("State", list(labels), key="risk_reenable_state",
-                                  format_func=labels.get)
+            choices = keep_pick("risk_reenable_state",
+                                {i: _state_label(s) for i, s in allowed.items()},
+                                lambda gone: f"#{gone} · lifted or changed since")
+            chosen = st.selectbox("State", list(choices), key="risk_reenable_state",
+                                  format_func=choices.get)
             note = st.text_input("Note (why trading may resume)", key="risk_reenable_note")
             go_ = st.form_submit_button("Re-enable trading", key="risk_reenable_go")
         if go_ and chosen is not None:
@@ -369,8 +376,20 @@ def states_section(me: Actor, account_id: int | None, labels: Mapping[int, str])
 
 
 def _state_label(state: Any) -> str:
-    who = state.account_label or state.strategy or "household"
-    return f"#{state.id} {KIND_TITLES[state.kind]} · {state.scope} {who}"
+    who = (state.account_label or (f"strategy {state.strategy}" if state.strategy else None)
+           or "whole household")
+    return f"#{state.id} {KIND_TITLES[state.kind]} · {who}"
+
+
+def stopped_text(state: Any) -> str:
+    """Return the banner of a state covering the shown account: what it stops, and why.
+
+    A strategy's state stops only that strategy's orders; the account's other orders pass.
+    """
+    what = (f"Orders of strategy {state.strategy} are stopped" if state.strategy
+            else "Trading is stopped")
+    return (f"{what}: {KIND_TITLES[state.kind]} ({state.scope}, {state.phase}) — "
+            f"{state.reason}")
 
 
 def states_frame(states: Sequence[Any]) -> pd.DataFrame:

@@ -51,7 +51,8 @@ def on_risk(desk, username: str, show: str | None = None) -> AppTest:
 
 def errors(at: AppTest) -> str:
     """Return the errors shown, less the banner of an account whose trading is stopped."""
-    return " ".join(e.value for e in at.error if not e.value.startswith("Trading is stopped"))
+    return " ".join(e.value for e in at.error
+                    if not e.value.startswith(("Trading is stopped", "Orders of strategy")))
 
 
 def keys(at: AppTest) -> set[str]:
@@ -320,6 +321,29 @@ def test_panic_needs_the_confirm_step_then_reports_each_step_and_trading_stays_o
     assert row.phase is StatePhase.CLEARED and row.clear_note == "checked the book"
 
 
+def test_a_states_report_names_each_account_by_its_label_after_a_reload(stocked) -> None:
+    svc, logins = stocked
+    order_id = _open_amo_order(svc, logins)
+    priya = who(svc, logins, "priya")
+    svc.risk.panic(priya, Scope.ACCOUNT, account_id=account(svc, priya, "Priya · Trading").id)
+    at = on_risk(stocked, "priya", show="Priya · Trading")  # the re-enable picker is shown too
+    assert at.selectbox(key="risk_reenable_state").options == ["#1 Panic · Priya · Trading"]
+    steps = table_of(at, "Step")  # the "Report of …" expander
+    assert set(steps["Account"]) == {"Priya · Trading"}
+    assert str(order_id) in " ".join(steps["Target"])
+
+
+def test_a_strategy_panic_says_only_that_strategys_orders_are_stopped(desk) -> None:
+    svc, logins = desk
+    priya = who(svc, logins, "priya")
+    svc.risk.panic(priya, Scope.STRATEGY, strategy="ema_cross")
+    at = on_risk(desk, "priya", show="Priya · Trading")
+    banners = [e.value for e in at.error]
+    assert any(b.startswith("Orders of strategy ema_cross are stopped: Panic (strategy, active)")
+               for b in banners), banners
+    assert not any(b.startswith("Trading is stopped") for b in banners), banners
+
+
 def test_cancelling_the_confirmation_engages_nothing(desk) -> None:
     at = on_risk(desk, "rahul")
     at.button(key="risk_panic_household").click().run()
@@ -424,6 +448,11 @@ def test_a_trader_sets_a_stop_and_target_on_her_position_then_clears_them(holdin
         Decimal("1450"), Decimal("1600"), Decimal("2"), None)
     shown = table_of(at, "Stop-loss [₹]")
     assert list(shown["Stop-loss [₹]"]) == ["₹1,450.00"] and list(shown["Trail [%]"]) == ["2"]
+    # The form is empty again: nothing of these controls would be set on the next position.
+    assert (at.number_input(key="risk_control_stop").value,
+            at.number_input(key="risk_control_target").value,
+            at.radio(key="risk_control_trail_kind").value,
+            at.number_input(key="risk_control_trail").value) == (None, None, "none", None)
 
     at.button(key=f"risk_control_clear_{control.control_id}").click().run()
     assert not errors(at), errors(at)
