@@ -9,6 +9,7 @@ without wrapping; text columns are cut with an ellipsis, numbers never are.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -177,19 +178,34 @@ def message(title: str, *blocks: str | None) -> str:
 def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """Return ``text`` within ``limit`` characters, cut at a line break, with a closing note.
 
-    An open ``<pre>`` block is closed again so the HTML stays valid.
+    Tags left open by the cut (``<pre>``, ``<b>``, ``<i>``, ``<code>``) are closed again so
+    the HTML stays valid.
     """
     if len(text) <= limit:
         return text
     note = "\n… (cut: too long for one message)"
-    room = limit - len(note) - len("</pre>")
+    room = limit - len(note) - _CLOSERS_ROOM
     head = text[:room]
     if "\n" in head:
         head = head[: head.rfind("\n")]
     head = _drop_partial_tag(head)
-    if head.count("<pre>") > head.count("</pre>"):
-        head += "</pre>"
-    return head + note
+    return head + _closers(head) + note
+
+
+#: Room :func:`clip` keeps for closing tags: every tag the bot uses, nested once each.
+_CLOSERS_ROOM = len("</code></i></b></pre>")
+_TAG_RE = re.compile(r"<(/?)(b|i|code|pre)>")
+
+
+def _closers(html_text: str) -> str:
+    """Return the closing tags of the tags still open at the end of ``html_text``."""
+    stack: list[str] = []
+    for closing, name in _TAG_RE.findall(html_text):
+        if not closing:
+            stack.append(name)
+        elif stack and stack[-1] == name:
+            stack.pop()
+    return "".join(f"</{name}>" for name in reversed(stack))
 
 
 def _drop_partial_tag(text: str) -> str:

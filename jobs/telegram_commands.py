@@ -1,8 +1,9 @@
 """The bot's commands: each one finds the chat's member, asks the services, replies in HTML.
 
 Every handler starts from the chat: ``services.telegram.actor_for_chat(chat_id, households)``.
-A chat that is not linked (or whose member is inactive, or of a household this bot does not
-serve) gets one polite refusal telling how to link, and nothing else. Linked members get what
+A chat that is not linked (or whose member is of a household this bot does not serve) gets one
+polite refusal telling how to link, and nothing else; a member whose SHER login is disabled is
+told so (and may ``/unlink``), and nothing else. Linked members get what
 their role allows, because every answer comes from the services with their actor
 (:class:`core.services.telegram_replies.TelegramReplies`).
 
@@ -15,7 +16,11 @@ else as "Something went wrong; the desk logged it". Each failure is one log line
 ``/panic`` asks first: an inline keyboard Confirm / Cancel whose buttons name a one-time
 nonce. Only the same chat and Telegram user may answer it, within :data:`PANIC_CONFIRM_S`;
 confirming runs the risk service's panic with the member's actor (which checks the right
-again) and replies with each step.
+again) and replies with each step; a refusal replaces the question. A later press of an
+answered question only gets a popup ("Already confirmed at 10:36 IST").
+
+Every reply is clipped to Telegram's 4,096 characters. A reply Telegram refuses with 429
+(flood control) is sent once more after its ``retry_after`` (at most :data:`REPLY_RETRY_MAX_S`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType, ParseMode
+from telegram.error import RetryAfter
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -53,12 +59,26 @@ from core.errors import AuthenticationError, PermissionDenied, ValidationError
 from core.services import Services
 from core.services.jobs import database_down
 from core.services.outbox import safe_error
-from core.services.telegram_replies import COMMANDS, HOW_TO_LINK, REFUSAL, PanicPlan
+from core.services.telegram import ChatLink
+from core.services.telegram_replies import (
+    COMMANDS,
+    DISABLED,
+    ECHO_CHARS,
+    HOW_TO_LINK,
+    REFUSAL,
+    PanicPlan,
+)
+from jobs.telegram_dispatch import retry_after_s
 
 log = logging.getLogger("sher.telegram.commands")
 
 #: How long a /panic confirmation stays valid, in seconds.
 PANIC_CONFIRM_S = 120.0
+#: How long an answered /panic question's outcome is remembered for a late press, in seconds.
+PANIC_ANSWERED_S = 24 * 3600.0
+#: The longest Telegram flood-control wait (429 ``retry_after``) a reply waits before its one
+#: retry; a longer one drops the reply with a log line rather than hold up the bot.
+REPLY_RETRY_MAX_S = 60.0
 #: Shown for an error that is not the user's to fix (the log has the details).
 SOMETHING_WRONG = "Something went wrong; the desk logged it. Try again in a minute."
 #: Shown when the desk's database does not answer (a restart, an outage).
@@ -104,6 +124,8 @@ class CommandHandlers:
         self.household_ids = household_ids
         self.monotonic = monotonic
         self.pending: dict[str, PendingPanic] = {}
+        #: Answered questions: nonce -> (what a later press is told, when answered).
+        self.answered: dict[str, tuple[str, float]] = {}
 
     def register(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         """Add every command, the panic buttons, the catch-all and the error handler."""
@@ -119,40 +141,61 @@ class CommandHandlers:
         app.add_error_handler(self.on_error)
 
     # -- plumbing -----------------------------------------------------------------------------
-    async def _actor(self, chat_id: int) -> Actor | None:
-        return await asyncio.to_thread(self.services.telegram.actor_for_chat, chat_id,
+    async def _link(self, chat_id: int) -> ChatLink:
+        return await asyncio.to_thread(self.services.telegram.chat_link, chat_id,
                                        self.household_ids)
+
+    @staticmethod
+    def _refusal(link: ChatLink) -> str:
+        """Return what a chat without an active member is told (HTML)."""
+        return REFUSAL if link.actor is None else tf.esc(DISABLED)
 
     @staticmethod
     async def _send(update: Update, text: str,
                     markup: InlineKeyboardMarkup | None = None) -> None:
+        """Send ``text`` (clipped to Telegram's limit); after a 429, wait and send it once more."""
         chat = update.effective_chat
         if chat is None:
             return
-        await chat.send_message(text, parse_mode=ParseMode.HTML, reply_markup=markup,
-                                link_preview_options=NO_PREVIEW)
+        text = tf.clip(text)
+        try:
+            await chat.send_message(text, parse_mode=ParseMode.HTML, reply_markup=markup,
+                                    link_preview_options=NO_PREVIEW)
+        except RetryAfter as exc:
+            wait = retry_after_s(exc)
+            if wait > REPLY_RETRY_MAX_S:
+                raise
+            log.warning("telegram: reply to chat %s hit Telegram's flood control; sending it "
+                        "again in %.0f s", chat.id, wait)
+            await asyncio.sleep(wait)
+            await chat.send_message(text, parse_mode=ParseMode.HTML, reply_markup=markup,
+                                    link_preview_options=NO_PREVIEW)
 
-    async def _member(self, update: Update) -> tuple[int, Actor] | None:
-        """Return the chat id and its member; refuse (and return None) for any other chat."""
+    async def _member(self, update: Update,
+                      disabled_too: bool = False) -> tuple[int, Actor] | None:
+        """Return the chat id and its member; refuse (and return None) for any other chat.
+
+        ``disabled_too``: a member whose login is disabled passes too (to unlink the chat).
+        """
         chat = update.effective_chat
         if chat is None:
             return None
         try:
-            actor = await self._actor(chat.id)
+            link = await self._link(chat.id)
         except Exception as exc:  # the database is down, say: tell the user, log one line
             log.error("telegram: finding the member of chat %s failed: %s: %s", chat.id,
                       type(exc).__name__, safe_error(exc))
             await self._send(update, tf.esc(trouble(exc)))
             return None
-        if actor is None:
-            await self._send(update, REFUSAL)
+        if link.actor is None or not (link.active or disabled_too):
+            await self._send(update, self._refusal(link))
             return None
-        return chat.id, actor
+        return chat.id, link.actor
 
-    async def _answer(self, update: Update, what: str,
-                      reply: Callable[[Actor], str]) -> None:
+    async def _answer(self, update: Update, what: str, reply: Callable[[Actor], str],
+                      disabled_too: bool = False) -> None:
         """Reply to a linked chat with ``reply(actor)`` (in a thread); refuse any other chat."""
-        member = await self._member(update)
+        member = await self._member(update, disabled_too)
         if member is not None:
             await self._send(update, await self._safely(what, member[0], reply, member[1]))
 
@@ -181,19 +224,20 @@ class CommandHandlers:
         if chat is None or message is None:
             return
         replies = self.services.telegram_replies
-        if not context.args:
-
-            def greet() -> str:
-                actor = self.services.telegram.actor_for_chat(chat.id, self.household_ids)
-                return "Welcome to SHER. " + HOW_TO_LINK if actor is None else replies.welcome(
-                    actor)
-
-            await self._send(update, await self._safely("/start", chat.id, greet))
-            return
-        if chat.type != ChatType.PRIVATE:
+        if chat.type != ChatType.PRIVATE:  # first: a group is told nothing about linking here
             await self._send(update, tf.esc(
                 "Link SHER in a private chat with the bot, not in a group: what it sends is "
                 "for one member's eyes."))
+            return
+        if not context.args:
+
+            def greet() -> str:
+                link = self.services.telegram.chat_link(chat.id, self.household_ids)
+                if link.actor is None:
+                    return "Welcome to SHER. " + HOW_TO_LINK
+                return replies.welcome(link.actor) if link.active else tf.esc(DISABLED)
+
+            await self._send(update, await self._safely("/start", chat.id, greet))
             return
         user = update.effective_user
         username = user.username if user is not None else None
@@ -217,7 +261,7 @@ class CommandHandlers:
                               f"This chat no longer belongs to {tf.bold(actor.display_name)}: "
                               "no alerts will arrive here. " + HOW_TO_LINK)
 
-        await self._answer(update, "/unlink", unlink)
+        await self._answer(update, "/unlink", unlink, disabled_too=True)
 
     # -- read-only commands -------------------------------------------------------------------
     def _read_only(self, name: str) -> Callable[[Update, Context], Coroutine[Any, Any, None]]:
@@ -240,7 +284,7 @@ class CommandHandlers:
         else:
             await self._answer(update, "/settings", lambda _actor: tf.esc(
                 f"/settings takes no words or two (TYPE and on, silent or off); got "
-                f"{len(args)}: {' '.join(args)[:60]}"))
+                f"{len(args)}: {tf.cut(' '.join(args), ECHO_CHARS)}"))
 
     async def anything_else(self, update: Update, context: Context) -> None:
         """Any other message: the refusal for a stranger, the command list for a member."""
@@ -281,6 +325,15 @@ class CommandHandlers:
         for nonce in [n for n, p in self.pending.items()
                       if now - p.asked_at > PANIC_CONFIRM_S]:
             del self.pending[nonce]
+        for nonce in [n for n, (_note, at) in self.answered.items()
+                      if now - at > PANIC_ANSWERED_S]:
+            del self.answered[nonce]
+
+    async def _finish(self, query: CallbackQuery, nonce: str, html_text: str,
+                      later: str) -> None:
+        """Replace the question with ``html_text``; a later press is only told ``later``."""
+        self.answered[nonce] = (later, self.monotonic())
+        await self._close(query, html_text)
 
     async def panic_button(self, update: Update, context: Context) -> None:
         """Confirm or Cancel of a /panic: checked against who asked, where and when."""
@@ -289,6 +342,9 @@ class CommandHandlers:
         if query is None or chat is None:
             return
         _prefix, choice, nonce = [*str(query.data or "").split(":"), "", ""][:3]
+        if nonce in self.answered:  # pressed again: the message already says what happened
+            await query.answer(self.answered[nonce][0])
+            return
         pending = self.pending.get(nonce)
         user_id = query.from_user.id if query.from_user is not None else None
         if pending is None:
@@ -299,37 +355,69 @@ class CommandHandlers:
             await query.answer("This question was asked to someone else.", show_alert=True)
             return
         del self.pending[nonce]
+        clock = tf.ist_clock(now_ist())
         try:
-            actor = await self._actor(chat.id)
+            link = await self._link(chat.id)
         except Exception as exc:  # the database is down, say: nothing was done
             log.error("telegram: panic button of chat %s failed: %s: %s", chat.id,
                       type(exc).__name__, safe_error(exc))
-            await self._close(query, tf.esc(trouble(exc) + " Nothing was done; send /panic "
-                                            "again."))
+            await self._finish(query, nonce, tf.esc(trouble(exc) + " Nothing was done; send "
+                                                    "/panic again."),
+                               f"Already answered at {clock}: nothing was done")
             return
-        if actor is None or actor.user_id != pending.user_id:
-            await self._close(query, REFUSAL)
+        actor = link.actor
+        if actor is None or not link.active or actor.user_id != pending.user_id:
+            await self._finish(query, nonce, self._refusal(link),
+                               f"Already answered at {clock}: nothing was done")
             return
         if self.monotonic() - pending.asked_at > PANIC_CONFIRM_S:
-            await self._close(query, tf.esc(
+            await self._finish(query, nonce, tf.esc(
                 f"This panic question expired after {PANIC_CONFIRM_S / 60:.0f} minutes: "
-                "nothing was done. Send /panic again if you need it."))
+                "nothing was done. Send /panic again if you need it."),
+                f"Already expired at {clock}: nothing was done")
             return
         if choice != "yes":
-            await self._close(query, tf.esc("Panic cancelled: nothing was done."))
+            await self._finish(query, nonce, tf.esc("Panic cancelled: nothing was done."),
+                               f"Already cancelled at {clock}")
             return
-        await self._close(query, tf.esc(f"Panic confirmed by {actor.display_name} at "
-                                        f"{tf.ist_clock(now_ist())}: cancelling and closing "
-                                        "now…"))
-        report = await self._safely("/panic", chat.id, self.services.telegram_replies.run_panic,
-                                    actor, pending.plan)
+        await self._finish(query, nonce, tf.esc(f"Panic confirmed by {actor.display_name} at "
+                                                f"{clock}: cancelling and closing now…"),
+                           f"Already confirmed at {clock}")
+        await self._run_panic(update, query, nonce, actor, pending.plan, clock)
+
+    async def _run_panic(self, update: Update, query: CallbackQuery, nonce: str, actor: Actor,
+                         plan: PanicPlan, clock: str) -> None:
+        """Run a confirmed panic; send its report, or put its refusal or failure in the question.
+
+        The question said "cancelling and closing now…": a refusal (the member's role changed
+        since /panic, say) or a failure must not leave it saying so.
+        """
+        try:
+            report = await asyncio.to_thread(self.services.telegram_replies.run_panic, actor,
+                                             plan)
+        except SHOWN_ERRORS as exc:
+            self.answered[nonce] = (f"Already refused at {clock}", self.monotonic())
+            await query.edit_message_text(tf.clip(tf.esc(f"Panic refused at {clock}: {exc}")),
+                                          parse_mode=ParseMode.HTML)
+            return
+        except Exception as exc:
+            where = update.effective_chat.id if update.effective_chat is not None else "?"
+            log.error("telegram /panic for chat %s failed: %s: %s", where,
+                      type(exc).__name__, safe_error(exc))
+            self.answered[nonce] = (f"Already confirmed at {clock}; it failed",
+                                    self.monotonic())
+            await query.edit_message_text(tf.esc(
+                f"Panic confirmed by {actor.display_name} at {clock}, but it failed: "
+                f"{trouble(exc)} Check the Risk page in the app for what was stopped."),
+                parse_mode=ParseMode.HTML)
+            return
         await self._send(update, report)
 
     @staticmethod
     async def _close(query: CallbackQuery, html_text: str) -> None:
         """Answer the button press; replace the question (and its keyboard) with ``html_text``."""
         await query.answer()
-        await query.edit_message_text(html_text, parse_mode=ParseMode.HTML)
+        await query.edit_message_text(tf.clip(html_text), parse_mode=ParseMode.HTML)
 
 
 __all__ = ["DATABASE_AWAY", "PANIC_CONFIRM_S", "SOMETHING_WRONG", "CommandHandlers",

@@ -284,7 +284,7 @@ def test_a_confirmed_panic_runs_the_risk_service_and_lists_each_step(
     text = _text(replies.run_panic(priya, replies.panic_plan(priya)))
     assert text.startswith("Panic done")
     assert "ok · cancel order" in text and "ok · close SBIN MIS +20" in text
-    assert "ok · disable account" in text
+    assert "ok · disable" in text
     with services.db.transaction() as session:
         state = session.scalar(select(RiskStateRow))
         assert state is not None
@@ -548,7 +548,7 @@ def _states(services: Services) -> list[RiskStateRow]:
         return list(session.scalars(select(RiskStateRow)))
 
 
-def test_a_confirmed_panic_stops_the_member_s_account_and_lists_each_step(
+def test_a_confirmed_panic_stops_the_member_s_account_and_reports_each_step_once(
     services: Services, bot: Services, fake: FakeBotApi, login, trading_day,
 ) -> None:
     _mine, hers = trading_day
@@ -558,9 +558,12 @@ def test_a_confirmed_panic_stops_the_member_s_account_and_lists_each_step(
     assert "Priya · Trading" in _text(question.text)
     assert set(_buttons(question)) == {"Confirm panic", "Cancel"}
     before = len(fake.messages_to(chat))
+    fake.fail_next("sendMessage", times=1, retry_after=1, chat_id=chat)  # the report: a 429
     _press(fake, chat, question, "Confirm panic")
     fake.wait_for(lambda: len(fake.messages_to(chat)) > before, timeout=30)
-    report = _text(fake.messages_to(chat)[-1].text)
+    (sent,) = fake.messages_to(chat)[before:]  # sent once, after the wait
+    assert len([r for r in fake.rejected if r.get("chat_id") == chat]) == 1
+    report = _text(sent.text)
     assert report.startswith("Panic done")
     assert "ok · cancel order" in report and "ok · close SBIN MIS +20" in report
     assert any("Panic confirmed by Priya Sharma" in e.get("text", "") for e in fake.edits)
@@ -571,12 +574,17 @@ def test_a_confirmed_panic_stops_the_member_s_account_and_lists_each_step(
         resting = session.scalars(select(OrderRow.status).where(
             OrderRow.account_id == hers, OrderRow.price.is_not(None))).all()
     assert list(resting) == [OrderStatus.CANCELLED]
-    _press(fake, chat, question, "Confirm panic")  # the same button again: nothing more
-    fake.wait_for(lambda: any("no longer open" in e.get("text", "") for e in fake.edits))
+    edits = len(fake.edits)
+    _press(fake, chat, question, "Confirm panic")  # the same button again: a popup, nothing more
+    assert re.fullmatch(r"Already confirmed at \d\d:\d\d IST",
+                        fake.callback_answers[-1].get("text", ""))
+    time.sleep(0.3)
+    assert len(fake.edits) == edits
+    assert "Panic confirmed by Priya Sharma" in fake.edits[-1]["text"]
     assert len(_states(services)) == 1
 
 
-def test_a_cancelled_panic_does_nothing(
+def test_a_cancelled_panic_does_nothing_even_when_confirm_is_pressed_later(
     services: Services, bot: Services, fake: FakeBotApi, login, trading_day,
 ) -> None:
     chat = CHATS["rahul"]
@@ -585,6 +593,12 @@ def test_a_cancelled_panic_does_nothing(
     assert "whole household" in _text(question.text)
     _press(fake, chat, question, "Cancel")
     fake.wait_for(lambda: any("Panic cancelled" in e.get("text", "") for e in fake.edits))
+    edits = len(fake.edits)
+    _press(fake, chat, question, "Confirm panic")  # a late tap: a popup, the message stays
+    assert re.fullmatch(r"Already cancelled at \d\d:\d\d IST",
+                        fake.callback_answers[-1].get("text", ""))
+    time.sleep(0.3)
+    assert len(fake.edits) == edits
     assert _states(services) == []
 
 

@@ -127,3 +127,11 @@ def test_a_more_line_appears_only_when_rows_were_left_out() -> None:
 
 def test_key_values_escape_the_values() -> None:
     assert tf.key_values([("Feed", "<stalled>")]) == "<b>Feed</b>: &lt;stalled&gt;"
+
+
+def test_clipping_closes_every_tag_it_leaves_open() -> None:
+    text = "<b>Title</b>\n\n<i>" + "word\n" * 2000 + "</i>"
+    clipped = tf.clip(text)
+    assert len(clipped) <= tf.MESSAGE_LIMIT
+    body = clipped.split("\n… (cut")[0]
+    assert body.endswith("</i>") and body.count("<i>") == body.count("</i>") == 1

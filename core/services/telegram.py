@@ -40,8 +40,8 @@ from db.models import (
     UserRow,
 )
 
-__all__ = ["UNCHANGED", "BotInfo", "BotTarget", "DeliveryView", "LinkCode", "LinkStatus",
-           "PlannedDelivery", "TelegramService"]
+__all__ = ["UNCHANGED", "BotInfo", "BotTarget", "ChatLink", "DeliveryView", "LinkCode",
+           "LinkStatus", "PlannedDelivery", "TelegramService"]
 
 log = logging.getLogger("sher.telegram")
 
@@ -84,6 +84,18 @@ class LinkStatus:
     telegram_username: str | None
     linked_at: datetime | None
     bot_username: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatLink:
+    """Who a Telegram chat belongs to, and whether their SHER login is active.
+
+    ``actor`` None: the chat is linked to nobody this bot serves. A disabled member
+    (``active`` False) gets no answers but may still unlink the chat.
+    """
+
+    actor: Actor | None
+    active: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,22 +389,29 @@ class TelegramService(TelegramPrefs, TelegramDeliveries):
                 return LinkStatus(False, None, None, bot)
             return LinkStatus(True, link.telegram_username, to_ist(link.linked_at), bot)
 
+    def chat_link(self, chat_id: int, household_ids: frozenset[int] | None) -> ChatLink:
+        """Return who ``chat_id`` is linked to and whether their login is active.
+
+        ``actor`` None when the chat is not linked or this bot (``household_ids``; None: the
+        environment's bot) does not serve the user's household. A disabled user's chat keeps
+        its actor with ``active`` False: the bot tells it so (no data) and lets it unlink.
+        """
+        with self.db.reading() as session:
+            user = session.scalar(select(UserRow).join(
+                TelegramLinkRow, TelegramLinkRow.user_id == UserRow.id)
+                .where(TelegramLinkRow.chat_id == chat_id))
+            if user is None or not self._serves(session, household_ids, user.household_id):
+                return ChatLink(None, False)
+            return ChatLink(_actor(session, user), bool(user.is_active))
+
     def actor_for_chat(self, chat_id: int, household_ids: frozenset[int] | None) -> Actor | None:
         """Return the actor of the user linked to ``chat_id`` (channel ``telegram``).
 
         None when the chat is not linked, its user is inactive, or this bot (``household_ids``;
         None: the environment's bot) does not serve the user's household.
         """
-        with self.db.reading() as session:
-            user = session.scalar(select(UserRow).join(
-                TelegramLinkRow, TelegramLinkRow.user_id == UserRow.id)
-                .where(TelegramLinkRow.chat_id == chat_id))
-            if user is None or not user.is_active:
-                return None
-            if not self._serves(session, household_ids, user.household_id):
-                return None
-            return _actor(session, user)
-
+        link = self.chat_link(chat_id, household_ids)
+        return link.actor if link.active else None
 
 def _actor(session: Session, user: UserRow) -> Actor:
     """Return the Telegram-channel actor of a user (no web session)."""

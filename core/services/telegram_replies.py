@@ -16,14 +16,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
 from core import telegram_format as tf
 from core.alert_types import AlertType
-from core.clock import now_ist, to_ist
+from core.clock import MarketStatus, now_ist, to_ist
 from core.domain import Actor, Role
 from core.errors import PermissionDenied, TradingError, ValidationError
+from core.money import PAISA
 from core.services.base import ServiceBase
 from core.services.risk import KIND_TITLES, PanicReport, RiskStateView
 from core.services.risk_gate import week_start
@@ -39,6 +40,8 @@ ADMINS = frozenset({Role.ADMIN, Role.SUPER_ADMIN})
 TABLE_ROWS = 15
 #: Signals /signals lists.
 TOP_SIGNALS = 5
+#: The most characters of a member's typed word an error message repeats (cut with "…").
+ECHO_CHARS = 40
 #: Journal rows /signals reads to find the newest bar's signals.
 JOURNAL_ROWS = 500
 OPEN = frozenset({OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED})
@@ -49,6 +52,9 @@ HOW_TO_LINK = ("To link this chat: open SHER, go to Alerts → Connect Telegram,
                "minutes, once).")
 REFUSAL = ("This chat is not linked to a member of a SHER household, so I cannot answer it. "
            + HOW_TO_LINK)
+#: The answer to a chat whose member's SHER login is disabled (no data; /unlink still works).
+DISABLED = ("Your SHER login is disabled; ask a household admin to enable it. Until then I "
+            "answer nothing here; send /unlink to stop this chat's messages.")
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("pnl", "today's and this week's P&L"),
     ("positions", "open and today's positions"),
@@ -136,29 +142,39 @@ class TelegramReplies(ServiceBase):
     def pnl(self, actor: Actor) -> str:
         """Return today's and this week's P&L per viewable account and their total.
 
-        Today is :attr:`core.portfolio.Book.day_pnl` as the Portfolio page shows it; the week
-        is since Monday as the weekly loss limit counts it (realized and charges since Monday,
-        plus open positions' unrealized P&L).
+        Both columns of a row come from one read of the account's book (the risk gate's, as
+        the loss limits count them): today is :attr:`core.portfolio.Book.day_pnl` as the
+        Portfolio page shows it; the week is since Monday (realized and charges since Monday,
+        plus open positions' unrealized P&L). Rows are rounded to the paisa and the total is
+        the sum of the rounded rows, so a reader's sum matches it.
+
+        Raises
+        ------
+        ValidationError
+            If the member may view no account.
         """
-        family = self.services.portfolio.family(actor)
         labels = self._labels(actor)
-        rows = []
-        weeks = []
-        for summary in family.accounts:
-            assert summary.account_id is not None  # noqa: S101 - account rows carry their id
-            week = self.services.risk_gate.snapshot(summary.account_id).week_pnl
+        ids = self.services.orders.viewable_ids(actor, None)
+        if not ids:
+            raise ValidationError("You may not view any account yet; ask a household admin")
+        rows, days, weeks = [], [], []
+        for account_id in sorted(ids):
+            snapshot = self.services.risk_gate.snapshot(account_id)
+            day, week = _paise(snapshot.day_pnl), _paise(snapshot.week_pnl)
+            days.append(day)
             weeks.append(week)
-            rows.append([labels.get(summary.account_id, str(summary.account_id)),
-                         tf.rupees(summary.day_pnl, signed=True, symbol=False),
+            rows.append([labels.get(account_id, str(account_id)),
+                         tf.rupees(day, signed=True, symbol=False),
                          tf.rupees(week, signed=True, symbol=False)])
-        rows.append(["Total", tf.rupees(family.total.day_pnl, signed=True, symbol=False),
+        rows.append(["Total", tf.rupees(sum(days, Decimal(0)), signed=True, symbol=False),
                      tf.rupees(sum(weeks, Decimal(0)), signed=True, symbol=False)])
         monday = week_start(self._today())
         return tf.message(
             f"P&L · {tf.ist_stamp(self.clock())}",
             tf.table(["Account", "Today ₹", "Week ₹"], rows),
             tf.italic(f"Today: realized + open positions' MTM − charges. Week: since Monday "
-                      f"{monday:%d %b}, as the weekly loss limit counts it."))
+                      f"{monday:%d %b}, as the weekly loss limit counts it. Total: the sum of "
+                      "the rows."))
 
     def positions(self, actor: Actor) -> str:
         """Return open and today's positions of every viewable account."""
@@ -244,19 +260,22 @@ class TelegramReplies(ServiceBase):
 
     # -- status -------------------------------------------------------------------------------
     def status(self, actor: Actor) -> str:
-        """Return the worker, the feed, the market clock, the member's risk states and limits."""
+        """Return the worker, the feed, the market, the member's risk states and limits.
+
+        The market is the one the member's accounts trade in (:meth:`_market_lines`).
+        """
         svc = self.services
         worker = svc.worker.status()
-        market = svc.market.market_clock(self.clock())
+        labels = self._labels(actor)
         desk = tf.key_values([
             ("Worker", worker.describe()),
             ("Feed", svc.feed.summary()),
-            ("Market", f"{market.status.value} — {market.detail}"),
+            *self._market_lines(actor, labels),
         ])
         states = svc.risk.states(actor)
         stopped = "\n".join(_state_line(s) for s in states) or "No risk state stops trading."
         usage_rows = []
-        for account_id, label in sorted(self._labels(actor).items()):
+        for account_id, label in sorted(labels.items()):
             try:
                 usage = svc.risk_gate.usage(actor, account_id)
             except TradingError:  # a closed account, or one whose limits cannot be read
@@ -268,6 +287,35 @@ class TelegramReplies(ServiceBase):
         return tf.message(f"Status · {tf.ist_stamp(self.clock())}", desk,
                           tf.bold("Risk states") + "\n" + stopped,
                           (tf.bold("Daily loss limits") + "\n" + limits) if limits else None)
+
+    def _market_lines(self, actor: Actor, labels: dict[int, str]) -> list[tuple[str, str]]:
+        """Return the market as the member's accounts trade it, and the NSE calendar if it differs.
+
+        "Market" is what each account's broker says (as the Trade page shows it: the paper
+        desk is open while its market feed runs); accounts that agree share one line. The NSE
+        calendar's state follows when it disagrees about open or closed; with no account to
+        ask, it is the market line.
+        """
+        calendar = self.services.market.market_clock(self.clock())
+        exchange = f"{calendar.status.value} — {calendar.detail}"
+        sessions: dict[tuple[bool, str, date], list[str]] = {}
+        for account_id, label in sorted(labels.items()):
+            try:
+                state = self.services.orders.market_session(actor, account_id)
+            except TradingError:  # a broker that cannot say now: the calendar still does
+                continue
+            sessions.setdefault((state.is_open, state.detail, state.trading_day),
+                                []).append(label)
+        if not sessions:
+            return [("Market", exchange)]
+        lines = []
+        for (is_open, detail, day), names in sessions.items():
+            key = "Market" if len(sessions) == 1 else f"Market ({', '.join(names)})"
+            lines.append((key, f"{'open' if is_open else 'closed'} · {detail} · trading day "
+                               f"{day:%d %b %Y}"))
+        if any(is_open != (calendar.status is MarketStatus.OPEN) for is_open, _, _ in sessions):
+            lines.append(("NSE calendar", exchange))
+        return lines
 
     # -- panic --------------------------------------------------------------------------------
     def panic_plan(self, actor: Actor) -> PanicPlan:
@@ -340,14 +388,19 @@ class TelegramReplies(ServiceBase):
 
     def change_setting(self, actor: Actor, alert_type: str, mode: str) -> str:
         """Set one alert type's mode (on, silent, off) and return the settings."""
-        self.services.telegram.update_prefs(actor, modes={alert_type.strip().lower():
-                                                          mode.strip().lower()})
+        kind, how = (tf.cut(word.strip().lower(), ECHO_CHARS) for word in (alert_type, mode))
+        self.services.telegram.update_prefs(actor, modes={kind: how})  # cut: refused, short
         return self.settings_text(actor)
 
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
+
+
+def _paise(amount: Decimal) -> Decimal:
+    """Return ``amount`` rounded to the paisa as :func:`core.money.inr` shows it."""
+    return amount.quantize(PAISA, rounding=ROUND_HALF_UP)
 
 
 def _short(label: str, width: int = 6) -> str:
@@ -391,4 +444,4 @@ def _report_text(report: PanicReport, labels: dict[int, str]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["COMMANDS", "HOW_TO_LINK", "REFUSAL", "PanicPlan", "TelegramReplies"]
+__all__ = ["COMMANDS", "DISABLED", "HOW_TO_LINK", "REFUSAL", "PanicPlan", "TelegramReplies"]

@@ -1,0 +1,253 @@
+"""The Telegram bot in the corners a QA pass found: answered panics, refusals, 429s, limits.
+
+The bot is the real python-telegram-bot Application of :mod:`jobs.telegram_bot` against
+``tests.support.fake_bot_api.FakeBotApi`` (here one whose negative chat ids are groups, as
+Telegram's are); the replies are asked directly where no bot is needed.
+"""
+
+# The bot, replies and trading-day fixtures are imported from test_telegram_bot; tests take
+# them as arguments of the same name, which ruff reads as redefinitions.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from core.clock import IST
+from core.errors import ValidationError
+from core.services import Services
+from core.services import risk_gate as risk_gate_module
+from core.services.telegram_replies import DISABLED, REFUSAL, TelegramReplies
+from core.trading import Side
+from tests.support.fake_bot_api import FakeBotApi
+from tests.support.market import tick
+from tests.test_telegram_bot import (  # noqa: F401 - fixtures used by name
+    CHATS,
+    OTHER_TOKEN,
+    TOKEN,
+    _order,
+    _press,
+    _states,
+    _text,
+    ask,
+    bot,
+    labels,
+    link,
+    replies,
+    trading_day,
+)
+
+pytestmark = pytest.mark.usefixtures("backend")
+GROUP = -100_123
+
+
+class GroupFake(FakeBotApi):
+    """The fake Bot API, with chats of negative id shown as groups (as Telegram numbers them)."""
+
+    @staticmethod
+    def _chat(chat_id: int, username: str | None) -> dict[str, Any]:
+        if chat_id >= 0:
+            return FakeBotApi._chat(chat_id, username)
+        return {"id": chat_id, "type": "group", "title": "Family group"}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBotApi]:
+    with GroupFake(tokens=(TOKEN, OTHER_TOKEN)) as api:
+        yield api
+
+
+def _edits_of(fake: FakeBotApi, message_id: int) -> list[str]:
+    return [_text(e["text"]) for e in fake.edits if e.get("message_id") == message_id]
+
+
+# ----------------------------------------------------------------------------------------------
+# /panic: a refused confirm (a second press: tests/test_telegram_bot.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_confirm_refused_because_the_role_changed_ends_showing_the_refusal(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    chat = CHATS["kamla"]
+    kamla = login("kamla")
+    link(services, fake, kamla, chat)
+    (question,) = ask(fake, chat, "/panic")
+    services.users.set_role(login("rahul"), kamla.user_id, "viewer")
+    before = len(fake.messages_to(chat))
+    _press(fake, chat, question, "Confirm panic")
+    fake.wait_for(lambda: any("viewer" in t for t in _edits_of(fake, question.message_id)))
+    final = _edits_of(fake, question.message_id)[-1]
+    assert final.startswith("Panic refused at") and "Your role 'viewer'" in final
+    assert "cancelling and closing now" not in final
+    time.sleep(0.3)
+    assert len(fake.messages_to(chat)) == before  # the refusal is in the question, once
+    assert _states(services) == []
+    _press(fake, chat, question, "Confirm panic")
+    assert fake.callback_answers[-1].get("text", "").startswith("Already refused at")
+
+
+# ----------------------------------------------------------------------------------------------
+# Flood control (429) on a reply
+# ----------------------------------------------------------------------------------------------
+
+
+def _rejected(fake: FakeBotApi, chat: int) -> list[dict[str, Any]]:
+    return [r for r in fake.rejected if r.get("chat_id") == chat]
+
+
+def test_a_reply_refused_with_429_is_sent_once_after_retry_after(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    chat = CHATS["priya"]
+    link(services, fake, login("priya"), chat)
+    fake.fail_next("sendMessage", times=1, retry_after=1, chat_id=chat)
+    (reply,) = ask(fake, chat, "/help")
+    assert _text(reply.text).startswith("SHER for Priya")
+    (refused,) = _rejected(fake, chat)
+    assert reply.at - refused["at"] >= 0.9  # waited retry_after before sending again
+    time.sleep(0.3)
+    assert [m.text for m in fake.messages_to(chat)].count(reply.text) == 1
+
+
+def test_a_reply_refused_twice_is_dropped_after_one_retry_with_one_log_line(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chat = CHATS["priya"]
+    link(services, fake, login("priya"), chat)
+    sent = len(fake.messages_to(chat))
+    fake.fail_next("sendMessage", times=5, retry_after=1, chat_id=chat)
+    with caplog.at_level(logging.WARNING):
+        fake.push_message(chat, "/help")
+        fake.wait_for(lambda: any("update failed: RetryAfter" in r.getMessage()
+                                  for r in caplog.records))
+        time.sleep(1.5)
+    assert len(_rejected(fake, chat)) == 2  # the reply and its one retry, never a third
+    assert len(fake.messages_to(chat)) == sent
+
+
+# ----------------------------------------------------------------------------------------------
+# A disabled member; /start in a group
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_disabled_member_is_told_so_with_no_data_and_may_still_unlink(
+    services: Services, bot: Services, fake: FakeBotApi, login, trading_day,
+) -> None:
+    chat = CHATS["priya"]
+    priya = login("priya")
+    link(services, fake, priya, chat)
+    services.users.set_active(login("rahul"), priya.user_id, False)
+    for command in ("/pnl", "/positions", "/panic", "/start", "hello"):
+        (reply,) = ask(fake, chat, command)
+        assert _text(reply.text) == DISABLED, command
+        assert reply.reply_markup is None
+    (unlinked,) = ask(fake, chat, "/unlink")
+    assert "Telegram unlinked" in _text(unlinked.text)
+    assert services.telegram.chat_link(chat, None).actor is None
+    assert _text(ask(fake, chat, "/pnl")[0].text) == _text(REFUSAL)
+
+
+@pytest.mark.parametrize("text", ["/start", "/start ABCDEFGH"])
+def test_start_in_a_group_says_only_to_link_in_a_private_chat(
+    bot: Services, fake: FakeBotApi, text: str,
+) -> None:
+    (reply,) = ask(fake, GROUP, text)
+    assert _text(reply.text).startswith("Link SHER in a private chat with the bot")
+    assert "/start CODE" not in _text(reply.text)
+
+
+# ----------------------------------------------------------------------------------------------
+# Telegram's 4,096 characters
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_huge_word_in_settings_is_echoed_cut_and_the_reply_fits_one_message(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    chat = CHATS["aarav"]
+    link(services, fake, login("aarav"), chat)
+    (reply,) = ask(fake, chat, "/settings " + "a" * 4000 + " on")
+    text = _text(reply.text)
+    assert len(reply.text) <= 4096
+    assert text.startswith("Unknown alert type 'aaa") and "…'" in text
+    assert max(len(run) for run in re.findall("a+", text)) < 40
+
+
+def test_a_reply_longer_than_telegram_allows_is_clipped_to_valid_html(
+    services: Services, bot: Services, fake: FakeBotApi, login, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    link(services, fake, login("priya"), CHATS["priya"])
+
+    def wordy(_actor: object) -> str:
+        raise ValidationError("too long " * 700)
+
+    monkeypatch.setattr(bot.telegram_replies, "pnl", wordy)
+    (reply,) = ask(fake, CHATS["priya"], "/pnl")  # ask() checks the HTML is valid
+    assert len(reply.text) <= 4096 and reply.text.startswith("too long")
+    assert "(cut: too long for one message)" in reply.text
+
+
+# ----------------------------------------------------------------------------------------------
+# /pnl and /status
+# ----------------------------------------------------------------------------------------------
+
+
+def _pnl_rows(reply: str) -> dict[str, tuple[Decimal, Decimal]]:
+    """Return {account label (as shown): (today, week)} of a /pnl reply's table."""
+    block = html.unescape(re.search(r"<pre>(.*?)</pre>", reply, flags=re.DOTALL)[1])
+    rows = {}
+    for line in block.split("\n")[2:]:
+        *label, today, week = line.split()
+        rows[" ".join(label)] = tuple(Decimal(v.replace(",", "").lstrip("+"))
+                                      for v in (today, week))
+    return rows
+
+
+def test_pnl_reads_today_and_week_from_one_book_of_each_account(
+    services: Services, replies: TelegramReplies, login, trading_day,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(risk_gate_module, "BOOK_CACHE_SECONDS", 3600.0)
+    for account_id in services.orders.viewable_ids(login("rahul"), None):
+        services.risk_gate.snapshot(account_id)  # the gate's book, as an order check leaves it
+    tick(services.db, "SBIN", "823.35")  # the feed moves on; no new fill
+    tick(services.db, "INFY", "1497.15")
+    rows = _pnl_rows(replies.pnl(login("rahul")))
+    rows.pop("Total")
+    for label, (today, week) in rows.items():
+        assert today == week, label  # every trade is today's: the two columns must agree
+
+
+def test_pnl_total_is_the_sum_of_the_rows_as_shown_to_the_paisa(
+    services: Services, replies: TelegramReplies, login, labels, trading_day,
+) -> None:
+    for who, account in (("kamla", "Kamla · Pension"), ("rahul", "Rahul · Long-term")):
+        services.orders.place(login(who), _order(labels[account], "TCS", Side.BUY, 1))
+    tick(services.db, "TCS", "3000.00")
+    services.orders.step()  # four rows whose unrounded sum rounds a paisa below their sum
+    rows = _pnl_rows(replies.pnl(login("rahul")))
+    total = rows.pop("Total")
+    assert total == (sum(r[0] for r in rows.values()), sum(r[1] for r in rows.values()))
+    assert total[0] == Decimal("164.40")
+
+
+def test_status_shows_the_paper_desk_s_market_and_the_calendar_when_they_differ(
+    services: Services, replies: TelegramReplies, login,
+) -> None:
+    saturday = datetime(2026, 11, 21, 11, 0, tzinfo=IST)
+    weekend = TelegramReplies(services, clock=lambda: saturday)
+    text = _text(weekend.status(login("priya")))
+    assert "Market: open · market feed running (test feed, replay) · trading day" in text
+    assert "NSE calendar: closed — " in text and "weekend" in text
+    assert "Market: closed" not in text
