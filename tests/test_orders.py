@@ -43,6 +43,7 @@ from db.models import (
     TradeRow,
 )
 from engines import costs
+from engines.risk_types import Scope
 from tests.support.market import open_market, set_feed, tick
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -288,6 +289,36 @@ def test_a_single_gtt_fires_once_when_the_price_crosses_its_trigger(
     orders = services.orders.order_book(priya, priya_account)
     assert len(orders) == 1 and orders[0].source == "gtt"
     assert orders[0].order_type is OrderType.LIMIT and orders[0].price == Decimal("1452.00")
+
+
+@pytest.mark.parametrize("scope", [Scope.ACCOUNT, Scope.HOUSEHOLD])
+def test_no_gtt_is_created_or_reviewed_while_trading_is_stopped_and_one_is_after_re_enabling(
+    services: Services, priya: Actor, priya_account: int, login, scope: Scope,
+) -> None:
+    rahul = login("rahul")
+    report = (services.risk.panic(priya, Scope.ACCOUNT, account_id=priya_account)
+              if scope is Scope.ACCOUNT else services.risk.panic(rahul, Scope.HOUSEHOLD))
+    where = "this account" if scope is Scope.ACCOUNT else "the household"
+    legs = [GttLeg(Decimal("1450.00"), Side.BUY, 5, Decimal("1452.00"))]
+    for call in (services.orders.create_gtt, services.orders.review_gtt):
+        with pytest.raises(RiskRejected, match=(
+                rf"No GTT while trading is stopped on {where}: panic \(active\) — Panic "
+                rf"pressed by {'priya' if scope is Scope.ACCOUNT else 'rahul'}\. Create it once "
+                r"the stop is lifted")):
+            call(priya, priya_account, "INFY", Product.CNC, legs)
+    assert _counts(services)[2] == 0
+    services.risk.reenable(rahul, report.state_id, "checked")
+    assert services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC,
+                                      legs).status is GttStatus.ACTIVE
+
+
+def test_a_strategys_panic_leaves_gtts_alone_as_they_carry_no_strategy(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    services.risk.panic(priya, Scope.STRATEGY, strategy="ema_cross")
+    gtt = services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC,
+                                     [GttLeg(Decimal("1450.00"), Side.BUY, 5, Decimal("1452.00"))])
+    assert gtt.status is GttStatus.ACTIVE
 
 
 def test_an_oco_gtt_fires_the_leg_crossed_first_and_drops_the_other(

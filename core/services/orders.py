@@ -21,12 +21,19 @@ from sqlalchemy import select
 
 from brokers.base import Broker, OrderChange, SessionState
 from brokers.registry import only_desk_book_brokers, venue_steppers
-from core import alerts
+from core import alerts, risk_store
 from core import gtt as gtt_rules
 from core.clock import now_ist, to_ist
 from core.config import Settings
 from core.domain import Account, Actor, Instrument, Permission, Quote
-from core.errors import NotFound, OrderClosed, PermissionDenied, TradingError, ValidationError
+from core.errors import (
+    NotFound,
+    OrderClosed,
+    PermissionDenied,
+    RiskRejected,
+    TradingError,
+    ValidationError,
+)
 from core.marketdata.quotes import read_quotes
 from core.marketdata.store import all_instruments, search_instruments
 from core.marketdata.store import instrument as find_instrument
@@ -54,6 +61,7 @@ from core.trading import (
 from db.engine import Database
 from db.locks import lock_accounts
 from db.models import AccountRow, GttRow, MemberRow, OrderRow, UserRow
+from engines.risk_types import Scope
 
 log = logging.getLogger("sher.orders")
 
@@ -285,8 +293,22 @@ class OrderService(ServiceBase):
 
     def _checked_gtt(self, actor: Actor, account_id: int, symbol: str, product: Product,
                      legs: Sequence[GttLeg]) -> tuple[Account, Instrument, Decimal, GttKind]:
-        """Authorize and check a GTT; return the account, instrument, LTP and the GTT's kind."""
+        """Authorize and check a GTT; return the account, instrument, LTP and the GTT's kind.
+
+        A kill switch, panic, loss limit or disable of the household or the account refuses
+        it: the GTT would wait and fire an order while (or after) trading is stopped.
+        """
         account = self.household.authorize_trade(actor, account_id)
+        with self.db.transaction() as session:
+            stops = [s for s in risk_store.covering_states(session, account.household_id,
+                                                           account_id) if s.strategy is None]
+        if stops:
+            stop = stops[0]
+            where = "the household" if stop.scope is Scope.HOUSEHOLD else "this account"
+            raise RiskRejected(
+                f"No GTT while trading is stopped on {where}: "
+                f"{stop.kind.value.replace('_', ' ')} ({stop.phase.value}) — {stop.reason}. "
+                "Create it once the stop is lifted (Risk page)")
         symbol = symbol.strip().upper()
         with self.db.transaction() as session:
             instrument = find_instrument(session, symbol)
