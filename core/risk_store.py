@@ -294,6 +294,27 @@ def deactivate_control(row: PositionControlRow) -> None:
     row.is_active, row.active_key = False, None
 
 
+def retire_controls(session: Session, control_ids: Iterable[int],
+                    created_before: datetime | None = None) -> list[PositionControlRow]:
+    """Retire the still-active controls of ``control_ids`` (their position closed).
+
+    With ``created_before`` only those set at or before that time are retired. Return the rows
+    retired, locked, for the caller's audit.
+    """
+    ids = list(control_ids)
+    if not ids:
+        return []
+    rows = session.scalars(select(PositionControlRow).where(
+        PositionControlRow.id.in_(ids), PositionControlRow.is_active.is_(True))
+        .order_by(PositionControlRow.id).with_for_update())
+    retired = [row for row in rows
+               if created_before is None or to_ist(row.created_at) <= created_before]
+    for row in retired:
+        deactivate_control(row)
+    session.flush()
+    return retired
+
+
 def mark_triggered(session: Session, control_id: int, rule: str, at: datetime,
                    order_id: int | None) -> bool:
     """Retire a control that fired (rule, time, exit order); False if it was not active."""

@@ -79,7 +79,9 @@ One square-off per (account, symbol, product), by priority stop_loss > trailing_
 mtm_target > eod; none for positions an engage of the same result closes anyway. Positions
 may come twice, whole (``strategy`` None) and a strategy's tagged part: controls, account and
 household limits and the EOD square-off act on the whole one. Positions without an LTP are
-skipped with a warning; a control whose position is gone is ignored.
+skipped with a warning; a control whose position is gone is ignored (the risk watch retires
+a control once its position is flat or was opened again by another fill, so it never guards
+the next position).
 """
 
 from __future__ import annotations
@@ -769,7 +771,7 @@ def _controls(inp: PostTradeInput, whole: dict[_Key, LivePosition], out: _Result
     for control in inp.controls:
         position = whole.get((control.account_id, control.symbol, control.product))
         if position is None:
-            continue  # the position is closed; the service retires the control
+            continue  # the position is closed; the watch retires the control
         if position.ltp is None:
             out.warnings.append(f"{position.symbol} {position.product.value} (account "
                                 f"{position.account_id}) has no last price: its stop-loss, "

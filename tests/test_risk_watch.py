@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 
@@ -266,3 +267,72 @@ def test_an_exit_order_and_its_alert_commit_together_or_not_at_all(
     services.risk_watch.run()
     assert [e.status for e in _exits(services)] == [OrderStatus.FILLED]
     assert _count(services, AlertOutboxRow, AlertOutboxRow.kind == "risk.stop_loss") == 1
+
+
+def _trade(services: Services, priya: Actor, account: int, *orders: tuple[Side, int],
+           price: str = "800.00") -> None:
+    """Place MARKET MIS orders in SBIN and fill them all in one trading step at ``price``."""
+    for side, quantity in orders:
+        services.orders.place(priya, OrderRequest(account, "SBIN", side, quantity,
+                                                  OrderType.MARKET, Product.MIS))
+    tick(services.db, "SBIN", price)
+    services.orders.step()
+
+
+def _guarded(services: Services, priya: Actor, account: int, side: Side, quantity: int,
+             **control: Decimal) -> int:
+    """Open a SBIN MIS position, set its control, let the watch see it; return the control."""
+    _trade(services, priya, account, (side, quantity))
+    made = services.risk.set_control(priya, account, "SBIN", Product.MIS, **control)
+    services.risk_watch.run()
+    return made.control_id
+
+
+def _retire_audits(services: Services) -> list[dict[str, object]]:
+    with services.db.transaction() as session:
+        rows = session.scalars(select(AuditRow).where(
+            AuditRow.action == "risk.control.retire").order_by(AuditRow.id)).all()
+        return [json.loads(row.details) for row in rows]
+
+
+def test_a_control_ends_when_its_position_is_closed_by_hand_and_never_guards_the_next_one(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    control = _guarded(services, priya, account, Side.SELL, 2, target=Decimal("790.00"))
+    _trade(services, priya, account, (Side.BUY, 2))  # the short closed by hand
+    report = services.risk_watch.run()
+    assert report.retired == [control]
+    assert services.risk.controls(priya, account) == []
+    _trade(services, priya, account, (Side.BUY, 3), price="801.00")  # a long, above 790
+    services.risk_watch.run()
+    assert _exits(services) == []  # the short's target does not close the long
+    assert [(a["symbol"], a["why"]) for a in _retire_audits(services)] == [
+        ("SBIN", "the SBIN MIS position it was set on is closed")]
+
+
+def test_a_short_turned_long_between_two_runs_loses_the_shorts_control(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    control = _guarded(services, priya, account, Side.SELL, 2, target=Decimal("790.00"))
+    # closed and a long opened in one step: the watch never sees the position flat
+    _trade(services, priya, account, (Side.BUY, 2), (Side.BUY, 3), price="801.00")
+    report = services.risk_watch.run()
+    assert _exits(services) == [] and report.square_offs == []
+    assert report.retired == [control]
+    why = _retire_audits(services)[0]["why"]
+    assert isinstance(why, str) and why.startswith(
+        "the SBIN MIS position it was set on was closed and another one opened")
+
+
+def test_a_position_control_lives_while_its_position_is_added_to_or_cut(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    control = _guarded(services, priya, account, Side.BUY, 5, stop_loss=Decimal("790.00"))
+    _trade(services, priya, account, (Side.BUY, 3))
+    services.risk_watch.run()
+    _trade(services, priya, account, (Side.SELL, 6), price="801.00")
+    assert services.risk_watch.run().retired == []
+    assert [c.control_id for c in services.risk.controls(priya, account)] == [control]
+    tick(services.db, "SBIN", "789.00")
+    services.risk_watch.run()
+    assert [(e.side, e.quantity) for e in _exits(services)] == [(Side.SELL, 2)]

@@ -10,6 +10,10 @@ exit as action ``protect``):
   symbol, product and IST day), so a watch that runs twice (retry, restart, two triggers)
   places one exit; a fired control is retired with its exit order in the same transaction as
   its alert;
+- a position control ends with its position: once the fills show the position flat (closed by
+  hand, panic, loss limit, square-off), or opened again since the watch last saw it (closed
+  and reopened, or turned from short to long, between two runs), the control is retired
+  (audited ``risk.control.retire``) and never applied to the next position;
 - an engage (loss limit, kill switch, MTM stop-loss) runs :meth:`RiskService.engage`, which is
   idempotent by a unique key in the database;
 - trailing stops' new best prices and each account's equity peak are stored;
@@ -31,9 +35,9 @@ import hashlib
 import logging
 import time as time_module
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -47,7 +51,7 @@ from core.risk_warnings import WarningAlert, account_losses, near_limits, warnin
 from core.services.portfolio import last_prices, read_last_prices
 from core.services.risk import RiskService
 from core.services.risk_gate import AccountSnapshot, DeskRiskGate
-from core.trading import ZERO, Order, OrderRequest, OrderStatus, OrderType, Side, Trade
+from core.trading import ZERO, Order, OrderRequest, OrderStatus, OrderType, Product, Side, Trade
 from db.engine import Database
 from db.models import AccountRow, OrderRow
 from engines.risk import evaluate
@@ -55,6 +59,7 @@ from engines.risk_types import (
     AccountRisk,
     LivePosition,
     MtmLimit,
+    PositionControl,
     PostTradeInput,
     PostTradeResult,
     RiskLimits,
@@ -72,6 +77,9 @@ BOOK_REFRESH_SECONDS = 30.0
 #: the same second (an account with new fills is always rebuilt at once).
 REFRESHES_PER_RUN = 2
 _monotonic = time_module.monotonic
+#: A control whose position the watch never saw open is retired as flat only once it is this
+#: old (seconds): a fill the broker already shows may reach the desk's trades a little later.
+CONTROL_GRACE_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,32 @@ def _remark(snapshot: AccountSnapshot, prices: dict[str, Decimal]) -> _Figures:
                     snapshot.week_pnl + moved)
 
 
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """A position's net quantity from the fills and the fill that opened it from flat."""
+
+    quantity: int
+    opened_by: str  # broker trade id of that fill; "" while flat
+
+
+def _openings(trades: Iterable[Trade]) -> dict[tuple[str, Product], _Open]:
+    """Return each (symbol, product)'s net quantity and the fill that last opened it.
+
+    ``trades`` are one account's fills, oldest first. A fill opens a position when it takes
+    the net quantity away from zero or across it (a short turned long is a new position).
+    """
+    out: dict[tuple[str, Product], _Open] = {}
+    for trade in trades:
+        key = (trade.symbol, trade.product)
+        held = out.get(key)
+        before = held.quantity if held is not None else 0
+        after = before + (trade.quantity if trade.side is Side.BUY else -trade.quantity)
+        opened = (trade.broker_trade_id if before == 0 or before * after < 0 or held is None
+                  else held.opened_by)
+        out[key] = _Open(after, opened if after else "")
+    return out
+
+
 @dataclass(slots=True)
 class WatchReport:
     """What one run of the watch did."""
@@ -126,6 +160,7 @@ class WatchReport:
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     limit_warnings: int = 0  # risk.warning.* alerts written (80 % of a loss limit used)
+    retired: list[int] = field(default_factory=list)  # controls whose position closed
 
 
 def exit_client_id(square: SquareOff, day: str) -> str:
@@ -150,6 +185,10 @@ class RiskWatch:
         self._tagged_cache: dict[tuple[int, ...], tuple[object, dict[int, str]]] = {}
         self._warned: set[str] = set()  # dedupe keys of the limit warnings written today
         self._warned_day: date | None = None
+        #: account -> (fill version, its positions' openings), re-read on new fills
+        self._openings: dict[int, tuple[tuple[int, int], dict[tuple[str, Product], _Open]]] = {}
+        #: household -> control id -> the fill that opened its position when the watch saw it
+        self._seen: dict[int, dict[int, str]] = {}
 
     def run(self, now: datetime | None = None) -> WatchReport:
         """Evaluate every household once; return what was done."""
@@ -187,6 +226,7 @@ class RiskWatch:
             names = [m.key for m in stored_mtm if m.scope is Scope.STRATEGY]
             tagged = self._tagged(session, account_ids, names, fills)
         snapshots = self._snapshots(account_ids, fills)
+        controls = self._live_controls(household_id, controls, fills, now, report)
         positions, prices, figures = self._marked(snapshots, prices)
         report.positions += len(positions)
         strategy_positions, strategy_mtm = self._strategies(account_ids, names, tagged, now,
@@ -217,6 +257,81 @@ class RiskWatch:
                                    dedupe_key=alert.dedupe_key)
             self._warned.update(alert.dedupe_key for alert in near)
             report.limit_warnings += len(near)
+
+    def _opened(self, account_id: int, version: tuple[int, int]
+                 ) -> dict[tuple[str, Product], _Open] | None:
+        """Return the account's positions' openings from the gate's fills (None: unknown).
+
+        Called after :meth:`_snapshots`, so the gate holds the fills of ``version`` or newer;
+        fewer fills than the version counts mean the gate's copy is not usable this run.
+        """
+        cached = self._openings.get(account_id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        trades = self.gate.fills(account_id)
+        if len(trades) < version[0]:
+            return None
+        found = _openings(trades)
+        self._openings[account_id] = (version, found)
+        return found
+
+    def _live_controls(self, household_id: int, controls: list[PositionControl],
+                       fills: dict[int, tuple[int, int]], now: datetime,
+                       report: WatchReport) -> list[PositionControl]:
+        """Return the controls that still guard the position they were set on; retire the rest.
+
+        A control ends with its position: it is retired once the fills show the position flat,
+        or opened by another fill than the one the watch saw it on (closed and reopened, or
+        turned, between two runs). A flat position the watch never saw open retires its
+        control only after :data:`CONTROL_GRACE_SECONDS` (the broker may show a fill before
+        the desk records it).
+        """
+        seen = self._seen.get(household_id, {})
+        keep: list[PositionControl] = []
+        now_seen: dict[int, str] = {}
+        gone: dict[int, str] = {}  # control id -> why (seen open before, or reopened)
+        unseen_flat: dict[int, str] = {}
+        for control in controls:
+            opened = self._opened(control.account_id, fills[control.account_id])
+            if opened is None:
+                keep.append(control)
+                continue
+            held = opened.get((control.symbol, control.product))
+            opened_by = held.opened_by if held is not None else ""
+            before = seen.get(control.control_id)
+            what = f"{control.symbol} {control.product.value}"
+            if opened_by and before in (None, opened_by):
+                now_seen[control.control_id] = opened_by
+                keep.append(control)
+            elif opened_by:
+                gone[control.control_id] = (
+                    f"the {what} position it was set on was closed and another one opened "
+                    f"(fill {opened_by}); a control guards only the position it was set on")
+            elif before is not None:
+                gone[control.control_id] = f"the {what} position it was set on is closed"
+            else:
+                unseen_flat[control.control_id] = f"the {what} position is closed"
+        self._seen[household_id] = now_seen
+        if gone or unseen_flat:
+            self._retire(household_id, gone, unseen_flat, now, report)
+        return keep
+
+    def _retire(self, household_id: int, gone: dict[int, str], unseen_flat: dict[int, str],
+                now: datetime, report: WatchReport) -> None:
+        """Retire controls whose position ended (audited, like a clear)."""
+        with self.db.transaction() as session:
+            rows = risk_store.retire_controls(session, gone)
+            rows += risk_store.retire_controls(
+                session, unseen_flat, created_before=now - timedelta(
+                    seconds=CONTROL_GRACE_SECONDS))
+            why = {**gone, **unseen_flat}
+            for row in rows:
+                audit.append(session, audit.AuditEvent(
+                    action="risk.control.retire", resource=f"position_control:{row.id}",
+                    household_id=household_id,
+                    details={"account_id": row.account_id, "symbol": row.symbol,
+                             "product": row.product.value, "why": why[row.id]}))
+        report.retired.extend(row.id for row in rows)
 
     def _new_warnings(self, household_id: int, figures: dict[int, _Figures],
                       limits: dict[int, RiskLimits], mtm_limits: list[MtmLimit],
