@@ -24,6 +24,7 @@ from core.errors import (
 from core.money import inr
 from core.orders import RiskContext, RiskDecision
 from core.services import Services
+from core.services.audit_log import AuditFilter
 from core.trading import (
     GttLeg,
     GttStatus,
@@ -245,7 +246,7 @@ class RefuseEverything:
 
 
 def test_every_order_path_calls_the_risk_gate(
-    services: Services, priya: Actor, priya_account: int,
+    services: Services, priya: Actor, priya_account: int, login,
 ) -> None:
     resting = services.orders.place(priya, _buy(priya_account, price=Decimal("1400.00")))
     mis = services.orders.place(priya, _buy(priya_account, product=Product.MIS, quantity=5,
@@ -266,6 +267,11 @@ def test_every_order_path_calls_the_risk_gate(
     services.orders.step()  # the GTT fires but its order is refused by the gate
     gtt = services.orders.gtts(priya, priya_account)[0]
     assert gtt.status is GttStatus.REJECTED and "daily loss limit" in (gtt.message or "")
+    with services.db.transaction() as session:  # audited as failed, in the household's log
+        assert session.execute(select(AuditRow.outcome, AuditRow.household_id).where(
+            AuditRow.action == "gtt.rejected")).one() == (audit.FAILED, priya.household_id)
+    shown = services.audit.entries(login("rahul"), AuditFilter(action_prefix="gtt.rejected"))
+    assert list(shown["actor"]) == ["system"] and list(shown["outcome"]) == [audit.FAILED]
     with pytest.raises(RiskRejected):
         services.orders.square_off_intraday(priya, priya_account)  # the open MIS position
     assert mis.status is OrderStatus.OPEN

@@ -70,7 +70,7 @@ class AuditLogService(ServiceBase):
                 {
                     "id": r.id,
                     "time (IST)": format_ist(r.created_at),
-                    "actor": r.actor_username,
+                    "actor": r.actor_username or "system",
                     "action": r.action,
                     "resource": r.resource,
                     "outcome": r.outcome,

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from brokers.base import Broker, OrderChange, SessionState
 from brokers.registry import only_desk_book_brokers, venue_steppers
-from core import alerts, risk_store
+from core import alerts, audit, risk_store
 from core import gtt as gtt_rules
 from core.clock import now_ist, to_ist
 from core.config import Settings
@@ -488,13 +488,14 @@ class OrderService(ServiceBase):
             row = session.get(GttRow, gtt_id, with_for_update=True)
             assert row is not None  # noqa: S101
             row.status, row.message = status, message[:300]
+            household_id = session.scalar(select(AccountRow.household_id).where(
+                AccountRow.id == row.account_id))
+            assert household_id is not None  # noqa: S101 - the GTT's account exists
             self._audit(session, None, f"gtt.{status.value}", f"gtt:{gtt_id}",
                         {"message": message[:300]},
-                        household_id=None)
+                        outcome=audit.FAILED if status is GttStatus.REJECTED else audit.OK,
+                        household_id=household_id)
             if alert is not None:
-                household_id = session.scalar(select(AccountRow.household_id).where(
-                    AccountRow.id == row.account_id))
-                assert household_id is not None  # noqa: S101 - the GTT's account exists
                 alerts.enqueue(session, kind=alert.kind, household_id=household_id,
                                account_id=row.account_id, severity=alert.severity,
                                title=alert.title, body=alert.body,
