@@ -336,3 +336,33 @@ def test_a_position_control_lives_while_its_position_is_added_to_or_cut(
     tick(services.db, "SBIN", "789.00")
     services.risk_watch.run()
     assert [(e.side, e.quantity) for e in _exits(services)] == [(Side.SELL, 2)]
+
+
+def test_a_mis_position_reopened_after_its_square_off_is_squared_off_again(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    _hold(services, priya, account, 15)
+    services.risk_watch.run(THURSDAY.replace(hour=15, minute=16))
+    services.risk_watch.run(THURSDAY.replace(hour=15, minute=16, second=30))  # found, not doubled
+    _trade(services, priya, account, price="801.00")  # the square-off fills
+    _hold(services, priya, account, 10)  # opened again after the square-off time
+    services.risk_watch.run(THURSDAY.replace(hour=15, minute=17))
+    services.risk_watch.run(THURSDAY.replace(hour=15, minute=17, second=30))
+    exits = _exits(services)
+    assert [(e.side, e.quantity) for e in exits] == [(Side.SELL, 15), (Side.SELL, 10)]
+    assert len({e.client_order_id for e in exits}) == 2
+    assert _count(services, AlertOutboxRow, AlertOutboxRow.kind == "risk.eod") == 2
+
+
+def test_an_account_mtm_target_books_the_profit_of_each_position_it_sees(
+    services: Services, priya: Actor, account: int, login,
+) -> None:
+    services.risk.set_limits(login("rahul"), account, {"portfolio_mtm_target": "40"})
+    for bought in (5, 6):  # the second position opens after the first one's exit filled
+        _hold(services, priya, account, bought)
+        tick(services.db, "SBIN", "810.00")  # about +₹50 on the position
+        services.risk_watch.run()
+        services.risk_watch.run()
+        _trade(services, priya, account, price="800.00")  # the exit fills: the day's MTM
+    assert [(e.side, e.quantity, e.status) for e in _exits(services)] == [
+        (Side.SELL, 5, OrderStatus.FILLED), (Side.SELL, 6, OrderStatus.FILLED)]

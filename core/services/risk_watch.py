@@ -6,10 +6,11 @@ loss and drawdown figures, and whether the end-of-day MIS square-off is due; ask
 :func:`engines.risk.evaluate`; then act, always through the order path (so the gate sees every
 exit as action ``protect``):
 
-- a square-off becomes a MARKET order with a **deterministic client order id** (rule, account,
-  symbol, product and IST day), so a watch that runs twice (retry, restart, two triggers)
-  places one exit; a fired control is retired with its exit order in the same transaction as
-  its alert;
+- a square-off becomes a MARKET order with a **deterministic client order id** (rule, control,
+  account, symbol, product, IST day and the fill that opened the position), so a watch that
+  runs twice (retry, restart, two triggers) places one exit, while a position opened again
+  after its exit (the same MTM target or the MIS square-off later that day) gets its own; a
+  fired control is retired with its exit order in the same transaction as its alert;
 - a position control ends with its position: once the fills show the position flat (closed by
   hand, panic, loss limit, square-off), or opened again since the watch last saw it (closed
   and reopened, or turned from short to long, between two runs), the control is retired
@@ -163,10 +164,18 @@ class WatchReport:
     retired: list[int] = field(default_factory=list)  # controls whose position closed
 
 
-def exit_client_id(square: SquareOff, day: str) -> str:
-    """Return the client order id of a watch exit: the same for the same exit on the same day."""
+def exit_client_id(square: SquareOff, day: str, opened_by: str = "") -> str:
+    """Return the client order id of a watch exit: the same for the same exit of one position.
+
+    ``opened_by`` is the broker trade id of the fill that opened the position from flat: an
+    exit of the same rule, symbol and product on the same day is a new order once the
+    position was closed and opened again, and the same one (found, not placed twice) on every
+    run while that position lasts.
+    """
     text = f"{square.rule}|{square.control_id}|{square.account_id}|{square.symbol}|" \
            f"{square.product.value}|{day}"
+    if opened_by:
+        text += f"|{opened_by}"
     return "rw-" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -242,7 +251,7 @@ class RiskWatch:
             mis_due=frozenset(a for a in account_ids
                               if self._mis_due(now, limits[a].mis_square_off_at))))
         report.warnings.extend(result.warnings)
-        self._act(household_id, result, now, report)
+        self._act(household_id, result, now, report, fills)
         higher = {a: f.capital for a, f in figures.items()
                   if f.capital > 0 and (peaks.get(a) is None or f.capital > peaks[a])}
         near = self._new_warnings(household_id, figures, limits, mtm_limits, engaged, now)
@@ -487,7 +496,7 @@ class RiskWatch:
 
     # -- acting ---------------------------------------------------------------------------
     def _act(self, household_id: int, result: PostTradeResult, now: datetime,
-             report: WatchReport) -> None:
+             report: WatchReport, fills: dict[int, tuple[int, int]]) -> None:
         if result.trail_updates:
             with self.db.transaction() as session:
                 report.trails_moved += risk_store.apply_trails(session, result.trail_updates)
@@ -500,11 +509,14 @@ class RiskWatch:
                 report.failures.append(f"engage {engage.kind.value} {engage.key}: {exc}")
                 log.warning("risk watch: engage %s failed: %s", engage, exc)
         for square in result.square_offs:
-            self._square_off(household_id, square, now, report)
+            opened = self._opened(square.account_id, fills[square.account_id]) or {}
+            held = opened.get((square.symbol, square.product))
+            self._square_off(household_id, square, now, report,
+                             held.opened_by if held is not None else "")
 
     def _square_off(self, household_id: int, square: SquareOff, now: datetime,
-                    report: WatchReport) -> None:
-        client_id = exit_client_id(square, now.date().isoformat())
+                    report: WatchReport, opened_by: str) -> None:
+        client_id = exit_client_id(square, now.date().isoformat(), opened_by)
         request = OrderRequest(
             account_id=square.account_id, symbol=square.symbol,
             side=Side.SELL if square.quantity > 0 else Side.BUY,
