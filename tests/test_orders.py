@@ -368,6 +368,25 @@ def test_square_off_closes_every_intraday_position_at_market(
     assert all(o.source == "square_off" for o in placed)
 
 
+def test_a_second_square_off_while_the_first_ones_exits_are_open_sends_nothing_more(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    services.orders.place(priya, _buy(priya_account, product=Product.MIS, quantity=20))
+    tick(services.db, "INFY", "1499.00")
+    services.orders.step()
+    [first] = services.orders.square_off_intraday(priya, priya_account)
+    assert services.orders.square_off_intraday(priya, priya_account) == []  # a double click
+    services.orders.place(priya, _buy(priya_account, product=Product.MIS, quantity=5,
+                                      order_type=OrderType.MARKET, price=None))
+    tick(services.db, "INFY", "1498.00")
+    services.orders.step()  # the first exit fills, and so does the new buy of 5
+    [again] = services.orders.square_off_intraday(priya, priya_account)
+    assert (again.side, again.quantity) == (Side.SELL, 5)
+    book = {o.id: o for o in services.orders.order_book(priya, priya_account)}
+    assert book[first.id].status is OrderStatus.FILLED and book[first.id].quantity == 20
+    assert not [o for o in book.values() if o.status is OrderStatus.CANCELLED]
+
+
 def test_the_statements_download_as_csv_with_the_day_s_trades_and_charges(
     services: Services, priya: Actor, priya_account: int,
 ) -> None:

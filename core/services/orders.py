@@ -66,6 +66,8 @@ from engines.risk_types import Scope
 log = logging.getLogger("sher.orders")
 
 BOOK_LIMIT = 500
+#: The ``source`` of a square-off's exit orders.
+SQUARE_OFF = "square_off"
 #: How often the worker's step asks desk-database brokers for every open order (seconds).
 DESK_SYNC_SECONDS = 10.0
 # Built once: the worker reads the active GTTs on every step.
@@ -222,15 +224,26 @@ class OrderService(ServiceBase):
     def square_off_intraday(self, actor: Actor | None, account_id: int) -> list[Order]:
         """Cancel open MIS orders and close every MIS position at market.
 
-        ``actor`` None is the worker's end-of-day job; a user must be allowed to trade.
+        ``actor`` None is the worker's end-of-day job; a user must be allowed to trade. The
+        exits of an earlier square-off still open are kept, and what they will close is not
+        sent again (a second press while they fill places nothing more).
         """
         if actor is not None:
             self.household.authorize_trade(actor, account_id)
         with self.db.transaction() as session:
             lock_accounts(session, [account_id])  # and so find the orders recording now
-            open_mis = list(session.scalars(select(OrderRow.id).where(
+            rows = session.execute(select(
+                OrderRow.id, OrderRow.source, OrderRow.symbol, OrderRow.side, OrderRow.quantity,
+                OrderRow.filled_quantity).where(
                 OrderRow.account_id == account_id, OrderRow.product == Product.MIS,
-                OrderRow.status.in_([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]))))
+                OrderRow.status.in_([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED]))).all()
+        open_mis = [r.id for r in rows if r.source != SQUARE_OFF]
+        exiting: dict[str, int] = {}  # symbol -> signed quantity the open exits will trade
+        for r in rows:
+            if r.source == SQUARE_OFF:
+                rest = r.quantity - r.filled_quantity
+                exiting[r.symbol] = exiting.get(r.symbol, 0) + (rest if r.side is Side.BUY
+                                                                else -rest)
         why = ("Cancelled by the scheduled MIS square-off" if actor is None
                else f"Cancelled by {actor.username}'s intraday square-off")
         for order_id in open_mis:
@@ -242,10 +255,13 @@ class OrderService(ServiceBase):
         for position in self.broker_for(account_id).positions():
             if position.product is not Product.MIS or position.quantity == 0:
                 continue
-            side = Side.SELL if position.quantity > 0 else Side.BUY
-            request = OrderRequest(account_id, position.symbol, side,
-                                        abs(position.quantity), OrderType.MARKET, Product.MIS)
-            placed.append(self.manager.submit(request, placed_by=actor, source="square_off"))
+            left = position.quantity + exiting.get(position.symbol, 0)
+            if left == 0 or (left > 0) != (position.quantity > 0):
+                continue  # the open exits close it
+            side = Side.SELL if left > 0 else Side.BUY
+            request = OrderRequest(account_id, position.symbol, side, abs(left),
+                                   OrderType.MARKET, Product.MIS)
+            placed.append(self.manager.submit(request, placed_by=actor, source=SQUARE_OFF))
         return placed
 
     # -- GTT --------------------------------------------------------------------------------
