@@ -368,12 +368,17 @@ def test_square_off_closes_every_intraday_position_at_market(
     assert all(o.source == "square_off" for o in placed)
 
 
+def _intraday_long(services: Services, actor: Actor, account: int, quantity: int) -> None:
+    """Buy ``quantity`` INFY intraday (MIS) and fill it at ₹1,499."""
+    services.orders.place(actor, _buy(account, product=Product.MIS, quantity=quantity))
+    tick(services.db, "INFY", "1499.00")
+    services.orders.step()
+
+
 def test_a_second_square_off_while_the_first_ones_exits_are_open_sends_nothing_more(
     services: Services, priya: Actor, priya_account: int,
 ) -> None:
-    services.orders.place(priya, _buy(priya_account, product=Product.MIS, quantity=20))
-    tick(services.db, "INFY", "1499.00")
-    services.orders.step()
+    _intraday_long(services, priya, priya_account, 20)
     [first] = services.orders.square_off_intraday(priya, priya_account)
     assert services.orders.square_off_intraday(priya, priya_account) == []  # a double click
     services.orders.place(priya, _buy(priya_account, product=Product.MIS, quantity=5,
@@ -390,9 +395,7 @@ def test_a_second_square_off_while_the_first_ones_exits_are_open_sends_nothing_m
 def test_the_statements_download_as_csv_with_the_day_s_trades_and_charges(
     services: Services, priya: Actor, priya_account: int,
 ) -> None:
-    services.orders.place(priya, _buy(priya_account, product=Product.MIS, quantity=4))
-    tick(services.db, "INFY", "1499.00")
-    services.orders.step()
+    _intraday_long(services, priya, priya_account, 4)
     services.orders.place(priya, OrderRequest(priya_account, "INFY", Side.SELL, 4,
                                               OrderType.MARKET, Product.MIS))
     tick(services.db, "INFY", "1520.00")
