@@ -58,8 +58,9 @@ Post-trade controls (:func:`evaluate`, one price update)
 ==============  ==================================================================================
 stop_loss       long: LTP ≤ stop; short: LTP ≥ stop → square off.
 target          long: LTP ≥ target; short: LTP ≤ target → square off.
-trailing_stop   best price since the control was set (``extreme``, from the average price; it
-                only moves in the position's favour) less ``trail_points`` or ``trail_pct`` %,
+trailing_stop   best price since the control was set (``extreme``: the service stores the LTP
+                when it is set; the average price only if none is stored; it only moves in
+                the position's favour) less ``trail_points`` or ``trail_pct`` %,
                 on the 0.05 tick (down for a long, up for a short); LTP through it → square off.
                 A :class:`~engines.risk_types.TrailUpdate` when the extreme is set or moves.
 mtm limits      a scope's (account, household, strategy) MTM at or below −stop-loss → engage a

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from core.clock import IST
 from core.domain import Actor
-from core.errors import RiskRejected
+from core.errors import RiskRejected, ValidationError
 from core.services import Services
 from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
 from db.models import AlertOutboxRow, AuditRow, EquityPeakRow, OrderRow, RiskStateRow
@@ -366,3 +366,40 @@ def test_an_account_mtm_target_books_the_profit_of_each_position_it_sees(
         _trade(services, priya, account, price="800.00")  # the exit fills: the day's MTM
     assert [(e.side, e.quantity, e.status) for e in _exits(services)] == [
         (Side.SELL, 5, OrderStatus.FILLED), (Side.SELL, 6, OrderStatus.FILLED)]
+
+
+def test_a_trailing_stop_set_on_a_losing_position_trails_from_the_price_then_not_the_average(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    _hold(services, priya, account)  # 20 at 800
+    tick(services.db, "SBIN", "790.00")
+    control = services.risk.set_control(priya, account, "SBIN", Product.MIS,
+                                        trail_pct=Decimal("0.1"))
+    assert control.extreme == Decimal("790.00")
+    services.risk_watch.run()  # the stop is 789.20: 790 is above it
+    assert _exits(services) == []
+    tick(services.db, "SBIN", "789.00")
+    assert len(services.risk_watch.run().square_offs) == 1
+    assert "trailing stop ₹789.20" in _exits_alert_bodies(services)[0]
+
+
+def _exits_alert_bodies(services: Services) -> list[str]:
+    with services.db.transaction() as session:
+        return list(session.scalars(select(AlertOutboxRow.body).where(
+            AlertOutboxRow.kind.like("risk.%")).order_by(AlertOutboxRow.id)))
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    pytest.param({"stop_loss": Decimal("800.00")}, "A short position's stop-loss must be above "
+                 "the LTP: stop ₹800.00, LTP ₹800.00 (SBIN)", id="stop-at-ltp"),
+    pytest.param({"target": Decimal("805.00")}, "A short position's target must be below the "
+                 "LTP: target ₹805.00, LTP ₹800.00 (SBIN)", id="target-above-ltp"),
+])
+def test_a_shorts_stop_or_target_already_crossed_is_refused_with_the_values(
+    services: Services, priya: Actor, account: int, values: dict[str, Decimal], message: str,
+) -> None:
+    _trade(services, priya, account, (Side.SELL, 2))
+    with pytest.raises(ValidationError) as refused:
+        services.risk.set_control(priya, account, "SBIN", Product.MIS, **values)
+    assert message in str(refused.value)
+    assert services.risk.controls(priya, account) == []

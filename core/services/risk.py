@@ -917,6 +917,9 @@ class RiskService(ServiceBase):
                     trail_pct: Decimal | None = None) -> PositionControl:
         """Set (or replace) the stop-loss, target and trailing stop of an open position.
 
+        A trailing stop follows the best price from the LTP at this moment (``extreme``), never
+        from the position's average price, so it cannot fire the moment it is set.
+
         Raises
         ------
         ValidationError
@@ -940,6 +943,9 @@ class RiskService(ServiceBase):
         tick = instrument.tick_size if instrument is not None else Decimal("0.05")
         _check_control(symbol, quantity, quote.ltp, tick, stop_loss, target, trail_points,
                        trail_pct)
+        # A trail starts from the price now, not the average: on a losing position a trail
+        # from the average would be crossed the moment it is set.
+        trailing = trail_points is not None or trail_pct is not None
         key = risk_store.control_key(account_id, symbol, product)
         with self.db.transaction() as session:
             old = session.scalar(select(PositionControlRow).where(
@@ -949,7 +955,8 @@ class RiskService(ServiceBase):
                 session.flush()
             row = PositionControlRow(
                 account_id=account_id, symbol=symbol, product=product, stop_loss=stop_loss,
-                target=target, trail_points=trail_points, trail_pct=trail_pct, extreme=None,
+                target=target, trail_points=trail_points, trail_pct=trail_pct,
+                extreme=quote.ltp if trailing else None,
                 is_active=True, active_key=key, created_by_user_id=actor.user_id,
                 created_at=self.clock())
             session.add(row)
