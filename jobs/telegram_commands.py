@@ -287,12 +287,19 @@ class CommandHandlers:
                 f"{len(args)}: {tf.cut(' '.join(args), ECHO_CHARS)}"))
 
     async def anything_else(self, update: Update, context: Context) -> None:
-        """Any other message: the refusal for a stranger, the command list for a member."""
-        if update.effective_chat is None or update.effective_message is None:
+        """Any other message: the refusal for a stranger, the command list for a member.
+
+        An unknown ``/command`` is named as unknown, with a pointer to /help.
+        """
+        message = update.effective_message
+        if update.effective_chat is None or message is None:
             return
         replies = self.services.telegram_replies
+        word = (message.text or "").split(maxsplit=1)[0] if message.text else ""
+        title = (f"Unknown command {tf.cut(word, ECHO_CHARS)}: send /help for the list"
+                 if word.startswith("/") else "I answer commands only")
         await self._answer(update, "message", lambda actor: tf.message(
-            "I answer commands only", replies.help_lines(actor)))
+            title, replies.help_lines(actor)))
 
     # -- panic --------------------------------------------------------------------------------
     async def panic(self, update: Update, context: Context) -> None:
@@ -301,10 +308,19 @@ class CommandHandlers:
         if member is None:
             return
         chat_id, actor = member
+        replies = self.services.telegram_replies
+
+        def plan_and_answer() -> tuple[PanicPlan, str | None]:
+            plan = replies.panic_plan(actor)
+            return plan, replies.panic_in_force(actor, plan)
+
         try:
-            plan = await asyncio.to_thread(self.services.telegram_replies.panic_plan, actor)
+            plan, in_force = await asyncio.to_thread(plan_and_answer)
         except SHOWN_ERRORS as exc:
             await self._send(update, tf.esc(str(exc)))
+            return
+        if in_force is not None:  # nothing left to stop: say so rather than ask again
+            await self._send(update, in_force)
             return
         self._prune()
         nonce = secrets.token_urlsafe(8)

@@ -28,6 +28,7 @@ from core.services import Services
 from core.services import risk_gate as risk_gate_module
 from core.services.telegram_replies import DISABLED, REFUSAL, TelegramReplies
 from core.trading import Side
+from engines.risk_types import Scope
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.market import tick
 from tests.test_telegram_bot import (  # noqa: F401 - fixtures used by name
@@ -251,3 +252,51 @@ def test_status_shows_the_paper_desk_s_market_and_the_calendar_when_they_differ(
     assert "Market: open · market feed running (test feed, replay) · trading day" in text
     assert "NSE calendar: closed — " in text and "weekend" in text
     assert "Market: closed" not in text
+
+
+# ----------------------------------------------------------------------------------------------
+# /orders, an unknown command, /panic while a panic holds
+# ----------------------------------------------------------------------------------------------
+
+
+def test_orders_are_grouped_under_their_account_and_name_the_id_a_rejection_refers_to(
+    services: Services, replies: TelegramReplies, login, trading_day,
+) -> None:
+    rahul = login("rahul")
+    book = {o.symbol + o.side.value: o for o in services.orders.order_book(rahul)}
+    reply = replies.orders(rahul)
+    text = _text(reply)
+    tcs, sbin = book["TCSBUY"], book["SBINBUY"]
+    assert f"#{tcs.id} B TCS" in text and f"#{sbin.id} B SBIN" in text
+    blocks = {block.split("\n")[0]: block for block in text.split("\n\n")}
+    assert f"#{tcs.id} B TCS" in blocks["Rahul · Intraday"]
+    assert f"#{sbin.id} B SBIN" in blocks["Priya · Trading"]
+    assert "TCS" not in blocks["Priya · Trading"]
+    widths = [len(line) for block in re.findall(r"<pre>(.*?)</pre>", reply, flags=re.DOTALL)
+              for line in html.unescape(block).split("\n")]
+    assert max(widths) <= 36
+
+
+def test_an_unknown_command_is_named_unknown_with_a_pointer_to_help(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    link(services, fake, login("kamla"), CHATS["kamla"])
+    text = _text(ask(fake, CHATS["kamla"], "/foo bar")[0].text)
+    assert text.startswith("Unknown command /foo: send /help for the list")
+    assert "/pnl" in text
+    assert _text(ask(fake, CHATS["kamla"], "hello")[0].text).startswith("I answer commands only")
+
+
+def test_panic_while_a_household_panic_holds_says_so_and_asks_nothing(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    rahul = login("rahul")
+    link(services, fake, rahul, CHATS["rahul"])
+    link(services, fake, login("priya"), CHATS["priya"])
+    services.risk.panic(rahul, Scope.HOUSEHOLD)
+    for who in ("rahul", "priya"):
+        (reply,) = ask(fake, CHATS[who], "/panic")
+        text = _text(reply.text)
+        assert text.startswith("Panic already active") and "A household panic" in text, who
+        assert reply.reply_markup is None
+    assert len(_states(services)) == 1

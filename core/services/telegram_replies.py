@@ -30,7 +30,7 @@ from core.services.risk import KIND_TITLES, PanicReport, RiskStateView
 from core.services.risk_gate import week_start
 from core.services.signal_views import edge_statement, figures_lines
 from core.trading import Order, OrderStatus
-from engines.risk_types import Scope
+from engines.risk_types import Scope, StateKind
 
 if TYPE_CHECKING:
     from core.services import Services
@@ -191,7 +191,11 @@ class TelegramReplies(ServiceBase):
             tf.more_line(len(rows), len(positions), "Portfolio in the app"))
 
     def orders(self, actor: Actor) -> str:
-        """Return open orders (any day) first, then today's others, each newest first."""
+        """Return open orders (any day) first, then today's others, each newest first.
+
+        Orders are grouped under their account's label (accounts in the order they first
+        appear; open first within each), each row naming the order id a rejection line uses.
+        """
         today = self._today()
         book = self.services.orders.order_book(actor)
         open_orders = [o for o in book if o.status in OPEN]
@@ -199,16 +203,21 @@ class TelegramReplies(ServiceBase):
                                             and to_ist(o.created_at).date() == today]
         if not shown:
             return tf.message("Orders", "No open orders and none placed today.")
-        open_count = len(open_orders)
-        rows = [[f"{o.side.value[0]} {o.symbol}", f"{o.filled_quantity}/{o.quantity}",
-                 _price(o), _status(o.status)] for o in shown[:TABLE_ROWS]]
+        labels = self._labels(actor)
+        by_account: dict[int, list[Order]] = {}
+        for order in shown[:TABLE_ROWS]:
+            by_account.setdefault(order.account_id, []).append(order)
+        tables = [tf.bold(labels.get(account_id, f"account {account_id}")) + "\n" + tf.table(
+            ["Order", "Filled", "Price ₹", "Status"],
+            [[f"#{o.id} {o.side.value[0]} {o.symbol}", f"{o.filled_quantity}/{o.quantity}",
+              _price(o), _status(o.status)] for o in orders])
+            for account_id, orders in by_account.items()]
         reasons = [f"#{o.id} {o.symbol}: {o.rejection_reason}" for o in shown[:TABLE_ROWS]
                    if o.status is OrderStatus.REJECTED and o.rejection_reason]
         return tf.message(
-            f"Orders · {open_count} open · {tf.ist_clock(self.clock())}",
-            tf.table(["Order", "Filled", "Price ₹", "Status"], rows),
+            f"Orders · {len(open_orders)} open · {tf.ist_clock(self.clock())}", *tables,
             "\n".join(tf.esc(r) for r in reasons) or None,
-            tf.more_line(len(rows), len(shown), "Orders in the app"))
+            tf.more_line(min(len(shown), TABLE_ROWS), len(shown), "Orders in the app"))
 
     # -- signals and strategies -----------------------------------------------------------------
     def signals(self, actor: Actor) -> str:
@@ -339,6 +348,30 @@ class TelegramReplies(ServiceBase):
                        "a member with the trade right on an account, and you trade none")
         return PanicPlan(Scope.ACCOUNT, tuple(a.id for a in accounts),
                          tuple(a.label for a in accounts))
+
+    def panic_in_force(self, actor: Actor, plan: PanicPlan) -> str | None:
+        """Return the answer to /panic when a panic already stops what ``plan`` would, else None.
+
+        A household panic covers every plan; an account plan is covered when every one of its
+        accounts already has a panic of its own.
+        """
+        panics = [s for s in self.services.risk.states(actor) if s.kind is StateKind.PANIC]
+        household = next((s for s in panics if s.scope is Scope.HOUSEHOLD), None)
+        if household is not None:
+            what = "A household panic"
+        elif plan.scope is Scope.ACCOUNT and plan.account_ids and set(plan.account_ids) <= {
+                s.account_id for s in panics if s.scope is Scope.ACCOUNT}:
+            what = "A panic on " + ", ".join(plan.labels)
+        else:
+            return None
+        first = household or next(s for s in panics if s.account_id in plan.account_ids)
+        by = f" by {first.engaged_by}" if first.engaged_by else ""
+        return tf.message(
+            "Panic already active",
+            tf.esc(f"{what} is already {first.phase.value.lower()} (since "
+                   f"{tf.ist_clock(first.engaged_at)}{by}): trading is stopped and there is "
+                   "nothing more for /panic to do. The Risk page in the app shows its steps and "
+                   "re-enables trading."))
 
     def run_panic(self, actor: Actor, plan: PanicPlan) -> str:
         """Run a confirmed panic through the risk service; return each step's result.
