@@ -87,7 +87,7 @@ def _price_text(row: OrderRow) -> str:
         return f"trigger {inr(row.trigger_price)}, then at market"
     if row.order_type is OrderType.SL:
         return f"trigger {inr(row.trigger_price)}, limit {inr(row.price)}"
-    return f"limit {inr(row.price)}"
+    return f"at {inr(row.price)} or better"
 
 
 def _fill_text(row: OrderRow, filled: int, average: Decimal | None) -> str:

@@ -153,8 +153,8 @@ def test_a_broker_refusal_is_a_warning_with_the_reason(
     assert (rejected.kind, rejected.severity, rejected.account_id) == (REJECTED, "warning",
                                                                        account)
     assert rejected.title == "Order rejected: BUY 10 INFY"
-    assert rejected.body == (f"Reason: the exchange halted INFY\nLIMIT limit ₹1,500.00 · CNC\n"
-                             f"Order {order.id} (order ticket)")
+    assert rejected.body == ("Reason: the exchange halted INFY\nLIMIT at ₹1,500.00 or better · "
+                             f"CNC\nOrder {order.id} (order ticket)")
 
 
 def test_an_order_whose_transaction_rolls_back_writes_no_alert(
@@ -201,7 +201,7 @@ def test_a_gtt_order_placed_by_its_trigger_says_so(
     services.orders.step()
     placed = _order_alerts(services)[0]
     assert placed.kind == PLACED and "(GTT trigger), by priya" in placed.body
-    assert placed.body.startswith("LIMIT limit ₹1,452.00 · CNC")
+    assert placed.body.startswith("LIMIT at ₹1,452.00 or better · CNC")
 
 
 def test_an_after_market_order_says_it_is_queued_and_alerts_its_fill_at_the_open(
