@@ -404,3 +404,22 @@ def raise_peaks(session: Session, equities: Mapping[int, Decimal], at: datetime)
     session.flush()
     return raised
 
+
+def reset_peak(session: Session, account_id: int, equity: Decimal | None,
+               at: datetime) -> Decimal | None:
+    """Start an account's drawdown afresh from ``equity``; return the peak it replaces.
+
+    A positive ``equity`` becomes the peak; None or not positive removes it (the watch records
+    the next positive equity as the peak).
+    """
+    row = session.get(EquityPeakRow, account_id, with_for_update=True)
+    before = row.peak_equity if row is not None else None
+    if equity is not None and equity > 0:
+        if row is None:
+            session.add(EquityPeakRow(account_id=account_id, peak_equity=equity, peak_at=at))
+        else:
+            row.peak_equity, row.peak_at = equity, at
+    elif row is not None:
+        session.delete(row)
+    session.flush()
+    return before

@@ -403,3 +403,32 @@ def test_a_shorts_stop_or_target_already_crossed_is_refused_with_the_values(
         services.risk.set_control(priya, account, "SBIN", Product.MIS, **values)
     assert message in str(refused.value)
     assert services.risk.controls(priya, account) == []
+
+
+def test_re_enabling_a_drawdown_kill_switch_restarts_the_drawdown_so_it_holds(
+    services: Services, priya: Actor, account: int, login,
+) -> None:
+    rahul = login("rahul")
+    services.risk.set_limits(rahul, account, {"drawdown_reduce_pct": "0.1",
+                                              "drawdown_kill_pct": "0.11"})
+    services.risk_watch.run()  # the peak: ₹10,00,000
+    _hold(services, priya, account, 100)
+    tick(services.db, "SBIN", "788.00")  # −₹1,200 and charges: beyond 0.11 % of the peak
+    report = services.risk_watch.run()
+    assert report.engaged == [f"account:{account}:kill_switch"]
+    _trade(services, priya, account, price="788.00")  # the kill switch's exit fills
+    kill = next(s for s in services.risk.states(rahul) if s.kind is StateKind.KILL_SWITCH)
+    services.risk.reenable(rahul, kill.id, "checked the book")
+    equity = services.risk_gate.snapshot(account).capital.quantize(Decimal("0.01"))
+    with services.db.transaction() as session:
+        peak = session.get(EquityPeakRow, account)
+        assert peak is not None and peak.peak_equity == equity < Decimal(998_800)
+        details = json.loads(session.scalars(select(AuditRow.details).where(
+            AuditRow.action == "risk.reenable")).one())
+    assert (Decimal(details["peak_equity_before"]), Decimal(details["peak_equity_now"])) == (
+        Decimal(1_000_000), equity)
+    assert services.risk_watch.run().engaged == []
+    services.risk_watch.run()
+    assert _count(services, RiskStateRow, RiskStateRow.kind == StateKind.KILL_SWITCH) == 1
+    assert services.orders.place(priya, OrderRequest(account, "TCS", Side.BUY, 1,
+                                                     OrderType.MARKET, Product.MIS)).id

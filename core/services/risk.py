@@ -56,6 +56,7 @@ from core.risk_store import MtmLimitView
 from core.services.base import ServiceBase
 from core.services.household import HouseholdService
 from core.services.orders import OrderService
+from core.services.risk_gate import DeskRiskGate
 from core.trading import (
     STRATEGY_RE,
     GttStatus,
@@ -355,6 +356,10 @@ def _shown(value: object) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
+#: Rupee amounts stored for people (a re-enabled kill switch's new peak) are in paise.
+PAISA = Decimal("0.01")
+
+
 class RiskService(ServiceBase):
     """Limits, states (panic, kill switch, loss limits, disable), controls, MTM limits, alerts."""
 
@@ -532,21 +537,45 @@ class RiskService(ServiceBase):
             return len(rows)
 
     def _clear(self, session: Session, row: RiskStateRow, actor: Actor | None,
-               note: str) -> None:
+               note: str, equity: Decimal | None = None) -> None:
+        """Lift ``row``; a kill switch of an account also restarts its drawdown at ``equity``."""
         row.phase, row.active_key = StatePhase.CLEARED, None
         row.cleared_at = self.clock()
         row.cleared_by_user_id = actor.user_id if actor else None
         row.clear_note = note[:REASON_CHARS]
-        self._audit(session, actor, "risk.reenable", f"risk_state:{row.id}",
-                    {"kind": row.kind.value, "scope": row.scope.value, "note": note},
+        details: dict[str, object] = {"kind": row.kind.value, "scope": row.scope.value,
+                                      "note": note}
+        body = note
+        if row.kind is StateKind.KILL_SWITCH and row.account_id is not None:
+            before = risk_store.reset_peak(session, row.account_id, equity, row.cleared_at)
+            details.update(peak_equity_before=before, peak_equity_now=equity)
+            body += (f"; the drawdown now counts from the equity {inr(equity)} (the peak was "
+                     f"{inr(before) if before is not None else 'none'})" if equity is not None
+                     and equity > 0 else "; the drawdown restarts at the next positive equity")
+        self._audit(session, actor, "risk.reenable", f"risk_state:{row.id}", details,
                     household_id=row.household_id)
         alerts.enqueue(session, kind=f"risk.{row.kind.value}", household_id=row.household_id,
                        account_id=row.account_id, severity="info",
                        title=f"{KIND_TITLES[row.kind]} lifted: {_scope_text(session, row)}",
-                       body=note, dedupe_key=f"risk-state:{row.id}:cleared")
+                       body=body, dedupe_key=f"risk-state:{row.id}:cleared")
+
+    def _equity_now(self, row: RiskStateRow) -> Decimal | None:
+        """Return the equity of a kill switch's account now (None: not a kill switch, no gate)."""
+        gate = self.orders.manager.risk_gate
+        if (row.kind is not StateKind.KILL_SWITCH or row.account_id is None
+                or not isinstance(gate, DeskRiskGate)):
+            return None
+        return gate.snapshot(row.account_id).capital.quantize(PAISA)  # as the peak is shown
 
     def reenable(self, actor: Actor, state_id: int, note: str = "") -> RiskStateView:
-        """Lift a state: a kill switch needs an admin; others an admin or (account) a trader."""
+        """Lift a state: a kill switch needs an admin; others an admin or (account) a trader.
+
+        Re-enabling an account's kill switch starts its drawdown afresh: the account's peak
+        equity becomes its equity now (in the same transaction, audited with the old and the
+        new peak), so a drawdown still beyond the kill level does not trip the switch again at
+        the watch's next run; the kill switch trips again only on a new drawdown of the kill
+        level from here.
+        """
         role = self._role(actor)
         trade_ids = self._trade_ids(actor)
         with self.db.transaction() as session:
@@ -571,13 +600,14 @@ class RiskService(ServiceBase):
             raise ValidationError(
                 f"Risk state {state_id} is still engaging (cancelling and closing); re-enable "
                 "it once it is active")
+        equity = self._equity_now(row)
         with self.db.transaction() as session:
             locked = session.get(RiskStateRow, state_id, with_for_update=True)
             assert locked is not None  # noqa: S101 - read above
             if locked.phase is StatePhase.CLEARED:
                 raise ValidationError(f"Risk state {state_id} was already lifted")
             self._clear(session, locked, actor,
-                        note.strip() or f"re-enabled by {actor.username}")
+                        note.strip() or f"re-enabled by {actor.username}", equity)
             session.flush()
             return self._view(session, locked, role, actor, trade_ids)
 
