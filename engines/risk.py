@@ -87,7 +87,7 @@ the next position).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -730,6 +730,8 @@ class _Result:
 
     today: date
     engaged: set[tuple[Scope, str, StateKind]]
+    #: account id -> how a person reads it ("the account Priya · Trading")
+    labels: Mapping[int, str] = field(default_factory=dict)
     #: each square-off with the strategy whose part of the position it closes (None: all of it)
     square_offs: list[tuple[SquareOff, str | None]] = field(default_factory=list)
     engages: list[Engage] = field(default_factory=list)
@@ -745,6 +747,10 @@ class _Result:
         if guessed and note not in self.warnings:
             self.warnings.append(note)
         return day
+
+    def account(self, account_id: int) -> str:
+        """Return an account as a person reads it: its label, else ``account <id>``."""
+        return self.labels.get(account_id) or f"account {account_id}"
 
     def engage(self, kind: StateKind, scope: Scope, key: str, reason: str,
                account_ids: Iterable[int], until: date | None) -> None:
@@ -774,9 +780,9 @@ def _controls(inp: PostTradeInput, whole: dict[_Key, LivePosition], out: _Result
         if position is None:
             continue  # the position is closed; the watch retires the control
         if position.ltp is None:
-            out.warnings.append(f"{position.symbol} {position.product.value} (account "
-                                f"{position.account_id}) has no last price: its stop-loss, "
-                                "target and trailing stop were not checked")
+            out.warnings.append(f"{position.symbol} {position.product.value} "
+                                f"({out.account(position.account_id)}) has no last price: its "
+                                "stop-loss, target and trailing stop were not checked")
             continue
         square_off = _control_breach(control, position, position.ltp, out.trails)
         if square_off is not None:
@@ -791,14 +797,15 @@ def _in_scope(limit: MtmLimit, position: LivePosition, accounts: frozenset[int])
     return True
 
 
-def _scope_name(scope: Scope, key: str) -> str:
-    return {Scope.HOUSEHOLD: "the household", Scope.ACCOUNT: f"account {key}"}.get(
-        scope, f"strategy {key}")
+def _scope_name(scope: Scope, key: str, out: _Result) -> str:
+    if scope is Scope.ACCOUNT:
+        return out.account(int(key))
+    return "the household" if scope is Scope.HOUSEHOLD else f"strategy {key}"
 
 
 def _mtm_limits(inp: PostTradeInput, whole: dict[_Key, LivePosition], out: _Result) -> None:
     for limit in inp.mtm_limits:
-        name = _scope_name(limit.scope, limit.key)
+        name = _scope_name(limit.scope, limit.key, out)
         if limit.stop_loss is not None and limit.mtm <= -limit.stop_loss:
             until = out.until(StateKind.DAILY_LOSS)
             out.engage(StateKind.DAILY_LOSS, limit.scope, limit.key,
@@ -820,12 +827,13 @@ def _mtm_limits(inp: PostTradeInput, whole: dict[_Key, LivePosition], out: _Resu
 
 def _account_limits(account: AccountRisk, out: _Result) -> None:
     limits, key = account.limits, str(account.account_id)
+    name = out.account(account.account_id)
     if account.capital > 0:
         for kind, pnl, pct, span in (
                 (StateKind.DAILY_LOSS, account.day_pnl, limits.daily_loss_pct, "today"),
                 (StateKind.WEEKLY_LOSS, account.week_pnl, limits.weekly_loss_pct, "this week")):
             limit = account.capital * pct / _HUNDRED
-            figures = (f"account {key}: loss {span} {inr(-pnl)} against the limit {inr(limit)} "
+            figures = (f"{name}: loss {span} {inr(-pnl)} against the limit {inr(limit)} "
                        f"({_pct(pct)} of capital {inr(account.capital)})")
             if pnl <= -limit:
                 until = out.until(kind)
@@ -836,7 +844,7 @@ def _account_limits(account: AccountRisk, out: _Result) -> None:
     drawdown = _drawdown_pct(account.capital, account.peak_equity)
     if account.peak_equity is not None and drawdown >= limits.drawdown_kill_pct:
         out.engage(StateKind.KILL_SWITCH, Scope.ACCOUNT, key,
-                   f"account {key}: drawdown {_pct(drawdown)} from peak equity "
+                   f"{name}: drawdown {_pct(drawdown)} from peak equity "
                    f"{inr(account.peak_equity)} to {inr(account.capital)} reached the kill level "
                    f"{_pct(limits.drawdown_kill_pct)}; an admin must re-enable trading",
                    (account.account_id,), None)
@@ -864,7 +872,7 @@ def _dedupe(square_offs: list[tuple[SquareOff, str | None]],
     return tuple(best.values())
 
 
-def evaluate(inp: PostTradeInput) -> PostTradeResult:
+def evaluate(inp: PostTradeInput, labels: Mapping[int, str] | None = None) -> PostTradeResult:
     """Evaluate the post-trade controls on one price update.
 
     Parameters
@@ -873,6 +881,9 @@ def evaluate(inp: PostTradeInput) -> PostTradeResult:
         Open positions with their LTP and MTM (a strategy's part of a position may come
         tagged next to the whole one), the active position controls, MTM limits, account
         loss figures, states already engaged and the accounts due for the MIS square-off.
+    labels
+        How a person reads each account ("the account Priya · Trading"), for the reasons and
+        warnings; an account without one is named ``account <id>``.
 
     Returns
     -------
@@ -882,7 +893,7 @@ def evaluate(inp: PostTradeInput) -> PostTradeResult:
     """
     if inp.now.tzinfo is None:
         raise ValidationError(f"the evaluation time must be time-zone aware; got {inp.now}")
-    out = _Result(to_ist(inp.now).date(), set(inp.engaged))
+    out = _Result(to_ist(inp.now).date(), set(inp.engaged), labels or {})
     whole = _whole_positions(inp.positions)
     _controls(inp, whole, out)
     _mtm_limits(inp, whole, out)

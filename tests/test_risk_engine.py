@@ -919,3 +919,21 @@ def test_a_strategy_being_engaged_leaves_the_rest_of_its_accounts_to_their_contr
 def test_an_evaluation_time_without_a_zone_is_refused() -> None:
     with pytest.raises(ValidationError, match="must be time-zone aware"):
         post((), now=datetime(2026, 1, 23, 11, 0))  # noqa: DTZ001 - the point of the test
+
+
+def test_reasons_and_warnings_name_an_account_by_its_label_when_given() -> None:
+    labels = {1: "the account Priya · Trading"}
+    by_mtm = evaluate(PostTradeInput(
+        now=FRIDAY, positions=(live(10, None),), controls=(control(stop_loss="990"),),
+        mtm_limits=(mtm(Scope.ACCOUNT, "1", "-5000", accounts=(1,)),)), labels)
+    by_figures = evaluate(PostTradeInput(now=FRIDAY, positions=(), accounts=(
+        account(day="-25000", capital="850000", peak="1000000"),)), labels)
+    reasons = [e.reason for e in (*by_mtm.engages, *by_figures.engages)]
+    assert [reason.split(" reached")[0] for reason in reasons] == [
+        "MTM -₹5,000.00 of the account Priya · Trading",
+        "the account Priya · Trading: loss today ₹25,000.00 against the limit ₹17,000.00 (2% of "
+        "capital ₹8,50,000.00)",
+        "the account Priya · Trading: drawdown 15% from peak equity ₹10,00,000.00 to "
+        "₹8,50,000.00"]
+    assert by_mtm.warnings == ("RELIANCE MIS (the account Priya · Trading) has no last price: "
+                               "its stop-loss, target and trailing stop were not checked",)

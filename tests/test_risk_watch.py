@@ -432,3 +432,17 @@ def test_re_enabling_a_drawdown_kill_switch_restarts_the_drawdown_so_it_holds(
     assert _count(services, RiskStateRow, RiskStateRow.kind == StateKind.KILL_SWITCH) == 1
     assert services.orders.place(priya, OrderRequest(account, "TCS", Side.BUY, 1,
                                                      OrderType.MARKET, Product.MIS)).id
+
+
+def test_a_loss_limit_and_a_panic_name_the_account_by_its_label(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    _hold(services, priya, account, 100)
+    tick(services.db, "SBIN", "590.00")  # beyond the daily loss limit
+    services.risk_watch.run()
+    with services.db.transaction() as session:
+        reason = session.scalars(select(RiskStateRow.reason)).one()
+    assert reason.startswith("the account Priya · Trading: loss today ₹21,")
+    summary = services.risk.panic(priya, Scope.ACCOUNT, account_id=account).summary()
+    assert summary.startswith("Panic account Priya · Trading: ")
+    assert " steps done" in summary and f"account {account}:" not in summary

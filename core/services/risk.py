@@ -187,6 +187,8 @@ class PanicReport:
     phase: StatePhase
     steps: tuple[PanicStep, ...]
     created: bool = True
+    #: the scope as a person reads it ("the account Priya · Trading"); "" falls back to the key
+    label: str = ""
 
     @property
     def ok(self) -> bool:
@@ -194,9 +196,10 @@ class PanicReport:
         return all(step.ok for step in self.steps)
 
     def summary(self) -> str:
-        """Return one line: ``Panic account 4: 5 of 6 steps done; failed: ...``."""
+        """Return one line: ``Panic account Priya · Trading: 5 of 6 steps done; failed: ...``."""
         failed = [f"{s.step} {s.target}: {s.detail}" for s in self.steps if not s.ok]
-        text = (f"{KIND_TITLES[self.kind]} {self.scope.value} {self.key}: "
+        scope = self.label.removeprefix("the ") or f"{self.scope.value} {self.key}"
+        text = (f"{KIND_TITLES[self.kind]} {scope}: "
                 f"{len(self.steps) - len(failed)} of {len(self.steps)} steps done")
         return text + ("; failed: " + "; ".join(failed) if failed else "")
 
@@ -662,7 +665,7 @@ class RiskService(ServiceBase):
                                         reason, until, actor)
         report = self._run(state_id, actor)
         return PanicReport(report.state_id, report.kind, report.scope, report.key,
-                           report.phase, report.steps, created)
+                           report.phase, report.steps, created, report.label)
 
     def _begin(self, household_id: int, kind: StateKind, scope: Scope, key: str,
                account_id: int | None, strategy: str | None, reason: str, until: date | None,
@@ -732,7 +735,7 @@ class RiskService(ServiceBase):
             row = session.get(RiskStateRow, state_id)
             assert row is not None  # noqa: S101
             return PanicReport(row.id, row.kind, row.scope, risk_store.engine_key(row),
-                               row.phase, _steps(row), False)
+                               row.phase, _steps(row), False, _scope_text(session, row))
 
     def _procedure_accounts(self, row: RiskStateRow) -> list[int]:
         if row.scope is Scope.ACCOUNT:

@@ -206,14 +206,16 @@ class RiskWatch:
         report.lifted = self.risk.lift_lapsed()
         with self.db.transaction() as session:
             accounts = session.execute(
-                select(AccountRow.id, AccountRow.household_id)
+                select(AccountRow.id, AccountRow.household_id, AccountRow.label)
                 .where(AccountRow.is_active.is_(True)).order_by(AccountRow.id)).all()
         by_household: dict[int, list[int]] = defaultdict(list)
-        for account_id, household_id in accounts:
+        labels: dict[int, str] = {}  # how the engine's reasons name each account
+        for account_id, household_id, label in accounts:
             by_household[household_id].append(account_id)
+            labels[account_id] = f"the account {label}"
         for household_id, account_ids in by_household.items():
             try:
-                self._household(household_id, account_ids, now, report)
+                self._household(household_id, account_ids, now, report, labels)
             except TradingError as exc:
                 report.failures.append(f"household {household_id}: {exc}")
                 log.warning("risk watch: household %s: %s", household_id, exc)
@@ -222,7 +224,7 @@ class RiskWatch:
 
     # -- gathering ------------------------------------------------------------------------
     def _household(self, household_id: int, account_ids: list[int], now: datetime,
-                   report: WatchReport) -> None:
+                   report: WatchReport, labels: dict[int, str]) -> None:
         held = self._symbols(account_ids)
         with self.db.transaction() as session:  # one read of everything but the books
             fills = risk_store.fill_versions(session, account_ids)
@@ -249,7 +251,7 @@ class RiskWatch:
                                        limits[a]) for a, f in figures.items()),
             engaged=engaged,
             mis_due=frozenset(a for a in account_ids
-                              if self._mis_due(now, limits[a].mis_square_off_at))))
+                              if self._mis_due(now, limits[a].mis_square_off_at))), labels)
         report.warnings.extend(result.warnings)
         self._act(household_id, result, now, report, fills)
         higher = {a: f.capital for a, f in figures.items()
