@@ -315,6 +315,13 @@ def retire_controls(session: Session, control_ids: Iterable[int],
     return retired
 
 
+def control_times(session: Session, control_ids: Iterable[int]) -> dict[int, datetime]:
+    """Return when each of ``control_ids`` was set (IST)."""
+    return {ident: to_ist(at) for ident, at in session.execute(
+        select(PositionControlRow.id, PositionControlRow.created_at)
+        .where(PositionControlRow.id.in_(list(control_ids))))}
+
+
 def mark_triggered(session: Session, control_id: int, rule: str, at: datetime,
                    order_id: int | None) -> bool:
     """Retire a control that fired (rule, time, exit order); False if it was not active."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
 
-from core.clock import IST
+from core.clock import IST, now_ist
 from core.domain import Actor
 from core.errors import RiskRejected, ValidationError
 from core.services import Services
@@ -322,6 +322,25 @@ def test_a_short_turned_long_between_two_runs_loses_the_shorts_control(
     why = _retire_audits(services)[0]["why"]
     assert isinstance(why, str) and why.startswith(
         "the SBIN MIS position it was set on was closed and another one opened")
+
+
+def test_a_restarted_watch_retires_a_control_set_before_its_position_was_reopened(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    from core.services.risk_watch import RiskWatch
+    from db.models import PositionControlRow
+
+    _trade(services, priya, account, (Side.SELL, 2))
+    control = services.risk.set_control(priya, account, "SBIN", Product.MIS,
+                                        target=Decimal("790.00"))
+    _trade(services, priya, account, (Side.BUY, 2), (Side.BUY, 3), price="801.00")
+    with services.db.transaction() as session:  # the control was set five minutes ago
+        row = session.get(PositionControlRow, control.control_id)
+        assert row is not None
+        row.created_at = now_ist() - timedelta(minutes=5)
+    restarted = RiskWatch(services.db, services.risk_gate, services.risk)  # saw nothing yet
+    report = restarted.run()
+    assert _exits(services) == [] and report.retired == [control.control_id]
 
 
 def test_a_position_control_lives_while_its_position_is_added_to_or_cut(

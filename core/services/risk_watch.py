@@ -128,6 +128,7 @@ class _Open:
 
     quantity: int
     opened_by: str  # broker trade id of that fill; "" while flat
+    opened_at: datetime | None = None  # when that fill executed
 
 
 def _openings(trades: Iterable[Trade]) -> dict[tuple[str, Product], _Open]:
@@ -142,9 +143,12 @@ def _openings(trades: Iterable[Trade]) -> dict[tuple[str, Product], _Open]:
         held = out.get(key)
         before = held.quantity if held is not None else 0
         after = before + (trade.quantity if trade.side is Side.BUY else -trade.quantity)
-        opened = (trade.broker_trade_id if before == 0 or before * after < 0 or held is None
-                  else held.opened_by)
-        out[key] = _Open(after, opened if after else "")
+        if held is None or before == 0 or before * after < 0:
+            out[key] = _Open(after, trade.broker_trade_id if after else "",
+                             trade.executed_at if after else None)
+        else:
+            out[key] = _Open(after, held.opened_by if after else "",
+                             held.opened_at if after else None)
     return out
 
 
@@ -253,7 +257,7 @@ class RiskWatch:
             mis_due=frozenset(a for a in account_ids
                               if self._mis_due(now, limits[a].mis_square_off_at))), labels)
         report.warnings.extend(result.warnings)
-        self._act(household_id, result, now, report, fills)
+        self._act(household_id, result, now, report)
         higher = {a: f.capital for a, f in figures.items()
                   if f.capital > 0 and (peaks.get(a) is None or f.capital > peaks[a])}
         near = self._new_warnings(household_id, figures, limits, mtm_limits, engaged, now)
@@ -293,15 +297,17 @@ class RiskWatch:
 
         A control ends with its position: it is retired once the fills show the position flat,
         or opened by another fill than the one the watch saw it on (closed and reopened, or
-        turned, between two runs). A flat position the watch never saw open retires its
-        control only after :data:`CONTROL_GRACE_SECONDS` (the broker may show a fill before
-        the desk records it).
+        turned, between two runs). A control the watch sees for the first time (just set, or
+        the worker restarted) is retired when its position was opened more than
+        :data:`CONTROL_GRACE_SECONDS` after it was set, or is flat and it is that old (the
+        broker may show a fill before the desk records it, and clocks differ a little).
         """
         seen = self._seen.get(household_id, {})
         keep: list[PositionControl] = []
         now_seen: dict[int, str] = {}
         gone: dict[int, str] = {}  # control id -> why (seen open before, or reopened)
         unseen_flat: dict[int, str] = {}
+        first: list[tuple[PositionControl, _Open]] = []
         for control in controls:
             opened = self._opened(control.account_id, fills[control.account_id])
             if opened is None:
@@ -311,17 +317,30 @@ class RiskWatch:
             opened_by = held.opened_by if held is not None else ""
             before = seen.get(control.control_id)
             what = f"{control.symbol} {control.product.value}"
-            if opened_by and before in (None, opened_by):
+            if held is not None and opened_by and before is None:
+                first.append((control, held))
+            elif opened_by and before == opened_by:
                 now_seen[control.control_id] = opened_by
                 keep.append(control)
             elif opened_by:
-                gone[control.control_id] = (
-                    f"the {what} position it was set on was closed and another one opened "
-                    f"(fill {opened_by}); a control guards only the position it was set on")
+                gone[control.control_id] = _reopened(what, opened_by)
             elif before is not None:
                 gone[control.control_id] = f"the {what} position it was set on is closed"
             else:
                 unseen_flat[control.control_id] = f"the {what} position is closed"
+        if first:
+            with self.db.transaction() as session:
+                created = risk_store.control_times(session, [c.control_id for c, _ in first])
+            grace = timedelta(seconds=CONTROL_GRACE_SECONDS)
+            for control, held in first:
+                set_at = created.get(control.control_id)
+                if set_at is not None and held.opened_at is not None \
+                        and held.opened_at > set_at + grace:
+                    gone[control.control_id] = _reopened(
+                        f"{control.symbol} {control.product.value}", held.opened_by)
+                else:
+                    now_seen[control.control_id] = held.opened_by
+                    keep.append(control)
         self._seen[household_id] = now_seen
         if gone or unseen_flat:
             self._retire(household_id, gone, unseen_flat, now, report)
@@ -498,7 +517,7 @@ class RiskWatch:
 
     # -- acting ---------------------------------------------------------------------------
     def _act(self, household_id: int, result: PostTradeResult, now: datetime,
-             report: WatchReport, fills: dict[int, tuple[int, int]]) -> None:
+             report: WatchReport) -> None:
         if result.trail_updates:
             with self.db.transaction() as session:
                 report.trails_moved += risk_store.apply_trails(session, result.trail_updates)
@@ -511,14 +530,18 @@ class RiskWatch:
                 report.failures.append(f"engage {engage.kind.value} {engage.key}: {exc}")
                 log.warning("risk watch: engage %s failed: %s", engage, exc)
         for square in result.square_offs:
-            opened = self._opened(square.account_id, fills[square.account_id]) or {}
-            held = opened.get((square.symbol, square.product))
-            self._square_off(household_id, square, now, report,
-                             held.opened_by if held is not None else "")
+            self._square_off(household_id, square, now, report)
+
+    def _opened_by(self, square: SquareOff) -> str:
+        """Return the fill that opened the position ``square`` closes ("" if unknown)."""
+        book = self._books.get(square.account_id)
+        opened = self._opened(square.account_id, book[0].version[:2]) if book else None
+        held = opened.get((square.symbol, square.product)) if opened else None
+        return held.opened_by if held is not None else ""
 
     def _square_off(self, household_id: int, square: SquareOff, now: datetime,
-                    report: WatchReport, opened_by: str) -> None:
-        client_id = exit_client_id(square, now.date().isoformat(), opened_by)
+                    report: WatchReport) -> None:
+        client_id = exit_client_id(square, now.date().isoformat(), self._opened_by(square))
         request = OrderRequest(
             account_id=square.account_id, symbol=square.symbol,
             side=Side.SELL if square.quantity > 0 else Side.BUY,
@@ -573,6 +596,12 @@ class RiskWatch:
                          "rule": square.rule, "reason": square.reason,
                          "control_id": square.control_id, "status": order.status.value},
                 client=None))
+
+
+def _reopened(what: str, opened_by: str) -> str:
+    """Return why a control is retired whose position was closed and opened again."""
+    return (f"the {what} position it was set on was closed and another one opened (fill "
+            f"{opened_by}); a control guards only the position it was set on")
 
 
 _RULE_TITLES = {
