@@ -288,3 +288,47 @@ def test_an_alert_rolls_back_with_its_cause_even_as_the_transaction_s_first_writ
         assert _alert(session, household, "first-write") is True
         raise RuntimeError("the change that caused the alert fails")
     assert _alert_count(services) == 0
+
+
+def test_retiring_controls_frees_their_keys_and_spares_those_set_after_the_cutoff(
+    services: Services, ids: tuple[int, int, int],
+) -> None:
+    _, account, _ = ids
+    with services.db.transaction() as session:
+        rows = [PositionControlRow(account_id=account, symbol=symbol, product=Product.MIS,
+                                   stop_loss=Decimal("100"), is_active=True,
+                                   active_key=risk_store.control_key(account, symbol,
+                                                                     Product.MIS),
+                                   created_at=at)
+                for symbol, at in (("INFY", AT), ("TCS", AT.replace(hour=11)))]
+        session.add_all(rows)
+        session.flush()
+        infy, tcs = rows[0].id, rows[1].id
+    with services.db.transaction() as session:
+        assert risk_store.control_times(session, [infy, tcs]) == {
+            infy: AT, tcs: AT.replace(hour=11)}
+        retired = risk_store.retire_controls(session, [infy, tcs],
+                                             created_before=AT.replace(minute=30))
+        assert [row.id for row in retired] == [infy]
+    with services.db.transaction() as session:
+        assert [c.symbol for c in risk_store.active_controls(session, [account])] == ["TCS"]
+        assert [row.id for row in risk_store.retire_controls(session, [infy, tcs])] == [tcs]
+        assert risk_store.retire_controls(session, [infy, tcs]) == []  # retired once
+        assert risk_store.active_controls(session, [account]) == []
+
+
+def test_resetting_a_peak_starts_the_drawdown_from_the_equity_given(
+    services: Services, ids: tuple[int, int, int],
+) -> None:
+    _, account, other = ids
+    with services.db.transaction() as session:
+        risk_store.raise_peaks(session, {account: Decimal("1000000"), other: Decimal("500")}, AT)
+    with services.db.transaction() as session:
+        assert risk_store.reset_peak(session, account, Decimal("998644.80"), AT) == Decimal(
+            "1000000")
+        assert risk_store.reset_peak(session, other, Decimal("-5"), AT) == Decimal("500")
+    with services.db.transaction() as session:
+        assert risk_store.peak_equities(session, [account, other]) == {
+            account: Decimal("998644.80")}  # a negative equity leaves no peak
+        assert risk_store.reset_peak(session, other, Decimal("250"), AT) is None
+        assert risk_store.peak_equity(session, other) == Decimal("250")
