@@ -465,3 +465,17 @@ def test_a_loss_limit_and_a_panic_name_the_account_by_its_label(
     summary = services.risk.panic(priya, Scope.ACCOUNT, account_id=account).summary()
     assert summary.startswith("Panic account Priya · Trading: ")
     assert " steps done" in summary and f"account {account}:" not in summary
+
+
+def test_refusals_about_an_accounts_limits_and_controls_name_it_by_its_label(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    from core.errors import PermissionDenied
+
+    with pytest.raises(PermissionDenied) as looser:
+        services.risk.set_limits(priya, account, {"daily_loss_pct": "3"})
+    assert "may only make the limits of account Priya · Trading stricter" in str(looser.value)
+    with pytest.raises(ValidationError) as flat:
+        services.risk.set_control(priya, account, "TCS", Product.MIS, stop_loss=Decimal("1"))
+    assert str(flat.value).startswith(
+        "No open MIS position in TCS on the account Priya · Trading; controls protect")

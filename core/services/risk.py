@@ -465,9 +465,11 @@ class RiskService(ServiceBase):
         if not is_admin:
             looser = looser_fields(new, defaults, changed)
             if looser:
+                with self.db.transaction() as session:
+                    name = _scope_label(session, Scope.ACCOUNT, str(account_id))
                 self._deny(actor, "risk.limits.set", f"account:{account_id}",
-                           f"A member may only make account {account_id}'s limits stricter "
-                           "than the household defaults: " + "; ".join(looser))
+                           f"A member may only make the limits of {name.removeprefix('the ')} "
+                           "stricter than the household defaults: " + "; ".join(looser))
         with self.db.transaction() as session:
             risk_store.save_limits(session, household_id, account_id, new, actor.user_id,
                                    self.clock())
@@ -965,8 +967,8 @@ class RiskService(ServiceBase):
         quantity = sum(p.quantity for p in broker.positions()
                        if p.symbol == symbol and p.product is product)
         if quantity == 0:
-            raise ValidationError(f"No open {product.value} position in {symbol} on account "
-                                  f"{account_id}; controls protect open positions")
+            raise ValidationError(f"No open {product.value} position in {symbol} on the account "
+                                  f"{account.label}; controls protect open positions")
         quote = broker.quote(symbol)
         if quote is None:
             raise ValidationError(f"No live price for {symbol}; a stop needs one to check its "
