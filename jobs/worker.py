@@ -572,8 +572,9 @@ class Worker:
         """Square off intraday (MIS) positions through the risk watch, at most once each.
 
         The watch squares off every account whose MIS square-off time has come, with exits
-        whose client order ids are deterministic (rule, account, symbol, product, day): a second
-        run (a retry, a restart, the 1-second watch) finds the orders instead of placing more.
+        whose client order ids are deterministic (rule, account, symbol, product, day and the
+        fill that opened the position): a second run (a retry, a restart, the 1-second watch)
+        finds the orders instead of placing more, and a position reopened later gets its own.
         """
         now = now_ist()
         if not self.in_square_off_window(now):
