@@ -223,9 +223,13 @@ def test_a_trader_makes_her_limits_stricter_and_sees_what_changed(desk) -> None:
     assert (view.source, view.limits.risk_per_trade_pct, view.limits.max_open_positions) == (
         "account", Decimal("0.5"), 8)
 
-    at.button(key="risk_limits_reset").click().run()
-    assert "The limits of Priya · Trading are the household defaults again." in texts(at)
-    assert at.text_input(key=f"{stem}_risk_per_trade_pct").value == "1"
+    at.button(key="risk_limits_reset").click().run()  # it would loosen them: an admin's call
+    assert "Going back to the household defaults would loosen the limits" in errors(at)
+    assert svc.risk.limits(priya, mine).limits.risk_per_trade_pct == Decimal("0.5")
+    admin = on_risk(desk, "rahul", show="Priya · Trading")
+    admin.button(key="risk_limits_reset").click().run()
+    assert "The limits of Priya · Trading are the household defaults again." in texts(admin)
+    assert admin.text_input(key=f"{stem}_risk_per_trade_pct").value == "1"
     assert svc.risk.limits(priya, mine).limits == RiskLimits()
 
 

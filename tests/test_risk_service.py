@@ -203,7 +203,7 @@ def test_every_bad_limit_of_one_save_is_named_at_once_by_its_label_and_nothing_i
     assert _count(services, AuditRow, AuditRow.action == "risk.limits.set") == 0
 
 
-def test_a_trader_may_tighten_her_account_but_not_loosen_it_past_the_household_defaults(
+def test_a_trader_may_tighten_her_account_but_never_loosen_it(
     services: Services, risk: RiskService, login, labels: dict[str, int],
 ) -> None:
     priya, account = login("priya"), labels["Priya · Trading"]
@@ -213,19 +213,39 @@ def test_a_trader_may_tighten_her_account_but_not_loosen_it_past_the_household_d
             tightened.duplicate_window_s) == (Decimal("1"), True, 30)
     looser = [
         ({"daily_loss_pct": "3"}, "'Daily loss limit [% of capital]' 3 is looser than the "
-                                  "household's 2 (lower is stricter)"),
+                                  "account's current 1 (lower is stricter)"),
+        ({"daily_loss_pct": "2"}, "'Daily loss limit [% of capital]' 2 is looser than the "
+                                  "account's current 1 (lower is stricter)"),  # the default
         ({"duplicate_window_s": "5"}, "'Duplicate-order window [s]' 5 is looser than the "
-                                      "household's 10 (higher is stricter)"),
-        ({"mis_square_off_at": "15:20"}, "'MIS square-off at [HH:MM IST]' 15:20 is looser than the "
-                                         "household's 15:15"),
+                                      "account's current 30 (higher is stricter)"),
+        ({"mis_square_off_at": "15:20"}, "'MIS square-off at [HH:MM IST]' 15:20 is looser than "
+                                         "the household's 15:15"),
     ]
     for values, message in looser:
         with pytest.raises(PermissionDenied) as refused:
             risk.set_limits(priya, account, values)
         assert message in str(refused.value)
+    with pytest.raises(PermissionDenied, match=r"Going back to the household defaults would "
+                       r"loosen the limits of account Priya · Trading; only an admin may: .*"
+                       r"'Daily loss limit \[% of capital\]' 2 is looser than the account's "
+                       r"current 1"):
+        risk.reset_limits(priya, account)
     assert risk.limits(priya, account).limits == tightened
-    assert _count(services, AuditRow, AuditRow.action == "risk.limits.set",
-                  AuditRow.outcome == "denied") == 3
+    assert _count(services, AuditRow, AuditRow.action.in_(["risk.limits.set", "risk.limits.reset"]),
+                  AuditRow.outcome == "denied") == 5
+    assert risk.reset_limits(login("rahul"), account) == RiskLimits()  # an admin may
+
+
+def test_a_trader_may_not_undo_an_admins_stricter_limit_on_her_account(
+    risk: RiskService, login, labels: dict[str, int],
+) -> None:
+    rahul, priya, account = login("rahul"), login("priya"), labels["Priya · Trading"]
+    risk.set_limits(rahul, account, {"daily_loss_pct": "1"})
+    with pytest.raises(PermissionDenied, match=r"2 is looser than the account's current 1"):
+        risk.set_limits(priya, account, {"daily_loss_pct": "2"})  # the household's default
+    with pytest.raises(PermissionDenied, match="only an admin may"):
+        risk.reset_limits(priya, account)
+    assert risk.limits(priya, account).limits.daily_loss_pct == Decimal("1")
 
 
 def test_only_an_admin_changes_household_defaults_and_a_viewer_changes_no_limits(
@@ -249,7 +269,7 @@ def test_an_admin_may_loosen_an_account_and_a_reset_returns_it_to_the_household_
     assert risk.limits(priya, account).source == "account"
     # a member may change another field while the admin's looser value stays
     assert risk.set_limits(priya, account, {"max_open_positions": "5"}).daily_loss_pct == 3
-    assert risk.reset_limits(priya, account) == RiskLimits(daily_loss_pct=Decimal("1.5"))
+    assert risk.reset_limits(rahul, account) == RiskLimits(daily_loss_pct=Decimal("1.5"))
     assert risk.limits(priya, account).source == "household"
 
 

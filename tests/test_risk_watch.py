@@ -474,7 +474,7 @@ def test_refusals_about_an_accounts_limits_and_controls_name_it_by_its_label(
 
     with pytest.raises(PermissionDenied) as looser:
         services.risk.set_limits(priya, account, {"daily_loss_pct": "3"})
-    assert "may only make the limits of account Priya · Trading stricter" in str(looser.value)
+    assert "may only tighten the limits of account Priya · Trading" in str(looser.value)
     with pytest.raises(ValidationError) as flat:
         services.risk.set_control(priya, account, "TCS", Product.MIS, stop_loss=Decimal("1"))
     assert str(flat.value).startswith(

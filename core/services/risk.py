@@ -325,10 +325,13 @@ def _limits_refusal(problems: list[str]) -> str:
     return head + "; ".join(problems) + ". Nothing was saved."
 
 
-def looser_fields(new: RiskLimits, base: RiskLimits,
-                  names: tuple[str, ...] = LIMIT_FIELDS) -> list[str]:
-    """Return, for each of ``names`` where ``new`` is looser than ``base``, a sentence."""
-    out = []
+def looser_fields(new: RiskLimits, base: RiskLimits, names: tuple[str, ...] = LIMIT_FIELDS,
+                  than: str = "the household's") -> dict[str, str]:
+    """Return, for each of ``names`` where ``new`` is looser than ``base``, a sentence.
+
+    ``than`` names ``base`` in the sentence ("the household's", "the account's current").
+    """
+    out = {}
     for name in names:
         value, reference = getattr(new, name), getattr(base, name)
         if value == reference:
@@ -341,8 +344,8 @@ def looser_fields(new: RiskLimits, base: RiskLimits,
         else:
             looser, rule = value > reference, "lower is stricter"
         if looser:
-            out.append(f"{limit_label(name)} {_shown(value)} is looser than the household's "
-                       f"{_shown(reference)} ({rule})")
+            out[name] = (f"{limit_label(name)} {_shown(value)} is looser than {than} "
+                         f"{_shown(reference)} ({rule})")
     return out
 
 
@@ -463,13 +466,20 @@ class RiskService(ServiceBase):
         new = RiskLimits(**merged)
         changed = tuple(n for n in LIMIT_FIELDS if getattr(new, n) != getattr(current, n))
         if not is_admin:
-            looser = looser_fields(new, defaults, changed)
+            # A member only tightens: nothing looser than the account has now (an admin may
+            # have made it stricter than the household's) nor than the household defaults.
+            looser = looser_fields(new, defaults, changed) | {
+                name: text for name, text in looser_fields(
+                    new, current, changed, "the account's current").items()
+                if getattr(current, name) != getattr(defaults, name)}
             if looser:
                 with self.db.transaction() as session:
                     name = _scope_label(session, Scope.ACCOUNT, str(account_id))
                 self._deny(actor, "risk.limits.set", f"account:{account_id}",
-                           f"A member may only make the limits of {name.removeprefix('the ')} "
-                           "stricter than the household defaults: " + "; ".join(looser))
+                           f"A member may only tighten the limits of "
+                           f"{name.removeprefix('the ')} (nothing looser than they are now or "
+                           "than the household defaults); an admin may loosen them: "
+                           + "; ".join(looser[n] for n in changed if n in looser))
         with self.db.transaction() as session:
             risk_store.save_limits(session, household_id, account_id, new, actor.user_id,
                                    self.clock())
@@ -480,8 +490,24 @@ class RiskService(ServiceBase):
         return new
 
     def reset_limits(self, actor: Actor, account_id: int | None) -> RiskLimits:
-        """Drop an account's own limits (back to the household's), or the household's own."""
-        household_id, _ = self._limits_right(actor, account_id, "risk.limits.reset")
+        """Drop an account's own limits (back to the household's), or the household's own.
+
+        A member (not an admin) may do it only when that loosens nothing: the household's
+        limits are at least as strict as the account's now.
+        """
+        household_id, is_admin = self._limits_right(actor, account_id, "risk.limits.reset")
+        if not is_admin:
+            with self.db.transaction() as session:
+                current, _source = risk_store.effective_limits(session, household_id,
+                                                               account_id)
+                defaults = risk_store.household_limits(session, household_id)
+                name = _scope_label(session, Scope.ACCOUNT, str(account_id))
+            looser = looser_fields(defaults, current, than="the account's current")
+            if looser:
+                self._deny(actor, "risk.limits.reset", f"account:{account_id}",
+                           f"Going back to the household defaults would loosen the limits of "
+                           f"{name.removeprefix('the ')}; only an admin may: "
+                           + "; ".join(looser.values()))
         with self.db.transaction() as session:
             removed = risk_store.delete_limits(session, household_id, account_id)
             self._audit(session, actor, "risk.limits.reset",
