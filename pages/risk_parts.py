@@ -50,9 +50,12 @@ CONTROL_FIELDS = ("risk_control_stop", "risk_control_target", "risk_control_trai
 
 
 def field_text(value: object) -> str:
-    """Return a limit's value as the form shows it: ``1``, ``0.80``, ``15:15``, empty for None."""
+    """Return a limit's value as the form shows it: ``1``, ``0.80``, ``15:15``, ``on``/``off``,
+    empty for None."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, time):
         return f"{value:%H:%M}"
     return str(value)
@@ -60,7 +63,7 @@ def field_text(value: object) -> str:
 
 def limit_changes(before: RiskLimits, after: RiskLimits) -> list[str]:
     """Return ``field old → new`` for every limit that differs."""
-    return [f"{name} {field_text(getattr(before, name)) or 'none'} → "
+    return [f"{LABELS[name]} {field_text(getattr(before, name)) or 'none'} → "
             f"{field_text(getattr(after, name)) or 'none'}"
             for name in LIMIT_FIELDS if getattr(before, name) != getattr(after, name)]
 

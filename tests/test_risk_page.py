@@ -104,15 +104,17 @@ def test_every_limit_has_a_form_label_and_the_form_shows_values_as_typed() -> No
     assert [field_text(getattr(limits, n)) for n in ("risk_per_trade_pct",
                                                      "correlation_threshold",
                                                      "portfolio_mtm_target",
-                                                     "mis_square_off_at")] == [
-        "1", "0.80", "", "15:15"]
+                                                     "mis_square_off_at",
+                                                     "correlation_reduce")] == [
+        "1", "0.80", "", "15:15", "off"]
 
 
 def test_limit_changes_name_each_changed_field_with_old_and_new_values() -> None:
     before = RiskLimits()
     after = RiskLimits(risk_per_trade_pct=Decimal("0.5"), portfolio_mtm_stop_loss=Decimal("900"))
-    assert limit_changes(before, after) == ["risk_per_trade_pct 1 → 0.5",
-                                            "portfolio_mtm_stop_loss none → 900"]
+    assert limit_changes(before, after) == [
+        "Risk per trade [% of capital] 1 → 0.5",
+        "Account MTM stop-loss [₹] (empty: none) none → 900"]
     assert limit_changes(before, before) == []
 
 
@@ -217,8 +219,8 @@ def test_a_trader_makes_her_limits_stricter_and_sees_what_changed(desk) -> None:
     at.text_input(key=f"{stem}_max_open_positions").input("8")
     at.button(key="risk_limits_save").click().run()
     assert not at.exception and not errors(at), errors(at)
-    assert ("Saved the limits of Priya · Trading: risk_per_trade_pct 1 → 0.5; "
-            "max_open_positions 10 → 8") in texts(at)
+    assert ("Saved the limits of Priya · Trading: Risk per trade [% of capital] 1 → 0.5; "
+            "Open positions at most 10 → 8") in texts(at)
     view = svc.risk.limits(priya, mine)
     assert (view.source, view.limits.risk_per_trade_pct, view.limits.max_open_positions) == (
         "account", Decimal("0.5"), 8)
@@ -271,7 +273,8 @@ def test_only_an_admin_gets_the_household_defaults_form(desk) -> None:
     at.text_input(key="risk_limit_household_weekly_loss_pct").input("4")
     at.button(key="risk_limits_save").click().run()
     assert not errors(at), errors(at)
-    assert "Saved the household defaults: weekly_loss_pct 5 → 4" in texts(at)
+    assert ("Saved the household defaults: Weekly loss limit [% of capital] 5 → 4"
+            in texts(at))
 
 
 # ----------------------------------------------------------------------------------------------
