@@ -348,8 +348,11 @@ def _state_rule(inp: PreTradeInput, exit_: bool, tally: _Tally) -> None:
     covering = [s for s in inp.states if _covers(s, inp.strategy)]
     for state in covering:
         if state.phase is StatePhase.ACTIVE:
+            until = ("its day or week ends or someone allowed re-enables it"
+                     if state.kind in (StateKind.DAILY_LOSS, StateKind.WEEKLY_LOSS)
+                     else "someone allowed re-enables it on the Risk page")
             tally.reject("state", f"trading is stopped: {_state_text(state)}; no order of any "
-                                  "kind passes until someone allowed to re-enables it")
+                                  f"kind passes until {until}")
             return
     engaging = [s for s in covering if s.phase is StatePhase.ENGAGING]
     if not engaging:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import date
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,19 @@ def test_a_state_engaged_by_another_process_stops_this_processs_next_order(
         other.db.dispose()
     with pytest.raises(RiskRejected, match="other process"):
         services.orders.place(priya, _mis(account, quantity=4))
+
+
+def test_a_refusal_gives_only_its_rule_and_says_when_a_loss_limit_lifts(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    services.risk.engage(StateKind.DAILY_LOSS, Scope.ACCOUNT, str(account), "loss today ₹2",
+                         (account,), until=date(2099, 1, 1))
+    with pytest.raises(RiskRejected) as refused:
+        services.orders.place(priya, _mis(account, quantity=4))
+    assert str(refused.value) == (
+        "Risk gate refused BUY 4 INFY: trading is stopped: daily loss for this account (loss "
+        "today ₹2); no order of any kind passes until its day or week ends or someone allowed "
+        "re-enables it")  # no sizing notes or warnings of an order that is not placed
 
 
 def test_a_strategy_state_stops_only_that_strategys_orders(

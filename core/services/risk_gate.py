@@ -230,7 +230,10 @@ class DeskRiskGate:
                 self._approved.setdefault(request.account_id, deque()).append(
                     (time.monotonic(), request.symbol, request.side, decision.quantity,
                      request.client_order_id))
-        return RiskDecision(decision.approved, decision.reasons,
+        # A refusal gives its rules only: sizing notes of an order that is not placed confuse.
+        reasons = decision.reasons if decision.approved else tuple(
+            r.message for r in decision.rejections)
+        return RiskDecision(decision.approved, reasons,
                             decision.quantity if decision.approved else None, decision)
 
     def preview(self, actor: Actor, request: OrderRequest,
