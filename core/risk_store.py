@@ -57,6 +57,11 @@ LIVE_PHASES = (StatePhase.ENGAGING, StatePhase.ACTIVE)
 # ----------------------------------------------------------------------------------------------
 
 
+def account_name(label: str) -> str:
+    """Return an account as risk texts name it: ``the account Priya · Trading``."""
+    return f"the account {label}"
+
+
 def limits_key(household_id: int, account_id: int | None) -> str:
     """Return the ``scope_key`` of a household's defaults (account None) or of an account."""
     return f"household:{household_id}" if account_id is None else f"account:{account_id}"

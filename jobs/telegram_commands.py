@@ -348,8 +348,8 @@ class CommandHandlers:
     async def _finish(self, query: CallbackQuery, nonce: str, html_text: str,
                       later: str) -> None:
         """Replace the question with ``html_text``; a later press is only told ``later``."""
-        self.answered[nonce] = (later, self.monotonic())
-        await self._close(query, html_text)
+        await query.answer()
+        await self._amend(query, nonce, html_text, later)
 
     async def panic_button(self, update: Update, context: Context) -> None:
         """Confirm or Cancel of a /panic: checked against who asked, where and when."""
@@ -412,22 +412,25 @@ class CommandHandlers:
             report = await asyncio.to_thread(self.services.telegram_replies.run_panic, actor,
                                              plan)
         except SHOWN_ERRORS as exc:
-            self.answered[nonce] = (f"Already refused at {clock}", self.monotonic())
-            await query.edit_message_text(tf.clip(tf.esc(f"Panic refused at {clock}: {exc}")),
-                                          parse_mode=ParseMode.HTML)
+            await self._amend(query, nonce, tf.esc(f"Panic refused at {clock}: {exc}"),
+                              f"Already refused at {clock}")
             return
         except Exception as exc:
             where = update.effective_chat.id if update.effective_chat is not None else "?"
             log.error("telegram /panic for chat %s failed: %s: %s", where,
                       type(exc).__name__, safe_error(exc))
-            self.answered[nonce] = (f"Already confirmed at {clock}; it failed",
-                                    self.monotonic())
-            await query.edit_message_text(tf.esc(
+            await self._amend(query, nonce, tf.esc(
                 f"Panic confirmed by {actor.display_name} at {clock}, but it failed: "
                 f"{trouble(exc)} Check the Risk page in the app for what was stopped."),
-                parse_mode=ParseMode.HTML)
+                f"Already confirmed at {clock}; it failed")
             return
         await self._send(update, report)
+
+    async def _amend(self, query: CallbackQuery, nonce: str, html_text: str,
+                     later: str) -> None:
+        """Replace an already answered question's text; a later press is only told ``later``."""
+        self.answered[nonce] = (later, self.monotonic())
+        await query.edit_message_text(tf.clip(html_text), parse_mode=ParseMode.HTML)
 
     @staticmethod
     async def _close(query: CallbackQuery, html_text: str) -> None:

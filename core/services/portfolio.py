@@ -33,6 +33,8 @@ from core.trading import Funds, Holding, Position, Trade
 from db.engine import Database
 from db.models import BarRow, InstrumentRow, QuoteRow
 
+#: The answer to a member who may view no account (every figure needs one).
+NO_ACCOUNT = "You may not view any account yet; ask a household admin"
 MAX_DEPOSIT = Decimal("100000000")  # ₹10 crore per transfer: a typo guard, not a rule of law
 
 
@@ -152,7 +154,7 @@ class PortfolioService(ServiceBase):
         """Return every viewable account's headline figures and the family total."""
         books = self.books(actor, None)
         if not books:
-            raise ValidationError("You may not view any account yet; ask a household admin")
+            raise ValidationError(NO_ACCOUNT)
         deposits = {}
         for ident in books:
             broker = self.orders.broker_for(ident)

@@ -51,7 +51,7 @@ from core.config import Settings
 from core.domain import Actor, Permission, Role
 from core.errors import OrderClosed, TradingError, ValidationError
 from core.marketdata.store import instrument as find_instrument
-from core.money import as_typed, inr
+from core.money import as_typed, inr, paise
 from core.risk_store import MtmLimitView
 from core.services.base import ServiceBase
 from core.services.household import HouseholdService
@@ -362,10 +362,6 @@ def _shown(value: object) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-#: Rupee amounts stored for people (a re-enabled kill switch's new peak) are in paise.
-PAISA = Decimal("0.01")
-
-
 class RiskService(ServiceBase):
     """Limits, states (panic, kill switch, loss limits, disable), controls, MTM limits, alerts."""
 
@@ -596,7 +592,7 @@ class RiskService(ServiceBase):
         if (row.kind is not StateKind.KILL_SWITCH or row.account_id is None
                 or not isinstance(gate, DeskRiskGate)):
             return None
-        return gate.snapshot(row.account_id).capital.quantize(PAISA)  # as the peak is shown
+        return paise(gate.snapshot(row.account_id).capital)  # as the peak is shown
 
     def reenable(self, actor: Actor, state_id: int, note: str = "") -> RiskStateView:
         """Lift a state: a kill switch needs an admin; others an admin or (account) a trader.
@@ -1141,7 +1137,7 @@ def _scope_label(session: Session, scope: Scope, key: str) -> str:
     """Return a state's scope as a person reads it: the account's label, never its id."""
     if scope is Scope.ACCOUNT:
         label = session.scalar(select(AccountRow.label).where(AccountRow.id == int(key)))
-        return f"the account {label}" if label is not None else f"account {key}"
+        return risk_store.account_name(label) if label is not None else f"account {key}"
     return {Scope.HOUSEHOLD: "the whole household", Scope.STRATEGY: f"strategy {key}"}[scope]
 
 

@@ -216,7 +216,7 @@ class RiskWatch:
         labels: dict[int, str] = {}  # how the engine's reasons name each account
         for account_id, household_id, label in accounts:
             by_household[household_id].append(account_id)
-            labels[account_id] = f"the account {label}"
+            labels[account_id] = risk_store.account_name(label)
         for household_id, account_ids in by_household.items():
             try:
                 self._household(household_id, account_ids, now, report, labels)

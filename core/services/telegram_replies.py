@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from core import telegram_format as tf
@@ -24,8 +24,9 @@ from core.alert_types import AlertType
 from core.clock import MarketStatus, now_ist, to_ist
 from core.domain import Actor, Role
 from core.errors import PermissionDenied, TradingError, ValidationError
-from core.money import PAISA
+from core.money import paise
 from core.services.base import ServiceBase
+from core.services.portfolio import NO_ACCOUNT
 from core.services.risk import KIND_TITLES, PanicReport, RiskStateView
 from core.services.risk_gate import week_start
 from core.services.signal_views import edge_statement, figures_lines
@@ -156,11 +157,11 @@ class TelegramReplies(ServiceBase):
         labels = self._labels(actor)
         ids = self.services.orders.viewable_ids(actor, None)
         if not ids:
-            raise ValidationError("You may not view any account yet; ask a household admin")
+            raise ValidationError(NO_ACCOUNT)
         rows, days, weeks = [], [], []
         for account_id in sorted(ids):
             snapshot = self.services.risk_gate.snapshot(account_id)
-            day, week = _paise(snapshot.day_pnl), _paise(snapshot.week_pnl)
+            day, week = paise(snapshot.day_pnl), paise(snapshot.week_pnl)
             days.append(day)
             weeks.append(week)
             rows.append([labels.get(account_id, str(account_id)),
@@ -429,11 +430,6 @@ class TelegramReplies(ServiceBase):
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _paise(amount: Decimal) -> Decimal:
-    """Return ``amount`` rounded to the paisa as :func:`core.money.inr` shows it."""
-    return amount.quantize(PAISA, rounding=ROUND_HALF_UP)
 
 
 def _short(label: str, width: int = 6) -> str:
