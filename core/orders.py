@@ -373,7 +373,7 @@ class OrderManager:
         assert estimate.ltp is not None  # noqa: S101 - estimate refuses a missing price
         check_trigger_vs_ltp(request, estimate.ltp)
         if request.product is Product.CNC and request.side is Side.SELL:
-            self._check_sellable(request, pre, session)
+            self.check_sellable(request, pre, session)
         if estimate.required_funds > estimate.available_funds:
             raise InsufficientFunds(
                 f"Insufficient funds for {request.side} {request.quantity} {request.symbol} "
@@ -390,8 +390,12 @@ class OrderManager:
         if needed is not None and needed not in broker.capabilities:
             raise ValidationError(f"Broker {broker.name!r} does not support {needed.value} orders")
 
-    def _check_sellable(self, request: OrderRequest, pre: PreTrade,
-                        session: Session | None = None) -> None:
+    def check_sellable(self, request: OrderRequest, pre: PreTrade,
+                       session: Session | None = None) -> None:
+        """Refuse a delivery (CNC) sell of more shares than the account can sell now.
+
+        Sellable = settled holdings + delivery shares bought today − open delivery sells.
+        """
         held, bought = pre.held, pre.bought
         query = select(OrderRow).where(
             OrderRow.account_id == request.account_id,

@@ -348,6 +348,31 @@ def test_an_oco_gtt_fires_the_leg_crossed_first_and_drops_the_other(
     assert len(sells) == 1 and sells[0].price == Decimal("1599.00")
 
 
+def test_a_delivery_sell_gtt_needs_the_shares_when_it_is_created(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    stop = GttLeg(Decimal("1400.00"), Side.SELL, 10, Decimal("1399.00"))
+    target = GttLeg(Decimal("1600.00"), Side.SELL, 12, Decimal("1599.00"))
+    for call in (services.orders.create_gtt, services.orders.review_gtt):
+        with pytest.raises(ValidationError, match=(
+                r"You can sell at most 0 INFY from delivery \(holdings 0, bought today 0, "
+                r"pending sells 0\)")):
+            call(priya, priya_account, "INFY", Product.CNC, [stop])
+    assert _counts(services)[2] == 0
+    services.orders.place(priya, _buy(priya_account, quantity=10))
+    tick(services.db, "INFY", "1500.00")
+    services.orders.step()
+    with pytest.raises(ValidationError, match=r"You can sell at most 10 INFY from delivery "
+                                              r"\(holdings 0, bought today 10, pending sells 0\)"):
+        services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC, [stop, target])
+    assert _counts(services)[2] == 0
+    assert services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC,
+                                      [stop]).status is GttStatus.ACTIVE
+    # an intraday sell GTT is a short, which MIS allows
+    assert services.orders.create_gtt(priya, priya_account, "TCS", Product.MIS, [GttLeg(
+        Decimal("3100.00"), Side.SELL, 5, Decimal("3099.00"))]).status is GttStatus.ACTIVE
+
+
 def test_square_off_closes_every_intraday_position_at_market(
     services: Services, priya: Actor, priya_account: int,
 ) -> None:

@@ -576,6 +576,7 @@ def test_drilling_down_shows_one_account_s_positions_only(market) -> None:
 def test_an_oco_gtt_is_created_on_the_trade_page_listed_and_cancelled_on_orders(
         market) -> None:
     svc, _ = market
+    _hold_infy(market, 3)  # a delivery sell GTT needs the shares
     at = on_page(app_as(market, "priya"), "pages/trade.py")
     _oco_form(at, (1400.0, 1395.0), (1600.0, 1595.0))
     at.button(key="trade_gtt_create").click().run()
@@ -595,6 +596,15 @@ def test_an_oco_gtt_is_created_on_the_trade_page_listed_and_cancelled_on_orders(
     assert list(table_of(at, "Legs")["Status"]) == ["cancelled"]
 
 
+def _hold_infy(market, quantity: int) -> None:
+    """Give priya's trading account ``quantity`` INFY bought for delivery today."""
+    svc, logins = market
+    priya = who(svc, logins, "priya")
+    svc.orders.place(priya, OrderRequest(account(svc, priya, "Priya · Trading").id, "INFY",
+                                         Side.BUY, quantity, OrderType.MARKET))
+    fill_pending(svc)
+
+
 def _oco_form(at: AppTest, stop: tuple[float, float], target: tuple[float, float]) -> None:
     at.radio(key="trade_gtt_kind").set_value("oco").run()
     at.selectbox(key="trade_gtt_symbol").set_value("INFY")
@@ -610,6 +620,7 @@ def test_reviewing_a_gtt_shows_each_legs_order_value_charges_and_funds_and_write
         market) -> None:
     svc, logins = market
     priya = who(svc, logins, "priya")
+    _hold_infy(market, 3)  # a delivery sell GTT needs the shares
     at = on_page(app_as(market, "priya"), "pages/trade.py")
     _oco_form(at, (1400.0, 1395.0), (1600.0, 1595.0))
     at.button(key="trade_gtt_review").click().run()

@@ -333,11 +333,20 @@ class OrderService(ServiceBase):
         for leg in legs:
             check_request(OrderRequest(account_id, symbol, leg.side, leg.quantity,
                                        OrderType.LIMIT, product, price=leg.price), instrument)
-        quote = self.broker_for(account_id).quote(symbol)
+        broker = self.broker_for(account_id)
+        quote = broker.quote(symbol)
         if quote is None:
             raise ValidationError(f"No live price for {symbol}; a GTT needs one to set its "
                                   "trigger direction")
-        return account, instrument, quote.ltp, gtt_rules.check_gtt(legs, instrument, quote.ltp)
+        kind = gtt_rules.check_gtt(legs, instrument, quote.ltp)
+        sells = [leg for leg in legs if leg.side is Side.SELL]
+        if product is Product.CNC and sells:  # as a broker does: a delivery sell GTT needs shares
+            largest = max(sells, key=lambda leg: leg.quantity)  # an OCO fires one leg only
+            self.manager.check_sellable(
+                OrderRequest(account_id, symbol, Side.SELL, largest.quantity, OrderType.LIMIT,
+                             product, price=largest.price),
+                self.manager.pre_trade(broker, symbol))
+        return account, instrument, quote.ltp, kind
 
     def cancel_gtt(self, actor: Actor, gtt_id: int) -> Gtt:
         """Cancel an active GTT."""
