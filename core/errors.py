@@ -44,6 +44,11 @@ class RiskRejected(TradingError):
     """The risk gate refused an order. User: read the reasons; change the order or the limits."""
 
 
+class RateLimited(RiskRejected):
+    """Only the SEBI orders-per-second limit refused the order: the same order passes once
+    the second is over. A stop's exits and a square-off wait for it and send again."""
+
+
 class BrokerError(TradingError):
     """The broker failed. Operator: read the broker's message; do not retry blindly."""
 

@@ -59,6 +59,7 @@ from core.errors import (
     NotFound,
     OrderClosed,
     OrderRejected,
+    RateLimited,
     RiskRejected,
     ValidationError,
 )
@@ -90,6 +91,10 @@ from engines.risk_types import OrderAction, PreTradeDecision
 _REASON_CHARS = 300
 #: How long the order manager reuses an instrument's tick and lot size (seconds).
 INSTRUMENT_CACHE_SECONDS = 30.0
+#: A burst of exits waits out the SEBI orders-per-second limit: tries again this often (s) ...
+PACE_STEP_S = 0.2
+#: ... for at most this long per order (s); 25 positions close in under 3 s.
+PACE_WAIT_S = 5.0
 _CAPABILITY_FOR = {
     OrderType.SL: Capability.SL,
     OrderType.SL_M: Capability.SL_M,
@@ -430,8 +435,11 @@ class OrderManager:
                                  instrument, pre, session))
         if not decision.approved:
             reasons = "; ".join(decision.reasons) or "no reason given"
-            raise RiskRejected(f"Risk gate refused {request.side} {request.quantity} "
-                               f"{request.symbol}: {reasons}")
+            only_rate = decision.decision is not None and {
+                r.rule for r in decision.decision.rejections} == {"rate"}
+            raise (RateLimited if only_rate else RiskRejected)(
+                f"Risk gate refused {request.side} {request.quantity} {request.symbol}: "
+                f"{reasons}")
         if decision.quantity is not None and decision.quantity != request.quantity:
             if not 0 < decision.quantity < request.quantity:
                 raise RiskRejected(
@@ -501,6 +509,23 @@ class OrderManager:
                                     on_recorded=on_recorded)
         return self._transition(order_id, OrderStatus.OPEN, placed_by,
                                 broker_order_id=broker_order_id, on_recorded=on_recorded)
+
+    def submit_paced(self, request: OrderRequest, *, placed_by: Actor | None, source: str,
+                     wait_s: float = PACE_WAIT_S) -> Order:
+        """Submit as :meth:`submit` does, waiting out the SEBI orders-per-second limit.
+
+        For exits sent in a burst (a stop closing every position, a square-off): an order
+        refused only because the account sent its ten orders this second is sent again every
+        :data:`PACE_STEP_S` seconds, for at most ``wait_s`` seconds; then the refusal stands.
+        """
+        started = time.monotonic()
+        while True:
+            try:
+                return self.submit(request, placed_by=placed_by, source=source)
+            except RateLimited:
+                if time.monotonic() - started >= wait_s:
+                    raise
+                time.sleep(PACE_STEP_S)
 
     def _checked(self, request: OrderRequest, instrument: Instrument, broker: Broker,
                  pre: PreTrade, placed_by: Actor | None, source: str, gtt_id: int | None,

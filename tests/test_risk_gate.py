@@ -103,12 +103,13 @@ def test_a_preview_says_what_the_gate_would_do_and_writes_nothing(
 def test_a_duplicate_order_within_the_window_is_refused_and_passes_after_it(
     services: Services, priya: Actor, account: int, login,
 ) -> None:
-    services.risk.set_limits(login("rahul"), account, {"duplicate_window_s": "1"})
+    # 3 s: the second order is refused even when a loaded machine takes seconds to place it
+    services.risk.set_limits(login("rahul"), account, {"duplicate_window_s": "3"})
     services.risk_gate.forget_limits()
     services.orders.place(priya, _mis(account))
     with pytest.raises(RiskRejected, match="duplicate"):
         services.orders.place(priya, _mis(account))
-    time.sleep(1.1)
+    time.sleep(3.1)
     assert services.orders.place(priya, _mis(account)).status is not OrderStatus.REJECTED
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -366,6 +367,49 @@ def test_a_step_that_fails_is_reported_and_the_state_still_becomes_active(
 
 def _refuse_market_closed(request: OrderRequest, **_kwargs: object) -> None:
     raise ValidationError("Market is closed (test): tick AMO")
+
+
+def _three_positions_at_two_orders_a_second(services: Services, login,
+                                            labels: dict[str, int]) -> tuple[Actor, int]:
+    """Rahul's intraday account allowed 2 orders a second (SEBI allows 10), with 3 positions."""
+    rahul, mine = login("rahul"), labels["Rahul · Intraday"]
+    services.risk.set_limits(rahul, mine, {"max_orders_per_second": "2"})
+    services.risk_gate.forget_limits()
+    for n, symbol in enumerate(PRICES):
+        if n == 2:
+            time.sleep(1.1)  # the third opening order in the next second
+        services.orders.place(rahul, _order(mine, symbol, Side.BUY, 1))
+    _fill(services, **PRICES)
+    assert _positions(services, mine) == {"INFY": 1, "TCS": 1, "SBIN": 1}
+    time.sleep(1.1)  # the exits start with a fresh second
+    return rahul, mine
+
+
+def _paced(exits: list[OrderRow]) -> None:
+    """Assert the three exits went two in one second and the third at least a second later."""
+    assert len(exits) == 3
+    assert (exits[2].created_at - exits[0].created_at).total_seconds() >= 1.0
+
+
+def test_a_panic_closes_more_positions_than_the_orders_a_second_limit_by_pacing_its_exits(
+    services: Services, risk: RiskService, login, labels: dict[str, int],
+) -> None:
+    rahul, mine = _three_positions_at_two_orders_a_second(services, login, labels)
+    report = risk.panic(rahul, Scope.ACCOUNT, account_id=mine)
+    closes = [s for s in report.steps if s.step == "close"]
+    assert len(closes) == 3 and all(s.ok for s in closes), closes
+    _paced([o for o in _orders(services, mine) if o.source == "panic"])
+    _fill(services, **PRICES)
+    assert _positions(services, mine) == {}
+
+
+def test_a_square_off_closes_more_positions_than_the_orders_a_second_limit_by_pacing(
+    services: Services, risk: RiskService, login, labels: dict[str, int],
+) -> None:
+    rahul, mine = _three_positions_at_two_orders_a_second(services, login, labels)
+    placed = services.orders.square_off_intraday(rahul, mine)
+    assert [o.status for o in placed] == [OrderStatus.OPEN] * 3
+    _paced([o for o in _orders(services, mine) if o.source == "square_off"])
 
 
 def test_a_strategy_panic_touches_only_that_strategy_s_orders_and_its_share_of_a_position(

@@ -261,7 +261,8 @@ class OrderService(ServiceBase):
             side = Side.SELL if left > 0 else Side.BUY
             request = OrderRequest(account_id, position.symbol, side, abs(left),
                                    OrderType.MARKET, Product.MIS)
-            placed.append(self.manager.submit(request, placed_by=actor, source=SQUARE_OFF))
+            placed.append(self.manager.submit_paced(request, placed_by=actor,
+                                                    source=SQUARE_OFF))
         return placed
 
     # -- GTT --------------------------------------------------------------------------------

@@ -873,7 +873,8 @@ class RiskService(ServiceBase):
             request = OrderRequest(account_id, symbol, side, abs(quantity), OrderType.MARKET,
                                    product, client_order_id=coid, strategy=row.strategy)
             try:
-                order = self.orders.manager.submit(request, placed_by=actor, source="panic")
+                order = self.orders.manager.submit_paced(request, placed_by=actor,
+                                                         source="panic")
             except TradingError as exc:
                 steps.append(PanicStep("close", account_id, target, False, str(exc)))
                 continue
