@@ -5,6 +5,9 @@ import streamlit as st
 
 from core.clock import format_ist
 from pages.common import actor, attempt, footer, services
+from pages.trading_parts import flash, show_flash
+
+FLASH = "profile_flash"
 
 me = actor()
 svc = services()
@@ -26,12 +29,14 @@ with st.form("profile_password", clear_on_submit=True):
             st.rerun()
 
 st.subheader("Two-factor login (TOTP)")
+show_flash(FLASH)  # a change reruns the page, so it is drawn in its new state
 if svc.auth.totp_enabled(me):
     st.success("Two-factor login is on.")
     with st.form("profile_totp_off", clear_on_submit=True):
         password = st.text_input("Password to turn it off", type="password", key="profile_totp_pw")
-        if st.form_submit_button("Turn off two-factor login"):
-            attempt(lambda: svc.auth.disable_totp(me, password), "Two-factor login turned off.")
+        if st.form_submit_button("Turn off two-factor login") and attempt(
+                lambda: svc.auth.disable_totp(me, password)):
+            flash(FLASH, "Two-factor login turned off.")
 else:
     pending = st.session_state.get("profile_totp_pending")
     if pending is None and st.button("Set up two-factor login", key="profile_totp_start"):

@@ -214,3 +214,19 @@ def test_a_role_change_shows_in_the_user_picker_at_once(desk) -> None:
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "Role changed." in texts(at)
     assert "priya (viewer)" in at.selectbox(key="users_target").options
+
+
+def test_turning_off_two_factor_login_redraws_the_profile_in_the_off_state(desk) -> None:
+    svc, logins = desk
+    at = app_as(desk, "rahul")
+    rahul = svc.auth.check_session(at.session_state["sher_session_id"], TEST_CLIENT)
+    enrolment = svc.auth.start_totp(rahul)
+    svc.auth.confirm_totp(rahul, enrolment.secret, pyotp.TOTP(enrolment.secret).now())
+    at.switch_page(str(ROOT / "pages/profile.py")).run()
+    assert "Two-factor login is on." in texts(at)
+    at.text_input(key="profile_totp_pw").input(logins["rahul"].password)
+    next(b for b in at.button if b.label == "Turn off two-factor login").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Two-factor login turned off." in texts(at)
+    assert "Two-factor login is on." not in texts(at)
+    assert any(b.label == "Set up two-factor login" for b in at.button)
