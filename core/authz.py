@@ -23,7 +23,10 @@ from core.domain import Permission, Role
 USER_MANAGERS = frozenset({Role.SUPER_ADMIN, Role.ADMIN})
 HOUSEHOLD_MANAGERS = USER_MANAGERS
 ACTING_ROLES = frozenset({Role.SUPER_ADMIN, Role.ADMIN, Role.TRADER, Role.FAMILY_MEMBER})
-ROLES_AN_ADMIN_MAY_ASSIGN = frozenset({Role.ADMIN, Role.TRADER, Role.FAMILY_MEMBER, Role.VIEWER})
+#: An admin may give only these roles: the admin role is given by a super admin, since an admin
+#: may not change another admin's login afterwards (a promotion would be one-way for them).
+ROLES_AN_ADMIN_MAY_ASSIGN = frozenset({Role.TRADER, Role.FAMILY_MEMBER, Role.VIEWER})
+ASSIGN_RULE = "only a super admin may give the 'admin' or 'super_admin' role"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,5 +79,8 @@ def may_manage_users(actor_role: Role, same_household: bool) -> bool:
 
 
 def may_assign_role(actor_role: Role, role: Role) -> bool:
-    """Only a super admin may create or promote another super admin."""
+    """Return whether the actor may give ``role`` (create or change a login to it).
+
+    Only a super admin may give the admin or super_admin role.
+    """
     return actor_role is Role.SUPER_ADMIN or role in ROLES_AN_ADMIN_MAY_ASSIGN

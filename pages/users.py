@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core import authz
 from core.domain import Relationship, Role
 from core.services.views import users_table
 from pages.common import actor, attempt, fetch, footer, services
@@ -15,7 +16,7 @@ st.title("Users")
 show_flash(FLASH)  # after a change, the page reruns: the table and the picker show it
 users = fetch(lambda: svc.users.list_users(me)) or []
 st.dataframe(users_table(users), hide_index=True, key="users_table")
-roles = [r.value for r in Role if me.role is Role.SUPER_ADMIN or r is not Role.SUPER_ADMIN]
+roles = [r.value for r in Role if authz.may_assign_role(me.role, r)]  # the service decides too
 
 with st.form("users_create", clear_on_submit=True):
     st.markdown("**New login**")
@@ -47,10 +48,14 @@ with st.form("users_create", clear_on_submit=True):
 
 if users:
     names = {u.id: f"{u.username} ({u.role.value})" for u in users}
+    st.markdown("**Change a login** (its sessions end, so changes apply at once)")
+    target = st.selectbox("User", list(names), format_func=names.get, key="users_target")
+    current = next(u.role.value for u in users if u.id == target)
+    # The picker starts at the user's role (one per user), so an unchanged click changes nothing.
+    options = [r.value for r in Role if r.value in roles or r.value == current]
     with st.form("users_change"):
-        st.markdown("**Change a login** (its sessions end, so changes apply at once)")
-        target = st.selectbox("User", list(names), format_func=names.get, key="users_target")
-        new_role = st.selectbox("Role", roles, key="users_target_role")
+        new_role = st.selectbox("Role", options, index=options.index(current),
+                                key=f"users_target_role_{target}")
         new_password = st.text_input("New password", type="password", key="users_target_pw")
         changes = (
             ("Set role", lambda: svc.users.set_role(me, target, new_role), "Role changed."),

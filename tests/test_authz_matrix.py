@@ -525,3 +525,42 @@ def test_authorize_trade_reads_once_and_hands_every_refusal_to_the_general_path(
     services.users.set_active(rahul, priya.user_id, False)
     with pytest.raises(SessionInvalid, match="no longer active"):
         services.household.authorize_trade(replace(priya, session_id=None), own)
+
+
+@pytest.mark.parametrize("role", ["admin", "super_admin"])
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        pytest.param(lambda s, a, w, r: s.users.create_user(a, "meera", "Meera Sharma",
+                                                            NEW_PASSWORD, r), id="create"),
+        pytest.param(lambda s, a, w, r: s.users.set_role(a, w.users["aarav"], r), id="promote"),
+    ],
+)
+def test_only_a_super_admin_gives_the_admin_role_on_create_and_on_change(
+    services: Services, login: Callable[[str], Actor], world: World, attempt: Callable,
+    role: str,
+) -> None:
+    rahul = login("rahul")
+    before = _last_audit_id(services)
+    with pytest.raises(PermissionDenied, match=f"Your role 'admin' may not give the '{role}' "
+                                               "role: only a super admin may give the 'admin' "
+                                               "or 'super_admin' role"):
+        attempt(services, rahul, world, role)
+    assert [r.actor_username for r in _denied_since(services, before)] == ["rahul"]
+    assert {u.username: u.role.value for u in services.users.list_users(rahul)}.get(
+        "meera") is None
+    with services.db.transaction() as session:
+        aarav = session.get(UserRow, world.users["aarav"])
+        assert aarav is not None and aarav.role.value == "viewer"
+    attempt(services, login("ops"), world, role)  # the super admin may
+
+
+def test_setting_the_role_a_login_already_has_is_refused_and_writes_nothing(
+    services: Services, login: Callable[[str], Actor], world: World,
+) -> None:
+    rahul = login("rahul")
+    before = _last_audit_id(services)
+    with pytest.raises(ValidationError, match="'aarav' is already a viewer; nothing was changed"):
+        services.users.set_role(rahul, world.users["aarav"], "viewer")
+    assert _audit_since(services, before) == []
+    login("aarav")  # no session of theirs was ended either

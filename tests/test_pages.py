@@ -208,8 +208,8 @@ def test_a_role_change_shows_in_the_user_picker_at_once(desk) -> None:
     svc, _ = desk
     rahul = svc.auth.check_session(at.session_state["sher_session_id"], TEST_CLIENT)
     priya = next(u.id for u in svc.users.list_users(rahul) if u.username == "priya")
-    at.selectbox(key="users_target").set_value(priya)
-    at.selectbox(key="users_target_role").set_value("viewer")
+    at.selectbox(key="users_target").set_value(priya).run()
+    at.selectbox(key=f"users_target_role_{priya}").set_value("viewer")
     next(b for b in at.button if b.label == "Set role").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "Role changed." in texts(at)
@@ -230,3 +230,22 @@ def test_turning_off_two_factor_login_redraws_the_profile_in_the_off_state(desk)
     assert "Two-factor login turned off." in texts(at)
     assert "Two-factor login is on." not in texts(at)
     assert any(b.label == "Set up two-factor login" for b in at.button)
+
+
+def test_the_role_picker_starts_at_the_users_role_and_offers_only_roles_the_admin_may_give(
+        desk) -> None:
+    svc, _ = desk
+    at = app_as(desk, "rahul")
+    at.switch_page(str(ROOT / "pages/users.py")).run()
+    rahul = svc.auth.check_session(at.session_state["sher_session_id"], TEST_CLIENT)
+    ids = {u.username: u.id for u in svc.users.list_users(rahul)}
+    assert at.selectbox(key="users_new_role").options == ["trader", "family_member", "viewer"]
+    aarav = ids["aarav"]
+    at.selectbox(key="users_target").set_value(aarav).run()
+    picker = at.selectbox(key=f"users_target_role_{aarav}")
+    assert picker.value == "viewer"
+    assert picker.options == ["trader", "family_member", "viewer"]
+    next(b for b in at.button if b.label == "Set role").click().run()  # unchanged: harmless
+    assert "'aarav' is already a viewer; nothing was changed" in texts(at)
+    with svc.db.transaction() as session:
+        assert session.get(UserRow, aarav).role is Role.VIEWER

@@ -36,6 +36,10 @@ def to_user(row: UserRow, member_id: int | None) -> User:
     )
 
 
+def _article(role: Role) -> str:
+    return "an" if role.value[0] in "aeiou" else "a"
+
+
 class UserService(ServiceBase):
     """Create, list, change and log out users."""
 
@@ -95,13 +99,7 @@ class UserService(ServiceBase):
         check_policy(password, name)
         with self.db.transaction() as session:
             self._require_manager(session, actor, target, "users.create")
-            if not authz.may_assign_role(self._fresh_role(session, actor), parsed_role):
-                self._deny(
-                    actor,
-                    "users.create",
-                    f"user:{name}",
-                    f"Only a super admin may create a {parsed_role.value!r}",
-                )
+            self._require_assignable(session, actor, parsed_role, "users.create", f"user:{name}")
             if session.scalar(select(UserRow.id).where(UserRow.username == name)) is not None:
                 raise ValidationError(f"Username {name!r} is already taken; choose another")
             row = UserRow(
@@ -136,6 +134,16 @@ class UserService(ServiceBase):
             )
             return to_user(row, member_id)
 
+    def _require_assignable(
+        self, session: Session, actor: Actor, role: Role, action: str, resource: str
+    ) -> None:
+        """Refuse (audited) giving ``role`` unless the actor may: see authz.may_assign_role."""
+        mine = self._fresh_role(session, actor)
+        if not authz.may_assign_role(mine, role):
+            self._deny(actor, action, resource,
+                       f"Your role {mine.value!r} may not give the {role.value!r} role: "
+                       f"{authz.ASSIGN_RULE}")
+
     def _target(self, session: Session, actor: Actor, user_id: int, action: str) -> UserRow:
         row = session.get(UserRow, user_id)
         if row is None:
@@ -161,15 +169,14 @@ class UserService(ServiceBase):
         parsed = parse_choice(Role, role, "role")
         with self.db.transaction() as session:
             row = self._target(session, actor, user_id, "users.set_role")
-            if not authz.may_assign_role(self._fresh_role(session, actor), parsed):
-                self._deny(
-                    actor,
-                    "users.set_role",
-                    f"user:{row.username}",
-                    f"Only a super admin may grant or remove {Role.SUPER_ADMIN.value!r}",
-                )
-            if row.id == actor.user_id and parsed is not row.role:
+            if parsed is row.role:
+                raise ValidationError(
+                    f"{row.username!r} is already {_article(parsed)} {parsed.value}; "
+                    "nothing was changed")
+            if row.id == actor.user_id:
                 raise ValidationError("You cannot change your own role; ask another admin")
+            self._require_assignable(session, actor, parsed, "users.set_role",
+                                     f"user:{row.username}")
             old = row.role
             row.role = parsed
             self._auth.end_sessions(session, [row.id], END_ROLE, None)
