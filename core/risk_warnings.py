@@ -7,8 +7,10 @@ every scope whose loss has used :data:`WARN_SHARE` of a limit but not all of it:
 ==============  ========================================================  =====================
 kind            figure against the limit                                   scope
 ==============  ========================================================  =====================
-daily_loss      the account's loss today vs ``daily_loss_pct`` of capital  account
-weekly_loss     its loss since Monday vs ``weekly_loss_pct`` of capital    account
+daily_loss      the account's loss today vs ``daily_loss_pct`` of the      account
+                capital at the start of the day (``loss_limit``)
+weekly_loss     its loss since Monday vs ``weekly_loss_pct`` of the        account
+                capital at the start of the week
 mtm_loss        the scope's MTM today vs its MTM stop-loss (rupees)        account, household,
                                                                           strategy
 ==============  ========================================================  =====================
@@ -28,7 +30,7 @@ from decimal import Decimal
 
 from core.alerts import DEDUPE_CHARS
 from core.money import inr
-from engines.risk import WARN_SHARE
+from engines.risk import WARN_SHARE, loss_limit
 from engines.risk_types import MtmLimit, RiskLimits, Scope, StateKind
 
 _HUNDRED = Decimal(100)
@@ -79,16 +81,16 @@ def near_limits(accounts: Iterable[AccountLoss], mtm_limits: Iterable[MtmLimit],
         key = str(account.account_id)
         if account.capital <= 0:
             continue  # the engine checks no loss limit without capital either
-        for kind, state, pnl, pct in (
+        for kind, state, pnl, pct, period in (
                 ("daily_loss", StateKind.DAILY_LOSS, account.day_pnl,
-                 account.limits.daily_loss_pct),
+                 account.limits.daily_loss_pct, "day"),
                 ("weekly_loss", StateKind.WEEKLY_LOSS, account.week_pnl,
-                 account.limits.weekly_loss_pct)):
-            limit = account.capital * pct / _HUNDRED
+                 account.limits.weekly_loss_pct, "week")):
+            start, limit = loss_limit(account.capital, pnl, pct)
             if _near(-pnl, limit) and (Scope.ACCOUNT, key, state) not in engaged:
                 out.append(LimitWarning(kind, Scope.ACCOUNT, key, account.account_id, -pnl,
                                         limit, f"{pct.normalize():f}% of capital "
-                                               f"{inr(account.capital)}"))
+                                               f"{inr(start)} at the start of the {period}"))
     for mtm in mtm_limits:
         if mtm.stop_loss is None or (mtm.scope, mtm.key, StateKind.DAILY_LOSS) in engaged:
             continue

@@ -37,8 +37,9 @@ sector          the sector's value after the order above ``max_sector_pct`` % of
                 unknown: warning.
 correlation     an open symbol whose 60-day return correlation is above the threshold:
                 warning naming it; with ``correlation_reduce`` the size is halved too.
-3 daily_loss    today's P&L at or below −capital × ``daily_loss_pct`` %: refused; 80 % of the
-                limit used: warning. ``weekly_loss`` the same for the week.
+3 daily_loss    today's P&L at or below −``daily_loss_pct`` % of the capital at the start of the
+                day (capital − today's P&L, :func:`loss_limit`): refused; 80 % of the limit
+                used: warning. ``weekly_loss`` the same for the week.
 4 drawdown      drawdown from peak equity at or above ``drawdown_kill_pct``: refused; between
                 ``drawdown_reduce_pct`` (exclusive) and the kill level the size shrinks linearly
                 to zero (:func:`drawdown_factor`), level HIGH.
@@ -236,6 +237,17 @@ def stop_distance(inp: PreTradeInput, limits: RiskLimits) -> tuple[Decimal, str]
                 f"{_factor(limits.atr_stop_multiple)} × ATR {inr(inp.atr)}")
     return (inp.price * limits.fallback_stop_pct / _HUNDRED,
             f"{_pct(limits.fallback_stop_pct)} of the price (no stop or ATR given)")
+
+
+def loss_limit(capital: Decimal, pnl: Decimal, pct: Decimal) -> tuple[Decimal, Decimal]:
+    """Return (the capital a period started with, the loss that is ``pct`` % of it).
+
+    A loss limit is a share of the capital at the start of the day (week): ``capital`` now
+    minus the period's ``pnl``. It stays put while losses mount: 2 % of ₹10 lakh stops at a
+    loss of ₹20,000, not at 2 % of what is left.
+    """
+    start = capital - pnl
+    return start, start * pct / _HUNDRED
 
 
 def _drawdown_pct(capital: Decimal, peak: Decimal | None) -> Decimal:
@@ -523,12 +535,12 @@ def _correlation(inp: PreTradeInput, limits: RiskLimits, open_symbols: set[str],
 
 
 def _layer_loss(inp: PreTradeInput, limits: RiskLimits, tally: _Tally) -> None:
-    for rule, pnl, pct, span in (("daily_loss", inp.day_pnl, limits.daily_loss_pct, "today"),
-                                 ("weekly_loss", inp.week_pnl, limits.weekly_loss_pct,
-                                  "this week")):
-        limit = inp.capital * pct / _HUNDRED
+    for rule, pnl, pct, span, period in (
+            ("daily_loss", inp.day_pnl, limits.daily_loss_pct, "today", "day"),
+            ("weekly_loss", inp.week_pnl, limits.weekly_loss_pct, "this week", "week")):
+        start, limit = loss_limit(inp.capital, pnl, pct)
         figures = (f"loss {span} {inr(max(-pnl, _ZERO))} against the limit {inr(limit)} "
-                   f"({_pct(pct)} of capital {inr(inp.capital)})")
+                   f"({_pct(pct)} of capital {inr(start)} at the start of the {period})")
         if pnl <= -limit:
             tally.reject(rule, f"{figures} reached: no new positions {span}")
         elif -pnl >= limit * WARN_SHARE:
@@ -832,12 +844,13 @@ def _account_limits(account: AccountRisk, out: _Result) -> None:
     limits, key = account.limits, str(account.account_id)
     name = out.account(account.account_id)
     if account.capital > 0:
-        for kind, pnl, pct, span in (
-                (StateKind.DAILY_LOSS, account.day_pnl, limits.daily_loss_pct, "today"),
-                (StateKind.WEEKLY_LOSS, account.week_pnl, limits.weekly_loss_pct, "this week")):
-            limit = account.capital * pct / _HUNDRED
+        for kind, pnl, pct, span, period in (
+                (StateKind.DAILY_LOSS, account.day_pnl, limits.daily_loss_pct, "today", "day"),
+                (StateKind.WEEKLY_LOSS, account.week_pnl, limits.weekly_loss_pct, "this week",
+                 "week")):
+            start, limit = loss_limit(account.capital, pnl, pct)
             figures = (f"{name}: loss {span} {inr(-pnl)} against the limit {inr(limit)} "
-                       f"({_pct(pct)} of capital {inr(account.capital)})")
+                       f"({_pct(pct)} of capital {inr(start)} at the start of the {period})")
             if pnl <= -limit:
                 until = out.until(kind)
                 out.engage(kind, Scope.ACCOUNT, key, f"{figures} reached; trading resumes "

@@ -317,17 +317,22 @@ def test_exposure_messages_name_the_count_the_sector_and_the_correlated_symbol()
 # Layers 3-5: loss limits, drawdown, market regime
 # ----------------------------------------------------------------------------------------------
 
+def lost(field: str, pnl: str) -> dict[str, Any]:
+    """Return order changes of a day's (week's) ``pnl`` from ₹10 lakh at its start."""
+    return {field: D(pnl), "capital": D("1000000") + D(pnl)}
+
+
 LAYERS_3_TO_5 = [
-    ({"day_pnl": D("-20000")}, {}, False, 0, "daily_loss", "reject", None),  # exactly 2%
-    ({"day_pnl": D("-25000")}, {}, False, 0, "daily_loss", "reject", None),
-    ({"day_pnl": D("-19999.99")}, {}, True, 100, "daily_loss", "warn", MEDIUM),  # just under
-    ({"day_pnl": D("-16000")}, {}, True, 100, "daily_loss", "warn", MEDIUM),  # 80% used
-    ({"day_pnl": D("-15999.99")}, {}, True, 100, "daily_loss", "pass", LOW),
-    ({"day_pnl": D("5000")}, {}, True, 100, "daily_loss", "pass", LOW),
-    ({"week_pnl": D("-50000")}, {}, False, 0, "weekly_loss", "reject", None),  # exactly 5%
-    ({"week_pnl": D("-49999.99")}, {}, True, 100, "weekly_loss", "warn", MEDIUM),
-    ({"week_pnl": D("-39999.99")}, {}, True, 100, "weekly_loss", "pass", LOW),
-    ({"day_pnl": D("-10000")}, {"daily_loss_pct": D("1")}, False, 0, "daily_loss", "reject",
+    (lost("day_pnl", "-20000"), {}, False, 0, "daily_loss", "reject", None),  # exactly 2%
+    (lost("day_pnl", "-25000"), {}, False, 0, "daily_loss", "reject", None),
+    (lost("day_pnl", "-19999.99"), {}, True, 100, "daily_loss", "warn", MEDIUM),  # just under
+    (lost("day_pnl", "-16000"), {}, True, 100, "daily_loss", "warn", MEDIUM),  # 80% used
+    (lost("day_pnl", "-15999.99"), {}, True, 100, "daily_loss", "pass", LOW),
+    (lost("day_pnl", "5000"), {}, True, 100, "daily_loss", "pass", LOW),
+    (lost("week_pnl", "-50000"), {}, False, 0, "weekly_loss", "reject", None),  # exactly 5%
+    (lost("week_pnl", "-49999.99"), {}, True, 100, "weekly_loss", "warn", MEDIUM),
+    (lost("week_pnl", "-39999.99"), {}, True, 100, "weekly_loss", "pass", LOW),
+    (lost("day_pnl", "-10000"), {"daily_loss_pct": D("1")}, False, 0, "daily_loss", "reject",
      None),
     ({"peak_equity": None}, {}, True, 100, "drawdown", "pass", LOW),
     ({"peak_equity": D("900000")}, {}, True, 100, "drawdown", "pass", LOW),  # above the peak
@@ -370,13 +375,13 @@ def test_each_rule_approves_reduces_or_refuses_as_its_layer_table_says(
 
 
 def test_loss_and_drawdown_messages_state_the_amounts_and_the_limits() -> None:
-    daily = decide(order(day_pnl=D("-20000")), LIMITS)
+    daily = decide(order(**lost("day_pnl", "-20000")), LIMITS)
     assert daily.rejections[0].message == (
-        "loss today ₹20,000.00 against the limit ₹20,000.00 (2% of capital ₹10,00,000.00) "
-        "reached: no new positions today")
-    near = decide(order(day_pnl=D("-19000")), LIMITS)
+        "loss today ₹20,000.00 against the limit ₹20,000.00 (2% of capital ₹10,00,000.00 at the "
+        "start of the day) reached: no new positions today")
+    near = decide(order(**lost("day_pnl", "-19000")), LIMITS)
     assert near.warnings == ("loss today ₹19,000.00 against the limit ₹20,000.00 (2% of capital "
-                             "₹10,00,000.00): 95% of it used",)
+                             "₹10,00,000.00 at the start of the day): 95% of it used",)
     zone = decide(order(capital=D("875000"), peak_equity=D("1000000")), LIMITS)
     assert zone.modifications == (
         "drawdown 12.5% from peak equity ₹10,00,000.00 to ₹8,75,000.00 is in the 10%-15% reduce "
@@ -783,10 +788,13 @@ def test_an_mtm_stop_loss_engages_a_daily_loss_state_for_its_scope(
     assert result.square_offs == ()
 
 
-def account(day: str = "0", week: str = "0", capital: str = "1000000",
+def account(day: str = "0", week: str = "0", capital: str | None = None,
             peak: str | None = None, account_id: int = 1) -> AccountRisk:
-    return AccountRisk(account_id, D(capital), D(day), D(week),
-                       None if peak is None else D(peak), LIMITS)
+    """Return an account's figures; capital defaults to what is left of ₹10 lakh at the start
+    of the week (and so of the day too) after the losses given."""
+    now = D(capital) if capital is not None else D("1000000") + min(D(day), D(week))
+    return AccountRisk(account_id, now, D(day), D(week), None if peak is None else D(peak),
+                       LIMITS)
 
 
 ACCOUNT_LIMITS = [
@@ -831,8 +839,8 @@ def test_account_loss_limits_and_the_kill_switch_engage_once(
 def test_loss_limit_and_kill_switch_reasons_state_the_figures() -> None:
     result = post((), accounts=(account(day="-25000", capital="850000", peak="1000000"),))
     assert [e.reason for e in result.engages] == [
-        "account 1: loss today ₹25,000.00 against the limit ₹17,000.00 (2% of capital "
-        "₹8,50,000.00) reached; trading resumes 2026-01-27",
+        "account 1: loss today ₹25,000.00 against the limit ₹17,500.00 (2% of capital "
+        "₹8,75,000.00 at the start of the day) reached; trading resumes 2026-01-27",
         "account 1: drawdown 15% from peak equity ₹10,00,000.00 to ₹8,50,000.00 reached the kill "
         "level 15%; an admin must re-enable trading"]
 
@@ -931,8 +939,8 @@ def test_reasons_and_warnings_name_an_account_by_its_label_when_given() -> None:
     reasons = [e.reason for e in (*by_mtm.engages, *by_figures.engages)]
     assert [reason.split(" reached")[0] for reason in reasons] == [
         "MTM -₹5,000.00 of the account Priya · Trading",
-        "the account Priya · Trading: loss today ₹25,000.00 against the limit ₹17,000.00 (2% of "
-        "capital ₹8,50,000.00)",
+        "the account Priya · Trading: loss today ₹25,000.00 against the limit ₹17,500.00 (2% of "
+        "capital ₹8,75,000.00 at the start of the day)",
         "the account Priya · Trading: drawdown 15% from peak equity ₹10,00,000.00 to "
         "₹8,50,000.00"]
     assert by_mtm.warnings == ("RELIANCE MIS (the account Priya · Trading) has no last price: "

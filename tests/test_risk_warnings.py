@@ -27,7 +27,9 @@ LIMITS = RiskLimits()  # daily 2 %, weekly 5 % of capital
 
 
 def _account(day: str, week: str = "0") -> AccountLoss:
-    return AccountLoss(7, 10 * LAKH, Decimal(day), Decimal(week), LIMITS)
+    """An account that started the week (and so the day) with ₹10 lakh, and lost since."""
+    capital = 10 * LAKH + min(Decimal(day), Decimal(week))
+    return AccountLoss(7, capital, Decimal(day), Decimal(week), LIMITS)
 
 
 @pytest.mark.parametrize(("day", "week", "kinds"), [
@@ -121,9 +123,9 @@ def test_the_watch_warns_once_a_day_at_80_percent_of_the_day_limit_then_breaches
     assert first.limit_warnings == 1
     assert (warning.kind, warning.severity, warning.account_id) == (
         "risk.warning.daily_loss", "warning", account)
-    assert warning.title.startswith("Day loss at 8")  # equity at the price: about ₹9.8 lakh
+    assert warning.title.startswith("Day loss at 8")
     assert warning.body.startswith("Loss today: ₹17,")
-    assert " limit (2% of capital ₹9," in warning.body
+    assert " limit (2% of capital ₹10,00,000.00 at the start of the day)" in warning.body
     assert warning.dedupe_key.endswith(f":{now_ist().date().isoformat()}")
     restarted = RiskWatch(services.db, services.risk_gate, services.risk)  # a new worker
     assert restarted.run().limit_warnings == 1  # it tries; the outbox keeps one

@@ -49,7 +49,7 @@ from core.services.trade_book import load_trades, to_trade
 from core.trading import ZERO, Holding, OrderRequest, OrderStatus, Position, Side, Trade
 from db.engine import Database
 from db.models import AccountRow, EquityPeakRow, OrderRow, TradeRow
-from engines.risk import decide
+from engines.risk import decide, loss_limit
 from engines.risk_types import (
     ActiveState,
     Exposure,
@@ -507,8 +507,9 @@ class DeskRiskGate:
         drawdown = _pct(peak - capital, peak) if peak else ZERO
         return RiskUsage(
             account_id=account_id, capital=capital, day_pnl=snapshot.day_pnl,
-            daily_limit=capital * limits.daily_loss_pct / 100, week_pnl=snapshot.week_pnl,
-            weekly_limit=capital * limits.weekly_loss_pct / 100,
+            daily_limit=loss_limit(capital, snapshot.day_pnl, limits.daily_loss_pct)[1],
+            week_pnl=snapshot.week_pnl,
+            weekly_limit=loss_limit(capital, snapshot.week_pnl, limits.weekly_loss_pct)[1],
             open_positions=sum(1 for e in snapshot.exposures if e.quantity),
             max_open_positions=limits.max_open_positions, sectors=sectors,
             orders_last_second=rate, max_orders_per_second=limits.max_orders_per_second,
