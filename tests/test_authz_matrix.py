@@ -564,3 +564,18 @@ def test_setting_the_role_a_login_already_has_is_refused_and_writes_nothing(
         services.users.set_role(rahul, world.users["aarav"], "viewer")
     assert _audit_since(services, before) == []
     login("aarav")  # no session of theirs was ended either
+
+
+@pytest.mark.parametrize("who", ["ops", "rahul"])
+def test_nobody_resets_their_own_password_without_the_current_one(
+    services: Services, login: Callable[[str], Actor], who: str,
+) -> None:
+    actor = login(who)
+    before = _last_audit_id(services)
+    with pytest.raises(ValidationError, match="You cannot reset your own password here; change "
+                                              "it on Profile → Change password, which asks for "
+                                              "the current one"):
+        services.users.reset_password(actor, actor.user_id, NEW_PASSWORD)
+    assert _audit_since(services, before) == []
+    services.household.household(actor)  # the session lives on
+    login(who)  # and the old password still works

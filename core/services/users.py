@@ -211,6 +211,10 @@ class UserService(ServiceBase):
         """Set a new password for another user; their sessions end."""
         with self.db.transaction() as session:
             row = self._target(session, actor, user_id, "users.reset_password")
+            if row.id == actor.user_id:
+                raise ValidationError(
+                    "You cannot reset your own password here; change it on Profile → Change "
+                    "password, which asks for the current one")
             check_policy(new_password, row.username)
             row.password_hash = hash_password(new_password, self.settings.bcrypt_rounds)
             row.password_changed_at = now_ist()
