@@ -358,9 +358,21 @@ def test_the_command_line_exits_one_when_a_file_is_refused_and_imports_the_other
     done = _cli(sqlite_services.db.url, "import", str(bad), str(good))
     assert done.returncode == 1
     assert "REFUSED SBIN.csv: high must be ≥ low" in done.stderr
-    assert "1 of 2 file(s) refused" in done.stdout
+    assert "1 of 2 file(s) refused; the other 1 was imported." in done.stdout
     assert sqlite_services.marketdata.bar_count(Interval.D1) == 1241
     assert sqlite_services.marketdata.bar_count(Interval.M5) == 0
+
+
+def test_the_command_line_says_nothing_was_imported_when_every_file_is_refused(
+    sqlite_services, tmp_path
+) -> None:
+    bad = tmp_path / "SBIN.csv"
+    bad.write_bytes(csv(HEADER, BAR_0915.replace("361.5,359.2", "359.0,359.2")))
+    done = _cli(sqlite_services.db.url, "import", str(bad))
+    assert done.returncode == 1
+    assert "1 of 1 file(s) refused. Nothing was imported." in done.stdout
+    assert "the other" not in done.stdout
+    assert sqlite_services.marketdata.bar_count() == 0
 
 
 # -- the page ----------------------------------------------------------------------------------

@@ -49,8 +49,17 @@ def _import(paths: Sequence[str], symbol: str | None, interval: str | None) -> i
     finally:
         services.db.dispose()
     if refused:
-        print(f"{refused} of {len(paths)} file(s) refused; the others were imported.")
+        print(refused_summary(refused, len(paths)))
     return 1 if refused else 0
+
+
+def refused_summary(refused: int, total: int) -> str:
+    """Return the closing line of an import in which ``refused`` of ``total`` files failed."""
+    if refused >= total:
+        return f"{refused} of {total} file(s) refused. Nothing was imported."
+    imported = total - refused
+    verb = "was" if imported == 1 else "were"
+    return f"{refused} of {total} file(s) refused; the other {imported} {verb} imported."
 
 
 def _load_sample(if_empty: bool) -> int:
