@@ -148,8 +148,8 @@ def test_an_ioc_order_that_cannot_fill_says_where_it_rested_in_rupees(
     (D("0.0"), "Amount must be above ₹0; got ₹0"),
     (D("-250"), "Amount must be above ₹0; got -₹250"),
     (D("1324.533"), "Deposit must be whole paise (at most 2 decimals); got ₹1324.533"),
-    (D("100000000.50"), "Amount ₹100000000.5 is above the ₹10,00,00,000.00 a single transfer "
-                        "may move"),
+    (D("100000000.001"), "Deposit must be whole paise (at most 2 decimals); got "
+                         "₹100000000.001"),
 ])
 def test_a_deposit_that_breaks_a_rule_shows_the_amount_as_typed(
     services: Services, login, priya: Actor, account: int, amount: Decimal, message: str,
@@ -157,3 +157,17 @@ def test_a_deposit_that_breaks_a_rule_shows_the_amount_as_typed(
     with pytest.raises(ValidationError) as refused:
         services.portfolio.add_funds(login("rahul"), account, amount, "top-up")
     assert str(refused.value) == message
+
+
+@pytest.mark.usefixtures("backend")
+@pytest.mark.parametrize(("amount", "shown"), [
+    (D("150000000"), "₹15,00,00,000.00"),
+    (D("100000000.50"), "₹10,00,00,000.50"),
+])
+def test_a_deposit_above_the_limit_is_shown_in_the_limit_s_format(
+    services: Services, login, priya: Actor, account: int, amount: Decimal, shown: str,
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        services.portfolio.add_funds(login("rahul"), account, amount, "top-up")
+    assert str(refused.value) == (
+        f"Amount {shown} is above the ₹10,00,00,000.00 a single transfer may move")

@@ -23,7 +23,7 @@ from core.clock import now_ist, to_ist
 from core.config import Settings
 from core.domain import Actor, Interval
 from core.errors import ValidationError
-from core.money import as_typed, inr
+from core.money import as_typed, inr, paise
 from core.services import portfolio_views as views
 from core.services.base import ServiceBase
 from core.services.household import HouseholdService
@@ -74,6 +74,26 @@ def read_last_prices(session: Session | Connection, symbols: Iterable[str]
                    InstrumentRow.symbol.in_(missing))).all()
         quoted.update(dict(rows))
     return quoted
+
+
+def check_transfer(amount: Decimal, what: str) -> None:
+    """Refuse a transfer of ``amount`` (``what``: "Deposit" or "Withdrawal") that breaks a rule.
+
+    The amount must be a Decimal above ₹0 of whole paise and at most :data:`MAX_DEPOSIT`.
+
+    Raises
+    ------
+    ValidationError
+        Naming the rule and the amount (as typed, or as the limit is shown when above it).
+    """
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
+        raise ValidationError(f"Amount must be above ₹0; got {as_typed(amount)}")
+    if amount != paise(amount):
+        raise ValidationError(f"{what} must be whole paise (at most 2 decimals); got "
+                              f"{as_typed(amount)}")
+    if amount > MAX_DEPOSIT:  # whole paise: inr shows it exactly, grouped like the limit
+        raise ValidationError(f"Amount {inr(amount)} is above the {inr(MAX_DEPOSIT)} a "
+                              "single transfer may move")
 
 
 @runtime_checkable
@@ -173,11 +193,7 @@ class PortfolioService(ServiceBase):
         if not isinstance(broker, Fundable):
             raise ValidationError(f"Account {account.label!r} is at a real broker; add funds "
                                   "there, not on the desk")
-        if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
-            raise ValidationError(f"Amount must be above ₹0; got {as_typed(amount)}")
-        if amount > MAX_DEPOSIT:
-            raise ValidationError(f"Amount {as_typed(amount)} is above the {inr(MAX_DEPOSIT)} a "
-                                  "single transfer may move")
+        check_transfer(amount, "Deposit")
         broker.deposit(amount, note.strip()[:200], actor.user_id)
         with self.db.transaction() as session:
             self._audit(session, actor, "funds.deposit", f"account:{account_id}",
