@@ -759,16 +759,23 @@ class OrderManager:
                                else row.trigger_price),
                 amo=row.is_amo, client_order_id=row.client_order_id)
             filled, broker_order_id = row.filled_quantity, row.broker_order_id
+            current = row.quantity
         if request.quantity <= filled:
             raise ValidationError(
                 f"New quantity {request.quantity} must be above the {filled} already filled")
         _, instrument = self.normalise(request)
         estimate = self.estimate(request, instrument)
-        gated, _ = self._gate(request, OrderAction.MODIFY, actor.user_id, estimate, instrument)
-        if gated.quantity != request.quantity:
+        gated, decision = self._gate(request, OrderAction.MODIFY, actor.user_id, estimate,
+                                     instrument)
+        # The gate sized this order when it was placed: a change that adds no shares keeps that
+        # size (a reduction the gate would make now, such as a CHOPPY market's half size, was
+        # made then). More shares are sized as a new order of the new quantity would be.
+        if request.quantity > current and gated.quantity < request.quantity:
+            most = max(gated.quantity, current)
             raise RiskRejected(
-                f"Risk gate allows at most {gated.quantity} {request.symbol} for this order, not "
-                f"{request.quantity}: modify to {gated.quantity} or fewer")
+                f"Risk gate allows at most {most} {request.symbol} for this order, not "
+                f"{request.quantity}: a new order of {request.quantity} would be cut to "
+                f"{gated.quantity} ({'; '.join(decision.reasons)}); modify to {most} or fewer")
         assert broker_order_id is not None  # noqa: S101 - _open_row checked
         try:
             self.broker_for(request.account_id).modify_order(broker_order_id, change)

@@ -234,6 +234,28 @@ def test_modify_and_cancel_work_on_open_orders_only(
         services.orders.cancel(priya, filled.id)
 
 
+def test_an_order_the_gate_cut_can_change_its_price_and_size_up_to_what_the_gate_allows(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    services.risk.set_limits(priya, priya_account, {"risk_per_trade_pct": "0.5"})
+    services.risk_gate.forget_limits()
+    # ₹5,000 at risk (0.5% of ₹10 lakh); no ATR, so the stop is 2% of the price: ₹28 → 178
+    order = services.orders.place(priya, _buy(priya_account, quantity=200,
+                                              price=Decimal("1400.00")))
+    assert order.quantity == 178
+    # A new order of 178 at ₹1,410 (stop ₹28.20) would be cut to 177; the order keeps its 178
+    moved = services.orders.modify(priya, order.id, price=Decimal("1410.00"))
+    assert (moved.quantity, moved.price) == (178, Decimal("1410.00"))
+    assert services.orders.modify(priya, order.id, quantity=150).quantity == 150
+    assert services.orders.modify(priya, order.id, quantity=177).quantity == 177
+    with pytest.raises(RiskRejected, match=(
+            r"Risk gate allows at most 177 INFY for this order, not 190: a new order of 190 "
+            r"would be cut to 177 \(size reduced from 190 to 177 shares: risk per trade .*\); "
+            r"modify to 177 or fewer")):
+        services.orders.modify(priya, order.id, quantity=190)
+    assert services.orders.order_book(priya, priya_account)[0].quantity == 177
+
+
 class RefuseEverything:
     """A risk gate that refuses every order and remembers what it saw."""
 
