@@ -63,8 +63,10 @@ def feed_status() -> None:
         return
     now = now_ist()
     lag = state.lag_seconds(now)
+    stalled = state.is_stalled(now, svc.settings.feed_stall_seconds)
     cols = st.columns(4)
-    cols[0].metric("Feed", state.state, help=f"{state.mode} mode · {state.source}")
+    cols[0].metric("Feed", "stalled" if stalled else state.state,
+                   help=f"{state.mode} mode · {state.source} · recorded state {state.state}")
     simulated = state.simulated_at
     cols[1].metric(
         f"Simulated time ({to_ist(simulated):%d %b %Y})" if simulated else "Simulated time",
@@ -74,7 +76,7 @@ def feed_status() -> None:
     cols[2].metric("Lag", "—" if lag is None else f"{lag:.0f} s", help="Wall time since last tick")
     cols[3].metric("Ticks", f"{state.ticks:,}")
     st.caption(f"Source: {state.source} · {state.message or ''}")
-    if state.is_stalled(now, svc.settings.feed_stall_seconds):
+    if stalled:
         st.error(
             f"The feed has stalled: no update for {lag or 0:.0f} s (limit "
             f"{svc.settings.feed_stall_seconds} s, last at {format_ist(state.last_tick_at)}). "

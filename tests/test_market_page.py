@@ -168,6 +168,7 @@ def test_the_page_warns_when_the_feed_has_stalled(desk, monkeypatch) -> None:
     at = app_as(desk, "aarav").switch_page(page("pages/market.py")).run()
     assert not at.exception
     assert any("The feed has stalled" in e.value for e in at.error)
+    assert next(m for m in at.metric if m.label == "Feed").value == "stalled"
     shown = _everything_shown(at)
     assert "Simulated time (13 Apr 2021)" in shown and "11:00:00 IST" in shown
 
