@@ -7,7 +7,7 @@ it (a running, fresh ``feed_status`` row and FEED_MODE=replay) and prints quotes
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pandas as pd
@@ -742,3 +742,15 @@ def test_viewers_get_no_square_off_button(stocked) -> None:
         account(svc, aarav, "Rahul · Long-term").id).run()
     assert not at.exception
     assert not [b for b in at.button if b.key == "portfolio_square_off_go"]
+
+
+def test_a_reversed_trade_book_range_on_the_orders_page_is_refused_with_the_rule(
+    stocked,
+) -> None:
+    at = on_page(app_as(stocked, "rahul"), "pages/orders.py")
+    at.date_input(key="orders_trades_from").set_value(date(2026, 11, 20))
+    at.date_input(key="orders_trades_to").set_value(date(2026, 11, 17)).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "Start date 2026-11-20 is after end date 2026-11-17; pick a start on or before the end"]
+    assert "No trades in this range." not in texts(at)

@@ -7,6 +7,7 @@ from datetime import date
 
 from sqlalchemy import select
 
+from core.statements import check_range
 from core.trading import CHARGE_FIELDS, Charges, Trade
 from db.engine import Database
 from db.models import TradeRow
@@ -24,7 +25,19 @@ def to_trade(row: TradeRow) -> Trade:
 
 def load_trades(db: Database, account_ids: Sequence[int], start: date | None = None,
                 end: date | None = None) -> list[Trade]:
-    """Return the trades of ``account_ids`` (trade dates in [start, end]), oldest first."""
+    """Return the trades of ``account_ids`` (trade dates in [start, end]), oldest first.
+
+    Either bound may be None (open). With both, the range follows the statements' rule
+    (:func:`core.statements.check_range`): a reversed or over-long range is refused, so the
+    Orders page's trade book and the statement CSVs answer the same range alike.
+
+    Raises
+    ------
+    ValidationError
+        If ``start`` is after ``end`` or the range is longer than a statement may be.
+    """
+    if start is not None and end is not None:
+        check_range(start, end)
     if not account_ids:
         return []
     with db.transaction() as session:
