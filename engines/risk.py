@@ -643,6 +643,10 @@ def decide(inp: PreTradeInput, limits: RiskLimits) -> PreTradeDecision:
         size = 0
     else:
         size = _layers(inp, limits, closing, opening, tally)
+        if closing and size != opening and not tally.rejections:
+            tally.modifications.append(  # the sizes above are of the opening part only
+                f"closes {_shares(closing)} of the open position and opens {_shares(size)}: "
+                f"{_shares(closing + size)} in all")
     approved = not tally.rejections
     if tally.high or (approved and size < opening):
         level = RiskLevel.HIGH

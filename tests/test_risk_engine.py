@@ -437,6 +437,9 @@ def test_a_flip_passes_its_closing_part_and_sizes_only_the_opening_part() -> Non
     decision = decide(order(side=Side.BUY, quantity=130, position_quantity=-30,
                             regime=Regime.CHOPPY), LIMITS)
     assert decision.approved and decision.quantity == 30 + 50
+    assert decision.modifications == (  # the note a user reads says what the order does
+        "market regime CHOPPY: size × 0.5 → 50 shares",
+        "closes 30 shares of the open position and opens 50 shares: 80 shares in all")
     refused = decide(order(side=Side.BUY, quantity=130, position_quantity=-30,
                            regime=Regime.PANIC), LIMITS)
     assert not refused.approved and refused.quantity == 0
