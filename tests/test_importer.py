@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import time_machine
 from sqlalchemy import func, select
 
 from core.clock import IST, SPECIAL_SESSIONS
@@ -138,7 +139,8 @@ def test_daily_bars_on_muhurat_and_special_saturday_sessions_are_kept() -> None:
 def test_a_daily_bar_on_an_ordinary_holiday_is_dropped_and_reported() -> None:
     data = csv("date,open,high,low,close,volume", "2026-11-24,10,11,9,10.5,100",
                "2026-11-23,10,11,9,10.5,100")
-    report = read_bars(data, "HOLI.csv").report
+    with time_machine.travel(datetime(2026, 11, 25, 18, 0, tzinfo=IST), tick=False):
+        report = read_bars(data, "HOLI.csv").report
     assert report.dropped[REASON_NOT_TRADING_DAY].count == 1  # 24 Nov 2026: NSE holiday
 
 
@@ -257,6 +259,34 @@ def test_a_bad_file_is_refused_with_the_rule_and_rows_and_nothing_is_written(
     before = counts(services)
     with pytest.raises(ValidationError, match=message) as refused:
         services.marketdata.import_csv(rahul, "SBIN.csv", data, symbol=declared)
+    assert str(refused.value).endswith("Nothing was imported.")
+    assert counts(services) == before
+
+
+FUTURE = [
+    pytest.param(csv("date,open,high,low,close,volume", "2026-11-20,10,11,9,10.5,100",
+                     "2026-11-27,10,11,9,10.5,100"),
+                 r"ITC\.csv: bars may not start in the future \(now is 2026-11-22 13:00:00 IST\)\. "
+                 r"Broken on 1 row\(s\): row 3: date '2026-11-27'", id="daily"),
+    pytest.param(csv(HEADER, BAR_0915, "2026-11-23 09:15:00,NSE:SBIN,360,361,359,360,1"),
+                 r"bars may not start in the future .* row 3: datetime '2026-11-23 09:15:00'",
+                 id="five-minute"),
+    pytest.param(csv("date,open,high,low,close,volume", "2027-01-04,10,11,9,10.5,100"),
+                 r"bars may not start in the future .* row 2: date '2027-01-04'",
+                 id="beyond-the-calendar"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), FUTURE)
+def test_bars_that_start_after_now_refuse_the_file_and_nothing_is_written(
+    services, rahul, data, message
+) -> None:
+    before = counts(services)
+    with (
+        time_machine.travel(datetime(2026, 11, 22, 13, 0, tzinfo=IST), tick=False),
+        pytest.raises(ValidationError, match=message) as refused,
+    ):
+        services.marketdata.import_csv(rahul, "ITC.csv", data)
     assert str(refused.value).endswith("Nothing was imported.")
     assert counts(services) == before
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.clock import IST, format_ist, is_bar_day, is_trading_day
+from core.clock import IST, format_ist, is_bar_day, is_trading_day, now_ist
 from core.domain import STORED_INTERVALS, Interval, parse_choice
 from core.errors import ValidationError
 
@@ -250,7 +250,8 @@ def read_bars(
     Raises
     ------
     ValidationError
-        Empty file, missing column, unparseable time or number, non-positive price, negative
+        Empty file, missing column, unparseable time or number, a bar that starts after now
+        (IST), non-positive price, negative
         or fractional volume, high < low, open/close outside [low, high], one timestamp with
         different values, a symbol other than the declared one, no bar left.
     """
@@ -258,6 +259,7 @@ def read_bars(
     rows.time_column = _check_columns(rows)
     resolved_symbol = _resolve_symbol(rows, symbol, known_symbols)
     rows.ts = _parse_times(rows)
+    _refuse_future(rows)
     _parse_values(rows)
     _check_values(rows)
     resolved_interval = _resolve_interval(rows, interval)
@@ -403,6 +405,16 @@ def _parse_times(rows: _Rows) -> pd.Series:
         lambda p: f"{rows.time_column} {text.iloc[p]!r}",
     )
     return parsed
+
+
+def _refuse_future(rows: _Rows) -> None:
+    """Refuse bars that start after now (IST): no market data exists for them yet."""
+    now = now_ist()
+    rows.refuse(
+        f"bars may not start in the future (now is {format_ist(now)})",
+        rows.ts > pd.Timestamp(now.replace(tzinfo=None)),
+        lambda p: f"{rows.time_column} {rows.raw.at[p, rows.time_column]!r}",
+    )
 
 
 def _parse_values(rows: _Rows) -> None:
