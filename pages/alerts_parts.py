@@ -209,7 +209,7 @@ def settings_section(me: Actor) -> None:
                                    key="alerts_dnd_end", step=900)
         summary_on = st.checkbox("Daily P&L summary", key="alerts_summary_on",
                                  value=prefs.daily_summary_time is not None,
-                                 help="After the market closes; untick for none.")
+                                 help="After the market closes (from 15:35 IST); untick for none.")
         summary_at = st.time_input("Daily summary at (IST)", key="alerts_summary_at", step=900,
                                    value=prefs.daily_summary_time or time(16, 0))
         threshold = st.number_input(

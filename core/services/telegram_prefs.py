@@ -17,6 +17,7 @@ from core.alert_types import DEFAULT_PREFS, AlertType, Mode, NotificationPrefs
 from core.domain import Actor, parse_choice
 from core.errors import ValidationError
 from core.services.base import ServiceBase
+from core.services.daily_summary import EARLIEST as SUMMARY_EARLIEST
 from core.services.telegram_delivery import load_prefs
 from db.models import AlertPreferenceRow, NotificationSettingsRow
 
@@ -60,8 +61,9 @@ class TelegramPrefs(ServiceBase):
         Raises
         ------
         ValidationError
-            For an unknown type or mode, a DND window that starts when it ends, or a signal
-            threshold outside 0.50-0.99; nothing is written.
+            For an unknown type or mode, a DND window that starts when it ends, a daily summary
+            time before the summaries start (15:35 IST), or a signal threshold outside
+            0.50-0.99; nothing is written.
         """
         parsed = {parse_choice(AlertType, key, "alert type"): parse_choice(Mode, value, "mode")
                   for key, value in (modes or {}).items()}
@@ -73,6 +75,11 @@ class TelegramPrefs(ServiceBase):
             dnd = (start, end)
         if isinstance(daily_summary_time, time):
             daily_summary_time = daily_summary_time.replace(tzinfo=None, microsecond=0)
+            if daily_summary_time < SUMMARY_EARLIEST:
+                raise ValidationError(
+                    f"The daily summary goes out after the close, from "
+                    f"{SUMMARY_EARLIEST:%H:%M} IST: pick a time from {SUMMARY_EARLIEST:%H:%M} to "
+                    f"23:59; got {daily_summary_time:%H:%M}")
         if signal_min_probability is not UNCHANGED:
             signal_min_probability = _threshold(signal_min_probability)
         with self.db.transaction() as session:
