@@ -294,7 +294,10 @@ def test_only_admins_of_the_household_and_super_admins_manage_its_users(
 ) -> None:
     actor = login(who)
     household_id = world.sharma if where == "own-household" else world.verma
-    target = world.users["kamla"] if where == "own-household" else world.vikram.user_id
+    target = world.users["kamla"]
+    if where == "foreign-household":  # not vikram, whom the last-admin rule protects
+        target = services.users.create_user(login("ops"), "anita", "Anita Verma", NEW_PASSWORD,
+                                            "family_member", household_id=world.verma).id
     before = _last_audit_id(services)
     if expected == ALLOW:
         result = _user_action(services, actor, op, household_id, target)
@@ -579,3 +582,29 @@ def test_nobody_resets_their_own_password_without_the_current_one(
     assert _audit_since(services, before) == []
     services.household.household(actor)  # the session lives on
     login(who)  # and the old password still works
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        pytest.param(lambda s, a, u: s.users.set_role(a, u, "trader"), "demote", id="demote"),
+        pytest.param(lambda s, a, u: s.users.set_active(a, u, False), "disable", id="disable"),
+    ],
+)
+def test_the_households_last_active_admin_may_be_neither_demoted_nor_disabled(
+    services: Services, login: Callable[[str], Actor], world: World, change: Callable,
+    what: str,
+) -> None:
+    ops, rahul = login("ops"), login("rahul")
+    before = _last_audit_id(services)
+    with pytest.raises(ValidationError, match=f"You cannot {what} 'rahul': they are the "
+                                              "household's last active admin, and a household "
+                                              "keeps at least one; make another login an admin"):
+        change(services, ops, world.users["rahul"])  # not even the super admin
+    assert _audit_since(services, before) == []
+    services.household.household(rahul)  # still an active admin with a live session
+    meera = services.users.create_user(ops, "meera", "Meera Sharma", NEW_PASSWORD, "admin",
+                                       household_id=world.sharma)
+    change(services, ops, world.users["rahul"])  # with a second admin it may
+    with pytest.raises(ValidationError, match="last active admin"):
+        change(services, ops, meera.id)

@@ -40,6 +40,23 @@ def _article(role: Role) -> str:
     return "an" if role.value[0] in "aeiou" else "a"
 
 
+def _keep_an_admin(session: Session, row: UserRow, change: str) -> None:
+    """Refuse a change that would leave ``row``'s household without an active admin.
+
+    Only an admin manages a household's logins and members day to day (a super admin runs the
+    desk), so the last one may be neither demoted nor disabled.
+    """
+    if row.role is not Role.ADMIN or not row.is_active:
+        return
+    others = session.scalar(select(func.count()).select_from(UserRow).where(
+        UserRow.household_id == row.household_id, UserRow.role == Role.ADMIN,
+        UserRow.is_active.is_(True), UserRow.id != row.id)) or 0
+    if not others:
+        raise ValidationError(
+            f"You cannot {change}: they are the household's last active admin, and a household "
+            "keeps at least one; make another login an admin first")
+
+
 class UserService(ServiceBase):
     """Create, list, change and log out users."""
 
@@ -177,6 +194,8 @@ class UserService(ServiceBase):
                 raise ValidationError("You cannot change your own role; ask another admin")
             self._require_assignable(session, actor, parsed, "users.set_role",
                                      f"user:{row.username}")
+            if parsed not in authz.USER_MANAGERS:
+                _keep_an_admin(session, row, f"demote {row.username!r}")
             old = row.role
             row.role = parsed
             self._auth.end_sessions(session, [row.id], END_ROLE, None)
@@ -195,6 +214,8 @@ class UserService(ServiceBase):
             row = self._target(session, actor, user_id, "users.set_active")
             if row.id == actor.user_id and not active:
                 raise ValidationError("You cannot deactivate your own login")
+            if not active:
+                _keep_an_admin(session, row, f"disable {row.username!r}")
             row.is_active = active
             if not active:
                 self._auth.end_sessions(session, [row.id], END_DEACTIVATED, None)
