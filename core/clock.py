@@ -123,6 +123,12 @@ def is_trading_day(day: date) -> bool:
 CALENDAR_WARN_DAYS = 45
 
 
+def calendar_first_day() -> date:
+    """Return the first day whose trading status is known (the calendar's first session)."""
+    first: date = _calendar().first_session.date()
+    return first
+
+
 def calendar_last_day() -> date:
     """Return the last day whose trading status is known (the calendar, then entered years)."""
     last: date = _calendar().last_session.date()

@@ -291,6 +291,28 @@ def test_bars_that_start_after_now_refuse_the_file_and_nothing_is_written(
     assert counts(services) == before
 
 
+def test_a_date_beyond_the_calendar_is_refused_like_any_bad_row(services, rahul) -> None:
+    later = csv("date,open,high,low,close,volume", "2026-12-31,10,11,9,10.5,100",
+                "2027-01-04,10,11,9,10.5,100")
+    before = counts(services)
+    with (
+        time_machine.travel(datetime(2027, 2, 1, 18, 0, tzinfo=IST), tick=False),
+        pytest.raises(ValidationError) as refused,
+    ):
+        services.marketdata.import_csv(rahul, "ITC.csv", later)
+    assert str(refused.value) == (
+        "ITC.csv: every bar must fall within the trading calendar, which covers 2006-11-22 to "
+        "2026-12-31 (for a later year, enter NSE's official holiday list in "
+        "HOLIDAYS_BEYOND_CALENDAR in core/clock.py). Broken on 1 row(s): row 3: date "
+        "'2027-01-04'. Nothing was imported."
+    )
+    with pytest.raises(ValidationError, match=r"ITC\.csv: every bar must fall within the "
+                       r"trading calendar.* row 2: date '2005-03-01'.*Nothing was imported\."):
+        services.marketdata.import_csv(
+            rahul, "ITC.csv", csv("date,open,high,low,close,volume", "2005-03-01,10,11,9,10,1"))
+    assert counts(services) == before
+
+
 def test_an_interval_that_contradicts_the_times_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"daily bars must be stamped at midnight IST"):
         read_bars(csv(HEADER, BAR_0915), "SBIN.csv", interval="1d")

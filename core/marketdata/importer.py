@@ -26,9 +26,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.clock import IST, format_ist, is_bar_day, is_trading_day, now_ist
+from core.clock import (
+    IST,
+    calendar_first_day,
+    calendar_last_day,
+    format_ist,
+    is_bar_day,
+    is_trading_day,
+    now_ist,
+)
 from core.domain import STORED_INTERVALS, Interval, parse_choice
-from core.errors import ValidationError
+from core.errors import ConfigError, ValidationError
 
 TIME_COLUMNS = ("timestamp", "datetime", "date")
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -260,6 +268,7 @@ def read_bars(
     resolved_symbol = _resolve_symbol(rows, symbol, known_symbols)
     rows.ts = _parse_times(rows)
     _refuse_future(rows)
+    _refuse_outside_calendar(rows)
     _parse_values(rows)
     _check_values(rows)
     resolved_interval = _resolve_interval(rows, interval)
@@ -415,6 +424,25 @@ def _refuse_future(rows: _Rows) -> None:
         rows.ts > pd.Timestamp(now.replace(tzinfo=None)),
         lambda p: f"{rows.time_column} {rows.raw.at[p, rows.time_column]!r}",
     )
+
+
+def _refuse_outside_calendar(rows: _Rows) -> None:
+    """Refuse dates the trading calendar does not know: their trading days are unknowable."""
+    days = rows.ts.dt.normalize()
+    unknown = set()
+    for day in days.unique():
+        try:
+            _trading(pd.Timestamp(day).date())
+        except ConfigError:
+            unknown.add(day)
+    if unknown:
+        rows.refuse(
+            f"every bar must fall within the trading calendar, which covers "
+            f"{calendar_first_day()} to {calendar_last_day()} (for a later year, enter NSE's "
+            "official holiday list in HOLIDAYS_BEYOND_CALENDAR in core/clock.py)",
+            days.isin(unknown),
+            lambda p: f"{rows.time_column} {rows.raw.at[p, rows.time_column]!r}",
+        )
 
 
 def _parse_values(rows: _Rows) -> None:
