@@ -19,7 +19,7 @@ svc = services()
 pf = svc.portfolio
 st.title("Funds & statements")
 show_flash(FLASH)
-accounts = viewable_accounts(me)
+accounts = viewable_accounts(me, include_closed=True)  # closed: statements
 account_id = pick_account(accounts, "funds_account")
 
 if account_id is None:
@@ -33,7 +33,8 @@ else:
                    f"{rupees(funds.charges_total)}.")
 
 st.subheader("Statements")
-st.caption("Dates are trading days in India (IST). Whole family: every account you may view.")
+st.caption("Dates are trading days in India (IST). Whole family: every account you may view, "
+           "closed ones included (their trades were real money).")
 period = statement_period()
 if period is not None:
     statements(me, account_id, *period)

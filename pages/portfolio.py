@@ -17,7 +17,7 @@ FLASH = "portfolio_flash"
 me = actor()
 st.title("Portfolio")
 show_flash(FLASH)
-accounts = viewable_accounts(me)
+accounts = viewable_accounts(me, include_closed=True)  # as the family table
 account_id = pick_account(accounts, "portfolio_account", label="Show",
                           help_text="Pick an account to drill down into its positions and holdings")
 
@@ -43,7 +43,7 @@ def portfolio(me: Actor, account_id: int | None) -> None:
 
 portfolio(me, account_id)
 
-tradable = {a.id for a in accounts if a.my_permission is Permission.TRADE}
+tradable = {a.id for a in accounts if a.my_permission is Permission.TRADE and a.is_active}
 if account_id in tradable:
     with st.form("portfolio_square_off"):
         st.caption("Intraday (MIS) positions must be closed by the end of the day. This cancels "

@@ -12,6 +12,7 @@ import streamlit as st
 from core.clock import now_ist
 from core.domain import Account, Actor
 from core.money import inr
+from core.services.portfolio import CLOSED
 from pages.common import fetch, footer, services
 
 WHOLE_FAMILY = "Whole family"
@@ -22,9 +23,11 @@ def rupees(value: Decimal | float | int | None) -> str:
     return inr(Decimal(str(value)) if isinstance(value, float) else value)
 
 
-def viewable_accounts(me: Actor) -> list[Account]:
-    """Return the open accounts ``me`` may view; with none, say why and end the page."""
-    accounts = fetch(lambda: services().household.list_accounts(me)) or []
+def viewable_accounts(me: Actor, include_closed: bool = False) -> list[Account]:
+    """Return the open accounts ``me`` may view (closed ones too if ``include_closed``: the
+    whole family of the portfolio and statements); with none, say why and end the page."""
+    accounts = fetch(lambda: services().portfolio.accounts(me) if include_closed
+                     else services().household.list_accounts(me)) or []
     if not accounts:
         st.info("No accounts are visible to you yet. The account's owner or a household admin "
                 "can grant you access on Household & Accounts.")
@@ -48,10 +51,12 @@ def pick_account(
 ) -> int | None:
     """Render an account selectbox ("Whole family" first when ``family``); return its id.
 
-    Returns None for the whole family (every account the user may view).
+    Returns None for the whole family (every account the user may view). A closed account
+    reads "Rahul · Intraday (Rahul Sharma) (closed)".
     """
     labels: dict[int | None, str] = {None: WHOLE_FAMILY} if family else {}
-    labels.update({a.id: f"{a.label} ({a.owner_name})" for a in accounts})
+    labels.update({a.id: f"{a.label} ({a.owner_name}){'' if a.is_active else CLOSED}"
+                   for a in accounts})
     return st.selectbox(label, list(labels), format_func=labels.__getitem__, key=key,
                         help=help_text)
 

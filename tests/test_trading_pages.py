@@ -754,3 +754,26 @@ def test_a_reversed_trade_book_range_on_the_orders_page_is_refused_with_the_rule
     assert [e.value for e in at.error] == [
         "Start date 2026-11-20 is after end date 2026-11-17; pick a start on or before the end"]
     assert "No trades in this range." not in texts(at)
+
+
+def test_a_closed_account_is_in_the_family_funds_and_can_be_picked_for_its_statements(
+    stocked,
+) -> None:
+    svc, logins = stocked
+    rahul = who(svc, logins, "rahul")
+    intraday = account(svc, rahul, "Rahul · Intraday")
+    svc.household.update_account(rahul, intraday.id, intraday.label, intraday.group, False)
+    at = on_page(app_as(stocked, "rahul"), "pages/funds.py")
+    funds = table_of(at, "Owner").set_index("Account")
+    assert funds.loc["Whole family", "Deposits [₹]"] == "40,00,000.00"
+    assert funds.loc["Rahul · Intraday (closed)", "Deposits [₹]"] == "10,00,000.00"
+    assert "Rahul · Intraday (Rahul Sharma) (closed)" in at.selectbox(key="funds_account").options
+    at.selectbox(key="funds_account").set_value(intraday.id).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    labels = [b.label for b in at.get("download_button")]
+    assert {"Trade book (CSV)", "P&L statement (CSV)", "Charges statement (CSV)"} <= set(labels)
+    assert "Intraday" not in " ".join(at.selectbox(key="funds_add_account").options)
+    at = on_page(app_as(stocked, "rahul"), "pages/portfolio.py")
+    family = table_of(at, "Net P&L [₹]").set_index("Account")
+    assert family.loc["Whole family", "Deposits [₹]"] == "40,00,000.00"
+    assert "Rahul · Intraday (closed)" in family.index

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from core import portfolio, statements
 from core.clock import now_ist, to_ist
 from core.config import Settings
-from core.domain import Actor, Interval
+from core.domain import Account, Actor, Interval
 from core.errors import ValidationError
 from core.money import as_typed, inr, paise
 from core.services import portfolio_views as views
@@ -33,6 +33,8 @@ from core.trading import Funds, Holding, Position, Trade
 from db.engine import Database
 from db.models import BarRow, InstrumentRow, QuoteRow
 
+#: How a closed account is named wherever it is listed (tables, pickers, statements).
+CLOSED = " (closed)"
 #: The answer to a member who may view no account (every figure needs one).
 NO_ACCOUNT = "You may not view any account yet; ask a household admin"
 MAX_DEPOSIT = Decimal("100000000")  # ₹10 crore per transfer: a typo guard, not a rule of law
@@ -74,6 +76,11 @@ def read_last_prices(session: Session | Connection, symbols: Iterable[str]
                    InstrumentRow.symbol.in_(missing))).all()
         quoted.update(dict(rows))
     return quoted
+
+
+def account_label(account: Account) -> str:
+    """Return the account's label, with :data:`CLOSED` after it when it is closed."""
+    return account.label + ("" if account.is_active else CLOSED)
 
 
 def check_transfer(amount: Decimal, what: str) -> None:
@@ -120,6 +127,21 @@ class PortfolioService(ServiceBase):
         self.orders = orders
         self.clock = clock
 
+    # -- which accounts ---------------------------------------------------------------------
+    def accounts(self, actor: Actor) -> list[Account]:
+        """Return every account the actor may view, closed ones included: "whole family".
+
+        A closed account's history is money really made or lost, so the family's funds, P&L
+        and statements count it, and its own statements stay available; it is named with
+        :data:`CLOSED` (:meth:`labels`). The same accounts as ``OrderService.viewable_ids``
+        gives for the whole family, which every book and statement here reads.
+        """
+        return self.household.list_accounts(actor, include_closed=True)
+
+    def labels(self, actor: Actor) -> dict[int, str]:
+        """Return account id -> label of :meth:`accounts`, closed ones marked "(closed)"."""
+        return {a.id: account_label(a) for a in self.accounts(actor)}
+
     # -- prices and books -----------------------------------------------------------------
     def prices(self, symbols: Sequence[str]) -> dict[str, Decimal]:
         """Return LTPs: the feed's quote, else the last stored daily close."""
@@ -150,13 +172,11 @@ class PortfolioService(ServiceBase):
 
     def positions_frame(self, actor: Actor, account_id: int | None = None) -> pd.DataFrame:
         """Return positions as a table (net qty, average, LTP, unrealized, realized, MTM)."""
-        return views.positions_frame(self.positions(actor, account_id),
-                                     self.orders.household_labels(actor))
+        return views.positions_frame(self.positions(actor, account_id), self.labels(actor))
 
     def holdings_frame(self, actor: Actor, account_id: int | None = None) -> pd.DataFrame:
         """Return holdings as a table."""
-        return views.holdings_frame(self.holdings(actor, account_id),
-                                    self.orders.household_labels(actor))
+        return views.holdings_frame(self.holdings(actor, account_id), self.labels(actor))
 
     # -- money ----------------------------------------------------------------------------
     def funds(self, actor: Actor, account_id: int) -> Funds:
@@ -165,9 +185,9 @@ class PortfolioService(ServiceBase):
         return self.orders.broker_for(account_id).funds()
 
     def funds_frame(self, actor: Actor) -> pd.DataFrame:
-        """Return funds of every viewable account and the family total as a table."""
-        rows = [(a.label, a.owner_name, self.orders.broker_for(a.id).funds())
-                for a in self.household.list_accounts(actor)]
+        """Return funds of every viewable account (closed ones too) and the family total."""
+        rows = [(account_label(a), a.owner_name, self.orders.broker_for(a.id).funds())
+                for a in self.accounts(actor)]
         return views.funds_frame(rows)
 
     def family(self, actor: Actor) -> portfolio.FamilySummary:
@@ -184,7 +204,7 @@ class PortfolioService(ServiceBase):
 
     def family_frame(self, actor: Actor) -> pd.DataFrame:
         """Return the family table: one row per viewable account and a total row."""
-        return views.family_frame(self.family(actor), self.orders.household_labels(actor))
+        return views.family_frame(self.family(actor), self.labels(actor))
 
     def add_funds(self, actor: Actor, account_id: int, amount: Decimal, note: str) -> Funds:
         """Pay money into a paper account the actor may manage."""
@@ -216,7 +236,7 @@ class PortfolioService(ServiceBase):
         """Return the trade book of [start, end] as CSV."""
         statements.check_range(start, end)
         trades = load_trades(self.db, self.orders.viewable_ids(actor, account_id), start, end)
-        frame = statements.trade_book_frame(trades, self.orders.household_labels(actor))
+        frame = statements.trade_book_frame(trades, self.labels(actor))
         return frame.to_csv(index=False).encode()
 
     def pnl_statement_csv(self, actor: Actor, account_id: int | None, start: date,
