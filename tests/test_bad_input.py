@@ -87,6 +87,11 @@ BAD_INPUTS = [
     pytest.param(_new_user("bad name!"),
                  ("Invalid username 'bad name!'", "lowercase letters, digits, '.', '_' or '-'"),
                  id="invalid-username-characters"),
+    pytest.param(lambda s, a, i: s.users.create_user(a, "meera", "Meera Sharma", STRONG,
+                                                     "trader", relationship="self"),
+                 ("The household already has its 'self' member (Rahul Sharma); relationships "
+                  "are to them: choose how Meera Sharma is related",),
+                 id="a-second-self-member-through-a-new-login"),
     pytest.param(_new_user(relationship="cousin"),
                  ("Unknown relationship 'cousin'", "self, spouse, parent, child"),
                  id="unknown-relationship"),

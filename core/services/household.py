@@ -85,6 +85,23 @@ _TRADE_FACTS = (
     .where(AccountRow.id == bindparam("account")))
 
 
+def check_relationship(
+    session: Session, household_id: int, relationship: Relationship, name: str
+) -> None:
+    """Refuse a second 'self' member: a household has one head, the others are related to them.
+
+    Adding a member and creating a login with a relationship both call this.
+    """
+    if relationship is not Relationship.SELF:
+        return
+    head = session.scalar(select(MemberRow.full_name).where(
+        MemberRow.household_id == household_id, MemberRow.relationship == Relationship.SELF))
+    if head is not None:
+        raise ValidationError(
+            f"The household already has its 'self' member ({head}); relationships are to them: "
+            f"choose how {name} is related")
+
+
 class HouseholdService(ServiceBase):
     """Members, accounts and grants of a household."""
 
@@ -247,14 +264,7 @@ class HouseholdService(ServiceBase):
             raise ValidationError("Member name must not be empty")
         with self.db.transaction() as session:
             self._require_household_manager(session, actor, "members.add")
-            if rel is Relationship.SELF:
-                head = session.scalar(select(MemberRow.full_name).where(
-                    MemberRow.household_id == actor.household_id,
-                    MemberRow.relationship == Relationship.SELF))
-                if head is not None:
-                    raise ValidationError(
-                        f"The household already has its 'self' member ({head}); relationships "
-                        f"are to them: choose how {full_name.strip()} is related")
+            check_relationship(session, actor.household_id, rel, full_name.strip())
             if user_id is not None:
                 user = session.get(UserRow, user_id)
                 if user is None or user.household_id != actor.household_id:

@@ -14,6 +14,7 @@ from core.errors import ValidationError
 from core.passwords import check_policy, hash_password
 from core.services.auth import END_DEACTIVATED, END_FORCED, END_ROLE, AuthService
 from core.services.base import ServiceBase
+from core.services.household import check_relationship
 from db.models import MemberRow, UserRow
 
 USERNAME_RULE = "a username is 3-32 characters: lowercase letters, digits, '.', '_' or '-'"
@@ -119,6 +120,8 @@ class UserService(ServiceBase):
             self._require_assignable(session, actor, parsed_role, "users.create", f"user:{name}")
             if session.scalar(select(UserRow.id).where(UserRow.username == name)) is not None:
                 raise ValidationError(f"Username {name!r} is already taken; choose another")
+            if parsed_rel is not None:
+                check_relationship(session, target, parsed_rel, display_name.strip())
             row = UserRow(
                 household_id=target,
                 username=name,
