@@ -11,11 +11,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import time_machine
 from sqlalchemy import func, select
 
-from core.clock import IST, SPECIAL_SESSIONS
+from core.clock import IST, SPECIAL_SESSIONS, is_trading_day
 from core.domain import Actor, Interval
 from core.errors import PermissionDenied, ValidationError
 from core.marketdata.importer import (
@@ -311,6 +312,71 @@ def test_a_date_beyond_the_calendar_is_refused_like_any_bad_row(services, rahul)
         services.marketdata.import_csv(
             rahul, "ITC.csv", csv("date,open,high,low,close,volume", "2005-03-01,10,11,9,10,1"))
     assert counts(services) == before
+
+
+def _five_minute_rows(day: str, minutes: range) -> list[str]:
+    return [f"{day} {9 + (15 + m) // 60:02d}:{(15 + m) % 60:02d}:00,NSE:SBIN,360,361,359,360,1"
+            for m in minutes]
+
+
+def _weekly_rows(weeks: int) -> list[str]:
+    mondays = pd.date_range("2021-01-04", periods=weeks, freq="7D")
+    return [f"{d:%Y-%m-%d},10,11,9,10,1" for d in mondays if is_trading_day(d.date())]
+
+
+SPACING = [
+    pytest.param(csv(HEADER, *_five_minute_rows("2021-03-18", range(0, 375, 15))), None,
+                 r"SBIN\.csv: bars of a 5-minute file must be 5 minutes apart within a session; "
+                 r"most steps are 15 minutes \(24 of 24; 5 minutes: 0\): rows 2-3 are 15 minutes "
+                 r"apart \(2021-03-18 09:15 → 09:30\)", id="15-minute-bars-on-5-minute-marks"),
+    pytest.param(csv(HEADER, *_five_minute_rows("2021-03-18", range(0, 375, 60))), "5m",
+                 r"most steps are 60 minutes", id="hourly-bars-declared-5m"),
+    pytest.param(csv("date,open,high,low,close,volume", *_weekly_rows(20)), None,
+                 r"SBIN\.csv: bars of a daily file must be on consecutive trading days most of "
+                 r"the time; 1[0-9] of 1[0-9] steps skip trading days: rows 2-3 go from "
+                 r"2021-01-04 to 2021-01-11, skipping 4 trading day\(s\)\. This looks like "
+                 r"weekly", id="weekly-bars-as-daily"),
+    pytest.param(csv("date,open,high,low,close,volume", "2021-01-04,10,11,9,10,1",
+                     "2021-02-01,10,11,9,10,1", "2021-03-01,10,11,9,10,1",
+                     "2021-04-01,10,11,9,10,1"), "1d",
+                 r"steps skip trading days", id="monthly-bars-declared-1d"),
+    pytest.param(csv(HEADER, *_five_minute_rows("2021-03-18", range(0, 30, 5)),
+                     "2021-03-19 00:00:00,NSE:SBIN,360,361,359,360,1"), None,
+                 r"daily bars \(dates at midnight\) or 5-minute bars \(times of day\), not both; "
+                 r"most rows are times of day.* row 8: datetime '2021-03-19 00:00:00'",
+                 id="a-midnight-row-in-a-5-minute-file"),
+    pytest.param(csv("date,open,high,low,close,volume", "2021-03-15,10,11,9,10,1",
+                     "2021-03-16,10,11,9,10,1", "2021-03-17 09:15,10,11,9,10,1",
+                     "2021-03-18,10,11,9,10,1"), None,
+                 r"most rows are dates at midnight.* row 4: date '2021-03-17 09:15'",
+                 id="an-intraday-row-in-a-daily-file"),
+]
+
+
+@pytest.mark.parametrize(("data", "declared", "message"), SPACING)
+def test_a_file_whose_bars_are_not_spaced_like_its_interval_is_refused(
+    services, rahul, data, declared, message
+) -> None:
+    before = counts(services)
+    with pytest.raises(ValidationError, match=message) as refused:
+        services.marketdata.import_csv(rahul, "SBIN.csv", data, interval=declared)
+    assert str(refused.value).endswith("Nothing was imported.")
+    assert counts(services) == before
+
+
+def test_missing_bars_and_holidays_do_not_break_the_spacing_rule() -> None:
+    every_third_missing = [m for m in range(0, 375, 5) if m % 15 != 10]  # 5, 10, 5, 10 ...
+    five = read_bars(csv(HEADER, *_five_minute_rows("2021-03-18", range(0, 375, 5))[:40],
+                         *_five_minute_rows("2021-03-19", range(0, 375, 5))[::2][:3],
+                         *_five_minute_rows("2021-03-22", every_third_missing)), "SBIN.csv")
+    assert five.report.interval is Interval.M5 and five.report.rows_kept == 93
+    daily = ["2021-03-25", "2021-03-26", "2021-03-30", "2021-03-31", "2021-04-05", "2021-04-06"]
+    parsed = read_bars(csv("date,open,high,low,close,volume",
+                           *[f"{d},10,11,9,10,1" for d in daily]), "SBIN.csv")
+    assert parsed.report.rows_kept == 6  # 29 Mar and 2 Apr are holidays; 1 Apr is missing
+    specials = csv("date,open,high,low,close,volume", "2020-11-14,10,11,9,10,1",
+                   "2024-01-20,10,11,9,10,1", "2025-02-01,10,11,9,10,1")
+    assert read_bars(specials, "SBIN.csv").report.rows_kept == 3  # special sessions only
 
 
 def test_an_interval_that_contradicts_the_times_is_refused() -> None:

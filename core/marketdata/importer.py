@@ -46,6 +46,7 @@ MAX_VOLUME = 2**63 - 1  # BigInteger
 SHOW_ROWS = 5  # rows named in a message or a report
 FIRST_ROW = 2  # spreadsheet number of the first data row (the header is row 1)
 MAX_PRICE_DECIMALS = 4  # the store keeps Numeric(18, 4)
+MIN_SPACING_STEPS = 2  # steps between bars needed before their spacing is judged
 SYMBOL_PATTERN = re.compile(r"[A-Z0-9][A-Z0-9&\-]{0,31}")
 EXCHANGE_PREFIX = "NSE:"
 
@@ -281,6 +282,7 @@ def read_bars(
             f"({counts}). Check the interval ({resolved_interval.value}) and the times. "
             "Nothing was imported."
         )
+    _check_spacing(rows, kept, resolved_interval)
     bars = _kept_bars(rows, kept)
     report = ImportReport(
         file_name=file_name,
@@ -518,6 +520,15 @@ def _resolve_interval(rows: _Rows, declared: Interval | str | None) -> Interval:
                 "weekly bars are resampled from daily ones. Nothing was imported."
             )
     show = lambda p: f"{rows.time_column} {rows.raw.at[p, rows.time_column]!r}"  # noqa: E731
+    if interval is Interval.M5 and at_midnight.any():
+        daily = bool(at_midnight.sum() * 2 >= len(at_midnight))
+        most = "dates at midnight (daily bars)" if daily else "times of day (5-minute bars)"
+        rows.refuse(
+            "a file holds daily bars (dates at midnight) or 5-minute bars (times of day), not "
+            f"both; most rows are {most}, these are not",
+            at_midnight != daily,
+            show,
+        )
     if interval is Interval.D1:
         rows.refuse("daily bars must be stamped at midnight IST", ~at_midnight, show)
     else:
@@ -572,6 +583,78 @@ def _drop_reasons(rows: _Rows, interval: Interval) -> np.ndarray:
         lambda p: f"{rows.raw.at[p, rows.time_column]!r} " + rows.cells(p, VALUE_COLUMNS),
     )
     return reasons
+
+
+def _check_spacing(rows: _Rows, kept: np.ndarray, interval: Interval) -> None:
+    """Refuse a file whose kept bars are not spaced like ``interval`` most of the time.
+
+    Real files miss a bar now and then and daily ones skip holidays, so the rule is about the
+    typical step, judged once a file has :data:`MIN_SPACING_STEPS` steps: in a 5-minute file
+    the 5-minute step within a session must be the most common one (15-minute bars on 5-minute
+    marks are refused); in a daily file at least half of the steps between trading days must go
+    to the next trading day (weekly or monthly bars are refused; special sessions are not judged).
+    """
+    positions = np.flatnonzero(kept)
+    wall = rows.ts.to_numpy()[positions]
+    order = np.argsort(wall, kind="stable")
+    positions, times = positions[order], pd.DatetimeIndex(wall[order])
+    if interval is Interval.M5:
+        _check_intraday_spacing(rows.file_name, positions, times)
+    else:
+        _check_daily_spacing(rows.file_name, positions, times)
+
+
+def _pair(positions: np.ndarray, step: int) -> str:
+    first, second = (int(positions[step + k]) + FIRST_ROW for k in (0, 1))
+    return f"rows {first}-{second}" if second == first + 1 else f"rows {first} and {second}"
+
+
+def _check_intraday_spacing(file_name: str, positions: np.ndarray, times: pd.DatetimeIndex) -> None:
+    days = times.normalize()
+    in_session = np.flatnonzero(days[1:] == days[:-1])
+    if in_session.size < MIN_SPACING_STEPS:
+        return
+    steps = pd.Series((times[1:] - times[:-1])[in_session])
+    counts = steps.value_counts()
+    fives = int(counts.get(_SLOT, 0))
+    if fives >= counts.iloc[0]:
+        return
+    common = counts.index[0]
+    step = int(in_session[np.flatnonzero(steps == common)[0]])
+    minutes = int(common / pd.Timedelta(minutes=1))
+    raise ValidationError(
+        f"{file_name}: bars of a 5-minute file must be 5 minutes apart within a session; "
+        f"most steps are {minutes} minutes ({int(counts.iloc[0]):,} of {len(steps):,}; "
+        f"5 minutes: {fives:,}): {_pair(positions, step)} are {minutes} minutes apart "
+        f"({times[step]:%Y-%m-%d %H:%M} → {times[step + 1]:%H:%M}). Only 5-minute and daily "
+        "bars are stored. Nothing was imported."
+    )
+
+
+def _check_daily_spacing(file_name: str, positions: np.ndarray, times: pd.DatetimeIndex) -> None:
+    if len(times) <= MIN_SPACING_STEPS:
+        return
+    days = times.normalize().to_numpy().astype("datetime64[D]")
+    trading = np.array(
+        _trading_days(times[0].date(), times[-1].date()), dtype="datetime64[D]"
+    )
+    skipped = np.searchsorted(trading, days[1:], "left") - np.searchsorted(
+        trading, days[:-1], "right"
+    )
+    regular = np.isin(days, trading)  # steps from or to a special session are not judged
+    judged = regular[1:] & regular[:-1]
+    skipping = np.flatnonzero(judged & (skipped > 0))
+    if judged.sum() < MIN_SPACING_STEPS or skipping.size * 2 <= judged.sum():
+        return
+    step = int(skipping[0])
+    raise ValidationError(
+        f"{file_name}: bars of a daily file must be on consecutive trading days most of the "
+        f"time; {skipping.size:,} of {int(judged.sum()):,} steps skip trading days: "
+        f"{_pair(positions, step)} go from {times[step]:%Y-%m-%d} to "
+        f"{times[step + 1]:%Y-%m-%d}, skipping {int(skipped[step])} trading day(s). This looks "
+        "like weekly or monthly bars; import daily bars (weekly ones are resampled from them). "
+        "Nothing was imported."
+    )
 
 
 def _too_fine(price: Decimal) -> bool:
