@@ -11,6 +11,8 @@ viewer             no               own + granted                none           
 =================  ==============  ===========================  ===================  ======
 
 "Manage" is creating, renaming, closing an account and granting or revoking access to it.
+A member whose verification was rejected trades nothing (own accounts and grants alike) and
+keeps the view access they hold.
 Nothing here trusts the UI: every service calls these with facts read from the database.
 """
 
@@ -37,6 +39,7 @@ class AccountFacts:
     same_household: bool
     is_owner: bool
     grant: Permission | None
+    rejected: bool = False  # the actor's member's verification was rejected
 
 
 def account_permission(facts: AccountFacts) -> Permission | None:
@@ -44,7 +47,8 @@ def account_permission(facts: AccountFacts) -> Permission | None:
     if not facts.same_household and facts.actor_role is not Role.SUPER_ADMIN:
         return None
     if facts.is_owner or facts.grant is Permission.TRADE:
-        trade_ok = facts.actor_role in ACTING_ROLES and facts.same_household
+        trade_ok = (facts.actor_role in ACTING_ROLES and facts.same_household
+                    and not facts.rejected)
         return Permission.TRADE if trade_ok else Permission.VIEW
     if facts.grant is Permission.VIEW or facts.actor_role in HOUSEHOLD_MANAGERS:
         return Permission.VIEW

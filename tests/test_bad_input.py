@@ -10,8 +10,8 @@ import pyotp
 import pytest
 from sqlalchemy import func, select, update
 
-from core.domain import Actor, Relationship
-from core.errors import ValidationError
+from core.domain import Actor, Permission, Relationship
+from core.errors import PermissionDenied, ValidationError
 from core.services import Services
 from db.models import AccountGrantRow, AccountRow, AuditRow, MemberRow, UserRow
 
@@ -194,3 +194,25 @@ def test_a_member_whose_verification_was_rejected_gets_no_trade_access(
         services.household.grant(rahul, account, ids.members["kamla"], "trade")
     assert _row_counts(services) == before
     services.household.grant(rahul, account, ids.members["kamla"], "view")  # view is fine
+
+
+def test_a_rejected_member_trades_nothing_through_grants_or_own_accounts_but_still_views(
+    services: Services, login: Callable[[str], Actor], ids: Ids,
+) -> None:
+    rahul, kamla = login("rahul"), login("kamla")
+    hh = services.household
+    accounts = ids.accounts
+    hh.grant(rahul, accounts["Rahul · Intraday"], ids.members["kamla"], "trade")  # verified
+    tradable = {a.label for a in services.orders.tradable_accounts(kamla)}
+    assert tradable == {"Kamla · Pension", "Rahul · Intraday"}
+    hh.set_verification(rahul, ids.members["kamla"], "rejected")
+    for label in ("Kamla · Pension", "Rahul · Intraday"):  # her own and a granted account
+        with pytest.raises(PermissionDenied, match="Kamla Sharma's verification was rejected; "
+                                                   "a rejected member gets no trade access"):
+            hh.authorize_trade(kamla, accounts[label])
+        assert hh.get_account(kamla, accounts[label]).label == label  # viewing stays
+    assert services.orders.tradable_accounts(kamla) == []
+    assert {a.label: a.my_permission for a in hh.list_accounts(kamla)} == {
+        "Kamla · Pension": Permission.VIEW, "Rahul · Intraday": Permission.VIEW}
+    hh.set_verification(rahul, ids.members["kamla"], "verified")
+    assert hh.authorize_trade(kamla, accounts["Kamla · Pension"]).label == "Kamla · Pension"

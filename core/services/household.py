@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from core import authz
 from core.clock import now_ist
@@ -67,6 +68,12 @@ def _check_nothing_open(session: Session, row: AccountRow) -> None:
 LABEL_MAX = 60
 GROUP_MAX = 40
 
+def rejected_refusal(name: str) -> str:
+    """Word the rule that a member whose verification was rejected trades nothing."""
+    return f"{name}'s verification was rejected; a rejected member gets no trade access"
+
+
+_ACTING_MEMBER = aliased(MemberRow)
 # Built once: everything authorize_trade needs, in one statement (every order runs it). The
 # role is NULL for a missing or disabled user; ``ended_at`` is that of the actor's session.
 _TRADE_FACTS = (
@@ -80,7 +87,9 @@ _TRADE_FACTS = (
            .scalar_subquery(),
            select(AccountGrantRow.permission).where(
                AccountGrantRow.account_id == AccountRow.id,
-               AccountGrantRow.member_id == bindparam("member")).scalar_subquery())
+               AccountGrantRow.member_id == bindparam("member")).scalar_subquery(),
+           select(_ACTING_MEMBER.verification_status).where(
+               _ACTING_MEMBER.id == bindparam("member")).scalar_subquery())
     .join(MemberRow, MemberRow.id == AccountRow.owner_member_id)
     .where(AccountRow.id == bindparam("account")))
 
@@ -142,11 +151,14 @@ class HouseholdService(ServiceBase):
                     AccountGrantRow.member_id == actor.member_id,
                 )
             )
+        acting = _member(session, actor.member_id) if actor.member_id is not None else None
         return authz.AccountFacts(
             actor_role=role,
             same_household=row.household_id == actor.household_id,
             is_owner=owner_user == actor.user_id,
             grant=grant,
+            rejected=acting is not None
+            and acting.verification_status is VerificationStatus.REJECTED,
         )
 
     def _to_account(
@@ -189,7 +201,11 @@ class HouseholdService(ServiceBase):
             "manage": authz.may_manage_account(facts),
         }[need]
         if not allowed:
-            if perm is not None:
+            if need == "trade" and facts.rejected and authz.account_permission(
+                    replace(facts, rejected=False)) is Permission.TRADE:
+                acting = _member(session, actor.member_id or 0)
+                refusal = rejected_refusal(acting.full_name if acting else actor.username)
+            elif perm is not None:
                 refusal = (
                     f"Your role {facts.actor_role.value!r} with {perm.value!r} access may not "
                     f"{need} account {account_id}"
@@ -554,8 +570,8 @@ class HouseholdService(ServiceBase):
             if perm is Permission.TRADE and member.verification_status is (
                     VerificationStatus.REJECTED):
                 raise ValidationError(
-                    f"{member.full_name}'s verification was rejected; a rejected member gets no "
-                    "trade access (verify them on the Members tab first)")
+                    f"{rejected_refusal(member.full_name)} (verify them on the Members tab "
+                    "first)")
             existing = session.scalar(
                 select(AccountGrantRow).where(
                     AccountGrantRow.account_id == account_id, AccountGrantRow.member_id == member_id
@@ -608,11 +624,12 @@ class HouseholdService(ServiceBase):
 def _trade_account(actor: Actor, found: tuple[Any, ...]) -> Account | None:
     """Return the account of a ``_TRADE_FACTS`` row if the actor may trade it now, else None."""
     (ident, household_id, owner_member_id, broker, label, group, is_active, created_at,
-     owner_user_id, owner_name, relationship, role, ended_at, grant) = found
+     owner_user_id, owner_name, relationship, role, ended_at, grant, verification) = found
     if role is None or ended_at is not None or not is_active:
         return None
     facts = authz.AccountFacts(actor_role=role, same_household=household_id == actor.household_id,
-                               is_owner=owner_user_id == actor.user_id, grant=grant)
+                               is_owner=owner_user_id == actor.user_id, grant=grant,
+                               rejected=verification is VerificationStatus.REJECTED)
     if authz.account_permission(facts) is not Permission.TRADE:
         return None
     return Account(id=ident, household_id=household_id, owner_member_id=owner_member_id,
