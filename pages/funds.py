@@ -1,4 +1,5 @@
-"""Funds & statements: money per account and for the family, statement CSVs, paper top-ups."""
+"""Funds & statements: money per account and for the family, statement CSVs, paper top-ups
+and withdrawals."""
 
 import streamlit as st
 
@@ -9,6 +10,7 @@ from pages.funds_parts import (
     funds_metrics,
     statement_period,
     statements,
+    withdraw_funds_form,
 )
 from pages.trading_parts import flash, pick_account, rupees, show_flash, viewable_accounts
 
@@ -42,10 +44,18 @@ if period is not None:
 managed = [a for a in accounts if a.can_manage and a.is_active]
 if managed:
     st.subheader("Paper funds")
-    added = add_funds_form(managed)
-    if added is not None:
-        target, amount, note = added
-        if attempt(lambda: pf.add_funds(me, target, amount, note)):
-            label = next(a.label for a in managed if a.id == target)
-            flash(FLASH, f"Added {rupees(amount)} of paper funds to {label}.")
+    labels = {a.id: a.label for a in managed}
+    tab_add, tab_withdraw = st.tabs(["Add funds", "Withdraw funds"])
+    with tab_add:  # a refusal shows in its tab, beside the form
+        added = add_funds_form(managed)
+        if added is not None:
+            target, amount, note = added
+            if attempt(lambda: pf.add_funds(me, target, amount, note)):
+                flash(FLASH, f"Added {rupees(amount)} of paper funds to {labels[target]}.")
+    with tab_withdraw:
+        taken = withdraw_funds_form(managed)
+        if taken is not None:
+            source, out, why = taken
+            if attempt(lambda: pf.withdraw_funds(me, source, out, why)):
+                flash(FLASH, f"Withdrew {rupees(out)} of paper funds from {labels[source]}.")
 footer()

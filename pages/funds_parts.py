@@ -1,5 +1,5 @@
 """The Funds page's pieces: funds metrics, the statement period picker and downloads, and the
-"add paper funds" form."""
+"add paper funds" and "withdraw paper funds" forms."""
 
 from __future__ import annotations
 
@@ -74,15 +74,29 @@ def statements(me: Actor, account_id: int | None, start: date, end: date) -> Non
 
 def add_funds_form(managed: Sequence[Account]) -> tuple[int, Decimal, str] | None:
     """Render the "add paper funds" form; return (account id, amount, note) when submitted."""
+    return _transfer_form(managed, "add", "**Add paper funds** (pretend money paid into a "
+                          "paper account)", 100000.0, "Paper top-up", "Add funds")
+
+
+def withdraw_funds_form(managed: Sequence[Account]) -> tuple[int, Decimal, str] | None:
+    """Render the "withdraw paper funds" form; return (account id, amount, note) when sent."""
+    return _transfer_form(managed, "withdraw", "**Withdraw paper funds** (pretend money taken "
+                          "out). At most the available funds: cash less the margin that open "
+                          "orders and open intraday positions block.", 0.0, "Paper withdrawal",
+                          "Withdraw funds")
+
+
+def _transfer_form(managed: Sequence[Account], kind: str, title: str, amount: float,
+                   note: str, button: str) -> tuple[int, Decimal, str] | None:
     labels = {a.id: a.label for a in managed}
-    with st.form("funds_add", clear_on_submit=True):
-        st.markdown("**Add paper funds** (pretend money paid into a paper account)")
+    with st.form(f"funds_{kind}", clear_on_submit=True):
+        st.markdown(title)
         cols = st.columns([2, 1, 3])
         account_id = cols[0].selectbox("Account", list(labels), format_func=labels.get,
-                                       key="funds_add_account")
-        amount = cols[1].number_input("Amount [₹]", min_value=0.0, value=100000.0,
-                                      step=10000.0, format="%.2f", key="funds_add_amount")
-        note = cols[2].text_input("Note", value="Paper top-up", key="funds_add_note")
-        if st.form_submit_button("Add funds", key="funds_add_submit"):
-            return account_id, Decimal(str(amount)), note
+                                       key=f"funds_{kind}_account")
+        value = cols[1].number_input("Amount [₹]", min_value=0.0, value=amount,
+                                     step=10000.0, format="%.2f", key=f"funds_{kind}_amount")
+        text = cols[2].text_input("Note", value=note, key=f"funds_{kind}_note")
+        if st.form_submit_button(button, key=f"funds_{kind}_submit"):
+            return account_id, Decimal(str(value)), text
     return None

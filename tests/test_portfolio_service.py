@@ -3,13 +3,20 @@ family" holds, trade-book ranges, paper withdrawals, where a price comes from.""
 
 from __future__ import annotations
 
+import json
 from datetime import date
+from decimal import ROUND_FLOOR, Decimal
 
 import pytest
+from sqlalchemy import select
 
-from core.domain import Actor
-from core.errors import ValidationError
+from core.domain import Account, Actor
+from core.errors import InsufficientFunds, PermissionDenied, ValidationError
+from core.money import inr
 from core.services import Services
+from db.models import AuditRow
+from tests.support.market import open_market
+from tests.test_orders import _buy  # a 10 INFY CNC LIMIT buy at ₹1,500.00
 
 REVERSED = (date(2026, 11, 20), date(2026, 11, 17))
 REVERSED_TEXT = ("Start date 2026-11-20 is after end date 2026-11-17; pick a start on or before "
@@ -29,10 +36,19 @@ def test_the_orders_trade_book_refuses_a_reversed_range_as_the_statements_do(
     assert services.orders.trade_book_frame(rahul, None, REVERSED[1], REVERSED[0]).empty
 
 
+def account_of(services: Services, actor: Actor, label: str) -> Account:
+    """Return the demo account called ``label`` as ``actor`` sees it (open ones)."""
+    return next(a for a in services.household.list_accounts(actor) if a.label == label)
+
+
+def trading(services: Services, actor: Actor, label: str = "Priya · Trading") -> int:
+    """Return the id of the demo account called ``label``."""
+    return account_of(services, actor, label).id
+
+
 def close_intraday(services: Services, rahul: Actor) -> int:
     """Close Rahul · Intraday (the demo gives it ₹10,00,000 and nothing open); return its id."""
-    intraday = next(a for a in services.household.list_accounts(rahul)
-                    if a.label == "Rahul · Intraday")
+    intraday = account_of(services, rahul, "Rahul · Intraday")
     services.household.update_account(rahul, intraday.id, intraday.label, intraday.group, False)
     return intraday.id
 
@@ -63,3 +79,74 @@ def test_a_closed_account_s_own_statements_can_still_be_had(services: Services, 
     for build in (services.portfolio.trade_book_csv, services.portfolio.pnl_statement_csv,
                   services.portfolio.charges_statement_csv):
         assert build(rahul, closed, day, day).decode().splitlines()[0]
+
+
+@pytest.mark.usefixtures("backend")
+def test_a_manager_withdraws_paper_funds_and_the_audit_says_so(
+    services: Services, login,
+) -> None:
+    priya = login("priya")
+    account = trading(services, priya)
+    funds = services.portfolio.withdraw_funds(priya, account, Decimal("25000.50"), " Rent ")
+    assert funds.deposits == Decimal("974999.50")
+    assert funds.cash == funds.available == Decimal("974999.50")
+    with services.db.transaction() as session:
+        row = session.scalars(select(AuditRow).where(AuditRow.action == "funds.withdraw")).one()
+        assert (row.actor_username, row.resource, row.outcome) == (
+            "priya", f"account:{account}", "ok")
+        assert json.loads(row.details) == {"amount": "25000.50", "note": "Rent"}
+
+
+@pytest.mark.usefixtures("backend")
+def test_a_withdrawal_above_the_withdrawable_cash_names_it_and_why(
+    services: Services, login,
+) -> None:
+    open_market(services.db, {"INFY": "1500.00"})
+    priya = login("priya")
+    account = trading(services, priya)
+    services.orders.place(priya, _buy(account, price=Decimal("1400.00")))  # rests: blocks
+    funds = services.portfolio.funds(priya, account)
+    assert funds.used_margin > 0 and funds.available == funds.cash - funds.used_margin
+    # Blocked funds carry 4 decimals: withdrawable is the available funds down to the paisa,
+    # so the figure the message gives can itself be withdrawn.
+    withdrawable = funds.available.quantize(Decimal("0.01"), rounding=ROUND_FLOOR)
+    assert withdrawable != funds.available
+    for too_much in (funds.cash, withdrawable + Decimal("0.01")):
+        with pytest.raises(InsufficientFunds) as refused:
+            services.portfolio.withdraw_funds(priya, account, too_much, "all of it")
+        assert str(refused.value) == (
+            f"Cannot withdraw {inr(too_much)} from Priya · Trading: withdrawable now is "
+            f"{inr(withdrawable)}, the cash {inr(funds.cash)} less the used margin "
+            f"{inr(funds.used_margin)} that open orders and open intraday positions block")
+    assert services.portfolio.funds(priya, account).deposits == Decimal("1000000")
+    left = services.portfolio.withdraw_funds(priya, account, withdrawable, "the rest")
+    assert Decimal(0) <= left.available < Decimal("0.01")
+    assert left.used_margin == funds.used_margin
+
+
+@pytest.mark.usefixtures("backend")
+@pytest.mark.parametrize(("amount", "message"), [
+    (Decimal("0"), "Amount must be above ₹0; got ₹0"),
+    (Decimal("-5"), "Amount must be above ₹0; got -₹5"),
+    (Decimal("12345.678"), "Withdrawal must be whole paise (at most 2 decimals); got ₹12345.678"),
+    (Decimal("150000000"), "Amount ₹15,00,00,000.00 is above the ₹10,00,00,000.00 a single "
+                           "transfer may move"),
+])
+def test_a_bad_withdrawal_amount_is_refused_like_a_deposit(
+    services: Services, login, amount: Decimal, message: str,
+) -> None:
+    priya = login("priya")
+    with pytest.raises(ValidationError) as refused:
+        services.portfolio.withdraw_funds(priya, trading(services, priya), amount, "")
+    assert str(refused.value) == message
+
+
+@pytest.mark.usefixtures("backend")
+def test_who_may_not_add_funds_may_not_withdraw_them(services: Services, login) -> None:
+    aarav = login("aarav")  # views Rahul · Long-term, manages nothing
+    account = trading(services, aarav, "Rahul · Long-term")
+    with pytest.raises(PermissionDenied):
+        services.portfolio.add_funds(aarav, account, Decimal("100"), "")
+    with pytest.raises(PermissionDenied):
+        services.portfolio.withdraw_funds(aarav, account, Decimal("100"), "")
+    assert services.portfolio.funds(aarav, account).deposits == Decimal("1000000")

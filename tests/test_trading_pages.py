@@ -694,7 +694,26 @@ def test_an_account_manager_adds_paper_funds(stocked) -> None:
 @pytest.mark.parametrize("username", ["kamla", "aarav"])
 def test_users_who_manage_no_account_get_no_add_funds_form(stocked, username) -> None:
     at = on_page(app_as(stocked, username), "pages/funds.py")
-    assert not [b for b in at.button if b.label == "Add funds"]
+    assert not [b for b in at.button if b.label in ("Add funds", "Withdraw funds")]
+
+
+def test_an_account_manager_withdraws_paper_funds_and_too_much_is_refused(stocked) -> None:
+    svc, logins = stocked
+    priya = who(svc, logins, "priya")
+    trading = account(svc, priya, "Priya · Trading").id
+    at = on_page(app_as(stocked, "priya"), "pages/funds.py")
+    assert at.selectbox(key="funds_withdraw_account").options == ["Priya · Trading"]
+    at.number_input(key="funds_withdraw_amount").set_value(1000000.01)
+    at.button(key="funds_withdraw_submit").click().run()
+    assert [e.value for e in at.error] == [
+        "Cannot withdraw ₹10,00,000.01 from Priya · Trading: withdrawable now is "
+        "₹10,00,000.00, the cash ₹10,00,000.00 less the used margin ₹0.00 that open orders "
+        "and open intraday positions block"]
+    at.number_input(key="funds_withdraw_amount").set_value(40000.0)
+    at.button(key="funds_withdraw_submit").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Withdrew ₹40,000.00 of paper funds from Priya · Trading." in texts(at)
+    assert svc.portfolio.funds(priya, trading).deposits == 960000
 
 
 def test_one_account_s_funds_show_as_rupee_metrics(stocked) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
@@ -22,14 +22,14 @@ from core import portfolio, statements
 from core.clock import now_ist, to_ist
 from core.config import Settings
 from core.domain import Account, Actor, Interval
-from core.errors import ValidationError
-from core.money import as_typed, inr, paise
+from core.errors import InsufficientFunds, ValidationError
+from core.money import PAISA, as_typed, inr, paise
 from core.services import portfolio_views as views
 from core.services.base import ServiceBase
 from core.services.household import HouseholdService
 from core.services.orders import OrderService
 from core.services.trade_book import load_trades
-from core.trading import Funds, Holding, Position, Trade
+from core.trading import ZERO, Funds, Holding, Position, Trade
 from db.engine import Database
 from db.models import BarRow, InstrumentRow, QuoteRow
 
@@ -113,6 +113,14 @@ class Fundable(Protocol):
 
     def deposits(self) -> Decimal:
         """Return money paid in, net of withdrawals."""
+        ...
+
+    def withdraw(self, amount: Decimal, note: str, user_id: int | None) -> None:
+        """Take ``amount`` rupees out of the account (at most its available funds)."""
+        ...
+
+    def funds(self) -> Funds:
+        """Return the account's funds now."""
         ...
 
 
@@ -206,17 +214,53 @@ class PortfolioService(ServiceBase):
         """Return the family table: one row per viewable account and a total row."""
         return views.family_frame(self.family(actor), self.labels(actor))
 
-    def add_funds(self, actor: Actor, account_id: int, amount: Decimal, note: str) -> Funds:
-        """Pay money into a paper account the actor may manage."""
+    def _paper_broker(self, actor: Actor, account_id: int, verb: str) -> tuple[Account, Fundable]:
         account = self.household.authorize_manage(actor, account_id)
         broker = self.orders.broker_for(account_id)
         if not isinstance(broker, Fundable):
-            raise ValidationError(f"Account {account.label!r} is at a real broker; add funds "
+            raise ValidationError(f"Account {account.label!r} is at a real broker; {verb} "
                                   "there, not on the desk")
+        return account, broker
+
+    def add_funds(self, actor: Actor, account_id: int, amount: Decimal, note: str) -> Funds:
+        """Pay money into a paper account the actor may manage."""
+        account, broker = self._paper_broker(actor, account_id, "add funds")
         check_transfer(amount, "Deposit")
         broker.deposit(amount, note.strip()[:200], actor.user_id)
         with self.db.transaction() as session:
             self._audit(session, actor, "funds.deposit", f"account:{account_id}",
+                        {"amount": str(amount), "note": note.strip()[:200]},
+                        household_id=account.household_id)
+        return broker.funds()
+
+    def withdraw_funds(self, actor: Actor, account_id: int, amount: Decimal,
+                       note: str) -> Funds:
+        """Take money out of a paper account the actor may manage (who may add may withdraw).
+
+        At most what is withdrawable now: the available funds, i.e. cash less the used margin
+        that open orders and open intraday positions block. Amounts follow the deposit rules
+        (:func:`check_transfer`).
+
+        Raises
+        ------
+        ValidationError
+            On a bad amount, or an account at a real broker.
+        InsufficientFunds
+            Above the withdrawable amount, naming it, the cash and the used margin.
+        """
+        account, broker = self._paper_broker(actor, account_id, "withdraw funds")
+        check_transfer(amount, "Withdrawal")
+        funds = broker.funds()
+        # Blocked funds carry 4 decimals: what may go is the available funds down to the paisa.
+        withdrawable = max(funds.available, ZERO).quantize(PAISA, rounding=ROUND_FLOOR)
+        if amount > withdrawable:  # the broker checks again under the account's lock
+            raise InsufficientFunds(
+                f"Cannot withdraw {inr(amount)} from {account.label}: withdrawable now is "
+                f"{inr(withdrawable)}, the cash {inr(funds.cash)} less the used margin "
+                f"{inr(funds.used_margin)} that open orders and open intraday positions block")
+        broker.withdraw(amount, note.strip()[:200], actor.user_id)
+        with self.db.transaction() as session:
+            self._audit(session, actor, "funds.withdraw", f"account:{account_id}",
                         {"amount": str(amount), "note": note.strip()[:200]},
                         household_id=account.household_id)
         return broker.funds()
