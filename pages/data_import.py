@@ -50,6 +50,9 @@ elif submitted and uploads:
             else:
                 lines = report.describe()
                 st.write(lines[0])
+                if report.new_instrument:
+                    note = report.new_instrument_note()
+                    st.warning(note[0].upper() + note[1:])
                 if report.dropped:
                     st.dataframe(report.dropped_table(), hide_index=True)
                 if report.replaced:
@@ -60,7 +63,9 @@ elif submitted and uploads:
                     label=f"{upload.name}: {report.rows_kept:,} bars of {report.symbol} "
                     f"{report.interval.value} imported",
                     state="complete",
-                    expanded=bool(report.dropped or report.gaps.missing_days),
+                    expanded=bool(
+                        report.dropped or report.gaps.missing_days or report.new_instrument
+                    ),
                 )
         bar.progress(done / len(uploads), text=f"{done} of {len(uploads)} file(s) done")
     st.cache_data.clear()  # pages' cached reads (charts, market) must see the new bars now

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from core.clock import IST, SPECIAL_SESSIONS, is_trading_day
 from core.domain import Actor, Interval
 from core.errors import PermissionDenied, ValidationError
+from core.marketdata import store
 from core.marketdata.importer import (
     REASON_CLOSING,
     REASON_DUPLICATE,
@@ -27,7 +28,7 @@ from core.marketdata.importer import (
     read_bars,
     read_bars_file,
 )
-from core.marketdata.instruments import SAMPLE_DIR, sample_files
+from core.marketdata.instruments import SAMPLE_DIR, instrument_row, sample_files
 from core.services import Services
 from db.engine import Database
 from db.models import AuditRow, BarRow, InstrumentRow
@@ -429,6 +430,32 @@ def test_reimporting_the_same_file_is_idempotent_and_a_corrected_file_replaces_b
     assert corrected.replaced == 1
     assert "  replaced 1 stored bar(s) that had other values" in corrected.describe()
     assert corrected.summary()["replaced"] == 1
+
+
+def test_an_import_that_creates_an_instrument_says_so(services, rahul) -> None:
+    daily = csv("date,open,high,low,close,volume", "2021-03-18,10,11,9,10.5,100",
+                "2021-03-19,10.5,12,10,11,200")
+    report = services.marketdata.import_csv(rahul, "data.csv", daily)
+    assert report.symbol == "DATA" and report.new_instrument
+    assert "  new instrument DATA (not in the instrument master; no sector): it is now offered " \
+        "for trading; check the symbol is the NSE one" in report.describe()
+    assert report.summary()["new_instrument"] is True
+    again = services.marketdata.import_csv(rahul, "data.csv", daily)
+    assert not again.new_instrument
+    assert not any("new instrument" in line for line in again.describe())
+    with services.db.transaction() as session:
+        store.upsert_instruments(session, [instrument_row("SBIN", "Banks")])
+    assert not services.marketdata.import_csv(rahul, "SBIN.csv", daily).new_instrument
+
+
+@pytest.mark.parametrize("name", ["12345.csv", "ABCDEFGHIJKLMNOPQRSTU.csv", "ab#c.csv"])
+def test_a_file_name_that_is_no_plausible_nse_symbol_is_refused(name: str) -> None:
+    data = csv("date,open,high,low,close,volume", "2021-03-18,10,11,9,10,1")
+    with pytest.raises(ValidationError, match=r"is not an NSE symbol \(letters, digits, '&' or "
+                       r"'-', at most 20, at least one letter\)\. Declare the symbol"):
+        read_bars(data, name)
+    assert read_bars(data, "3MINDIA.csv").report.symbol == "3MINDIA"
+    assert read_bars(data, "BAJAJ-AUTO.csv").report.symbol == "BAJAJ-AUTO"
 
 
 def test_a_trader_may_not_import_and_the_refusal_is_audited(services, login) -> None:

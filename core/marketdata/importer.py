@@ -47,7 +47,8 @@ SHOW_ROWS = 5  # rows named in a message or a report
 FIRST_ROW = 2  # spreadsheet number of the first data row (the header is row 1)
 MAX_PRICE_DECIMALS = 4  # the store keeps Numeric(18, 4)
 MIN_SPACING_STEPS = 2  # steps between bars needed before their spacing is judged
-SYMBOL_PATTERN = re.compile(r"[A-Z0-9][A-Z0-9&\-]{0,31}")
+#: NSE symbols: upper-case letters, digits, '&' and '-', at most 20, with a letter (M&M, 3MINDIA).
+SYMBOL_PATTERN = re.compile(r"(?=[A-Z0-9&\-]*[A-Z])[A-Z0-9][A-Z0-9&\-]{0,19}")
 EXCHANGE_PREFIX = "NSE:"
 
 REASON_DUPLICATE = "exact duplicate row"
@@ -121,6 +122,8 @@ class ImportReport:
     seconds: float = 0.0
     #: Bars of the file already stored with other values; the import replaced them.
     replaced: int = 0
+    #: The symbol was not in the instrument master: the import created the instrument.
+    new_instrument: bool = False
 
     @property
     def rows_dropped(self) -> int:
@@ -134,6 +137,8 @@ class ImportReport:
             f"{self.file_name}: {self.symbol} {self.interval.value}, {self.rows_read:,} rows "
             f"read, {self.rows_kept:,} bars kept{span if self.first_bar else ''}"
         ]
+        if self.new_instrument:
+            lines.append(f"  {self.new_instrument_note()}")
         for reason, dropped in self.dropped.items():
             rows = ", ".join(str(r) for r in dropped.rows)
             more = ", ..." if dropped.count > len(dropped.rows) else ""
@@ -142,6 +147,13 @@ class ImportReport:
             lines.append(f"  replaced {self.replaced:,} stored bar(s) that had other values")
         lines.append(f"  {self.gaps.describe()}")
         return lines
+
+    def new_instrument_note(self) -> str:
+        """Return the note that the import created the instrument (see ``new_instrument``)."""
+        return (
+            f"new instrument {self.symbol} (not in the instrument master; no sector): it is "
+            "now offered for trading; check the symbol is the NSE one"
+        )
 
     def dropped_table(self) -> pd.DataFrame:
         """Return the drop reasons as a table: reason, rows dropped, first row numbers."""
@@ -166,6 +178,7 @@ class ImportReport:
             "rows_read": self.rows_read,
             "rows_kept": self.rows_kept,
             "replaced": self.replaced,
+            "new_instrument": self.new_instrument,
             "dropped": {reason: d.count for reason, d in self.dropped.items()},
             "missing_days": self.gaps.missing_days,
             "missing_slots": self.gaps.missing_slots,
@@ -352,7 +365,8 @@ def normalise_symbol(text: str, what: str) -> str:
     symbol = text.strip().upper().removeprefix(EXCHANGE_PREFIX)
     if not SYMBOL_PATTERN.fullmatch(symbol):
         raise ValidationError(
-            f"{what} {text!r} is not an NSE symbol (letters, digits, '&' or '-', at most 32)"
+            f"{what} {text!r} is not an NSE symbol (letters, digits, '&' or '-', at most 20, "
+            "at least one letter)"
         )
     return symbol
 

@@ -134,7 +134,7 @@ class MarketDataService(ServiceBase):
             instrument_id = known.id
         replaced = store.changed_bars(session, instrument_id, report.interval, parsed.bars)
         store.upsert_bars(session, instrument_id, report.interval, parsed.bars)
-        report = dataclasses.replace(report, replaced=replaced,
+        report = dataclasses.replace(report, replaced=replaced, new_instrument=known is None,
                                      seconds=time.perf_counter() - started)
         if audited:
             self._audit(
