@@ -39,6 +39,13 @@ def portfolio(me: Actor, account_id: int | None) -> None:
     holdings = fetch(lambda: pf.holdings_frame(me, account_id))
     table(holdings, "portfolio_holdings", "holdings", "No holdings: delivery (CNC) buys "
           "settle into holdings on T+1.")
+    unpriced = fetch(lambda: pf.unpriced(me, account_id))
+    if unpriced:
+        st.warning(f"No price for {', '.join(unpriced)}: neither the feed nor a stored daily "
+                   "close prices it, so its rows show no LTP or unrealized P&L and its open "
+                   "value counts at cost.")
+    st.caption("Price as of (IST): when each LTP was quoted today; a price from an older quote "
+               "or from a stored daily close is named as such, with its date.")
 
 
 portfolio(me, account_id)

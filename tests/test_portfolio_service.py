@@ -4,18 +4,21 @@ family" holds, trade-book ranges, paper withdrawals, where a price comes from.""
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
+from core.clock import IST, now_ist, to_ist
 from core.domain import Account, Actor
 from core.errors import InsufficientFunds, PermissionDenied, ValidationError
 from core.money import inr
 from core.services import Services
-from db.models import AuditRow
-from tests.support.market import open_market
+from core.services.portfolio_views import PRICE_AS_OF
+from core.trading import OrderType, Product
+from db.models import AuditRow, BarRow, InstrumentRow, QuoteRow
+from tests.support.market import open_market, tick
 from tests.test_orders import _buy  # a 10 INFY CNC LIMIT buy at ₹1,500.00
 
 REVERSED = (date(2026, 11, 20), date(2026, 11, 17))
@@ -150,3 +153,41 @@ def test_who_may_not_add_funds_may_not_withdraw_them(services: Services, login) 
     with pytest.raises(PermissionDenied):
         services.portfolio.withdraw_funds(aarav, account, Decimal("100"), "")
     assert services.portfolio.funds(aarav, account).deposits == Decimal("1000000")
+
+
+@pytest.mark.usefixtures("backend")
+def test_each_price_on_the_portfolio_says_where_it_comes_from_and_when(
+    services: Services, login,
+) -> None:
+    prices = {"INFY": "1500.00", "TCS": "3000.00", "SBIN": "800.00", "ITC": "400.00"}
+    open_market(services.db, prices)
+    priya = login("priya")
+    account = trading(services, priya)
+    for symbol in prices:
+        services.orders.place(priya, _buy(account, symbol=symbol, quantity=1, price=None,
+                                          order_type=OrderType.MARKET, product=Product.MIS))
+    for symbol, price in prices.items():
+        tick(services.db, symbol, price)
+    services.orders.step()
+    now = now_ist()
+    with services.db.transaction() as session:
+        ids = dict(session.execute(select(InstrumentRow.symbol, InstrumentRow.id)).all())
+        session.get(QuoteRow, ids["INFY"]).quote_time = to_ist(now).replace(hour=0, minute=5)
+        session.get(QuoteRow, ids["TCS"]).quote_time = now - timedelta(days=6)  # stale quote
+        for symbol in ("SBIN", "ITC"):  # SBIN keeps only a daily close, ITC nothing at all
+            session.delete(session.get(QuoteRow, ids[symbol]))
+        session.execute(delete(BarRow).where(BarRow.instrument_id.in_([ids["SBIN"], ids["ITC"]])))
+        closed_at = datetime(2026, 11, 16, tzinfo=IST)
+        session.add(BarRow(instrument_id=ids["SBIN"], interval="1d", ts=closed_at, open=790,
+                           high=805, low=785, close=Decimal("801.50"), volume=1000))
+    frame = services.portfolio.positions_frame(priya, account).set_index("Symbol")
+    stale = to_ist(now - timedelta(days=6))
+    assert dict(frame[PRICE_AS_OF]) == {
+        "INFY": "today 00:05",
+        "TCS": f"{stale:%Y-%m-%d %H:%M} (old quote)",
+        "SBIN": "2026-11-16 (daily close)",
+        "ITC": "no price (counted at cost)",
+    }
+    assert frame.loc["SBIN", "LTP [₹]"] == "801.50"
+    assert frame.loc["ITC", "LTP [₹]"] == frame.loc["ITC", "Unrealized [₹]"] == "—"
+    assert services.portfolio.unpriced(priya, account) == ["ITC"]

@@ -13,7 +13,7 @@ from decimal import Decimal
 import pandas as pd
 import pyarrow as pa
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from streamlit.testing.v1 import AppTest
 
 from core.clock import now_ist
@@ -39,7 +39,7 @@ from core.trading import (
     Validity,
 )
 from db.engine import Database
-from db.models import FeedStatusRow, GttRow, OrderRow, QuoteRow
+from db.models import FeedStatusRow, GttRow, InstrumentRow, OrderRow, QuoteRow
 from pages.common import DISCLAIMER
 from pages.nav import pages_for
 from pages.trade_parts import ticket_request
@@ -796,3 +796,21 @@ def test_a_closed_account_is_in_the_family_funds_and_can_be_picked_for_its_state
     family = table_of(at, "Net P&L [₹]").set_index("Account")
     assert family.loc["Whole family", "Deposits [₹]"] == "40,00,000.00"
     assert "Rahul · Intraday (closed)" in family.index
+
+
+def test_the_portfolio_names_each_price_s_source_and_lists_the_unpriced(market) -> None:
+    svc, logins = market
+    priya = who(svc, logins, "priya")
+    account_id = account(svc, priya, "Priya · Trading").id
+    for symbol in ("INFY", "TCS"):
+        svc.orders.place(priya, OrderRequest(account_id, symbol, Side.BUY, 2, OrderType.MARKET,
+                                             Product.MIS))
+    fill_pending(svc)
+    with svc.db.transaction() as session:  # TCS's quote goes, and no daily close is stored
+        session.execute(delete(QuoteRow).where(QuoteRow.instrument_id == select(
+            InstrumentRow.id).where(InstrumentRow.symbol == "TCS").scalar_subquery()))
+    at = on_page(app_as(market, "priya"), "pages/portfolio.py")
+    positions = table_of(at, "MTM [₹]").set_index("Symbol")
+    assert positions.loc["TCS", "Price as of (IST)"] == "no price (counted at cost)"
+    assert positions.loc["INFY", "Price as of (IST)"].startswith("today ")
+    assert "No price for TCS: neither the feed nor a stored daily close prices it" in texts(at)

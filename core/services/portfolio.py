@@ -50,7 +50,7 @@ def last_prices(db: Database, symbols: Iterable[str]) -> dict[str, Decimal]:
 
 
 # Built once: the risk gate reads the prices of an account's symbols before most orders.
-_LAST_QUOTES = (select(InstrumentRow.symbol, QuoteRow.ltp)
+_LAST_QUOTES = (select(InstrumentRow.symbol, QuoteRow.ltp, QuoteRow.quote_time)
                 .join(QuoteRow, QuoteRow.instrument_id == InstrumentRow.id)
                 .where(InstrumentRow.symbol.in_(bindparam("symbols", expanding=True))))
 
@@ -58,24 +58,34 @@ _LAST_QUOTES = (select(InstrumentRow.symbol, QuoteRow.ltp)
 def read_last_prices(session: Session | Connection, symbols: Iterable[str]
                      ) -> dict[str, Decimal]:
     """Return :func:`last_prices` read in ``session`` (an open transaction or connection)."""
+    return {symbol: mark.price for symbol, mark in read_price_marks(session, symbols).items()}
+
+
+def read_price_marks(session: Session | Connection, symbols: Iterable[str]
+                     ) -> dict[str, views.PriceMark]:
+    """Return each priced symbol's LTP with its source and time: the feed's quote (at its quote
+    time), else the last stored daily close (at its bar's time). Symbols without either are
+    left out."""
     wanted = sorted(set(symbols))
     if not wanted:
         return {}
-    quoted: dict[str, Decimal] = dict(session.execute(_LAST_QUOTES, {"symbols": wanted}).all())
-    missing = [s for s in wanted if s not in quoted]
+    marks = {symbol: views.PriceMark(ltp, at, views.QUOTE) for symbol, ltp, at
+             in session.execute(_LAST_QUOTES, {"symbols": wanted}).all()}
+    missing = [s for s in wanted if s not in marks]
     if missing:
         last = (select(BarRow.instrument_id, func.max(BarRow.ts).label("ts"))
                 .where(BarRow.interval == Interval.D1.value)
                 .group_by(BarRow.instrument_id).subquery())
         rows = session.execute(
-            select(InstrumentRow.symbol, BarRow.close)
+            select(InstrumentRow.symbol, BarRow.close, BarRow.ts)
             .join(BarRow, BarRow.instrument_id == InstrumentRow.id)
             .join(last, (last.c.instrument_id == BarRow.instrument_id)
                   & (last.c.ts == BarRow.ts))
             .where(BarRow.interval == Interval.D1.value,
                    InstrumentRow.symbol.in_(missing))).all()
-        quoted.update(dict(rows))
-    return quoted
+        marks.update({symbol: views.PriceMark(close, ts, views.DAILY_CLOSE)
+                      for symbol, close, ts in rows})
+    return marks
 
 
 def account_label(account: Account) -> str:
@@ -155,6 +165,11 @@ class PortfolioService(ServiceBase):
         """Return LTPs: the feed's quote, else the last stored daily close."""
         return last_prices(self.db, symbols)
 
+    def price_marks(self, symbols: Iterable[str]) -> dict[str, views.PriceMark]:
+        """Return each priced symbol's LTP with where it comes from and when."""
+        with self.db.transaction() as session:
+            return read_price_marks(session, symbols)
+
     def today(self) -> date:
         """Return the IST calendar day of now."""
         return to_ist(self.clock()).date()
@@ -179,12 +194,21 @@ class PortfolioService(ServiceBase):
         return [h for b in self.books(actor, account_id).values() for h in b.holdings]
 
     def positions_frame(self, actor: Actor, account_id: int | None = None) -> pd.DataFrame:
-        """Return positions as a table (net qty, average, LTP, unrealized, realized, MTM)."""
-        return views.positions_frame(self.positions(actor, account_id), self.labels(actor))
+        """Return positions as a table (net qty, average, LTP, unrealized, realized, MTM, and
+        where each price comes from and when)."""
+        positions = self.positions(actor, account_id)
+        return views.positions_frame(positions, self.labels(actor),
+                                     self.price_marks(p.symbol for p in positions), self.today())
 
     def holdings_frame(self, actor: Actor, account_id: int | None = None) -> pd.DataFrame:
-        """Return holdings as a table."""
-        return views.holdings_frame(self.holdings(actor, account_id), self.labels(actor))
+        """Return holdings as a table (with where each price comes from and when)."""
+        holdings = self.holdings(actor, account_id)
+        return views.holdings_frame(holdings, self.labels(actor),
+                                    self.price_marks(h.symbol for h in holdings), self.today())
+
+    def unpriced(self, actor: Actor, account_id: int | None = None) -> list[str]:
+        """Return the symbols with open quantity but no price at all (counted at cost)."""
+        return sorted({s for b in self.books(actor, account_id).values() for s in b.unpriced})
 
     # -- money ----------------------------------------------------------------------------
     def funds(self, actor: Actor, account_id: int) -> Funds:

@@ -3,18 +3,56 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 import pandas as pd
 
+from core.clock import to_ist
 from core.money import inr
 from core.portfolio import AccountSummary, FamilySummary
 from core.trading import Funds, Holding, Position
 
+#: Where an LTP comes from and when (IST); see :func:`price_as_of`.
+PRICE_AS_OF = "Price as of (IST)"
 POSITION_COLUMNS = ["Account", "Symbol", "Product", "Net qty", "Avg price [₹]", "LTP [₹]",
-                    "Unrealized [₹]", "Realized [₹]", "MTM [₹]", "Bought today", "Sold today"]
+                    "Unrealized [₹]", "Realized [₹]", "MTM [₹]", "Bought today", "Sold today",
+                    PRICE_AS_OF]
 HOLDING_COLUMNS = ["Account", "Symbol", "Qty", "Avg price [₹]", "LTP [₹]", "Value [₹]",
-                   "Unrealized [₹]"]
+                   "Unrealized [₹]", PRICE_AS_OF]
+QUOTE = "quote"
+DAILY_CLOSE = "daily close"
+NO_PRICE = "no price (counted at cost)"
+
+
+class PriceMark(NamedTuple):
+    """A symbol's LTP and where it comes from: the feed's ``quote`` or the last ``daily close``."""
+
+    price: Decimal
+    as_of: datetime
+    source: str
+
+
+def price_as_of(mark: PriceMark | None, today: date) -> str:
+    """Return where a price comes from and when: ``today 14:05``, ``2026-11-16 15:29 (old
+    quote)``, ``2026-11-16 (daily close)``, or :data:`NO_PRICE`."""
+    if mark is None:
+        return NO_PRICE
+    moment = to_ist(mark.as_of)
+    if mark.source != QUOTE:
+        return f"{moment:%Y-%m-%d} ({mark.source})"
+    if moment.date() == today:
+        return f"today {moment:%H:%M}"
+    return f"{moment:%Y-%m-%d %H:%M} (old quote)"
+
+
+def _as_of(symbol: str, ltp: Decimal | None, marks: Mapping[str, PriceMark] | None,
+           today: date | None) -> str:
+    if ltp is None:
+        return NO_PRICE
+    mark = (marks or {}).get(symbol)
+    return "" if mark is None or today is None else price_as_of(mark, today)
 FAMILY_COLUMNS = ["Account", "Deposits [₹]", "Realized [₹]", "Unrealized [₹]",
                   "Charges [₹]", "Net P&L [₹]", "Day P&L [₹]", "Open value [₹]"]
 
@@ -24,8 +62,14 @@ def money(value: Decimal | None) -> str:
     return inr(value, symbol=False)
 
 
-def positions_frame(positions: list[Position], labels: Mapping[int, str]) -> pd.DataFrame:
-    """Return positions as the Portfolio page shows them."""
+def positions_frame(positions: list[Position], labels: Mapping[int, str],
+                    marks: Mapping[str, PriceMark] | None = None,
+                    today: date | None = None) -> pd.DataFrame:
+    """Return positions as the Portfolio page shows them.
+
+    ``marks`` (with ``today``) fill the price's source and time; a row without an LTP shows
+    no unrealized P&L and :data:`NO_PRICE`.
+    """
     return pd.DataFrame(
         [{
             "Account": labels.get(p.account_id, str(p.account_id)), "Symbol": p.symbol,
@@ -33,21 +77,26 @@ def positions_frame(positions: list[Position], labels: Mapping[int, str]) -> pd.
             # A flat position has no average price (its FIFO queue is empty): "—", not 0.00.
             "Avg price [₹]": money(p.average_price if p.quantity else None),
             "LTP [₹]": money(p.ltp),
-            "Unrealized [₹]": money(p.unrealized_pnl), "Realized [₹]": money(p.realized_pnl),
+            "Unrealized [₹]": money(None if p.ltp is None else p.unrealized_pnl),
+            "Realized [₹]": money(p.realized_pnl),
             "MTM [₹]": money(p.mtm), "Bought today": p.buy_quantity,
-            "Sold today": p.sell_quantity,
+            "Sold today": p.sell_quantity, PRICE_AS_OF: _as_of(p.symbol, p.ltp, marks, today),
         } for p in positions],
         columns=POSITION_COLUMNS,
     )
 
 
-def holdings_frame(holdings: list[Holding], labels: Mapping[int, str]) -> pd.DataFrame:
-    """Return settled holdings as the Portfolio page shows them."""
+def holdings_frame(holdings: list[Holding], labels: Mapping[int, str],
+                   marks: Mapping[str, PriceMark] | None = None,
+                   today: date | None = None) -> pd.DataFrame:
+    """Return settled holdings as the Portfolio page shows them (``marks`` as for positions)."""
     return pd.DataFrame(
         [{
             "Account": labels.get(h.account_id, str(h.account_id)), "Symbol": h.symbol,
             "Qty": h.quantity, "Avg price [₹]": money(h.average_price), "LTP [₹]": money(h.ltp),
-            "Value [₹]": money(h.value), "Unrealized [₹]": money(h.unrealized_pnl),
+            "Value [₹]": money(h.value),
+            "Unrealized [₹]": money(None if h.ltp is None else h.unrealized_pnl),
+            PRICE_AS_OF: _as_of(h.symbol, h.ltp, marks, today),
         } for h in holdings],
         columns=HOLDING_COLUMNS,
     )
