@@ -25,6 +25,7 @@ PASSWORD_OK_KEY = "sher_password_ok"  # noqa: S105 - a session-state key
 NOTICE_KEY = "sher_notice"
 RERUN_ARMED_KEY = "_sher_rerun_armed"
 LOGIN_ERROR_KEY = "_sher_login_error"
+LOGIN_REFUSED_KEY = "_sher_login_refused"
 PENDING_TOTP_SECONDS = 300
 RUN_AUTHENTICATOR_KEY = "_sher_authenticator"
 _LIBRARY_KEYS = ("authentication_status", "username", "name", "email", "roles")
@@ -45,8 +46,31 @@ def _authenticator() -> stauth.Authenticate:
         auto_hash=False,
         login_sleep_time=0,
     )
+    _check_deactivated(built)
     st.session_state[RUN_AUTHENTICATOR_KEY] = built
     return built
+
+
+def _check_deactivated(authenticator: stauth.Authenticate) -> None:
+    """Let the widget's password check tell a deactivated user so, once the password is right.
+
+    The widget knows only active users (``credentials``), so it refuses a deactivated one as a
+    wrong password; its typed values reach no key of ours, so its check is wrapped here and the
+    service verifies the password against the stored hash.
+    """
+    model = authenticator.authentication_controller.authentication_model
+    library_check = model.check_credentials
+
+    def check(username: str, password: str) -> bool | None:
+        if username in model.credentials["usernames"]:
+            return library_check(username, password)
+        try:
+            services().auth.refuse_deactivated(username, password, client_info())
+        except TradingError as exc:
+            st.session_state[LOGIN_REFUSED_KEY] = str(exc)
+        return False
+
+    model.check_credentials = check  # type: ignore[method-assign]
 
 
 def _forget(authenticator: stauth.Authenticate | None = None) -> None:
@@ -135,7 +159,7 @@ def _render_login_steps() -> None:
     authenticator = _authenticator()
     credentials = authenticator.authentication_controller.authentication_model.credentials
     before = {u: c.get("failed_login_attempts", 0) for u, c in credentials["usernames"].items()}
-    for key in (*_LIBRARY_KEYS, PASSWORD_OK_KEY, LOGIN_ERROR_KEY):
+    for key in (*_LIBRARY_KEYS, PASSWORD_OK_KEY, LOGIN_ERROR_KEY, LOGIN_REFUSED_KEY):
         st.session_state[key] = None
     try:
         authenticator.login(
@@ -149,6 +173,11 @@ def _render_login_steps() -> None:
             f"Login locked: {svc.settings.login_max_failures} failed attempts within "
             f"{svc.settings.login_lockout_minutes} minutes. Try again later."
         )
+        return
+    refused = st.session_state.pop(LOGIN_REFUSED_KEY, None)
+    if st.session_state.get("authentication_status") is False and refused:
+        st.session_state["authentication_status"] = None
+        st.error(refused)  # audited by the service as a refused login, not a failure
         return
     if st.session_state.get("authentication_status") is False:
         failed = [

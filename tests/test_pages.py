@@ -249,3 +249,31 @@ def test_the_role_picker_starts_at_the_users_role_and_offers_only_roles_the_admi
     assert "'aarav' is already a viewer; nothing was changed" in texts(at)
     with svc.db.transaction() as session:
         assert session.get(UserRow, aarav).role is Role.VIEWER
+
+
+def test_a_deactivated_user_with_the_right_password_is_told_so_without_a_failure(desk) -> None:
+    svc, logins = desk
+    rahul = svc.auth.check_session(
+        svc.auth.login("rahul", logins["rahul"].password, TEST_CLIENT).session_id or "")
+    priya = next(u.id for u in svc.users.list_users(rahul) if u.username == "priya")
+    svc.users.set_active(rahul, priya, False)
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input[0].input("priya")
+    at.text_input[1].input(logins["priya"].password)
+    at.button[0].click().run()
+    assert not at.exception
+    assert "Your login was deactivated; ask a household admin" in texts(at)
+    assert "Username or password is incorrect" not in texts(at)
+    assert at.title[0].value.startswith("SHER")
+
+    def audited(action: str) -> int:
+        with svc.db.transaction() as session:
+            return int(session.scalar(select(func.count()).select_from(AuditRow).where(
+                AuditRow.action == action)) or 0)
+
+    assert (audited("auth.login_failed"), audited("auth.login_refused")) == (0, 1)
+    at.text_input[1].input("Wrong-password-1")  # a wrong one stays the generic refusal
+    at.button[0].click().run()
+    assert "Username or password is incorrect" in texts(at)
+    assert "deactivated" not in texts(at)
+    assert audited("auth.login_failed") == 1

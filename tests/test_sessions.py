@@ -287,6 +287,26 @@ def test_a_deactivated_user_loses_the_live_session_and_cannot_log_in(
         services.auth.login("priya", demo_logins["priya"].password, TEST_CLIENT)
 
 
+def test_a_deactivated_user_with_the_right_password_is_told_so_and_no_failure_counts(
+    services: Services, demo_logins: dict[str, DemoLogin]
+) -> None:
+    rahul = actor_of(services, demo_logins, "rahul")
+    priya = actor_of(services, demo_logins, "priya")
+    services.users.set_active(rahul, priya.user_id, False)
+    for _ in range(services.settings.login_max_failures + 1):  # never a lockout
+        with pytest.raises(AuthenticationError,
+                           match=r"^Your login was deactivated; ask a household admin$"):
+            services.auth.login("priya", demo_logins["priya"].password, TEST_CLIENT)
+    assert audit_rows(services, "auth.login_failed") == []
+    refused = audit_rows(services, "auth.login_refused")
+    assert [(r.resource, r.outcome, r.details) for r in refused][-1] == (
+        "user:priya", "denied", '{"reason":"user deactivated"}')
+    # A wrong password reveals nothing: the generic refusal, counted as a failure.
+    with pytest.raises(AuthenticationError, match=r"^Username or password is incorrect$"):
+        services.auth.login("priya", "Wrong-password-1", TEST_CLIENT)
+    assert [r.resource for r in audit_rows(services, "auth.login_failed")] == ["user:priya"]
+
+
 # -- lockout ---------------------------------------------------------------------------------
 
 

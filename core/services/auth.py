@@ -35,6 +35,9 @@ END_FORCED = "forced logout"
 END_EXPIRED = "daily expiry"
 END_DEACTIVATED = "user deactivated"
 END_ROLE = "role changed"
+#: What a deactivated user is told: on their live session's next use, and at login once the
+#: password they typed is right (a wrong one gets the generic refusal, revealing nothing).
+DEACTIVATED = "Your login was deactivated; ask a household admin"
 #: Logged-in users are warned this long before the daily session expiry.
 WARN_BEFORE_EXPIRY = timedelta(minutes=15)
 #: Users logged out by the daily expiry this recently get a logout alert.
@@ -161,6 +164,7 @@ class AuthService(ServiceBase):
         """Check password (and TOTP when enabled) and open a session; audit either outcome."""
         name = username.strip().lower()
         self.refuse_if_locked(name, client)
+        self.refuse_deactivated(name, password, client)
         with self.db.transaction() as session:
             row = session.scalar(select(UserRow).where(UserRow.username == name))
             ok = row is not None and row.is_active and verify_password(password, row.password_hash)
@@ -168,6 +172,21 @@ class AuthService(ServiceBase):
             self.record_failure(name, client, "wrong username or password")
             raise AuthenticationError("Username or password is incorrect")
         return self.password_verified(name, client, totp_code)
+
+    def refuse_deactivated(self, username: str, password: str, client: ClientInfo) -> None:
+        """Raise AuthenticationError(DEACTIVATED) if this is a deactivated user's right password.
+
+        The refusal is audited as ``auth.login_refused``, not as a failed login: it does not
+        count toward a lockout. Anything else returns quietly, for the generic refusal.
+        """
+        name = username.strip().lower()
+        with self.db.transaction() as session:
+            row = session.scalar(select(UserRow).where(UserRow.username == name))
+            if row is None or row.is_active or not verify_password(password, row.password_hash):
+                return
+            _audit_login(session, row, "auth.login_refused", client,
+                         {"reason": END_DEACTIVATED}, audit.DENIED)
+        raise AuthenticationError(DEACTIVATED)
 
     def password_verified(
         self,
@@ -185,8 +204,10 @@ class AuthService(ServiceBase):
         self.refuse_if_locked(name, client)
         with self.db.transaction() as session:
             row = session.scalar(select(UserRow).where(UserRow.username == name))
-            if row is None or not row.is_active:
+            if row is None:
                 raise AuthenticationError(f"User {name!r} is not active")
+            if not row.is_active:
+                raise AuthenticationError(DEACTIVATED)
             if row.totp_enabled_at is not None:
                 if not totp_code:
                     return LoginResult(None, needs_totp=True, username=name)
@@ -205,18 +226,8 @@ class AuthService(ServiceBase):
                     user_agent=(client.user_agent or "")[:300] or None,
                 )
             )
-            audit.append(
-                session,
-                audit.AuditEvent(
-                    action="auth.login",
-                    resource=f"user:{name}",
-                    actor_user_id=row.id,
-                    actor_username=name,
-                    household_id=row.household_id,
-                    details={"two_factor": row.totp_enabled_at is not None},
-                    client=client,
-                ),
-            )
+            _audit_login(session, row, "auth.login", client,
+                         {"two_factor": row.totp_enabled_at is not None})
         return LoginResult(session_id, username=name)
 
     def _check_totp(self, row: UserRow, code: str, client: ClientInfo) -> None:
@@ -286,7 +297,7 @@ class AuthService(ServiceBase):
                 )
             elif user is None or not user.is_active:
                 self._end([row], END_DEACTIVATED)
-                refusal = SessionInvalid("Your login was deactivated; ask a household admin")
+                refusal = SessionInvalid(DEACTIVATED)
             if refusal is None and user is not None:
                 member_id = session.scalar(select(MemberRow.id).where(MemberRow.user_id == user.id))
                 row.last_seen_at = now
@@ -497,6 +508,15 @@ class AuthService(ServiceBase):
         with self.db.transaction() as session:
             row = session.get(UserRow, actor.user_id)
             return bool(row and row.totp_enabled_at)
+
+
+def _audit_login(session: Session, row: UserRow, action: str, client: ClientInfo,
+                 details: dict[str, object], outcome: str = audit.OK) -> None:
+    """Audit a login (or its refusal) of the user ``row``."""
+    audit.append(session, audit.AuditEvent(
+        action=action, resource=f"user:{row.username}", actor_user_id=row.id,
+        actor_username=row.username, household_id=row.household_id, outcome=outcome,
+        details=details, client=client))
 
 
 def _sessions_with_users(session: Session, *where: ColumnElement[bool]
