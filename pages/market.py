@@ -7,15 +7,15 @@ import streamlit as st
 from core.clock import format_ist, now_ist, to_ist
 from core.domain import Actor
 from core.errors import ConfigError
-from core.services.market import UNIVERSE_NAME
+from core.services.market import universe_heading
 from pages.common import actor, fetch, footer, services
 
 me = actor()
 svc = services()
 st.title("Market")
 st.caption(
-    f"Universe: {UNIVERSE_NAME}: the stocks, each on its own. It is not the index and no "
-    "index value is shown."
+    "Universe: the NIFTY-50 stocks of the sample and any imported stocks, each on its own. It "
+    "is not the index and no index value is shown."
 )
 
 
@@ -89,17 +89,13 @@ def feed_status() -> None:
 market_status()
 feed_status()
 
-st.subheader(UNIVERSE_NAME)
 universe = fetch(lambda: _universe(me, me.user_id))
 if universe is None or universe.empty:
     st.info("No instruments are stored yet. Import the sample data to see prices here.")
 else:
-    priced = int(universe["Last price [₹]"].notna().sum())
-    st.caption(
-        f"{priced} of {len(universe)} stocks have prices in the sample. Each row names its "
-        "source: replay quotes are simulated from a 2021 session; daily closes are the last "
-        "stored day."
-    )
+    heading, counted = universe_heading(universe)
+    st.subheader(heading)
+    st.caption(counted)
     st.dataframe(universe, hide_index=True, key="market_universe")
     st.download_button(
         "Download CSV",

@@ -14,9 +14,16 @@ from core import clock
 from core.clock import IST, MarketStatus, now_ist
 from core.domain import Interval
 from core.errors import SessionInvalid
+from core.feeds.replay import REPLAY_SOURCE
 from core.marketdata import store
+from core.marketdata.instruments import instrument_row
 from core.services import Services
-from core.services.market import UNIVERSE_COLUMNS, UNIVERSE_NAME
+from core.services.market import (
+    MIXED_UNIVERSE_NAME,
+    UNIVERSE_COLUMNS,
+    UNIVERSE_NAME,
+    universe_heading,
+)
 from db.models import FeedStatusRow, QuoteRow
 from tests.conftest import make_settings
 from tests.support.apptest import app_as, page, texts
@@ -82,6 +89,37 @@ def test_the_universe_lists_every_instrument_with_an_honest_source(market) -> No
     assert newco["Source"] == "no price stored" and pd.isna(newco["Last price [₹]"])
 
 
+def test_imported_stocks_and_bars_are_labelled_imported_never_sample(market) -> None:
+    services, priya = market
+    sample_only = services.market.universe(priya)
+    sample_only = sample_only[sample_only["Symbol"] != "NEWCO"]
+    assert universe_heading(sample_only)[0] == UNIVERSE_NAME
+    with services.db.transaction() as session:
+        ids = store.upsert_instruments(session, [instrument_row("BIGCO")])
+        newco = store.instrument(session, "NEWCO")
+        infy = store.instrument(session, "INFY")
+        assert newco is not None and infy is not None
+        store.upsert_bars(session, newco.id, Interval.D1, daily_tail("TCS"))
+        after_sample = daily_tail("INFY", 1)  # the sample ends on 2025-09-30
+        after_sample.index = after_sample.index + timedelta(days=1)
+        store.upsert_bars(session, infy.id, Interval.D1, after_sample)
+        session.add(QuoteRow(
+            instrument_id=ids["BIGCO"], ltp=Decimal("10"), prev_close=Decimal("9"),
+            day_open=Decimal("9"), day_high=Decimal("10"), day_low=Decimal("9"), volume=5,
+            quote_time=REPLAY_AT, source=REPLAY_SOURCE, updated_at=now_ist()))
+    frame = services.market.universe(priya)
+    source = frame.set_index("Symbol")["Source"]
+    assert source["NEWCO"] == "daily close (imported)"
+    assert source["INFY"] == "daily close (imported)"  # a day after the sample's last
+    assert source["TCS"] == "daily close (sample)"
+    assert source["BIGCO"] == "replay:imported 5-minute"
+    assert source["SBIN"] == "replay:sample 5-minute"
+    heading, caption = universe_heading(frame)
+    assert heading == MIXED_UNIVERSE_NAME == "NIFTY-50 sample and imported stocks"
+    assert caption.startswith(
+        "7 of 7 stocks (2 imported) have a price: 4 from the sample, 3 from imported bars.")
+
+
 def test_sectors_come_from_the_master_then_sectors_csv_then_unclassified(market) -> None:
     services, priya = market
     sector = services.market.universe(priya).set_index("Symbol")["Sector"]
@@ -136,7 +174,8 @@ def _everything_shown(at) -> str:
     frames = [e.value.to_csv() for e in at.dataframe]
     metrics = [f"{m.label} {m.value}" for m in at.metric]
     charts = [str(c.proto) for c in at.get("plotly_chart")]
-    return "\n".join([texts(at), *frames, *metrics, *charts])
+    headings = [h.value for h in at.subheader]
+    return "\n".join([texts(at), *headings, *frames, *metrics, *charts])
 
 
 @pytest.mark.parametrize("username", USERS)
@@ -150,7 +189,9 @@ def test_the_market_page_renders_for_every_demo_user(desk, username: str) -> Non
     assert status.value in {s.value for s in MarketStatus}
     assert "IST" in next(m for m in at.metric if m.label == "Time in India").value
     shown = _everything_shown(at)
-    assert UNIVERSE_NAME in shown and "SBIN" in shown and "RELIANCE" in shown
+    assert MIXED_UNIVERSE_NAME in shown and "SBIN" in shown and "RELIANCE" in shown
+    assert UNIVERSE_NAME not in shown  # NEWCO is no NIFTY-50 constituent of the sample
+    assert "4 of 6 stocks (1 imported) have a price: 4 from the sample, 0 from" in shown
     assert "NIFTY 50" not in shown.upper()
     assert at.get("plotly_chart"), "the sector heatmap is missing"
     assert "FEED_MODE=off" in shown

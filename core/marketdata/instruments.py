@@ -8,6 +8,7 @@ the sample, so they are left out of the rows: an upsert never blanks ones filled
 from __future__ import annotations
 
 import csv
+from datetime import date
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -63,6 +64,28 @@ def sample_sectors() -> dict[str, str]:
     if not SECTORS_FILE.exists():
         return {}
     return {row["symbol"]: row["sector"] for row in sample_master() if row.get("sector")}
+
+
+@lru_cache(maxsize=1)
+def sample_symbols() -> frozenset[str]:
+    """Return the symbols of the sample master (``sectors.csv``); others were imported."""
+    if not SECTORS_FILE.exists():
+        return frozenset()
+    return frozenset(row["symbol"] for row in sample_master())
+
+
+@lru_cache(maxsize=2)
+def sample_last_days(interval: Interval) -> dict[str, date]:
+    """Return symbol -> the last day of its sample file of ``interval`` (read once)."""
+    last: dict[str, date] = {}
+    for path in sample_files(interval):
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            next(reader, None)
+            days = [row[0][:10] for row in reader if row]
+        if days:
+            last[path.stem.upper()] = date.fromisoformat(max(days))
+    return last
 
 
 def sample_files(interval: Interval) -> list[Path]:

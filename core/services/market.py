@@ -3,8 +3,10 @@
 Prices come from the feed's quotes when one exists for a symbol, otherwise from the last two
 stored daily bars (last close against the close before). Each row names its source and time,
 because the two are different days: the replay plays 2021 sessions, the daily sample ends in
-2025. The universe is the instrument master, called "NIFTY-50 constituents (sample data)": it is not
-the NIFTY 50 index and nothing here may be labelled as if it were.
+2025. The universe is the instrument master: the NIFTY-50 stocks of the shipped sample
+(``data/sample/sectors.csv``) and any stock an import added. It is not the NIFTY 50 index and
+nothing here may be labelled as if it were; a price is called "sample" only when it is one of
+the shipped sample files' bars, else "imported".
 """
 
 from __future__ import annotations
@@ -27,15 +29,20 @@ from core.clock import (
     to_ist,
 )
 from core.domain import Actor, Interval, Quote
-from core.marketdata.instruments import sample_sectors
+from core.feeds.replay import REPLAY_SOURCE
+from core.marketdata.instruments import sample_last_days, sample_sectors, sample_symbols
 from core.marketdata.quotes import read_quotes
 from core.marketdata.store import all_instruments
 from core.services.base import ServiceBase
 from db.models import BarRow
 
 UNIVERSE_NAME = "NIFTY-50 constituents (sample data)"
+#: The heading when the master also holds stocks that are not in the sample (imported ones).
+MIXED_UNIVERSE_NAME = "NIFTY-50 sample and imported stocks"
 UNCLASSIFIED = "Unclassified"
 DAILY_SOURCE = "daily close (sample)"
+IMPORTED_DAILY_SOURCE = "daily close (imported)"
+IMPORTED_REPLAY_SOURCE = "replay:imported 5-minute"
 NO_DATA_SOURCE = "no price stored"
 UNIVERSE_COLUMNS = [
     "Symbol",
@@ -71,11 +78,13 @@ def _last_two_daily(session: Session) -> dict[int, list[tuple[datetime, Decimal,
     return latest
 
 
-def _daily_row(bars: list[tuple[datetime, Decimal, int]]) -> dict[str, object]:
+def _daily_row(symbol: str, bars: list[tuple[datetime, Decimal, int]]) -> dict[str, object]:
     if not bars:
         return {"Source": NO_DATA_SOURCE}
     ts, close, volume = bars[0]
     day = to_ist(ts).date()
+    sample_until = sample_last_days(Interval.D1).get(symbol)
+    from_sample = sample_until is not None and day <= sample_until
     previous = bars[1][1] if len(bars) > 1 else None
     change = None if previous is None else close - previous
     return {
@@ -84,7 +93,7 @@ def _daily_row(bars: list[tuple[datetime, Decimal, int]]) -> dict[str, object]:
         "Change [%]": None if change is None or not previous else float(change / previous * 100),
         "Volume": int(volume),
         "As of (IST)": format_ist(datetime.combine(day, MARKET_CLOSE, tzinfo=IST)),
-        "Source": DAILY_SOURCE,
+        "Source": DAILY_SOURCE if from_sample else IMPORTED_DAILY_SOURCE,
     }
 
 
@@ -96,8 +105,32 @@ def _quote_row(quote: Quote) -> dict[str, object]:
         "Change [%]": None if pct is None else float(pct),
         "Volume": quote.volume,
         "As of (IST)": format_ist(quote.quote_time),
-        "Source": quote.source,
+        "Source": (
+            IMPORTED_REPLAY_SOURCE
+            if quote.source == REPLAY_SOURCE and quote.symbol not in sample_last_days(Interval.M5)
+            else quote.source
+        ),
     }
+
+
+def universe_heading(frame: pd.DataFrame) -> tuple[str, str]:
+    """Return the universe's heading and a caption counting what is priced and from where.
+
+    ``frame`` is :meth:`MarketService.universe`'s. Stocks outside the sample master were
+    imported: the heading then stops calling the list the sample's NIFTY-50 constituents.
+    """
+    imported = int((~frame["Symbol"].isin(sample_symbols())).sum())
+    title = MIXED_UNIVERSE_NAME if imported else UNIVERSE_NAME
+    source = frame["Source"].astype(str)
+    priced = int(frame["Last price [₹]"].notna().sum())
+    from_imports = int(source.isin([IMPORTED_DAILY_SOURCE, IMPORTED_REPLAY_SOURCE]).sum())
+    stocks = f"{len(frame)} stocks" + (f" ({imported} imported)" if imported else "")
+    caption = (
+        f"{priced} of {stocks} have a price: {priced - from_imports} from the sample, "
+        f"{from_imports} from imported bars. Each row names its source: replay quotes are "
+        "simulated from a stored 5-minute session; daily closes are the last stored day."
+    )
+    return title, caption
 
 
 def _same_day(frame: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +161,7 @@ class MarketService(ServiceBase):
                 values = (
                     _quote_row(quote)
                     if quote is not None
-                    else _daily_row(daily.get(instrument.id, []))
+                    else _daily_row(instrument.symbol, daily.get(instrument.id, []))
                 )
                 sector = instrument.sector or sectors.get(instrument.symbol) or UNCLASSIFIED
                 records.append({"Symbol": instrument.symbol, "Sector": sector, **values})
