@@ -56,6 +56,8 @@ def model_banner(state: ModelState | None) -> ModelVersion | None:
                     f"{version.calibration_from}..{version.calibration_to}, "
                     f"{version.calibrator_kind}{refit})")
         figures(version)
+        for ceiling in state.ceilings:
+            st.warning(ceiling, icon=":material/block:")
     return version
 
 

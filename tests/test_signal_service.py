@@ -430,3 +430,35 @@ def test_the_desks_signal_ranks_the_stock_against_the_universes_score_that_day(
     scanned = trained.signals.scan(priya)
     row = scanned[scanned["symbol"] == "INFY"].iloc[0]
     assert float(row["probability"]) == pytest.approx(generated.probability, abs=1e-3)
+
+
+def test_the_model_state_says_when_the_model_cannot_reach_a_buy_or_a_sell(trained,
+                                                                         login) -> None:
+    import numpy as np
+
+    from core.services.signal_registry import action_ceilings, highest_probability
+
+    artifact = trained.models.in_use().artifact
+    tops = {}
+    for side in ("LONG", "SHORT"):
+        calibrator = artifact.calibrators[side]
+        tops[side] = highest_probability(calibrator)
+        with np.errstate(over="ignore"):
+            grid = calibrator.apply(np.linspace(-60.0, 60.0, 4001), 0.0)
+        assert tops[side] == pytest.approx(float(grid.max()))  # the top of the clipped range
+        assert calibrator.high < 1e9  # the score range is clipped in training
+    reachable = replace(artifact, base_rate_long=tops["LONG"] - 0.031,
+                        base_rate_short=tops["SHORT"] - 0.031)
+    assert action_ceilings(reachable) == ()
+    no_buy = replace(reachable, base_rate_long=tops["LONG"] - 0.02)
+    (line,) = action_ceilings(no_buy)
+    assert line == (f"This model version cannot give a BUY: its highest long probability is "
+                    f"{tops['LONG']:.3f}, below the {tops['LONG'] + 0.01:.3f} a BUY needs (base "
+                    f"rate {tops['LONG'] - 0.02:.3f} + edge 0.03); no signal is a BUY.")
+    neither = replace(no_buy, base_rate_short=tops["SHORT"])
+    lines = action_ceilings(neither)
+    assert [x.split(":")[0] for x in lines] == ["This model version cannot give a BUY",
+                                                "This model version cannot give a SELL"]
+    assert all(x.endswith("; every signal is HOLD.") for x in lines)
+    state = trained.models.state(login("priya"))
+    assert state.ceilings == action_ceilings(artifact)

@@ -158,3 +158,20 @@ def test_a_corrupt_active_model_file_shows_the_fallback_version_and_why(modelled
     assert f"Model in use: {good}" in texts(at)
     error = " ".join(e.value for e in at.error)
     assert f"Model {newer}" in error and f"Using {good}, the previous good version" in error
+
+
+def test_the_banner_says_plainly_when_the_model_cannot_give_a_buy_or_a_sell(
+        modelled, monkeypatch) -> None:
+    from core.services import signal_registry
+    from engines.signals import SignalConfig
+
+    monkeypatch.setattr(signal_registry, "ACTION_RULE", SignalConfig(min_edge=0.0))
+    at = on_signals(modelled, "priya")
+    assert "cannot give a" not in texts(at)  # any model reaches its base rate
+    monkeypatch.setattr(signal_registry, "ACTION_RULE", SignalConfig(min_edge=0.9))
+    at.run()
+    warnings = [w.value for w in at.warning]
+    assert any(w.startswith("This model version cannot give a BUY: its highest long "
+                            "probability is ") and w.endswith("every signal is HOLD.")
+               for w in warnings), warnings
+    assert any(w.startswith("This model version cannot give a SELL") for w in warnings)

@@ -25,6 +25,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -40,6 +41,7 @@ from db.engine import Database
 from db.models import ModelStatus, ModelVersionRow
 from engines.features import MIN_BARS
 from engines.model import (
+    Calibrator,
     ModelArtifact,
     ModelConfig,
     ModelFileError,
@@ -47,11 +49,15 @@ from engines.model import (
     refit_calibrator,
     train,
 )
+from engines.signal_types import Direction
+from engines.signals import SignalConfig
 
 log = logging.getLogger("sher.signals.registry")
 
 Progress = Callable[[str], None]
 DATA_SOURCE = "daily bars of the desk's instruments"
+#: The action rule signals are built with (engines.signals.build_signal's default).
+ACTION_RULE = SignalConfig()
 
 
 def _quiet(_message: str) -> None:
@@ -109,6 +115,7 @@ class ModelState:
     fallback_reason: str | None
     training: ModelVersion | None
     problem: str | None  # why there is no model in use, in plain words
+    ceilings: tuple[str, ...] = ()  # why the model in use cannot give a BUY or a SELL
 
 
 def _to_version(row: ModelVersionRow) -> ModelVersion:
@@ -263,7 +270,8 @@ class ModelRegistry(ServiceBase):
             used = self.in_use()
         except (NotFound, ModelFileError) as exc:
             return ModelState(None, None, training, str(exc))
-        return ModelState(used.version, used.fallback_reason, training, None)
+        return ModelState(used.version, used.fallback_reason, training, None,
+                          action_ceilings(used.artifact))
 
     @staticmethod
     def _no_model_reason(versions: list[ModelVersion]) -> str:
@@ -531,3 +539,39 @@ def evaluation_report(artifact: ModelArtifact, n_symbols: int, cfg: ModelConfig
         "metrics": dict(artifact.metrics),
         "spec": asdict(artifact.spec),
     }
+
+
+def highest_probability(calibrator: Calibrator) -> float:
+    """Return the highest probability ``calibrator`` can give.
+
+    The centred score is clipped to ``[low, high]`` before the map, so the map's values over
+    that range (its ends and, for isotonic, its knots inside) bound every forecast.
+    """
+    knots = [x for x in calibrator.xs if calibrator.low <= x <= calibrator.high]
+    scores = np.asarray([calibrator.low, calibrator.high, *knots], dtype=np.float64)
+    with np.errstate(over="ignore"):  # an unclipped platt map at +-1e9 saturates to 0 or 1
+        return float(np.max(calibrator.apply(scores, 0.0)))
+
+
+def action_ceilings(artifact: ModelArtifact, rule: SignalConfig | None = None
+                    ) -> tuple[str, ...]:
+    """Return one sentence per action the model cannot give, its highest probability too low.
+
+    A BUY needs ``p_long >= base_rate_long + min_edge`` (a SELL likewise on the short side);
+    when the long calibrator's highest output is below that, no signal can be a BUY.
+    """
+    rule = rule or ACTION_RULE
+    sides = ((Direction.LONG, "BUY", "long", artifact.base_rate_long),
+             (Direction.SHORT, "SELL", "short", artifact.base_rate_short))
+    blocked = []
+    for direction, action, name, base in sides:
+        top = highest_probability(artifact.calibrators[direction.value])
+        need = base + rule.min_edge
+        if top < need - 1e-12:
+            blocked.append((action, name, top, need, base))
+    every = "every signal is HOLD" if len(blocked) == 2 else None
+    return tuple(
+        f"This model version cannot give a {action}: its highest {name} probability is "
+        f"{top:.3f}, below the {need:.3f} a {action} needs (base rate {base:.3f} + edge "
+        f"{rule.min_edge:.2f}); " + (every or f"no signal is a {action}") + "."
+        for action, name, top, need, base in blocked)
