@@ -203,3 +203,17 @@ def test_a_signal_far_from_the_desk_s_price_says_its_levels_do_not_apply(
             "₹1,450.05 (the close of the daily bar of 2025-09-30): the desk's prices are of "
             "another day, so this signal's stop-loss and targets do not apply to an order "
             "placed there now.")
+
+
+@pytest.mark.usefixtures("backend")
+def test_stale_bars_are_named_even_when_no_signal_would_be_alerted(
+        services: Services) -> None:
+    holds = [_on("INFY", Action.HOLD, 0.31), _on("TCS", Action.BUY, 0.41)]
+    stale = SignalAlertService(services.db, services.settings, FakeScanner(holds)).run(
+        datetime(2025, 10, 10, 15, 50, tzinfo=IST))
+    assert stale.skipped == ("the newest daily bar is of 2025-09-30, not of 2025-10-09 or "
+                             "2025-10-10: import the day's bars for signals to alert")
+    assert stale.summary().startswith("no signal alerts: the newest daily bar is of 2025-09-30")
+    fresh = SignalAlertService(services.db, services.settings, FakeScanner(holds)).run(LAST_BAR)
+    assert fresh.skipped == "" and fresh.scanned == 2 and fresh.written == 0
+    assert _alerts(services) == []

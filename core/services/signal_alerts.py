@@ -137,8 +137,8 @@ class SignalAlertService(ServiceBase):
         report.alertable = [s.symbol for s in wanted]
         fresh = _fresh_days(day)
         news = [s for s in wanted if fresh[0] <= to_ist(s.as_of).date() <= fresh[1]]
-        if signals and not news and wanted:
-            newest = max(to_ist(s.as_of).date() for s in signals)
+        newest = max((to_ist(s.as_of).date() for s in signals), default=None)
+        if newest is not None and newest < fresh[0]:  # stale whether or not any is alertable
             report.skipped = (f"the newest daily bar is of {newest.isoformat()}, not of "
                               f"{fresh[0].isoformat()} or {day.isoformat()}: import the day's "
                               "bars for signals to alert")
