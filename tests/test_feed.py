@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import pairwise
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from core.clock import IST, MARKET_CLOSE, MARKET_OPEN
+from core.clock import IST, MARKET_CLOSE, MARKET_OPEN, is_trading_day
 from core.domain import Interval
 from core.errors import ConfigError
 from core.feeds import FeedMode, FeedRunState, MarketFeed, ReplayFeed
@@ -425,3 +426,50 @@ def test_a_changed_replay_start_restarts_the_replay_there(sample_db: Services) -
     assert state.simulated_at == datetime(2021, 4, 16, 9, 15, tzinfo=IST)
     again = feed_service(sample_db, clock, replay_start=SESSIONS[3])  # same start: resumes
     assert again.step(clock.tick(1)).simulated_at == state.simulated_at
+
+
+def other_period_bars(first: date, sessions: int) -> pd.DataFrame:
+    """Return full 5-minute sessions of a made-up stock from ``first`` on (another period)."""
+    days = [d.date() for d in pd.bdate_range(first, periods=sessions * 2)
+            if is_trading_day(d.date())][:sessions]
+    index = pd.DatetimeIndex([datetime.combine(day, MARKET_OPEN, tzinfo=IST)
+                              + timedelta(minutes=5 * slot) for day in days for slot in range(75)],
+                             name="ts")
+    price = [Decimal("100")] * len(index)
+    return pd.DataFrame({"open": price, "high": price, "low": price, "close": price,
+                         "volume": [10] * len(index)}, index=index)
+
+
+def test_a_symbol_of_another_period_neither_moves_the_loop_nor_stalls_the_others() -> None:
+    feed = ReplayFeed({**window_bars(), "BIGCO": other_period_bars(date(2010, 1, 4), 20)})
+    feed.subscribe([*SYMBOLS, "BIGCO"])
+    assert feed.sessions == SESSIONS
+    assert feed.symbols == sorted(SYMBOLS) and feed.idle_symbols == ["BIGCO"]
+    ticks = feed.play(SESSION_SECONDS * 4)
+    assert {t.symbol for t in ticks} == set(SYMBOLS)
+    assert sorted({t.ts.date() for t in ticks}) == SESSIONS
+    assert feed.progress().message.endswith(
+        "; no ticks for BIGCO: no 5-minute bars in the replayed sessions (2021-04-12 to "
+        "2021-04-16)")
+
+
+def test_after_importing_bars_of_another_period_the_replay_stays_on_its_sessions(
+    sample_db: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    with sample_db.db.transaction() as session:
+        ids = store.upsert_instruments(session, [
+            {"symbol": "BIGCO", "exchange": "NSE", "segment": "EQ", "name": "BIGCO",
+             "tick_size": Decimal("0.05"), "lot_size": 1, "sector": None, "isin": None}])
+        store.upsert_bars(session, ids["BIGCO"], Interval.M5,
+                          other_period_bars(date(2010, 1, 4), 20))
+    clock = Clock(T0)
+    feed = feed_service(sample_db, clock)
+    with caplog.at_level(logging.WARNING, logger="sher.feed"):
+        first = feed.step()
+        for _ in range(5):
+            state = feed.step(clock.tick(10))
+    assert first.simulated_at == datetime(2021, 4, 12, 9, 15, tzinfo=IST)
+    assert state.session_date == SESSIONS[0] and state.ticks > 0
+    assert set(feed.quotes()) == set(SYMBOLS)  # the sample ticks; BIGCO gets none
+    assert state.message is not None and "no ticks for BIGCO" in state.message
+    assert caplog.text.count("no ticks for BIGCO") == 1  # logged once, not every step

@@ -16,6 +16,12 @@ Offset     Price
 The day's volume accumulates a quarter of the bar's volume per tick; ``prev_close`` is the
 symbol's last close of the previous stored session.
 
+The replay loops over the sessions in which at least half of the symbols have bars (if there is
+none, the sessions with the most symbols): a symbol imported with bars of another period (a
+2010-2019 file next to the 2021 sample) never stretches the loop over years in which the others
+get no ticks. Such a symbol gets no ticks itself; :attr:`ReplayFeed.idle_symbols` names it and
+:meth:`ReplayFeed.progress` says so.
+
 Two modes:
 
 * ``replay``: sessions back to back from the start session at ``speed`` simulated seconds per
@@ -132,6 +138,22 @@ def session_bars(
     return sessions
 
 
+def loop_sessions(sessions: Mapping[date, Mapping[str, object]]) -> list[date]:
+    """Return the sessions a replay loops over, in order (see the module docs).
+
+    A session is kept when at least half of all the symbols have bars in it; when no session
+    qualifies, the sessions with the most symbols are kept.
+    """
+    symbols = {symbol for per_symbol in sessions.values() for symbol in per_symbol}
+    if not sessions:
+        return []
+    kept = [day for day, per in sessions.items() if 2 * len(per) >= len(symbols)]
+    if not kept:
+        most = max(len(per) for per in sessions.values())
+        kept = [day for day, per in sessions.items() if len(per) == most]
+    return sorted(kept)
+
+
 class ReplayFeed:
     """A :class:`~core.feeds.base.MarketFeed` over stored 5-minute bars (see module docs)."""
 
@@ -150,22 +172,26 @@ class ReplayFeed:
     ) -> None:
         """Prepare a replay of ``bars`` (symbol -> frame indexed by aware bar start).
 
-        ``start`` is the first session to play (default: the first session in which every
-        symbol has all 75 bars); ``trading_day`` is the calendar (injectable for tests).
+        ``start`` is the first session to play (default: the first session in which the most
+        symbols have all 75 bars); ``trading_day`` is the calendar (injectable for tests). The
+        loop's sessions are :func:`loop_sessions`'.
         """
         if mode not in (FeedMode.REPLAY, FeedMode.WALLCLOCK):
             raise ConfigError(f"ReplayFeed plays in replay or wallclock mode, not {mode!r}")
         if speed <= 0:
             raise ConfigError(f"replay speed must be above 0 simulated s per wall s; got {speed}")
-        self._sessions = session_bars(bars, trading_day)
-        if not self._sessions:
+        stored = session_bars(bars, trading_day)
+        if not stored:
             raise ConfigError(
                 "no 5-minute bars between 09:15 and 15:25 IST on a trading day are stored; "
                 "import the 5-minute sample first"
             )
+        self._prev_close = _previous_closes(stored)
+        self._sessions = {day: stored[day] for day in loop_sessions(stored)}
         self._dates = sorted(self._sessions)
         self._symbols = sorted({s for per in self._sessions.values() for s in per})
-        self._prev_close = self._previous_closes()
+        every = {s for per in stored.values() for s in per}
+        self._idle = sorted(every - set(self._symbols))
         self.mode = mode
         self.speed = speed
         self._loop = loop
@@ -193,16 +219,22 @@ class ReplayFeed:
         """Return the sessions of one replay cycle, in play order (start session first)."""
         return self._dates[self._start :]
 
-    def _previous_closes(self) -> dict[tuple[date, str], Decimal]:
-        result: dict[tuple[date, str], Decimal] = {}
-        last: dict[str, Decimal] = {}
-        for day in self._dates:
-            for symbol in self._sessions[day]:
-                if symbol in last:
-                    result[(day, symbol)] = last[symbol]
-            for symbol, symbol_bars in self._sessions[day].items():
-                last[symbol] = symbol_bars[-1].close
-        return result
+    @property
+    def idle_symbols(self) -> list[str]:
+        """Return the symbols with bars only outside the loop's sessions: they get no ticks."""
+        return list(self._idle)
+
+    def idle_note(self) -> str:
+        """Return why some symbols get no ticks ('' when every symbol is played)."""
+        if not self._idle:
+            return ""
+        named = ", ".join(self._idle[:3]) + (
+            f" and {len(self._idle) - 3} more" if len(self._idle) > 3 else ""
+        )
+        return (
+            f"no ticks for {named}: no 5-minute bars in the replayed sessions "
+            f"({self._dates[0]} to {self._dates[-1]})"
+        )
 
     def _start_index(self, start: date | None) -> int:
         if start is not None:
@@ -213,11 +245,11 @@ class ReplayFeed:
                 f"REPLAY_START {start} is after the last stored 5-minute session "
                 f"{self._dates[-1]}; choose a date from {self._dates[0]} to {self._dates[-1]}"
             )
-        for i, day in enumerate(self._dates):
-            per_symbol = self._sessions[day]
-            if all(len(per_symbol.get(s, ())) == SLOTS_PER_SESSION for s in self._symbols):
-                return i
-        return 0
+        full = [
+            sum(len(bars) == SLOTS_PER_SESSION for bars in self._sessions[day].values())
+            for day in self._dates
+        ]
+        return full.index(max(full))
 
     # -- MarketFeed -----------------------------------------------------------------------
     def subscribe(self, symbols: Iterable[str]) -> None:
@@ -276,6 +308,8 @@ class ReplayFeed:
             )
         else:
             message = f"Following the IST clock with session {day}"
+        if self._idle:
+            message = f"{message}; {self.idle_note()}"
         return FeedProgress(self.mode, self._state, day, simulated, message)
 
     # -- replay mechanics -----------------------------------------------------------------
@@ -384,6 +418,21 @@ class ReplayFeed:
                 state.at = at
             ticks.append(Tick(due.symbol, at, due.price, due.day_volume))
         return ticks
+
+
+def _previous_closes(
+    sessions: Mapping[date, Mapping[str, list[_Bar]]],
+) -> dict[tuple[date, str], Decimal]:
+    """Return (session, symbol) -> the symbol's last close of its previous stored session."""
+    result: dict[tuple[date, str], Decimal] = {}
+    last: dict[str, Decimal] = {}
+    for day in sorted(sessions):
+        for symbol in sessions[day]:
+            if symbol in last:
+                result[(day, symbol)] = last[symbol]
+        for symbol, symbol_bars in sessions[day].items():
+            last[symbol] = symbol_bars[-1].close
+    return result
 
 
 def _bar_ticks(symbol: str, bars: list[_Bar]) -> list[_Due]:

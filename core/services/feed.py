@@ -285,6 +285,8 @@ class FeedService(ServiceBase):
             start=self.settings.replay_start,
         )
         feed.subscribe(feed.symbols)
+        if feed.idle_symbols:  # once per build, not every tick; the status says it each step
+            log.warning("market feed: %s", feed.idle_note())
         status = session.get(FeedStatusRow, FEED_NAME)
         if status is not None and status.simulated_at is not None:
             if status.replay_start != self.settings.replay_start:
