@@ -112,8 +112,25 @@ BAD_INPUTS = [
                  id="empty-account-label"),
     pytest.param(_open("kamla", "x" * 61), ("Account label must be 1-60 characters; got 61",),
                  id="too-long-account-label"),
-    pytest.param(_rename("Rahul · Intraday", ""), ("Label must be 1-60", "got 0"),
-                 id="empty-label-on-rename"),
+    pytest.param(_rename("Rahul · Intraday", ""),
+                 ("Account label must be 1-60 characters; got 0",), id="empty-label-on-rename"),
+    pytest.param(lambda s, a, i: s.household.add_member(a, "x" * 500, "child"),
+                 ("Member name must be 1-120 characters; got 500",), id="too-long-member-name"),
+    pytest.param(lambda s, a, i: s.household.add_member(a, "   ", "child"),
+                 ("Member name must be 1-120 characters; got 0",), id="empty-member-name"),
+    pytest.param(lambda s, a, i: s.users.create_user(a, "newbie", "y" * 300, STRONG, "viewer"),
+                 ("Display name must be 1-120 characters; got 300",),
+                 id="too-long-display-name"),
+    pytest.param(lambda s, a, i: s.users.create_user(a, "newbie", "New Person", STRONG, "viewer",
+                                                     email="a" * 390 + "@example.in"),
+                 ("E-mail must be at most 254 characters; got 401",), id="too-long-e-mail"),
+    *[pytest.param(lambda s, a, i, e=email: s.users.create_user(
+        a, "newbie", "New Person", STRONG, "viewer", email=e),
+        (f"E-mail {email!r} is not an address: an e-mail address has one '@', a dot in the "
+         "part after it, and no spaces or angle brackets",), id=f"malformed-e-mail-{n}")
+      for n, email in enumerate(("priya.example.in", "priya@@example.in", "priya@example",
+                                 "priya sharma@example.in", "Priya <priya@example.in>",
+                                 "priya@example.", "@example.in"))],
     pytest.param(_open("kamla", "Rahul · Long-term"),
                  ("An account labelled 'Rahul · Long-term' already exists",),
                  id="duplicate-account-label"),
@@ -216,3 +233,16 @@ def test_a_rejected_member_trades_nothing_through_grants_or_own_accounts_but_sti
         "Kamla · Pension": Permission.VIEW, "Rahul · Intraday": Permission.VIEW}
     hh.set_verification(rahul, ids.members["kamla"], "verified")
     assert hh.authorize_trade(kamla, accounts["Kamla · Pension"]).label == "Kamla · Pension"
+
+
+def test_names_and_e_mails_at_their_column_sizes_are_stored_whole(
+    services: Services, login: Callable[[str], Actor],
+) -> None:
+    rahul = login("rahul")
+    email = "p" * 240 + "@example.co.in"  # 254 characters
+    user = services.users.create_user(rahul, "newbie", "D" * 120, STRONG, "viewer",
+                                      relationship="child", email=f"  {email} ")
+    member = services.household.add_member(rahul, "M" * 120, "child")
+    assert (user.display_name, user.email) == ("D" * 120, email)
+    names = {m.id: m.full_name for m in services.household.list_members(rahul)}
+    assert names[user.member_id or 0] == "D" * 120 and names[member.id] == "M" * 120

@@ -25,6 +25,7 @@ from core.domain import (
 )
 from core.errors import ValidationError
 from core.services.base import ServiceBase
+from core.text import clean_name
 from core.trading import GttStatus, OrderStatus, Side
 from db.locks import lock_accounts
 from db.models import (
@@ -92,6 +93,12 @@ _TRADE_FACTS = (
                _ACTING_MEMBER.id == bindparam("member")).scalar_subquery())
     .join(MemberRow, MemberRow.id == AccountRow.owner_member_id)
     .where(AccountRow.id == bindparam("account")))
+
+
+def _label_and_group(label: str, group: str) -> tuple[str, str]:
+    """Return an account's label and group cleaned, or refuse either naming its rule."""
+    return clean_name(label, "Account label", LABEL_MAX), clean_name(group, "Account group",
+                                                                      GROUP_MAX)
 
 
 def check_relationship(
@@ -234,10 +241,7 @@ class HouseholdService(ServiceBase):
 
     def create_household(self, actor: Actor, name: str) -> Household:
         """Create another household on the desk (super admin only)."""
-        if not name.strip() or len(name.strip()) > 120:
-            raise ValidationError(
-                f"Household name must be 1-120 characters; got {len(name.strip())}"
-            )
+        name = clean_name(name, "Household name")
         with self.db.transaction() as session:
             role = self._fresh_role(session, actor)
             if role is not Role.SUPER_ADMIN:
@@ -247,7 +251,7 @@ class HouseholdService(ServiceBase):
                     "desk",
                     f"Your role {role.value!r} may not create households",
                 )
-            row = HouseholdRow(name=name.strip())
+            row = HouseholdRow(name=name)
             session.add(row)
             session.flush()
             self._audit(
@@ -276,11 +280,10 @@ class HouseholdService(ServiceBase):
     ) -> Member:
         """Add a person to the household, optionally linked to an existing login."""
         rel = parse_choice(Relationship, relationship, "relationship")
-        if not full_name.strip():
-            raise ValidationError("Member name must not be empty")
+        full_name = clean_name(full_name, "Member name")
         with self.db.transaction() as session:
             self._require_household_manager(session, actor, "members.add")
-            check_relationship(session, actor.household_id, rel, full_name.strip())
+            check_relationship(session, actor.household_id, rel, full_name)
             if user_id is not None:
                 user = session.get(UserRow, user_id)
                 if user is None or user.household_id != actor.household_id:
@@ -289,7 +292,7 @@ class HouseholdService(ServiceBase):
                     raise ValidationError(f"User {user.username!r} is already a member")
             row = MemberRow(
                 household_id=actor.household_id,
-                full_name=full_name.strip(),
+                full_name=full_name,
                 relationship=rel,
                 user_id=user_id,
             )
@@ -420,15 +423,7 @@ class HouseholdService(ServiceBase):
     ) -> Account:
         """Open a trading account owned by a household member."""
         parsed_broker = parse_choice(Broker, broker, "broker")
-        label, group = label.strip(), group.strip()
-        if not label or len(label) > LABEL_MAX:
-            raise ValidationError(
-                f"Account label must be 1-{LABEL_MAX} characters; got {len(label)}"
-            )
-        if not group or len(group) > GROUP_MAX:
-            raise ValidationError(
-                f"Account group must be 1-{GROUP_MAX} characters; got {len(group)}"
-            )
+        label, group = _label_and_group(label, group)
         with self.db.transaction() as session:
             role = self._fresh_role(session, actor)
             owner = session.get(MemberRow, owner_member_id)
@@ -474,12 +469,7 @@ class HouseholdService(ServiceBase):
         self, actor: Actor, account_id: int, label: str, group: str, is_active: bool
     ) -> None:
         """Rename, regroup, close or reopen an account."""
-        label, group = label.strip(), group.strip()
-        if not label or len(label) > LABEL_MAX or not group or len(group) > GROUP_MAX:
-            raise ValidationError(
-                f"Label must be 1-{LABEL_MAX} and group 1-{GROUP_MAX} characters; "
-                f"got {len(label)} and {len(group)}"
-            )
+        label, group = _label_and_group(label, group)
         with self.db.transaction() as session:
             row, _ = self._account_for(session, actor, account_id, "manage", "accounts.update")
             clash = session.scalar(

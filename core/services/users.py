@@ -15,6 +15,7 @@ from core.passwords import check_policy, hash_password
 from core.services.auth import END_DEACTIVATED, END_FORCED, END_ROLE, AuthService
 from core.services.base import ServiceBase
 from core.services.household import check_relationship
+from core.text import clean_email, clean_name
 from db.models import MemberRow, UserRow
 
 USERNAME_RULE = "a username is 3-32 characters: lowercase letters, digits, '.', '_' or '-'"
@@ -112,8 +113,8 @@ class UserService(ServiceBase):
             parsed_rel = parse_choice(Relationship, relationship, "relationship")
         if not USERNAME_PATTERN.match(name):
             raise ValidationError(f"Invalid username {username!r}: {USERNAME_RULE}")
-        if not display_name.strip():
-            raise ValidationError("Display name must not be empty")
+        display_name = clean_name(display_name, "Display name")
+        email = clean_email(email)
         check_policy(password, name)
         with self.db.transaction() as session:
             self._require_manager(session, actor, target, "users.create")
@@ -121,12 +122,12 @@ class UserService(ServiceBase):
             if session.scalar(select(UserRow.id).where(UserRow.username == name)) is not None:
                 raise ValidationError(f"Username {name!r} is already taken; choose another")
             if parsed_rel is not None:
-                check_relationship(session, target, parsed_rel, display_name.strip())
+                check_relationship(session, target, parsed_rel, display_name)
             row = UserRow(
                 household_id=target,
                 username=name,
-                display_name=display_name.strip(),
-                email=(email or "").strip() or None,
+                display_name=display_name,
+                email=email,
                 password_hash=hash_password(password, self.settings.bcrypt_rounds),
                 role=parsed_role,
                 password_changed_at=now_ist(),
