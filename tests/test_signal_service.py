@@ -462,3 +462,28 @@ def test_the_model_state_says_when_the_model_cannot_reach_a_buy_or_a_sell(traine
     assert all(x.endswith("; every signal is HOLD.") for x in lines)
     state = trained.models.state(login("priya"))
     assert state.ceilings == action_ceilings(artifact)
+
+
+def test_hold_signals_are_not_counted_as_undecided_and_their_outcome_reads_no_trade(
+        trained, login) -> None:
+    priya = login("priya")
+    base = trained.signals.generate(priya, "INFY")
+    crafted = _crafted(trained, priya, "TCS", "target")  # a BUY, still open
+    with trained.db.transaction() as session:
+        session.execute(SignalRow.__table__.delete())  # only the crafted rows from here on
+    holds = [replace(base, action=Action.HOLD, direction=Direction.FLAT,
+                     trace_id=f"sig-hold-{i}", model_version=f"crafted-hold-{i}")
+             for i in range(3)]
+    trained.signals.journal(holds, "test")
+    perf = trained.signals.performance(priya)
+    assert (perf.journaled, perf.holds, perf.resolved) == (3, 3, 0)
+    assert perf.note == ("The journal holds no BUY/SELL signal yet. 3 HOLD signal(s) are "
+                         "journaled but have no trade to mark.")
+    trained.signals.journal([crafted], "test")
+    note = trained.signals.performance(priya).note
+    assert note.startswith("The journal holds 1 BUY/SELL signal(s), none decided yet")
+    assert note.endswith(" 3 HOLD signal(s) are journaled but have no trade to mark.")
+    journal = trained.signals.journal_frame(priya)
+    outcomes = dict(zip(journal["trace_id"], journal["outcome"], strict=True))
+    assert outcomes == {"sig-target-TCS": "OPEN", "sig-hold-0": "no trade",
+                        "sig-hold-1": "no trade", "sig-hold-2": "no trade"}

@@ -93,14 +93,22 @@ def scan_frame(signals: Sequence[Signal], edges: Sequence[float]) -> pd.DataFram
     return frame.drop(columns="_acts").reset_index(drop=True)
 
 
+#: The outcome shown for a HOLD: it takes no trade, so later bars have nothing to decide.
+NO_TRADE = "no trade"
+
+
+def _outcome(row: SignalRow) -> str:
+    return NO_TRADE if row.direction == Direction.FLAT else row.outcome
+
+
 def journal_frame(rows: Sequence[SignalRow]) -> pd.DataFrame:
-    """Return journal rows as a table, newest first as given."""
+    """Return journal rows as a table, newest first as given (a HOLD's outcome: "no trade")."""
     return pd.DataFrame([{
         "generated": format_ist(r.generated_at), "symbol": r.symbol,
         "bar": format_ist(r.bar_time)[:10], "action": r.action.value,
         "direction": r.direction.value, "probability": float(r.probability),
         "entry [₹]": float(r.entry), "stop-loss [₹]": float(r.stop_loss),
-        "target 1 [₹]": float(r.target1), "regime": r.regime.value, "outcome": r.outcome,
+        "target 1 [₹]": float(r.target1), "regime": r.regime.value, "outcome": _outcome(r),
         "outcome_at": format_ist(r.outcome_at)[:10] if r.outcome_at else "",
         "outcome price [₹]": float(r.outcome_price) if r.outcome_price is not None else None,
         "model_version": r.model_version, "by": r.generated_by, "trace_id": r.trace_id,
@@ -122,6 +130,7 @@ class Performance:
     by_regime: pd.DataFrame
     reliability: list[dict[str, float]]
     note: str
+    holds: int = 0  # HOLD (FLAT) rows: journaled, but no trade to mark
 
 
 def _grouped(frame: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -137,18 +146,27 @@ def performance(rows: Sequence[Any]) -> Performance:
 
     ``rows`` carry action, direction, probability, confidence, regime and outcome. Only
     LONG/SHORT rows whose outcome is decided count; a hit is target 1, 2 or 3 before the stop.
+    HOLDs (FLAT) take no trade: they count as journaled but never as decided or undecided.
     """
     frame = pd.DataFrame(rows, columns=["action", "direction", "probability", "confidence",
                                         "regime", "outcome"])
     journaled = len(frame)
-    frame = frame[(frame["direction"] != Direction.FLAT)
-                  & (frame["outcome"] != Outcome.OPEN.value)].copy()
+    frame = frame[frame["direction"] != Direction.FLAT]
+    holds, directional = journaled - len(frame), len(frame)
+    held = (f" {holds:,} HOLD signal(s) are journaled but have no trade to mark."
+            if holds else "")
+    frame = frame[frame["outcome"] != Outcome.OPEN.value].copy()
     if frame.empty:
-        note = ("The journal holds no signal yet." if journaled == 0 else
-                f"The journal holds {journaled} signal(s), none decided yet: an outcome is known "
-                "once later daily bars reach a target or the stop, or the horizon passes.")
+        if journaled == 0:
+            note = "The journal holds no signal yet."
+        elif directional == 0:
+            note = "The journal holds no BUY/SELL signal yet." + held
+        else:
+            note = (f"The journal holds {directional:,} BUY/SELL signal(s), none decided yet: "
+                    "an outcome is known once later daily bars reach a target or the stop, or "
+                    "the horizon passes." + held)
         empty = pd.DataFrame(columns=["signals", "hits", "hit_rate", "mean_probability"])
-        return Performance(journaled, 0, None, None, empty, empty, [], note)
+        return Performance(journaled, 0, None, None, empty, empty, [], note, holds)
     frame["probability"] = frame["probability"].astype(float)
     frame["confidence"] = frame["confidence"].astype(float)
     frame["hit"] = frame["outcome"].isin(HIT_VALUES).astype(int)
@@ -158,14 +176,14 @@ def performance(rows: Sequence[Any]) -> Performance:
                                         labels=labels)
     table = reliability(frame["probability"].to_numpy(), frame["hit"].to_numpy())
     resolved = len(frame)
-    note = (f"From {resolved} decided LONG/SHORT signal(s) of {journaled} journaled; hit = "
+    note = (f"From {resolved} decided LONG/SHORT signal(s) of {directional} journaled; hit = "
             "target 1 (or further) before the stop within the horizon.")
     if resolved < 100:
         note += f" Only {resolved} decided: these rates are still mostly noise."
     return Performance(journaled, resolved, float(frame["hit"].mean()),
                        float(frame["probability"].mean()),
                        _grouped(frame, "confidence_bucket"), _grouped(frame, "regime"), table,
-                       note)
+                       note + held, holds)
 
 
 def _figure(metrics: dict[str, Any], key: str, fmt: str = "{:.2f}") -> str | None:
