@@ -7,6 +7,7 @@ rule, stated in its refusal ("Member name must be 1-120 characters; got 500").
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from core.errors import ValidationError
 
@@ -18,12 +19,28 @@ EMAIL_RULE = (
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>.]+(\.[^@\s<>.]+)+$")
 
 
-def clean_name(value: str, what: str, max_len: int = NAME_MAX) -> str:
-    """Return ``value`` trimmed, or raise ValidationError if not 1-``max_len`` characters.
+INVISIBLE_RULE = "control and invisible format characters (Unicode Cc, Cf) are not allowed"
+_SPACES = re.compile(r"\s+")
 
-    ``what`` names the field in the refusal, e.g. "Member name".
+
+def _refuse_invisible(text: str, what: str) -> None:
+    found = sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cf")})
+    if found:
+        raise ValidationError(f"{what} contains {', '.join(found)}: {INVISIBLE_RULE}")
+
+
+def clean_name(value: str, what: str, max_len: int = NAME_MAX) -> str:
+    """Return a typed name, label or group normalised, or raise ValidationError naming the rule.
+
+    Unicode NFKC (look-alike forms become one: a no-break space is a space, 'ＡＢ' is 'AB'),
+    then any run of whitespace becomes one space and the ends are trimmed. Control and
+    invisible format characters (a newline, NUL, a zero-width space) are refused, so two
+    values never read the same yet differ; so is a value empty after all this or longer than
+    ``max_len``. ``what`` names the field in the refusal, e.g. "Member name".
     """
-    text = value.strip()
+    text = unicodedata.normalize("NFKC", value)
+    _refuse_invisible(text, what)
+    text = _SPACES.sub(" ", text).strip()
     if not 1 <= len(text) <= max_len:
         raise ValidationError(f"{what} must be 1-{max_len} characters; got {len(text)}")
     return text
@@ -31,11 +48,21 @@ def clean_name(value: str, what: str, max_len: int = NAME_MAX) -> str:
 
 def clean_email(value: str | None) -> str | None:
     """Return the trimmed address (None when blank), or raise ValidationError stating the rule."""
-    text = (value or "").strip()
+    text = unicodedata.normalize("NFKC", value or "").strip()
     if not text:
         return None
+    _refuse_invisible(text, "E-mail")
     if len(text) > EMAIL_MAX:
         raise ValidationError(f"E-mail must be at most {EMAIL_MAX} characters; got {len(text)}")
     if not _EMAIL.match(text):
         raise ValidationError(f"E-mail {text!r} is not an address: {EMAIL_RULE}")
     return text
+
+
+def same_name(a: str, b: str) -> bool:
+    """Return whether two names read the same: equal once normalised, ignoring case."""
+    return _fold(a) == _fold(b)
+
+
+def _fold(value: str) -> str:
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", value)).strip().casefold()

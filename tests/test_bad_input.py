@@ -140,6 +140,30 @@ BAD_INPUTS = [
     pytest.param(_open("kamla", "rahul · long-term"),
                  ("An account labelled 'rahul · long-term' already exists",),
                  id="duplicate-account-label-differing-only-by-case"),
+    pytest.param(_open("kamla", "Rahul ·\u00a0Long-term"),  # a no-break space
+                 ("An account labelled 'Rahul · Long-term' already exists",),
+                 id="duplicate-account-label-with-a-no-break-space"),
+    pytest.param(_open("kamla", " RAHUL  ·  ＬＯＮＧ-TERM "),  # spaces, full-width letters
+                 ("An account labelled 'RAHUL · LONG-TERM' already exists",),
+                 id="duplicate-account-label-with-look-alike-text"),
+    pytest.param(_rename("Rahul · Intraday", "Priya ·\u00a0Trading"),
+                 ("An account labelled 'Priya · Trading' already exists",),
+                 id="duplicate-account-label-with-a-no-break-space-on-rename"),
+    pytest.param(_open("kamla", "\u200b"),
+                 ("Account label contains U+200B: control and invisible format characters "
+                  "(Unicode Cc, Cf) are not allowed",), id="invisible-account-label"),
+    pytest.param(lambda s, a, i: s.household.create_account(a, i.members["kamla"], "Kamla · New",
+                                                            "\ufeffTrading"),
+                 ("Account group contains U+FEFF",), id="invisible-character-in-a-group"),
+    pytest.param(lambda s, a, i: s.household.add_member(a, "\u200b\u200b", "child"),
+                 ("Member name contains U+200B: control and invisible format characters",),
+                 id="invisible-member-name"),
+    pytest.param(lambda s, a, i: s.household.add_member(a, "Meera\x00Sharma\n", "child"),
+                 ("Member name contains U+0000, U+000A: control and invisible",),
+                 id="member-name-with-nul-and-newline"),
+    pytest.param(lambda s, a, i: s.users.create_user(a, "newbie", "New\u200dPerson", STRONG,
+                                                     "viewer"),
+                 ("Display name contains U+200D",), id="invisible-character-in-a-display-name"),
     pytest.param(lambda s, a, i: s.household.record_consent(a, i.members["kamla"], "  "),
                  ("Consent needs a note saying how it was given",), id="consent-with-empty-note"),
     pytest.param(lambda s, a, i: s.household.set_verification(a, i.members["kamla"], "approved"),
@@ -246,3 +270,16 @@ def test_names_and_e_mails_at_their_column_sizes_are_stored_whole(
     assert (user.display_name, user.email) == ("D" * 120, email)
     names = {m.id: m.full_name for m in services.household.list_members(rahul)}
     assert names[user.member_id or 0] == "D" * 120 and names[member.id] == "M" * 120
+
+
+def test_typed_names_and_labels_are_stored_normalised(
+    services: Services, login: Callable[[str], Actor], ids: Ids,
+) -> None:
+    rahul = login("rahul")
+    hh = services.household
+    meera = hh.add_member(rahul, "  Meera\u00a0\u00a0 Sharma ", "child")
+    assert meera.full_name == "Meera Sharma"
+    account = hh.create_account(rahul, meera.id, "Ｍｅｅｒａ\u00a0·  Savings", "  Long   term ")
+    assert (account.label, account.group) == ("Meera · Savings", "Long term")
+    user = services.users.create_user(rahul, "meera", " Meera\u3000Sharma ", STRONG, "viewer")
+    assert user.display_name == "Meera Sharma"  # an ideographic space is a space too

@@ -25,7 +25,7 @@ from core.domain import (
 )
 from core.errors import ValidationError
 from core.services.base import ServiceBase
-from core.text import clean_name
+from core.text import clean_name, same_name
 from core.trading import GttStatus, OrderStatus, Side
 from db.locks import lock_accounts
 from db.models import (
@@ -99,6 +99,16 @@ def _label_and_group(label: str, group: str) -> tuple[str, str]:
     """Return an account's label and group cleaned, or refuse either naming its rule."""
     return clean_name(label, "Account label", LABEL_MAX), clean_name(group, "Account group",
                                                                       GROUP_MAX)
+
+
+def _refuse_taken_label(
+    session: Session, household_id: int, label: str, account_id: int | None = None
+) -> None:
+    """Refuse a label that reads the same as another account's of the household (any case)."""
+    labels = session.execute(select(AccountRow.id, AccountRow.label).where(
+        AccountRow.household_id == household_id)).all()
+    if any(same_name(taken, label) for ident, taken in labels if ident != account_id):
+        raise ValidationError(f"An account labelled {label!r} already exists")
 
 
 def check_relationship(
@@ -437,13 +447,7 @@ class HouseholdService(ServiceBase):
                     f"Your role {role.value!r} may not open an account for member "
                     f"{owner_member_id}",
                 )
-            if session.scalar(
-                select(AccountRow.id).where(
-                    AccountRow.household_id == owner.household_id,
-                    func.lower(AccountRow.label) == label.lower(),
-                )
-            ):
-                raise ValidationError(f"An account labelled {label!r} already exists")
+            _refuse_taken_label(session, owner.household_id, label)
             row = AccountRow(
                 household_id=owner.household_id,
                 owner_member_id=owner.id,
@@ -472,15 +476,7 @@ class HouseholdService(ServiceBase):
         label, group = _label_and_group(label, group)
         with self.db.transaction() as session:
             row, _ = self._account_for(session, actor, account_id, "manage", "accounts.update")
-            clash = session.scalar(
-                select(AccountRow.id).where(
-                    AccountRow.household_id == row.household_id,
-                    func.lower(AccountRow.label) == label.lower(),
-                    AccountRow.id != row.id,
-                )
-            )
-            if clash:
-                raise ValidationError(f"An account labelled {label!r} already exists")
+            _refuse_taken_label(session, row.household_id, label, row.id)
             if row.is_active and not is_active:
                 _check_nothing_open(session, row)
             before = {"label": row.label, "group": row.account_group, "active": row.is_active}
