@@ -20,6 +20,8 @@ from core.services.signal_views import (
     edge_statement,
     evidence_frame,
     figures_lines,
+    journal_file_stem,
+    journal_heading,
 )
 from core.services.signals import SignalChart
 from core.trading import OrderRequest, OrderType, Product, Side
@@ -248,7 +250,12 @@ def performance_section(me: Actor) -> None:
         right.dataframe(perf.by_regime, hide_index=True, key="signals_by_regime")
         st.plotly_chart(reliability_figure(perf.reliability), key="signals_reliability")
     journal = fetch(lambda: services().signals.journal_frame(me))
-    table(journal, "signals_journal", "signal_journal", "No signal journaled yet.")
+    if journal is None:
+        return
+    heading = journal_heading(journal)
+    if heading is not None:
+        st.caption(heading)
+    table(journal, "signals_journal", journal_file_stem(journal), "No signal journaled yet.")
 
 
 def reliability_figure(points: Sequence[dict[str, float]]) -> go.Figure:

@@ -487,3 +487,23 @@ def test_hold_signals_are_not_counted_as_undecided_and_their_outcome_reads_no_tr
     outcomes = dict(zip(journal["trace_id"], journal["outcome"], strict=True))
     assert outcomes == {"sig-target-TCS": "OPEN", "sig-hold-0": "no trade",
                         "sig-hold-1": "no trade", "sig-hold-2": "no trade"}
+
+
+def test_a_journal_cut_to_its_newest_rows_says_of_how_many(trained, login,
+                                                           monkeypatch) -> None:
+    from core.services import signals as signals_module
+    from core.services.signal_views import journal_file_stem, journal_heading
+
+    priya = login("priya")
+    for symbol in SYMBOLS:
+        trained.signals.generate(priya, symbol)
+    whole = trained.signals.journal_frame(priya)
+    assert len(whole) == whole.attrs["total"] == 4
+    assert journal_heading(whole) is None and journal_file_stem(whole) == "signal_journal"
+    monkeypatch.setattr(signals_module, "JOURNAL_ROWS", 3)
+    cut = trained.signals.journal_frame(priya)
+    assert (len(cut), cut.attrs["total"]) == (3, 4)
+    assert journal_heading(cut) == ("The newest 3 of 4 journaled signals (the table and its "
+                                    "CSV hold these only).")
+    assert journal_file_stem(cut) == "signal_journal_newest_3_of_4"
+    assert len(trained.signals.journal_frame(priya, limit=2)) == 2

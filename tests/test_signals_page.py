@@ -175,3 +175,19 @@ def test_the_banner_says_plainly_when_the_model_cannot_give_a_buy_or_a_sell(
                             "probability is ") and w.endswith("every signal is HOLD.")
                for w in warnings), warnings
     assert any(w.startswith("This model version cannot give a SELL") for w in warnings)
+
+
+def test_the_journal_table_says_when_it_shows_only_the_newest_signals(
+        modelled, monkeypatch) -> None:
+    from core.services import signals as signals_module
+
+    at = on_signals(modelled, "priya")
+    at.button(key="signals_scan_button").click().run()  # journals all four symbols
+    assert "journaled signals (the table" not in texts(at)
+    monkeypatch.setattr(signals_module, "JOURNAL_ROWS", 2)
+    at.run()
+    assert not at.exception, at.exception
+    assert ("The newest 2 of 4 journaled signals (the table and its CSV hold these only)."
+            in [c.value for c in at.caption])
+    journal = next(f.value for f in at.dataframe if "outcome" in f.value.columns)
+    assert len(journal) == 2

@@ -118,6 +118,23 @@ def journal_frame(rows: Sequence[SignalRow]) -> pd.DataFrame:
                                "model_version", "by", "trace_id"])
 
 
+def journal_heading(frame: pd.DataFrame) -> str | None:
+    """Return "The newest 500 of 1,080 journaled signals" when the journal table is cut, else
+    None (``frame`` from ``SignalService.journal_frame``, its ``attrs["total"]`` set)."""
+    total = int(frame.attrs.get("total", len(frame)))
+    if total <= len(frame):
+        return None
+    return (f"The newest {len(frame):,} of {total:,} journaled signals (the table and its CSV "
+            "hold these only).")
+
+
+def journal_file_stem(frame: pd.DataFrame) -> str:
+    """Return the journal CSV's file name stem; a cut table says so: ``newest_500_of_1080``."""
+    total = int(frame.attrs.get("total", len(frame)))
+    return ("signal_journal" if total <= len(frame)
+            else f"signal_journal_newest_{len(frame)}_of_{total}")
+
+
 @dataclass(frozen=True, slots=True)
 class Performance:
     """Past performance computed from resolved journal rows (LONG/SHORT signals only)."""

@@ -51,6 +51,8 @@ ScanProgress = Callable[[int, int, str], None]
 SIGNAL_BARS = 2 * MIN_BARS
 _SIGNAL_DAYS = SIGNAL_BARS * 7 // 4 + 30  # calendar days that hold SIGNAL_BARS trading days
 CHART_BARS_BEFORE = 90
+#: Journal rows the Signals page shows and downloads (the newest); it says when there are more.
+JOURNAL_ROWS = 500
 
 
 def compute_signal(symbol: str, bars: pd.DataFrame, artifact: ModelArtifact,
@@ -345,13 +347,20 @@ class SignalService(ServiceBase):
             return SignalChart(to_signal(row), bars, row.outcome, row.outcome_at,
                                row.outcome_price)
 
-    def journal_frame(self, actor: Actor, limit: int = 500) -> pd.DataFrame:
-        """Return the newest journaled signals (up to ``limit``) with their outcomes."""
+    def journal_frame(self, actor: Actor, limit: int | None = None) -> pd.DataFrame:
+        """Return the newest journaled signals (up to ``limit``, default :data:`JOURNAL_ROWS`).
+
+        ``attrs["total"]`` holds how many signals the journal holds, so a page can say the
+        table is cut (:func:`core.services.signal_views.journal_heading`).
+        """
         with self.db.transaction() as session:
             self._fresh_role(session, actor)
             rows = session.scalars(select(SignalRow).order_by(SignalRow.id.desc())
-                                   .limit(limit)).all()
-            return views.journal_frame(rows)
+                                   .limit(limit or JOURNAL_ROWS)).all()
+            total = session.scalar(select(func.count()).select_from(SignalRow)) or 0
+            frame = views.journal_frame(rows)
+            frame.attrs["total"] = int(total)
+            return frame
 
     # -- outcomes and performance ---------------------------------------------------------
     def refresh_outcomes(self, actor: Actor) -> int:
