@@ -23,7 +23,7 @@ from typing import Any
 
 from core.errors import TradingError
 from core.services import Services, build_services
-from core.services.signal_registry import ModelVersion
+from core.services.signal_registry import ModelVersion, calibrator_label
 from core.services.signal_views import figures_lines
 
 OPERATOR = "cli"
@@ -44,7 +44,7 @@ def describe(version: ModelVersion) -> list[str]:
     head = (f"{version.version}  {version.status.value:<8}  by {version.created_by}  "
             f"trees {version.train_from}..{version.train_to}  "
             f"calibrated {version.calibration_from}..{version.calibration_to} "
-            f"({version.calibrator_kind})")
+            f"({calibrator_label(version)})")
     if version.message:
         return [head, f"    {version.message}"]
     return [head, *(f"    {line}" for line in figures_lines(version))]

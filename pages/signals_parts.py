@@ -13,7 +13,7 @@ import streamlit as st
 
 from core.clock import format_ist
 from core.domain import Actor
-from core.services.signal_registry import ModelState, ModelVersion
+from core.services.signal_registry import ModelState, ModelVersion, calibrator_label
 from core.services.signal_views import (
     Performance,
     desk_price_warning,
@@ -56,7 +56,7 @@ def model_banner(state: ModelState | None) -> ModelVersion | None:
         st.markdown(f"**Model in use: {version.version}** (trees on labels "
                     f"{version.train_from}..{version.train_to}; calibrated "
                     f"{version.calibration_from}..{version.calibration_to}, "
-                    f"{version.calibrator_kind}{refit})")
+                    f"{state.calibrators or calibrator_label(version)}{refit})")
         figures(version)
         for ceiling in state.ceilings:
             st.warning(ceiling, icon=":material/block:")

@@ -507,3 +507,26 @@ def test_a_journal_cut_to_its_newest_rows_says_of_how_many(trained, login,
                                     "CSV hold these only).")
     assert journal_file_stem(cut) == "signal_journal_newest_3_of_4"
     assert len(trained.signals.journal_frame(priya, limit=2)) == 2
+
+
+def test_each_side_s_calibrator_kind_is_registered_and_stated(trained, login) -> None:
+    from core.services.signal_registry import calibrator_kinds, calibrator_label
+    from core.services.signal_views import versions_frame
+
+    used = trained.models.in_use()
+    cals = used.artifact.calibrators
+    mixed = replace(used.artifact, calibrators={
+        "LONG": replace(cals["LONG"], kind="platt"), "SHORT": replace(cals["SHORT"],
+                                                                      kind="isotonic")})
+    assert calibrator_kinds(mixed) == "long platt, short isotonic"
+    kinds = calibrator_kinds(used.artifact)
+    assert kinds == (f"long {cals['LONG'].kind}, short {cals['SHORT'].kind}")
+    assert used.version.report["calibrator_kinds"] == kinds
+    assert calibrator_label(used.version) == kinds
+    assert trained.models.state(login("priya")).calibrators == kinds
+    assert versions_frame([used.version])["calibrated"][0].endswith(f"({kinds})")
+    from core.signals_cli import describe
+
+    assert describe(used.version)[0].endswith(f"({kinds})")
+    older = replace(used.version, report={}, calibrator_kind="platt")
+    assert calibrator_label(older) == "long platt"

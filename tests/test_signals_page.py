@@ -191,3 +191,13 @@ def test_the_journal_table_says_when_it_shows_only_the_newest_signals(
             in [c.value for c in at.caption])
     journal = next(f.value for f in at.dataframe if "outcome" in f.value.columns)
     assert len(journal) == 2
+
+
+def test_the_banner_names_each_side_s_calibrator(modelled) -> None:
+    from core.services.signal_registry import calibrator_kinds
+
+    used = modelled[0].models.in_use()
+    at = on_signals(modelled, "priya")
+    banner = next(m.value for m in at.markdown if m.value.startswith("**Model in use"))
+    assert f"{used.version.calibration_to}, {calibrator_kinds(used.artifact)}" in banner
+    assert "long " in banner and ", short " in banner

@@ -116,6 +116,7 @@ class ModelState:
     training: ModelVersion | None
     problem: str | None  # why there is no model in use, in plain words
     ceilings: tuple[str, ...] = ()  # why the model in use cannot give a BUY or a SELL
+    calibrators: str | None = None  # each side's calibrator: "long platt, short isotonic"
 
 
 def _to_version(row: ModelVersionRow) -> ModelVersion:
@@ -271,7 +272,7 @@ class ModelRegistry(ServiceBase):
         except (NotFound, ModelFileError) as exc:
             return ModelState(None, None, training, str(exc))
         return ModelState(used.version, used.fallback_reason, training, None,
-                          action_ceilings(used.artifact))
+                          action_ceilings(used.artifact), calibrator_kinds(used.artifact))
 
     @staticmethod
     def _no_model_reason(versions: list[ModelVersion]) -> str:
@@ -532,6 +533,7 @@ def evaluation_report(artifact: ModelArtifact, n_symbols: int, cfg: ModelConfig
         "train_from": str(_date(artifact.train_from)),
         "train_to": str(_date(artifact.train_to)),
         "calibrator": artifact.calibrator_kind,
+        "calibrator_kinds": calibrator_kinds(artifact),
         "calibration_from": str(_date(artifact.calibration_from)),
         "calibration_to": str(_date(artifact.calibration_to)),
         "base_rate_long": artifact.base_rate_long,
@@ -575,3 +577,21 @@ def action_ceilings(artifact: ModelArtifact, rule: SignalConfig | None = None
         f"{top:.3f}, below the {need:.3f} a {action} needs (base rate {base:.3f} + edge "
         f"{rule.min_edge:.2f}); " + (every or f"no signal is a {action}") + "."
         for action, name, top, need, base in blocked)
+
+
+def calibrator_kinds(artifact: ModelArtifact) -> str:
+    """Return each side's calibrator kind, e.g. ``long platt, short isotonic``.
+
+    ``ModelArtifact.calibrator_kind`` (and the registry's column) is the LONG side's only.
+    """
+    return ", ".join(f"{direction.value.lower()} {artifact.calibrators[direction.value].kind}"
+                     for direction in (Direction.LONG, Direction.SHORT))
+
+
+def calibrator_label(version: ModelVersion) -> str | None:
+    """Return a version's calibrator kinds per side when its report has them, else its one
+    registered kind (the long side's, for versions registered before both were kept)."""
+    kinds = version.report.get("calibrator_kinds")
+    if isinstance(kinds, str):
+        return kinds
+    return f"long {version.calibrator_kind}" if version.calibrator_kind else None

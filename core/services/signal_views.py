@@ -17,7 +17,7 @@ import pandas as pd
 
 from core.clock import format_ist
 from core.money import inr
-from core.services.signal_registry import ModelVersion
+from core.services.signal_registry import ModelVersion, calibrator_label
 from db.models import SignalRow
 from engines.metrics import reliability
 from engines.outcomes import HITS, Outcome
@@ -283,7 +283,7 @@ def versions_frame(versions: Sequence[ModelVersion]) -> pd.DataFrame:
     return pd.DataFrame([{
         "version": v.version, "status": v.status.value, "created": format_ist(v.created_at),
         "by": v.created_by, "trees": f"{v.train_from}..{v.train_to}" if v.train_from else "",
-        "calibrated": (f"{v.calibration_from}..{v.calibration_to} ({v.calibrator_kind})"
+        "calibrated": (f"{v.calibration_from}..{v.calibration_to} ({calibrator_label(v)})"
                        if v.calibration_from else ""),
         "auc": v.metrics.get("auc"), "ece": v.metrics.get("ece"),
         "base_rate": v.metrics.get("base_rate"), "symbols": v.n_symbols,
