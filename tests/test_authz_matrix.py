@@ -201,6 +201,15 @@ def _account_action(services: Services, world: World, actor: Actor, action: str,
     return hh.update_account(actor, account_id, label, world.groups.get(account_id, "G"), True)
 
 
+def _names_account(services: Services, world: World, actor: Actor, account_id: int) -> str:
+    """How a refusal names the account: by label if the actor sees it, else by id alone."""
+    seen = {a.id for a in services.household.list_accounts(actor, include_closed=True)}
+    if account_id in seen:
+        label = next(k for k, v in world.accounts.items() if v == account_id)
+        return rf"(?i)\baccount {re.escape(repr(label))}"
+    return rf"(?i)\baccount {account_id}\b"
+
+
 MATRIX_CELLS = [
     pytest.param(who, action, target, expected, id=f"{who}-{action}-{target}-{expected}")
     for (who, action), row in ACCOUNT_MATRIX.items()
@@ -225,7 +234,8 @@ def test_each_role_reaches_an_account_only_as_the_rules_table_allows(
         return
     with pytest.raises(PermissionDenied) as refused:
         _account_action(services, world, actor, action, account_id)
-    assert re.search(rf"\baccount {account_id}\b", str(refused.value), re.IGNORECASE)
+    assert re.search(_names_account(services, world, actor, account_id), str(refused.value),
+                     re.IGNORECASE)
     _assert_one_denial(services, before, who, f"account:{account_id}")
 
 
@@ -398,7 +408,9 @@ def test_only_managers_and_traders_for_themselves_open_accounts(
         account = services.household.create_account(actor, member_id, "Fresh account", "New")
         assert account.owner_member_id == member_id
         return
-    with pytest.raises(PermissionDenied, match=rf"member {member_id}\b"):
+    names = {m.id: m.full_name for m in services.household.list_members(actor)}
+    named = re.escape(names[member_id]) if member_id in names else rf"member {member_id}\b"
+    with pytest.raises(PermissionDenied, match=f"may not open an account for {named}$"):
         services.household.create_account(actor, member_id, "Fresh account", "New")
     _assert_one_denial(services, before, who, f"member:{member_id}")
 
@@ -415,7 +427,8 @@ def test_only_those_who_manage_an_account_grant_access_to_it(
         services.household.grant(actor, account_id, world.members[grantee], "view")
         services.household.revoke(actor, account_id, world.members[grantee])
         return
-    with pytest.raises(PermissionDenied, match=rf"(?i)account {account_id}\b"):
+    with pytest.raises(PermissionDenied,
+                       match=_names_account(services, world, actor, account_id)):
         services.household.grant(actor, account_id, world.members[grantee], "view")
     _assert_one_denial(services, before, who, f"account:{account_id}")
 
@@ -520,7 +533,7 @@ def test_authorize_trade_reads_once_and_hands_every_refusal_to_the_general_path(
     assert (account.id, account.my_permission, len(statements)) == (own, Permission.TRADE, 1)
     # A closed account: the rule and the label, as before.
     services.household.update_account(rahul, own, account.label, account.group, False)
-    with pytest.raises(ValidationError, match=rf"Account {own} \(Priya · Trading\) is closed"):
+    with pytest.raises(ValidationError, match=r"Account 'Priya · Trading' is closed"):
         services.household.authorize_trade(priya, own)
     services.household.update_account(rahul, own, account.label, account.group, True)
     services.household.authorize_trade(priya, own)

@@ -164,6 +164,10 @@ BAD_INPUTS = [
     pytest.param(lambda s, a, i: s.users.create_user(a, "newbie", "New\u200dPerson", STRONG,
                                                      "viewer"),
                  ("Display name contains U+200D",), id="invisible-character-in-a-display-name"),
+    pytest.param(lambda s, a, i: s.household.revoke(a, i.accounts["Rahul · Intraday"],
+                                                    i.members["kamla"]),
+                 ("Kamla Sharma has no grant on the account 'Rahul · Intraday'",),
+                 id="revoking-a-grant-that-does-not-exist"),
     pytest.param(lambda s, a, i: s.household.record_consent(a, i.members["kamla"], "  "),
                  ("Consent needs a note saying how it was given",), id="consent-with-empty-note"),
     pytest.param(lambda s, a, i: s.household.set_verification(a, i.members["kamla"], "approved"),
@@ -283,3 +287,12 @@ def test_typed_names_and_labels_are_stored_normalised(
     assert (account.label, account.group) == ("Meera · Savings", "Long term")
     user = services.users.create_user(rahul, "meera", " Meera\u3000Sharma ", STRONG, "viewer")
     assert user.display_name == "Meera Sharma"  # an ideographic space is a space too
+
+
+def test_a_refused_trade_names_the_account_by_its_label(
+    services: Services, login: Callable[[str], Actor], ids: Ids,
+) -> None:
+    aarav = login("aarav")  # a viewer with a 'view' grant on Rahul · Long-term
+    with pytest.raises(PermissionDenied, match=r"^Your role 'viewer' with 'view' access may "
+                                               r"not trade account 'Rahul · Long-term'$"):
+        services.household.authorize_trade(aarav, ids.accounts["Rahul · Long-term"])

@@ -225,7 +225,7 @@ class HouseholdService(ServiceBase):
             elif perm is not None:
                 refusal = (
                     f"Your role {facts.actor_role.value!r} with {perm.value!r} access may not "
-                    f"{need} account {account_id}"
+                    f"{need} account {row.label!r}"
                 )
             self._deny(actor, action, f"account:{account_id}", refusal)
         return row, perm
@@ -419,7 +419,7 @@ class HouseholdService(ServiceBase):
                     return allowed
             row, perm = self._account_for(session, actor, account_id, "trade", "accounts.trade")
             if not row.is_active:
-                raise ValidationError(f"Account {account_id} ({row.label}) is closed")
+                raise ValidationError(f"Account {row.label!r} is closed")
             return self._to_account(session, row, perm)
 
     def authorize_manage(self, actor: Actor, account_id: int) -> Account:
@@ -444,8 +444,9 @@ class HouseholdService(ServiceBase):
                     actor,
                     "accounts.create",
                     f"member:{owner_member_id}",
-                    f"Your role {role.value!r} may not open an account for member "
-                    f"{owner_member_id}",
+                    f"Your role {role.value!r} may not open an account for "
+                    + (owner.full_name if owner is not None and same  # a foreign one unnamed
+                       else f"member {owner_member_id}"),
                 )
             _refuse_taken_label(session, owner.household_id, label)
             row = AccountRow(
@@ -595,7 +596,10 @@ class HouseholdService(ServiceBase):
                 )
             )
             if existing is None:
-                raise ValidationError(f"Member {member_id} has no grant on account {account_id}")
+                member = session.get(MemberRow, member_id)
+                who = (member.full_name if member and member.household_id == row.household_id
+                       else f"Member {member_id}")  # a foreign member is not named
+                raise ValidationError(f"{who} has no grant on the account {row.label!r}")
             session.delete(existing)
             self._audit(
                 session,
