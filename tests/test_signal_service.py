@@ -530,3 +530,31 @@ def test_each_side_s_calibrator_kind_is_registered_and_stated(trained, login) ->
     assert describe(used.version)[0].endswith(f"({kinds})")
     older = replace(used.version, report={}, calibrator_kind="platt")
     assert calibrator_label(older) == "long platt"
+
+
+def test_the_edge_statement_follows_an_attached_evaluation_on_unseen_stocks(trained) -> None:
+    from core.services.signal_views import edge_statement
+
+    version = trained.models.in_use().version
+    own = edge_statement(version)
+    assert own.startswith(f"The edge is small: an AUC of {version.metrics['auc']:.2f} (long "
+                          "setups, on held-out days of the training stocks, not on unseen "
+                          "stocks)")
+    base = {"ece": 0.03, "base_rate": 0.27, "n_predictions": 900,
+            "meta": {"n_symbols": 10, "from": "2024-04-15", "to": "2025-09-30"}}
+    none = trained.models.attach_evaluation_as(
+        "cli", version.version,
+        {**base, "auc": 0.49, "auc_ci_low": 0.33, "auc_ci_high": 0.57, "brier_skill": -0.0101})
+    assert edge_statement(none) == (
+        "No measurable edge: the evaluation on unseen stocks (python -m engines.evaluate) "
+        "gives an AUC of 0.49 (90% CI 0.33–0.57), and an AUC of 0.50 is a coin, which its "
+        "interval includes. Treat the probabilities as no better than the base rate.")
+    small = trained.models.attach_evaluation_as(
+        "cli", version.version, {**base, "auc": 0.54, "auc_ci_low": 0.52, "auc_ci_high": 0.56})
+    assert edge_statement(small).startswith(
+        "The edge is small: the evaluation on unseen stocks (python -m engines.evaluate) gives "
+        "an AUC of 0.54 (90% CI 0.52–0.56): of a random pair")
+    same_stocks = trained.models.attach_evaluation_as("cli", version.version, {
+        **base, "auc": 0.55, "meta": {**base["meta"], "out_of_symbol": False}})
+    assert "the evaluation (out of time, but on the training stocks)" in edge_statement(
+        same_stocks)

@@ -201,3 +201,18 @@ def test_the_banner_names_each_side_s_calibrator(modelled) -> None:
     banner = next(m.value for m in at.markdown if m.value.startswith("**Model in use"))
     assert f"{used.version.calibration_to}, {calibrator_kinds(used.artifact)}" in banner
     assert "long " in banner and ", short " in banner
+
+
+def test_an_attached_evaluation_without_edge_replaces_the_small_edge_statement(
+        modelled) -> None:
+    svc = modelled[0]
+    version = svc.models.in_use().version.version
+    svc.models.attach_evaluation_as("cli", version, {
+        "auc": 0.49, "auc_ci_low": 0.33, "auc_ci_high": 0.57, "ece": 0.03, "base_rate": 0.27,
+        "n_predictions": 900, "brier_skill": -0.0101, "meta": {"n_symbols": 10}})
+    at = on_signals(modelled, "priya")
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("Evaluation (python -m engines.evaluate): AUC 0.49") for c in captions)
+    assert any(c.startswith("No measurable edge: the evaluation on unseen stocks") for c in
+               captions), captions
+    assert "The edge is small" not in texts(at)

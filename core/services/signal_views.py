@@ -267,12 +267,54 @@ def figures_lines(version: ModelVersion) -> list[str]:
     return lines
 
 
+def _ci(figures: dict[str, Any]) -> tuple[float, float] | None:
+    low, high = figures.get("auc_ci_low"), figures.get("auc_ci_high")
+    if not isinstance(low, int | float) or not isinstance(high, int | float):
+        return None
+    if math.isnan(low) or math.isnan(high):
+        return None
+    return float(low), float(high)
+
+
+def _evaluation_edge(evaluation: dict[str, Any]) -> str | None:
+    """Return the edge statement from an attached ``engines.evaluate`` report, if it has an AUC."""
+    auc = evaluation.get("auc")
+    if not isinstance(auc, int | float) or math.isnan(auc):
+        return None
+    meta = evaluation.get("meta", evaluation)
+    unseen = meta.get("out_of_symbol") is not False
+    where = ("the evaluation on unseen stocks" if unseen else
+             "the evaluation (out of time, but on the training stocks)")
+    ci = _ci(evaluation)
+    shown = f"an AUC of {auc:.2f}" + (f" (90% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
+    if (ci is not None and ci[0] <= 0.5 <= ci[1]) or auc <= 0.5:
+        return (f"No measurable edge: {where} (python -m engines.evaluate) gives {shown}, and "
+                "an AUC of 0.50 is a coin" + (", which its interval includes" if ci else "")
+                + ". Treat the probabilities as no better than the base rate.")
+    return (f"The edge is small: {where} (python -m engines.evaluate) gives {shown}: of a "
+            "random pair of one setup that reached its target and one that did not, the model "
+            f"ranks the winner higher {auc:.0%} of the time (50% is a coin). A probability is "
+            "worth acting on only by how far it sits above the base rate, and most days no "
+            "symbol is far above it.")
+
+
 def edge_statement(version: ModelVersion) -> str:
-    """Return the plain-words statement of how small the model's edge is, from its figures."""
+    """Return the plain-words statement of how small the model's edge is, from its figures.
+
+    An attached evaluation (``engines.evaluate``, on unseen stocks) decides it: no measurable
+    edge when its AUC's interval includes 0.50. Without one, the version's own AUC is used and
+    said to be from held-out days of the training stocks.
+    """
+    evaluation = version.report.get("evaluation")
+    if isinstance(evaluation, dict):
+        stated = _evaluation_edge(evaluation)
+        if stated is not None:
+            return stated
     auc = version.metrics.get("auc")
     if auc is None or math.isnan(auc):
         return "The model's ranking skill was not measured; treat its probabilities with care."
-    return (f"The edge is small: an AUC of {auc:.2f} means that of a random pair of one setup "
+    return (f"The edge is small: an AUC of {auc:.2f} (long setups, on held-out days of the "
+            "training stocks, not on unseen stocks) means that of a random pair of one setup "
             f"that reached its target and one that did not, the model ranks the winner higher "
             f"{auc:.0%} of the time (50% is a coin). A probability is worth acting on only "
             "by how far it sits above the base rate, and most days no symbol is far above it.")
