@@ -17,6 +17,7 @@ from typing import TypeVar
 import pytest
 from sqlalchemy import select
 from telegram import Bot
+from telegram.request import HTTPXRequest
 
 from core import alerts
 from core.alerts import Alert
@@ -301,7 +302,11 @@ def test_a_message_that_cannot_go_before_the_lease_ends_is_deferred_not_lost(
 def test_the_overall_limit_holds_across_forty_chats() -> None:
     with FakeBotApi() as fake:
         async def main() -> None:
-            async with Bot(DEFAULT_TOKEN, base_url=fake.base_url) as bot:
+            # generous HTTP timeouts: a loaded test machine may answer slowly, and this test
+            # is about the flood limits, not about a timeout's retry (tested elsewhere)
+            patient = HTTPXRequest(connect_timeout=30, read_timeout=30, write_timeout=30,
+                                   pool_timeout=30)
+            async with Bot(DEFAULT_TOKEN, base_url=fake.base_url, request=patient) as bot:
                 flood = FloodControl()
                 deadline = time.monotonic() + 60
                 results = await asyncio.gather(*(
@@ -320,7 +325,11 @@ def test_429s_from_two_chats_pause_the_whole_bot() -> None:
         fake.fail_next("sendMessage", times=2, retry_after=1)
 
         async def main() -> None:
-            async with Bot(DEFAULT_TOKEN, base_url=fake.base_url) as bot:
+            # generous HTTP timeouts: a loaded test machine may answer slowly, and this test
+            # is about the flood limits, not about a timeout's retry (tested elsewhere)
+            patient = HTTPXRequest(connect_timeout=30, read_timeout=30, write_timeout=30,
+                                   pool_timeout=30)
+            async with Bot(DEFAULT_TOKEN, base_url=fake.base_url, request=patient) as bot:
                 flood = FloodControl()
                 deadline = time.monotonic() + 60
                 throttled = [asyncio.create_task(flood.send(
