@@ -21,10 +21,23 @@ _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>.]+(\.[^@\s<>.]+)+$")
 
 INVISIBLE_RULE = "control and invisible format characters (Unicode Cc, Cf) are not allowed"
 _SPACES = re.compile(r"\s+")
+#: The zero-width non-joiner and joiner shape the scripts of India (Marathi's eyelash ra is
+#: "तर्\u200dहा"): right after a letter or sign of one of them they are part of how a name is
+#: written and pass; anywhere else they are invisible and refused like any format character.
+_JOINERS = frozenset("\u200c\u200d")
+_INDIC = frozenset({"DEVANAGARI", "BENGALI", "GURMUKHI", "GUJARATI", "ORIYA", "TAMIL", "TELUGU",
+                    "KANNADA", "MALAYALAM", "SINHALA"})
+
+
+def _shaping(text: str, at: int) -> bool:
+    """Return whether the joiner at ``at`` follows a character of an Indian script."""
+    return at > 0 and unicodedata.name(text[at - 1], "").split(" ")[0] in _INDIC
 
 
 def _refuse_invisible(text: str, what: str) -> None:
-    found = sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cf")})
+    found = sorted({f"U+{ord(c):04X}" for at, c in enumerate(text)
+                    if unicodedata.category(c) in ("Cc", "Cf")
+                    and not (c in _JOINERS and _shaping(text, at))})
     if found:
         raise ValidationError(f"{what} contains {', '.join(found)}: {INVISIBLE_RULE}")
 

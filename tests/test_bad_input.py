@@ -287,6 +287,8 @@ def test_typed_names_and_labels_are_stored_normalised(
     assert (account.label, account.group) == ("Meera · Savings", "Long term")
     user = services.users.create_user(rahul, "meera", " Meera\u3000Sharma ", STRONG, "viewer")
     assert user.display_name == "Meera Sharma"  # an ideographic space is a space too
+    # a joiner that shapes an Indian script is part of the name (Marathi's eyelash ra)
+    assert hh.add_member(rahul, "Tara तर्\u200dहा", "child").full_name == "Tara तर्\u200dहा"
 
 
 def test_a_refused_trade_names_the_account_by_its_label(
