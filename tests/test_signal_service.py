@@ -558,3 +558,19 @@ def test_the_edge_statement_follows_an_attached_evaluation_on_unseen_stocks(trai
         **base, "auc": 0.55, "meta": {**base["meta"], "out_of_symbol": False}})
     assert "the evaluation (out of time, but on the training stocks)" in edge_statement(
         same_stocks)
+
+
+def test_the_held_out_dates_are_those_of_the_held_out_bars(trained) -> None:
+    from core.clock import IST
+    from engines.model import build_dataset, purged_folds
+
+    used = trained.models.in_use()
+    artifact, report = used.artifact, used.version.report
+    data = build_dataset(trained.models.daily_bars(), artifact.spec)
+    held = data[purged_folds(data, artifact.calibrated_at, TINY).holdout]["t"]
+    first, last = (held.min().tz_convert(IST).date(), held.max().tz_convert(IST).date())
+    assert (report["holdout_from"], report["holdout_to"]) == (str(first), str(last))
+    assert last < used.version.calibration_to  # that is when the last label resolved
+    from core.services.signal_views import figures_lines
+
+    assert f"held out {first}..{last} on " in figures_lines(used.version)[0]

@@ -40,6 +40,7 @@ from core.services.base import ServiceBase
 from db.engine import Database
 from db.models import ModelStatus, ModelVersionRow
 from engines.features import MIN_BARS
+from engines.labels import resolved_at
 from engines.model import (
     Calibrator,
     ModelArtifact,
@@ -329,7 +330,7 @@ class ModelRegistry(ServiceBase):
         try:
             artifact = train(bars, training_time(bars), cfg=self.cfg, version=version)
             progress("Writing the model file and registering it")
-            return self._finish(actor, operator, artifact, len(bars), None, activate)
+            return self._finish(actor, operator, artifact, bars, None, activate)
         except Exception as exc:
             self._fail(actor, operator, version, exc)
             raise
@@ -349,7 +350,7 @@ class ModelRegistry(ServiceBase):
         try:
             artifact = replace(refit_calibrator(used.artifact, bars, training_time(bars),
                                                 cfg=self.cfg), version=version)
-            return self._finish(None, operator, artifact, len(bars), base, activate=True)
+            return self._finish(None, operator, artifact, bars, base, activate=True)
         except Exception as exc:
             self._fail(None, operator, version, exc)
             raise
@@ -378,9 +379,11 @@ class ModelRegistry(ServiceBase):
         return name
 
     def _finish(self, actor: Actor | None, operator: str, artifact: ModelArtifact,
-                n_symbols: int, base_version: str | None, activate: bool) -> ModelVersion:
+                bars: Mapping[str, pd.DataFrame], base_version: str | None,
+                activate: bool) -> ModelVersion:
+        n_symbols = len(bars)
         path, digest, size = self.store.write(artifact)
-        report = evaluation_report(artifact, n_symbols, self.cfg)
+        report = evaluation_report(artifact, n_symbols, self.cfg, bars)
         with self.db.transaction() as session:
             row = session.scalar(select(ModelVersionRow)
                                  .where(ModelVersionRow.version == artifact.version))
@@ -513,23 +516,53 @@ def training_time(bars: Mapping[str, pd.DataFrame]) -> datetime:
     return min(now_ist(), last + timedelta(days=1))
 
 
-def evaluation_report(artifact: ModelArtifact, n_symbols: int, cfg: ModelConfig
-                      ) -> dict[str, Any]:
+def holdout_bars(artifact: ModelArtifact, bars: Mapping[str, pd.DataFrame],
+                 cfg: ModelConfig) -> tuple[date, date] | None:
+    """Return the IST dates of the first and last held-out bar the metrics were scored on.
+
+    The held-out rows are the bars from the split (the last ``holdout_fraction`` of the
+    calibration window) whose label resolved before the calibration time, as
+    :func:`engines.model.purged_folds` takes them: the last one is ``horizon_bars`` bars before
+    the data's end, not the day its label resolved (the calibration window's end). None when no
+    bar is held out.
+    """
+    start = pd.Timestamp(artifact.calibration_from)
+    cutoff = pd.Timestamp(artifact.calibrated_at)
+    split = start + (cutoff - start) * (1.0 - cfg.holdout_fraction)
+    held: list[pd.Timestamp] = []
+    for frame in bars.values():
+        index = pd.DatetimeIndex(frame.index)
+        resolved = pd.DatetimeIndex(resolved_at(index, artifact.spec))
+        featured = np.arange(len(index)) >= MIN_BARS - 1  # build_dataset's rows
+        chosen = index[featured & (index >= split) & (resolved < cutoff)]
+        if len(chosen):
+            held += [chosen.min(), chosen.max()]
+    if not held:
+        return None
+    return to_ist(min(held)).date(), to_ist(max(held)).date()
+
+
+def evaluation_report(artifact: ModelArtifact, n_symbols: int, cfg: ModelConfig,
+                      bars: Mapping[str, pd.DataFrame] | None = None) -> dict[str, Any]:
     """Return the evaluation report registered with a version: its measured figures in context.
 
     The figures are the artifact's held-out metrics: the last ``holdout_fraction`` of the
     calibration window, after the trees' label window (out of time on the training symbols,
-    not out of symbol). The context says on what data, which dates and when they were measured.
+    not out of symbol). The context says on what data, which dates and when they were measured;
+    ``holdout_from``/``holdout_to`` are the held-out bars' dates (:func:`holdout_bars`, from
+    ``bars``; without them, the split day and the calibration window's end).
     """
     start = pd.Timestamp(artifact.calibration_from)
-    split = start + (pd.Timestamp(artifact.trained_at) - start) * (1.0 - cfg.holdout_fraction)
+    split = start + (pd.Timestamp(artifact.calibrated_at) - start) * (1.0 - cfg.holdout_fraction)
+    held = holdout_bars(artifact, bars, cfg) if bars is not None else None
+    holdout_from, holdout_to = held or (split.date(), _date(artifact.calibration_to))
     return {
         "version": artifact.version,
         "measured_at": now_ist().isoformat(),
         "data": f"{DATA_SOURCE} ({n_symbols} symbols)",
         "validation": "out of time on the training symbols (not out of symbol)",
-        "holdout_from": str(split.date()),
-        "holdout_to": str(_date(artifact.calibration_to)),
+        "holdout_from": str(holdout_from),
+        "holdout_to": str(holdout_to),
         "train_from": str(_date(artifact.train_from)),
         "train_to": str(_date(artifact.train_to)),
         "calibrator": artifact.calibrator_kind,
