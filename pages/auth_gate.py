@@ -106,7 +106,9 @@ def current_actor() -> Actor | None:
         current = svc.auth.check_session(session_id, client_info())
     except SessionInvalid as exc:
         _forget()
-        st.session_state[NOTICE_KEY] = str(exc)
+        # A notice planned by the user's own action (Profile's password change) explains the end;
+        # only a session that ended on them gets the bare reason.
+        st.session_state[NOTICE_KEY] = st.session_state.get(NOTICE_KEY) or str(exc)
         return None
     st.session_state[ACTOR_KEY] = current
     return current

@@ -277,3 +277,19 @@ def test_a_deactivated_user_with_the_right_password_is_told_so_without_a_failure
     assert "Username or password is incorrect" in texts(at)
     assert "deactivated" not in texts(at)
     assert audited("auth.login_failed") == 1
+
+
+def test_changing_the_password_on_the_profile_shows_the_planned_notice_on_the_login_page(
+        desk) -> None:
+    _, logins = desk
+    at = app_as(desk, "priya")
+    at.switch_page(str(ROOT / "pages/profile.py")).run()
+    at.text_input(key="profile_pw_current").input(logins["priya"].password)
+    at.text_input(key="profile_pw_new").input("A-new-Passw0rd-42")
+    at.text_input(key="profile_pw_again").input("A-new-Passw0rd-42")
+    next(b for b in at.button if b.label == "Change password").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.title[0].value.startswith("SHER")
+    assert "Password changed. Every session of yours has ended; log in with the new one." in texts(
+        at)
+    assert "Session ended" not in texts(at)
