@@ -13,7 +13,7 @@ me = actor()
 svc = services()
 st.title("Orders")
 show_flash(FLASH)
-accounts = fetch(lambda: svc.household.list_accounts(me)) or []
+accounts = fetch(lambda: svc.portfolio.accounts(me)) or []  # closed ones too: their history
 account_id = pick_account(accounts, "orders_account", label="Accounts")
 tradable = {a.id for a in fetch(lambda: svc.orders.tradable_accounts(me)) or []}
 

@@ -798,6 +798,24 @@ def test_a_closed_account_is_in_the_family_funds_and_can_be_picked_for_its_state
     assert "Rahul · Intraday (closed)" in family.index
 
 
+def test_a_closed_account_s_orders_and_trades_can_be_picked_on_the_orders_page(market) -> None:
+    svc, logins = market
+    rahul = who(svc, logins, "rahul")
+    intraday = account(svc, rahul, "Rahul · Intraday")
+    svc.orders.place(rahul, OrderRequest(intraday.id, "INFY", Side.BUY, 2, OrderType.MARKET,
+                                         Product.MIS))
+    fill_pending(svc)
+    svc.orders.square_off_intraday(rahul, intraday.id)
+    fill_pending(svc)
+    svc.household.update_account(rahul, intraday.id, intraday.label, intraday.group, False)
+    at = on_page(app_as(market, "rahul"), "pages/orders.py")
+    assert "Rahul · Intraday (Rahul Sharma) (closed)" in at.selectbox(
+        key="orders_account").options
+    at.selectbox(key="orders_account").set_value(intraday.id).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(table_of(at, "Status")) == 2  # its buy and the square-off's sell
+
+
 def test_the_portfolio_names_each_price_s_source_and_lists_the_unpriced(market) -> None:
     svc, logins = market
     priya = who(svc, logins, "priya")
