@@ -26,6 +26,7 @@ NOTICE_KEY = "sher_notice"
 RERUN_ARMED_KEY = "_sher_rerun_armed"
 LOGIN_ERROR_KEY = "_sher_login_error"
 LOGIN_REFUSED_KEY = "_sher_login_refused"
+LOGIN_TYPED_KEY = "_sher_login_typed"
 PENDING_TOTP_SECONDS = 300
 RUN_AUTHENTICATOR_KEY = "_sher_authenticator"
 _LIBRARY_KEYS = ("authentication_status", "username", "name", "email", "roles")
@@ -47,6 +48,7 @@ def _authenticator() -> stauth.Authenticate:
         login_sleep_time=0,
     )
     _check_deactivated(built)
+    _remember_username(built)
     st.session_state[RUN_AUTHENTICATOR_KEY] = built
     return built
 
@@ -71,6 +73,18 @@ def _check_deactivated(authenticator: stauth.Authenticate) -> None:
         return False
 
     model.check_credentials = check  # type: ignore[method-assign]
+
+
+def _remember_username(authenticator: stauth.Authenticate) -> None:
+    """Keep the username the widget was given, so its lockout refusal can name the end time."""
+    model = authenticator.authentication_controller.authentication_model
+    library_login = model.login
+
+    def login(username: str, password: str, *args: Any, **kwargs: Any) -> bool:
+        st.session_state[LOGIN_TYPED_KEY] = username
+        return library_login(username, password, *args, **kwargs)
+
+    model.login = login  # type: ignore[method-assign]
 
 
 def _forget(authenticator: stauth.Authenticate | None = None) -> None:
@@ -161,7 +175,8 @@ def _render_login_steps() -> None:
     authenticator = _authenticator()
     credentials = authenticator.authentication_controller.authentication_model.credentials
     before = {u: c.get("failed_login_attempts", 0) for u, c in credentials["usernames"].items()}
-    for key in (*_LIBRARY_KEYS, PASSWORD_OK_KEY, LOGIN_ERROR_KEY, LOGIN_REFUSED_KEY):
+    for key in (*_LIBRARY_KEYS, PASSWORD_OK_KEY, LOGIN_ERROR_KEY, LOGIN_REFUSED_KEY,
+                LOGIN_TYPED_KEY):
         st.session_state[key] = None
     try:
         authenticator.login(
@@ -171,10 +186,7 @@ def _render_login_steps() -> None:
             max_login_attempts=svc.settings.login_max_failures,
         )
     except LoginError:
-        st.error(
-            f"Login locked: {svc.settings.login_max_failures} failed attempts within "
-            f"{svc.settings.login_lockout_minutes} minutes. Try again later."
-        )
+        _refuse_locked(st.session_state.pop(LOGIN_TYPED_KEY, None))
         return
     refused = st.session_state.pop(LOGIN_REFUSED_KEY, None)
     if st.session_state.get("authentication_status") is False and refused:
@@ -202,6 +214,20 @@ def _render_login_steps() -> None:
             return
         exp_date = authenticator.cookie_controller.cookie_model.exp_date
         _bind_cookie(username, (username, exp_date) if exp_date else None)
+
+
+def _refuse_locked(username: str | None) -> None:
+    """Show the widget's lockout refusal in the service's words, with the time (IST) it ends."""
+    svc = services()
+    try:
+        svc.auth.refuse_if_locked(username, client_info())
+    except TradingError as exc:
+        st.error(str(exc))
+        return
+    st.error(  # the widget counted the failures just before the lockout ended
+        f"Login locked: {svc.settings.login_max_failures} failed attempts within "
+        f"{svc.settings.login_lockout_minutes} minutes. Try again later."
+    )
 
 
 def _open_session(username: str, code: str | None, claims: tuple[str, float] | None) -> None:

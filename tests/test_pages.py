@@ -10,7 +10,9 @@ import time_machine
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
+from core.clock import format_ist
 from core.domain import Role
+from core.errors import AuthenticationError
 from db.models import AccountRow, AuditRow, UserRow
 from pages.common import DISCLAIMER
 from pages.nav import PAGES, pages_for
@@ -293,3 +295,23 @@ def test_changing_the_password_on_the_profile_shows_the_planned_notice_on_the_lo
     assert "Password changed. Every session of yours has ended; log in with the new one." in texts(
         at)
     assert "Session ended" not in texts(at)
+
+
+def test_a_locked_login_is_refused_on_the_login_page_with_the_time_the_lockout_ends(
+        desk) -> None:
+    svc, logins = desk
+    for _ in range(svc.settings.login_max_failures):
+        with pytest.raises(AuthenticationError, match="incorrect"):
+            svc.auth.login("priya", "Wrong-password-1", TEST_CLIENT)
+    until = svc.auth.locked_until("priya")
+    assert until is not None
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input[0].input("priya")
+    at.text_input[1].input(logins["priya"].password)
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.title[0].value.startswith("SHER")
+    assert [e.value for e in at.error] == [
+        f"Login locked for 'priya': {svc.settings.login_max_failures} failed attempts within "
+        f"{svc.settings.login_lockout_minutes} minutes; try again after {format_ist(until)}"]
+    assert format_ist(until).endswith("IST")
