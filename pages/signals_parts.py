@@ -22,6 +22,7 @@ from core.services.signal_views import (
     figures_lines,
     journal_file_stem,
     journal_heading,
+    no_bars_note,
 )
 from core.services.signals import SignalChart
 from core.trading import OrderRequest, OrderType, Product, Side
@@ -216,8 +217,9 @@ def scan_section(me: Actor, version: ModelVersion | None) -> None:
     skipped = frame.attrs.get("skipped") or []
     if skipped:
         st.caption(f"Skipped for too little history: {', '.join(skipped)}")
-    if frame.attrs.get("no_bars"):
-        st.caption(f"{frame.attrs['no_bars']} instrument(s) have no daily bars yet.")
+    bar_less = no_bars_note(frame.attrs.get("no_bars_symbols") or [])
+    if bar_less is not None:
+        st.caption(bar_less)
     if not frame.empty:
         labels = dict(zip(frame["trace_id"], frame["symbol"] + " · " + frame["action"],
                           strict=True))

@@ -574,3 +574,19 @@ def test_the_held_out_dates_are_those_of_the_held_out_bars(trained) -> None:
     from core.services.signal_views import figures_lines
 
     assert f"held out {first}..{last} on " in figures_lines(used.version)[0]
+
+
+def test_a_scan_names_the_instruments_without_daily_bars(trained, login) -> None:
+    from core.services.signal_views import no_bars_note
+
+    frame = trained.signals.scan(login("kamla"))
+    every = trained.signals.symbols(login("kamla"))
+    bar_less = [s for s in every if s not in SYMBOLS]
+    assert frame.attrs["no_bars_symbols"] == bar_less and len(bar_less) > 5
+    assert frame.attrs["no_bars"] == len(bar_less)
+    assert no_bars_note(bar_less) == (
+        f"{len(bar_less)} instrument(s) have no daily bars yet: {', '.join(bar_less[:5])} and "
+        f"{len(bar_less) - 5} more.")
+    assert no_bars_note(bar_less[:2]) == (
+        f"2 instrument(s) have no daily bars yet: {bar_less[0]}, {bar_less[1]}.")
+    assert no_bars_note([]) is None

@@ -216,3 +216,11 @@ def test_an_attached_evaluation_without_edge_replaces_the_small_edge_statement(
     assert any(c.startswith("No measurable edge: the evaluation on unseen stocks") for c in
                captions), captions
     assert "The edge is small" not in texts(at)
+
+
+def test_the_scan_names_the_instruments_without_daily_bars(modelled) -> None:
+    at = on_signals(modelled, "kamla")
+    at.button(key="signals_scan_button").click().run()
+    assert not at.exception, at.exception
+    note = next(c.value for c in at.caption if "have no daily bars yet" in c.value)
+    assert note.endswith(" more.") and ": " in note, note

@@ -93,6 +93,20 @@ def scan_frame(signals: Sequence[Signal], edges: Sequence[float]) -> pd.DataFram
     return frame.drop(columns="_acts").reset_index(drop=True)
 
 
+#: How many bar-less instruments the scan's note names before it says "and N more".
+NO_BARS_NAMED = 5
+
+
+def no_bars_note(symbols: Sequence[str], named: int = NO_BARS_NAMED) -> str | None:
+    """Return "9 instrument(s) have no daily bars yet: A, B, C, D, E and 4 more." (None if none)."""
+    if not symbols:
+        return None
+    shown = ", ".join(symbols[:named])
+    more = len(symbols) - named
+    return (f"{len(symbols)} instrument(s) have no daily bars yet: {shown}"
+            + (f" and {more} more" if more > 0 else "") + ".")
+
+
 #: The outcome shown for a HOLD: it takes no trade, so later bars have nothing to decide.
 NO_TRADE = "no trade"
 

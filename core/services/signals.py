@@ -195,13 +195,14 @@ class SignalService(ServiceBase):
 
         Symbols with some but too few daily bars are listed in the table's ``attrs["skipped"]``
         with their counts; instruments without daily bars are left out (``attrs["no_bars"]``
-        counts them). Signals are journaled. Rows are ranked BUY/SELL first, then by edge
-        (probability above the direction's base rate).
+        counts them, ``attrs["no_bars_symbols"]`` names them). Signals are journaled. Rows are
+        ranked BUY/SELL first, then by edge (probability above the direction's base rate).
         """
         journaled, used, skipped, no_bars = self._scan(actor, actor.username, symbols, progress)
         frame = views.scan_frame(journaled, [edge(s, used.artifact) for s in journaled])
         frame.attrs["skipped"] = skipped
-        frame.attrs["no_bars"] = no_bars
+        frame.attrs["no_bars"] = len(no_bars)
+        frame.attrs["no_bars_symbols"] = no_bars
         return frame
 
     def scan_as(self, operator: str) -> list[Signal]:
@@ -213,8 +214,9 @@ class SignalService(ServiceBase):
         return self._scan(None, operator, None, None)[0]
 
     def _scan(self, actor: Actor | None, generated_by: str, symbols: Sequence[str] | None,
-              progress: ScanProgress | None) -> tuple[list[Signal], ModelInUse, list[str], int]:
-        """Compute and journal the signals; return them, the model, skipped and bar-less counts."""
+              progress: ScanProgress | None
+              ) -> tuple[list[Signal], ModelInUse, list[str], list[str]]:
+        """Compute and journal the signals; return them, the model, the skipped and the bar-less."""
         with self.db.transaction() as session:
             if actor is not None:
                 self._fresh_role(session, actor)
@@ -228,7 +230,7 @@ class SignalService(ServiceBase):
         used = self.registry.in_use()
         signals, skipped = self._compute_all(bars, used, progress, universe)
         journaled = self.journal(signals, generated_by)
-        return journaled, used, skipped, sum(1 for b in bars.values() if b.empty)
+        return journaled, used, skipped, [symbol for symbol, b in bars.items() if b.empty]
 
     def _compute_all(self, bars: dict[str, pd.DataFrame], used: ModelInUse,
                      progress: ScanProgress | None, universe: Mapping[str, pd.DataFrame]
