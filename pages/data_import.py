@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages.common import actor, fetch, footer, services
+from pages.common import actor, attempt, fetch, footer, services
 
 INTERVALS = {"auto (from the times)": None, "5 minutes": "5m", "1 day": "1d"}
 
@@ -23,14 +23,17 @@ with st.form("data_import_form"):
     symbol = st.text_input(
         "Symbol (optional)",
         key="data_import_symbol",
-        help="Leave empty to take it from the symbol column or the file name.",
+        help="For a single file. Leave empty to take it from the symbol column or the file name.",
     )
     interval_label = st.selectbox("Interval", list(INTERVALS), key="data_import_interval")
     submitted = st.form_submit_button("Import", type="primary")
 
+declared = symbol.strip() or None
 if submitted and not uploads:
     st.warning("Choose at least one CSV file to import.")
-elif submitted and uploads:
+elif submitted and uploads and attempt(
+    lambda: svc.marketdata.check_declared_symbol(declared, [u.name for u in uploads])
+):
     bar = st.progress(0.0, text="Importing ...")
     for done, upload in enumerate(uploads, start=1):
         with st.status(f"Importing {upload.name} ...", expanded=True) as status:
@@ -39,7 +42,7 @@ elif submitted and uploads:
                     me,
                     upload.name,
                     upload.getvalue(),
-                    symbol=symbol.strip() or None,
+                    symbol=declared,
                     interval=INTERVALS[interval_label],
                 )
             )

@@ -543,6 +543,29 @@ def test_importing_without_a_file_asks_for_one(desk) -> None:
     assert "Choose at least one CSV file to import." in texts(at)
 
 
+def test_a_typed_symbol_with_more_than_one_uploaded_file_is_refused_and_nothing_imported(
+        desk) -> None:
+    svc, _ = desk
+    plain = "datetime,open,high,low,close,volume"
+    bars = csv(plain, BAR_0915.replace(",NSE:SBIN", ""), BAR_0920.replace(",NSE:SBIN", ""))
+    at = app_as(desk, "rahul")
+    at.switch_page(page("pages/data_import.py")).run()
+    at.file_uploader(key="data_import_files").set_value(
+        [("first.csv", bars, "text/csv"), ("second.csv", bars, "text/csv")])
+    at.text_input(key="data_import_symbol").input("SBIN")
+    at.button(key="FormSubmitter:data_import_form-Import").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "A typed symbol names one file's symbol; got 'SBIN' with 2 files (first.csv, "
+        "second.csv): upload one file with it, or leave Symbol empty so each file's symbol "
+        "comes from its symbol column or its name. Nothing was imported."]
+    assert svc.marketdata.bar_count() == 0
+    at.file_uploader(key="data_import_files").set_value([("first.csv", bars, "text/csv")])
+    at.button(key="FormSubmitter:data_import_form-Import").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert svc.marketdata.bar_count() == 2  # one file with a typed symbol still imports
+
+
 def test_a_reimported_bar_shows_up_in_charts_at_once(services, login) -> None:
     from datetime import date
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy import select
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from core import authz
 from core.domain import STORED_INTERVALS, Actor, Instrument, Interval
-from core.errors import NotFound
+from core.errors import NotFound, ValidationError
 from core.marketdata import store
 from core.marketdata.importer import ImportReport, ParsedBars, read_bars, read_bars_file
 from core.marketdata.instruments import instrument_row, sample_files, sample_master
@@ -40,6 +40,21 @@ class MarketDataService(ServiceBase):
     """Import OHLCV bars and read the instrument master."""
 
     # -- importing -------------------------------------------------------------------------
+    @staticmethod
+    def check_declared_symbol(symbol: str | None, filenames: Sequence[str]) -> None:
+        """Refuse a declared symbol given with more than one file: it names one file's symbol.
+
+        The CLI refuses ``--symbol`` with more than one path likewise. Raises ValidationError.
+        """
+        if symbol and len(filenames) > 1:
+            names = ", ".join(filenames[:5]) + (", …" if len(filenames) > 5 else "")
+            raise ValidationError(
+                f"A typed symbol names one file's symbol; got {symbol!r} with "
+                f"{len(filenames)} files ({names}): upload one file with it, or leave Symbol "
+                "empty so each file's symbol comes from its symbol column or its name. "
+                "Nothing was imported."
+            )
+
     def import_csv(
         self,
         actor: Actor,
