@@ -7,6 +7,7 @@ refusal must raise PermissionDenied naming the resource and leave a 'denied' aud
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -14,9 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from core.domain import Actor, Permission
+from core.domain import Actor, Permission, Role
 from core.errors import PermissionDenied, SessionInvalid, ValidationError
 from core.services import AuditFilter, Services
+from core.services import users as users_service
 from db.models import AuditRow, SessionRow, UserRow
 from tests.conftest import TEST_CLIENT
 
@@ -621,3 +623,45 @@ def test_the_households_last_active_admin_may_be_neither_demoted_nor_disabled(
     change(services, ops, world.users["rahul"])  # with a second admin it may
     with pytest.raises(ValidationError, match="last active admin"):
         change(services, ops, meera.id)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # SQLite: one writer at a time
+def test_two_admins_demoted_at_the_same_moment_leave_the_household_one(
+    services: Services, login: Callable[[str], Actor], world: World,
+) -> None:
+    ops = login("ops")
+    meera = services.users.create_user(ops, "meera", "Meera Sharma", NEW_PASSWORD, "admin",
+                                       household_id=world.sharma)
+    checked, release = threading.Event(), threading.Event()
+
+    def demote_rahul_slowly() -> None:
+        """Demote rahul and hold the transaction open after the check, as a slow request."""
+        with services.db.transaction() as session:
+            row = session.get(UserRow, world.users["rahul"])
+            assert row is not None
+            users_service._keep_an_admin(session, row, "demote 'rahul'")
+            row.role = Role.TRADER
+            session.flush()
+            checked.set()
+            release.wait(10)
+
+    outcome: list[str] = []
+
+    def demote_meera() -> None:
+        try:
+            services.users.set_role(ops, meera.id, "trader")
+            outcome.append("demoted")
+        except ValidationError as exc:
+            outcome.append(str(exc))
+
+    first = threading.Thread(target=demote_rahul_slowly)
+    first.start()
+    assert checked.wait(10)
+    second = threading.Thread(target=demote_meera)
+    second.start()
+    second.join(1.0)
+    assert second.is_alive(), f"the second demotion did not wait for the first: {outcome}"
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert len(outcome) == 1 and "last active admin" in outcome[0], outcome

@@ -50,10 +50,12 @@ def _keep_an_admin(session: Session, row: UserRow, change: str) -> None:
     """
     if row.role is not Role.ADMIN or not row.is_active:
         return
-    others = session.scalar(select(func.count()).select_from(UserRow).where(
+    # Lock the household's active admins (PostgreSQL): two admins demoting each other at once
+    # are decided one after the other, so the second sees the first's change and is refused.
+    admins = session.scalars(select(UserRow.id).where(
         UserRow.household_id == row.household_id, UserRow.role == Role.ADMIN,
-        UserRow.is_active.is_(True), UserRow.id != row.id)) or 0
-    if not others:
+        UserRow.is_active.is_(True)).order_by(UserRow.id).with_for_update()).all()
+    if not set(admins) - {row.id}:
         raise ValidationError(
             f"You cannot {change}: they are the household's last active admin, and a household "
             "keeps at least one; make another login an admin first")
