@@ -46,7 +46,7 @@ with tab_scan:
     scan_section(me, in_use)
 
 with tab_perf:
-    performance_section(me)
+    performance_section(me, in_use)
 
 with tab_model:
     versions = fetch(lambda: svc.models.versions(me)) or []

@@ -117,10 +117,13 @@ def build_figure(chart: SignalChart) -> go.Figure:
     return fig
 
 
-def detail(me: Actor, trace_id: str, version: ModelVersion | None, key: str) -> None:
+def detail(me: Actor, trace_id: str, version: ModelVersion | None, key: str,
+           past: bool = False) -> None:
     """Show one journaled signal: headline, chart, evidence, model figures, disclaimer.
 
-    ``key`` prefixes the widget keys, so the Signal and Scan tabs may each show one.
+    ``key`` prefixes the widget keys, so the Signal, Scan and journal tabs may each show one.
+    A ``past`` signal (opened from the journal) shows its stored fields and outcome; it is
+    not offered to the risk gate, its levels being of its own bar.
     """
     chart = fetch(lambda: services().signals.chart(me, trace_id))
     if chart is None:
@@ -132,7 +135,8 @@ def detail(me: Actor, trace_id: str, version: ModelVersion | None, key: str) -> 
     gap = desk_price_warning(signal, quote.ltp if quote is not None else None)
     if gap is not None:
         st.warning(gap, icon=":material/warning:")
-    risk_check(me, signal, key)
+    if not past:
+        risk_check(me, signal, key)
     if chart.outcome != "OPEN":
         st.markdown(f"**Outcome:** {chart.outcome} on {format_ist(chart.outcome_at)[:10]} at "
                     f"{rupees(chart.outcome_price)}")
@@ -230,8 +234,11 @@ def scan_section(me: Actor, version: ModelVersion | None) -> None:
             detail(me, chosen, version, "signals_scan_detail")
 
 
-def performance_section(me: Actor) -> None:
-    """Past performance from the journal, the reliability diagram and the journal itself."""
+def performance_section(me: Actor, version: ModelVersion | None = None) -> None:
+    """Past performance from the journal, the reliability diagram and the journal itself.
+
+    A journaled signal can be opened from the table (``journal_open``).
+    """
     if st.button("Refresh outcomes", key="signals_refresh", icon=":material/refresh:"):
         count = fetch(lambda: services().signals.refresh_outcomes(me))
         if count is not None:
@@ -258,6 +265,21 @@ def performance_section(me: Actor) -> None:
     if heading is not None:
         st.caption(heading)
     table(journal, "signals_journal", journal_file_stem(journal), "No signal journaled yet.")
+    journal_open(me, journal, version)
+
+
+def journal_open(me: Actor, journal: pd.DataFrame, version: ModelVersion | None) -> None:
+    """Open one journaled signal from the journal table in the detail view (its stored fields)."""
+    if journal.empty:
+        return
+    labels = dict(zip(journal["trace_id"],
+                      journal["symbol"] + " · " + journal["action"] + " · bar of "
+                      + journal["bar"] + " · outcome " + journal["outcome"], strict=True))
+    chosen = st.selectbox("Open a journaled signal", list(labels), format_func=labels.get,
+                          index=None, key="signals_journal_open",
+                          placeholder="Pick a row to see its chart, outcome and evidence")
+    if chosen:
+        detail(me, chosen, version, "signals_journal_detail", past=True)
 
 
 def reliability_figure(points: Sequence[dict[str, float]]) -> go.Figure:

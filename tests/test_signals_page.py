@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
+from core.clock import format_ist
 from core.services import Services
 from db.engine import Database
 from db.models import ModelStatus, SignalRow
@@ -224,3 +227,34 @@ def test_the_scan_names_the_instruments_without_daily_bars(modelled) -> None:
     assert not at.exception, at.exception
     note = next(c.value for c in at.caption if "have no daily bars yet" in c.value)
     assert note.endswith(" more.") and ": " in note, note
+
+
+def test_a_journaled_signal_opens_from_the_journal_with_its_outcome_and_later_bars(
+        modelled, tmp_path) -> None:
+    svc = modelled[0]
+    at = on_signals(modelled, "priya")
+    at.button(key="signals_scan_button").click().run()  # journals all four symbols
+    made_with = svc.models.in_use().version.version
+    import_daily(svc, tmp_path, "SBIN", after="2025-06-30")
+    with svc.db.transaction() as session:
+        row = session.scalar(select(SignalRow).where(SignalRow.symbol == "SBIN"))
+        assert row is not None
+        row.outcome, row.outcome_price = "STOP", Decimal("801.50")
+        row.outcome_at = row.bar_time + timedelta(days=3)
+        trace, bar_time, decided = row.trace_id, row.bar_time, row.outcome_at
+    svc.models.train_as("test", activate=True)  # the journaled signal's model is not in use
+    at.run()
+    assert not at.exception, at.exception
+
+    at.selectbox(key="signals_journal_open").set_value(trace).run()
+
+    assert not at.exception, at.exception
+    shown = texts(at)
+    assert f"trace {trace}" in shown and DISCLAIMER in shown
+    assert any(s.value.startswith("SBIN: ") for s in at.subheader)
+    assert f"**Outcome:** STOP on {format_ist(decided)[:10]} at ₹801.50" in shown
+    assert f"Computed with model {made_with} (not the model in use now)." in shown
+    assert svc.signals.chart(
+        svc.auth.check_session(svc.auth.login(
+            "priya", modelled[1]["priya"].password, TEST_CLIENT).session_id or "",
+            TEST_CLIENT), trace).bars.index.max() > bar_time  # later bars drawn
