@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -60,6 +61,12 @@ def counts(svc: Services) -> tuple[int, int, int]:
             int(session.scalar(select(func.count()).select_from(model)) or 0)
             for model in (BarRow, InstrumentRow, AuditRow)
         )
+
+
+def audited_refusals(before: tuple[int, int, int], refused: int = 1) -> tuple[int, int, int]:
+    """Return ``counts`` after ``refused`` refused files: no bar or instrument, one audit each."""
+    bars, instruments, audits = before
+    return bars, instruments, audits + refused
 
 
 @pytest.fixture
@@ -262,7 +269,7 @@ def test_a_bad_file_is_refused_with_the_rule_and_rows_and_nothing_is_written(
     with pytest.raises(ValidationError, match=message) as refused:
         services.marketdata.import_csv(rahul, "SBIN.csv", data, symbol=declared)
     assert str(refused.value).endswith("Nothing was imported.")
-    assert counts(services) == before
+    assert counts(services) == audited_refusals(before)
 
 
 FUTURE = [
@@ -290,7 +297,7 @@ def test_bars_that_start_after_now_refuse_the_file_and_nothing_is_written(
     ):
         services.marketdata.import_csv(rahul, "ITC.csv", data)
     assert str(refused.value).endswith("Nothing was imported.")
-    assert counts(services) == before
+    assert counts(services) == audited_refusals(before)
 
 
 def test_a_date_beyond_the_calendar_is_refused_like_any_bad_row(services, rahul) -> None:
@@ -312,7 +319,7 @@ def test_a_date_beyond_the_calendar_is_refused_like_any_bad_row(services, rahul)
                        r"trading calendar.* row 2: date '2005-03-01'.*Nothing was imported\."):
         services.marketdata.import_csv(
             rahul, "ITC.csv", csv("date,open,high,low,close,volume", "2005-03-01,10,11,9,10,1"))
-    assert counts(services) == before
+    assert counts(services) == audited_refusals(before, 2)
 
 
 def _five_minute_rows(day: str, minutes: range) -> list[str]:
@@ -362,7 +369,7 @@ def test_a_file_whose_bars_are_not_spaced_like_its_interval_is_refused(
     with pytest.raises(ValidationError, match=message) as refused:
         services.marketdata.import_csv(rahul, "SBIN.csv", data, interval=declared)
     assert str(refused.value).endswith("Nothing was imported.")
-    assert counts(services) == before
+    assert counts(services) == audited_refusals(before)
 
 
 def test_missing_bars_and_holidays_do_not_break_the_spacing_rule() -> None:
@@ -410,6 +417,33 @@ def test_an_import_is_stored_and_audited_with_its_summary(services, rahul) -> No
     assert entry.actor_username == "rahul"
     assert entry.resource == "instrument:SBIN"
     assert '"rows_kept":2' in entry.details
+
+
+def test_a_refused_file_is_audited_as_a_failed_import_with_who_the_file_and_the_rule(
+    services, rahul, tmp_path
+) -> None:
+    bad = csv(HEADER, BAR_0915.replace("361.5,359.2", "359.0,359.2"))  # high < low
+    with pytest.raises(ValidationError, match="high must be ≥ low") as refused:
+        services.marketdata.import_csv(rahul, "SBIN.csv", bad)
+    path = tmp_path / "SBIN.csv"
+    path.write_bytes(bad)
+    with pytest.raises(ValidationError, match="high must be ≥ low"):
+        services.marketdata.import_file(path)  # the CLI's call: no household to name
+    with services.db.transaction() as session:
+        entries = session.execute(
+            select(AuditRow.actor_username, AuditRow.household_id, AuditRow.resource,
+                   AuditRow.outcome, AuditRow.details)
+            .where(AuditRow.action == "marketdata.import").order_by(AuditRow.id)
+        ).all()
+    assert [e[:4] for e in entries] == [
+        ("rahul", rahul.household_id, "file:SBIN.csv", "failed"),
+        (None, None, "file:SBIN.csv", "failed"),
+    ]
+    assert rahul.household_id is not None
+    details = json.loads(entries[0].details)
+    assert details == {"file": "SBIN.csv", "refused": str(refused.value)}
+    assert "high must be ≥ low" in details["refused"]
+    assert services.marketdata.bar_count() == 0
 
 
 def test_reimporting_the_same_file_is_idempotent_and_a_corrected_file_replaces_bars(

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import authz
+from core import audit, authz
 from core.domain import STORED_INTERVALS, Actor, Instrument, Interval
 from core.errors import NotFound, ValidationError
 from core.marketdata import store
@@ -78,9 +78,13 @@ class MarketDataService(ServiceBase):
                     f"Your role {role.value!r} may not import market data; ask a household admin",
                 )
             started = time.perf_counter()
-            parsed = read_bars(
-                data, filename, symbol=symbol, interval=interval, known_symbols=_known(session)
-            )
+            try:
+                parsed = read_bars(
+                    data, filename, symbol=symbol, interval=interval, known_symbols=_known(session)
+                )
+            except ValidationError as exc:
+                self._refused(actor, filename, exc)  # in its own transaction, like _deny
+                raise
             report = self._store(session, parsed, actor, started)
         clear_bar_cache()  # after the commit, so charts cannot re-cache the old bars
         return report
@@ -92,7 +96,11 @@ class MarketDataService(ServiceBase):
         started = time.perf_counter()
         with self.db.transaction() as session:
             known = _known(session)
-        parsed = read_bars_file(path, symbol=symbol, interval=interval, known_symbols=known)
+        try:
+            parsed = read_bars_file(path, symbol=symbol, interval=interval, known_symbols=known)
+        except ValidationError as exc:
+            self._refused(None, Path(path).name, exc)
+            raise
         with self.db.transaction() as session:
             report = self._store(session, parsed, None, started)
         clear_bar_cache()
@@ -130,6 +138,18 @@ class MarketDataService(ServiceBase):
                 },
             )
         return reports
+
+    def _refused(self, actor: Actor | None, filename: str, exc: ValidationError) -> None:
+        """Audit a file refused for a rule as a failed import (who, the file, the rule).
+
+        In its own transaction: the import's rolls back. A CLI import (no actor) is audited
+        with no household, as the system.
+        """
+        with self.db.transaction() as session:
+            self._audit(
+                session, actor, IMPORT_ACTION, f"file:{filename[:100]}",
+                {"file": filename, "refused": str(exc)}, outcome=audit.FAILED,
+            )
 
     def _store(
         self,
