@@ -23,6 +23,7 @@ from core.services.signal_views import (
     journal_file_stem,
     journal_heading,
     no_bars_note,
+    probability_of,
 )
 from core.services.signals import SignalChart
 from core.trading import OrderRequest, OrderType, Product, Side
@@ -75,7 +76,7 @@ def headline(signal: Signal) -> None:
     """Show a signal's action, probability, levels and regime as metrics."""
     cols = st.columns(5)
     cols[0].metric("Action", signal.action.value)
-    side = "long" if signal.stop_loss < signal.entry else "short"
+    side = probability_of(signal.entry, signal.stop_loss).lower()
     cols[1].metric(f"Probability ({side})", f"{signal.probability:.2f}",
                    help="Calibrated chance that target 1 comes before the stop-loss within the "
                         "horizon (for a HOLD: of the direction whose levels are shown)")

@@ -590,3 +590,19 @@ def test_a_scan_names_the_instruments_without_daily_bars(trained, login) -> None
     assert no_bars_note(bar_less[:2]) == (
         f"2 instrument(s) have no daily bars yet: {bar_less[0]}, {bar_less[1]}.")
     assert no_bars_note([]) is None
+
+
+def test_the_scan_and_the_journal_name_the_direction_each_probability_is_of(
+        trained, login) -> None:
+    frame = trained.signals.scan(login("kamla"))
+    holds = frame[frame["action"] == Action.HOLD.value]
+    assert not holds.empty  # the tiny model leaves some HOLDs, whose direction is FLAT
+    leans = frame["stop-loss [₹]"] < frame["entry [₹]"]
+    assert list(frame["probability of"]) == [
+        Direction.LONG.value if long else Direction.SHORT.value for long in leans]
+    acting = frame[frame["action"] != Action.HOLD.value]
+    assert list(acting["probability of"]) == list(acting["direction"])
+    assert set(holds["probability of"]) <= {Direction.LONG.value, Direction.SHORT.value}
+    journal = trained.signals.journal_frame(login("kamla")).set_index("trace_id")
+    assert list(journal.loc[frame["trace_id"], "probability of"]) == list(
+        frame["probability of"])

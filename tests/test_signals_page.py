@@ -258,3 +258,13 @@ def test_a_journaled_signal_opens_from_the_journal_with_its_outcome_and_later_ba
         svc.auth.check_session(svc.auth.login(
             "priya", modelled[1]["priya"].password, TEST_CLIENT).session_id or "",
             TEST_CLIENT), trace).bars.index.max() > bar_time  # later bars drawn
+
+
+def test_the_scan_table_names_the_direction_of_each_probability(modelled) -> None:
+    at = on_signals(modelled, "kamla")
+    at.button(key="signals_scan_button").click().run()
+    assert not at.exception, at.exception
+    table = next(f.value for f in at.dataframe if "edge" in f.value.columns)
+    columns = list(table.columns)
+    assert columns.index("probability of") == columns.index("probability") - 1
+    assert set(table["probability of"]) <= {"LONG", "SHORT"}

@@ -25,7 +25,8 @@ from engines.signal_types import Action, Direction, Evidence, Signal
 
 HIT_VALUES = frozenset(o.value for o in HITS)
 CONFIDENCE_BUCKETS = (0.0, 0.4, 0.6, 0.8, 1.0000001)
-SCAN_COLUMNS = ["symbol", "action", "direction", "probability", "edge", "confidence",
+SCAN_COLUMNS = ["symbol", "action", "direction", "probability of", "probability", "edge",
+                "confidence",
                 "entry [₹]", "stop-loss [₹]", "target 1 [₹]", "target 2 [₹]", "target 3 [₹]",
                 "risk:reward", "regime", "agreement", "evidence", "model_version", "bar",
                 "trace_id"]
@@ -40,6 +41,15 @@ def evidence_frame(signal: Signal) -> pd.DataFrame:
     """Return a signal's evidence as a table: source, name, detail, value."""
     return pd.DataFrame([evidence_dict(e) for e in signal.evidence],
                         columns=["source", "name", "detail", "value"])
+
+
+def probability_of(entry: Decimal, stop_loss: Decimal) -> str:
+    """Return the direction a signal's probability is of: "LONG" or "SHORT".
+
+    A BUY's or SELL's probability is of its direction; a HOLD's of the direction it leans to,
+    whose levels it shows: a stop-loss below the entry is a LONG's, above it a SHORT's.
+    """
+    return Direction.LONG.value if stop_loss < entry else Direction.SHORT.value
 
 
 def _price(value: Decimal) -> float:
@@ -71,10 +81,12 @@ def desk_price_warning(signal: Signal, desk_ltp: Decimal | None) -> str | None:
 def scan_frame(signals: Sequence[Signal], edges: Sequence[float]) -> pd.DataFrame:
     """Return the scan's ranked table: BUY/SELL first by edge over the base rate, then HOLDs.
 
-    A HOLD's edge is empty (NaN): it takes no direction.
+    A HOLD's edge is empty (NaN): it takes no direction. "probability of" names the direction
+    the probability is of (for a HOLD, the one it leans to).
     """
     records = [{
         "symbol": s.symbol, "action": s.action.value, "direction": s.direction.value,
+        "probability of": probability_of(s.entry, s.stop_loss),
         "probability": round(s.probability, 3), "edge": round(e, 3),
         "confidence": round(s.confidence, 2), "entry [₹]": _price(s.entry),
         "stop-loss [₹]": _price(s.stop_loss), "target 1 [₹]": _price(s.targets[0]),
@@ -116,18 +128,22 @@ def _outcome(row: SignalRow) -> str:
 
 
 def journal_frame(rows: Sequence[SignalRow]) -> pd.DataFrame:
-    """Return journal rows as a table, newest first as given (a HOLD's outcome: "no trade")."""
+    """Return journal rows as a table, newest first as given (a HOLD's outcome: "no trade";
+    "probability of" names the direction its probability is of)."""
     return pd.DataFrame([{
         "generated": format_ist(r.generated_at), "symbol": r.symbol,
         "bar": format_ist(r.bar_time)[:10], "action": r.action.value,
-        "direction": r.direction.value, "probability": float(r.probability),
+        "direction": r.direction.value,
+        "probability of": probability_of(r.entry, r.stop_loss),
+        "probability": float(r.probability),
         "entry [₹]": float(r.entry), "stop-loss [₹]": float(r.stop_loss),
         "target 1 [₹]": float(r.target1), "regime": r.regime.value, "outcome": _outcome(r),
         "outcome_at": format_ist(r.outcome_at)[:10] if r.outcome_at else "",
         "outcome price [₹]": float(r.outcome_price) if r.outcome_price is not None else None,
         "model_version": r.model_version, "by": r.generated_by, "trace_id": r.trace_id,
     } for r in rows], columns=["generated", "symbol", "bar", "action", "direction",
-                               "probability", "entry [₹]", "stop-loss [₹]", "target 1 [₹]",
+                               "probability of", "probability", "entry [₹]", "stop-loss [₹]",
+                               "target 1 [₹]",
                                "regime", "outcome", "outcome_at", "outcome price [₹]",
                                "model_version", "by", "trace_id"])
 
