@@ -438,7 +438,7 @@ def _model_evidence(p: Prediction, direction: Direction) -> Evidence:
         "model",
         f"P({direction.value.lower()})",
         f"model {p.model_version}: P({direction.value} reaches target 1 before the stop) "
-        f"{prob:.2f} against a base rate of {base:.2f} (edge {prob - base:+.2f})",
+        f"{prob:.2f} against the expected hit rate now of {base:.2f} (edge {prob - base:+.2f})",
         float(prob),
     )
 
@@ -477,8 +477,8 @@ def _rule_evidence(
             Evidence(
                 "rule",
                 "edge",
-                f"HOLD: no direction beats its base rate by {cfg.min_edge:.2f} and the other "
-                f"direction (edge LONG {edge_long:+.3f}, SHORT {edge_short:+.3f})",
+                f"HOLD: no direction beats its expected hit rate by {cfg.min_edge:.2f} and the "
+                f"other direction (edge LONG {edge_long:+.3f}, SHORT {edge_short:+.3f})",
             )
         ]
     name = _DIRECTION_OF[candidate].value

@@ -214,7 +214,9 @@ def scan_section(me: Actor, version: ModelVersion | None) -> None:
     frame = st.session_state.get("signals_scan")
     if frame is None:
         st.caption("Scan computes a signal for every symbol with enough daily history and "
-                   "ranks them: BUY/SELL first, then by edge (probability above the base rate).")
+                   "ranks them: BUY/SELL first, then by edge (probability above the "
+                   "expected hit rate now, the long-run rate the probabilities are "
+                   "levelled to).")
         return
     table(frame, "signals_scan_table", "signal_scan", "No symbol has enough daily history.")
     if version is not None:

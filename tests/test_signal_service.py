@@ -453,8 +453,9 @@ def test_the_model_state_says_when_the_model_cannot_reach_a_buy_or_a_sell(traine
     no_buy = replace(reachable, base_rate_long=tops["LONG"] - 0.02)
     (line,) = action_ceilings(no_buy)
     assert line == (f"This model version cannot give a BUY: its highest long probability is "
-                    f"{tops['LONG']:.3f}, below the {tops['LONG'] + 0.01:.3f} a BUY needs (base "
-                    f"rate {tops['LONG'] - 0.02:.3f} + edge 0.03); no signal is a BUY.")
+                    f"{tops['LONG']:.3f}, below the {tops['LONG'] + 0.01:.3f} a BUY needs "
+                    f"(expected hit rate {tops['LONG'] - 0.02:.3f} + edge 0.03); no signal is "
+                    "a BUY.")
     neither = replace(no_buy, base_rate_short=tops["SHORT"])
     lines = action_ceilings(neither)
     assert [x.split(":")[0] for x in lines] == ["This model version cannot give a BUY",
@@ -548,7 +549,8 @@ def test_the_edge_statement_follows_an_attached_evaluation_on_unseen_stocks(trai
     assert edge_statement(none) == (
         "No measurable edge: the evaluation on unseen stocks (python -m engines.evaluate) "
         "gives an AUC of 0.49 (90% CI 0.33–0.57), and an AUC of 0.50 is a coin, which its "
-        "interval includes. Treat the probabilities as no better than the base rate.")
+        "interval includes. Treat the probabilities as no better than the expected hit "
+        "rate.")
     small = trained.models.attach_evaluation_as(
         "cli", version.version, {**base, "auc": 0.54, "auc_ci_low": 0.52, "auc_ci_high": 0.56})
     assert edge_statement(small).startswith(
@@ -606,3 +608,25 @@ def test_the_scan_and_the_journal_name_the_direction_each_probability_is_of(
     journal = trained.signals.journal_frame(login("kamla")).set_index("trace_id")
     assert list(journal.loc[frame["trace_id"], "probability of"]) == list(
         frame["probability of"])
+
+
+def test_the_held_out_hit_rate_and_the_expected_hit_rate_now_are_named_apart(
+        trained, login) -> None:
+    from core.services.signal_views import figures_lines
+
+    used = trained.models.in_use()
+    version, artifact = used.version, used.artifact
+    lines = figures_lines(version)
+    assert not any("base rate" in line for line in lines), lines
+    assert f"held-out hit rate {version.metrics['base_rate']:.2f}" in lines[0]
+    assert f"held-out hit rate {version.metrics['short_base_rate']:.2f}" in lines[1]
+    assert lines[2] == (
+        f"Expected hit rate now: long {artifact.base_rate_long:.2f}, short "
+        f"{artifact.base_rate_short:.2f} — the long-run hit rate of resolved setups that the "
+        "probabilities are levelled to (not the held-out hit rate above); a signal's edge is "
+        "its probability minus this, and a BUY or SELL needs an edge of at least +0.03.")
+    signal = trained.signals.generate(login("priya"), "INFY")
+    model = next(e for e in signal.evidence if e.source == "model" and e.name.startswith("P("))
+    base = (artifact.base_rate_long if model.name == "P(long)" else artifact.base_rate_short)
+    assert f"against the expected hit rate now of {base:.2f} (edge " in model.detail
+    assert "base rate" not in " ".join(e.detail for e in signal.evidence)

@@ -235,7 +235,8 @@ def test_a_long_edge_the_ensemble_backs_gives_a_buy_with_every_field() -> None:
     pushes = [e.value for e in signal.evidence[5:]]
     assert pushes == [-0.30, 0.12, 0.05, -0.02, 0.01]  # largest |push| first, top 5
     assert signal.evidence[6].detail.startswith("roc_20 = -0.08 pushed the probability up")
-    assert "0.36 against a base rate of 0.28 (edge +0.08)" in signal.evidence[3].detail
+    assert ("0.36 against the expected hit rate now of 0.28 (edge +0.08)"
+            in signal.evidence[3].detail)
 
 
 def test_a_hold_s_probability_is_that_of_the_direction_whose_levels_and_evidence_it_shows(
@@ -284,7 +285,7 @@ def test_too_small_an_edge_holds_with_the_edges_in_the_evidence() -> None:
     signal = build_signal("ADANIENT", sample_bars("ADANIENT"), _prediction(0.29, 0.27))
     assert signal.action is HOLD
     assert signal.evidence[-1].detail == (
-        "HOLD: no direction beats its base rate by 0.03 and the other direction "
+        "HOLD: no direction beats its expected hit rate by 0.03 and the other direction "
         "(edge LONG +0.010, SHORT +0.010)"
     )
 

@@ -268,3 +268,13 @@ def test_the_scan_table_names_the_direction_of_each_probability(modelled) -> Non
     columns = list(table.columns)
     assert columns.index("probability of") == columns.index("probability") - 1
     assert set(table["probability of"]) <= {"LONG", "SHORT"}
+
+
+def test_the_page_names_the_held_out_and_the_expected_hit_rates_apart(modelled) -> None:
+    at = on_signals(modelled, "kamla")
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("Expected hit rate now: long ") for c in captions), captions
+    assert any("held-out hit rate" in c for c in captions)
+    at.button(key="signals_scan_button").click().run()
+    assert not at.exception, at.exception
+    assert "base rate" not in texts(at)

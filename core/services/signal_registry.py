@@ -607,7 +607,7 @@ def action_ceilings(artifact: ModelArtifact, rule: SignalConfig | None = None
     every = "every signal is HOLD" if len(blocked) == 2 else None
     return tuple(
         f"This model version cannot give a {action}: its highest {name} probability is "
-        f"{top:.3f}, below the {need:.3f} a {action} needs (base rate {base:.3f} + edge "
+        f"{top:.3f}, below the {need:.3f} a {action} needs (expected hit rate {base:.3f} + edge "
         f"{rule.min_edge:.2f}); " + (every or f"no signal is a {action}") + "."
         for action, name, top, need, base in blocked)
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from core.clock import format_ist
 from core.money import inr
-from core.services.signal_registry import ModelVersion, calibrator_label
+from core.services.signal_registry import ACTION_RULE, ModelVersion, calibrator_label
 from db.models import SignalRow
 from engines.metrics import reliability
 from engines.outcomes import HITS, Outcome
@@ -79,7 +79,10 @@ def desk_price_warning(signal: Signal, desk_ltp: Decimal | None) -> str | None:
 
 
 def scan_frame(signals: Sequence[Signal], edges: Sequence[float]) -> pd.DataFrame:
-    """Return the scan's ranked table: BUY/SELL first by edge over the base rate, then HOLDs.
+    """Return the scan's ranked table: BUY/SELL first by edge, then HOLDs.
+
+    The edge is the probability above the direction's expected hit rate now (the model's
+    ``base_rate_long``/``base_rate_short``, the long-run hit rate it is levelled to).
 
     A HOLD's edge is empty (NaN): it takes no direction. "probability of" names the direction
     the probability is of (for a HOLD, the one it leans to).
@@ -249,7 +252,7 @@ def _scores(metrics: dict[str, Any], prefix: str = "") -> list[str]:
         parts.append(f"AUC {auc}" + (f" (90% CI {low}–{high})" if low and high else ""))
     for key, label, fmt in (("ece", "ECE", "{:.3f}"), ("brier", "Brier", "{:.4f}"),
                             ("brier_skill", "Brier skill", "{:+.4f}"),
-                            ("base_rate", "base rate", "{:.2f}"),
+                            ("base_rate", "held-out hit rate", "{:.2f}"),
                             ("top_decile_hit_rate", "top-decile hit rate", "{:.2f}")):
         shown = _figure(metrics, f"{prefix}{key}", fmt)
         if shown is not None:
@@ -266,11 +269,13 @@ def figures_lines(version: ModelVersion) -> list[str]:
     """Return the measured figures of a model version, each with its date and data.
 
     The first line is the version's own held-out check (long setups; e.g. ``Long setups: AUC
-    0.54, ECE 0.021, Brier 0.1901, base rate 0.27, n 4,812 — held out 2025-06-12..2025-09-16 on
-    daily bars of the desk's instruments (40 symbols), out of time on the training symbols (not
-    out of symbol); measured 2026-11-21``), the second the same for short setups; a third the
-    attached ``engines.evaluate`` report, if an operator attached one. Missing figures are left
-    out, never filled in.
+    0.54, ECE 0.021, Brier 0.1901, held-out hit rate 0.27, n 4,812 — held out
+    2025-06-12..2025-09-16 on daily bars of the desk's instruments (40 symbols), out of time on
+    the training symbols (not out of symbol); measured 2026-11-21``), the second the same for
+    short setups; then the expected hit rate now (:func:`expected_line`, the rate the
+    probabilities are levelled to and edges are measured against, not the held-out hit rate);
+    last the attached ``engines.evaluate`` report, if an operator attached one. Missing figures
+    are left out, never filled in.
     """
     report = version.report
     measured = format_ist(version.created_at)[:10]
@@ -284,6 +289,9 @@ def figures_lines(version: ModelVersion) -> list[str]:
             lines.append(f"{label}: {', '.join(parts)} — {where}")
     if not lines:
         lines.append(f"No held-out figures are registered for model {version.version}.")
+    expected = expected_line(version)
+    if expected is not None:
+        lines.append(expected)
     evaluation = report.get("evaluation")
     if isinstance(evaluation, dict):
         meta = evaluation.get("meta", evaluation)
@@ -295,6 +303,23 @@ def figures_lines(version: ModelVersion) -> list[str]:
             + ("; out of time but not out of symbol" if meta.get("out_of_symbol") is False
                else ""))
     return lines
+
+
+def expected_line(version: ModelVersion) -> str | None:
+    """Return the expected hit rate now of each side, the level edges are measured against.
+
+    ``engines.model._level`` levels the probabilities at the hit rate of the setups resolved
+    in the ``level_days`` before calibration (blended with the calibration window's own rate
+    by ``recent_weight``, 0 by default): the model's ``base_rate_long``/``base_rate_short``,
+    registered in the version's report. None when the report lacks them.
+    """
+    rates = [_figure(version.report, f"base_rate_{side}") for side in ("long", "short")]
+    if rates[0] is None or rates[1] is None:
+        return None
+    return (f"Expected hit rate now: long {rates[0]}, short {rates[1]} — the long-run hit rate "
+            "of resolved setups that the probabilities are levelled to (not the held-out hit "
+            "rate above); a signal's edge is its probability minus this, and a BUY or SELL "
+            f"needs an edge of at least {ACTION_RULE.min_edge:+.2f}.")
 
 
 def _ci(figures: dict[str, Any]) -> tuple[float, float] | None:
@@ -320,12 +345,13 @@ def _evaluation_edge(evaluation: dict[str, Any]) -> str | None:
     if (ci is not None and ci[0] <= 0.5 <= ci[1]) or auc <= 0.5:
         return (f"No measurable edge: {where} (python -m engines.evaluate) gives {shown}, and "
                 "an AUC of 0.50 is a coin" + (", which its interval includes" if ci else "")
-                + ". Treat the probabilities as no better than the base rate.")
+                + ". Treat the probabilities as no better than the expected hit rate.")
     return (f"The edge is small: {where} (python -m engines.evaluate) gives {shown}: of a "
             "random pair of one setup that reached its target and one that did not, the model "
             f"ranks the winner higher {auc:.0%} of the time (50% is a coin). A probability is "
-            "worth acting on only by how far it sits above the base rate, and most days no "
-            "symbol is far above it.")
+            "worth acting on only by how far it sits above the expected hit rate now (the "
+            "long-run hit rate the probabilities are levelled to), and most days no symbol is "
+            "far above it.")
 
 
 def edge_statement(version: ModelVersion) -> str:
@@ -347,7 +373,8 @@ def edge_statement(version: ModelVersion) -> str:
             "training stocks, not on unseen stocks) means that of a random pair of one setup "
             f"that reached its target and one that did not, the model ranks the winner higher "
             f"{auc:.0%} of the time (50% is a coin). A probability is worth acting on only "
-            "by how far it sits above the base rate, and most days no symbol is far above it.")
+            "by how far it sits above the expected hit rate now (the long-run hit rate the "
+            "probabilities are levelled to), and most days no symbol is far above it.")
 
 
 def versions_frame(versions: Sequence[ModelVersion]) -> pd.DataFrame:

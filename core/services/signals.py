@@ -97,7 +97,7 @@ def new_trace_id() -> str:
 
 
 def edge(signal: Signal, artifact: ModelArtifact) -> float:
-    """Return the signal's probability above its direction's base rate (NaN for a HOLD).
+    """Return the signal's probability above its direction's expected hit rate (NaN for a HOLD).
 
     A HOLD has no direction, so no edge to rank by; the scan lists HOLDs after BUY/SELL.
     """
@@ -196,7 +196,7 @@ class SignalService(ServiceBase):
         Symbols with some but too few daily bars are listed in the table's ``attrs["skipped"]``
         with their counts; instruments without daily bars are left out (``attrs["no_bars"]``
         counts them, ``attrs["no_bars_symbols"]`` names them). Signals are journaled. Rows are
-        ranked BUY/SELL first, then by edge (probability above the direction's base rate).
+        ranked BUY/SELL first, then by edge (probability above the expected hit rate).
         """
         journaled, used, skipped, no_bars = self._scan(actor, actor.username, symbols, progress)
         frame = views.scan_frame(journaled, [edge(s, used.artifact) for s in journaled])
