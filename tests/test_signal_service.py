@@ -526,6 +526,9 @@ def test_each_side_s_calibrator_kind_is_registered_and_stated(trained, login) ->
     assert calibrator_label(used.version) == kinds
     assert trained.models.state(login("priya")).calibrators == kinds
     assert versions_frame([used.version])["calibrated"][0].endswith(f"({kinds})")
+    # the table names the held-out hit rate as the figures line does, not 'base_rate'
+    assert versions_frame([used.version])["held-out hit rate"][0] == used.version.metrics[
+        "base_rate"]
     from core.signals_cli import describe
 
     assert describe(used.version)[0].endswith(f"({kinds})")

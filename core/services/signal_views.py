@@ -385,9 +385,9 @@ def versions_frame(versions: Sequence[ModelVersion]) -> pd.DataFrame:
         "calibrated": (f"{v.calibration_from}..{v.calibration_to} ({calibrator_label(v)})"
                        if v.calibration_from else ""),
         "auc": v.metrics.get("auc"), "ece": v.metrics.get("ece"),
-        "base_rate": v.metrics.get("base_rate"), "symbols": v.n_symbols,
+        "held-out hit rate": v.metrics.get("base_rate"), "symbols": v.n_symbols,
         "sha256": (v.sha256 or "")[:12], "activated": format_ist(v.activated_at),
         "note": v.message or "",
     } for v in versions], columns=["version", "status", "created", "by", "trees", "calibrated",
-                                   "auc", "ece", "base_rate", "symbols", "sha256", "activated",
-                                   "note"])
+                                   "auc", "ece", "held-out hit rate", "symbols", "sha256",
+                                   "activated", "note"])
