@@ -217,6 +217,17 @@ class Calibrator:
             return probs
         return _sigmoid(_logit(probs) + self.shift)
 
+    def highest(self) -> float:
+        """Return the highest probability this calibrator can give.
+
+        The centred score is clipped to ``[low, high]`` before the map, so the map's values over
+        that range (its ends and, for isotonic, its knots inside) bound every forecast.
+        """
+        knots = [x for x in self.xs if self.low <= x <= self.high]
+        scores = np.asarray([self.low, self.high, *knots], dtype=np.float64)
+        with np.errstate(over="ignore"):  # an unclipped platt map at +-1e9 saturates to 0 or 1
+            return float(np.max(self.apply(scores, 0.0)))
+
     def to_json(self) -> dict[str, Any]:
         """Return the calibrator as plain JSON values."""
         return {"kind": self.kind, "params": list(self.params), "xs": list(self.xs),

@@ -167,10 +167,7 @@ def _render_login_steps() -> None:
         _render_totp_step()
         return
     svc = services()
-    try:
-        svc.auth.refuse_if_locked(None, client_info())
-    except TradingError as exc:
-        st.error(str(exc))
+    if _locked(None):
         return
     authenticator = _authenticator()
     credentials = authenticator.authentication_controller.authentication_model.credentials
@@ -216,14 +213,21 @@ def _render_login_steps() -> None:
         _bind_cookie(username, (username, exp_date) if exp_date else None)
 
 
-def _refuse_locked(username: str | None) -> None:
-    """Show the widget's lockout refusal in the service's words, with the time (IST) it ends."""
-    svc = services()
+def _locked(username: str | None) -> bool:
+    """Show the service's lockout refusal (with the time, IST, it ends) if it refuses; say so."""
     try:
-        svc.auth.refuse_if_locked(username, client_info())
+        services().auth.refuse_if_locked(username, client_info())
     except TradingError as exc:
         st.error(str(exc))
+        return True
+    return False
+
+
+def _refuse_locked(username: str | None) -> None:
+    """Show the widget's lockout refusal in the service's words, with the time (IST) it ends."""
+    if _locked(username):
         return
+    svc = services()
     st.error(  # the widget counted the failures just before the lockout ended
         f"Login locked: {svc.settings.login_max_failures} failed attempts within "
         f"{svc.settings.login_lockout_minutes} minutes. Try again later."

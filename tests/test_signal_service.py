@@ -436,13 +436,13 @@ def test_the_model_state_says_when_the_model_cannot_reach_a_buy_or_a_sell(traine
                                                                          login) -> None:
     import numpy as np
 
-    from core.services.signal_registry import action_ceilings, highest_probability
+    from core.services.signal_registry import action_ceilings
 
     artifact = trained.models.in_use().artifact
     tops = {}
     for side in ("LONG", "SHORT"):
         calibrator = artifact.calibrators[side]
-        tops[side] = highest_probability(calibrator)
+        tops[side] = calibrator.highest()
         with np.errstate(over="ignore"):
             grid = calibrator.apply(np.linspace(-60.0, 60.0, 4001), 0.0)
         assert tops[side] == pytest.approx(float(grid.max()))  # the top of the clipped range

@@ -251,11 +251,7 @@ class PortfolioService(ServiceBase):
         account, broker = self._paper_broker(actor, account_id, "add funds")
         check_transfer(amount, "Deposit")
         broker.deposit(amount, note.strip()[:200], actor.user_id)
-        with self.db.transaction() as session:
-            self._audit(session, actor, "funds.deposit", f"account:{account_id}",
-                        {"amount": str(amount), "note": note.strip()[:200]},
-                        household_id=account.household_id)
-        return broker.funds()
+        return self._transferred(actor, account, broker, "funds.deposit", amount, note)
 
     def withdraw_funds(self, actor: Actor, account_id: int, amount: Decimal,
                        note: str) -> Funds:
@@ -283,8 +279,13 @@ class PortfolioService(ServiceBase):
                 f"{inr(withdrawable)}, the cash {inr(funds.cash)} less the used margin "
                 f"{inr(funds.used_margin)} that open orders and open intraday positions block")
         broker.withdraw(amount, note.strip()[:200], actor.user_id)
+        return self._transferred(actor, account, broker, "funds.withdraw", amount, note)
+
+    def _transferred(self, actor: Actor, account: Account, broker: Fundable, action: str,
+                     amount: Decimal, note: str) -> Funds:
+        """Audit a deposit or withdrawal just made; return the account's funds after it."""
         with self.db.transaction() as session:
-            self._audit(session, actor, "funds.withdraw", f"account:{account_id}",
+            self._audit(session, actor, action, f"account:{account.id}",
                         {"amount": str(amount), "note": note.strip()[:200]},
                         household_id=account.household_id)
         return broker.funds()

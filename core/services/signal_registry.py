@@ -42,7 +42,6 @@ from db.models import ModelStatus, ModelVersionRow
 from engines.features import MIN_BARS
 from engines.labels import resolved_at
 from engines.model import (
-    Calibrator,
     ModelArtifact,
     ModelConfig,
     ModelFileError,
@@ -576,18 +575,6 @@ def evaluation_report(artifact: ModelArtifact, n_symbols: int, cfg: ModelConfig,
     }
 
 
-def highest_probability(calibrator: Calibrator) -> float:
-    """Return the highest probability ``calibrator`` can give.
-
-    The centred score is clipped to ``[low, high]`` before the map, so the map's values over
-    that range (its ends and, for isotonic, its knots inside) bound every forecast.
-    """
-    knots = [x for x in calibrator.xs if calibrator.low <= x <= calibrator.high]
-    scores = np.asarray([calibrator.low, calibrator.high, *knots], dtype=np.float64)
-    with np.errstate(over="ignore"):  # an unclipped platt map at +-1e9 saturates to 0 or 1
-        return float(np.max(calibrator.apply(scores, 0.0)))
-
-
 def action_ceilings(artifact: ModelArtifact, rule: SignalConfig | None = None
                     ) -> tuple[str, ...]:
     """Return one sentence per action the model cannot give, its highest probability too low.
@@ -600,7 +587,7 @@ def action_ceilings(artifact: ModelArtifact, rule: SignalConfig | None = None
              (Direction.SHORT, "SELL", "short", artifact.base_rate_short))
     blocked = []
     for direction, action, name, base in sides:
-        top = highest_probability(artifact.calibrators[direction.value])
+        top = artifact.calibrators[direction.value].highest()
         need = base + rule.min_edge
         if top < need - 1e-12:
             blocked.append((action, name, top, need, base))
