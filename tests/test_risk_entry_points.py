@@ -30,6 +30,7 @@ from core.domain import Actor
 from core.errors import RiskRejected, TradingError
 from core.orders import OrderManager
 from core.services import Services
+from core.services.exit_retry import ExitRetry, RejectedExit
 from core.services.orders import OrderService
 from core.services.risk import RiskService
 from core.services.risk_gate import DeskRiskGate
@@ -156,6 +157,17 @@ def _watch_stop_loss(desk: Desk) -> object:
     return desk.services.risk_watch.run()
 
 
+def _exit_retry(desk: Desk) -> object:
+    """A risk-watch exit the broker rejected, sent again (core.services.exit_retry)."""
+    retry = desk.services.risk_watch.exit_retry
+    retry.retry_seconds = 0.0
+    rejected = RejectedExit(
+        order_id=_order_count(desk.services)[1], client_id="rw-entry-point-test",
+        account_id=desk.account, symbol="SBIN", side=Side.SELL, quantity=20,
+        product=Product.MIS, strategy=None, source="risk", reason="RMS (test)")
+    return retry.run(desk.actor.household_id, [rejected])
+
+
 def _panic_again(desk: Desk) -> object:
     return desk.services.risk.panic(desk.admin, Scope.ACCOUNT, account_id=desk.account)
 
@@ -174,6 +186,7 @@ ENTRY_POINTS: dict[str, Callable[[Desk], object]] = {
     "OrderService.square_off_intraday": _square_off,
     "OrderService.step (GTT trigger)": _gtt_trigger,
     "RiskWatch.run (stop-loss exit)": _watch_stop_loss,
+    "ExitRetry.run (a rejected exit sent again)": _exit_retry,
     "RiskService.panic (its exits)": _panic_again,
     "OrderManager.submit (protect exit)": _protect_exit,
 }
@@ -282,6 +295,7 @@ ORDER_PATHS = {
     OrderService: {"place", "modify", "square_off_intraday", "step"},
     OrderManager: {"submit", "modify"},
     RiskWatch: {"run"},
+    ExitRetry: {"run"},
 }
 
 

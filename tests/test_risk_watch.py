@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -11,7 +12,7 @@ from sqlalchemy import func, select
 
 from core.clock import IST, now_ist
 from core.domain import Actor
-from core.errors import RiskRejected, ValidationError
+from core.errors import OrderRejected, RiskRejected, ValidationError
 from core.services import Services
 from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
 from db.models import AlertOutboxRow, AuditRow, EquityPeakRow, OrderRow, RiskStateRow
@@ -479,3 +480,131 @@ def test_refusals_about_an_accounts_limits_and_controls_name_it_by_its_label(
         services.risk.set_control(priya, account, "TCS", Product.MIS, stop_loss=Decimal("1"))
     assert str(flat.value).startswith(
         "No open MIS position in TCS on the account Priya · Trading; controls protect")
+
+
+# -- rejected exits are sent again ------------------------------------------------------------
+class RejectingSells:
+    """The paper broker behind an RMS that rejects the next ``times`` sell orders."""
+
+    def __init__(self, inner: object, times: int) -> None:
+        self.inner = inner
+        self.left = times
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.inner, name)
+        if name not in ("place_in", "place_order"):
+            return attr
+
+        def place(*args: object, **kwargs: object) -> object:
+            request = args[1] if name == "place_in" else args[0]
+            if getattr(request, "side", None) is Side.SELL and self.left > 0:
+                self.left -= 1
+                raise OrderRejected("RMS: margin check failed (test)")
+            return attr(*args, **kwargs)  # type: ignore[operator]
+
+        return place
+
+
+@pytest.fixture
+def rms(services: Services, account: int) -> Callable[[int], RejectingSells]:
+    def install(times: int) -> RejectingSells:
+        wrapper = RejectingSells(services.orders.broker_for(account), times)
+        services.orders._brokers[account] = wrapper  # the wrapper is the broker's RMS
+        return wrapper
+    return install
+
+
+@pytest.fixture
+def seconds(services: Services) -> list[float]:
+    """The retry's clock, moved by hand."""
+    clock = [0.0]
+    services.risk_watch.exit_retry.monotonic = lambda: clock[0]
+    return clock
+
+
+def _alert_bodies(services: Services, kind: str) -> list[tuple[str, str]]:
+    with services.db.transaction() as session:
+        return [(a.severity, a.body) for a in session.scalars(
+            select(AlertOutboxRow).where(AlertOutboxRow.kind == kind)
+            .order_by(AlertOutboxRow.id))]
+
+
+def _stop_rejected_once(services: Services, priya: Actor, account: int,
+                        rms: Callable[[int], RejectingSells]) -> None:
+    """Hold 20 SBIN with a stop at 790 that fires, and whose exit the RMS rejects."""
+    _hold(services, priya, account)
+    services.risk.set_control(priya, account, "SBIN", Product.MIS, stop_loss=Decimal("790.00"))
+    rms(1)
+    tick(services.db, "SBIN", "789.00")
+    services.risk_watch.run()
+
+
+def test_a_rejected_stop_loss_exit_is_sent_again_after_thirty_seconds(
+    services: Services, priya: Actor, account: int, rms: Callable[[int], RejectingSells],
+    seconds: list[float],
+) -> None:
+    _stop_rejected_once(services, priya, account, rms)
+    [first] = _exits(services)
+    assert first.status is OrderStatus.REJECTED
+    [(severity, body)] = _alert_bodies(services, "risk.stop_loss")
+    assert severity == "critical" and "REJECTED (RMS: margin check failed (test))." in body
+    assert "The desk sends it again in 30 s (attempt 1 of 3)" in body
+    services.risk_watch.run()  # the desk sees it rejected now ...
+    seconds[0] = 29.0
+    assert services.risk_watch.run().exit_retries == [] and len(_exits(services)) == 1
+    seconds[0] = 30.0  # ... and sends it again 30 s later
+    report = services.risk_watch.run()
+    first, second = _exits(services)
+    assert report.exit_retries == [second.client_order_id] == [f"{first.client_order_id}:r2"]
+    assert (second.side, second.quantity, second.product, second.source, second.status) == (
+        Side.SELL, 20, Product.MIS, "risk", OrderStatus.OPEN)
+    [(severity, body)] = _alert_bodies(services, "risk.exit_retry")
+    assert severity == "warning" and body.startswith(
+        f"Exit order {first.id} (SELL 20 SBIN MIS) was rejected: RMS: margin check failed "
+        f"(test). Sent again as exit order {second.id} (attempt 2 of 3): SELL 20 SBIN MIS at "
+        "market — OPEN.")
+    assert _count(services, AuditRow, AuditRow.action == "risk.exit_retry") == 1
+    seconds[0] = 100.0
+    services.risk_watch.run()
+    assert len(_exits(services)) == 2  # one retry per rejected exit
+    tick(services.db, "SBIN", "788.00")
+    services.orders.step()
+    assert _exits(services)[1].status is OrderStatus.FILLED
+    assert not [p for p in services.orders.broker_for(account).positions() if p.quantity]
+
+
+def test_an_exit_rejected_three_times_says_to_close_the_position_by_hand(
+    services: Services, priya: Actor, account: int, rms: Callable[[int], RejectingSells],
+    seconds: list[float],
+) -> None:
+    _hold(services, priya, account, 15)
+    rms(10)
+    services.risk_watch.run(THURSDAY.replace(hour=15, minute=16))  # the MIS square-off
+    for moment in (1.0, 40.0, 41.0, 80.0, 200.0, 400.0):
+        seconds[0] = moment
+        services.risk_watch.run(THURSDAY.replace(hour=15, minute=17))
+    exits = _exits(services)
+    assert [e.status for e in exits] == [OrderStatus.REJECTED] * 3
+    assert [e.client_order_id[-3:] for e in exits[1:]] == [":r2", ":r3"]
+    (s2, b2), (s3, b3) = _alert_bodies(services, "risk.exit_retry")
+    assert s2 == s3 == "critical"
+    assert "The desk sends it again in 30 s (attempt 2 of 3)" in b2
+    assert b3.endswith("The desk has stopped trying after 3 exit orders: the position stays "
+                       "open; close it by hand.")
+
+
+def test_a_rejected_exit_is_not_sent_again_once_the_member_closed_or_reopened_the_position(
+    services: Services, priya: Actor, account: int, rms: Callable[[int], RejectingSells],
+    seconds: list[float],
+) -> None:
+    _stop_rejected_once(services, priya, account, rms)
+    services.risk_watch.run()
+    services.orders.place(priya, OrderRequest(account, "SBIN", Side.SELL, 20, OrderType.MARKET,
+                                              Product.MIS))  # closed by hand
+    tick(services.db, "SBIN", "789.00")
+    services.orders.step()
+    _hold(services, priya, account, 5)  # and opened again, on the same side
+    seconds[0] = 60.0
+    assert services.risk_watch.run().exit_retries == []
+    assert len(_exits(services)) == 1
+    assert _count(services, AuditRow, AuditRow.action == "risk.exit_retry") == 0

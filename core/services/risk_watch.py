@@ -49,6 +49,7 @@ from core.clock import MARKET_CLOSE, is_trading_day, now_ist, to_ist
 from core.errors import TradingError
 from core.portfolio import build_book
 from core.risk_warnings import WarningAlert, account_losses, near_limits, warning_alert
+from core.services.exit_retry import ExitRetry, rejected_exits, rejected_note
 from core.services.portfolio import last_prices, read_last_prices
 from core.services.risk import RiskService
 from core.services.risk_gate import AccountSnapshot, DeskRiskGate
@@ -166,6 +167,7 @@ class WatchReport:
     warnings: list[str] = field(default_factory=list)
     limit_warnings: int = 0  # risk.warning.* alerts written (80 % of a loss limit used)
     retired: list[int] = field(default_factory=list)  # controls whose position closed
+    exit_retries: list[str] = field(default_factory=list)  # rejected exits sent again
 
 
 def exit_client_id(square: SquareOff, day: str, opened_by: str = "") -> str:
@@ -202,6 +204,7 @@ class RiskWatch:
         self._openings: dict[int, tuple[tuple[int, int], dict[tuple[str, Product], _Open]]] = {}
         #: household -> control id -> the fill that opened its position when the watch saw it
         self._seen: dict[int, dict[int, str]] = {}
+        self.exit_retry = ExitRetry(db, self.orders.manager)
 
     def run(self, now: datetime | None = None) -> WatchReport:
         """Evaluate every household once; return what was done."""
@@ -240,6 +243,7 @@ class RiskWatch:
             prices = read_last_prices(session, held)  # the books' symbols (quote, else close)
             names = [m.key for m in stored_mtm if m.scope is Scope.STRATEGY]
             tagged = self._tagged(session, account_ids, names, fills)
+            rejected = rejected_exits(session, account_ids, ExitRetry.since(now))
         snapshots = self._snapshots(account_ids, fills)
         controls = self._live_controls(household_id, controls, fills, now, report)
         positions, prices, figures = self._marked(snapshots, prices)
@@ -258,6 +262,10 @@ class RiskWatch:
                               if self._mis_due(now, limits[a].mis_square_off_at))), labels)
         report.warnings.extend(result.warnings)
         self._act(household_id, result, now, report)
+        if rejected:
+            sent, failed = self.exit_retry.run(household_id, rejected)
+            report.exit_retries.extend(sent)
+            report.failures.extend(failed)
         higher = {a: f.capital for a, f in figures.items()
                   if f.capital > 0 and (peaks.get(a) is None or f.capital > peaks[a])}
         near = self._new_warnings(household_id, figures, limits, mtm_limits, engaged, now)
@@ -584,7 +592,8 @@ class RiskWatch:
             body=f"{square.reason}. Exit order {order.id}: {request.side} "
                  f"{request.quantity} {square.symbol} {square.product} at market — "
                  f"{order.status}"
-                 + (f" ({order.rejection_reason})" if order.rejection_reason else ""),
+                 + (f" ({order.rejection_reason})" if order.rejection_reason else "")
+                 + ("" if placed else "." + rejected_note(1)),
             dedupe_key=f"risk-exit:{client_id}")
         if fresh:
             audit.append(session, audit.AuditEvent(
