@@ -26,6 +26,12 @@ with st.form("data_import_form"):
         help="For a single file. Leave empty to take it from the symbol column or the file name.",
     )
     interval_label = st.selectbox("Interval", list(INTERVALS), key="data_import_interval")
+    replace = st.checkbox(
+        "Replace stored bars that differ",
+        key="data_import_replace",
+        help="Without it, a file whose bars differ from bars already stored (another source, "
+        "unadjusted prices) is refused and nothing is imported.",
+    )
     submitted = st.form_submit_button("Import", type="primary")
 
 declared = symbol.strip() or None
@@ -44,6 +50,7 @@ elif submitted and uploads and attempt(
                     upload.getvalue(),
                     symbol=declared,
                     interval=INTERVALS[interval_label],
+                    replace=replace,
                 )
             )
             if report is None:

@@ -455,8 +455,21 @@ def test_reimporting_the_same_file_is_idempotent_and_a_corrected_file_replaces_b
     again = services.marketdata.import_csv(rahul, "SBIN.csv", data)
     assert counts(services)[0] == bars_after_first == 2
     assert again.replaced == 0 and not any("replaced" in line for line in again.describe())
+    with pytest.raises(ValidationError) as refused:  # history changes only when asked to
+        services.marketdata.import_csv(rahul, "SBIN.csv", data.replace(b"361.75", b"361.8"))
+    assert str(refused.value) == (
+        "1 stored 5-minute bar(s) of SBIN on 2021-03-18 09:20 IST have other values in this "
+        "file (first, 2021-03-18 09:20 IST: stored open / high / low / close / volume 360.90 / "
+        "362.00 / 360.50 / 361.75 / 98,000, file 360.90 / 362.00 / 360.50 / 361.80 / 98,000). "
+        "Importing would replace them: import it again with 'Replace stored bars that differ' "
+        "ticked (on the command line: --replace), or remove those rows. Nothing was imported.")
+    with services.db.transaction() as session:
+        assert session.scalars(select(BarRow.close).order_by(BarRow.ts)).all() == [
+            Decimal("360.9"), Decimal("361.75")]
+        last = session.scalars(select(AuditRow).order_by(AuditRow.id.desc())).first()
+        assert (last.action, last.outcome) == ("marketdata.import", "failed")
     corrected = services.marketdata.import_csv(rahul, "SBIN.csv",
-                                               data.replace(b"361.75", b"361.8"))
+                                               data.replace(b"361.75", b"361.8"), replace=True)
     with services.db.transaction() as session:
         closes = session.scalars(select(BarRow.close).order_by(BarRow.ts)).all()
     assert closes == [Decimal("360.9"), Decimal("361.8")]
@@ -554,6 +567,23 @@ def test_the_command_line_says_nothing_was_imported_when_every_file_is_refused(
     assert sqlite_services.marketdata.bar_count() == 0
 
 
+def test_the_command_line_replaces_stored_bars_only_with_replace(sqlite_services, tmp_path
+                                                                  ) -> None:
+    path = tmp_path / "SBIN.csv"
+    path.write_bytes(csv(HEADER, BAR_0915))
+    assert _cli(sqlite_services.db.url, "import", str(path)).returncode == 0
+    path.write_bytes(csv(HEADER, BAR_0915.replace("360.9,", "361.0,")))
+    refused = _cli(sqlite_services.db.url, "import", str(path))
+    assert refused.returncode == 1
+    assert "have other values in this file" in refused.stderr
+    assert "(on the command line: --replace)" in refused.stderr
+    done = _cli(sqlite_services.db.url, "import", "--replace", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "replaced 1 stored bar(s) that had other values" in done.stdout
+    with sqlite_services.db.transaction() as session:
+        assert session.scalars(select(BarRow.close)).all() == [Decimal("361.0")]
+
+
 # -- the page ----------------------------------------------------------------------------------
 def test_the_import_page_renders_for_an_admin(desk) -> None:
     at = app_as(desk, "rahul")
@@ -611,7 +641,8 @@ def test_a_reimported_bar_shows_up_in_charts_at_once(services, login) -> None:
     before = services.charts.chart(rahul, "TESTCO", "1d", day, day, frozenset())
     assert before.frame["close"].tolist() == [105.0]
     corrected = head + "2025-09-29 00:00:00+05:30,100,110,90,107.5,1000\n"
-    services.marketdata.import_csv(rahul, "TESTCO.csv", corrected.encode(), "TESTCO", "1d")
+    services.marketdata.import_csv(rahul, "TESTCO.csv", corrected.encode(), "TESTCO", "1d",
+                                   replace=True)
     after = services.charts.chart(rahul, "TESTCO", "1d", day, day, frozenset())
     assert after.frame["close"].tolist() == [107.5]
 
@@ -636,3 +667,35 @@ def test_a_file_named_after_another_known_symbol_is_refused_when_declared_otherw
 def test_values_beyond_what_the_database_stores_are_refused(cells, rule) -> None:
     with pytest.raises(ValidationError, match=rule):
         read_bars(csv("date,open,high,low,close,volume", f"2025-09-29,{cells}"), "BIG.csv")
+
+
+def test_the_page_refuses_a_file_that_changes_stored_bars_until_replace_is_ticked(desk) -> None:
+    svc, _ = desk
+    first = csv(HEADER, BAR_0915, BAR_0920)
+    at = app_as(desk, "rahul")
+    at.switch_page(page("pages/data_import.py")).run()
+    at.file_uploader(key="data_import_files").set_value([("SBIN.csv", first, "text/csv")])
+    at.button(key="FormSubmitter:data_import_form-Import").click().run()
+    assert not at.exception and not at.error
+    other = first.replace(b"360.9,120000", b"359.9,120000").replace(
+        b"361.75,98000", b"361.7,98000")  # another source's values for both bars
+    at.file_uploader(key="data_import_files").set_value([("SBIN.csv", other, "text/csv")])
+    at.button(key="FormSubmitter:data_import_form-Import").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "2 stored 5-minute bar(s) of SBIN from 2021-03-18 09:15 IST to 2021-03-18 09:20 IST "
+        "have other values in this file (first, 2021-03-18 09:15 IST: stored open / high / low "
+        "/ close / volume 360.00 / 361.50 / 359.20 / 360.90 / 120,000, file 360.00 / 361.50 / "
+        "359.20 / 359.90 / 120,000). Importing would replace them: import it again with "
+        "'Replace stored bars that differ' ticked (on the command line: --replace), or remove "
+        "those rows. Nothing was imported."]
+    with svc.db.transaction() as session:
+        assert session.scalars(select(BarRow.close).order_by(BarRow.ts)).all() == [
+            Decimal("360.9"), Decimal("361.75")]
+    at.checkbox(key="data_import_replace").check()
+    at.button(key="FormSubmitter:data_import_form-Import").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Replaced 2 stored bar(s) of SBIN" in w.value for w in at.warning)
+    with svc.db.transaction() as session:
+        assert session.scalars(select(BarRow.close).order_by(BarRow.ts)).all() == [
+            Decimal("359.9"), Decimal("361.7")]

@@ -34,13 +34,15 @@ def interval_summary(reports: Sequence[ImportReport], seconds: dict[Interval, fl
     ]
 
 
-def _import(paths: Sequence[str], symbol: str | None, interval: str | None) -> int:
+def _import(paths: Sequence[str], symbol: str | None, interval: str | None,
+            replace: bool = False) -> int:
     services = build_services()
     refused = 0
     try:
         for path in paths:
             try:
-                report = services.marketdata.import_file(path, symbol=symbol, interval=interval)
+                report = services.marketdata.import_file(path, symbol=symbol, interval=interval,
+                                                         replace=replace)
             except TradingError as exc:
                 refused += 1
                 print(f"REFUSED {exc}", file=sys.stderr)
@@ -102,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=[i.value for i in STORED_INTERVALS],
         help="bar interval (default: inferred from the times)",
     )
+    importing.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace stored bars that have other values (default: refuse such a file)",
+    )
     sample = commands.add_parser("load-sample", help="load the instrument master and sample")
     sample.add_argument(
         "--if-empty", action="store_true", help="do nothing when bars are already stored"
@@ -110,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "import":
         if args.symbol and len(args.paths) > 1:
             parser.error("--symbol names one file's symbol; give a single PATH with it")
-        return _import(args.paths, args.symbol, args.interval)
+        return _import(args.paths, args.symbol, args.interval, args.replace)
     return _load_sample(args.if_empty)
 
 

@@ -8,6 +8,7 @@ never for money arithmetic).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -146,21 +147,39 @@ def upsert_bars(
     return len(records)
 
 
+@dataclass(frozen=True, slots=True)
+class BarChanges:
+    """Bars of a file that are stored already with other values (an upsert replaces them)."""
+
+    count: int = 0
+    first: pd.Timestamp | None = None  # IST bar start of the first such bar
+    last: pd.Timestamp | None = None
+    stored: tuple[float, ...] = ()  # the first one's stored open, high, low, close, volume
+    new: tuple[float, ...] = ()  # and the file's
+
+
 def changed_bars(
     session: Session, instrument_id: int, interval: Interval, bars: pd.DataFrame
-) -> int:
-    """Return how many of ``bars`` are stored already with other values (an upsert replaces
-    them), so an import can say it changed history rather than do it silently."""
+) -> BarChanges:
+    """Return which of ``bars`` are stored already with other values (an upsert replaces
+    them), so an import can refuse or say that it changes history rather than do it silently."""
     if bars.empty:
-        return 0
+        return BarChanges()
     stored = load_bars(session, instrument_id, interval, bars.index.min().to_pydatetime(),
                        bars.index.max().to_pydatetime() + timedelta(microseconds=1))
     common = stored.index.intersection(bars.index)
     if common.empty:
-        return 0
+        return BarChanges()
     new = bars.loc[common, list(BAR_COLUMNS)].astype(float)
     old = stored.loc[common, list(BAR_COLUMNS)].astype(float)
-    return int((new != old).any(axis=1).sum())
+    differs = (new != old).any(axis=1)
+    if not differs.any():
+        return BarChanges()
+    changed = common[differs.to_numpy()]
+    first = changed[0]
+    return BarChanges(int(differs.sum()), first, changed[-1],
+                      tuple(float(v) for v in old.loc[first]),
+                      tuple(float(v) for v in new.loc[first]))
 
 
 def load_bars(

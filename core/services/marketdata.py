@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,7 +22,7 @@ from core.marketdata import store
 from core.marketdata.importer import ImportReport, ParsedBars, read_bars, read_bars_file
 from core.marketdata.instruments import instrument_row, sample_files, sample_master
 from core.services.base import ServiceBase
-from core.services.charts import clear_bar_cache
+from core.services.charts import INTERVAL_LABELS, clear_bar_cache
 from db.models import BarRow, InstrumentRow
 
 IMPORT_ACTION = "marketdata.import"
@@ -62,11 +63,13 @@ class MarketDataService(ServiceBase):
         data: bytes,
         symbol: str | None = None,
         interval: str | None = None,
+        replace: bool = False,
     ) -> ImportReport:
         """Validate and store one uploaded CSV; only admins and super admins may.
 
         Raises ValidationError (rule, rows, values) and writes nothing if any row breaks a
-        rule; PermissionDenied (audited) for other roles.
+        rule, or if the file has other values for bars already stored and ``replace`` is
+        False; PermissionDenied (audited) for other roles.
         """
         with self.db.transaction() as session:
             role = self._fresh_role(session, actor)
@@ -82,17 +85,21 @@ class MarketDataService(ServiceBase):
                 parsed = read_bars(
                     data, filename, symbol=symbol, interval=interval, known_symbols=_known(session)
                 )
-            except ValidationError as exc:
+                report = self._store(session, parsed, actor, started, replace=replace)
+            except ValidationError as exc:  # _store refuses before it writes anything
                 self._refused(actor, filename, exc)  # in its own transaction, like _deny
                 raise
-            report = self._store(session, parsed, actor, started)
         clear_bar_cache()  # after the commit, so charts cannot re-cache the old bars
         return report
 
     def import_file(
-        self, path: Path | str, symbol: str | None = None, interval: str | None = None
+        self, path: Path | str, symbol: str | None = None, interval: str | None = None,
+        replace: bool = False,
     ) -> ImportReport:
-        """Validate and store one CSV file (a system call for the CLI; audited as the system)."""
+        """Validate and store one CSV file (a system call for the CLI; audited as the system).
+
+        Refused as :meth:`import_csv` is, ``replace`` included.
+        """
         started = time.perf_counter()
         with self.db.transaction() as session:
             known = _known(session)
@@ -101,8 +108,12 @@ class MarketDataService(ServiceBase):
         except ValidationError as exc:
             self._refused(None, Path(path).name, exc)
             raise
-        with self.db.transaction() as session:
-            report = self._store(session, parsed, None, started)
+        try:
+            with self.db.transaction() as session:
+                report = self._store(session, parsed, None, started, replace=replace)
+        except ValidationError as exc:
+            self._refused(None, Path(path).name, exc)
+            raise
         clear_bar_cache()
         return report
 
@@ -121,7 +132,8 @@ class MarketDataService(ServiceBase):
             started = time.perf_counter()
             parsed = read_bars_file(path, interval=interval)
             with self.db.transaction() as session:
-                reports.append(self._store(session, parsed, None, started, audited=False))
+                reports.append(self._store(session, parsed, None, started, audited=False,
+                                           replace=True))  # the sample is the shipped truth
             clear_bar_cache()
             if progress is not None:
                 progress(done, len(files), reports[-1])
@@ -158,18 +170,24 @@ class MarketDataService(ServiceBase):
         actor: Actor | None,
         started: float,
         audited: bool = True,
+        replace: bool = False,
     ) -> ImportReport:
+        """Store ``parsed``; refuse (before writing) to change stored bars unless ``replace``."""
         report = parsed.report
         known = store.instrument(session, report.symbol)
+        changes = store.BarChanges()
+        if known is not None:
+            changes = store.changed_bars(session, known.id, report.interval, parsed.bars)
+            if changes.count and not replace:
+                raise ValidationError(_replacing(report, changes))
         if known is None:
             instrument_id = store.upsert_instruments(session, [instrument_row(report.symbol)])[
                 report.symbol
             ]
         else:
             instrument_id = known.id
-        replaced = store.changed_bars(session, instrument_id, report.interval, parsed.bars)
         store.upsert_bars(session, instrument_id, report.interval, parsed.bars)
-        report = dataclasses.replace(report, replaced=replaced, new_instrument=known is None,
+        report = dataclasses.replace(report, replaced=changes.count, new_instrument=known is None,
                                      seconds=time.perf_counter() - started)
         if audited:
             self._audit(
@@ -202,3 +220,25 @@ class MarketDataService(ServiceBase):
         if found is None:
             raise NotFound(f"Unknown symbol {symbol.strip().upper()!r}")
         return found
+
+
+def _replacing(report: ImportReport, changes: store.BarChanges) -> str:
+    """Return the refusal of a file that would replace stored bars with other values."""
+    daily = report.interval is not Interval.M5
+
+    def when(stamp: pd.Timestamp | None) -> str:
+        moment = pd.Timestamp(stamp)
+        return moment.strftime("%Y-%m-%d") if daily else moment.strftime("%Y-%m-%d %H:%M IST")
+
+    def values(bar: tuple[float, ...]) -> str:
+        return " / ".join([*(f"{v:.2f}" for v in bar[:4]), f"{bar[4]:,.0f}"])
+
+    span = (f"on {when(changes.first)}" if changes.first == changes.last
+            else f"from {when(changes.first)} to {when(changes.last)}")
+    return (
+        f"{changes.count:,} stored {INTERVAL_LABELS[report.interval]} bar(s) of {report.symbol} "
+        f"{span} have other values in this file (first, {when(changes.first)}: stored open / "
+        f"high / low / close / volume {values(changes.stored)}, file {values(changes.new)}). "
+        "Importing would replace them: import it again with 'Replace stored bars that differ' "
+        "ticked (on the command line: --replace), or remove those rows. Nothing was imported."
+    )
