@@ -488,7 +488,8 @@ class Worker:
     def pnl_snapshot(self) -> JobResult:
         """Write today's end-of-day P&L snapshot; a failure waits for the next run.
 
-        Taking it again the same day writes nothing new; on a holiday it writes nothing.
+        Taking it again the same day writes nothing new; a day NSE does not trade is skipped
+        (recorded as such, like the other calendar jobs).
         """
         try:
             report = self.services.pnl_snapshots.take()
@@ -496,6 +497,8 @@ class Worker:
             log_failure(log, exc, "P&L snapshot failed; retrying on the next run")
             return JobResult.failed(exc)
         log.info("%s", report.summary())
+        if not report.taken:
+            return JobResult.skipped(report.summary())
         return JobResult.ok(report.summary())
 
     def catch_up_pnl_snapshot(self) -> None:

@@ -294,6 +294,18 @@ def test_a_calendar_job_skips_a_day_nse_does_not_trade(services: Services, name:
         JobOutcome.SKIPPED, "2026-11-24 is not an NSE trading day")
 
 
+def test_the_pnl_snapshot_job_records_a_day_nse_does_not_trade_as_skipped(
+        services: Services) -> None:
+    worker = Worker(services)
+    worker.schedule()
+    with time_machine.travel(datetime(2026, 11, 24, 15, 45, tzinfo=IST), tick=False):
+        worker.job("pnl_snapshot")()
+    row = _row(services, "pnl_snapshot")
+    assert (row.last_outcome, row.last_message) == (
+        JobOutcome.SKIPPED,
+        "no P&L snapshot for 2026-11-24: Tuesday 24 Nov 2026 is not an NSE trading day")
+
+
 def test_the_pre_open_and_close_jobs_run_on_a_trading_day(services: Services) -> None:
     worker = Worker(services)
     worker.schedule()
