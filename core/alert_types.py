@@ -174,13 +174,14 @@ class NotificationPrefs:
 
 
 #: The defaults of a member who never opened the settings: every type on, no DND, the daily
-#: summary at 16:00 IST (after the closing session), signals at 70 % probability or more.
+#: summary at 16:00 IST (after the closing session), every BUY and SELL signal (threshold 0:
+#: the model's calibrated probabilities stay near a third, see core.services.signal_alerts).
 DEFAULT_PREFS = NotificationPrefs(
     modes=MappingProxyType(dict.fromkeys(AlertType, Mode.ON)),
     dnd_start=None,
     dnd_end=None,
     daily_summary_time=time(16, 0),
-    signal_min_probability=Decimal("0.70"),
+    signal_min_probability=Decimal("0.00"),
 )
 
 

@@ -188,6 +188,8 @@ def settings_section(me: Actor) -> None:
     prefs: NotificationPrefs | None = fetch(lambda: tg.notification_prefs(me))
     if prefs is None:
         return
+    notes = fetch(lambda: services().signal_alerts.threshold_notes(
+        me, prefs.signal_min_probability)) or ()
     with st.form("alerts_settings"):
         st.markdown("**Per alert type** (on: with sound · silent: no sound · off: not sent)")
         modes: dict[str, str] = {}
@@ -213,9 +215,14 @@ def settings_section(me: Actor) -> None:
         summary_at = st.time_input("Daily summary at (IST)", key="alerts_summary_at", step=900,
                                    value=prefs.daily_summary_time or time(16, 0))
         threshold = st.number_input(
-            "Signal alerts from a probability of [0.50-0.99]",
+            "Signal alerts from a probability of [0.00-0.99] (0.00: every BUY and SELL)",
             value=float(prefs.signal_min_probability), min_value=0.0, max_value=1.0, step=0.01,
             format="%.2f", key="alerts_signal_threshold")
+        for note in notes:
+            if note.warn:
+                st.warning(note.text)
+            else:
+                st.caption(note.text)
         if st.form_submit_button("Save settings", key="alerts_settings_save",
                                  type="primary"):
             dnd = (dnd_start, dnd_end) if dnd_on else None

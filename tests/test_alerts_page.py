@@ -235,15 +235,15 @@ def test_a_threshold_outside_the_rule_is_refused_with_the_rule_and_nothing_is_sa
     svc, logins = desk
     at = on_alerts(desk, "priya")
     at.radio(key="alerts_mode_order_placed").set_value("off")
-    at.number_input(key="alerts_signal_threshold").set_value(0.3)
+    at.number_input(key="alerts_signal_threshold").set_value(0.995)
     at.button(key="alerts_settings_save").click().run()
     assert not at.exception, at.exception
     [error] = at.error
-    assert "Signal threshold must be between 0.50 and 0.99" in error.value
-    assert "got 0.3" in error.value
+    assert "Signal threshold must be between 0.00 and 0.99" in error.value
+    assert "got 0.995" in error.value
     prefs = svc.telegram.notification_prefs(who(svc, logins, "priya"))
     assert prefs.mode(AlertType.ORDER_PLACED) is Mode.ON
-    assert prefs.signal_min_probability == Decimal("0.70")
+    assert prefs.signal_min_probability == Decimal("0.00")
 
 
 def test_a_dnd_window_that_starts_when_it_ends_is_refused_with_the_times(desk) -> None:
@@ -343,3 +343,10 @@ def test_with_the_telegram_channel_and_an_environment_bot_the_page_says_so(
     at.button(key="alerts_connect").click().run()
     assert NO_NAME in texts(at) and NO_BOT not in texts(at)
     assert TOKEN.partition(":")[2] not in _rendered(at)
+
+
+def test_the_signal_threshold_says_when_no_signal_alert_can_come(desk) -> None:
+    at = on_alerts(desk, "priya")  # the demo desk has no model yet
+    assert at.number_input(key="alerts_signal_threshold").value == pytest.approx(0.0)
+    assert any(w.value.startswith("No model is in use, so no signal alert comes now")
+               for w in at.warning)

@@ -20,6 +20,7 @@ from core.clock import IST
 from core.services import Services
 from core.services.signal_alerts import (
     CAVEAT,
+    Note,
     SignalAlertService,
     alertable,
     dedupe_key,
@@ -53,10 +54,10 @@ def _signal(action: Action, probability: float) -> Signal:
 
 
 @pytest.mark.parametrize(("action", "probability", "alerted"), [
-    (Action.BUY, 0.5, True), (Action.SELL, 0.72, True), (Action.BUY, 0.4999, False),
-    (Action.HOLD, 0.9, False), (Action.SELL, 0.31, False),
+    (Action.BUY, 0.5, True), (Action.SELL, 0.72, True), (Action.BUY, 0.33, True),
+    (Action.HOLD, 0.9, False), (Action.SELL, 0.21, True), (Action.HOLD, 0.2, False),
 ])
-def test_only_a_buy_or_sell_at_probability_050_or_more_is_alerted(
+def test_every_buy_or_sell_is_alerted_and_no_hold(
         action: Action, probability: float, alerted: bool) -> None:
     assert alertable(_signal(action, probability)) is alerted
 
@@ -128,7 +129,7 @@ def _on(symbol: str, action: Action, probability: float) -> Signal:
 
 
 SCANNED = [_on("INFY", Action.BUY, 0.7234), _on("TCS", Action.SELL, 0.5),
-           _on("SBIN", Action.BUY, 0.4999), _on("WIPRO", Action.HOLD, 0.91)]
+           _on("SBIN", Action.BUY, 0.3312), _on("WIPRO", Action.HOLD, 0.91)]
 
 
 def _symbol(row: AlertOutboxRow) -> str:
@@ -136,26 +137,27 @@ def _symbol(row: AlertOutboxRow) -> str:
 
 
 @pytest.mark.usefixtures("backend")
-def test_each_buy_or_sell_at_050_or_more_is_one_household_alert_with_its_probability(
+def test_each_buy_or_sell_is_one_household_alert_with_its_probability(
         services: Services, login) -> None:
     scanner = FakeScanner(SCANNED)
     alerts = SignalAlertService(services.db, services.settings, scanner)
     report = alerts.run(LAST_BAR)
     assert scanner.scans == ["worker"]
-    assert (report.scanned, report.alertable, report.written) == (4, ["INFY", "TCS"], 2)
-    assert report.summary() == ("4 signal(s) scanned, 2 BUY/SELL at p >= 0.50; 2 alert(s) "
-                                "written")
+    assert (report.scanned, report.alertable, report.written) == (
+        4, ["INFY", "TCS", "SBIN"], 3)
+    assert report.summary() == "4 signal(s) scanned, 3 BUY/SELL; 3 alert(s) written"
     rows = _alerts(services)
     household = login("rahul").household_id
     assert [(_symbol(r), r.probability, r.household_id, r.account_id, r.user_id, r.severity)
             for r in rows] == [
         ("INFY", Decimal("0.7234"), household, None, None, "info"),
-        ("TCS", Decimal("0.5000"), household, None, None, "info")]
+        ("TCS", Decimal("0.5000"), household, None, None, "info"),
+        ("SBIN", Decimal("0.3312"), household, None, None, "info")]
     assert rows[0].title == "BUY signal: INFY (p 0.72)" and rows[1].title.startswith("SELL")
     assert rows[0].dedupe_key == f"signal:{household}:INFY:2025-09-30:xgb-20250930-101010"
     assert all(row.body.endswith(CAVEAT) for row in rows)
     again = alerts.run(LAST_BAR.replace(hour=18))  # a retry, a restart: nothing new
-    assert again.written == 0 and len(_alerts(services)) == 2
+    assert again.written == 0 and len(_alerts(services)) == 3
     refit = FakeScanner([replace(SCANNED[0], model_version="xgb-20251001-050000")])
     assert SignalAlertService(services.db, services.settings, refit).run(LAST_BAR).written == 1
 
@@ -169,12 +171,12 @@ def test_signals_on_stale_bars_or_a_holiday_alert_nothing(services: Services) ->
     assert stale.skipped == ("the newest daily bar is of 2025-09-30, not of 2025-10-09 or "
                              "2025-10-10: import the day's bars for signals to alert")
     next_morning = alerts.run(datetime(2025, 10, 1, 15, 50, tzinfo=IST))  # yesterday's bar
-    assert next_morning.written == 2
-    assert len(_alerts(services)) == 2
+    assert next_morning.written == 3
+    assert len(_alerts(services)) == 3
 
 
 @pytest.mark.usefixtures("backend")
-def test_the_real_scan_journals_every_symbol_as_the_worker_and_alerts_only_above_050(
+def test_the_real_scan_journals_every_symbol_as_the_worker_and_alerts_every_buy_or_sell(
         svc: Services) -> None:
     svc.models.train_as("test", activate=True)
     report = _service(svc).run(LAST_BAR)
@@ -182,12 +184,11 @@ def test_the_real_scan_journals_every_symbol_as_the_worker_and_alerts_only_above
         journal = [to_signal(row) for row in session.scalars(
             select(SignalRow).where(SignalRow.generated_by == "worker"))]
     assert sorted(s.symbol for s in journal) == sorted(SYMBOLS)
-    expected = sorted(s.symbol for s in journal
-                      if s.action is not Action.HOLD and s.probability >= 0.5)
+    expected = sorted(s.symbol for s in journal if s.action is not Action.HOLD)
     assert sorted(report.alertable) == expected and report.scanned == len(SYMBOLS)
     assert sorted(_symbol(row) for row in _alerts(svc)) == expected
-    below = [s for s in journal if s.action is not Action.HOLD and s.probability < 0.5]
-    assert not {s.symbol for s in below} & {_symbol(row) for row in _alerts(svc)}
+    holds = {s.symbol for s in journal if s.action is Action.HOLD}
+    assert not holds & {_symbol(row) for row in _alerts(svc)}
 
 
 @pytest.mark.parametrize(("desk_ltp", "warned"), [
@@ -208,7 +209,7 @@ def test_a_signal_far_from_the_desk_s_price_says_its_levels_do_not_apply(
 @pytest.mark.usefixtures("backend")
 def test_stale_bars_are_named_even_when_no_signal_would_be_alerted(
         services: Services) -> None:
-    holds = [_on("INFY", Action.HOLD, 0.31), _on("TCS", Action.BUY, 0.41)]
+    holds = [_on("INFY", Action.HOLD, 0.31), _on("TCS", Action.HOLD, 0.41)]
     stale = SignalAlertService(services.db, services.settings, FakeScanner(holds)).run(
         datetime(2025, 10, 10, 15, 50, tzinfo=IST))
     assert stale.skipped == ("the newest daily bar is of 2025-09-30, not of 2025-10-09 or "
@@ -217,3 +218,27 @@ def test_stale_bars_are_named_even_when_no_signal_would_be_alerted(
     fresh = SignalAlertService(services.db, services.settings, FakeScanner(holds)).run(LAST_BAR)
     assert fresh.skipped == "" and fresh.scanned == 2 and fresh.written == 0
     assert _alerts(services) == []
+
+
+@pytest.mark.usefixtures("backend")
+def test_the_threshold_notes_say_how_high_the_model_in_use_goes(svc: Services, login) -> None:
+    rahul = login("rahul")
+    [none] = svc.signal_alerts.threshold_notes(rahul, Decimal("0.00"))
+    assert none.warn and none.text.startswith(
+        "No model is in use, so no signal alert comes now: No signal model is active yet")
+    svc.models.train_as("test", activate=True)
+    state = svc.models.state(rahul)
+    assert state.highest is not None and state.in_use is not None
+    long_top, short_top = state.highest
+    first, *rest = svc.signal_alerts.threshold_notes(rahul, Decimal("0.00"))
+    assert not first.warn and first.text.startswith(
+        f"Signal alerts come for BUY and SELL signals only. The model in use "
+        f"({state.in_use.version}) gives probabilities of at most {long_top:.3f} (long) and "
+        f"{short_top:.3f} (short)")
+    assert [n.text for n in rest] == list(state.ceilings)  # every BUY/SELL passes 0.00
+    high = svc.signal_alerts.threshold_notes(rahul, Decimal("0.70"))
+    assert Note(True, "Your threshold 0.70 is above them: no signal alert will reach you. "
+                      "0.00 lets every BUY and SELL through.") in high
+    top = Decimal(str(round(max(long_top, short_top), 3)))
+    assert not any(n.text.startswith("Your threshold")
+                   for n in svc.signal_alerts.threshold_notes(rahul, top))

@@ -319,7 +319,7 @@ def test_settings_show_every_type_s_mode_and_one_changes_by_name(
     kamla = login("kamla")
     text = _text(replies.settings_text(kamla))
     assert "Order filled" in text and "Daily summary: 16:00 IST" in text
-    assert "Signals from probability: 0.70" in text and "Do not disturb: off" in text
+    assert "Signals from probability: 0.00" in text and "Do not disturb: off" in text
     changed = _text(replies.change_setting(kamla, "SIGNAL", "Silent"))
     line = next(x for x in changed.splitlines() if x.startswith("New high"))
     assert line.split()[-1] == "silent"

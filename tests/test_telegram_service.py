@@ -331,8 +331,8 @@ def test_preferences_default_then_change_and_read_back(services: Services, login
     ({"dnd": (time(22), time(22))}, "must start and end at different times; got 22:00-22:00"),
     ({"daily_summary_time": time(9, 0)}, "after the close, from 15:35 IST: pick a time from "
                                          "15:35 to 23:59; got 09:00"),
-    ({"signal_min_probability": Decimal("0.49")}, "between 0.50 and 0.99 .*; got 0.49"),
-    ({"signal_min_probability": Decimal("1")}, "between 0.50 and 0.99 .*; got 1"),
+    ({"signal_min_probability": Decimal("-0.01")}, "between 0.00 and 0.99 .*; got -0.01"),
+    ({"signal_min_probability": Decimal("1")}, "between 0.00 and 0.99 .*; got 1"),
     ({"signal_min_probability": Decimal("0.7001")}, "at most 3 decimals; got 0.7001"),
     ({"signal_min_probability": Decimal("NaN")}, "got NaN"),
 ])

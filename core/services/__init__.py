@@ -64,7 +64,7 @@ class Services:
         self.pnl_snapshots = PnlSnapshotService(db, settings, self.household, self.portfolio)
         self.models = ModelRegistry(db, settings)
         self.signals = SignalService(db, settings, self.models)
-        self.signal_alerts = SignalAlertService(db, settings, self.signals)
+        self.signal_alerts = SignalAlertService(db, settings, self.signals, self.models)
         self.daily_summary = DailySummaryService(self.pnl_snapshots)
         self.telegram = TelegramService(db, settings, self.household)
         self.telegram_replies = TelegramReplies(self)  # the bot's answers, over these services

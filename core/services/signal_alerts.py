@@ -1,10 +1,13 @@
-"""New high-probability signals as alerts, after each trading day's close (a worker job).
+"""New BUY and SELL signals as alerts, after each trading day's close (a worker job).
 
 :meth:`SignalAlertService.run` scans the universe as the Signals page does
 (:meth:`core.services.signals.SignalService.scan_as`, which journals every signal), then
-writes one ``signal.new`` household alert per household for each BUY or SELL whose calibrated
-probability is at least :data:`ALERT_MIN_PROBABILITY`, with ``probability`` set so each
-member's own threshold (0.50-0.99) filters it at delivery.
+writes one ``signal.new`` household alert per household for each BUY or SELL (the action rule
+gives one only when the calibrated probability beats the expected hit rate by the minimum
+edge), with ``probability`` set so each member's own threshold (0.00-0.99, default 0.00: every
+one) filters it at delivery. The model's probabilities are small (a 2·ATR target before a 1·ATR
+stop hits about a third of the time), so a fixed floor such as 0.50 would alert nothing ever;
+:meth:`SignalAlertService.threshold_notes` tells a member what the model in use can reach.
 
 A signal is news only on a fresh bar: one of the scan day's session or the session before
 (an end-of-day import may land the next morning). On older data (a desk whose daily bars were
@@ -19,23 +22,23 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sqlalchemy import select
 
 from core import alerts
 from core.clock import is_trading_day, now_ist, to_ist
 from core.config import Settings
+from core.domain import Actor
 from core.errors import NotFound
 from core.money import inr
 from core.services.base import ServiceBase
+from core.services.signal_registry import ModelRegistry, ModelState
 from db.engine import Database
 from db.models import HouseholdRow
 from engines.signal_types import Action, Signal
 
 KIND = "signal.new"
-#: The lowest probability alerted; members choose their own threshold from here up.
-ALERT_MIN_PROBABILITY = Decimal("0.50")
 #: What every signal alert says about the model's measured edge.
 CAVEAT = "Measured edge is small (see Signals page)."
 OPERATOR = "worker"  # the journal's generated_by for the worker's scan
@@ -55,7 +58,7 @@ class SignalAlertReport:
     """What one scan for alerts did."""
 
     scanned: int = 0
-    alertable: list[str] = field(default_factory=list)  # symbols of BUY/SELL at >= 0.50
+    alertable: list[str] = field(default_factory=list)  # symbols of BUY/SELL signals
     written: int = 0  # alerts added (all households)
     skipped: str = ""  # why nothing was scanned or alerted, else ""
 
@@ -63,14 +66,38 @@ class SignalAlertReport:
         """Return one line for the worker's log and the job's record."""
         if self.skipped:
             return f"no signal alerts: {self.skipped}"
-        return (f"{self.scanned} signal(s) scanned, {len(self.alertable)} BUY/SELL at "
-                f"p >= {ALERT_MIN_PROBABILITY}; {self.written} alert(s) written")
+        return (f"{self.scanned} signal(s) scanned, {len(self.alertable)} BUY/SELL; "
+                f"{self.written} alert(s) written")
 
 
 def alertable(signal: Signal) -> bool:
-    """Return whether ``signal`` is alerted: a BUY or SELL at probability 0.50 or more."""
-    return (signal.action in (Action.BUY, Action.SELL)
-            and Decimal(str(signal.probability)) >= ALERT_MIN_PROBABILITY)
+    """Return whether ``signal`` is alerted: a BUY or a SELL (members filter by probability)."""
+    return signal.action in (Action.BUY, Action.SELL)
+
+
+class Note(NamedTuple):
+    """One sentence for the Alerts page; ``warn`` when it means no signal alert will come."""
+
+    warn: bool
+    text: str
+
+
+def threshold_notes(state: ModelState, threshold: Decimal) -> tuple[Note, ...]:
+    """Return what a member's signal threshold means with the model in use (for the page)."""
+    if state.in_use is None or state.highest is None:
+        return (Note(True, "No model is in use, so no signal alert comes now"
+                     + (f": {state.problem}" if state.problem else ".")),)
+    long_top, short_top = state.highest
+    notes = [Note(False, "Signal alerts come for BUY and SELL signals only. The model in use "
+                         f"({state.in_use.version}) gives probabilities of at most "
+                         f"{long_top:.3f} (long) and {short_top:.3f} (short): a 2·ATR target "
+                         "before a 1·ATR stop is reached about a third of the time, so "
+                         "probabilities stay small.")]
+    if threshold > Decimal(str(round(max(long_top, short_top), 3))):
+        notes.append(Note(True, f"Your threshold {threshold:.2f} is above them: no signal "
+                                "alert will reach you. 0.00 lets every BUY and SELL through."))
+    notes.extend(Note(True, ceiling) for ceiling in state.ceilings)
+    return tuple(notes)
 
 
 def signal_probability(signal: Signal) -> Decimal:
@@ -111,12 +138,20 @@ def _fresh_days(day: date) -> tuple[date, date]:
 
 
 class SignalAlertService(ServiceBase):
-    """Scans after the close and alerts new high-probability BUY/SELL signals."""
+    """Scans after the close and alerts new BUY/SELL signals."""
 
-    def __init__(self, db: Database, settings: Settings, signals: SignalScanner) -> None:
-        """Scan through ``signals`` (its model registry says which model is in use)."""
+    def __init__(self, db: Database, settings: Settings, signals: SignalScanner,
+                 models: ModelRegistry | None = None) -> None:
+        """Scan through ``signals``; ``models`` (the registry) answers :meth:`threshold_notes`."""
         super().__init__(db, settings)
         self.signals = signals
+        self.models = models
+
+    def threshold_notes(self, actor: Actor, threshold: Decimal) -> tuple[Note, ...]:
+        """Return what ``threshold`` means with the model in use (see :func:`threshold_notes`)."""
+        if self.models is None:
+            return ()
+        return threshold_notes(self.models.state(actor), threshold)
 
     def run(self, now: datetime | None = None) -> SignalAlertReport:
         """Scan and alert (see the module docstring); return what was done.

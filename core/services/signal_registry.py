@@ -117,6 +117,7 @@ class ModelState:
     problem: str | None  # why there is no model in use, in plain words
     ceilings: tuple[str, ...] = ()  # why the model in use cannot give a BUY or a SELL
     calibrators: str | None = None  # each side's calibrator: "long platt, short isotonic"
+    highest: tuple[float, float] | None = None  # the highest long and short probabilities
 
 
 def _to_version(row: ModelVersionRow) -> ModelVersion:
@@ -271,8 +272,11 @@ class ModelRegistry(ServiceBase):
             used = self.in_use()
         except (NotFound, ModelFileError) as exc:
             return ModelState(None, None, training, str(exc))
+        calibrators = used.artifact.calibrators
         return ModelState(used.version, used.fallback_reason, training, None,
-                          action_ceilings(used.artifact), calibrator_kinds(used.artifact))
+                          action_ceilings(used.artifact), calibrator_kinds(used.artifact),
+                          (calibrators[Direction.LONG.value].highest(),
+                           calibrators[Direction.SHORT.value].highest()))
 
     @staticmethod
     def _no_model_reason(versions: list[ModelVersion]) -> str:

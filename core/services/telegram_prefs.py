@@ -21,7 +21,7 @@ from core.services.daily_summary import EARLIEST as SUMMARY_EARLIEST
 from core.services.telegram_delivery import load_prefs
 from db.models import AlertPreferenceRow, NotificationSettingsRow
 
-THRESHOLD_MIN, THRESHOLD_MAX = Decimal("0.50"), Decimal("0.99")
+THRESHOLD_MIN, THRESHOLD_MAX = Decimal("0.00"), Decimal("0.99")
 _MILLI = Decimal("0.001")
 # A widget's float (0.71 -> 0.7100000000000001) is rounded to 3 decimals when this close.
 _FLOAT_NOISE = Decimal("1e-9")
