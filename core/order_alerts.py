@@ -17,12 +17,16 @@ all filled                      ``order.filled``        info       Filled: BUY 1
 -> CANCELLED                    ``order.cancelled``     info       Order cancelled: BUY 10 ..
 ==============================  ======================  =========  =========================
 
+When the risk gate cut the size, the placed and rejected titles say so after the quantity:
+"Order placed: BUY 1 SBIN (asked 2; risk gate: market regime CHOPPY: size × 0.5 → 1 share)".
+
 Building the text costs a few string formats and no read: the alert shows the account's label
 through its ``account_id``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -97,17 +101,33 @@ def _fill_text(row: OrderRow, filled: int, average: Decimal | None) -> str:
     return f"Filled {filled} of {row.quantity} at avg {inr(average)}{value}"
 
 
+def _resized_text(row: OrderRow, risk_note: Mapping[str, object] | None) -> str:
+    """Return " (asked N; risk gate: why)" when the gate cut the order's size, else ""."""
+    if not risk_note or "requested_quantity" not in risk_note:
+        return ""
+    asked = risk_note["requested_quantity"]
+    if asked == row.quantity:
+        return ""
+    why = str(risk_note.get("risk_gate") or "").strip()
+    return f" (asked {asked}; risk gate: {why})" if why else f" (asked {asked}; risk gate)"
+
+
 def order_event(row: OrderRow, old: OrderStatus, old_filled: int,
-                placed_by: str | None = None) -> OrderEvent | None:
+                placed_by: str | None = None,
+                risk_note: Mapping[str, object] | None = None) -> OrderEvent | None:
     """Return the alert of ``row``'s change from ``old`` (``old_filled`` filled), or None.
 
     ``row`` holds the new state (status, filled quantity, average price, rejection reason);
-    ``placed_by`` is the username of who placed it, for a placed order's message.
+    ``placed_by`` is the username of who placed it, for a placed order's message;
+    ``risk_note`` is the gate's note when it cut the size (``requested_quantity`` and
+    ``risk_gate``, as audited), so a placed or rejected order's alert says what was asked.
     """
     kind = event_kind(old, row.status, old_filled, row.filled_quantity, row.quantity)
     if kind is None:
         return None
     what = f"{row.side.value} {row.quantity} {row.symbol}"
+    if kind in (PLACED, REJECTED):
+        what += _resized_text(row, risk_note)
     terms = f"{row.order_type.value} {_price_text(row)} · {row.product.value}"
     source = SOURCES.get(row.source, row.source)
     order = f"Order {row.id} ({source})"
@@ -141,13 +161,15 @@ def order_event(row: OrderRow, old: OrderStatus, old_filled: int,
 
 
 def enqueue_order_event(session: Session, row: OrderRow, old: OrderStatus, old_filled: int,
-                        household_id: int, placed_by: str | None = None) -> bool:
+                        household_id: int, placed_by: str | None = None,
+                        risk_note: Mapping[str, object] | None = None) -> bool:
     """Write ``row``'s change as an alert in ``session`` (the change's transaction).
 
     Return True when an alert was added; False when the change is no alert's event or its
-    alert exists already (a replayed push, a retried step).
+    alert exists already (a replayed push, a retried step). ``risk_note``: see
+    :func:`order_event`.
     """
-    event = order_event(row, old, old_filled, placed_by)
+    event = order_event(row, old, old_filled, placed_by, risk_note)
     if event is None:
         return False
     return alerts.enqueue(session, kind=event.kind, household_id=household_id,

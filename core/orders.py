@@ -506,9 +506,10 @@ class OrderManager:
             broker_order_id = broker.place_order(request)
         except (OrderRejected, ValidationError) as exc:
             return self._transition(order_id, OrderStatus.REJECTED, placed_by, reason=str(exc),
-                                    on_recorded=on_recorded)
+                                    on_recorded=on_recorded, risk_note=risk_note)
         return self._transition(order_id, OrderStatus.OPEN, placed_by,
-                                broker_order_id=broker_order_id, on_recorded=on_recorded)
+                                broker_order_id=broker_order_id, on_recorded=on_recorded,
+                                risk_note=risk_note)
 
     def submit_paced(self, request: OrderRequest, *, placed_by: Actor | None, source: str,
                      wait_s: float = PACE_WAIT_S) -> Order:
@@ -649,7 +650,7 @@ class OrderManager:
                     column: getattr(row, column) for column in _ORDER_COLUMNS}).scalar_one()
                 events = [self._placed_event(session, row, placed_by, source, risk_note),
                           self._recorded(session, row, OrderStatus.PENDING, 0, placed_by,
-                                         reason=reason)]
+                                         reason=reason, risk_note=risk_note)]
                 audit.append_many(session, events)
                 if account_label is not None:  # usernames never change
                     label, username = account_label, placed_by.username if placed_by else None
@@ -669,12 +670,14 @@ class OrderManager:
     def _transition(self, order_id: int, new: OrderStatus, actor: Actor | None, *,
                     reason: str | None = None, broker_order_id: str | None = None,
                     filled: int | None = None, average: Decimal | None = None,
-                    on_recorded: Callable[[Session, Order], None] | None = None) -> Order:
+                    on_recorded: Callable[[Session, Order], None] | None = None,
+                    risk_note: dict[str, object] | None = None) -> Order:
         with self.db.transaction() as session:
             row = session.get(OrderRow, order_id, with_for_update=True)
             assert row is not None  # noqa: S101 - callers pass ids they just read
             self._apply(session, row, new, actor, reason=reason,
-                        broker_order_id=broker_order_id, filled=filled, average=average)
+                        broker_order_id=broker_order_id, filled=filled, average=average,
+                        risk_note=risk_note)
             session.flush()
             order = load_order(session, order_id)
             if on_recorded is not None:
@@ -684,8 +687,12 @@ class OrderManager:
     def _apply(self, session: Session, row: OrderRow, new: OrderStatus, actor: Actor | None, *,
                reason: str | None = None, broker_order_id: str | None = None,
                filled: int | None = None, average: Decimal | None = None,
-               events: list[audit.AuditEvent] | None = None) -> bool:
-        """Move ``row`` to ``new`` and audit it (into ``events`` if given, else at once)."""
+               events: list[audit.AuditEvent] | None = None,
+               risk_note: dict[str, object] | None = None) -> bool:
+        """Move ``row`` to ``new`` and audit it (into ``events`` if given, else at once).
+
+        ``risk_note`` is the gate's note of a size it cut, for the placed or rejected alert.
+        """
         old, old_filled = row.status, row.filled_quantity
         changed_fill = filled is not None and filled != row.filled_quantity
         if old == new and not changed_fill:
@@ -701,7 +708,8 @@ class OrderManager:
             row.filled_quantity = filled
         if average is not None:
             row.average_price = average
-        event = self._recorded(session, row, old, old_filled, actor, reason=reason)
+        event = self._recorded(session, row, old, old_filled, actor, reason=reason,
+                               risk_note=risk_note)
         if events is None:
             audit.append(session, event)
         else:
@@ -709,7 +717,8 @@ class OrderManager:
         return True
 
     def _recorded(self, session: Session, row: OrderRow, old: OrderStatus, old_filled: int,
-                  actor: Actor | None, *, reason: str | None = None) -> audit.AuditEvent:
+                  actor: Actor | None, *, reason: str | None = None,
+                  risk_note: dict[str, object] | None = None) -> audit.AuditEvent:
         """Write the alert of ``row``'s move from ``old`` (as it now is); return its audit event.
 
         The alert commits with the change, or not at all; the caller appends the event.
@@ -717,7 +726,7 @@ class OrderManager:
         household_id = self._household(session, row.account_id)
         if household_id is not None:
             enqueue_order_event(session, row, old, old_filled, household_id,
-                                actor.username if actor else None)
+                                actor.username if actor else None, risk_note)
         return _event(actor, "orders.status", row.id, household_id,
                       {"from": old.value, "to": row.status.value,
                        "filled": row.filled_quantity, "average_price": row.average_price,

@@ -233,3 +233,35 @@ def test_the_intraday_square_off_alerts_its_cancels_and_exits(
     assert rows[3].body.startswith("Nothing filled; all 3 cancelled")
     assert rows[4].title == "Order placed: SELL 10 INFY"
     assert f"Order {exit_order.id} (MIS square-off), by priya" in rows[4].body
+
+
+class HalveEverything:
+    """A risk gate that approves half of every order, as a CHOPPY market regime does."""
+
+    def check(self, request: OrderRequest, context: RiskContext) -> RiskDecision:
+        half = request.quantity // 2
+        return RiskDecision(True, (f"market regime CHOPPY: size × 0.5 → {half} shares",),
+                            quantity=half)
+
+
+def test_an_order_the_gate_cut_says_what_was_asked_and_why_when_placed_or_rejected(
+        services: Services, priya: Actor, account: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    services.orders.manager.risk_gate = HalveEverything()
+    placed = services.orders.place(priya, _buy(account))
+    assert placed.quantity == 5
+    (alert,) = _order_alerts(services)
+    assert alert.kind == PLACED
+    assert alert.title == ("Order placed: BUY 5 INFY (asked 10; risk gate: market regime "
+                           "CHOPPY: size × 0.5 → 5 shares)")
+    broker = services.orders.broker_for(account)
+
+    def refuse(session: object, request: OrderRequest, pre: object = None) -> str:
+        raise OrderRejected("the exchange halted INFY")
+
+    monkeypatch.setattr(broker, "place_in", refuse)
+    services.orders.place(priya, OrderRequest(account, "INFY", Side.BUY, 6, OrderType.LIMIT,
+                                              Product.CNC, price=Decimal("1500.00")))
+    rejected = _order_alerts(services)[-1]
+    assert rejected.kind == REJECTED
+    assert rejected.title == ("Order rejected: BUY 3 INFY (asked 6; risk gate: market regime "
+                              "CHOPPY: size × 0.5 → 3 shares)")
