@@ -241,6 +241,12 @@ def test_a_trader_makes_her_limits_stricter_and_sees_what_changed(desk) -> None:
     ("max_orders_per_second", "20", "'Orders per second at most' must be between 1 and 10"),
     ("daily_loss_pct", "lots", "'Daily loss limit [% of capital]' must be a number"),
     ("mis_square_off_at", "16:00", "'MIS square-off at [HH:MM IST]' must be within market hours"),
+    ("risk_per_trade_pct", "0,5", "'Risk per trade [% of capital]' must be a number (e.g. 1 or "
+     "0.5); got '0,5': this limit takes no digit grouping, and a comma is no decimal point"),
+    ("max_order_value", "1,5", "'Order value at most [₹]' must be a number (e.g. 1 or 0.5); got "
+     "'1,5': a comma may only group the digits of a whole amount (5,00,000 or 500,000)"),
+    ("max_order_value", "400000.123", "'Order value at most [₹]' must be in rupees with at most "
+     "2 decimals (paise); got '400000.123'"),
 ])
 def test_a_bad_limit_is_refused_with_the_rule_and_the_value_and_nothing_changes(
         desk, field, value, message) -> None:
@@ -275,6 +281,19 @@ def test_only_an_admin_gets_the_household_defaults_form(desk) -> None:
     assert not errors(at), errors(at)
     assert ("Saved the household defaults: Weekly loss limit [% of capital] 5 → 4"
             in texts(at))
+
+
+def test_a_decimal_comma_in_a_household_default_is_refused_never_read_ten_times_larger(
+        desk) -> None:
+    svc, logins = desk
+    at = on_risk(desk, "rahul")
+    at.text_input(key="risk_limit_household_risk_per_trade_pct").input("0,5")
+    at.button(key="risk_limits_save").click().run()
+    assert not at.exception
+    assert ("'Risk per trade [% of capital]' must be a number (e.g. 1 or 0.5); got '0,5'"
+            in errors(at))
+    assert "Saved" not in texts(at)
+    assert svc.risk.limits(who(svc, logins, "rahul"), None).household_defaults == RiskLimits()
 
 
 # ----------------------------------------------------------------------------------------------

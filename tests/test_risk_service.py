@@ -143,6 +143,20 @@ def test_an_admin_sets_household_defaults_from_form_strings_and_accounts_inherit
     assert details is not None and '"daily_loss_pct":["2","1.5"]' in details
 
 
+@pytest.mark.parametrize(("field", "typed", "value"), [
+    ("max_order_value", "5,00,000", Decimal("500000")),
+    ("max_order_value", "500,000", Decimal("500000")),
+    ("max_order_value", "₹4,00,000.50", Decimal("400000.50")),
+    ("portfolio_mtm_stop_loss", "1,00,00,000", Decimal("10000000")),
+    ("max_order_quantity", "5,000", 5000),
+    ("risk_per_trade_pct", "0.5", Decimal("0.5")),
+])
+def test_digit_grouping_of_whole_rupees_or_shares_is_read_as_the_number_it_groups(
+    risk: RiskService, login, field: str, typed: str, value: object,
+) -> None:
+    assert getattr(risk.set_limits(login("rahul"), None, {field: typed}), field) == value
+
+
 RISK_PCT, SQUARE_OFF = "'Risk per trade [% of capital]'", "'MIS square-off at [HH:MM IST]'"
 BAD_VALUES = [
     pytest.param("risk_per_trade_pct", "abc", f"{RISK_PCT} must be a number (e.g. 1 or 0.5); "
@@ -169,6 +183,23 @@ BAD_VALUES = [
     pytest.param("portfolio_mtm_stop_loss", "-5", "'Account MTM stop-loss [₹] (empty: none)' "
                  "must be a positive amount in rupees (or empty); got -5", id="negative-mtm"),
     pytest.param("no_such_limit", "1", "Unknown risk limit no_such_limit", id="unknown"),
+    pytest.param("risk_per_trade_pct", "0,5", f"{RISK_PCT} must be a number (e.g. 1 or 0.5); "
+                 "got '0,5': this limit takes no digit grouping, and a comma is no decimal "
+                 "point", id="decimal-comma-in-a-percentage"),
+    pytest.param("daily_loss_pct", "1,000", "'Daily loss limit [% of capital]' must be a number "
+                 "(e.g. 1 or 0.5); got '1,000'", id="grouping-in-a-percentage"),
+    pytest.param("max_order_value", "1,5", "'Order value at most [₹]' must be a number (e.g. 1 "
+                 "or 0.5); got '1,5': a comma may only group the digits of a whole amount "
+                 "(5,00,000 or 500,000)", id="decimal-comma-in-rupees"),
+    pytest.param("max_order_value", "5,00,000.5,0", "'Order value at most [₹]' must be a number",
+                 id="comma-in-the-paise"),
+    pytest.param("max_order_quantity", "50,00", "'Order quantity at most [shares]' must be a "
+                 "number (e.g. 1 or 0.5); got '50,00'", id="misgrouped-shares"),
+    pytest.param("max_order_value", "400000.123", "'Order value at most [₹]' must be in rupees "
+                 "with at most 2 decimals (paise); got '400000.123'", id="rupees-below-a-paisa"),
+    pytest.param("portfolio_mtm_target", Decimal("1500.005"), "'Account MTM target [₹] (empty: "
+                 "none)' must be in rupees with at most 2 decimals (paise)",
+                 id="mtm-below-a-paisa"),
 ]
 
 
@@ -703,6 +734,10 @@ def test_mtm_limits_are_set_by_an_admin_for_the_household_and_by_traders_for_str
         risk.set_mtm_limit(aarav, Scope.STRATEGY, "momo", stop_loss=Decimal("1"), target=None)
     with pytest.raises(ValidationError, match="MTM stop_loss must be a positive amount"):
         risk.set_mtm_limit(priya, Scope.STRATEGY, "momo", stop_loss=Decimal("-1"), target=None)
+    with pytest.raises(ValidationError, match=r"MTM target must be a positive amount in rupees "
+                       r"with at most 2 decimals \(paise\), or empty; got Decimal\('1500.125'\)"):
+        risk.set_mtm_limit(priya, Scope.STRATEGY, "momo", stop_loss=None,
+                           target=Decimal("1500.125"))
     momo = risk.set_mtm_limit(priya, Scope.STRATEGY, "momo", stop_loss=Decimal("500"),
                               target=Decimal("1500"))
     assert momo is not None and (momo.stop_loss, momo.target, momo.updated_by) == (

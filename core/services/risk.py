@@ -148,6 +148,16 @@ _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0", ""})
 _HHMM = re.compile(r"^(\d{1,2}):(\d{2})$")
 _COID_UNSAFE = re.compile(r"[^A-Za-z0-9_:\-]")
+#: Limits in rupees: a ₹ sign, digit grouping and at most 2 decimals (paise) are accepted.
+RUPEE_FIELDS = frozenset({"max_order_value", "portfolio_mtm_stop_loss", "portfolio_mtm_target"})
+#: Digit grouping of a whole number: Indian (5,00,000; 1,00,00,000) or Western (500,000).
+_GROUPED = re.compile(r"^(?:\d{1,2}(?:,\d{2})*,\d{3}|\d{1,3}(?:,\d{3})+)$")
+_COMMA_RULE = {
+    True: "a comma may only group the digits of a whole amount (5,00,000 or 500,000); write "
+          "decimals with a point",
+    False: "this limit takes no digit grouping, and a comma is no decimal point; write "
+           "decimals with a point (0.5)",
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,16 +255,32 @@ def _kind_of(name: str) -> str:
 
 
 def _decimal(name: str, raw: object) -> Decimal:
+    """Return ``raw`` as a number; commas only as digit grouping of whole rupees or shares."""
     if isinstance(raw, bool) or not isinstance(raw, (str, int, float, Decimal)):
         raise ValidationError(f"{limit_label(name)} must be a number; got {raw!r}")
+    rupees = name in RUPEE_FIELDS
+    text = raw.strip() if isinstance(raw, str) else str(raw)
+    if rupees:
+        text = text.removeprefix("₹").strip()
+    if "," in text:
+        # A comma only groups the digits of whole rupees or shares, never marks decimals:
+        # '0,5' is not half a percent, and '1,5' is not ₹15.
+        groups = rupees or _kind_of(name) == "int"
+        whole, _point, fraction = text.removeprefix("-").partition(".")
+        if not groups or "," in fraction or not _GROUPED.match(whole):
+            raise ValidationError(f"{limit_label(name)} must be a number (e.g. 1 or 0.5); got "
+                                  f"{raw!r}: {_COMMA_RULE[groups]}")
+        text = text.replace(",", "")
     try:
-        value = Decimal(raw.replace(",", "").replace("₹", "").strip() if isinstance(raw, str)
-                        else str(raw))
+        value = Decimal(text)
     except InvalidOperation:
         raise ValidationError(f"{limit_label(name)} must be a number (e.g. 1 or 0.5); "
                               f"got {raw!r}") from None
     if not value.is_finite():
         raise ValidationError(f"{limit_label(name)} must be a finite number; got {raw!r}")
+    if rupees and value != paise(value):
+        raise ValidationError(f"{limit_label(name)} must be in rupees with at most 2 decimals "
+                              f"(paise); got {raw!r}")
     return value
 
 
@@ -1066,9 +1092,9 @@ class RiskService(ServiceBase):
                                   "portfolio_mtm_target limits; use set_limits")
         for name, value in (("stop_loss", stop_loss), ("target", target)):
             if value is not None and (not isinstance(value, Decimal) or not value.is_finite()
-                                      or value <= 0):
-                raise ValidationError(f"MTM {name} must be a positive amount in rupees (or "
-                                      f"empty); got {value!r}")
+                                      or value <= 0 or value != paise(value)):
+                raise ValidationError(f"MTM {name} must be a positive amount in rupees with at "
+                                      f"most 2 decimals (paise), or empty; got {value!r}")
         with self.db.transaction() as session:
             row = session.scalar(select(MtmLimitRow).where(
                 MtmLimitRow.household_id == actor.household_id, MtmLimitRow.scope == scope,
