@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -71,16 +71,35 @@ def _price_input(label: str, key: str, column: Any, help_text: str) -> float | N
     )
 
 
-def symbol_label(prices: Mapping[str, Decimal | None]) -> Callable[[str], str]:
-    """Return the symbol picker's label: the symbol and its last price, or that it has none.
+#: How many unpriced symbols the note under a symbol picker names before "and N more".
+_UNPRICED_NAMED = 12
+
+
+def unpriced_note(prices: Mapping[str, Decimal | None]) -> str | None:
+    """Return the note under a symbol picker naming the symbols with no price yet, or None.
 
     The feed may price only some of the instrument master; an order in an unpriced symbol is
-    refused, so the picker says so before the user fills the ticket in.
+    refused, so the page says so before the user fills the ticket in. The picker's options are
+    the bare symbols: Streamlit keys a selectbox's choice by its shown label, and a label with
+    the moving price would drop the choice as soon as the price changed (Review shows the LTP).
     """
-    def label(symbol: str) -> str:
-        price = prices.get(symbol)
-        return f"{symbol} · {rupees(price)}" if price is not None else f"{symbol} · no price yet"
-    return label
+    missing = [symbol for symbol, price in prices.items() if price is None]
+    if not missing:
+        return None
+    named = ", ".join(missing[:_UNPRICED_NAMED])
+    more = f" and {len(missing) - _UNPRICED_NAMED} more" if len(missing) > _UNPRICED_NAMED else ""
+    return f"No price yet (orders in them are refused): {named}{more}."
+
+
+def symbol_picker(symbols: Mapping[str, Decimal | None], key: str, column: Any) -> str | None:
+    """Render a symbol picker in ``column`` whose options are the symbols themselves, and the
+    unpriced note below the row (full width)."""
+    symbol: str | None = column.selectbox("Symbol", list(symbols), index=None,
+                                          placeholder="Type to search", key=key)
+    note = unpriced_note(symbols)
+    if note is not None:
+        st.caption(note)
+    return symbol
 
 
 def order_ticket(me: Actor, accounts: Sequence[Account],
@@ -92,9 +111,7 @@ def order_ticket(me: Actor, accounts: Sequence[Account],
         values: dict[str, Any] = {
             "account_id": top[0].selectbox(
                 "Account", list(labels), format_func=labels.get, key="trade_account"),
-            "symbol": top[1].selectbox(
-                "Symbol", list(symbols), format_func=symbol_label(symbols), index=None,
-                placeholder="Type to search", key="trade_symbol"),
+            "symbol": symbol_picker(symbols, "trade_symbol", top[1]),
             "side": _choice("Side", Side, "trade_side", top[2]),
         }
         mid = st.columns(4)
@@ -259,9 +276,7 @@ def gtt_form(me: Actor, accounts: Sequence[Account],
         top = st.columns(5)
         account_id = top[0].selectbox(
             "Account", list(labels), format_func=labels.get, key="trade_gtt_account")
-        symbol = top[1].selectbox(
-            "Symbol", list(symbols), format_func=symbol_label(symbols), index=None,
-            placeholder="Type to search", key="trade_gtt_symbol")
+        symbol = symbol_picker(symbols, "trade_gtt_symbol", top[1])
         product = top[2].radio("Product", [Product.CNC.value, Product.MIS.value],
                                horizontal=True, key="trade_gtt_product")
         side = _choice("Side", Side, "trade_gtt_side", top[3])

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from sqlalchemy import delete, func, select, update
+from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
 from core.clock import now_ist
@@ -292,8 +293,10 @@ def test_the_ticket_offers_only_tradable_accounts_and_shows_the_market_session(s
     assert accounts == ["Priya · Trading"]  # she may view Rahul · Long-term, not trade it
     assert "Market closed · market feed off (FEED_MODE=off)" in texts(at)
     assert "must be AMO" in texts(at)
-    symbols = at.selectbox(key="trade_symbol").options  # each with its price, or none yet
-    assert "INFY · ₹1,500.00" in symbols and "RELIANCE · no price yet" in symbols
+    symbols = at.selectbox(key="trade_symbol").options  # the symbols themselves: stable values
+    assert "INFY" in symbols and "RELIANCE" in symbols
+    assert "No price yet (orders in them are refused): ADANIENT," in texts(at)
+    assert "INFY," not in texts(at).split("No price yet")[1]  # a priced symbol is not listed
 
 
 def test_review_shows_value_charges_and_required_funds_and_writes_nothing(stocked) -> None:
@@ -343,6 +346,59 @@ def ticket_request_of(at: AppTest, svc: Services, quantity: int) -> OrderRequest
     """Return the request the filled ticket stands for (as the page builds it)."""
     return OrderRequest(at.selectbox(key="trade_account").value, "INFY", Side.BUY, quantity,
                         OrderType.LIMIT, Product.CNC, price=Decimal("1490.5"), amo=True)
+
+
+def move_price(svc: Services, symbol: str, ltp: str) -> None:
+    """Print a new last price of ``symbol`` (the feed moved it)."""
+    with svc.db.transaction() as session:
+        session.execute(update(QuoteRow).where(QuoteRow.instrument_id == select(
+            InstrumentRow.id).where(InstrumentRow.symbol == symbol).scalar_subquery())
+            .values(ltp=Decimal(ltp), updated_at=now_ist()))
+
+
+def hold_in_the_browser(at: AppTest, key: str) -> str:
+    """Return the wire value the browser now holds for the selectbox ``key``: the option label
+    the user picked (it sends it back on every submit until the server resets the widget)."""
+    return at.selectbox(key=key)._widget_state.string_value
+
+
+def send_as_the_browser(at: AppTest, key: str, wire: str) -> None:
+    """Make the next run receive ``wire`` as selectbox ``key``'s value, as a browser sends it.
+
+    AppTest re-derives the label from the last run's options; a browser sends back the label it
+    holds, even after a run showed the option under another label.
+    """
+    box = at.selectbox(key=key)
+
+    class Held(type(box)):  # type: ignore[misc]
+        @property
+        def _widget_state(self) -> WidgetState:
+            state = WidgetState()
+            state.id = self.id
+            state.string_value = wire
+            return state
+
+    box.__class__ = Held
+
+
+def test_the_chosen_symbol_stays_chosen_when_its_price_moves_between_review_and_place(
+        stocked) -> None:
+    svc, _ = stocked
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    fill_ticket(at, svc, symbol="TCS", quantity=2, price=2990.0, amo=True)
+    held = hold_in_the_browser(at, "trade_symbol")
+    move_price(svc, "TCS", "3004.10")  # the feed moves on while the user fills the ticket in
+    at.button(key="trade_review").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert {m.label: m.value for m in at.metric}["LTP"] == "₹3,004.10"
+    move_price(svc, "TCS", "3012.35")
+    send_as_the_browser(at, "trade_symbol", held)
+    at.button(key="trade_place").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="trade_symbol").value == "TCS"
+    with svc.db.transaction() as session:
+        row = session.scalars(select(OrderRow)).one()
+        assert (row.symbol, row.quantity, row.price) == ("TCS", 2, Decimal("2990"))
 
 
 def test_a_market_order_without_amo_is_refused_while_the_market_is_closed(stocked) -> None:
@@ -647,6 +703,25 @@ def test_reviewing_a_gtt_shows_each_legs_order_value_charges_and_funds_and_write
     assert "Only one leg of an OCO fires" in texts(at)
     with svc.db.transaction() as session:
         assert session.scalar(select(func.count()).select_from(GttRow)) == 0
+
+
+def test_the_gtt_symbol_stays_chosen_when_its_price_moves_between_review_and_create(
+        market) -> None:
+    svc, _ = market
+    _hold_infy(market, 3)
+    at = on_page(app_as(market, "priya"), "pages/trade.py")
+    _oco_form(at, (1400.0, 1395.0), (1600.0, 1595.0))
+    held = hold_in_the_browser(at, "trade_gtt_symbol")
+    move_price(svc, "INFY", "1503.45")
+    at.button(key="trade_gtt_review").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    move_price(svc, "INFY", "1498.20")
+    send_as_the_browser(at, "trade_gtt_symbol", held)
+    at.button(key="trade_gtt_create").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "on INFY is active" in texts(at)
+    with svc.db.transaction() as session:
+        assert session.scalars(select(GttRow.symbol)).all() == ["INFY"]
 
 
 def test_reviewing_a_gtt_that_breaks_a_rule_gives_the_create_refusal_and_writes_nothing(
