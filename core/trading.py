@@ -465,7 +465,8 @@ def _check_tags(request: OrderRequest) -> None:
             f"got {request.strategy!r}")
     stop = request.stop_loss
     if stop is not None and (not isinstance(stop, Decimal) or not stop.is_finite() or stop <= 0):
-        raise ValidationError(f"Stop-loss must be a positive price in rupees; got {stop!r}")
+        raise ValidationError(
+            f"Stop-loss must be a positive price in rupees; got {as_typed(stop)}")
 
 
 def _check_prices(request: OrderRequest, instrument: Instrument) -> None:

@@ -65,9 +65,10 @@ def _choice(label: str, enum: type, key: str, column: Any) -> str:
     return column.radio(label, [member.value for member in enum], horizontal=True, key=key)
 
 
-def _price_input(label: str, key: str, column: Any, help_text: str) -> float | None:
+def _price_input(label: str, key: str, column: Any, help_text: str,
+                 lowest: float = 0.0) -> float | None:
     return column.number_input(
-        label, min_value=0.0, value=None, step=0.05, format="%.2f", key=key, help=help_text
+        label, min_value=lowest, value=None, step=0.05, format="%.2f", key=key, help=help_text
     )
 
 
@@ -128,7 +129,7 @@ def order_ticket(me: Actor, accounts: Sequence[Account],
         values["stop_loss"] = _price_input(
             "Planned stop-loss [₹]", "trade_stop_loss", low[3],
             "Where you would exit if wrong; the risk gate sizes the order from its distance "
-            "(without one: a multiple of ATR, see Risk). Not sent to the broker")
+            "(without one: a multiple of ATR, see Risk). Not sent to the broker", lowest=0.01)
         values["amo"] = low[2].checkbox(
             "AMO (after-market order)", key="trade_amo",
             help="Queue the order for the next session's open; needed while the market is closed")
@@ -145,14 +146,15 @@ def order_ticket(me: Actor, accounts: Sequence[Account],
     request = ticket_request(values)
     if review:
         decision = fetch(lambda: svc.risk_gate.preview(me, request, request.stop_loss))
+        if decision is None:
+            return  # its refusal is shown; the estimate checks the same and would repeat it
         # The figures are those of the order the gate would place (it may cut the size).
-        sized = (replace(request, quantity=decision.quantity) if decision is not None
-                 and decision.approved and 0 < decision.quantity < request.quantity else request)
+        sized = (replace(request, quantity=decision.quantity) if decision.approved
+                 and 0 < decision.quantity < request.quantity else request)
         estimate = fetch(lambda: svc.orders.estimate(me, sized))
         if estimate is not None:
             show_estimate(sized, estimate, asked=request.quantity)
-        if decision is not None:
-            show_decision(decision)
+        show_decision(decision)
         return
     placing = replace(request, client_order_id=_client_order_id(request))
     order = fetch(lambda: svc.orders.place(me, placing))

@@ -110,6 +110,21 @@ def test_a_bad_order_is_refused_with_the_rule_and_nothing_is_written(
     assert _counts(services) == before
 
 
+@pytest.mark.parametrize(("stop", "shown"), [(Decimal("0.0"), "₹0"), (Decimal("-5.25"), "-₹5.25")])
+def test_a_planned_stop_loss_that_is_no_price_is_refused_in_rupees_on_review_and_place(
+    services: Services, priya: Actor, priya_account: int, stop: Decimal, shown: str,
+) -> None:
+    request = _buy(priya_account, stop_loss=stop)
+    message = f"Stop-loss must be a positive price in rupees; got {shown}"
+    for attempt in (lambda: services.risk_gate.preview(priya, request),
+                    lambda: services.orders.estimate(priya, request),
+                    lambda: services.orders.place(priya, request)):
+        with pytest.raises(ValidationError) as refused:
+            attempt()
+        assert str(refused.value) == message
+    assert _counts(services) == (0, 0, 0)
+
+
 def test_insufficient_funds_says_how_much_is_needed_and_available(
     services: Services, priya: Actor, priya_account: int,
 ) -> None:

@@ -401,6 +401,17 @@ def test_the_chosen_symbol_stays_chosen_when_its_price_moves_between_review_and_
         assert (row.symbol, row.quantity, row.price) == ("TCS", 2, Decimal("2990"))
 
 
+def test_review_of_a_refused_ticket_says_why_once(stocked) -> None:
+    svc, _ = stocked
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    fill_ticket(at, svc, order_type="LIMIT", price=None, amo=True)
+    at.button(key="trade_review").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["A LIMIT order needs a price; none was given"]
+    assert at.number_input(key="trade_stop_loss").min > 0  # a planned stop-loss of ₹0 is none
+    assert order_count(svc) == 0
+
+
 def test_a_market_order_without_amo_is_refused_while_the_market_is_closed(stocked) -> None:
     svc, _ = stocked
     at = on_page(app_as(stocked, "priya"), "pages/trade.py")
