@@ -19,6 +19,7 @@ import streamlit as st
 
 from core.clock import format_ist
 from core.domain import Account, Actor
+from core.money import inr
 from core.services.risk import KIND_TITLES
 from engines.risk_types import (
     LIMIT_FIELDS,
@@ -129,7 +130,7 @@ def sector_frame(sectors: Sequence[Any]) -> pd.DataFrame:
     """Return exposure by sector with the limit and the room left, largest first."""
     rows = [{
         "Sector": s.sector or "unknown",
-        "Value [₹]": float(s.value),
+        "Value [₹]": inr(s.value, symbol=False),  # Indian grouping, as the other tables
         "Share of capital [%]": round(float(s.pct), 2),
         "Limit [%]": float(s.limit_pct),
         "Room [%]": round(float(s.limit_pct) - float(s.pct), 2),

@@ -157,6 +157,12 @@ def test_the_sector_table_shows_the_room_to_the_limit_and_flags_an_excess() -> N
     assert list(frame["Room [%]"]) == [-1.0, 0.0]
 
 
+def test_the_sector_table_shows_rupees_with_indian_grouping() -> None:
+    sectors = [SimpleNamespace(sector="IT", value=Decimal("155920.40"), pct=Decimal("15.6"),
+                               limit_pct=Decimal("30"))]
+    assert list(sector_frame(sectors)["Value [₹]"]) == ["1,55,920.40"]
+
+
 # ----------------------------------------------------------------------------------------------
 # Every role
 # ----------------------------------------------------------------------------------------------
