@@ -403,6 +403,18 @@ def test_an_admin_panics_the_household_and_a_trader_cannot_re_enable_it(desk) ->
         svc.risk.reenable(who(svc, logins, "priya"), row.id)
 
 
+def test_a_strategy_stop_offers_re_enable_only_to_those_who_trade_every_account(desk) -> None:
+    svc, logins = desk
+    stop = svc.risk.panic(who(svc, logins, "rahul"), Scope.STRATEGY, strategy="ema_cross")
+    for member in ("kamla", "priya"):  # each trades one account; the stop covers every one
+        assert "risk_reenable_go" not in keys(on_risk(desk, member)), member
+    admin = on_risk(desk, "rahul")
+    assert admin.selectbox(key="risk_reenable_state").value == stop.state_id
+    admin.button(key="risk_reenable_go").click().run()
+    assert not admin.exception and not errors(admin), errors(admin)
+    assert [row.phase for row in state_rows(svc)] == [StatePhase.CLEARED]
+
+
 def test_a_strategy_panic_names_the_strategy(desk) -> None:
     at = on_risk(desk, "priya")
     at.text_input(key="risk_panic_strategy_name").input("ema_cross")

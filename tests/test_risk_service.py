@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from core.clock import IST
 from core.config import PROJECT_ROOT
 from core.domain import Actor
-from core.errors import PermissionDenied, ValidationError
+from core.errors import PermissionDenied, RiskRejected, ValidationError
 from core.seed import DemoLogin
 from core.services import Services
 from core.services import risk as risk_service
@@ -562,6 +562,33 @@ def test_a_trader_re_enables_her_account_s_panic_but_a_viewer_cannot(
         risk.reenable(priya, household.state_id)
     assert risk.reenable(priya, mine.state_id).phase is StatePhase.CLEARED
     assert [s.id for s in risk.states(aarav)] == [household.state_id]  # hers is not his to see
+
+
+def test_a_strategy_stop_is_lifted_only_by_an_admin_or_one_who_trades_every_account(
+    services: Services, risk: RiskService, login, labels: dict[str, int],
+) -> None:
+    rahul, priya, kamla = login("rahul"), login("priya"), login("kamla")
+    hers = labels["Priya · Trading"]
+    stop = risk.panic(rahul, Scope.STRATEGY, strategy="ema_cross")
+    # kamla trades only Kamla · Pension, priya only Priya · Trading: the stop covers them all
+    assert [s.may_reenable for s in risk.states(kamla)] == [False]
+    assert [s.may_reenable for s in risk.states(priya)] == [False]
+    with pytest.raises(PermissionDenied, match=r"'family_member' may not re-enable Panic of "
+                       r"strategy ema_cross: it needs an admin or a member who trades every "
+                       r"account of the household \(the strategy is stopped on all of them\)"):
+        risk.reenable(kamla, stop.state_id)
+    with pytest.raises(PermissionDenied, match="'trader' may not re-enable Panic of strategy"):
+        risk.reenable(priya, stop.state_id)
+    with pytest.raises(RiskRejected):
+        services.orders.place(priya, _order(hers, "INFY", Side.BUY, 1, strategy="ema_cross"))
+    assert [s.may_reenable for s in risk.states(rahul)] == [True]
+    assert risk.reenable(rahul, stop.state_id).phase is StatePhase.CLEARED
+
+    own = risk.panic(priya, Scope.STRATEGY, strategy="momo")  # hers stops rahul's momo too
+    assert [s.may_reenable for s in risk.states(priya)] == [False]
+    with pytest.raises(PermissionDenied, match="'trader' may not re-enable Panic of strategy"):
+        risk.reenable(priya, own.state_id)
+    assert risk.reenable(rahul, own.state_id).phase is StatePhase.CLEARED
 
 
 def test_engaging_twice_gives_one_state_one_exit_and_no_second_alert(

@@ -22,7 +22,11 @@ action            household scope                              account / strateg
 panic, disable    admin                                        account: TRADE on it or admin;
                                                                strategy: admin or anyone who
                                                                trades an account
-re-enable         admin                                        as panic (account scope), but
+re-enable         admin                                        account: TRADE on it or admin;
+                                                               strategy (stopped on every
+                                                               account): admin or a member
+                                                               who trades every active
+                                                               account, whoever engaged it;
                                                                a kill switch needs an admin
 limits            household defaults: admin                    account: admin; a member with
                                                                TRADE only makes them stricter
@@ -576,7 +580,8 @@ class RiskService(ServiceBase):
             clear_note=row.clear_note,
             steps=tuple(s for s in _steps(row)
                         if viewable is None or s.account_id is None or s.account_id in viewable),
-            may_reenable=actor is not None and _may_reenable(row, role, actor, trade_ids))
+            may_reenable=actor is not None and _may_reenable(session, row, role, actor,
+                                                             trade_ids))
 
     def lift_lapsed(self) -> int:
         """Clear loss-limit states whose day or week is over (audited, alerted); return how many."""
@@ -621,7 +626,7 @@ class RiskService(ServiceBase):
         return paise(gate.snapshot(row.account_id).capital)  # as the peak is shown
 
     def reenable(self, actor: Actor, state_id: int, note: str = "") -> RiskStateView:
-        """Lift a state: a kill switch needs an admin; others an admin or (account) a trader.
+        """Lift a state: a kill switch needs an admin; others an admin or one trading its accounts.
 
         Re-enabling an account's kill switch starts its drawdown afresh: the account's peak
         equity becomes its equity now (in the same transaction, audited with the old and the
@@ -641,11 +646,14 @@ class RiskService(ServiceBase):
         if row.phase is StatePhase.CLEARED:
             raise ValidationError(f"Risk state {state_id} was already lifted at "
                                   f"{format_ist(row.cleared_at)}")
-        if not _may_reenable(row, role, actor, trade_ids):
+        with self.db.transaction() as session:
+            allowed = _may_reenable(session, row, role, actor, trade_ids)
+            scope_name = _scope_text(session, row)
+        if not allowed:
             who = ("an admin" if row.kind is StateKind.KILL_SWITCH or row.scope is Scope.HOUSEHOLD
-                   else "an admin or a member who trades the account")
-            with self.db.transaction() as session:
-                scope_name = _scope_text(session, row)
+                   else "an admin or a member who trades the account" if row.scope is Scope.ACCOUNT
+                   else "an admin or a member who trades every account of the household (the "
+                        "strategy is stopped on all of them)")
             self._deny(actor, "risk.reenable", f"risk_state:{state_id}",
                        f"Your role {role.value!r} may not re-enable {KIND_TITLES[row.kind]} of "
                        f"{scope_name}: it needs {who}")
@@ -1172,18 +1180,33 @@ def _scope_text(session: Session, row: RiskStateRow) -> str:
     return _scope_label(session, row.scope, risk_store.engine_key(row))
 
 
-def _may_reenable(row: RiskStateRow, role: Role, actor: Actor, trade_ids: set[int]) -> bool:
+def _covered_accounts(session: Session, row: RiskStateRow) -> set[int]:
+    """Return the accounts whose orders ``row`` stops: a strategy's, every active account."""
+    if row.scope is Scope.ACCOUNT:
+        return {row.account_id} if row.account_id is not None else set()
+    return set(session.scalars(select(AccountRow.id).where(
+        AccountRow.household_id == row.household_id, AccountRow.is_active.is_(True))))
+
+
+def _may_reenable(session: Session, row: RiskStateRow, role: Role, actor: Actor,
+                  trade_ids: set[int]) -> bool:
+    """Return whether ``actor`` may lift ``row``: an admin, or one who trades all it covers.
+
+    A strategy's state stops that strategy on every account of the household, whoever engaged
+    it: lifting it lets the strategy trade them all again, so it takes an admin or a member who
+    trades every one of them (not one account's trader).
+    """
     if row.phase is StatePhase.CLEARED:
         return False
     if row.household_id != actor.household_id and role is not Role.SUPER_ADMIN:
         return False
     if role in ADMINS:
         return True
-    if row.kind is StateKind.KILL_SWITCH or row.scope is Scope.HOUSEHOLD:
+    if (row.kind is StateKind.KILL_SWITCH or row.scope is Scope.HOUSEHOLD
+            or role not in ACTING_ROLES):
         return False
-    if row.scope is Scope.ACCOUNT:
-        return row.account_id in trade_ids
-    return role in ACTING_ROLES and bool(trade_ids)
+    covered = _covered_accounts(session, row)
+    return bool(covered) and covered <= trade_ids
 
 
 def _check_control(symbol: str, quantity: int, ltp: Decimal, tick: Decimal,
