@@ -334,6 +334,20 @@ def test_a_single_gtt_fires_once_when_the_price_crosses_its_trigger(
     assert orders[0].order_type is OrderType.LIMIT and orders[0].price == Decimal("1452.00")
 
 
+def test_a_gtt_s_trigger_is_audited_in_its_account_s_household(
+    services: Services, priya: Actor, priya_account: int, login,
+) -> None:
+    gtt = services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC,
+                                     [GttLeg(Decimal("1450.00"), Side.BUY, 5, Decimal("1452.00"))])
+    tick(services.db, "INFY", "1449.00")
+    services.orders.step()
+    with services.db.transaction() as session:
+        assert session.execute(select(AuditRow.resource, AuditRow.household_id).where(
+            AuditRow.action == "gtt.trigger")).one() == (f"gtt:{gtt.id}", priya.household_id)
+    shown = services.audit.entries(login("rahul"), AuditFilter(action_prefix="gtt.trigger"))
+    assert list(shown["actor"]) == ["system"]
+
+
 @pytest.mark.parametrize("scope", [Scope.ACCOUNT, Scope.HOUSEHOLD])
 def test_no_gtt_is_created_or_reviewed_while_trading_is_stopped_and_one_is_after_re_enabling(
     services: Services, priya: Actor, priya_account: int, login, scope: Scope,

@@ -18,6 +18,7 @@ from decimal import Decimal
 
 import pandas as pd
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from brokers.base import Broker, OrderChange, SessionState
 from brokers.registry import only_desk_book_brokers, venue_steppers
@@ -467,7 +468,7 @@ class OrderService(ServiceBase):
                 return False  # someone else fired or cancelled it
             row.status, row.triggered_at, row.triggered_leg = GttStatus.TRIGGERED, now, index + 1
             self._audit(session, None, "gtt.trigger", f"gtt:{gtt_id}", {"leg": index + 1},
-                        household_id=None)
+                        household_id=_gtt_household(session, row))
             return True
 
     def _place_for_gtt(self, row: GttRow, leg: GttLeg, index: int, ltp: Decimal) -> None:
@@ -514,9 +515,7 @@ class OrderService(ServiceBase):
             row = session.get(GttRow, gtt_id, with_for_update=True)
             assert row is not None  # noqa: S101
             row.status, row.message = status, message[:300]
-            household_id = session.scalar(select(AccountRow.household_id).where(
-                AccountRow.id == row.account_id))
-            assert household_id is not None  # noqa: S101 - the GTT's account exists
+            household_id = _gtt_household(session, row)
             self._audit(session, None, f"gtt.{status.value}", f"gtt:{gtt_id}",
                         {"message": message[:300]},
                         outcome=audit.FAILED if status is GttStatus.REJECTED else audit.OK,
@@ -526,6 +525,14 @@ class OrderService(ServiceBase):
                                account_id=row.account_id, severity=alert.severity,
                                title=alert.title, body=alert.body,
                                dedupe_key=alert.dedupe_key)
+
+
+def _gtt_household(session: Session, row: GttRow) -> int:
+    """Return the household of a GTT's account (its audit rows and alerts belong there)."""
+    household_id = session.scalar(select(AccountRow.household_id).where(
+        AccountRow.id == row.account_id))
+    assert household_id is not None  # noqa: S101 - the GTT's account exists
+    return household_id
 
 
 def _leg_columns(legs: Sequence[GttLeg]) -> dict[str, object]:
