@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import func, select
 
 from core.domain import Actor
 from core.errors import ValidationError
@@ -18,7 +19,9 @@ from core.trading import (
     check_price_band,
     price_band,
 )
+from db.models import AlertOutboxRow, AuditRow, OrderRow
 from tests.support.market import open_market, tick
+from tests.support.orders import review_and_place_refusals
 
 D = Decimal
 TICK = D("0.05")
@@ -73,22 +76,44 @@ def _account(services: Services, actor: Actor) -> int:
                 if a.label == "Priya · Trading")
 
 
+BEYOND = ("Price ₹1700 of INFY is outside today's price band ₹1,350.00 to ₹1,650.00 "
+          "(previous close ₹1,500.00, NSE's dynamic price band); the exchange does not accept it")
+
+
+def _written(services: Services) -> tuple[int, int, int]:
+    """Return how many orders, audit rows and alerts the desk holds."""
+    with services.db.transaction() as session:
+        return tuple(session.scalar(select(func.count()).select_from(model)) or 0
+                     for model in (OrderRow, AuditRow, AlertOutboxRow))  # type: ignore[return-value]
+
+
 @pytest.mark.usefixtures("backend")
-def test_the_paper_exchange_rejects_an_order_beyond_the_band_and_blocks_nothing(
+def test_review_and_place_refuse_a_limit_price_beyond_the_band_before_writing_anything(
         services: Services, priya: Actor) -> None:
     account = _account(services, priya)
-    rejected = services.orders.place(priya, OrderRequest(
-        account, "INFY", Side.BUY, 1, OrderType.LIMIT, Product.CNC, price=D("1700.00")))
-    assert rejected.status is OrderStatus.REJECTED
-    assert rejected.rejection_reason == (
-        "Price ₹1700 of INFY is outside today's price band ₹1,350.00 to ₹1,650.00 "
-        "(previous close ₹1,500.00, NSE's dynamic price band); the exchange does not accept it")
+    request = OrderRequest(account, "INFY", Side.BUY, 1, OrderType.LIMIT, Product.CNC,
+                           price=D("1700.00"), client_order_id="SHER-band-1")
+    before = _written(services)
+    assert review_and_place_refusals(services, priya, request) == [BEYOND] * 3
+    assert _written(services) == before
     assert services.portfolio.funds(priya, account).used_margin == 0
 
     tick(services.db, "INFY", "1649.00")  # up 9.93%: the band flexes to ₹1,725.00
-    accepted = services.orders.place(priya, OrderRequest(
-        account, "INFY", Side.BUY, 1, OrderType.LIMIT, Product.CNC, price=D("1700.00")))
+    assert services.orders.estimate(priya, request).price == D("1700.00")
+    accepted = services.orders.place(priya, request)
     assert accepted.status is OrderStatus.OPEN
+
+
+@pytest.mark.usefixtures("backend")
+def test_the_paper_exchange_still_rejects_an_order_beyond_the_band_that_reaches_it(
+        services: Services, priya: Actor) -> None:
+    account = _account(services, priya)
+    rejected = services.orders.manager.submit(OrderRequest(  # past the desk's own check
+        account, "INFY", Side.BUY, 1, OrderType.LIMIT, Product.CNC, price=D("1700.00")),
+        placed_by=priya)
+    assert rejected.status is OrderStatus.REJECTED
+    assert rejected.rejection_reason == BEYOND
+    assert services.portfolio.funds(priya, account).used_margin == 0
 
 
 @pytest.mark.usefixtures("backend")

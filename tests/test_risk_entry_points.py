@@ -286,8 +286,8 @@ def test_no_order_of_any_kind_reaches_the_broker_while_a_state_is_active(
 NOT_ORDER_PATHS = {
     OrderService: {"broker_for", "tradable_accounts", "symbols", "search_symbols",
                    "market_session", "viewable_ids", "order_book", "order_book_frame",
-                   "trade_book_frame", "household_labels", "estimate", "cancel", "create_gtt",
-                   "review_gtt",
+                   "trade_book_frame", "household_labels", "estimate", "priced", "cancel",
+                   "create_gtt", "review_gtt",
                    "cancel_gtt", "gtts", "gtt_frame", "fire_gtts"},
 }
 #: Public methods that can create orders, each driven above under an active state.

@@ -412,6 +412,22 @@ def test_review_of_a_refused_ticket_says_why_once(stocked) -> None:
     assert order_count(svc) == 0
 
 
+def test_review_and_place_refuse_a_limit_price_beyond_the_band_and_write_nothing(
+        stocked) -> None:
+    svc, _ = stocked
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    fill_ticket(at, svc, quantity=1, price=5000.0, amo=True)
+    band = ("Price ₹5000 of INFY is outside today's price band ₹1,341.00 to ₹1,639.00 "
+            "(previous close ₹1,490.00, NSE's dynamic price band); the exchange does not "
+            "accept it")
+    for button in ("trade_review", "trade_place"):
+        at.button(key=button).click().run()
+        assert not at.exception
+        assert [e.value for e in at.error] == [band], button
+        assert not at.metric  # no figures of an order the exchange would not take
+    assert order_count(svc) == 0
+
+
 def test_a_market_order_without_amo_is_refused_while_the_market_is_closed(stocked) -> None:
     svc, _ = stocked
     at = on_page(app_as(stocked, "priya"), "pages/trade.py")

@@ -245,13 +245,14 @@ class DeskRiskGate:
         PermissionDenied
             If the actor may not trade the account.
         ValidationError, NotFound
-            If the request is malformed or the symbol unknown (as placing it would).
+            If the request is malformed (a limit price outside today's price band included)
+            or the symbol unknown, as placing it would.
         """
         self.household.authorize_trade(actor, request.account_id)
         if stop_price is not None:
             request = replace(request, stop_loss=stop_price)
         request, instrument = self.orders.manager.normalise(request)
-        estimate = self.orders.manager.estimate(request, instrument)
+        estimate = self.orders.priced(request, instrument)
         return self._decide(request, OrderAction.PLACE, estimate, instrument.sector)
 
     # -- gathering ----------------------------------------------------------------------------
