@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from core.domain import Instrument
-from core.errors import ValidationError
+from core.errors import RiskRejected, ValidationError
 from core.money import as_typed, inr
 from core.trading import GttKind, GttLeg, check_tick, to_price
+from engines.risk_types import RiskLimits
 
 GTT_LIFETIME = timedelta(days=365)
 
@@ -77,6 +78,39 @@ def check_gtt(legs: Sequence[GttLeg], instrument: Instrument, ltp: Decimal) -> G
                               f"exit a long, both BUY to cover a short); got {stop.side} and "
                               f"{target.side}")
     return GttKind.OCO
+
+
+def check_order_limits(legs: Sequence[GttLeg], symbol: str, limits: RiskLimits) -> None:
+    """Refuse a GTT whose leg's order the risk gate's fixed per-order limits would refuse.
+
+    Each leg places a LIMIT order of its quantity at its limit price; an order above the
+    account's ``max_order_value`` or ``max_order_quantity`` (:class:`RiskLimits`, the limits in
+    force for the account) is refused by the gate whatever the market does, so such a GTT could
+    never place its order. The price band and the funds are not checked here: they change
+    before the trigger, and the gate checks them when it fires.
+
+    Raises
+    ------
+    RiskRejected
+        Naming each such leg, its order, the limits and the values.
+    """
+    problems = []
+    for number, leg in enumerate(legs, start=1):
+        broken = []
+        value = leg.price * leg.quantity
+        if value > limits.max_order_value:
+            broken.append(f"order value {inr(value)} is above the limit "
+                          f"{inr(limits.max_order_value)} per order")
+        if leg.quantity > limits.max_order_quantity:
+            broken.append(f"quantity {leg.quantity} is above the limit of "
+                          f"{limits.max_order_quantity} shares per order")
+        if broken:
+            problems.append(f"leg {number} ({leg.side.value} {leg.quantity} {symbol} at "
+                            f"{inr(leg.price)}): " + " and ".join(broken))
+    if problems:
+        raise RiskRejected("This GTT's order would be refused by the risk gate when it fires: "
+                           + "; ".join(problems) + ". Lower the quantity, or ask for higher "
+                           "per-order limits of this account (Risk page)")
 
 
 def expiry(created_at: datetime) -> datetime:

@@ -7,9 +7,10 @@ from decimal import Decimal
 import pytest
 
 from core.domain import Instrument
-from core.errors import ValidationError
-from core.gtt import check_gtt, fired_leg
+from core.errors import RiskRejected, ValidationError
+from core.gtt import check_gtt, check_order_limits, fired_leg
 from core.trading import GttKind, GttLeg, Side
+from engines.risk_types import RiskLimits
 
 INFY = Instrument(id=1, symbol="INFY", exchange="NSE", segment="EQ", name=None,
                   tick_size=Decimal("0.05"), lot_size=1, sector=None, isin=None)
@@ -87,3 +88,26 @@ def test_a_gtt_that_breaks_a_rule_is_refused_with_the_values(
     with pytest.raises(ValidationError) as refused:
         check_gtt(legs, INFY, Decimal("1500"))
     assert message in str(refused.value)
+
+
+LIMITS = RiskLimits(max_order_value=Decimal("500000"), max_order_quantity=5000)
+
+
+@pytest.mark.parametrize(("legs", "message"), [
+    pytest.param([leg("1200", Side.BUY, 100_000)], "leg 1 (BUY 100000 INFY at ₹1,200.00): order "
+                 "value ₹12,00,00,000.00 is above the limit ₹5,00,000.00 per order and quantity "
+                 "100000 is above the limit of 5000 shares per order", id="both-limits"),
+    pytest.param([leg("1400", quantity=300), leg("1600", quantity=400, price="1599")],
+                 "leg 2 (SELL 400 INFY at ₹1,599.00): order value ₹6,39,600.00 is above the "
+                 "limit ₹5,00,000.00 per order. Lower", id="oco-target-leg-value"),
+])
+def test_a_gtt_leg_above_the_per_order_limits_is_refused_with_the_values(
+    legs: list[GttLeg], message: str,
+) -> None:
+    with pytest.raises(RiskRejected) as refused:
+        check_order_limits(legs, "INFY", LIMITS)
+    assert message in str(refused.value)
+
+
+def test_a_gtt_leg_exactly_at_the_per_order_limits_passes() -> None:
+    check_order_limits([leg("100", Side.BUY, 5000)], "INFY", LIMITS)  # ₹5,00,000, 5,000 shares

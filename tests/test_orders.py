@@ -46,7 +46,6 @@ from db.models import (
 from engines import costs
 from engines.risk_types import Scope
 from tests.support.market import open_market, set_feed, tick
-from tests.support.orders import review_and_place_refusals
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -117,7 +116,12 @@ def test_a_planned_stop_loss_that_is_no_price_is_refused_in_rupees_on_review_and
 ) -> None:
     request = _buy(priya_account, stop_loss=stop)
     message = f"Stop-loss must be a positive price in rupees; got {shown}"
-    assert review_and_place_refusals(services, priya, request) == [message] * 3
+    for attempt in (lambda: services.risk_gate.preview(priya, request),
+                    lambda: services.orders.estimate(priya, request),
+                    lambda: services.orders.place(priya, request)):
+        with pytest.raises(ValidationError) as refused:
+            attempt()
+        assert str(refused.value) == message
     assert _counts(services) == (0, 0, 0)
 
 
@@ -363,6 +367,33 @@ def test_no_gtt_is_created_or_reviewed_while_trading_is_stopped_and_one_is_after
     services.risk.reenable(rahul, report.state_id, "checked")
     assert services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC,
                                       legs).status is GttStatus.ACTIVE
+
+
+def test_a_gtt_whose_order_is_above_the_account_s_per_order_limits_is_refused_at_once(
+    services: Services, priya: Actor, priya_account: int, login,
+) -> None:
+    huge = [GttLeg(Decimal("1200.00"), Side.BUY, 100_000, Decimal("1200.00"))]
+    for call in (services.orders.create_gtt, services.orders.review_gtt):
+        with pytest.raises(RiskRejected) as refused:
+            call(priya, priya_account, "INFY", Product.CNC, huge)
+        assert str(refused.value) == (
+            "This GTT's order would be refused by the risk gate when it fires: leg 1 (BUY "
+            "100000 INFY at ₹1,200.00): order value ₹12,00,00,000.00 is above the limit "
+            "₹5,00,000.00 per order and quantity 100000 is above the limit of 5000 shares per "
+            "order. Lower the quantity, or ask for higher per-order limits of this account "
+            "(Risk page)")
+    assert _counts(services)[2] == 0
+    # the limits in force for the account: an admin's stricter quantity limit counts
+    services.risk.set_limits(login("rahul"), priya_account, {"max_order_quantity": "20"})
+    oco = [GttLeg(Decimal("1400.00"), Side.BUY, 20, Decimal("1400.00")),
+           GttLeg(Decimal("1600.00"), Side.BUY, 25, Decimal("1601.00"))]
+    with pytest.raises(RiskRejected, match=r"leg 2 \(BUY 25 INFY at ₹1,601.00\): quantity 25 "
+                                           r"is above the limit of 20 shares per order\. "):
+        services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC, oco)
+    assert _counts(services)[2] == 0
+    # within the limits it is created (funds and price band are checked when it fires)
+    assert services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC, [GttLeg(
+        Decimal("1400.00"), Side.BUY, 20, Decimal("1400.00"))]).status is GttStatus.ACTIVE
 
 
 def test_a_strategys_panic_leaves_gtts_alone_as_they_carry_no_strategy(

@@ -57,7 +57,6 @@ from core.trading import (
     OrderType,
     Product,
     Side,
-    check_price_band,
     check_request,
 )
 from db.engine import Database
@@ -188,55 +187,16 @@ class OrderService(ServiceBase):
 
     # -- placing and changing ----------------------------------------------------------------
     def estimate(self, actor: Actor, request: OrderRequest) -> OrderEstimate:
-        """Return price, value, charges and required vs available funds before submitting.
-
-        Raises
-        ------
-        ValidationError
-            As placing it would, a limit price outside today's price band included.
-        """
+        """Return price, value, charges and required vs available funds before submitting."""
         self.household.authorize_trade(actor, request.account_id)
         normalised, instrument = self.manager.normalise(request)
-        return self.priced(normalised, instrument)
-
-    def priced(self, request: OrderRequest, instrument: Instrument) -> OrderEstimate:
-        """Return the estimate of a normalised ``request``, refusing a limit price outside
-        today's price band (:func:`~core.trading.check_price_band`) from the same quote."""
-        pre = self.manager.pre_trade(self.broker_for(request.account_id), request.symbol)
-        estimate = self.manager.estimate(request, instrument, pre)
-        if pre.quote is not None:
-            check_price_band(request, pre.quote.prev_close, pre.quote.ltp, instrument.tick_size)
-        return estimate
+        return self.manager.estimate(normalised, instrument)
 
     def place(self, actor: Actor, request: OrderRequest, source: str = "web") -> Order:
-        """Place an order; refusals raise (nothing written), broker rejections return REJECTED.
-
-        A limit price outside today's price band is refused before anything is written (the
-        exchange would not accept it); the broker checks the band again when it takes the
-        order, and its answer stands.
-        """
+        """Place an order; refusals raise (nothing written), broker rejections return REJECTED."""
         account = self.household.authorize_trade(actor, request.account_id)
-        self._check_price_band(request)
         return self.manager.submit(request, placed_by=actor, source=source,
                                    account_label=account.label)
-
-    def _check_price_band(self, request: OrderRequest) -> None:
-        """Refuse ``request``'s limit price if it lies outside the band the broker's quote gives.
-
-        No price (MARKET, SL-M), no quote or no previous close: nothing to check here. A client
-        order id already recorded is left to the order manager, which hands that order back.
-        """
-        if request.price is None:
-            return
-        normalised, instrument = self.manager.normalise(request)
-        if request.client_order_id is not None:
-            with self.db.transaction() as session:
-                if session.scalar(select(OrderRow.id).where(
-                        OrderRow.client_order_id == normalised.client_order_id)) is not None:
-                    return
-        quote = self.broker_for(normalised.account_id).quote(normalised.symbol)
-        if quote is not None:
-            check_price_band(normalised, quote.prev_close, quote.ltp, instrument.tick_size)
 
     def _authorized_order(self, actor: Actor, order_id: int) -> Order:
         with self.db.transaction() as session:
@@ -354,7 +314,9 @@ class OrderService(ServiceBase):
         """Authorize and check a GTT; return the account, instrument, LTP and the GTT's kind.
 
         A kill switch, panic, loss limit or disable of the household or the account refuses
-        it: the GTT would wait and fire an order while (or after) trading is stopped.
+        it: the GTT would wait and fire an order while (or after) trading is stopped. So does
+        a leg whose order is above the account's order value or quantity limit
+        (:func:`core.gtt.check_order_limits`): the gate would refuse it when it fires.
         """
         account = self.household.authorize_trade(actor, account_id)
         with self.db.transaction() as session:
@@ -381,6 +343,10 @@ class OrderService(ServiceBase):
             raise ValidationError(f"No live price for {symbol}; a GTT needs one to set its "
                                   "trigger direction")
         kind = gtt_rules.check_gtt(legs, instrument, quote.ltp)
+        with self.db.transaction() as session:  # the per-order limits in force for the account
+            limits, _source = risk_store.effective_limits(session, account.household_id,
+                                                          account_id)
+        gtt_rules.check_order_limits(legs, symbol, limits)
         sells = [leg for leg in legs if leg.side is Side.SELL]
         if product is Product.CNC and sells:  # as a broker does: a delivery sell GTT needs shares
             largest = max(sells, key=lambda leg: leg.quantity)  # an OCO fires one leg only
