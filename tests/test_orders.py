@@ -46,6 +46,7 @@ from db.models import (
 from engines import costs
 from engines.risk_types import Scope
 from tests.support.market import open_market, set_feed, tick
+from tests.support.orders import review_and_place_refusals
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -116,12 +117,7 @@ def test_a_planned_stop_loss_that_is_no_price_is_refused_in_rupees_on_review_and
 ) -> None:
     request = _buy(priya_account, stop_loss=stop)
     message = f"Stop-loss must be a positive price in rupees; got {shown}"
-    for attempt in (lambda: services.risk_gate.preview(priya, request),
-                    lambda: services.orders.estimate(priya, request),
-                    lambda: services.orders.place(priya, request)):
-        with pytest.raises(ValidationError) as refused:
-            attempt()
-        assert str(refused.value) == message
+    assert review_and_place_refusals(services, priya, request) == [message] * 3
     assert _counts(services) == (0, 0, 0)
 
 

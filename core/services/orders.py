@@ -57,6 +57,7 @@ from core.trading import (
     OrderType,
     Product,
     Side,
+    check_price_band,
     check_request,
 )
 from db.engine import Database
@@ -187,16 +188,55 @@ class OrderService(ServiceBase):
 
     # -- placing and changing ----------------------------------------------------------------
     def estimate(self, actor: Actor, request: OrderRequest) -> OrderEstimate:
-        """Return price, value, charges and required vs available funds before submitting."""
+        """Return price, value, charges and required vs available funds before submitting.
+
+        Raises
+        ------
+        ValidationError
+            As placing it would, a limit price outside today's price band included.
+        """
         self.household.authorize_trade(actor, request.account_id)
         normalised, instrument = self.manager.normalise(request)
-        return self.manager.estimate(normalised, instrument)
+        return self.priced(normalised, instrument)
+
+    def priced(self, request: OrderRequest, instrument: Instrument) -> OrderEstimate:
+        """Return the estimate of a normalised ``request``, refusing a limit price outside
+        today's price band (:func:`~core.trading.check_price_band`) from the same quote."""
+        pre = self.manager.pre_trade(self.broker_for(request.account_id), request.symbol)
+        estimate = self.manager.estimate(request, instrument, pre)
+        if pre.quote is not None:
+            check_price_band(request, pre.quote.prev_close, pre.quote.ltp, instrument.tick_size)
+        return estimate
 
     def place(self, actor: Actor, request: OrderRequest, source: str = "web") -> Order:
-        """Place an order; refusals raise (nothing written), broker rejections return REJECTED."""
+        """Place an order; refusals raise (nothing written), broker rejections return REJECTED.
+
+        A limit price outside today's price band is refused before anything is written (the
+        exchange would not accept it); the broker checks the band again when it takes the
+        order, and its answer stands.
+        """
         account = self.household.authorize_trade(actor, request.account_id)
+        self._check_price_band(request)
         return self.manager.submit(request, placed_by=actor, source=source,
                                    account_label=account.label)
+
+    def _check_price_band(self, request: OrderRequest) -> None:
+        """Refuse ``request``'s limit price if it lies outside the band the broker's quote gives.
+
+        No price (MARKET, SL-M), no quote or no previous close: nothing to check here. A client
+        order id already recorded is left to the order manager, which hands that order back.
+        """
+        if request.price is None:
+            return
+        normalised, instrument = self.manager.normalise(request)
+        if request.client_order_id is not None:
+            with self.db.transaction() as session:
+                if session.scalar(select(OrderRow.id).where(
+                        OrderRow.client_order_id == normalised.client_order_id)) is not None:
+                    return
+        quote = self.broker_for(normalised.account_id).quote(normalised.symbol)
+        if quote is not None:
+            check_price_band(normalised, quote.prev_close, quote.ltp, instrument.tick_size)
 
     def _authorized_order(self, actor: Actor, order_id: int) -> Order:
         with self.db.transaction() as session:
