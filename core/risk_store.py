@@ -25,6 +25,7 @@ from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from brokers.paper.records import deposits as paper_deposits
 from core.clock import now_ist, to_ist
 from core.trading import Product
 from db.models import (
@@ -371,17 +372,46 @@ def mtm_limit_rows(session: Session, household_id: int | None = None) -> list[Mt
             for row, username in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class Peak:
+    """An account's recorded equity peak and the money paid in (net) that it counted."""
+
+    equity: Decimal
+    paid_in: Decimal = Decimal(0)
+
+    def at(self, paid_in: Decimal) -> Decimal:
+        """Return the peak with the money moved in or out since it was recorded.
+
+        A deposit or withdrawal is not a trading gain or loss: ``paid_in`` is the money paid
+        in now (the figure the equity it is compared with counts), and the peak moves by its
+        difference from what the peak counted.
+        """
+        return self.equity + paid_in - self.paid_in
+
+
 def peak_equity(session: Session, account_id: int) -> Decimal | None:
-    """Return the highest equity recorded for an account (None: none yet)."""
+    """Return the highest equity recorded for an account (None: none yet), as recorded."""
     return session.scalar(
         select(EquityPeakRow.peak_equity).where(EquityPeakRow.account_id == account_id))
 
 
+def peak_of(session: Session, account_id: int) -> Peak | None:
+    """Return an account's recorded peak and the paid-in it counted (None: none yet)."""
+    row = session.execute(select(EquityPeakRow.peak_equity, EquityPeakRow.paid_in)
+                          .where(EquityPeakRow.account_id == account_id)).first()
+    return Peak(row[0], row[1]) if row is not None else None
+
+
 def peak_equities(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
     """Return the recorded equity peak of each account that has one, in one read."""
-    return dict(session.execute(
-        select(EquityPeakRow.account_id, EquityPeakRow.peak_equity)
-        .where(EquityPeakRow.account_id.in_(list(account_ids)))).all())
+    return {a: peak.equity for a, peak in peaks(session, account_ids).items()}
+
+
+def peaks(session: Session, account_ids: Iterable[int]) -> dict[int, Peak]:
+    """Return the recorded peak (and the paid-in it counted) of each account with one."""
+    return {account_id: Peak(equity, paid_in) for account_id, equity, paid_in in session.execute(
+        select(EquityPeakRow.account_id, EquityPeakRow.peak_equity, EquityPeakRow.paid_in)
+        .where(EquityPeakRow.account_id.in_(list(account_ids)))).all()}
 
 
 def fill_versions(session: Session, account_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
@@ -397,19 +427,29 @@ def fill_versions(session: Session, account_ids: Iterable[int]) -> dict[int, tup
     return {a: found.get(a, (0, 0)) for a in ids}
 
 
-def raise_peaks(session: Session, equities: Mapping[int, Decimal], at: datetime) -> list[int]:
-    """Record each account's equity where it beats its stored peak; return those raised."""
+def raise_peaks(session: Session, equities: Mapping[int, Decimal], at: datetime,
+                paid_in: Mapping[int, Decimal] | None = None) -> list[int]:
+    """Record each account's equity where it beats its stored peak; return those raised.
+
+    ``paid_in`` is the money paid in (net) that each equity counts (not given: the paper
+    ledger's now): an equity beats the peak when its gain over that beats the peak's over what
+    it counted, so a deposit is no new peak and a withdrawal no fall from one.
+    """
     if not equities:
         return []
+    flows = {a: paper_deposits(session, a) for a in equities if a not in (paid_in or {})}
+    flows.update(paid_in or {})
     stored = {row.account_id: row for row in session.scalars(
         select(EquityPeakRow).where(EquityPeakRow.account_id.in_(list(equities))))}
     raised = []
     for account_id, equity in sorted(equities.items()):
         row = stored.get(account_id)
+        paid = flows[account_id]
         if row is None:
-            session.add(EquityPeakRow(account_id=account_id, peak_equity=equity, peak_at=at))
-        elif equity > row.peak_equity:
-            row.peak_equity, row.peak_at = equity, at
+            session.add(EquityPeakRow(account_id=account_id, peak_equity=equity, peak_at=at,
+                                      paid_in=paid))
+        elif equity - paid > row.peak_equity - row.paid_in:
+            row.peak_equity, row.peak_at, row.paid_in = equity, at, paid
         else:
             continue
         raised.append(account_id)
@@ -421,17 +461,21 @@ def reset_peak(session: Session, account_id: int, equity: Decimal | None,
                at: datetime) -> Decimal | None:
     """Start an account's drawdown afresh from ``equity``; return the peak it replaces.
 
-    A positive ``equity`` becomes the peak; None or not positive removes it (the watch records
-    the next positive equity as the peak).
+    A positive ``equity`` becomes the peak, counting the money paid in now (the paper ledger);
+    None or not positive removes it (the watch records the next positive equity as the peak).
+    The peak returned is moved by the money paid in or out since it was recorded.
     """
     row = session.get(EquityPeakRow, account_id, with_for_update=True)
-    before = row.peak_equity if row is not None else None
+    paid = paper_deposits(session, account_id)
+    before = Peak(row.peak_equity, row.paid_in).at(paid) if row is not None else None
     if equity is not None and equity > 0:
         if row is None:
-            session.add(EquityPeakRow(account_id=account_id, peak_equity=equity, peak_at=at))
+            session.add(EquityPeakRow(account_id=account_id, peak_equity=equity, peak_at=at,
+                                      paid_in=paid))
         else:
-            row.peak_equity, row.peak_at = equity, at
+            row.peak_equity, row.peak_at, row.paid_in = equity, at, paid
     elif row is not None:
         session.delete(row)
     session.flush()
     return before
+

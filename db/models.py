@@ -645,13 +645,19 @@ class MtmLimitRow(Base):
 
 
 class EquityPeakRow(Base):
-    """The highest equity an account has reached (the drawdown's reference)."""
+    """The highest equity an account has reached (the drawdown's reference).
+
+    ``paid_in`` is the money paid in net of withdrawals (the paper ledger) that the peak
+    equity counted: money moved in or out since shifts the peak by as much, so only trading
+    gains and losses make a drawdown.
+    """
 
     __tablename__ = "equity_peaks"
 
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
     peak_equity: Mapped[Decimal] = mapped_column(Money)
     peak_at: Mapped[datetime]
+    paid_in: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), server_default="0")
 
 
 class AlertOutboxRow(Base):

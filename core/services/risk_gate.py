@@ -82,6 +82,9 @@ class AccountSnapshot:
     version: tuple[int, int, Decimal]  # (trade count, last trade id, deposits)
     built_at: float
     positions: tuple[Position, ...] = ()  # open (non-holding) positions, marked when built
+    #: money paid in net of withdrawals that ``capital`` counts (the paper ledger; 0 at a
+    #: broker that keeps the money itself): an equity peak is moved by flows since it was set.
+    paid_in: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,8 @@ _FILLS_AND_PEAK = select(
     .where(TradeRow.account_id == bindparam("account")).scalar_subquery().label("last_fill"),
     select(EquityPeakRow.peak_equity).where(EquityPeakRow.account_id == bindparam("account"))
     .scalar_subquery().label("peak"),
+    select(EquityPeakRow.paid_in).where(EquityPeakRow.account_id == bindparam("account"))
+    .scalar_subquery().label("peak_paid_in"),
 )
 
 # Built once, like _FILLS_AND_PEAK: the gate runs them before every order.
@@ -150,7 +155,8 @@ _RECENT_ORDERS = select(*_RECENT_COLUMNS).where(_IS_RECENT)
 #: of NULL order columns when there is none).
 _HEAD = _FILLS_AND_PEAK.subquery()
 _FILLS_PEAK_AND_RECENT = (
-    select(_HEAD.c.fills, _HEAD.c.last_fill, _HEAD.c.peak, *_RECENT_COLUMNS)
+    select(_HEAD.c.fills, _HEAD.c.last_fill, _HEAD.c.peak, _HEAD.c.peak_paid_in,
+           *_RECENT_COLUMNS)
     .select_from(_HEAD.outerjoin(cast(Table, OrderRow.__table__), _IS_RECENT)))
 
 
@@ -216,6 +222,7 @@ class DeskRiskGate:
         self._books: dict[int, AccountSnapshot] = {}
         self._fills: dict[int, _Fills] = {}
         self._paid_in: dict[int, tuple[float, Decimal]] = {}
+        self._ledgered: set[int] = set()  # accounts whose paid-in is a ledger's (paper)
         self._limits: dict[int, tuple[float, RiskLimits, str, int]] = {}
         self._approved: dict[int, deque[tuple[float, str, Side, int, str | None]]] = {}
 
@@ -287,7 +294,8 @@ class DeskRiskGate:
             exposures=snapshot.exposures,
             correlations=self.market.correlations(request.symbol, open_symbols),
             day_pnl=snapshot.day_pnl, week_pnl=snapshot.week_pnl,
-            peak_equity=max(peak, snapshot.capital) if peak is not None else None,
+            peak_equity=(max(peak.at(snapshot.paid_in), snapshot.capital)
+                         if peak is not None else None),
             regime=self.market.regime().regime, orders_last_second=rate,
             duplicate_age_s=duplicate_age, market_open=estimate.session.is_open,
             amo=request.amo, session_detail=estimate.session.detail,
@@ -327,16 +335,18 @@ class DeskRiskGate:
 
     @staticmethod
     def _fills_peak_and_recent(session: Session | Connection, account_id: int, since: datetime
-                               ) -> tuple[tuple[int, int], Decimal | None, list[Any]]:
+                               ) -> tuple[tuple[int, int], risk_store.Peak | None, list[Any]]:
         """Return ((fill count, last fill id), stored equity peak, recent orders) at once.
 
         The recent orders are those :meth:`_recent_rows` returns (created since ``since``).
         """
         rows = session.execute(_FILLS_PEAK_AND_RECENT, {"account": account_id, "since": since}
                                ).all()
-        count, last, peak = rows[0][:3]
-        return ((int(count), int(last)), Decimal(peak) if peak is not None else None,
-                [row[3:] for row in rows if row[3] is not None])
+        count, last, peak, paid_in = rows[0][:4]
+        return ((int(count), int(last)),
+                risk_store.Peak(Decimal(peak), Decimal(paid_in or 0)) if peak is not None
+                else None,
+                [row[4:] for row in rows if row[4] is not None])
 
     @staticmethod
     def _fill_version(session: Session, account_id: int) -> tuple[int, int]:
@@ -356,6 +366,7 @@ class DeskRiskGate:
         deposits = getattr(broker, "deposits", None)
         if callable(deposits):
             paid = Decimal(deposits())
+            self._ledgered.add(account_id)
         else:
             funds = broker.funds()
             paid = funds.available + funds.used_margin
@@ -440,7 +451,8 @@ class DeskRiskGate:
             capital=capital, day_pnl=book.day_pnl,
             week_pnl=week_realized + unrealized - week_charges, exposures=exposures,
             net_quantity=net, version=version, built_at=time.monotonic(),
-            positions=tuple(p for p in book.positions if p.quantity))
+            positions=tuple(p for p in book.positions if p.quantity),
+            paid_in=version[2] if account_id in self._ledgered else ZERO)
 
     @staticmethod
     def _recent_rows(session: Session | Connection, account_id: int,
@@ -492,8 +504,9 @@ class DeskRiskGate:
         snapshot = self.snapshot(account_id)
         with self.db.transaction() as session:
             states = risk_store.covering_states(session, household_id, account_id)
-            peak = risk_store.peak_equity(session, account_id)
-        peak = max(peak, snapshot.capital) if peak is not None else None
+            stored = risk_store.peak_of(session, account_id)
+        peak = (max(stored.at(snapshot.paid_in), snapshot.capital) if stored is not None
+                else None)
         capital = snapshot.capital
         by_sector: dict[str, Decimal] = {}
         for exposure in snapshot.exposures:

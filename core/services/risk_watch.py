@@ -236,7 +236,7 @@ class RiskWatch:
         with self.db.transaction() as session:  # one read of everything but the books
             fills = risk_store.fill_versions(session, account_ids)
             limits = risk_store.account_limits(session, household_id, account_ids)
-            peaks = risk_store.peak_equities(session, account_ids)
+            peaks = risk_store.peaks(session, account_ids)
             controls = risk_store.active_controls(session, account_ids)
             engaged = risk_store.engaged_keys(session, household_id, now.date())
             stored_mtm = risk_store.mtm_limit_rows(session, household_id)
@@ -255,8 +255,9 @@ class RiskWatch:
         result = evaluate(PostTradeInput(
             now=now, positions=(*positions, *strategy_positions), controls=tuple(controls),
             mtm_limits=tuple(mtm_limits),
-            accounts=tuple(AccountRisk(a, f.capital, f.day_pnl, f.week_pnl, peaks.get(a),
-                                       limits[a]) for a, f in figures.items()),
+            accounts=tuple(AccountRisk(a, f.capital, f.day_pnl, f.week_pnl,
+                                       _peak(peaks.get(a), snapshots[a]), limits[a])
+                           for a, f in figures.items()),
             engaged=engaged,
             mis_due=frozenset(a for a in account_ids
                               if self._mis_due(now, limits[a].mis_square_off_at))), labels)
@@ -267,12 +268,14 @@ class RiskWatch:
             report.exit_retries.extend(sent)
             report.failures.extend(failed)
         higher = {a: f.capital for a, f in figures.items()
-                  if f.capital > 0 and (peaks.get(a) is None or f.capital > peaks[a])}
+                  if f.capital > 0 and (peaks.get(a) is None
+                                        or f.capital > peaks[a].at(snapshots[a].paid_in))}
         near = self._new_warnings(household_id, figures, limits, mtm_limits, engaged, now)
         if higher or near:  # most runs set no new peak and warn nothing: no transaction then
             with self.db.transaction() as session:
                 if higher:
-                    risk_store.raise_peaks(session, higher, now)
+                    risk_store.raise_peaks(session, higher, now,
+                                           {a: snapshots[a].paid_in for a in higher})
                 for alert in near:
                     alerts.enqueue(session, kind=alert.kind, household_id=household_id,
                                    account_id=alert.account_id, severity="warning",
@@ -605,6 +608,15 @@ class RiskWatch:
                          "rule": square.rule, "reason": square.reason,
                          "control_id": square.control_id, "status": order.status.value},
                 client=None))
+
+
+def _peak(stored: risk_store.Peak | None, snapshot: AccountSnapshot) -> Decimal | None:
+    """Return an account's equity peak moved by the money paid in or out since it was set.
+
+    The snapshot's equity counts ``snapshot.paid_in``: against the peak moved to the same
+    paid-in, a deposit or withdrawal is no gain or loss (None: no peak yet).
+    """
+    return stored.at(snapshot.paid_in) if stored is not None else None
 
 
 def _reopened(what: str, opened_by: str) -> str:
