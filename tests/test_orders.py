@@ -278,6 +278,18 @@ class RefuseEverything:
         return RiskDecision(False, ("test gate: daily loss limit reached",))
 
 
+def test_modifying_an_order_to_match_another_is_no_duplicate_but_a_new_repeat_still_is(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    first = services.orders.place(priya, _buy(priya_account, quantity=5,
+                                              price=Decimal("1400.00")))
+    services.orders.place(priya, _buy(priya_account, quantity=1, price=Decimal("1390.00")))
+    changed = services.orders.modify(priya, first.id, quantity=1)  # now as the second one
+    assert (changed.quantity, changed.status) == (1, OrderStatus.OPEN)
+    with pytest.raises(RiskRejected, match=r"the same order \(BUY 1 share of INFY\) was sent "):
+        services.orders.place(priya, _buy(priya_account, quantity=1, price=Decimal("1395.00")))
+
+
 def test_every_order_path_calls_the_risk_gate(
     services: Services, priya: Actor, priya_account: int, login,
 ) -> None:

@@ -117,6 +117,8 @@ HARD_RULES = [
     ({"duplicate_age_s": 9.9}, {}, False, 0, "duplicate", "reject", None),
     ({"duplicate_age_s": 10.0}, {}, True, 100, "duplicate", "pass", LOW),
     ({"duplicate_age_s": 2.0, **PROTECT_EXIT}, {}, True, 100, "duplicate", "skip", LOW),
+    ({"duplicate_age_s": 0.0, "action": OrderAction.MODIFY}, {}, True, 100, "duplicate", "skip",
+     LOW),  # a modify sends no new order
     ({}, {"max_order_value": D("100000")}, True, 100, "max_value", "pass", LOW),  # exactly
     ({"price": D("1000.05")}, {"max_order_value": D("100000")}, False, 0, "max_value",
      "reject", None),
