@@ -22,8 +22,7 @@ state           a covering ACTIVE state (kill switch, panic, loss limit, disable
 market_hours    market closed and not an after-market order: refused.
 rate            ``orders_last_second >= max_orders_per_second`` (SEBI: 10 a second per account
                 and exchange segment): refused, whatever the action.
-duplicate       the same order within ``duplicate_window_s`` seconds: refused (not ``protect``,
-                nor ``modify``: a change to an order that stands sends no new order).
+duplicate       the same order within ``duplicate_window_s`` seconds: refused (not ``protect``).
 max_value       ``quantity × price`` above ``max_order_value``: refused (not ``protect``).
 max_quantity    quantity above ``max_order_quantity``: refused (not ``protect``).
 1 position      risk budget = capital × ``risk_per_trade_pct`` %; stop distance = explicit stop,
@@ -75,7 +74,8 @@ account loss    day P&L at or below −daily limit → engage DAILY_LOSS until t
                 80 % of a limit used → warning. Nothing is engaged twice (``engaged``).
                 Past the end of the trading calendar's data a weekday counts as a trading
                 day (with a warning) rather than failing the whole evaluation.
-eod             accounts in ``mis_due``: square off every MIS position.
+eod             accounts in ``mis_due``: square off every MIS position; a position in
+                ``mis_carried`` (opened on an earlier day) at any time.
 ==============  ==================================================================================
 
 One square-off per (account, symbol, product), by priority stop_loss > trailing_stop > target >
@@ -404,11 +404,7 @@ def _hard_rules(inp: PreTradeInput, limits: RiskLimits, exit_: bool, tally: _Tal
 
 def _order_limits(inp: PreTradeInput, limits: RiskLimits, tally: _Tally) -> None:
     window = limits.duplicate_window_s
-    if inp.action is OrderAction.MODIFY:
-        # The rule stops the same new order sent twice (a double click, a strategy's repeat);
-        # a modify sends no new order, and matching another order of the account is no repeat.
-        tally.skip("duplicate", "a modify changes an order that stands; it sends no new order")
-    elif inp.duplicate_age_s is not None and inp.duplicate_age_s < window:
+    if inp.duplicate_age_s is not None and inp.duplicate_age_s < window:
         tally.reject("duplicate", f"the same order ({inp.side.value} {_shares(inp.quantity)} of "
                                   f"{inp.symbol}) was sent {inp.duplicate_age_s:.1f} s ago; "
                                   f"repeats within {window} s are refused as duplicates")
@@ -924,12 +920,19 @@ def evaluate(inp: PostTradeInput, labels: Mapping[int, str] | None = None) -> Po
     _mtm_limits(inp, whole, out)
     for account in inp.accounts:
         _account_limits(account, out)
-    if inp.mis_due:
-        out.square_offs.extend(
-            (SquareOff(p.account_id, p.symbol, p.product, p.quantity, "eod",
-                       f"end of day: intraday (MIS) {p.symbol} ({p.quantity:+d}) is squared off "
-                       "before the broker's own square-off"), None)
-            for p in whole.values() if p.product is Product.MIS and p.account_id in inp.mis_due)
+    for p in whole.values():
+        if p.product is not Product.MIS:
+            continue
+        if (p.account_id, p.symbol) in inp.mis_carried:
+            out.square_offs.append((SquareOff(
+                p.account_id, p.symbol, p.product, p.quantity, "eod",
+                f"intraday (MIS) {p.symbol} ({p.quantity:+d}) was opened on an earlier day and "
+                "is never carried overnight: squared off now"), None))
+        elif p.account_id in inp.mis_due:
+            out.square_offs.append((SquareOff(
+                p.account_id, p.symbol, p.product, p.quantity, "eod",
+                f"end of day: intraday (MIS) {p.symbol} ({p.quantity:+d}) is squared off "
+                "before the broker's own square-off"), None))
     return PostTradeResult(square_offs=_dedupe(out.square_offs, out.engages),
                            engages=tuple(out.engages), trail_updates=tuple(out.trails),
                            warnings=tuple(out.warnings))

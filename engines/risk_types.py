@@ -420,6 +420,9 @@ class PostTradeInput:
     engaged: frozenset[tuple[Scope, str, StateKind]] = frozenset()
     #: accounts whose MIS positions are due for the end-of-day square-off now.
     mis_due: frozenset[int] = frozenset()
+    #: (account, symbol) of MIS positions opened on an earlier IST day and still open: an
+    #: intraday position is never carried overnight, so these are squared off now.
+    mis_carried: frozenset[tuple[int, str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

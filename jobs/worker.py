@@ -60,11 +60,12 @@ signal_first_model       once at start                    memory  --          --
 =======================  ===============================  ======  ==========  ==================
 
 At start, before the scheduler runs, the worker also catches up by itself: it ends sessions
-past the expiry, squares off MIS positions if it is inside the square-off window (a worker that
-comes up after 15:15 and before the close squares off at once, even on a fresh desk with no
-stored run) and takes the day's P&L snapshot if 15:45 has passed. Each of these runs is tracked
-like a scheduled one. Running twice is harmless: exits carry deterministic client order ids
-(``orders.client_order_id`` is unique), alerts a unique dedupe key, snapshots a unique day key.
+past the expiry, squares off MIS positions once the day's first square-off time has passed
+(a worker that comes up after 15:15 squares off at once, even on a fresh desk with no stored
+run; the watch sends exits only where the account's market is open) and takes the day's P&L
+snapshot if 15:45 has passed. Each of these runs is tracked like a scheduled one. Running
+twice is harmless: exits carry deterministic client order ids (``orders.client_order_id`` is
+unique), alerts a unique dedupe key, snapshots a unique day key.
 
 The square-off times are the default MIS square-off time of the risk limits (15:15) and every
 time set on the Risk page, read at start (a changed time takes effect on the next start; the
@@ -566,10 +567,15 @@ class Worker:
         return self.trading_step()
 
     def in_square_off_window(self, now: datetime) -> bool:
-        """Return whether ``now`` is a trading day between the first square-off time and 15:30."""
+        """Return whether ``now`` is past the first square-off time of its IST day (any day).
+
+        Not only NSE trading days: the demo's paper market is open on weekends and holidays,
+        and an intraday position is never carried overnight. The watch squares off only the
+        accounts whose broker's market is open now, so a live broker on a holiday (or after
+        15:30) is sent nothing.
+        """
         first = min(self.eod_times) if self.eod_times else None
-        return (first is not None and first <= now.time() < MARKET_CLOSE
-                and is_trading_day(now.date()))
+        return first is not None and first <= now.time()
 
     def eod_square_off(self) -> JobResult:
         """Square off intraday (MIS) positions through the risk watch, at most once each.
@@ -582,8 +588,7 @@ class Worker:
         now = now_ist()
         if not self.in_square_off_window(now):
             first = min(self.eod_times).strftime("%H:%M") if self.eod_times else "--"
-            return JobResult.skipped(
-                f"outside the MIS square-off window ({first}-15:30 IST on trading days)")
+            return JobResult.skipped(f"before the first MIS square-off time ({first} IST)")
         report = self.services.risk_watch.run(now)
         if (failed := _watch_failure("EOD square-off", report)) is not None:
             return failed

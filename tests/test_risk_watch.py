@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from sqlalchemy import func, select
 
 from core.clock import IST, now_ist
@@ -17,9 +18,16 @@ from core.services import Services
 from core.trading import OrderRequest, OrderStatus, OrderType, Product, Side
 from db.models import AlertOutboxRow, AuditRow, EquityPeakRow, OrderRow, RiskStateRow
 from engines.risk_types import Scope, StateKind, StatePhase
-from tests.support.market import open_market, tick
+from tests.support.market import open_market, set_feed, tick
 
 THURSDAY = datetime(2026, 11, 19, tzinfo=IST)  # an NSE trading day
+
+
+@pytest.fixture(autouse=True)
+def _morning() -> Iterator[None]:
+    """Run each test on a trading morning: after 15:15 IST every MIS position is squared off."""
+    with time_machine.travel(THURSDAY.replace(hour=10), tick=True):
+        yield
 
 
 @pytest.fixture
@@ -608,3 +616,45 @@ def test_a_rejected_exit_is_not_sent_again_once_the_member_closed_or_reopened_th
     assert services.risk_watch.run().exit_retries == []
     assert len(_exits(services)) == 1
     assert _count(services, AuditRow, AuditRow.action == "risk.exit_retry") == 0
+
+
+SUNDAY = datetime(2026, 11, 22, tzinfo=IST)  # NSE closed; the demo's paper market runs
+
+
+def _mis_exits(services: Services) -> list[tuple[Side, int, Product]]:
+    return [(e.side, e.quantity, e.product) for e in _exits(services)]
+
+
+def test_an_mis_position_opened_on_a_sunday_in_the_demo_is_squared_off_that_afternoon(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    with time_machine.travel(SUNDAY.replace(hour=15, minute=12), tick=True):
+        set_feed(services.db)
+        _hold(services, priya, account, 5)
+    with time_machine.travel(SUNDAY.replace(hour=15, minute=16), tick=True):
+        set_feed(services.db)
+        tick(services.db, "SBIN", "799.00")
+        services.risk_watch.run()
+    assert _mis_exits(services) == [(Side.SELL, 5, Product.MIS)]
+    assert _count(services, AlertOutboxRow, AlertOutboxRow.kind == "risk.eod") == 1
+
+
+def test_an_mis_position_from_an_earlier_day_closes_at_once_when_its_market_is_open_not_before(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    with time_machine.travel(SUNDAY.replace(hour=11), tick=True):
+        set_feed(services.db)
+        _hold(services, priya, account, 5)
+        set_feed(services.db, running=False)  # the feed stopped before the square-off time
+    monday = SUNDAY + timedelta(days=1)
+    with time_machine.travel(monday.replace(hour=9, minute=20), tick=True):
+        for _ in range(3):  # a closed market is sent no exit its gate would refuse
+            report = services.risk_watch.run()
+            assert report.square_offs == [] and report.failures == []
+        assert _exits(services) == []
+        set_feed(services.db)
+        tick(services.db, "SBIN", "801.00")
+        report = services.risk_watch.run()
+    assert _mis_exits(services) == [(Side.SELL, 5, Product.MIS)]
+    (body,) = _exits_alert_bodies(services)
+    assert "opened on an earlier day and is never carried overnight" in body

@@ -38,14 +38,14 @@ import time as time_module
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import alerts, audit, risk_store
-from core.clock import MARKET_CLOSE, is_trading_day, now_ist, to_ist
+from core.clock import now_ist, to_ist
 from core.errors import TradingError
 from core.portfolio import build_book
 from core.risk_warnings import WarningAlert, account_losses, near_limits, warning_alert
@@ -252,6 +252,7 @@ class RiskWatch:
                                                             prices)
         mtm_limits = self._mtm_limits(household_id, account_ids, figures, limits, stored_mtm,
                                       strategy_mtm)
+        mis_due, mis_carried = self._mis_due(positions, fills, limits, now)
         result = evaluate(PostTradeInput(
             now=now, positions=(*positions, *strategy_positions), controls=tuple(controls),
             mtm_limits=tuple(mtm_limits),
@@ -259,8 +260,7 @@ class RiskWatch:
                                        _peak(peaks.get(a), snapshots[a]), limits[a])
                            for a, f in figures.items()),
             engaged=engaged,
-            mis_due=frozenset(a for a in account_ids
-                              if self._mis_due(now, limits[a].mis_square_off_at))), labels)
+            mis_due=mis_due, mis_carried=mis_carried), labels)
         report.warnings.extend(result.warnings)
         self._act(household_id, result, now, report)
         if rejected:
@@ -424,9 +424,47 @@ class RiskWatch:
         self._tagged_cache[tuple(account_ids)] = (key, by_order)
         return by_order
 
-    @staticmethod
-    def _mis_due(now: datetime, at: time) -> bool:
-        return is_trading_day(now.date()) and at <= now.time() < MARKET_CLOSE
+    def _mis_due(self, positions: list[LivePosition], fills: dict[int, tuple[int, int]],
+                 limits: dict[int, RiskLimits], now: datetime,
+                 ) -> tuple[frozenset[int], frozenset[tuple[int, str]]]:
+        """Return ``mis_due`` and ``mis_carried`` for the engine: which MIS positions close now.
+
+        An intraday position is never carried overnight: it is squared off from the account's
+        square-off time on every day the account's market is open (the paper market of the
+        demo runs on weekends and holidays too; a live broker's only in NSE hours), and one
+        opened on an earlier IST day as soon as its market is open. A closed market (a live
+        broker on a holiday, a stalled feed) is not asked for an exit its gate would refuse,
+        so nothing is sent every second; the position goes at its market's next open.
+        """
+        due: set[int] = set()
+        carried: set[tuple[int, str]] = set()
+        market: dict[int, bool] = {}
+        for p in positions:
+            if p.product is not Product.MIS or not p.quantity:
+                continue
+            opened = self._opened(p.account_id, fills[p.account_id]) or {}
+            held = opened.get((p.symbol, p.product))
+            old = held is not None and held.opened_at is not None \
+                and to_ist(held.opened_at).date() < now.date()
+            timed = limits[p.account_id].mis_square_off_at <= now.time()
+            if not (old or timed) or not self._market_open(p.account_id, market):
+                continue
+            if old:
+                carried.add((p.account_id, p.symbol))
+            if timed:
+                due.add(p.account_id)
+        return frozenset(due), frozenset(carried)
+
+    def _market_open(self, account_id: int, known: dict[int, bool]) -> bool:
+        """Return whether the account's broker takes orders now (asked once per run)."""
+        if account_id not in known:
+            try:
+                known[account_id] = self.orders.broker_for(account_id).session().is_open
+            except TradingError as exc:
+                log.warning("risk watch: market session of account %s unknown: %s",
+                            account_id, exc)
+                known[account_id] = False
+        return known[account_id]
 
     def _snapshots(self, account_ids: list[int], fills: dict[int, tuple[int, int]]
                    ) -> dict[int, AccountSnapshot]:
