@@ -22,7 +22,8 @@ state           a covering ACTIVE state (kill switch, panic, loss limit, disable
 market_hours    market closed and not an after-market order: refused.
 rate            ``orders_last_second >= max_orders_per_second`` (SEBI: 10 a second per account
                 and exchange segment): refused, whatever the action.
-duplicate       the same order within ``duplicate_window_s`` seconds: refused (not ``protect``).
+duplicate       the same order within ``duplicate_window_s`` seconds: refused (not ``protect``,
+                nor ``modify``: a change to an order that stands sends no new order).
 max_value       ``quantity × price`` above ``max_order_value``: refused (not ``protect``).
 max_quantity    quantity above ``max_order_quantity``: refused (not ``protect``).
 1 position      risk budget = capital × ``risk_per_trade_pct`` %; stop distance = explicit stop,
@@ -404,7 +405,11 @@ def _hard_rules(inp: PreTradeInput, limits: RiskLimits, exit_: bool, tally: _Tal
 
 def _order_limits(inp: PreTradeInput, limits: RiskLimits, tally: _Tally) -> None:
     window = limits.duplicate_window_s
-    if inp.duplicate_age_s is not None and inp.duplicate_age_s < window:
+    if inp.action is OrderAction.MODIFY:
+        # The rule stops the same new order sent twice (a double click, a strategy's repeat);
+        # a modify sends no new order, and matching another order of the account is no repeat.
+        tally.skip("duplicate", "a modify changes an order that stands; it sends no new order")
+    elif inp.duplicate_age_s is not None and inp.duplicate_age_s < window:
         tally.reject("duplicate", f"the same order ({inp.side.value} {_shares(inp.quantity)} of "
                                   f"{inp.symbol}) was sent {inp.duplicate_age_s:.1f} s ago; "
                                   f"repeats within {window} s are refused as duplicates")
