@@ -246,18 +246,31 @@ def _wrap(text: str) -> list[str]:
     return lines
 
 
+def account_line(alert: Alert, account_label: str | None) -> str:
+    """Return whom an alert's message says it is about.
+
+    The account's label; ``For you`` for an alert to one member that names no account (a
+    session expiry warning or logout, their own daily summary): it is not about the whole
+    household; ``Household`` for a household alert.
+    """
+    if account_label:
+        return account_label
+    return "For you" if alert.user_id is not None else "Household"
+
+
 def alert_text(alert: Alert, account_label: str | None) -> str:
     """Render an alert as a Telegram HTML message (``parse_mode="HTML"``) for a phone.
 
     The message is the bold title (with a severity mark), the time as
-    ``dd Mon YYYY HH:MM:SS IST``, the account's label (``Household`` for a household alert) and
-    the body. Every piece of text is HTML-escaped; lines are wrapped at
-    :data:`PHONE_LINE_CHARS` characters where a word boundary allows.
+    ``dd Mon YYYY HH:MM:SS IST``, the account's label (``Household`` for a household alert,
+    ``For you`` for one member's own; :func:`account_line`) and the body. Every piece of text
+    is HTML-escaped; lines are wrapped at :data:`PHONE_LINE_CHARS` characters where a word
+    boundary allows.
     """
     mark = _SEVERITY_MARKS.get(alert.severity, "")
     title = "\n".join(html.escape(line, quote=False) for line in _wrap(alert.title.strip()))
     when = to_ist(alert.created_at).strftime("%d %b %Y %H:%M:%S IST")
-    who = html.escape(account_label or "Household", quote=False)
+    who = html.escape(account_line(alert, account_label), quote=False)
     parts = [f"{mark} <b>{title}</b>".strip(), when, who]
     body = alert.body.strip()
     if body:

@@ -185,3 +185,9 @@ def test_a_word_longer_than_a_line_is_kept_whole_rather_than_broken() -> None:
     url = "https://example.invalid/" + "x" * 60
     text = alert_text(_alert(body=url), "A")
     assert url in text.split("\n")
+
+
+def test_an_alert_for_one_member_says_it_is_for_them_not_the_household() -> None:
+    alert = replace(_alert("auth.logout", title="You were logged out of SHER at 03:00 IST"),
+                    user_id=4)
+    assert alert_text(alert, None).split("\n")[2] == "For you"

@@ -517,6 +517,21 @@ def test_users_logged_out_by_the_daily_expiry_get_one_logout_alert(
     assert len(_audits(services, "auth.logout_alerted")) == 1
 
 
+def test_a_worker_back_hours_after_the_expiry_sends_no_stale_logout_alert(
+    services: Services, login: Login,
+) -> None:
+    rahul = login("rahul")
+    priya = login("priya")
+    expired = now_ist() - timedelta(hours=12)  # 03:00, the worker down until 15:00
+    with services.db.transaction() as session:
+        session.execute(update(SessionRow).where(
+            SessionRow.user_id.in_([rahul.user_id, priya.user_id])).values(expires_at=expired))
+    assert services.auth.expire_due_sessions() == 2  # ended now, twelve hours late
+    assert services.auth.alert_expired_logouts(now_ist()) == 0
+    assert _session_alerts(services, "auth.logout") == []
+    assert _audits(services, "auth.logout_alerted") == []
+
+
 # -- the worker's jobs ---------------------------------------------------------------------------
 
 

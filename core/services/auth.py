@@ -399,6 +399,11 @@ class AuthService(ServiceBase):
     def alert_expired_logouts(self, now: datetime | None = None) -> int:
         """Alert every user logged out by the daily expiry in the last hour, once per expiry.
 
+        The hour counts from the expiry (03:00 IST), not from when the worker ended the
+        session: after a worker outage over the expiry, a logout more than an hour old is not
+        alerted at all (the member already met the login page; a late alert would say nothing
+        new, ring in the middle of the day and read as a fresh logout).
+
         The worker runs this after :meth:`expire_due_sessions`; one ``auth.logout`` alert per
         user (``user_id`` set), deduplicated by user and expiry date, with one audit row per
         household. Return how many users were newly alerted.
@@ -409,10 +414,12 @@ class AuthService(ServiceBase):
             found = _sessions_with_users(
                 session, SessionRow.end_reason == END_EXPIRED,
                 SessionRow.ended_at >= now - LOGOUT_ALERT_WINDOW, SessionRow.ended_at <= now)
+            # The grace counts from the expiry itself, not from when the worker ended the row:
+            # a worker back hours after 03:00 must not ring phones with a stale logout.
             alerted = [
                 user for row, user in found
-                if _session_alert(
-                    session, user, ends := self._expiry(row), now, kind="auth.logout",
+                if now - (ends := self._expiry(row)) <= LOGOUT_ALERT_WINDOW and _session_alert(
+                    session, user, ends, now, kind="auth.logout",
                     key="session-logout", severity="info",
                     title=f"You were logged out of SHER at {to_ist(ends):%H:%M} IST",
                     body=f"Every session ends at the daily expiry ({expiry}); log in again to "

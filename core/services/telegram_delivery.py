@@ -30,7 +30,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core import alerts, authz
-from core.alert_types import DEFAULT_PREFS, AlertType, Mode, NotificationPrefs, alert_text, decide
+from core.alert_types import (
+    DEFAULT_PREFS,
+    AlertType,
+    Mode,
+    NotificationPrefs,
+    account_line,
+    alert_text,
+    decide,
+)
 from core.alerts import Alert
 from core.clock import to_ist
 from core.domain import Actor
@@ -105,7 +113,7 @@ def load_prefs(session: Session, user_id: int) -> NotificationPrefs:
 
 def message_hash(account_label: str | None, alert: Alert) -> str:
     """Return the SHA-256 of a message's content (account, title, body; not its time)."""
-    content = "\n".join((account_label or "Household", alert.title, alert.body))
+    content = "\n".join((account_line(alert, account_label), alert.title, alert.body))
     return hashlib.sha256(content.encode()).hexdigest()
 
 
