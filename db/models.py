@@ -277,6 +277,7 @@ class OrderRow(Base):
     __tablename__ = "orders"
     __table_args__ = (
         Index("ix_orders_account_id_created_at", "account_id", "created_at"),
+        Index("ix_orders_account_id_status", "account_id", "status"),  # the gate's open orders
         Index("ix_orders_status", "status"),
         Index("ix_orders_broker_order_id", "broker_order_id"),
         Index("ix_orders_strategy", "strategy"),

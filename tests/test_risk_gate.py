@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import replace
 from datetime import date
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
@@ -201,3 +203,63 @@ def test_the_orders_per_second_limit_is_never_exceeded_under_a_burst(
         assert len(accepted) >= min(burst, limit)
     finally:
         services.db.dispose()
+
+
+def test_a_resting_order_counts_toward_the_sector_limit_of_the_next(
+    services: Services, priya: Actor, account: int, login,
+) -> None:
+    services.risk.set_limits(login("rahul"), account, {"risk_per_trade_pct": "10"})
+    resting = services.orders.place(priya, OrderRequest(
+        account, "INFY", Side.BUY, 150, OrderType.LIMIT, Product.MIS, price=Decimal("1400.00")))
+    services.orders.step()
+    assert services.orders.order_book(priya)[0].status is OrderStatus.OPEN  # below the market
+    # Information Technology: ₹2,10,000 would be held once INFY fills; 30% of ₹10 lakh is
+    # ₹3,00,000, so about 30 TCS at ₹3,000 fit and 100 do not.
+    price = services.orders.estimate(priya, _mis(account, "TCS", 100)).price
+    room = int((Decimal(90_000) / price).to_integral_value(rounding=ROUND_FLOOR))
+    decision = services.risk_gate.preview(priya, _mis(account, "TCS", 100))
+    assert decision.approved and decision.quantity == room == 29, decision.summary()
+    assert any("Information Technology holds ₹2,10,000.00" in r for r in decision.reasons)
+    modify = services.risk_gate.preview(priya, replace(
+        _mis(account, "INFY", 150, client_order_id=resting.client_order_id)))
+    assert modify.quantity == 150  # the order being changed is not counted twice
+    services.orders.cancel(priya, resting.id)
+    alone = int((Decimal(300_000) / price).to_integral_value(rounding=ROUND_FLOOR))
+    assert services.risk_gate.preview(priya, _mis(account, "TCS", 100)).quantity == alone == 99
+
+
+def test_a_resting_order_in_a_new_symbol_counts_as_an_open_position(
+    services: Services, priya: Actor, account: int, login,
+) -> None:
+    services.risk.set_limits(login("rahul"), account, {"max_open_positions": "1"})
+    services.orders.place(priya, OrderRequest(
+        account, "INFY", Side.BUY, 5, OrderType.LIMIT, Product.MIS, price=Decimal("1400.00")))
+    decision = services.risk_gate.preview(priya, _mis(account, "SBIN", 5))
+    assert not decision.approved
+    assert any("at most 1 open positions; 1 are open and SBIN would be number 2" in r.message
+               for r in decision.rejections)
+
+
+def test_two_orders_placed_at_the_same_moment_share_one_sector_limit(
+    services: Services, priya: Actor, account: int, login,
+) -> None:
+    services.risk.set_limits(login("rahul"), account, {"risk_per_trade_pct": "10"})
+    start = threading.Barrier(2)
+    placed: list[Any] = []
+
+    def place(symbol: str, quantity: int) -> None:
+        start.wait()
+        placed.append(services.orders.place(priya, _mis(account, symbol, quantity)))
+
+    threads = [threading.Thread(target=place, args=("INFY", 180)),
+               threading.Thread(target=place, args=("TCS", 90))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Each alone fits the ₹3,00,000 Information Technology cap (₹2,70,000); together they do
+    # not, so the second one decided is cut to what the first left.
+    value = sum(o.quantity * services.orders.estimate(priya, _mis(account, o.symbol, 1)).price
+                for o in placed)
+    assert len(placed) == 2 and value <= Decimal(300_000), [(o.symbol, o.quantity)
+                                                            for o in placed]

@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, select
+from sqlalchemy import Table, bindparam, func, select, true, union
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -145,19 +145,27 @@ _NEW_FILLS = (select(*cast(Table, TradeRow.__table__).c)
               .where(TradeRow.account_id == bindparam("account"),
                      TradeRow.id > bindparam("after"))
               .order_by(TradeRow.executed_at, TradeRow.id))
-#: What the orders/second count and the duplicate window read of each recent order.
+#: What the orders/second count and the duplicate window read of each recent order, and the
+#: exposure checks of each open one (its unfilled part may still fill: see _with_open_orders).
 _RECENT_COLUMNS = (OrderRow.created_at, OrderRow.symbol, OrderRow.side, OrderRow.quantity,
-                   OrderRow.status, OrderRow.client_order_id)
-_IS_RECENT = and_(OrderRow.account_id == bindparam("account"),
-                  OrderRow.created_at >= bindparam("since"))
-_RECENT_ORDERS = select(*_RECENT_COLUMNS).where(_IS_RECENT)
+                   OrderRow.status, OrderRow.client_order_id, OrderRow.filled_quantity,
+                   OrderRow.price, OrderRow.trigger_price)
+_OPEN_STATUSES = (OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
+#: Recent or open (a union: each part has its index; an OR would read every order of the
+#: account).
+_RECENT_ORDERS = union(
+    select(*_RECENT_COLUMNS).where(OrderRow.account_id == bindparam("account"),
+                                   OrderRow.created_at >= bindparam("since")),
+    select(*_RECENT_COLUMNS).where(OrderRow.account_id == bindparam("account"),
+                                   OrderRow.status.in_(_OPEN_STATUSES)))
+_RECENT_OR_OPEN = _RECENT_ORDERS.subquery()
 #: Both in one round trip: the fill figures on every row, beside each recent order (one row
 #: of NULL order columns when there is none).
 _HEAD = _FILLS_AND_PEAK.subquery()
 _FILLS_PEAK_AND_RECENT = (
     select(_HEAD.c.fills, _HEAD.c.last_fill, _HEAD.c.peak, _HEAD.c.peak_paid_in,
-           *_RECENT_COLUMNS)
-    .select_from(_HEAD.outerjoin(cast(Table, OrderRow.__table__), _IS_RECENT)))
+           *_RECENT_OR_OPEN.c)
+    .select_from(_HEAD.outerjoin(_RECENT_OR_OPEN, true())))
 
 
 class _Fills:
@@ -282,7 +290,11 @@ class DeskRiskGate:
             snapshot = self.snapshot(request.account_id, fills, reader)
         rate, duplicate_age = self._recent(request, limits, recent)
         figures = self.market.figures(request.symbol)
-        open_symbols = [e.symbol for e in snapshot.exposures if e.quantity]
+        exposures = _with_open_orders(
+            snapshot, recent, request.client_order_id, self.market.sector,
+            lambda symbols: read_last_prices(within, symbols) if within is not None
+            else last_prices(self.db, symbols))
+        open_symbols = [e.symbol for e in exposures if e.quantity]
         assert estimate.ltp is not None  # noqa: S101 - the estimate refuses a missing price
         return decide(PreTradeInput(
             action=action, account_id=request.account_id, symbol=request.symbol,
@@ -291,7 +303,7 @@ class DeskRiskGate:
             lot_size=1, price=estimate.price, capital=snapshot.capital,
             position_quantity=snapshot.net_quantity.get(request.symbol, 0),
             stop_price=request.stop_loss, atr=figures.atr, market_price=estimate.ltp,
-            exposures=snapshot.exposures,
+            exposures=exposures,
             correlations=self.market.correlations(request.symbol, open_symbols),
             day_pnl=snapshot.day_pnl, week_pnl=snapshot.week_pnl,
             peak_equity=(max(peak.at(snapshot.paid_in), snapshot.capital)
@@ -338,7 +350,7 @@ class DeskRiskGate:
                                ) -> tuple[tuple[int, int], risk_store.Peak | None, list[Any]]:
         """Return ((fill count, last fill id), stored equity peak, recent orders) at once.
 
-        The recent orders are those :meth:`_recent_rows` returns (created since ``since``).
+        The orders are those :meth:`_recent_rows` returns (created since ``since``, or open).
         """
         rows = session.execute(_FILLS_PEAK_AND_RECENT, {"account": account_id, "since": since}
                                ).all()
@@ -457,7 +469,7 @@ class DeskRiskGate:
     @staticmethod
     def _recent_rows(session: Session | Connection, account_id: int,
                      since: datetime) -> list[Any]:
-        """Return the account's orders created since ``since`` (any process)."""
+        """Return the account's orders created since ``since`` or still open (any process)."""
         return list(session.execute(_RECENT_ORDERS, {"account": account_id, "since": since}).all())
 
     def _recent(self, request: OrderRequest, limits: RiskLimits,
@@ -472,7 +484,7 @@ class DeskRiskGate:
         now = datetime.now(UTC)
         db_rate, ages = 0, []
         written = {row[5] for row in rows}
-        for created, symbol, side, quantity, status, client_id in rows:
+        for created, symbol, side, quantity, status, client_id, *_ in rows:
             age = (now - _aware(created)).total_seconds()
             if age < 1.0:
                 db_rate += 1
@@ -541,3 +553,57 @@ def _pct(part: Decimal, whole: Decimal | None) -> Decimal:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _with_open_orders(snapshot: AccountSnapshot, rows: list[Any], client_id: str | None,
+                      sector_of: Callable[[str], str | None],
+                      price_of: Callable[[list[str]], dict[str, Decimal]]
+                      ) -> tuple[Exposure, ...]:
+    """Return the account's exposures as if its open orders' unfilled parts filled too.
+
+    The sector and open-position limits judge what the account would hold: two orders placed
+    together (two tabs, a strategy's burst) or a resting LIMIT order must not each pass alone
+    what they break together. Per symbol the worse side counts: the position plus every open
+    BUY, or the position less every open SELL, whichever is larger. The order being modified
+    (``client_id``) is left out: the request stands for it. A symbol is valued at the
+    position's mark, else at its open orders' average limit (or trigger) price, else at the
+    last price ``price_of`` reads (MARKET and SL-M orders in a symbol not held).
+    """
+    buys: dict[str, list[tuple[int, Decimal | None]]] = {}
+    sells: dict[str, list[tuple[int, Decimal | None]]] = {}
+    for row in rows:
+        symbol, side, quantity, status, row_id, filled, price, trigger = row[1:9]
+        left = int(quantity) - int(filled or 0)
+        if status not in _OPEN_STATUSES or row_id == client_id or left <= 0:
+            continue
+        mark = price if price is not None else trigger
+        (buys if side is Side.BUY else sells).setdefault(symbol, []).append(
+            (left, Decimal(mark) if mark is not None else None))
+    if not buys and not sells:
+        return snapshot.exposures
+    held = {e.symbol: e for e in snapshot.exposures}
+    totals: dict[str, tuple[int, list[tuple[int, Decimal | None]]]] = {}
+    for name in set(held) | set(buys) | set(sells):
+        quantity = held[name].quantity if name in held else 0
+        up_orders, down_orders = buys.get(name, []), sells.get(name, [])
+        up = quantity + sum(q for q, _ in up_orders)
+        down = quantity - sum(q for q, _ in down_orders)
+        worst, orders = (up, up_orders) if abs(up) >= abs(down) else (down, down_orders)
+        if worst:
+            totals[name] = (worst, orders)
+    unpriced = sorted(n for n, (_, orders) in totals.items() if n not in held
+                      and not any(mark is not None for _, mark in orders))
+    last = price_of(unpriced) if unpriced else {}
+    out = []
+    for name, (worst, orders) in sorted(totals.items()):
+        now = held.get(name)
+        priced = [(q, mark) for q, mark in orders if mark is not None]
+        if now is not None and now.quantity:
+            unit = now.value / abs(now.quantity)
+        elif priced:
+            unit = sum((q * mark for q, mark in priced), ZERO) / sum(q for q, _ in priced)
+        else:
+            unit = last.get(name, ZERO)
+        out.append(Exposure(name, now.sector if now is not None else sector_of(name), worst,
+                            abs(worst) * unit))
+    return tuple(out)
