@@ -149,6 +149,14 @@ def test_a_member_without_accounts_is_told_so_by_the_portfolio_service(
     assert "No positions" in _text(replies.positions(kamla))
 
 
+def test_positions_say_their_mtm_is_before_charges_unlike_pnl(
+    replies: TelegramReplies, login, trading_day,
+) -> None:
+    text = _text(replies.positions(login("priya")))
+    assert "MTM: realized + unrealized P&L before charges" in text
+    assert "/pnl nets the charges" in text
+
+
 def test_positions_and_orders_show_only_what_the_role_may_view(
     replies: TelegramReplies, login, trading_day,
 ) -> None:

@@ -189,6 +189,9 @@ class TelegramReplies(ServiceBase):
         return tf.message(
             f"Positions · {tf.ist_clock(self.clock())}",
             tf.table(["Acct Symbol", "Qty", "LTP ₹", "MTM ₹"], rows),
+            tf.italic("MTM: realized + unrealized P&L before charges, as the Portfolio page "
+                      "shows it (a flat row, qty +0: the day's realized P&L). /pnl nets the "
+                      "charges."),
             tf.more_line(len(rows), len(positions), "Portfolio in the app"))
 
     def orders(self, actor: Actor) -> str:
