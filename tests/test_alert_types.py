@@ -79,7 +79,7 @@ def test_every_alert_type_has_a_label_and_is_on_by_default() -> None:
     assert all(t.label and t.label[0].isupper() for t in AlertType)
     assert {t: DEFAULT_PREFS.mode(t) for t in AlertType} == dict.fromkeys(AlertType, Mode.ON)
     assert DEFAULT_PREFS.daily_summary_time == time(16, 0)
-    assert DEFAULT_PREFS.signal_min_probability == Decimal("0.70")
+    assert DEFAULT_PREFS.signal_min_probability == Decimal("0.00")  # every BUY and SELL
     assert DEFAULT_PREFS.dnd_start is None and DEFAULT_PREFS.dnd_end is None
 
 
