@@ -7,6 +7,7 @@ manager; the market is driven by writing what the feed would write (tests/suppor
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
@@ -375,6 +376,24 @@ def test_no_gtt_is_created_or_reviewed_while_trading_is_stopped_and_one_is_after
     services.risk.reenable(rahul, report.state_id, "checked")
     assert services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC,
                                       legs).status is GttStatus.ACTIVE
+
+
+def test_a_panic_pressed_while_a_gtt_is_being_created_never_leaves_it_active(
+    services: Services, priya: Actor, priya_account: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked = services.orders._checked_gtt
+
+    def checked_then_panic(*args: Any, **kwargs: Any) -> Any:
+        found = checked(*args, **kwargs)  # the checks pass; then another tab presses panic
+        services.risk.panic(priya, Scope.ACCOUNT, account_id=priya_account)
+        return found
+
+    monkeypatch.setattr(services.orders, "_checked_gtt", checked_then_panic)
+    with pytest.raises(RiskRejected, match=r"No GTT while trading is stopped on this account: "
+                                           r"panic \(active\)"):
+        services.orders.create_gtt(priya, priya_account, "INFY", Product.CNC,
+                                   [GttLeg(Decimal("1450.00"), Side.BUY, 5, Decimal("1452.00"))])
+    assert _counts(services)[2] == 0
 
 
 def test_a_gtt_whose_order_is_above_the_account_s_per_order_limits_is_refused_at_once(

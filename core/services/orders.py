@@ -315,6 +315,10 @@ class OrderService(ServiceBase):
         symbol = instrument.symbol
         now = self.clock()
         with self.db.transaction() as session:
+            # Under the account lock, as orders are placed: a panic engaging now either is seen
+            # here (refused) or lists this GTT under the same lock to cancel it.
+            lock_accounts(session, [account.id])
+            _refuse_while_stopped(session, account)
             row = GttRow(account_id=account.id, instrument_id=instrument.id, symbol=symbol,
                          kind=kind, product=product, status=GttStatus.ACTIVE,
                          reference_price=ltp, created_by_user_id=actor.user_id,
@@ -360,15 +364,7 @@ class OrderService(ServiceBase):
         """
         account = self.household.authorize_trade(actor, account_id)
         with self.db.transaction() as session:
-            stops = [s for s in risk_store.covering_states(session, account.household_id,
-                                                           account_id) if s.strategy is None]
-        if stops:
-            stop = stops[0]
-            where = "the household" if stop.scope is Scope.HOUSEHOLD else "this account"
-            raise RiskRejected(
-                f"No GTT while trading is stopped on {where}: "
-                f"{stop.kind.value.replace('_', ' ')} ({stop.phase.value}) — {stop.reason}. "
-                "Create it once the stop is lifted (Risk page)")
+            _refuse_while_stopped(session, account)
         symbol = symbol.strip().upper()
         with self.db.transaction() as session:
             instrument = find_instrument(session, symbol)
@@ -597,3 +593,16 @@ def vars_of(leg: GttLeg) -> dict[str, str]:
     """Return a GTT leg as audit details."""
     return {"trigger": str(leg.trigger_price), "side": leg.side.value,
             "quantity": str(leg.quantity), "price": str(leg.price)}
+
+
+def _refuse_while_stopped(session: Session, account: Account) -> None:
+    """Refuse a GTT while a kill switch, panic, loss limit or disable stops the account."""
+    stops = [s for s in risk_store.covering_states(session, account.household_id, account.id)
+             if s.strategy is None]
+    if stops:
+        stop = stops[0]
+        where = "the household" if stop.scope is Scope.HOUSEHOLD else "this account"
+        raise RiskRejected(
+            f"No GTT while trading is stopped on {where}: "
+            f"{stop.kind.value.replace('_', ' ')} ({stop.phase.value}) — {stop.reason}. "
+            "Create it once the stop is lifted (Risk page)")
