@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import date, datetime
@@ -788,3 +789,39 @@ def test_alerts_show_the_household_s_and_the_viewable_accounts_only(
     with services.db.transaction() as session:
         session.execute(update(AlertOutboxRow).values(account_id=None))
     assert len(risk.alerts(aarav, limit=1)) == 1
+
+
+def test_two_people_saving_limits_at_once_keep_both_changes(
+    services: Services, risk: RiskService, login, labels: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rahul, priya = login("rahul"), login("priya")
+    account = labels["Priya · Trading"]
+    read = risk_service.risk_store.effective_limits
+
+    def slow_read(*args: object, **kwargs: object) -> object:
+        found = read(*args, **kwargs)  # type: ignore[arg-type]
+        time.sleep(0.3)  # both saves read before either writes, unless they queue
+        return found
+
+    monkeypatch.setattr(risk_service.risk_store, "effective_limits", slow_read)
+    start = threading.Barrier(2)
+    failed: list[BaseException] = []
+
+    def save(actor: Actor, values: dict[str, str]) -> None:
+        start.wait()
+        try:
+            risk.set_limits(actor, account, values)
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+
+    threads = [threading.Thread(target=save, args=(rahul, {"max_order_value": "100000"})),
+               threading.Thread(target=save, args=(priya, {"max_open_positions": "5"}))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failed == []
+    monkeypatch.undo()
+    limits = risk.limits(rahul, account).limits
+    assert (limits.max_order_value, limits.max_open_positions) == (Decimal("100000"), 5)

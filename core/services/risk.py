@@ -75,6 +75,7 @@ from db.locks import lock_accounts
 from db.models import (
     AccountRow,
     GttRow,
+    HouseholdRow,
     MemberRow,
     MtmLimitRow,
     OrderRow,
@@ -480,39 +481,44 @@ class RiskService(ServiceBase):
         """
         household_id, is_admin = self._limits_right(actor, account_id, "risk.limits.set")
         parsed, problems = _parse_all(values)
+        denial: str | None = None
+        # One transaction under the household's limits lock: two people saving at once (an
+        # admin tightening one field, a member another) each merge into what the other saved,
+        # and a member's "only tighter" check judges the limits the write replaces.
         with self.db.transaction() as session:
+            _lock_limits(session, household_id)
             current, _source = risk_store.effective_limits(session, household_id, account_id)
             defaults = risk_store.household_limits(session, household_id)
-        merged = {name: getattr(current, name) for name in LIMIT_FIELDS} | parsed
-        # Every problem at once: the values that do not parse, then the ranges and relations of
-        # the rest (a value that did not parse keeps its current value for those checks).
-        problems += limit_problems(SimpleNamespace(**merged))
-        if problems:
-            raise ValidationError(_limits_refusal(problems))
-        new = RiskLimits(**merged)
-        changed = tuple(n for n in LIMIT_FIELDS if getattr(new, n) != getattr(current, n))
-        if not is_admin:
-            # A member only tightens: nothing looser than the account has now (an admin may
-            # have made it stricter than the household's) nor than the household defaults.
-            looser = looser_fields(new, defaults, changed) | {
-                name: text for name, text in looser_fields(
-                    new, current, changed, "the account's current").items()
-                if getattr(current, name) != getattr(defaults, name)}
-            if looser:
-                with self.db.transaction() as session:
+            merged = {name: getattr(current, name) for name in LIMIT_FIELDS} | parsed
+            # Every problem at once: the values that do not parse, then the ranges and
+            # relations of the rest (a value that did not parse keeps its current value).
+            problems += limit_problems(SimpleNamespace(**merged))
+            if problems:
+                raise ValidationError(_limits_refusal(problems))
+            new = RiskLimits(**merged)
+            changed = tuple(n for n in LIMIT_FIELDS if getattr(new, n) != getattr(current, n))
+            if not is_admin:
+                # A member only tightens: nothing looser than the account has now (an admin
+                # may have made it stricter than the household's) nor than the defaults.
+                looser = looser_fields(new, defaults, changed) | {
+                    name: text for name, text in looser_fields(
+                        new, current, changed, "the account's current").items()
+                    if getattr(current, name) != getattr(defaults, name)}
+                if looser:
                     name = _scope_label(session, Scope.ACCOUNT, str(account_id))
-                self._deny(actor, "risk.limits.set", f"account:{account_id}",
-                           f"A member may only tighten the limits of "
-                           f"{name.removeprefix('the ')} (nothing looser than they are now or "
-                           "than the household defaults); an admin may loosen them: "
-                           + "; ".join(looser[n] for n in changed if n in looser))
-        with self.db.transaction() as session:
-            risk_store.save_limits(session, household_id, account_id, new, actor.user_id,
-                                   self.clock())
-            self._audit(session, actor, "risk.limits.set",
-                        risk_store.limits_key(household_id, account_id),
-                        {name: [_shown(getattr(current, name)), _shown(getattr(new, name))]
-                         for name in changed}, household_id=household_id)
+                    denial = (f"A member may only tighten the limits of "
+                              f"{name.removeprefix('the ')} (nothing looser than they are now "
+                              "or than the household defaults); an admin may loosen them: "
+                              + "; ".join(looser[n] for n in changed if n in looser))
+            if denial is None:
+                risk_store.save_limits(session, household_id, account_id, new, actor.user_id,
+                                       self.clock())
+                self._audit(session, actor, "risk.limits.set",
+                            risk_store.limits_key(household_id, account_id),
+                            {name: [_shown(getattr(current, name)), _shown(getattr(new, name))]
+                             for name in changed}, household_id=household_id)
+        if denial is not None:  # audited in its own transaction, once the lock is released
+            self._deny(actor, "risk.limits.set", f"account:{account_id}", denial)
         return new
 
     def reset_limits(self, actor: Actor, account_id: int | None) -> RiskLimits:
@@ -522,24 +528,27 @@ class RiskService(ServiceBase):
         limits are at least as strict as the account's now.
         """
         household_id, is_admin = self._limits_right(actor, account_id, "risk.limits.reset")
-        if not is_admin:
-            with self.db.transaction() as session:
+        denial: str | None = None
+        with self.db.transaction() as session:  # under the lock, as set_limits
+            _lock_limits(session, household_id)
+            if not is_admin:
                 current, _source = risk_store.effective_limits(session, household_id,
                                                                account_id)
                 defaults = risk_store.household_limits(session, household_id)
-                name = _scope_label(session, Scope.ACCOUNT, str(account_id))
-            looser = looser_fields(defaults, current, than="the account's current")
-            if looser:
-                self._deny(actor, "risk.limits.reset", f"account:{account_id}",
-                           f"Going back to the household defaults would loosen the limits of "
-                           f"{name.removeprefix('the ')}; only an admin may: "
-                           + "; ".join(looser.values()))
-        with self.db.transaction() as session:
-            removed = risk_store.delete_limits(session, household_id, account_id)
-            self._audit(session, actor, "risk.limits.reset",
-                        risk_store.limits_key(household_id, account_id), {"removed": removed},
-                        household_id=household_id)
-            return risk_store.effective_limits(session, household_id, account_id)[0]
+                looser = looser_fields(defaults, current, than="the account's current")
+                if looser:
+                    name = _scope_label(session, Scope.ACCOUNT, str(account_id))
+                    denial = (f"Going back to the household defaults would loosen the limits "
+                              f"of {name.removeprefix('the ')}; only an admin may: "
+                              + "; ".join(looser.values()))
+            if denial is None:
+                removed = risk_store.delete_limits(session, household_id, account_id)
+                self._audit(session, actor, "risk.limits.reset",
+                            risk_store.limits_key(household_id, account_id),
+                            {"removed": removed}, household_id=household_id)
+                return risk_store.effective_limits(session, household_id, account_id)[0]
+        # audited in its own transaction, once the lock is released
+        self._deny(actor, "risk.limits.reset", f"account:{account_id}", denial)
 
     def _limits_right(self, actor: Actor, account_id: int | None,
                       action: str) -> tuple[int, bool]:
@@ -1245,3 +1254,15 @@ def _check_control(symbol: str, quantity: int, ltp: Decimal, tick: Decimal,
         raise ValidationError(f"trail_points {trail_points} must be below the LTP {inr(ltp)} "
                               f"({symbol})")
 
+
+def _lock_limits(session: Session, household_id: int) -> None:
+    """Take the household's limits lock until the transaction ends (PostgreSQL: its row).
+
+    SQLite takes its database write lock instead (:func:`db.locks.lock_accounts` with no
+    account), so a read-check-write of limits never interleaves with another.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        lock_accounts(session)
+        return
+    session.execute(select(HouseholdRow.id).where(HouseholdRow.id == household_id)
+                    .with_for_update())
