@@ -123,6 +123,7 @@ from engines.risk_types import (
     StatePhase,
     TrailUpdate,
 )
+from engines.risk_types import shares as _shares
 from engines.signal_types import Regime
 
 __all__ = ["WARN_SHARE", "decide", "drawdown_factor", "evaluate", "position_size", "stop_distance"]
@@ -166,8 +167,6 @@ def _factor(value: Decimal) -> str:
     return f"{value.quantize(Decimal('0.01')):f}".rstrip("0").rstrip(".")
 
 
-def _shares(quantity: int) -> str:
-    return f"{quantity} share" if quantity == 1 else f"{quantity} shares"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,7 +423,7 @@ def _order_limits(inp: PreTradeInput, limits: RiskLimits, tally: _Tally) -> None
         tally.passed("max_value", f"order value {inr(value)} within {inr(limits.max_order_value)}")
     if inp.quantity > limits.max_order_quantity:
         tally.reject("max_quantity", f"quantity {inp.quantity} is above the limit of "
-                                     f"{limits.max_order_quantity} shares per order")
+                                     f"{_shares(limits.max_order_quantity)} per order")
     else:
         tally.passed("max_quantity", f"quantity {inp.quantity} within "
                                      f"{limits.max_order_quantity}")
@@ -467,7 +466,7 @@ def _layer_size(inp: PreTradeInput, limits: RiskLimits, opening: int, tally: _Ta
                    f"{inr(inp.capital)} = {inr(budget)}; stop distance {inr(distance)} "
                    f"({source}) allows at most {_shares(most)}")
         if most < opening and most > 0:
-            figures = f"size reduced from {opening} to {most} shares: {figures}"
+            figures = f"size reduced from {opening} to {_shares(most)}: {figures}"
         elif most == 0:
             figures += f" (lot size {inp.lot_size})"
         _cap_size(tally, "position_size", most, figures)
@@ -516,7 +515,7 @@ def _sector(inp: PreTradeInput, limits: RiskLimits, closing: int, tally: _Tally)
         tally.passed("sector", f"{figures}; {inr(after)} after this order")
     elif room > 0:
         _cap_size(tally, "sector", room, f"size reduced from {_floor_lot(tally.size, 1)} to "
-                                         f"{room} shares: {figures}")
+                                         f"{_shares(room)}: {figures}")
     else:
         _cap_size(tally, "sector", 0, f"no room in the sector: {figures}")
 

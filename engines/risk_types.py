@@ -28,6 +28,11 @@ from core.trading import Product, Side
 from engines.signal_types import Regime
 
 
+def shares(quantity: int) -> str:
+    """Return ``1 share`` or ``N shares`` for messages."""
+    return f"{quantity} share" if quantity == 1 else f"{quantity} shares"
+
+
 class RiskLevel(StrEnum):
     """How risky an approved order is, for the user's eye (not a refusal)."""
 
@@ -337,7 +342,7 @@ class PreTradeDecision:
         """Return one line for a form: ``would be approved at 37 shares; warnings: ...``."""
         if not self.approved:
             return "would be refused: " + "; ".join(r.message for r in self.rejections)
-        text = f"would be approved at {self.quantity} shares"
+        text = f"would be approved at {shares(self.quantity)}"
         if self.modifications:
             text += " (" + "; ".join(self.modifications) + ")"
         if self.warnings:

@@ -134,6 +134,9 @@ def test_an_ioc_order_that_does_not_cross_is_cancelled_whole() -> None:
     result = match(ioc, MarketTick(D("199")), CONFIG)
     assert (result.fill_quantity, result.cancel_rest) == (0, True)
     assert result.message == "IOC: 10 unfilled shares cancelled (resting at ₹200.00 (last ₹199.00))"
+    one = match(order(SELL, OrderType.LIMIT, "200", quantity=1, validity=Validity.IOC),
+                MarketTick(D("199")), CONFIG)
+    assert one.message == "IOC: 1 unfilled share cancelled (resting at ₹200.00 (last ₹199.00))"
 
 
 def test_volume_participation_fills_a_big_order_in_parts() -> None:

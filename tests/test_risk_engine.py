@@ -486,6 +486,7 @@ def test_a_plain_order_is_approved_low_and_every_check_passes() -> None:
     assert (decision.approved, decision.level, decision.quantity) == (True, RiskLevel.LOW, 100)
     assert {c.outcome for c in decision.checks} == {"pass"}
     assert decision.summary() == "would be approved at 100 shares"
+    assert decide(order(quantity=1), LIMITS).summary() == "would be approved at 1 share"
 
 
 def test_a_refusal_lists_every_broken_rule() -> None:
@@ -950,3 +951,9 @@ def test_reasons_and_warnings_name_an_account_by_its_label_when_given() -> None:
         "₹8,50,000.00"]
     assert by_mtm.warnings == ("RELIANCE MIS (the account Priya · Trading) has no last price: "
                                "its stop-loss, target and trailing stop were not checked",)
+
+
+def test_one_share_is_said_in_the_singular() -> None:
+    from engines.risk_types import shares
+
+    assert (shares(1), shares(0), shares(2)) == ("1 share", "0 shares", "2 shares")

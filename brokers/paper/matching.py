@@ -27,6 +27,7 @@ from decimal import Decimal
 
 from core.money import inr
 from core.trading import OrderType, Side, Validity, slipped_price
+from engines.risk_types import shares
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +191,12 @@ def match(order: RestingOrder, tick: MarketTick, config: FillConfig) -> MatchRes
         cap = participation_cap(tick.volume, config)
         quantity = order.remaining if cap is None else min(order.remaining, cap)
         if quantity == 0:
-            why = f"no fill: {config.participation_pct}% of {tick.volume} shares traded is 0"
+            why = (f"no fill: {config.participation_pct}% of {shares(tick.volume or 0)} "
+                   "traded is 0")
     cancel = order.validity is Validity.IOC and quantity < order.remaining
     if cancel:
-        why = (f"IOC: {order.remaining - quantity} unfilled shares cancelled "
+        left = order.remaining - quantity
+        why = (f"IOC: {left} unfilled share{'' if left == 1 else 's'} cancelled "
                f"({why or 'not marketable'})")
     return MatchResult(quantity, price if quantity else None, triggered, rested, cancel, why)
 
