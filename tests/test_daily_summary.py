@@ -6,7 +6,7 @@ Runs on SQLite and PostgreSQL: real orders filled by the paper broker on a Thurs
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -20,8 +20,10 @@ from core.money import inr
 from core.services import Services
 from core.services.daily_summary import (
     DEFAULT_TIME,
+    NOTHING,
     DailySummaryService,
     DayFigures,
+    HeldShares,
     summary_text,
 )
 from core.services.trade_book import load_trades
@@ -198,3 +200,35 @@ def test_the_workers_job_writes_the_summaries_due(desk: Services) -> None:
         result = Worker(desk).daily_summaries()
     assert result.message == "daily summaries of 2026-11-19: 1 written (priya)"
     assert len(_summaries(desk)) == 1
+
+
+def test_the_summary_text_names_holdings_apart_from_the_days_figures() -> None:
+    _, body = summary_text(DAY, [("Kamla · Pension", NOTHING)], "15:45 snapshot",
+                           HeldShares(1, Decimal("10478.00"), Decimal("-52.00")))
+    assert body.splitlines()[-4:] == [
+        "Holdings: 1 (not in the above)", "  value ₹10,478.00",
+        "  unrealized -₹52.00 since bought", "Figures: 15:45 snapshot"]
+    assert max(len(line) for line in body.splitlines()) <= 40
+    assert "Holdings" not in summary_text(DAY, [("Kamla · Pension", NOTHING)], "x",
+                                          HeldShares(0, ZERO, ZERO))[1]
+
+
+def test_an_account_that_only_holds_shares_gets_its_holdings_in_the_summary(
+        services: Services, login) -> None:
+    wednesday = THURSDAY - timedelta(days=1)
+    with time_machine.travel(wednesday, tick=True):
+        open_market(services.db, {"SBIN": "800.00"})
+        kamla = login("kamla")
+        pension = _account(services, kamla, "Kamla · Pension")
+        services.orders.place(kamla, OrderRequest(pension, "SBIN", Side.BUY, 5,
+                                                  OrderType.MARKET, Product.CNC))
+        tick(services.db, "SBIN", "800.00")
+        services.orders.step()
+    tick(services.db, "SBIN", "806.00")
+    _link(services, "kamla", time(15, 40))
+    assert _summary_service(services).run(at(15, 41)).written == ["kamla"]
+    (alert,) = _summaries(services)
+    body = alert.body.splitlines()
+    assert "Kamla · Pension: ₹0.00" in body  # the day's figures: no trade today
+    assert body[-4:-1] == ["Holdings: 1 (not in the above)", "  value ₹4,030.00",
+                           body[-2]] and body[-2].startswith("  unrealized +₹")

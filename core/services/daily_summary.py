@@ -11,7 +11,10 @@ The worker runs :meth:`DailySummaryService.run` every minute from :data:`EARLIES
 
 The summary covers the accounts of their household they may view (the household service's
 authorization): per account realized, unrealized (open positions), charges and net for the
-day, then the total and the open positions. Figures come from the day's 15:45 P&L snapshot
+day, then the total and the open positions, and the settled holdings (delivery shares) apart:
+how many, their value and unrealized P&L since bought at the latest prices, which the day's
+figures do not include (so an account that only holds shares does not just read "₹0.00").
+The day's figures come from the day's 15:45 P&L snapshot
 (:mod:`core.services.pnl_snapshots`) where it exists, else from the book at the latest prices,
 computed the way the snapshot computes them; the message says which.
 """
@@ -72,6 +75,15 @@ class DayFigures:
 NOTHING = DayFigures(ZERO, ZERO, ZERO, ZERO, 0)
 
 
+@dataclass(frozen=True, slots=True)
+class HeldShares:
+    """The settled holdings of the summary's accounts at the latest prices."""
+
+    symbols: int  # holdings (account and symbol)
+    value: Decimal  # of the priced ones
+    unrealized: Decimal  # since bought, of the priced ones
+
+
 @dataclass(slots=True)
 class SummaryReport:
     """What one run did."""
@@ -93,9 +105,9 @@ def _signed(value: Decimal) -> str:
     return ("+" if value > 0 else "") + inr(value)
 
 
-def summary_text(day: date, rows: Sequence[tuple[str, DayFigures]], source: str
-                 ) -> tuple[str, str]:
-    """Return the summary's title and body: each account, then the total (phone width)."""
+def summary_text(day: date, rows: Sequence[tuple[str, DayFigures]], source: str,
+                 held: HeldShares | None = None) -> tuple[str, str]:
+    """Return the summary's title and body: each account, the total, holdings (phone width)."""
     total = sum((figures for _, figures in rows), NOTHING)
     title = f"Day P&L {day:%d %b}: {_signed(total.net)} net"
     lines = [f"{day:%a %d %b %Y} · after the close"]
@@ -109,8 +121,12 @@ def summary_text(day: date, rows: Sequence[tuple[str, DayFigures]], source: str
               f"  realized {inr(total.realized)}",
               f"  unrealized {inr(total.unrealized)}",
               f"  charges {inr(total.charges)}",
-              f"Open positions: {total.open_positions}",
-              f"Figures: {source}"]
+              f"Open positions: {total.open_positions}"]
+    if held is not None and held.symbols:
+        lines += [f"Holdings: {held.symbols} (not in the above)",
+                  f"  value {inr(held.value)}",
+                  f"  unrealized {_signed(held.unrealized)} since bought"]
+    lines.append(f"Figures: {source}")
     return title, "\n".join(lines)
 
 
@@ -140,7 +156,8 @@ class DailySummaryService(ServiceBase):
                 report.no_accounts.append(actor.username)
                 continue
             rows, source = self._figures(accounts, day, now)
-            title, body = summary_text(day, rows, source)
+            title, body = summary_text(day, rows, source,
+                                       self._held([a.id for a in accounts], day))
             with self.db.transaction() as session:
                 if alerts.enqueue(session, kind=KIND, household_id=actor.household_id,
                                   account_id=None, user_id=actor.user_id, severity="info",
@@ -196,6 +213,16 @@ class DailySummaryService(ServiceBase):
                   f"latest prices at {now:%H:%M} IST" if not stored else
                   f"{SNAPSHOT}; latest prices for {len(live)} account(s)")
         return [(a.label, figures[a.id]) for a in accounts], source
+
+    def _held(self, account_ids: Sequence[int], day: date) -> HeldShares:
+        """Return the accounts' settled holdings at the latest prices."""
+        trades = {a: load_trades(self.db, [a], None, day) for a in account_ids}
+        prices = self.portfolio.prices(sorted({t.symbol for ts in trades.values() for t in ts}))
+        holdings = [h for own in trades.values()
+                    for h in portfolio.build_book(own, prices, day).holdings if h.quantity]
+        priced = [h for h in holdings if h.value is not None]
+        return HeldShares(len(holdings), sum((h.value or ZERO for h in priced), ZERO),
+                          sum((h.unrealized_pnl for h in priced), ZERO))
 
     def _live(self, account_ids: Sequence[int], day: date) -> dict[int, DayFigures]:
         """Return the accounts' figures from their books at the latest prices (no snapshot)."""
