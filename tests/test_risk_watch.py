@@ -658,3 +658,18 @@ def test_an_mis_position_from_an_earlier_day_closes_at_once_when_its_market_is_o
     assert _mis_exits(services) == [(Side.SELL, 5, Product.MIS)]
     (body,) = _exits_alert_bodies(services)
     assert "opened on an earlier day and is never carried overnight" in body
+
+
+def test_an_mis_trade_after_the_close_in_the_demo_is_not_squared_off_on_its_fill_but_next_day(
+    services: Services, priya: Actor, account: int,
+) -> None:
+    with time_machine.travel(SUNDAY.replace(hour=17), tick=True):  # the paper market runs on
+        set_feed(services.db)
+        _hold(services, priya, account, 5)
+        assert services.risk_watch.run().square_offs == []
+        assert _exits(services) == []
+    with time_machine.travel((SUNDAY + timedelta(days=1)).replace(hour=0, minute=5), tick=True):
+        set_feed(services.db)
+        tick(services.db, "SBIN", "801.00")
+        services.risk_watch.run()
+    assert _mis_exits(services) == [(Side.SELL, 5, Product.MIS)]

@@ -45,7 +45,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import alerts, audit, risk_store
-from core.clock import now_ist, to_ist
+from core.clock import MARKET_CLOSE, now_ist, to_ist
 from core.errors import TradingError
 from core.portfolio import build_book
 from core.risk_warnings import WarningAlert, account_losses, near_limits, warning_alert
@@ -430,9 +430,11 @@ class RiskWatch:
         """Return ``mis_due`` and ``mis_carried`` for the engine: which MIS positions close now.
 
         An intraday position is never carried overnight: it is squared off from the account's
-        square-off time on every day the account's market is open (the paper market of the
-        demo runs on weekends and holidays too; a live broker's only in NSE hours), and one
-        opened on an earlier IST day as soon as its market is open. A closed market (a live
+        square-off time to the 15:30 close on every day the account's market is open (the
+        paper market of the demo runs on weekends and holidays too; a live broker's only in NSE
+        hours), and one opened on an earlier IST day as soon as its market is open. After
+        15:30 the demo's paper market still runs: an MIS trade made then is not closed at once
+        on its fill, but at the next IST day's first run. A closed market (a live
         broker on a holiday, a stalled feed) is not asked for an exit its gate would refuse,
         so nothing is sent every second; the position goes at its market's next open.
         """
@@ -446,7 +448,7 @@ class RiskWatch:
             held = opened.get((p.symbol, p.product))
             old = held is not None and held.opened_at is not None \
                 and to_ist(held.opened_at).date() < now.date()
-            timed = limits[p.account_id].mis_square_off_at <= now.time()
+            timed = limits[p.account_id].mis_square_off_at <= now.time() < MARKET_CLOSE
             if not (old or timed) or not self._market_open(p.account_id, market):
                 continue
             if old:
