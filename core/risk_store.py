@@ -25,7 +25,6 @@ from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from brokers.paper.records import deposits as paper_deposits
 from core.clock import now_ist, to_ist
 from core.trading import Product
 from db.models import (
@@ -428,23 +427,22 @@ def fill_versions(session: Session, account_ids: Iterable[int]) -> dict[int, tup
 
 
 def raise_peaks(session: Session, equities: Mapping[int, Decimal], at: datetime,
-                paid_in: Mapping[int, Decimal] | None = None) -> list[int]:
+                paid_in: Mapping[int, Decimal]) -> list[int]:
     """Record each account's equity where it beats its stored peak; return those raised.
 
-    ``paid_in`` is the money paid in (net) that each equity counts (not given: the paper
-    ledger's now): an equity beats the peak when its gain over that beats the peak's over what
-    it counted, so a deposit is no new peak and a withdrawal no fall from one.
+    ``paid_in`` is the money paid in (net) that each equity counts (the risk gate's snapshot
+    of the same book reads it from the broker): an equity beats the peak when its gain over
+    that beats the peak's over what it counted, so a deposit is no new peak and a withdrawal
+    no fall from one.
     """
     if not equities:
         return []
-    flows = {a: paper_deposits(session, a) for a in equities if a not in (paid_in or {})}
-    flows.update(paid_in or {})
     stored = {row.account_id: row for row in session.scalars(
         select(EquityPeakRow).where(EquityPeakRow.account_id.in_(list(equities))))}
     raised = []
     for account_id, equity in sorted(equities.items()):
         row = stored.get(account_id)
-        paid = flows[account_id]
+        paid = paid_in[account_id]
         if row is None:
             session.add(EquityPeakRow(account_id=account_id, peak_equity=equity, peak_at=at,
                                       paid_in=paid))
@@ -458,15 +456,16 @@ def raise_peaks(session: Session, equities: Mapping[int, Decimal], at: datetime,
 
 
 def reset_peak(session: Session, account_id: int, equity: Decimal | None,
-               at: datetime) -> Decimal | None:
+               at: datetime, paid_in: Decimal) -> Decimal | None:
     """Start an account's drawdown afresh from ``equity``; return the peak it replaces.
 
-    A positive ``equity`` becomes the peak, counting the money paid in now (the paper ledger);
-    None or not positive removes it (the watch records the next positive equity as the peak).
-    The peak returned is moved by the money paid in or out since it was recorded.
+    A positive ``equity`` becomes the peak, counting ``paid_in``, the money paid in now (as the
+    book that gave ``equity`` counts it); None or not positive removes it (the watch records
+    the next positive equity as the peak). The peak returned is moved by the money paid in or
+    out since it was recorded.
     """
     row = session.get(EquityPeakRow, account_id, with_for_update=True)
-    paid = paper_deposits(session, account_id)
+    paid = paid_in
     before = Peak(row.peak_equity, row.paid_in).at(paid) if row is not None else None
     if equity is not None and equity > 0:
         if row is None:

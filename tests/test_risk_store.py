@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
@@ -26,6 +27,10 @@ from engines.risk_types import (
 
 pytestmark = pytest.mark.usefixtures("backend")
 AT = datetime(2026, 11, 20, 10, 0, tzinfo=IST)
+
+#: The money paid in that each equity below counts: the same in every call, so no deposit or
+#: withdrawal moves a peak here (tests/test_drawdown_flows.py tests those).
+PAID_IN: defaultdict[int, Decimal] = defaultdict(Decimal)
 
 
 @pytest.fixture
@@ -253,13 +258,14 @@ def test_equity_peaks_only_ever_rise(services: Services, ids: tuple[int, int, in
     later = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
     with services.db.transaction() as session:
         assert risk_store.peak_equity(session, account) is None
-        assert risk_store.raise_peaks(session, {account: Decimal("1000000")}, AT) == [account]
+        assert risk_store.raise_peaks(session, {account: Decimal("1000000")}, AT,
+                                      PAID_IN) == [account]
     with services.db.transaction() as session:
         raised = risk_store.raise_peaks(
-            session, {account: Decimal("990000"), other: Decimal("5")}, later)
+            session, {account: Decimal("990000"), other: Decimal("5")}, later, PAID_IN)
         assert raised == [other]
-        assert risk_store.raise_peaks(session, {account: Decimal("1000000.01")}, later) == [
-            account]
+        assert risk_store.raise_peaks(session, {account: Decimal("1000000.01")}, later,
+                                      PAID_IN) == [account]
     with services.db.transaction() as session:
         assert risk_store.peak_equity(session, account) == Decimal("1000000.01")
 
@@ -322,13 +328,15 @@ def test_resetting_a_peak_starts_the_drawdown_from_the_equity_given(
 ) -> None:
     _, account, other = ids
     with services.db.transaction() as session:
-        risk_store.raise_peaks(session, {account: Decimal("1000000"), other: Decimal("500")}, AT)
+        risk_store.raise_peaks(session, {account: Decimal("1000000"), other: Decimal("500")}, AT,
+                               PAID_IN)
     with services.db.transaction() as session:
-        assert risk_store.reset_peak(session, account, Decimal("998644.80"), AT) == Decimal(
-            "1000000")
-        assert risk_store.reset_peak(session, other, Decimal("-5"), AT) == Decimal("500")
+        assert risk_store.reset_peak(session, account, Decimal("998644.80"), AT,
+                                     PAID_IN[account]) == Decimal("1000000")
+        assert risk_store.reset_peak(session, other, Decimal("-5"), AT,
+                                     PAID_IN[other]) == Decimal("500")
     with services.db.transaction() as session:
         assert risk_store.peak_equities(session, [account, other]) == {
             account: Decimal("998644.80")}  # a negative equity leaves no peak
-        assert risk_store.reset_peak(session, other, Decimal("250"), AT) is None
+        assert risk_store.reset_peak(session, other, Decimal("250"), AT, PAID_IN[other]) is None
         assert risk_store.peak_equity(session, other) == Decimal("250")

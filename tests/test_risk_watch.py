@@ -25,7 +25,7 @@ THURSDAY = datetime(2026, 11, 19, tzinfo=IST)  # an NSE trading day
 
 @pytest.fixture(autouse=True)
 def _morning() -> Iterator[None]:
-    """Run each test on a trading morning: after 15:15 IST every MIS position is squared off."""
+    """Run each test on a trading morning: from 15:15 to 15:30 IST MIS positions are squared off."""
     with time_machine.travel(THURSDAY.replace(hour=10), tick=True):
         yield
 

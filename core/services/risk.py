@@ -63,6 +63,7 @@ from core.services.orders import OrderService
 from core.services.risk_gate import DeskRiskGate
 from core.trading import (
     STRATEGY_RE,
+    ZERO,
     GttStatus,
     OrderRequest,
     OrderStatus,
@@ -604,7 +605,7 @@ class RiskService(ServiceBase):
             return len(rows)
 
     def _clear(self, session: Session, row: RiskStateRow, actor: Actor | None,
-               note: str, equity: Decimal | None = None) -> None:
+               note: str, now: tuple[Decimal, Decimal] | None = None) -> None:
         """Lift ``row``; a kill switch of an account also restarts its drawdown at ``equity``."""
         row.phase, row.active_key = StatePhase.CLEARED, None
         row.cleared_at = self.clock()
@@ -614,7 +615,9 @@ class RiskService(ServiceBase):
                                       "note": note}
         body = note
         if row.kind is StateKind.KILL_SWITCH and row.account_id is not None:
-            before = risk_store.reset_peak(session, row.account_id, equity, row.cleared_at)
+            equity, paid_in = now if now is not None else (None, ZERO)
+            before = risk_store.reset_peak(session, row.account_id, equity, row.cleared_at,
+                                           paid_in)
             details.update(peak_equity_before=before, peak_equity_now=equity)
             body += (f"; the drawdown now counts from the equity {inr(equity)} (the peak was "
                      f"{inr(before) if before is not None else 'none'})" if equity is not None
@@ -626,13 +629,17 @@ class RiskService(ServiceBase):
                        title=f"{KIND_TITLES[row.kind]} lifted: {_scope_text(session, row)}",
                        body=body, dedupe_key=f"risk-state:{row.id}:cleared")
 
-    def _equity_now(self, row: RiskStateRow) -> Decimal | None:
-        """Return the equity of a kill switch's account now (None: not a kill switch, no gate)."""
+    def _equity_now(self, row: RiskStateRow) -> tuple[Decimal, Decimal] | None:
+        """Return a kill switch's account's equity now and the money paid in it counts.
+
+        None: not a kill switch, or no desk gate to ask.
+        """
         gate = self.orders.manager.risk_gate
         if (row.kind is not StateKind.KILL_SWITCH or row.account_id is None
                 or not isinstance(gate, DeskRiskGate)):
             return None
-        return paise(gate.snapshot(row.account_id).capital)  # as the peak is shown
+        snapshot = gate.snapshot(row.account_id)
+        return paise(snapshot.capital), snapshot.paid_in  # the equity as the peak is shown
 
     def reenable(self, actor: Actor, state_id: int, note: str = "") -> RiskStateView:
         """Lift a state: a kill switch needs an admin; others an admin or one trading its accounts.
@@ -670,14 +677,14 @@ class RiskService(ServiceBase):
             raise ValidationError(
                 f"Risk state {state_id} is still engaging (cancelling and closing); re-enable "
                 "it once it is active")
-        equity = self._equity_now(row)
+        now = self._equity_now(row)
         with self.db.transaction() as session:
             locked = session.get(RiskStateRow, state_id, with_for_update=True)
             assert locked is not None  # noqa: S101 - read above
             if locked.phase is StatePhase.CLEARED:
                 raise ValidationError(f"Risk state {state_id} was already lifted")
             self._clear(session, locked, actor,
-                        note.strip() or f"re-enabled by {actor.username}", equity)
+                        note.strip() or f"re-enabled by {actor.username}", now)
             session.flush()
             return self._view(session, locked, role, actor, trade_ids)
 
