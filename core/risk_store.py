@@ -67,12 +67,45 @@ def limits_key(household_id: int, account_id: int | None) -> str:
     return f"household:{household_id}" if account_id is None else f"account:{account_id}"
 
 
-def _to_limits(row: RiskLimitsRow) -> RiskLimits:
+def _values(row: RiskLimitsRow) -> dict[str, Any]:
     values = {name: getattr(row, name) for name in LIMIT_FIELDS}
     for name, value in values.items():
         if isinstance(value, Decimal):  # Numeric(10, 4) reads back as 1.0000: keep it tidy
             values[name] = _tidy(value)
-    return RiskLimits(**values)
+    return values
+
+
+def _to_limits(row: RiskLimitsRow) -> RiskLimits:
+    return RiskLimits(**_values(row))
+
+
+def own_fields(row: RiskLimitsRow) -> frozenset[str]:
+    """Return the limits an account's row sets itself (a household's row: every limit).
+
+    ``own_fields`` NULL is a row written before accounts followed the household per limit:
+    every limit is its own.
+    """
+    if row.account_id is None or row.own_fields is None:
+        return frozenset(LIMIT_FIELDS)
+    return frozenset(json.loads(row.own_fields)) & frozenset(LIMIT_FIELDS)
+
+
+def compose(household: RiskLimits, own: Mapping[str, object]) -> RiskLimits:
+    """Return an account's limits: its ``own`` values, the household's in every other limit.
+
+    Raises
+    ------
+    ValidationError
+        When the two together break a rule (a weekly loss limit below the daily one ...).
+    """
+    values = {name: getattr(household, name) for name in LIMIT_FIELDS}
+    return RiskLimits(**(values | dict(own)))
+
+
+def _account_view(row: RiskLimitsRow, household: RiskLimits) -> tuple[RiskLimits, frozenset[str]]:
+    own = own_fields(row)
+    values = _values(row)
+    return compose(household, {name: values[name] for name in own}), own
 
 
 def _tidy(value: Decimal) -> Decimal:
@@ -96,18 +129,32 @@ def effective_limits(session: Session, household_id: int,
                      account_id: int | None) -> tuple[RiskLimits, str]:
     """Return the limits that apply to an account and where they come from.
 
-    The source is "account" (its own row), "household" (the household's defaults) or
-    "default" (neither exists: the documented :class:`RiskLimits` defaults).
+    The source is "account" (it sets some limits itself; the others follow the household's),
+    "household" (the household's defaults) or "default" (neither exists: the documented
+    :class:`RiskLimits` defaults). See :func:`limits_detail` for which limits are its own.
+    """
+    limits, source, _own = limits_detail(session, household_id, account_id)
+    return limits, source
+
+
+def limits_detail(session: Session, household_id: int,
+                  account_id: int | None) -> tuple[RiskLimits, str, frozenset[str]]:
+    """Return :func:`effective_limits` and the names of the limits the account sets itself.
+
+    An account's row holds its own limits only (``own_fields``); every other limit follows
+    the household's defaults as they are now, whenever an admin changes them.
     """
     keys = [limits_key(household_id, None)]
     if account_id is not None:
         keys.append(limits_key(household_id, account_id))
     rows = {row.scope_key: row for row in session.scalars(_LIMITS_OF_KEYS, {"keys": keys})}
+    household = _to_limits(rows[keys[0]]) if keys[0] in rows else RiskLimits()
+    source = "household" if keys[0] in rows else "default"
     if account_id is not None and keys[1] in rows:
-        return _to_limits(rows[keys[1]]), "account"
-    if keys[0] in rows:
-        return _to_limits(rows[keys[0]]), "household"
-    return RiskLimits(), "default"
+        limits, own = _account_view(rows[keys[1]], household)
+        if own:
+            return limits, "account", own
+    return household, source, frozenset()
 
 
 def account_limits(session: Session, household_id: int,
@@ -120,12 +167,31 @@ def account_limits(session: Session, household_id: int,
     household = rows.get(keys[0])
     fallback = _to_limits(household) if household is not None else RiskLimits()
     own = {a: rows.get(limits_key(household_id, a)) for a in ids}
-    return {a: _to_limits(row) if row is not None else fallback for a, row in own.items()}
+    return {a: _account_view(row, fallback)[0] if row is not None else fallback
+            for a, row in own.items()}
+
+
+def account_overrides(session: Session,
+                      household_id: int) -> dict[int, dict[str, object]]:
+    """Return each account of the household with limits of its own: those limits' values."""
+    rows = session.scalars(select(RiskLimitsRow).where(
+        RiskLimitsRow.household_id == household_id, RiskLimitsRow.account_id.is_not(None)))
+    out: dict[int, dict[str, object]] = {}
+    for row in rows:
+        own, values = own_fields(row), _values(row)
+        if own and row.account_id is not None:
+            out[row.account_id] = {name: values[name] for name in own}
+    return out
 
 
 def save_limits(session: Session, household_id: int, account_id: int | None,
-                limits: RiskLimits, user_id: int | None, at: datetime) -> None:
-    """Store ``limits`` for the household's defaults (account None) or one account."""
+                limits: RiskLimits, user_id: int | None, at: datetime,
+                own: Iterable[str] | None = None) -> None:
+    """Store ``limits`` for the household's defaults (account None) or one account.
+
+    For an account, ``own`` names the limits it sets itself (None: every one); the others
+    follow the household's (their columns keep the values in force when saved, unread).
+    """
     key = limits_key(household_id, account_id)
     row = session.scalar(select(RiskLimitsRow).where(RiskLimitsRow.scope_key == key))
     if row is None:
@@ -133,6 +199,8 @@ def save_limits(session: Session, household_id: int, account_id: int | None,
         session.add(row)
     for name in LIMIT_FIELDS:
         setattr(row, name, getattr(limits, name))
+    row.own_fields = None if account_id is None or own is None else json.dumps(
+        [name for name in LIMIT_FIELDS if name in set(own)])
     row.updated_by_user_id, row.updated_at = user_id, at
     session.flush()
 

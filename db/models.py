@@ -542,6 +542,8 @@ class RiskLimitsRow(Base):
 
     ``scope_key`` ("household:7" / "account:12") is unique, so a scope has at most one row;
     a scope without a row uses the household's row, or :class:`engines.risk_types.RiskLimits`.
+    An account's row sets only the limits named in ``own_fields`` (a JSON list; NULL: every
+    one); in the others it follows the household's row, whose columns are all read.
     """
 
     __tablename__ = "risk_limits"
@@ -570,6 +572,7 @@ class RiskLimitsRow(Base):
     portfolio_mtm_stop_loss: Mapped[Decimal | None] = mapped_column(Money)
     portfolio_mtm_target: Mapped[Decimal | None] = mapped_column(Money)
     mis_square_off_at: Mapped[time]
+    own_fields: Mapped[str | None] = mapped_column(Text)  # JSON list of the account's own
     updated_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -40,6 +40,7 @@ REPORT = "risk_panic_report"
 LABELS = LIMIT_LABELS
 TRAIL_KINDS = {"none": "No trailing stop", "points": "Trail by ₹", "pct": "Trail by %"}
 STEP_MARK = {True: "ok", False: "FAILED"}
+OWN, FOLLOWS = "this account", "the household"
 #: The position-control form's value widgets, emptied once their controls are set.
 CONTROL_FIELDS = ("risk_control_stop", "risk_control_target", "risk_control_trail_kind",
                   "risk_control_trail")
@@ -69,15 +70,41 @@ def limit_changes(before: RiskLimits, after: RiskLimits) -> list[str]:
             for name in LIMIT_FIELDS if getattr(before, name) != getattr(after, name)]
 
 
-def limits_frame(limits: RiskLimits, defaults: RiskLimits) -> pd.DataFrame:
-    """Return the limits as a read-only table beside the household defaults."""
+def limits_frame(limits: RiskLimits, defaults: RiskLimits,
+                 own: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """Return the limits as a read-only table beside the household defaults, each limit
+    saying whether it is the account's own or follows the household's."""
     return pd.DataFrame({
         "Limit": [LABELS[name] for name in LIMIT_FIELDS],
         "Field": list(LIMIT_FIELDS),
         "Value": [field_text(getattr(limits, name)) or "none" for name in LIMIT_FIELDS],
         "Household default": [field_text(getattr(defaults, name)) or "none"
                               for name in LIMIT_FIELDS],
+        "Set by": [OWN if name in own else FOLLOWS for name in LIMIT_FIELDS],
     })
+
+
+def own_note(name: str, own: frozenset[str], defaults: RiskLimits) -> str:
+    """Return what an account's limit follows: ``This account's own (household default 2).``"""
+    default = field_text(getattr(defaults, name)) or "none"
+    if name in own:
+        return f"This account's own (household default {default})."
+    return f"Follows the household default ({default})."
+
+
+def edited(shown: RiskLimits, values: Mapping[str, object]) -> dict[str, object]:
+    """Return the form's values that differ from what it showed: the limits a person changed.
+
+    Only these are saved, so the limits left alone go on following the household's."""
+    out = {}
+    for name, value in values.items():
+        before = getattr(shown, name)
+        if isinstance(value, bool) and value is before:
+            continue
+        if isinstance(value, str) and value.strip() == field_text(before):
+            continue
+        out[name] = value
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,17 +238,21 @@ def limits_section(me: Actor, account: Account | None, may_edit: bool) -> None:
     view = fetch(lambda: services().risk.limits(me, account_id))
     if view is None:
         return
-    source = {"account": "this account's own limits", "household": "the household defaults",
+    source = {"account": f"this account's own limits in {len(view.own)} of "
+                         f"{len(LIMIT_FIELDS)} (marked \"This account's own\"); the "
+                         "household defaults in the rest, as they change",
+              "household": "the household defaults",
               "default": "the built-in defaults"}.get(view.source, view.source)
     st.caption(f"In force: {source}.")
     if not may_edit:
         st.caption("Changing limits is for household admins and the account's traders.")
-        table(limits_frame(view.limits, view.household_defaults), "risk_limits_table",
-              "risk_limits", "No limits.")
+        table(limits_frame(view.limits, view.household_defaults, view.own),
+              "risk_limits_table", "risk_limits", "No limits.")
         return
     stem = f"risk_limit_{account_id or 'household'}"
     values = _limits_form(view, stem, account is None)
     if values is not None:
+        values = edited(view.limits, values)
         saved = fetch(lambda: services().risk.set_limits(me, account_id, values))
         if saved is not None:
             changes = limit_changes(view.limits, saved)
@@ -253,8 +284,8 @@ def _limits_form(view: Any, stem: str, household: bool) -> dict[str, object] | N
             else:
                 values[name] = column.text_input(LABELS[name], value=field_text(current),
                                                  key=f"{stem}_{name}", help=note)
-            column.caption(note if household else f"Household default "
-                           f"{field_text(getattr(defaults, name)) or 'none'}. {note}")
+            column.caption(note if household else
+                           f"{own_note(name, view.own, defaults)} {note}")
         label = "Save household defaults" if household else "Save limits"
         submitted = st.form_submit_button(label, key="risk_limits_save", type="primary")
     return values if submitted else None

@@ -184,3 +184,40 @@ def test_downgrading_to_base_and_upgrading_again_rebuilds_the_schema(
     assert set(inspect(engine).get_table_names()) >= TABLES
     assert _schema_diff(engine) == []
     assert _triggers(engine) == TRIGGERS
+
+
+def test_an_accounts_stored_limits_keep_as_its_own_only_those_unlike_the_households(
+    unmigrated_url: str, engine_for: Any
+) -> None:
+    command.upgrade(alembic_config(unmigrated_url), "0012_orders_account_status")
+    engine = engine_for(unmigrated_url)
+    columns = ("risk_per_trade_pct, atr_stop_multiple, fallback_stop_pct, "
+               "high_volatility_atr_pct, max_open_positions, max_sector_pct, "
+               "correlation_threshold, correlation_reduce, daily_loss_pct, weekly_loss_pct, "
+               "drawdown_reduce_pct, drawdown_kill_pct, choppy_size_factor, "
+               "max_orders_per_second, max_order_value, max_order_quantity, duplicate_window_s, "
+               "mis_square_off_at")
+    row = ("1, 2, 2, 4, {positions}, 30, 0.8, false, {daily}, 5, 10, 15, 0.5, 10, 500000, "
+           "5000, 10, '15:15:00'")
+    at = "'2026-11-20 10:00:00+05:30'"
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO households (id, name, created_at, updated_at) "
+                          f"VALUES (1, 'Sharma', {at}, {at})"))
+        conn.execute(text(f"INSERT INTO members (id, household_id, full_name, relationship, "
+                          f"verification_status, created_at, updated_at) VALUES "
+                          f"(1, 1, 'Priya', 'self', 'verified', {at}, {at})"))
+        conn.execute(text(f"INSERT INTO accounts (id, household_id, owner_member_id, broker, "
+                          f"label, account_group, is_active, created_at, updated_at) VALUES "
+                          f"(1, 1, 1, 'paper', 'Trading', 'Trading', true, {at}, {at})"))
+        for key, account, values in (("household:1", "NULL", row.format(positions=10,
+                                                                         daily="1.5")),
+                                     ("account:1", "1", row.format(positions=5, daily="1.5"))):
+            conn.execute(text(f"INSERT INTO risk_limits (household_id, account_id, scope_key, "
+                              f"{columns}, updated_at) VALUES (1, {account}, '{key}', "
+                              f"{values}, {at})"))
+    command.upgrade(alembic_config(unmigrated_url), "head")
+    with engine.connect() as conn:
+        own = conn.execute(text("SELECT scope_key, own_fields FROM risk_limits "
+                                "ORDER BY scope_key")).all()
+    assert own == [("account:1", '["max_open_positions"]'), ("household:1", None)]
+    command.downgrade(alembic_config(unmigrated_url), "0012_orders_account_status")

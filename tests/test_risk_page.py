@@ -24,7 +24,14 @@ from engines.risk_types import LIMIT_FIELDS, RiskLimits, Scope, StateKind, State
 from engines.signal_types import Action, Direction, Regime, Signal
 from pages.common import DISCLAIMER
 from pages.nav import pages_for
-from pages.risk_parts import LABELS, field_text, limit_changes, sector_frame, usage_bars
+from pages.risk_parts import (
+    LABELS,
+    field_text,
+    limit_changes,
+    limits_frame,
+    sector_frame,
+    usage_bars,
+)
 from pages.signals_parts import signal_request
 from tests.conftest import make_settings
 from tests.support.apptest import app_as, page, texts
@@ -239,6 +246,33 @@ def test_a_trader_makes_her_limits_stricter_and_sees_what_changed(desk) -> None:
     assert "The limits of Priya · Trading are the household defaults again." in texts(admin)
     assert admin.text_input(key=f"{stem}_risk_per_trade_pct").value == "1"
     assert svc.risk.limits(priya, mine).limits == RiskLimits()
+
+
+def test_a_trader_who_tightens_one_limit_keeps_following_the_household_in_the_others(
+        desk) -> None:
+    svc, logins = desk
+    at = on_risk(desk, "priya", show="Priya · Trading")
+    priya, rahul = who(svc, logins, "priya"), who(svc, logins, "rahul")
+    mine = account(svc, priya, "Priya · Trading").id
+    at.text_input(key=f"risk_limit_{mine}_max_open_positions").input("5")
+    at.button(key="risk_limits_save").click().run()
+    assert not errors(at), errors(at)
+    svc.risk.set_limits(rahul, None, {"daily_loss_pct": "1.5"})  # the admin, later
+
+    assert svc.risk.limits(priya, mine).limits.daily_loss_pct == Decimal("1.5")
+    at = on_risk(desk, "priya", show="Priya · Trading")
+    assert at.text_input(key=f"risk_limit_{mine}_daily_loss_pct").value == "1.5"
+    shown = texts(at)
+    assert "In force: this account's own limits in 1 of 20" in shown
+    assert "This account's own (household default 10)." in shown
+    assert "Follows the household default (1.5)." in shown
+    at.button(key="risk_limits_save").click().run()  # saving again changes nothing
+    assert "Saved the limits of Priya · Trading: nothing changed" in texts(at)
+    assert svc.risk.limits(priya, mine).own == frozenset({"max_open_positions"})
+    view = svc.risk.limits(priya, mine)  # the read-only table of those who may not edit
+    frame = limits_frame(view.limits, view.household_defaults, view.own).set_index("Field")
+    assert frame.loc[["max_open_positions", "daily_loss_pct"], "Set by"].tolist() == [
+        "this account", "the household"]
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [

@@ -306,6 +306,63 @@ def test_an_admin_may_loosen_an_account_and_a_reset_returns_it_to_the_household_
     assert risk.limits(priya, account).source == "household"
 
 
+def test_an_account_follows_the_household_in_every_limit_it_did_not_set_itself(
+    services: Services, risk: RiskService, login, labels: dict[str, int],
+) -> None:
+    rahul, priya, account = login("rahul"), login("priya"), labels["Priya · Trading"]
+    risk.set_limits(priya, account, {"max_open_positions": "5"})  # tightens one limit
+    risk.set_limits(rahul, None, {"daily_loss_pct": "1.5", "max_order_value": "2,00,000"})
+    view = risk.limits(priya, account)
+    assert (view.source, view.own) == ("account", frozenset({"max_open_positions"}))
+    assert view.limits == RiskLimits(max_open_positions=5, daily_loss_pct=Decimal("1.5"),
+                                     max_order_value=Decimal("200000"))
+    with services.db.transaction() as session:  # what the gate and the risk watch read
+        household = session.scalar(select(RiskLimitsRow.household_id))
+        assert risk_service.risk_store.effective_limits(session, household, account)[0] == (
+            view.limits)
+        assert risk_service.risk_store.account_limits(session, household, [account]) == {
+            account: view.limits}
+    # a member's next save keeps her own limit and still follows in the rest
+    risk.set_limits(priya, account, {"risk_per_trade_pct": "0.5"})
+    risk.set_limits(rahul, None, {"daily_loss_pct": "1"})
+    view = risk.limits(priya, account)
+    assert view.own == frozenset({"max_open_positions", "risk_per_trade_pct"})
+    assert (view.limits.daily_loss_pct, view.limits.max_open_positions,
+            view.limits.risk_per_trade_pct) == (Decimal("1"), 5, Decimal("0.5"))
+    # the reset still goes back to the household's (an admin's call: it loosens two limits)
+    with pytest.raises(PermissionDenied, match="would loosen"):
+        risk.reset_limits(priya, account)
+    assert risk.reset_limits(rahul, account) == risk.limits(rahul, None).limits
+    assert (risk.limits(priya, account).source, risk.limits(priya, account).own) == (
+        "household", frozenset())
+
+
+def test_an_account_set_back_to_the_household_values_follows_them_again(
+    services: Services, risk: RiskService, login, labels: dict[str, int],
+) -> None:
+    rahul, account = login("rahul"), labels["Priya · Trading"]
+    risk.set_limits(rahul, account, {"daily_loss_pct": "1"})
+    risk.set_limits(rahul, account, {"daily_loss_pct": "2"})  # the household's value
+    assert _count(services, RiskLimitsRow) == 0
+    risk.set_limits(rahul, None, {"daily_loss_pct": "1.5"})
+    assert risk.limits(rahul, account).limits.daily_loss_pct == Decimal("1.5")
+
+
+def test_household_defaults_that_would_break_an_accounts_own_limits_are_refused(
+    services: Services, risk: RiskService, login, labels: dict[str, int],
+) -> None:
+    rahul, account = login("rahul"), labels["Priya · Trading"]
+    risk.set_limits(rahul, account, {"daily_loss_pct": "4"})
+    with pytest.raises(ValidationError, match=(
+            r"with the own limits of the account Priya · Trading "
+            r"\('Daily loss limit \[% of capital\]' 4\): "
+            r"'Weekly loss limit \[% of capital\]' \(3\) must be at least 'Daily loss limit "
+            r"\[% of capital\]' \(4\); change or reset that account's limits first")):
+        risk.set_limits(rahul, None, {"weekly_loss_pct": "3", "daily_loss_pct": "1"})
+    assert risk.limits(rahul, None).limits == RiskLimits()
+    assert risk.limits(rahul, account).limits.weekly_loss_pct == Decimal("5")
+
+
 # ----------------------------------------------------------------------------------------------
 # Panic
 # ----------------------------------------------------------------------------------------------

@@ -179,6 +179,8 @@ class LimitsView:
     source: str  # "account" | "household" | "default"
     household_defaults: RiskLimits
     explanations: dict[str, str]
+    #: the limits the account sets itself; every other one follows the household's defaults
+    own: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,9 +463,9 @@ class RiskService(ServiceBase):
             self._role(actor)
             household_id = actor.household_id
         with self.db.transaction() as session:
-            limits, source = risk_store.effective_limits(session, household_id, account_id)
+            limits, source, own = risk_store.limits_detail(session, household_id, account_id)
             defaults = risk_store.household_limits(session, household_id)
-        return LimitsView(limits, source, defaults, dict(EXPLANATIONS))
+        return LimitsView(limits, source, defaults, dict(EXPLANATIONS), own)
 
     def set_limits(self, actor: Actor, account_id: int | None,
                    values: Mapping[str, object]) -> RiskLimits:
@@ -471,7 +473,9 @@ class RiskService(ServiceBase):
 
         ``values`` maps limit names to values, strings from a form allowed. Household
         defaults: admins only. An account: an admin, or a member with TRADE on it who only
-        makes it at least as strict as the household defaults.
+        makes it at least as strict as the household defaults. An account keeps as its own
+        the limits that then differ from the household's; in the others it goes on following
+        the household's defaults when an admin changes them.
 
         Raises
         ------
@@ -498,6 +502,11 @@ class RiskService(ServiceBase):
                 raise ValidationError(_limits_refusal(problems))
             new = RiskLimits(**merged)
             changed = tuple(n for n in LIMIT_FIELDS if getattr(new, n) != getattr(current, n))
+            own = frozenset(n for n in LIMIT_FIELDS if getattr(new, n) != getattr(defaults, n))
+            if account_id is None:  # every account keeps valid limits with its own values
+                problems = _followers_problems(session, household_id, new)
+                if problems:
+                    raise ValidationError(_limits_refusal(problems))
             if not is_admin:
                 # A member only tightens: nothing looser than the account has now (an admin
                 # may have made it stricter than the household's) nor than the defaults.
@@ -511,13 +520,20 @@ class RiskService(ServiceBase):
                               f"{name.removeprefix('the ')} (nothing looser than they are now "
                               "or than the household defaults); an admin may loosen them: "
                               + "; ".join(looser[n] for n in changed if n in looser))
-            if denial is None:
+            if denial is None and account_id is not None and not own:
+                risk_store.delete_limits(session, household_id, account_id)  # follows all
+            elif denial is None:
                 risk_store.save_limits(session, household_id, account_id, new, actor.user_id,
-                                       self.clock())
+                                       self.clock(), own)
+            if denial is None:
+                details: dict[str, object] = {
+                    name: [_shown(getattr(current, name)), _shown(getattr(new, name))]
+                    for name in changed}
+                if account_id is not None:
+                    details["own"] = [n for n in LIMIT_FIELDS if n in own]
                 self._audit(session, actor, "risk.limits.set",
-                            risk_store.limits_key(household_id, account_id),
-                            {name: [_shown(getattr(current, name)), _shown(getattr(new, name))]
-                             for name in changed}, household_id=household_id)
+                            risk_store.limits_key(household_id, account_id), details,
+                            household_id=household_id)
         if denial is not None:  # audited in its own transaction, once the lock is released
             self._deny(actor, "risk.limits.set", f"account:{account_id}", denial)
         return new
@@ -542,6 +558,10 @@ class RiskService(ServiceBase):
                     denial = (f"Going back to the household defaults would loosen the limits "
                               f"of {name.removeprefix('the ')}; only an admin may: "
                               + "; ".join(looser.values()))
+            if denial is None and account_id is None:  # back to the built-in defaults
+                problems = _followers_problems(session, household_id, RiskLimits())
+                if problems:
+                    raise ValidationError(_limits_refusal(problems))
             if denial is None:
                 removed = risk_store.delete_limits(session, household_id, account_id)
                 self._audit(session, actor, "risk.limits.reset",
@@ -1260,6 +1280,30 @@ def _check_control(symbol: str, quantity: int, ltp: Decimal, tick: Decimal,
     if trail_points is not None and long and trail_points >= ltp:
         raise ValidationError(f"trail_points {trail_points} must be below the LTP {inr(ltp)} "
                               f"({symbol})")
+
+
+def _followers_problems(session: Session, household_id: int,
+                        household: RiskLimits) -> list[str]:
+    """Return why ``household`` defaults would break an account's limits with its own values.
+
+    An account follows the household in the limits it does not set itself, so new defaults
+    must still make valid limits with each account's own (a weekly loss limit at least the
+    account's own daily one ...).
+    """
+    out = []
+    for account_id, own in sorted(risk_store.account_overrides(session, household_id).items()):
+        try:
+            risk_store.compose(household, own)
+        except ValidationError as exc:
+            name = _scope_label(session, Scope.ACCOUNT, str(account_id))
+            rules = str(exc).removeprefix("Invalid risk limits: ")
+            out.append(f"with the own limits of {name} ({', '.join(_shown_own(own))}): "
+                       f"{rules}; change or reset that account's limits first")
+    return out
+
+
+def _shown_own(own: Mapping[str, object]) -> list[str]:
+    return [f"{limit_label(name)} {_shown(own[name])}" for name in LIMIT_FIELDS if name in own]
 
 
 def _lock_limits(session: Session, household_id: int) -> None:
