@@ -17,8 +17,10 @@ all filled                      ``order.filled``        info       Filled: BUY 1
 -> CANCELLED                    ``order.cancelled``     info       Order cancelled: BUY 10 ..
 ==============================  ======================  =========  =========================
 
-When the risk gate cut the size, the placed and rejected titles say so after the quantity:
-"Order placed: BUY 1 SBIN (asked 2; risk gate: market regime CHOPPY: size × 0.5 → 1 share)".
+When the risk gate cut the size, the placed, rejected and cancelled titles say so after the
+quantity: "Order placed: BUY 1 SBIN (asked 2; risk gate: market regime CHOPPY: size × 0.5 → 1
+share)", and a fill's message after its "Filled 1 of 1": on every path, the order manager's
+broker sync too (it reads the note from the order's ``orders.place`` audit row).
 
 Building the text costs a few string formats and no read: the alert shows the account's label
 through its ``account_id``.
@@ -120,14 +122,15 @@ def order_event(row: OrderRow, old: OrderStatus, old_filled: int,
     ``row`` holds the new state (status, filled quantity, average price, rejection reason);
     ``placed_by`` is the username of who placed it, for a placed order's message;
     ``risk_note`` is the gate's note when it cut the size (``requested_quantity`` and
-    ``risk_gate``, as audited), so a placed or rejected order's alert says what was asked.
+    ``risk_gate``, as audited), so the order's alerts say what was asked.
     """
     kind = event_kind(old, row.status, old_filled, row.filled_quantity, row.quantity)
     if kind is None:
         return None
+    resized = _resized_text(row, risk_note)
     what = f"{row.side.value} {row.quantity} {row.symbol}"
-    if kind in (PLACED, REJECTED):
-        what += _resized_text(row, risk_note)
+    if kind in (PLACED, REJECTED, CANCELLED):
+        what += resized
     terms = f"{row.order_type.value} {_price_text(row)} · {row.product.value}"
     source = SOURCES.get(row.source, row.source)
     order = f"Order {row.id} ({source})"
@@ -139,11 +142,11 @@ def order_event(row: OrderRow, old: OrderStatus, old_filled: int,
         body = f"{terms}{queued}\n{order}{who}"
     elif kind == FILLED:
         title = f"Filled: {what} @ {inr(average)}"
-        body = f"{_fill_text(row, filled, average)}\n{row.product.value} · {order}"
+        body = f"{_fill_text(row, filled, average)}{resized}\n{row.product.value} · {order}"
     elif kind == PARTIALLY_FILLED:
         title = f"Part filled: {row.side.value} {filled}/{row.quantity} {row.symbol}"
-        body = (f"{_fill_text(row, filled, average)}\n{row.quantity - filled} still open, "
-                f"{terms}\n{order}")
+        body = (f"{_fill_text(row, filled, average)}{resized}\n{row.quantity - filled} still "
+                f"open, {terms}\n{order}")
     elif kind == REJECTED:
         title = f"Order rejected: {what}"
         body = (f"Reason: {row.rejection_reason or 'not given by the broker'}\n{terms}\n"

@@ -28,6 +28,7 @@ account?) is the service layer's job: :class:`core.services.orders.OrderService`
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -84,7 +85,7 @@ from core.trading import (
 )
 from db.base import utcnow
 from db.engine import Database
-from db.models import AccountRow, OrderRow, TradeRow, UserRow
+from db.models import AccountRow, AuditRow, OrderRow, TradeRow, UserRow
 from engines import costs
 from engines.risk_types import OrderAction, PreTradeDecision
 
@@ -244,6 +245,12 @@ _ORDER_KEYS = tuple(column.key for column in _ORDERS.c)
 _ORDER_COLUMNS = tuple(key for key in _ORDER_KEYS if key != "id")
 _KNOWN_FILLS = select(TradeRow.broker_trade_id).where(
     TradeRow.order_id.in_(bindparam("orders", expanding=True)))
+#: The risk gate's notes of the orders whose size it cut, from their ``orders.place`` audit
+#: rows (``requested_quantity``, ``risk_gate``): a mirrored change's alert says them too.
+_RISK_NOTES = select(AuditRow.resource, AuditRow.details).where(
+    AuditRow.action == "orders.place",
+    AuditRow.resource.in_(bindparam("resources", expanding=True)),
+    AuditRow.details.like('%"requested_quantity"%'))
 
 
 def load_order(session: Session, order_id: int) -> Order:
@@ -903,6 +910,7 @@ class OrderManager:
                   if update.order.filled_quantity != row.filled_quantity and row.filled_quantity]
         known = set(session.connection().execute(_KNOWN_FILLS, {"orders": filled}).scalars()
                     ) if filled else set()
+        notes = _risk_notes(session, [row.id for row, _update in changed]) if changed else {}
         mirrored = 0
         for row, update in changed:
             new_fills = sum(t.quantity for t in update.trades
@@ -911,12 +919,14 @@ class OrderManager:
                     row.filled_quantity + new_fills != update.order.filled_quantity):
                 incomplete.append(row.id)
                 continue
-            self._mirror(session, row, update, known, actor, (why or {}).get(row.id))
+            self._mirror(session, row, update, known, actor, (why or {}).get(row.id),
+                         notes.get(row.id))
             mirrored += 1
         return mirrored, incomplete
 
     def _mirror(self, session: Session, row: OrderRow, update: OrderUpdate,
-                known: set[str], actor: Actor | None, why: str | None = None) -> None:
+                known: set[str], actor: Actor | None, why: str | None = None,
+                risk_note: dict[str, object] | None = None) -> None:
         state = update.order
         if state.filled_quantity != row.filled_quantity:
             fills = [{"order_id": row.id, "account_id": row.account_id, "symbol": trade.symbol,
@@ -934,10 +944,23 @@ class OrderManager:
         if why and state.status is OrderStatus.CANCELLED:
             reason = f"{why} ({state.filled_quantity} of {row.quantity} filled)"
         if self._apply(session, row, state.status, actor, reason=reason,
-                       filled=state.filled_quantity, average=state.average_price):
+                       filled=state.filled_quantity, average=state.average_price,
+                       risk_note=risk_note):
             row.updated_at = utcnow()
             session.connection().execute(_WRITE_MIRRORED, {
                 "mirrored_id": row.id, **{name: getattr(row, name) for name in _MIRRORED}})
+
+
+def _risk_notes(session: Session, order_ids: list[int]) -> dict[int, dict[str, object]]:
+    """Return the gate's note of each of ``order_ids`` whose size it cut (see _RISK_NOTES)."""
+    found = session.connection().execute(_RISK_NOTES, {
+        "resources": [f"order:{order_id}" for order_id in order_ids]})
+    notes = {}
+    for resource, details in found:
+        note = json.loads(details)
+        notes[int(resource.removeprefix("order:"))] = {
+            key: note[key] for key in ("requested_quantity", "risk_gate") if key in note}
+    return notes
 
 
 def _event(actor: Actor | None, action: str, order_id: int, household_id: int | None,

@@ -265,3 +265,20 @@ def test_an_order_the_gate_cut_says_what_was_asked_and_why_when_placed_or_reject
     assert rejected.kind == REJECTED
     assert rejected.title == ("Order rejected: BUY 3 INFY (asked 6; risk gate: market regime "
                               "CHOPPY: size × 0.5 → 3 shares)")
+
+
+def test_an_order_the_gate_cut_says_what_was_asked_when_the_broker_sync_brings_its_changes(
+        services: Services, priya: Actor, account: int) -> None:
+    services.orders.manager.risk_gate = HalveEverything()
+    asked = "(asked 10; risk gate: market regime CHOPPY: size × 0.5 → 5 shares)"
+    market = services.orders.place(priya, _buy(account, order_type=OrderType.MARKET, price=None))
+    tick(services.db, "INFY", "1510.00")
+    services.orders.step()  # the fill reaches the book through the mirrored broker update
+    filled = _order_alerts(services)[-1]
+    assert filled.kind == FILLED
+    assert filled.body.startswith(f"Filled 5 of 5 at avg ₹1,510.80 = ₹7,554.00 {asked}\n")
+    resting = services.orders.place(priya, _buy(account, price=Decimal("1400.00")))
+    services.orders.cancel(priya, resting.id)  # mirrored through OrderManager.sync
+    cancelled = _order_alerts(services)[-1]
+    assert (cancelled.kind, cancelled.title) == (CANCELLED, f"Order cancelled: BUY 5 INFY {asked}")
+    assert market.quantity == 5
