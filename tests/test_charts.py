@@ -260,6 +260,52 @@ def test_a_symbol_without_bars_at_an_interval_gives_an_empty_chart_with_a_note(c
     ]
 
 
+def _five_minute_only(svc: Services, symbol: str = "INTRA") -> None:
+    """Store INFY's sample 5-minute bars as ``symbol``, which has no daily bars."""
+    with svc.db.transaction() as session:
+        ids = store.upsert_instruments(session, [_instrument(symbol)])
+        five = _bars(_sample_rows("nse_5min", "INFY"), naive=True)
+        store.upsert_bars(session, ids[symbol], Interval.M5, five)
+    clear_bar_cache()
+
+
+def test_a_symbol_with_only_five_minute_bars_gets_daily_and_weekly_bars_built_from_them(
+        charts, services) -> None:
+    service, me = charts
+    _five_minute_only(services)
+    five = _csv_frame("nse_5min", "INFY")
+    minutes = five.index.hour * 60 + five.index.minute
+    session = five[(minutes >= 9 * 60 + 15) & (minutes < 15 * 60 + 30)]
+    expected = session.groupby(session.index.normalize()).agg(AGG)
+    data = service.chart(me, "INTRA", "1d", None, None, frozenset())
+    assert not data.frame.empty
+    assert len(data.frame) == len(expected) and data.frame.index[0] == expected.index[0]
+    assert data.available == (expected.index[0].date(), expected.index[-1].date())
+    pd.testing.assert_frame_equal(data.frame[OHLCV], expected[OHLCV], check_dtype=False,
+                                  check_freq=False, check_names=False)
+    assert data.notes[0] == (
+        "No daily bars are stored for INTRA: its daily bars are built from its 5-minute bars "
+        "(normal market 09:15–15:30 IST, one bar per IST day), which are not adjusted for "
+        "splits/bonuses.")
+    weekly = service.chart(me, "INTRA", "1w", None, None, frozenset({"ema20"}))
+    assert not weekly.frame.empty
+    assert weekly.frame["volume"].sum() == expected["volume"].sum()
+    assert weekly.notes[0].startswith("No daily bars are stored for INTRA: its weekly bars")
+
+
+def test_the_chart_page_draws_the_daily_bars_of_a_five_minute_only_symbol(desk) -> None:
+    svc, _ = desk
+    load_sample(svc)
+    _five_minute_only(svc)
+    at = app_as(desk, "priya")
+    at.switch_page(page("pages/chart.py")).run()
+    at.selectbox(key="chart_symbol").set_value("INTRA").run()
+    assert not at.exception
+    assert "INTRA · daily ·" in texts(at)
+    assert "No daily bars are stored for INTRA: its daily bars are built" in texts(at)
+    assert _figure_json(at)["data"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

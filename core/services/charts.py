@@ -53,6 +53,8 @@ WARMUP_BARS = 300
 DEFAULT_DAILY_SPAN = timedelta(days=365)
 DEFAULT_INTRADAY_SESSIONS = 5
 BAR_CACHE_TTL_SECONDS = 60.0
+#: 5-minute bars in a normal-market session (09:15-15:30 IST).
+SESSION_BARS = 75
 BAR_CACHE_SIZE = 64
 UNADJUSTED_NOTE = (
     "5-minute bars are not adjusted for splits/bonuses: prices before a corporate action are not "
@@ -205,7 +207,9 @@ class ChartService(ServiceBase):
         interval
             ``"5m"`` (stored 5-minute bars, normal market 09:15-15:30 IST only), ``"1d"``
             (stored daily bars) or ``"1w"`` (weekly, resampled from daily bars on read; see
-            :func:`engines.bars.resample_ohlcv`).
+            :func:`engines.bars.resample_ohlcv`). A symbol without daily bars gets its daily
+            and weekly bars built from its 5-minute bars (normal market, one per IST day),
+            and a note says so.
         start, end
             The dates shown. Defaults: ``end`` = the last stored date (or ``start`` if later);
             ``start`` = 365 days before ``end`` for daily, the first of the last 5 stored
@@ -236,6 +240,10 @@ class ChartService(ServiceBase):
                     "instruments in the master (a household admin adds more on Import data)"
                 )
             extent = self._extent(session, inst.id, stored)
+            intraday = extent is None and stored is Interval.D1
+            if intraday:  # no daily bars: build them from the stored 5-minute bars
+                stored = Interval.M5
+                extent = self._extent(session, inst.id, stored)
             if extent is None:
                 return self._empty(inst, chosen, start, end, None)
             clipped = (start is not None and start < extent[0]) or (
@@ -245,7 +253,9 @@ class ChartService(ServiceBase):
             if start > end:  # only when an explicit end precedes the stored data
                 return self._empty(inst, chosen, start, end, extent)
             bars = self._load(session, inst.id, stored, chosen, start, end)
-        return self._build(inst, chosen, start, end, extent, bars, wanted, clipped)
+        if intraday:
+            bars = resample_ohlcv(normal_market(bars), "1d") if len(bars) else bars
+        return self._build(inst, chosen, start, end, extent, bars, wanted, clipped, intraday)
 
     # -- reading ----------------------------------------------------------------------------
     def _extent(
@@ -310,6 +320,8 @@ class ChartService(ServiceBase):
     ) -> pd.DataFrame:
         """Load [start, end] plus a warm-up margin of earlier bars, through the cache."""
         per_bar = 5 if chosen is Interval.W1 else 1  # weekly: ~5 daily bars a week
+        if stored is not chosen and stored is Interval.M5:
+            per_bar *= SESSION_BARS  # daily or weekly bars built from 5-minute bars
         load_start = session.scalar(
             select(BarRow.ts)
             .where(
@@ -365,8 +377,15 @@ class ChartService(ServiceBase):
         bars: pd.DataFrame,
         wanted: list[str],
         clipped: bool,
+        intraday: bool = False,
     ) -> ChartData:
         notes: list[str] = []
+        if intraday:
+            notes.append(
+                f"No daily bars are stored for {inst.symbol}: its {INTERVAL_LABELS[chosen]} "
+                "bars are built from its 5-minute bars (normal market 09:15–15:30 IST, one bar "
+                "per IST day), which are not adjusted for splits/bonuses."
+            )
         if chosen is Interval.M5:
             notes.append(UNADJUSTED_NOTE)
             regular = normal_market(bars)
@@ -402,7 +421,8 @@ class ChartService(ServiceBase):
             )
         notes.extend(_warmup_notes(frame, wanted))
         if clipped:
-            stored = "daily" if chosen is Interval.W1 else INTERVAL_LABELS[chosen]
+            stored = ("5-minute" if intraday else "daily" if chosen is Interval.W1
+                      else INTERVAL_LABELS[chosen])
             notes.append(
                 f"Stored {stored} bars of {inst.symbol} run from {extent[0]} to {extent[1]}; "
                 "the range asked for reaches beyond them."
