@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from core.errors import ValidationError
 
 PAISA = Decimal("0.01")
 
@@ -48,3 +51,51 @@ def as_typed(value: object, symbol: bool = True) -> str:
     if "." in digits:
         digits = digits.rstrip("0").rstrip(".")
     return f"{'-' if number < 0 else ''}{'₹' if symbol else ''}{digits}"
+
+
+#: Digit grouping of whole rupees: Indian (1,00,000; 1,00,00,000) or Western (100,000).
+_GROUPED = re.compile(r"^(?:\d{1,2}(?:,\d{2})*,\d{3}|\d{1,3}(?:,\d{3})+)$")
+
+
+def parse_rupees(raw: object, what: str = "Amount") -> Decimal:
+    """Return the rupee amount a person typed (``25000``, ``₹1,00,000.50``), exactly as typed.
+
+    A ₹ sign and digit grouping of the whole rupees are accepted; a comma is never a decimal
+    point. Nothing is rounded: the caller's rules (above ₹0, whole paise ...) judge the value,
+    and their messages can quote it (:func:`as_typed`). A Decimal or int passes through.
+
+    Raises
+    ------
+    ValidationError
+        For empty text, text that is no number, or a number that is not finite, naming ``what``
+        and quoting what was typed.
+    """
+    if isinstance(raw, Decimal | int) and not isinstance(raw, bool):
+        number = Decimal(raw)
+    elif isinstance(raw, str):
+        number = _typed_number(raw, what)
+    else:
+        raise ValidationError(f"{what} must be a number of rupees; got {raw!r}")
+    if not number.is_finite():
+        raise ValidationError(f"{what} must be a finite number of rupees; got {raw!r}")
+    return number
+
+
+def _typed_number(raw: str, what: str) -> Decimal:
+    text = raw.strip().removeprefix("₹").strip()
+    if not text:
+        raise ValidationError(f"{what} is empty; type an amount in rupees, e.g. 25000 or "
+                              "25,000.50")
+    if "," in text:
+        whole, _point, fraction = text.removeprefix("-").partition(".")
+        if "," in fraction or not _GROUPED.match(whole):
+            raise ValidationError(f"{what} must be a number of rupees (e.g. 25000 or "
+                                  f"25,000.50); got {raw!r}: a comma may only group the "
+                                  "digits of the whole rupees (1,00,000 or 100,000); write "
+                                  "paise with a point")
+        text = text.replace(",", "")
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise ValidationError(f"{what} must be a number of rupees (e.g. 25000 or 25,000.50); "
+                              f"got {raw!r}") from None

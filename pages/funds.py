@@ -3,6 +3,7 @@ and withdrawals."""
 
 import streamlit as st
 
+from core.money import parse_rupees
 from pages.common import actor, attempt, fetch, footer, services
 from pages.funds_parts import (
     add_funds_form,
@@ -51,11 +52,13 @@ if managed:
         if added is not None:
             target, amount, note = added
             if attempt(lambda: pf.add_funds(me, target, amount, note)):
-                flash(FLASH, f"Added {rupees(amount)} of paper funds to {labels[target]}.")
+                flash(FLASH, f"Added {rupees(parse_rupees(amount))} of paper funds to "
+                      f"{labels[target]}.")
     with tab_withdraw:
         taken = withdraw_funds_form(managed)
         if taken is not None:
             source, out, why = taken
             if attempt(lambda: pf.withdraw_funds(me, source, out, why)):
-                flash(FLASH, f"Withdrew {rupees(out)} of paper funds from {labels[source]}.")
+                flash(FLASH, f"Withdrew {rupees(parse_rupees(out))} of paper funds from "
+                      f"{labels[source]}.")
 footer()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
-from decimal import Decimal
 
 import streamlit as st
 
@@ -72,31 +71,35 @@ def statements(me: Actor, account_id: int | None, start: date, end: date) -> Non
                 mime="text/csv", key=f"funds_{stem}_csv", icon=":material/download:")
 
 
-def add_funds_form(managed: Sequence[Account]) -> tuple[int, Decimal, str] | None:
-    """Render the "add paper funds" form; return (account id, amount, note) when submitted."""
+def add_funds_form(managed: Sequence[Account]) -> tuple[int, str, str] | None:
+    """Render the "add paper funds" form; return (account id, amount as typed, note) when
+    submitted."""
     return _transfer_form(managed, "add", "**Add paper funds** (pretend money paid into a "
-                          "paper account)", 100000.0, "Paper top-up", "Add funds")
+                          "paper account)", "1,00,000", "Paper top-up", "Add funds")
 
 
-def withdraw_funds_form(managed: Sequence[Account]) -> tuple[int, Decimal, str] | None:
-    """Render the "withdraw paper funds" form; return (account id, amount, note) when sent."""
+def withdraw_funds_form(managed: Sequence[Account]) -> tuple[int, str, str] | None:
+    """Render the "withdraw paper funds" form; return (account id, amount as typed, note) when
+    sent."""
     return _transfer_form(managed, "withdraw", "**Withdraw paper funds** (pretend money taken "
                           "out). At most the available funds: cash less the margin that open "
-                          "orders and open intraday positions block.", 0.0, "Paper withdrawal",
+                          "orders and open intraday positions block.", "", "Paper withdrawal",
                           "Withdraw funds")
 
 
-def _transfer_form(managed: Sequence[Account], kind: str, title: str, amount: float,
-                   note: str, button: str) -> tuple[int, Decimal, str] | None:
+def _transfer_form(managed: Sequence[Account], kind: str, title: str, amount: str,
+                   note: str, button: str) -> tuple[int, str, str] | None:
+    # The amount is text the service parses and judges as typed: a number widget would turn
+    # "-5000" or "abc" silently into its default and deposit that.
     labels = {a.id: a.label for a in managed}
     with st.form(f"funds_{kind}", clear_on_submit=True):
         st.markdown(title)
         cols = st.columns([2, 1, 3])
         account_id = cols[0].selectbox("Account", list(labels), format_func=labels.get,
                                        key=f"funds_{kind}_account")
-        value = cols[1].number_input("Amount [₹]", min_value=0.0, value=amount,
-                                     step=10000.0, format="%.2f", key=f"funds_{kind}_amount")
+        value = cols[1].text_input("Amount [₹]", value=amount, placeholder="e.g. 25,000.50",
+                                   key=f"funds_{kind}_amount")
         text = cols[2].text_input("Note", value=note, key=f"funds_{kind}_note")
         if st.form_submit_button(button, key=f"funds_{kind}_submit"):
-            return account_id, Decimal(str(value)), text
+            return account_id, value, text
     return None

@@ -159,6 +159,49 @@ def test_a_deposit_that_breaks_a_rule_shows_the_amount_as_typed(
     assert str(refused.value) == message
 
 
+TYPED_REFUSALS = [
+    ("-5000", "Amount must be above ₹0; got -₹5000"),
+    ("abc", "Amount must be a number of rupees (e.g. 25000 or 25,000.50); got 'abc'"),
+    ("", "Amount is empty; type an amount in rupees, e.g. 25000 or 25,000.50"),
+    ("1,5", "Amount must be a number of rupees (e.g. 25000 or 25,000.50); got '1,5': a comma "
+            "may only group the digits of the whole rupees (1,00,000 or 100,000); write paise "
+            "with a point"),
+    ("NaN", "Amount must be a finite number of rupees; got 'NaN'"),
+]
+
+
+@pytest.mark.usefixtures("backend")
+@pytest.mark.parametrize(("transfer", "what"), [("add_funds", "Deposit"),
+                                                ("withdraw_funds", "Withdrawal")])
+@pytest.mark.parametrize(("typed", "message"), [
+    *TYPED_REFUSALS,
+    ("250000.505", "{what} must be whole paise (at most 2 decimals); got ₹250000.505"),
+])
+def test_a_typed_amount_that_is_negative_or_no_number_is_refused_and_no_money_moves(
+    services: Services, login, priya: Actor, account: int, transfer: str, what: str,
+    typed: str, message: str,
+) -> None:
+    rahul = login("rahul")
+    before = services.portfolio.funds(rahul, account).deposits
+    with pytest.raises(ValidationError) as refused:
+        getattr(services.portfolio, transfer)(rahul, account, typed, "a note")
+    assert str(refused.value) == message.format(what=what)
+    assert services.portfolio.funds(rahul, account).deposits == before
+
+
+@pytest.mark.usefixtures("backend")
+@pytest.mark.parametrize(("typed", "paid"), [
+    ("₹1,00,000.50", D("100000.50")), ("100,000", D("100000")), (" 2500 ", D("2500")),
+])
+def test_a_typed_deposit_with_a_rupee_sign_or_digit_grouping_pays_in_what_was_typed(
+    services: Services, login, priya: Actor, account: int, typed: str, paid: Decimal,
+) -> None:
+    rahul = login("rahul")
+    before = services.portfolio.funds(rahul, account).deposits
+    services.portfolio.add_funds(rahul, account, typed, "top-up")
+    assert services.portfolio.funds(rahul, account).deposits == before + paid
+
+
 @pytest.mark.usefixtures("backend")
 @pytest.mark.parametrize(("amount", "shown"), [
     (D("150000000"), "₹15,00,00,000.00"),

@@ -785,12 +785,36 @@ def test_an_account_manager_adds_paper_funds(stocked) -> None:
     before = svc.portfolio.funds(priya, trading).deposits
     at = on_page(app_as(stocked, "priya"), "pages/funds.py")  # a trader manages her own
     assert at.selectbox(key="funds_add_account").options == ["Priya · Trading"]
-    at.number_input(key="funds_add_amount").set_value(25000.0)
+    at.text_input(key="funds_add_amount").input("25,000")
     at.text_input(key="funds_add_note").input("Diwali top-up")
     at.button(key="funds_add_submit").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "Added ₹25,000.00 of paper funds to Priya · Trading." in texts(at)
     assert svc.portfolio.funds(priya, trading).deposits == before + 25000
+
+
+@pytest.mark.parametrize(("kind", "typed", "refusal"), [
+    ("add", "-5000", "Amount must be above ₹0; got -₹5000"),
+    ("add", "abc", "Amount must be a number of rupees (e.g. 25000 or 25,000.50); got 'abc'"),
+    ("add", "250000.505", "Deposit must be whole paise (at most 2 decimals); got ₹250000.505"),
+    ("withdraw", "-5000", "Amount must be above ₹0; got -₹5000"),
+    ("withdraw", "abc", "Amount must be a number of rupees (e.g. 25000 or 25,000.50); got "
+                        "'abc'"),
+])
+def test_a_negative_or_non_numeric_amount_is_refused_as_typed_and_moves_no_money(
+    stocked, kind: str, typed: str, refusal: str,
+) -> None:
+    svc, logins = stocked
+    priya = who(svc, logins, "priya")
+    trading = account(svc, priya, "Priya · Trading").id
+    before = svc.portfolio.funds(priya, trading).deposits
+    at = on_page(app_as(stocked, "priya"), "pages/funds.py")
+    at.text_input(key=f"funds_{kind}_amount").input(typed)
+    at.button(key=f"funds_{kind}_submit").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [refusal]
+    assert not [s.value for s in at.success]
+    assert svc.portfolio.funds(priya, trading).deposits == before
 
 
 @pytest.mark.parametrize("username", ["kamla", "aarav"])
@@ -805,13 +829,13 @@ def test_an_account_manager_withdraws_paper_funds_and_too_much_is_refused(stocke
     trading = account(svc, priya, "Priya · Trading").id
     at = on_page(app_as(stocked, "priya"), "pages/funds.py")
     assert at.selectbox(key="funds_withdraw_account").options == ["Priya · Trading"]
-    at.number_input(key="funds_withdraw_amount").set_value(1000000.01)
+    at.text_input(key="funds_withdraw_amount").input("1000000.01")
     at.button(key="funds_withdraw_submit").click().run()
     assert [e.value for e in at.error] == [
         "Cannot withdraw ₹10,00,000.01 from Priya · Trading: withdrawable now is "
         "₹10,00,000.00, the cash ₹10,00,000.00 less the used margin ₹0.00 that open orders "
         "and open intraday positions block"]
-    at.number_input(key="funds_withdraw_amount").set_value(40000.0)
+    at.text_input(key="funds_withdraw_amount").input("40000")
     at.button(key="funds_withdraw_submit").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "Withdrew ₹40,000.00 of paper funds from Priya · Trading." in texts(at)

@@ -23,7 +23,7 @@ from core.clock import now_ist, to_ist
 from core.config import Settings
 from core.domain import Account, Actor, Interval
 from core.errors import InsufficientFunds, ValidationError
-from core.money import PAISA, as_typed, inr, paise
+from core.money import PAISA, as_typed, inr, paise, parse_rupees
 from core.services import portfolio_views as views
 from core.services.base import ServiceBase
 from core.services.household import HouseholdService
@@ -246,20 +246,27 @@ class PortfolioService(ServiceBase):
                                   "there, not on the desk")
         return account, broker
 
-    def add_funds(self, actor: Actor, account_id: int, amount: Decimal, note: str) -> Funds:
-        """Pay money into a paper account the actor may manage."""
+    def add_funds(self, actor: Actor, account_id: int, amount: Decimal | str,
+                  note: str) -> Funds:
+        """Pay money into a paper account the actor may manage.
+
+        ``amount`` may be the text a person typed (``"1,00,000"``, ``"₹2500.50"``); it is
+        judged as typed (:func:`core.money.parse_rupees`, then :func:`check_transfer`), so
+        ``"-5000"`` or ``"abc"`` is refused, never read as another amount.
+        """
         account, broker = self._paper_broker(actor, account_id, "add funds")
+        amount = parse_rupees(amount)
         check_transfer(amount, "Deposit")
         broker.deposit(amount, note.strip()[:200], actor.user_id)
         return self._transferred(actor, account, broker, "funds.deposit", amount, note)
 
-    def withdraw_funds(self, actor: Actor, account_id: int, amount: Decimal,
+    def withdraw_funds(self, actor: Actor, account_id: int, amount: Decimal | str,
                        note: str) -> Funds:
         """Take money out of a paper account the actor may manage (who may add may withdraw).
 
         At most what is withdrawable now: the available funds, i.e. cash less the used margin
         that open orders and open intraday positions block. Amounts follow the deposit rules
-        (:func:`check_transfer`).
+        (:func:`check_transfer`); typed text is parsed as :meth:`add_funds` does.
 
         Raises
         ------
@@ -269,6 +276,7 @@ class PortfolioService(ServiceBase):
             Above the withdrawable amount, naming it, the cash and the used margin.
         """
         account, broker = self._paper_broker(actor, account_id, "withdraw funds")
+        amount = parse_rupees(amount)
         check_transfer(amount, "Withdrawal")
         funds = broker.funds()
         # Blocked funds carry 4 decimals: what may go is the available funds down to the paisa.
