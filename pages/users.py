@@ -15,6 +15,9 @@ svc = services()
 st.title("Users")
 show_flash(FLASH)  # after a change, the page reruns: the table and the picker show it
 users = fetch(lambda: svc.users.list_users(me)) or []
+# Members without a login: a new login (or one without a member) may be linked to one of them.
+loose = {m.id: f"{m.full_name} ({m.relationship.value})"
+         for m in fetch(lambda: svc.household.list_members(me)) or [] if m.user_id is None}
 st.dataframe(users_table(users), hide_index=True, key="users_table")
 roles = [r.value for r in Role if authz.may_assign_role(me.role, r)]  # the service decides too
 
@@ -28,11 +31,13 @@ with st.form("users_create", clear_on_submit=True):
     role = c1.selectbox(
         "Role", roles, index=roles.index(Role.FAMILY_MEMBER.value), key="users_new_role"
     )
-    rel = c2.selectbox(
-        "Relationship (creates the household member)",
-        ["(no member)"] + [r.value for r in Relationship],
-        key="users_new_rel",
-    )
+    # One picker: no member, an existing member without a login, or a new member.
+    whose: dict[str, str] = {"": "(no member)"}
+    whose |= {f"member:{i}": f"{label}: existing member, no login" for i, label in loose.items()}
+    whose |= {f"new:{r.value}": f"New member: {r.value}" for r in Relationship}
+    pick = c2.selectbox("Household member", list(whose), format_func=whose.get,
+                        key="users_new_rel")
+    kind, _, value = pick.partition(":")
     if st.form_submit_button("Create login") and attempt(
         lambda: svc.users.create_user(
             me,
@@ -40,8 +45,9 @@ with st.form("users_create", clear_on_submit=True):
             name,
             password,
             role,
-            relationship=None if rel == "(no member)" else rel,
+            relationship=value if kind == "new" else None,
             email=email,
+            member_id=int(value) if kind == "member" else None,
         )
     ):
         flash(FLASH, f"Created {username}.")
@@ -50,7 +56,8 @@ if users:
     names = {u.id: f"{u.username} ({u.role.value})" for u in users}
     st.markdown("**Change a login** (its sessions end, so changes apply at once)")
     target = st.selectbox("User", list(names), format_func=names.get, key="users_target")
-    current = next(u.role.value for u in users if u.id == target)
+    chosen = next(u for u in users if u.id == target)
+    current = chosen.role.value
     # The picker starts at the user's role (one per user), so an unchanged click changes nothing.
     options = [r.value for r in Role if r.value in roles or r.value == current]
     with st.form("users_change"):
@@ -68,6 +75,13 @@ if users:
         for column, (label, change, message) in zip(st.columns(4), changes, strict=True):
             if column.form_submit_button(label) and attempt(change):
                 done = message
+    if loose and chosen.member_id is None:
+        with st.form("users_link"):
+            member = st.selectbox("Link this login to a member without one", list(loose),
+                                  format_func=loose.get, key=f"users_link_member_{target}")
+            if st.form_submit_button("Link login") and attempt(
+                    lambda: svc.household.link_login(me, member, target)):
+                done = f"Linked the login {chosen.username} to {loose[member]}."
     if done is not None:
         st.session_state.pop("users_target_pw", None)  # a typed password does not linger
         flash(FLASH, done)

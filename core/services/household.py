@@ -128,6 +128,36 @@ def check_relationship(
             f"choose how {name} is related")
 
 
+def attach_login(session: Session, household_id: int, member_id: int, user: UserRow) -> MemberRow:
+    """Link the login ``user`` to the member ``member_id``, or refuse naming the rule.
+
+    A member has at most one login and a login belongs to at most one member, both of one
+    household. Creating a login for an existing member and linking an existing login both call
+    this; the member's row is locked so two links of one member are decided one after the other.
+    """
+    member = session.get(MemberRow, member_id, with_for_update=True, populate_existing=True)
+    if member is None or member.household_id != household_id:
+        raise ValidationError(f"Member {member_id} is not in your household")
+    if user.household_id != household_id:
+        raise ValidationError(f"User {user.id} is not in your household")
+    if member.user_id == user.id:
+        raise ValidationError(
+            f"{member.full_name} already has the login {user.username!r}; nothing was changed")
+    if member.user_id is not None:
+        taken = session.scalar(select(UserRow.username).where(UserRow.id == member.user_id))
+        raise ValidationError(
+            f"{member.full_name} already has the login {taken!r}; a member has at most one login")
+    other = session.scalar(select(MemberRow.full_name).where(MemberRow.user_id == user.id))
+    if other is not None:
+        raise ValidationError(
+            f"The login {user.username!r} already belongs to the member {other}; a login "
+            "belongs to at most one member")
+    member.user_id = user.id
+    session.flush()
+    session.info.get("members", {}).pop(member_id, None)
+    return member
+
+
 class HouseholdService(ServiceBase):
     """Members, accounts and grants of a household."""
 
@@ -317,6 +347,26 @@ class HouseholdService(ServiceBase):
             )
             member = self._member(session, row.id)
             assert member is not None  # noqa: S101 - just flushed
+            return member
+
+    def link_login(self, actor: Actor, member_id: int, user_id: int) -> Member:
+        """Link an existing login that has no member to a member that has no login (admins).
+
+        The login then sees what the member owns and is granted, from its next page.
+        """
+        action = "members.link_login"
+        with self.db.transaction() as session:
+            self._require_household_manager(session, actor, action)
+            self._household_member(session, actor, member_id, action)
+            user = session.get(UserRow, user_id)
+            if user is None or user.household_id != actor.household_id:
+                self._deny(actor, action, f"user:{user_id}",
+                           f"User {user_id} is not in your household")
+            row = attach_login(session, actor.household_id, member_id, user)
+            self._audit(session, actor, action, f"member:{member_id}",
+                        {"name": row.full_name, "user": user.username})
+            member = self._member(session, member_id)
+            assert member is not None  # noqa: S101 - just linked
             return member
 
     def _household_member(

@@ -14,7 +14,7 @@ from core.errors import ValidationError
 from core.passwords import check_policy, hash_password
 from core.services.auth import END_DEACTIVATED, END_FORCED, END_ROLE, AuthService
 from core.services.base import ServiceBase
-from core.services.household import check_relationship
+from core.services.household import attach_login, check_relationship
 from core.text import clean_email, clean_name
 from db.models import MemberRow, UserRow
 
@@ -105,14 +105,23 @@ class UserService(ServiceBase):
         relationship: str | None = None,
         email: str | None = None,
         household_id: int | None = None,
+        member_id: int | None = None,
     ) -> User:
-        """Create a login (and, with ``relationship``, the household member it belongs to)."""
+        """Create a login: with ``relationship``, for a new household member it belongs to.
+
+        With ``member_id`` instead, the login belongs to that existing member of the household,
+        who must have no login yet.
+        """
         name = username.strip().lower()
         target = household_id if household_id is not None else actor.household_id
         parsed_role = parse_choice(Role, role, "role")
         parsed_rel = None
         if relationship:
             parsed_rel = parse_choice(Relationship, relationship, "relationship")
+        if parsed_rel is not None and member_id is not None:
+            raise ValidationError(
+                "Choose either a relationship (a new member) or an existing member for the "
+                "login, not both")
         if not USERNAME_PATTERN.match(name):
             raise ValidationError(f"Invalid username {username!r}: {USERNAME_RULE}")
         display_name = clean_name(display_name, "Display name")
@@ -136,8 +145,9 @@ class UserService(ServiceBase):
             )
             session.add(row)
             session.flush()
-            member_id = None
-            if parsed_rel is not None:
+            if member_id is not None:
+                attach_login(session, target, member_id, row)
+            elif parsed_rel is not None:
                 member = MemberRow(
                     household_id=target,
                     full_name=row.display_name,
@@ -152,7 +162,8 @@ class UserService(ServiceBase):
                 actor,
                 "users.create",
                 f"user:{name}",
-                {"role": parsed_role.value, "relationship": parsed_rel and parsed_rel.value},
+                {"role": parsed_role.value, "relationship": parsed_rel and parsed_rel.value}
+                | ({"member_id": member_id} if member_id is not None else {}),
                 household_id=target,
             )
             return to_user(row, member_id)
