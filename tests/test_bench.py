@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -65,3 +67,46 @@ def test_the_risk_benchmark_prints_its_figures_as_json_on_the_last_line() -> Non
     for key in ("pretrade_engine_p50_ms", "pretrade_engine_p95_ms", "posttrade_1000_ms",
                 "posttrade_1000_p95_ms"):
         assert isinstance(figures[key], float) and figures[key] > 0
+
+
+def test_the_unseen_stock_benchmark_cuts_disjoint_groups_and_matches_the_evaluate_cli(
+        tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from bench.unseen import groups
+
+    sample = ROOT / "data" / "sample" / "nse_daily"
+    symbols = sorted(p.stem for p in sample.glob("*.csv"))[:6]
+    cut = groups(symbols, 7, 3)
+    assert len(cut) == 2 and sorted(cut[0] + cut[1]) == symbols  # disjoint, all covered
+    assert groups(symbols, 7, 3) == cut and groups(symbols, 8, 3) != cut  # the seed decides
+    assert len(groups(symbols, 7, 4)) == 1  # a remainder is left out
+    universe = tmp_path / "universe"
+    universe.mkdir()
+    for symbol in symbols:
+        (universe / f"{symbol}.csv").write_bytes((sample / f"{symbol}.csv").read_bytes())
+    done = subprocess.run(
+        [sys.executable, "bench/unseen.py", "--data", str(universe), "--seeds", "7",
+         "--group-size", "3", "--rounds", "5", "--n-boot", "20", "--from", "2025-06-02"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["n_runs"] == 2 and len(figures["runs"]) == 2
+    for key in ("auc", "auc_ci_low", "lift", "ece", "brier_skill"):
+        assert isinstance(figures[key], float)
+    for key in ("pass_auc", "pass_lift", "pass_ece", "pass_brier", "pass_all"):
+        assert 0 <= figures[key] <= 2
+    # the first group, evaluated by the CLI on a folder of its files, gives the same figures
+    first = figures["runs"][0]
+    folder = tmp_path / "group"
+    folder.mkdir()
+    for symbol in first["symbols"]:
+        (folder / f"{symbol}.csv").write_bytes((sample / f"{symbol}.csv").read_bytes())
+    subprocess.run(
+        [sys.executable, "-m", "engines.evaluate", "--data", str(folder), "--train-data",
+         str(universe), "--from", "2025-06-02", "--out", str(tmp_path / "r.json"), "--rounds",
+         "5", "--n-boot", "20"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        check=True)
+    report = json.loads((tmp_path / "r.json").read_text())
+    same = pytest.approx  # the same sums, in another order: equal to the last bits or so
+    assert (report["auc"], report["auc_ci_low"], report["ece"], report["brier_skill"]) == same(
+        (first["auc"], first["auc_ci_low"], first["ece"], first["brier_skill"]), rel=1e-9)
+    assert report["top_decile_hit_rate"] - report["base_rate"] == same(first["lift"], rel=1e-9)
