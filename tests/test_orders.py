@@ -6,6 +6,7 @@ manager; the market is driven by writing what the feed would write (tests/suppor
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -476,6 +477,25 @@ def test_a_delivery_sell_gtt_needs_the_shares_when_it_is_created(
     # an intraday sell GTT is a short, which MIS allows
     assert services.orders.create_gtt(priya, priya_account, "TCS", Product.MIS, [GttLeg(
         Decimal("3100.00"), Side.SELL, 5, Decimal("3099.00"))]).status is GttStatus.ACTIVE
+
+
+def test_review_refuses_a_delivery_sell_beyond_the_sellable_shares_as_place_does(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    services.orders.place(priya, _buy(priya_account, quantity=5))  # today's CNC buy
+    tick(services.db, "INFY", "1500.00")
+    services.orders.step()
+    sell = _buy(priya_account, side=Side.SELL, quantity=50, price=Decimal("1400.00"))
+    assert review_and_place_refusals(services, priya, sell) == [
+        "You can sell at most 5 INFY from delivery (holdings 0, bought today 5, pending sells "
+        "0); use MIS to short intraday"] * 3
+    services.orders.place(priya, _buy(priya_account, side=Side.SELL, quantity=3,
+                                      price=Decimal("1600.00")))  # rests: pending
+    assert review_and_place_refusals(services, priya, replace(sell, quantity=3)) == [
+        "You can sell at most 2 INFY from delivery (holdings 0, bought today 5, pending sells "
+        "3); use MIS to short intraday"] * 3
+    decision = services.risk_gate.preview(priya, replace(sell, quantity=2))
+    assert decision.approved and decision.quantity == 2
 
 
 def test_square_off_closes_every_intraday_position_at_market(

@@ -428,6 +428,20 @@ def test_review_and_place_refuse_a_limit_price_beyond_the_band_and_write_nothing
     assert order_count(svc) == 0
 
 
+def test_review_refuses_a_delivery_sell_without_the_shares_as_place_does(stocked) -> None:
+    svc, _ = stocked
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    fill_ticket(at, svc, side="SELL", quantity=50, price=1400.0, amo=True)
+    refusal = ("You can sell at most 0 INFY from delivery (holdings 0, bought today 0, pending "
+               "sells 0); use MIS to short intraday")
+    for button in ("trade_review", "trade_place"):
+        at.button(key=button).click().run()
+        assert not at.exception
+        assert [e.value for e in at.error] == [refusal], button
+        assert not at.metric and "Risk gate" not in texts(at)  # nothing shown as approved
+    assert order_count(svc) == 0
+
+
 def test_a_market_order_without_amo_is_refused_while_the_market_is_closed(stocked) -> None:
     svc, _ = stocked
     at = on_page(app_as(stocked, "priya"), "pages/trade.py")

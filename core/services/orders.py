@@ -193,7 +193,8 @@ class OrderService(ServiceBase):
         Raises
         ------
         ValidationError
-            As placing it would, a limit price outside today's price band included.
+            As placing it would, a limit price outside today's price band and a delivery sell
+            beyond the sellable shares included.
         """
         self.household.authorize_trade(actor, request.account_id)
         normalised, instrument = self.manager.normalise(request)
@@ -201,11 +202,16 @@ class OrderService(ServiceBase):
 
     def priced(self, request: OrderRequest, instrument: Instrument) -> OrderEstimate:
         """Return the estimate of a normalised ``request``, refusing a limit price outside
-        today's price band (:func:`~core.trading.check_price_band`) from the same quote."""
+        today's price band (:func:`~core.trading.check_price_band`) from the same quote, and a
+        delivery (CNC) sell of more shares than the account can sell now, as placing it would
+        (:meth:`~core.orders.OrderManager.check_sellable`, from the broker's same pre-trade
+        read)."""
         pre = self.manager.pre_trade(self.broker_for(request.account_id), request.symbol)
         estimate = self.manager.estimate(request, instrument, pre)
         if pre.quote is not None:
             check_price_band(request, pre.quote.prev_close, pre.quote.ltp, instrument.tick_size)
+        if request.product is Product.CNC and request.side is Side.SELL:
+            self.manager.check_sellable(request, pre)
         return estimate
 
     def place(self, actor: Actor, request: OrderRequest, source: str = "web") -> Order:

@@ -260,8 +260,9 @@ class DeskRiskGate:
         PermissionDenied
             If the actor may not trade the account.
         ValidationError, NotFound
-            If the request is malformed (a limit price outside today's price band included)
-            or the symbol unknown, as placing it would.
+            If the request is malformed (a limit price outside today's price band included),
+            sells more delivery shares than the account can sell, or the symbol is unknown, as
+            placing it would.
         """
         self.household.authorize_trade(actor, request.account_id)
         if stop_price is not None:
