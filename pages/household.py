@@ -4,7 +4,7 @@ import streamlit as st
 
 from core import authz
 from core.domain import Permission, Relationship, VerificationStatus
-from core.services.views import accounts_table, grants_table, members_table
+from core.services.views import accounts_table, grants_table, member_labels, members_table
 from pages.common import actor, attempt, fetch, footer, services
 from pages.trading_parts import flash, show_flash
 
@@ -18,7 +18,7 @@ st.title("Household & Accounts")
 show_flash(FLASH)  # after a change, the page reruns: every table and picker shows it
 members = fetch(lambda: hh.list_members(me)) or []
 accounts = fetch(lambda: hh.list_accounts(me, include_closed=True)) or []
-member_names = {m.id: f"{m.full_name} ({m.relationship.value})" for m in members}
+member_names = member_labels(members)
 tab_members, tab_accounts, tab_grants = st.tabs(["Members", "Accounts", "Grants"])
 
 with tab_members:
@@ -59,8 +59,7 @@ with tab_accounts:
         st.dataframe(accounts_table(accounts), hide_index=True, key="household_accounts")
     else:
         st.info("No accounts visible to you yet.")
-    owners = {m.id: f"{m.full_name} ({m.relationship.value})"
-              for m in hh.account_owner_options(me)}
+    owners = member_labels(hh.account_owner_options(me))
     if owners:
         with st.form("household_new_account", clear_on_submit=True):
             st.markdown("**Open a paper account**")

@@ -4,7 +4,7 @@ import streamlit as st
 
 from core import authz
 from core.domain import Relationship, Role
-from core.services.views import users_table
+from core.services.views import member_labels, users_table
 from pages.common import actor, attempt, fetch, footer, services
 from pages.trading_parts import flash, show_flash
 
@@ -16,8 +16,8 @@ st.title("Users")
 show_flash(FLASH)  # after a change, the page reruns: the table and the picker show it
 users = fetch(lambda: svc.users.list_users(me)) or []
 # Members without a login: a new login (or one without a member) may be linked to one of them.
-loose = {m.id: f"{m.full_name} ({m.relationship.value})"
-         for m in fetch(lambda: svc.household.list_members(me)) or [] if m.user_id is None}
+loose = member_labels([m for m in fetch(lambda: svc.household.list_members(me)) or []
+                       if m.user_id is None])
 st.dataframe(users_table(users), hide_index=True, key="users_table")
 roles = [r.value for r in Role if authz.may_assign_role(me.role, r)]  # the service decides too
 
@@ -33,7 +33,7 @@ with st.form("users_create", clear_on_submit=True):
     )
     # One picker: no member, an existing member without a login, or a new member.
     whose: dict[str, str] = {"": "(no member)"}
-    whose |= {f"member:{i}": f"{label}: existing member, no login" for i, label in loose.items()}
+    whose |= {f"member:{i}": f"Existing member: {label}" for i, label in loose.items()}
     whose |= {f"new:{r.value}": f"New member: {r.value}" for r in Relationship}
     pick = c2.selectbox("Household member", list(whose), format_func=whose.get,
                         key="users_new_rel")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 import pytest
@@ -122,3 +123,26 @@ def test_only_an_admin_of_the_same_household_links_a_login(
     denied = [r for r in _actions(services, "members.link_login") if r.outcome == "denied"]
     assert [r.actor_username for r in denied] == ["priya", "rahul"]
     assert next(m for m in hh.list_members(rahul) if m.id == ramesh.id).user_id is None
+
+
+@pytest.mark.parametrize("name", ["Anaya Sharma", "  anaya   SHARMA "])
+def test_a_second_member_with_the_same_name_and_relationship_is_refused(
+    services: Services, login: Callable[[str], Actor], name: str
+) -> None:
+    rahul = login("rahul")
+    hh = services.household
+    first = hh.add_member(rahul, "Anaya Sharma", "child")
+    before = len(hh.list_members(rahul))
+    with pytest.raises(ValidationError, match=re.escape(
+            "The household already has the member Anaya Sharma (child, no login); a second "
+            "member with the same name and relationship is refused")):
+        hh.add_member(rahul, name, "child")
+    with pytest.raises(ValidationError, match=re.escape(
+            "already has the member Anaya Sharma (child, no login)")):
+        services.users.create_user(rahul, "anaya", name, PASSWORD, "viewer",
+                                   relationship="child")
+    assert len(hh.list_members(rahul)) == before
+    other = hh.add_member(rahul, "Anaya Sharma", "parent")  # another person of that name
+    assert other.id != first.id
+    with pytest.raises(ValidationError, match=re.escape("Priya Sharma (spouse, login priya)")):
+        hh.add_member(rahul, "priya sharma", "spouse")

@@ -23,7 +23,7 @@ def test_a_new_login_is_created_for_a_member_who_exists_without_a_second_member(
     at.switch_page(page("pages/users.py")).run()
     picker = at.selectbox(key="users_new_rel")
     assert picker.format_func(f"member:{ramesh.id}") == (
-        "Ramesh Sharma (parent): existing member, no login")
+        "Existing member: Ramesh Sharma (parent, no login)")
     assert "member:" + str(rahul.member_id) not in picker.options  # rahul has a login
     at.text_input(key="users_new_username").input("ramesh")
     at.text_input(key="users_new_name").input("Ramesh Sharma")
@@ -47,10 +47,34 @@ def test_an_existing_login_without_a_member_is_linked_on_the_users_page(desk) ->
     assert not [s for s in at.selectbox if s.key.startswith("users_link_member_")]
     at.selectbox(key="users_target").set_value(user.id).run()
     link = at.selectbox(key=f"users_link_member_{user.id}")
-    assert link.options == ["Ramesh Sharma (parent)"]
+    assert link.options == ["Ramesh Sharma (parent, no login)"]
     next(b for b in at.button if b.label == "Link login").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert "Linked the login ramesh to Ramesh Sharma (parent)." in texts(at)
+    assert "Linked the login ramesh to Ramesh Sharma (parent, no login)." in texts(at)
     assert next(m for m in svc.household.list_members(rahul)
                 if m.id == ramesh.id).username == "ramesh"
     assert not [s for s in at.selectbox if s.key.startswith("users_link_member_")]
+
+
+def test_a_member_added_twice_is_refused_and_the_pickers_tell_members_apart(desk) -> None:
+    svc, _ = desk
+    at = app_as(desk, "rahul")
+    rahul = _rahul(desk, at)
+    svc.users.create_user(rahul, "anaya", "Anaya Sharma", PASSWORD, "viewer",
+                          relationship="child")
+    at.switch_page(page("pages/household.py")).run()
+    at.text_input(key="household_member_name").input("  anaya   SHARMA ")
+    at.selectbox(key="household_member_rel").set_value("child")
+    next(b for b in at.button if b.label == "Add member").click().run()
+    assert not at.exception
+    assert "Added" not in texts(at)
+    assert [e.value for e in at.error] == [
+        "The household already has the member Anaya Sharma (child, login anaya); a second "
+        "member with the same name and relationship is refused. To give them a login, pick "
+        "them under 'Household member' on Users"]
+    for key in ("household_consent_member", "household_grant_member",
+                "household_account_owner"):
+        options = at.selectbox(key=key).options
+        assert len(options) == len(set(options)), key
+        assert "Anaya Sharma (child, login anaya)" in options, key
+    assert "Aarav Sharma (child, login aarav)" in at.selectbox(key="household_grant_member").options

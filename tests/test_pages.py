@@ -201,7 +201,7 @@ def test_adding_a_member_shows_them_at_once_without_an_error(desk) -> None:
     members = next(f.value for f in at.dataframe if "relationship" in f.value.columns)
     assert "Meera Sharma" in list(members["name"])
     owners = at.selectbox(key="household_account_owner").options
-    assert "Meera Sharma (child)" in owners
+    assert "Meera Sharma (child, no login)" in owners
 
 
 def test_a_role_change_shows_in_the_user_picker_at_once(desk) -> None:

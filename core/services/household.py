@@ -116,7 +116,7 @@ def check_relationship(
 ) -> None:
     """Refuse a second 'self' member: a household has one head, the others are related to them.
 
-    Adding a member and creating a login with a relationship both call this.
+    ``check_new_member`` calls this for every new member.
     """
     if relationship is not Relationship.SELF:
         return
@@ -126,6 +126,30 @@ def check_relationship(
         raise ValidationError(
             f"The household already has its 'self' member ({head}); relationships are to them: "
             f"choose how {name} is related")
+
+
+def check_new_member(
+    session: Session, household_id: int, relationship: Relationship, name: str
+) -> None:
+    """Refuse a member the household already has: a second 'self', or the same person twice.
+
+    The same name (any case or spacing) with the same relationship is the same person: the
+    pickers could not tell the two apart. Adding a member and creating a login with a
+    relationship both call this.
+    """
+    check_relationship(session, household_id, relationship, name)
+    same = session.execute(
+        select(MemberRow.full_name, UserRow.username)
+        .outerjoin(UserRow, UserRow.id == MemberRow.user_id)
+        .where(MemberRow.household_id == household_id, MemberRow.relationship == relationship)
+    ).all()
+    for taken, username in same:
+        if same_name(taken, name):
+            login = f"login {username}" if username else "no login"
+            raise ValidationError(
+                f"The household already has the member {taken} ({relationship.value}, {login}); "
+                "a second member with the same name and relationship is refused. To give them "
+                "a login, pick them under 'Household member' on Users")
 
 
 def attach_login(session: Session, household_id: int, member_id: int, user: UserRow) -> MemberRow:
@@ -323,7 +347,7 @@ class HouseholdService(ServiceBase):
         full_name = clean_name(full_name, "Member name")
         with self.db.transaction() as session:
             self._require_household_manager(session, actor, "members.add")
-            check_relationship(session, actor.household_id, rel, full_name)
+            check_new_member(session, actor.household_id, rel, full_name)
             if user_id is not None:
                 user = session.get(UserRow, user_id)
                 if user is None or user.household_id != actor.household_id:

@@ -14,7 +14,7 @@ from core.errors import ValidationError
 from core.passwords import check_policy, hash_password
 from core.services.auth import END_DEACTIVATED, END_FORCED, END_ROLE, AuthService
 from core.services.base import ServiceBase
-from core.services.household import attach_login, check_relationship
+from core.services.household import attach_login, check_new_member
 from core.text import clean_email, clean_name
 from db.models import MemberRow, UserRow
 
@@ -133,7 +133,7 @@ class UserService(ServiceBase):
             if session.scalar(select(UserRow.id).where(UserRow.username == name)) is not None:
                 raise ValidationError(f"Username {name!r} is already taken; choose another")
             if parsed_rel is not None:
-                check_relationship(session, target, parsed_rel, display_name)
+                check_new_member(session, target, parsed_rel, display_name)
             row = UserRow(
                 household_id=target,
                 username=name,

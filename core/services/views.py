@@ -28,6 +28,19 @@ def accounts_table(accounts: list[Account]) -> pd.DataFrame:
     )
 
 
+def member_labels(members: list[Member]) -> dict[int, str]:
+    """Return each member's name for pickers, told apart by relationship and login.
+
+    'Anaya Sharma (child, login anaya)', 'Ramesh Sharma (parent, no login)'; members who would
+    still read the same (added before duplicates were refused) get their id as well.
+    """
+    labels = {m.id: f"{m.full_name} ({m.relationship.value}, "
+                    f"{f'login {m.username}' if m.username else 'no login'})" for m in members}
+    seen = list(labels.values())
+    return {ident: label if seen.count(label) == 1 else f"{label} · member {ident}"
+            for ident, label in labels.items()}
+
+
 def members_table(members: list[Member]) -> pd.DataFrame:
     """Return household members with consent and verification in IST."""
     return pd.DataFrame(
