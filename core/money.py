@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from collections.abc import Sequence
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 
 from core.errors import ValidationError
 
@@ -13,6 +14,25 @@ PAISA = Decimal("0.01")
 def paise(value: Decimal | int) -> Decimal:
     """Return ``value`` rounded half-up to the paisa, as :func:`inr` shows it."""
     return Decimal(value).quantize(PAISA, rounding=ROUND_HALF_UP)
+
+
+def paise_adding_up(parts: Sequence[Decimal]) -> list[Decimal]:
+    """Return ``parts`` to the paisa so that they add up to ``paise(sum(parts))``.
+
+    For a breakdown shown beside its total (the charges of an order): the total is the exact
+    sum rounded once, as the desk charges it, and rounding each part on its own could make the
+    shown parts add up to a paisa or two more or less. Each part comes back rounded down or up
+    to the paisa (never a paisa or more off); the paise the rounded-down parts lack go to the
+    parts with the largest remainders, the first of equal ones first (largest remainder
+    method). An exact part is never changed.
+    """
+    floors = [part.quantize(PAISA, rounding=ROUND_FLOOR) for part in parts]
+    lacking = int((paise(sum(parts, Decimal(0))) - sum(floors, Decimal(0))) / PAISA)
+    # sorted() is stable with reverse=True too: equal remainders keep their order
+    largest = sorted(range(len(parts)), key=lambda i: parts[i] - floors[i], reverse=True)
+    for index in largest[:lacking]:
+        floors[index] += PAISA
+    return floors
 
 
 def inr(value: Decimal | int | None, symbol: bool = True) -> str:

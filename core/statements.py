@@ -27,6 +27,7 @@ import pandas as pd
 
 from core.clock import to_ist
 from core.errors import ValidationError
+from core.money import paise_adding_up
 from core.portfolio import FamilySummary, Lot, replay
 from core.trading import CHARGE_FIELDS, ZERO, Charges, Trade
 
@@ -217,7 +218,9 @@ def charges_statement(trades: Iterable[Trade], start: date, end: date) -> pd.Dat
 
     Columns: date, number of trades, turnover (Σ price × quantity), each charge of
     :class:`~core.trading.Charges`, and their total. The last row is the total (``Date`` =
-    ``"Total"``).
+    ``"Total"``). A row's total is its exact charges rounded once to the paisa (as the cash was
+    charged); its parts are rounded so that they add up to it
+    (:func:`~core.money.paise_adding_up`), each within a paisa of its exact value.
 
     Raises
     ------
@@ -238,7 +241,9 @@ def charges_statement(trades: Iterable[Trade], start: date, end: date) -> pd.Dat
 
 
 def _charges_row(label: str, count: int, turnover: Decimal, charges: Charges) -> list[object]:
-    parts = [paise(getattr(charges, name)) for name in CHARGE_FIELDS]
+    # The total is the exact sum to the paisa (what the cash was charged); the parts are
+    # rounded so that they add up to it (each within a paisa of its exact value).
+    parts = paise_adding_up([getattr(charges, name) for name in CHARGE_FIELDS])
     return [label, count, paise(turnover), *parts, paise(charges.total)]
 
 

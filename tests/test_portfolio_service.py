@@ -3,10 +3,12 @@ family" holds, trade-book ranges, paper withdrawals, where a price comes from.""
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
+import pandas as pd
 import pytest
 from sqlalchemy import delete, select
 
@@ -153,6 +155,31 @@ def test_who_may_not_add_funds_may_not_withdraw_them(services: Services, login) 
     with pytest.raises(PermissionDenied):
         services.portfolio.withdraw_funds(aarav, account, Decimal("100"), "")
     assert services.portfolio.funds(aarav, account).deposits == Decimal("1000000")
+
+
+@pytest.mark.usefixtures("backend")
+def test_the_charges_statement_s_parts_add_up_to_each_row_s_total(
+    services: Services, login,
+) -> None:
+    open_market(services.db, {"INFY": "1500.00"})
+    priya = login("priya")
+    account = trading(services, priya)
+    services.orders.place(priya, _buy(account, quantity=5))  # 5 INFY CNC at ₹1,500.00
+    tick(services.db, "INFY", "1500.00")
+    services.orders.step()
+    day = services.orders.market_session(priya, account).trading_day
+    csv = services.portfolio.charges_statement_csv(priya, account, day, day).decode()
+    frame = pd.read_csv(io.StringIO(csv), dtype=str)
+    parts = [c for c in frame.columns if c not in ("Date", "Trades", "Turnover [₹]",
+                                                      "Total [₹]")]
+    # STT 7.50, exchange 0.22275, IPFT 0.0075, SEBI 0.0075, stamp 1.125, GST 0.041445: each
+    # rounded alone they make ₹8.91, their exact sum is ₹8.904195, charged as ₹8.90.
+    for _, row in frame.iterrows():
+        assert row["Total [₹]"] == "8.90"
+        assert sum(Decimal(row[c]) for c in parts) == Decimal("8.90"), dict(row)
+        assert row["Stamp duty [₹]"] == "1.12" and row["IPFT [₹]"] == row["SEBI fee [₹]"] == "0.01"
+    assert services.portfolio.funds(priya, account).charges_total.quantize(
+        Decimal("0.01")) == Decimal("8.90")
 
 
 @pytest.mark.usefixtures("backend")

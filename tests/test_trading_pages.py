@@ -342,6 +342,21 @@ def test_review_prices_the_size_the_risk_gate_would_place_and_names_each_charge(
     assert all(amount.startswith("₹") for amount in charges["Amount [₹]"])
 
 
+def test_review_s_charges_breakdown_adds_up_to_the_charges_shown(stocked) -> None:
+    svc, _ = stocked
+    at = on_page(app_as(stocked, "priya"), "pages/trade.py")
+    fill_ticket(at, svc, quantity=5, price=1500.0, amo=True)
+    at.button(key="trade_review").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    # Each rounded alone, STT 7.50 + exchange 0.22 + IPFT 0.01 + SEBI 0.01 + stamp 1.13 +
+    # GST 0.04 make ₹8.91; the exact sum 8.904195 is charged as ₹8.90.
+    assert {m.label: m.value for m in at.metric}["Charges"] == "₹8.90"
+    charges = next(f.value for f in at.dataframe if "Charge" in f.value.columns)
+    amounts = [Decimal(a.lstrip("₹").replace(",", "")) for a in charges["Amount [₹]"]]
+    assert sum(amounts) == Decimal("8.90"), list(charges["Amount [₹]"])
+    assert "rounded so that they add up to the charges above" in texts(at)
+
+
 def ticket_request_of(at: AppTest, svc: Services, quantity: int) -> OrderRequest:
     """Return the request the filled ticket stands for (as the page builds it)."""
     return OrderRequest(at.selectbox(key="trade_account").value, "INFY", Side.BUY, quantity,
