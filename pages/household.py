@@ -8,20 +8,25 @@ from core.services.views import accounts_table, grants_table, member_labels, mem
 from pages.common import actor, attempt, fetch, footer, services
 from pages.trading_parts import flash, show_flash
 
-FLASH = "household_flash"
+# One message key per tab: an action's message shows in the tab it was taken in.
+FLASH_MEMBERS, FLASH_ACCOUNTS, FLASH_GRANTS = (
+    "household_flash_members", "household_flash_accounts", "household_flash_grants")
 
 me = actor()
 svc = services()
 hh = svc.household
 manager = me.role in authz.HOUSEHOLD_MANAGERS
 st.title("Household & Accounts")
-show_flash(FLASH)  # after a change, the page reruns: every table and picker shows it
 members = fetch(lambda: hh.list_members(me)) or []
 accounts = fetch(lambda: hh.list_accounts(me, include_closed=True)) or []
 member_names = member_labels(members)
-tab_members, tab_accounts, tab_grants = st.tabs(["Members", "Accounts", "Grants"])
+# Keyed and tracked: after an action the page reruns on the tab it was taken in (untracked
+# tabs went back to Members whenever a message above them moved them down the page).
+tab_members, tab_accounts, tab_grants = st.tabs(
+    ["Members", "Accounts", "Grants"], key="household_tab", on_change="rerun")
 
 with tab_members:
+    show_flash(FLASH_MEMBERS)  # after a change, the page reruns: every table and picker shows it
     st.dataframe(members_table(members), hide_index=True, key="household_members")
     if manager:
         with st.form("household_add_member", clear_on_submit=True):
@@ -33,7 +38,7 @@ with tab_members:
                                key="household_member_rel")
             if st.form_submit_button("Add member") and attempt(
                     lambda: hh.add_member(me, name, rel)):
-                flash(FLASH, f"Added {name}.")
+                flash(FLASH_MEMBERS, f"Added {name}.")
         with st.form("household_consent", clear_on_submit=True):
             st.markdown("**Record consent or verification**")
             target = st.selectbox(
@@ -49,12 +54,13 @@ with tab_members:
             c1, c2 = st.columns(2)
             if c1.form_submit_button("Record consent") and attempt(
                     lambda: hh.record_consent(me, target, note)):
-                flash(FLASH, "Consent recorded.")
+                flash(FLASH_MEMBERS, "Consent recorded.")
             if c2.form_submit_button("Set verification") and attempt(
                     lambda: hh.set_verification(me, target, status)):
-                flash(FLASH, "Verification set.")
+                flash(FLASH_MEMBERS, "Verification set.")
 
 with tab_accounts:
+    show_flash(FLASH_ACCOUNTS)
     if accounts:
         st.dataframe(accounts_table(accounts), hide_index=True, key="household_accounts")
     else:
@@ -70,7 +76,7 @@ with tab_accounts:
             group = st.text_input("Group", value="Trading", key="household_account_group")
             if st.form_submit_button("Open account") and attempt(
                     lambda: hh.create_account(me, owner, label, group)):
-                flash(FLASH, f"Opened {label}.")
+                flash(FLASH_ACCOUNTS, f"Opened {label}.")
     managed = [a for a in accounts if a.can_manage]
     if managed:
         labels = {a.id: a.label for a in managed}
@@ -91,9 +97,10 @@ with tab_accounts:
                                  key=f"household_edit_active_{acc_id}")
             if st.form_submit_button("Save") and attempt(
                     lambda: hh.update_account(me, acc_id, new_label, new_group, active)):
-                flash(FLASH, "Account saved.")
+                flash(FLASH_ACCOUNTS, "Account saved.")
 
 with tab_grants:
+    show_flash(FLASH_GRANTS)
     grants = fetch(lambda: hh.list_grants(me)) or []
     if grants:
         st.dataframe(grants_table(grants), hide_index=True, key="household_grants")
@@ -118,9 +125,9 @@ with tab_grants:
             c1, c2 = st.columns(2)
             if c1.form_submit_button("Grant") and attempt(
                     lambda: hh.grant(me, acc_id, member, perm)):
-                flash(FLASH, "Access granted.")
+                flash(FLASH_GRANTS, "Access granted.")
             if c2.form_submit_button("Revoke") and attempt(
                     lambda: hh.revoke(me, acc_id, member)):
-                flash(FLASH, "Access revoked.")
+                flash(FLASH_GRANTS, "Access revoked.")
 
 footer()

@@ -78,3 +78,52 @@ def test_a_member_added_twice_is_refused_and_the_pickers_tell_members_apart(desk
         assert len(options) == len(set(options)), key
         assert "Anaya Sharma (child, login anaya)" in options, key
     assert "Aarav Sharma (child, login aarav)" in at.selectbox(key="household_grant_member").options
+
+
+def _tab_container(at):  # type: ignore[no-untyped-def]
+    """Return the block proto of the page's tabs (what the browser is told to show)."""
+    stack = list(at.main.children.values())
+    while stack:
+        node = stack.pop()
+        proto = getattr(node, "proto", None)
+        if getattr(node, "type", None) == "tab_container" or (
+                proto is not None and proto.DESCRIPTOR.name == "Block"
+                and proto.WhichOneof("type") == "tab_container"):
+            return proto
+        stack.extend(getattr(node, "children", {}).values())
+    raise AssertionError("no tabs on the page")
+
+
+def test_an_action_on_the_grants_tab_keeps_the_page_on_that_tab_with_its_message(desk) -> None:
+    svc, _ = desk
+    at = app_as(desk, "rahul")
+    rahul = _rahul(desk, at)
+    at.switch_page(page("pages/household.py"))
+    at.session_state["household_tab"] = "Grants"  # the admin opened the Grants tab
+    at.run()
+    ids = {a.label: a.id for a in svc.household.list_accounts(rahul)}
+    aarav = next(m.id for m in svc.household.list_members(rahul) if m.username == "aarav")
+    at.selectbox(key="household_grant_account").set_value(ids["Rahul · Long-term"])
+    at.selectbox(key="household_grant_member").set_value(aarav)
+    next(b for b in at.button if b.label == "Revoke").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["household_tab"] == "Grants"
+    assert _tab_container(at).tab_container.default_tab_index == 2  # the browser stays there
+    members, accounts, grants = at.tabs
+    assert [s.value for s in grants.success] == ["Access revoked."]
+    assert not members.success and not accounts.success
+    assert "Aarav Sharma" not in list(grants.dataframe[0].value["member"])
+
+
+def test_opening_an_account_keeps_the_page_on_the_accounts_tab_with_its_message(desk) -> None:
+    at = app_as(desk, "rahul")
+    at.switch_page(page("pages/household.py"))
+    at.session_state["household_tab"] = "Accounts"
+    at.run()
+    at.text_input(key="household_account_label").input("Rahul · Options")
+    next(b for b in at.button if b.label == "Open account").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert _tab_container(at).tab_container.default_tab_index == 1
+    members, accounts, grants = at.tabs
+    assert [s.value for s in accounts.success] == ["Opened Rahul · Options."]
+    assert not members.success and not grants.success
