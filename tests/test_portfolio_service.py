@@ -183,6 +183,34 @@ def test_the_charges_statement_s_parts_add_up_to_each_row_s_total(
 
 
 @pytest.mark.usefixtures("backend")
+def test_a_replay_quote_is_dated_as_the_replay_s_time_not_as_an_old_quote(
+    services: Services, login,
+) -> None:
+    prices = {"INFY": "1340.95", "TCS": "3000.00"}
+    open_market(services.db, prices)
+    priya = login("priya")
+    account = trading(services, priya)
+    for symbol, price in prices.items():
+        services.orders.place(priya, _buy(account, symbol=symbol, quantity=1, price=None,
+                                          order_type=OrderType.MARKET, product=Product.MIS))
+        tick(services.db, symbol, price)
+    services.orders.step()
+    simulated = datetime(2021, 3, 19, 13, 31, tzinfo=IST)  # the demo replays 2021 sessions
+    now = now_ist()
+    with services.db.transaction() as session:
+        ids = dict(session.execute(select(InstrumentRow.symbol, InstrumentRow.id)).all())
+        for symbol, written in (("INFY", now), ("TCS", now - timedelta(days=3))):
+            quote = session.get(QuoteRow, ids[symbol])
+            quote.source, quote.quote_time, quote.updated_at = (
+                "replay:sample 5-minute", simulated, written)
+    frame = services.portfolio.positions_frame(priya, account).set_index("Symbol")
+    assert dict(frame[PRICE_AS_OF]) == {
+        "INFY": "replay 2021-03-19 13:31",  # written today by the running replay
+        "TCS": "replay 2021-03-19 13:31 (old quote)",  # the replay wrote it days ago
+    }
+
+
+@pytest.mark.usefixtures("backend")
 def test_each_price_on_the_portfolio_says_where_it_comes_from_and_when(
     services: Services, login,
 ) -> None:

@@ -7,7 +7,7 @@ it (a running, fresh ``feed_status`` row and FEED_MODE=replay) and prints quotes
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pandas as pd
@@ -969,6 +969,23 @@ def test_a_closed_account_s_orders_and_trades_can_be_picked_on_the_orders_page(m
     at.selectbox(key="orders_account").set_value(intraday.id).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(table_of(at, "Status")) == 2  # its buy and the square-off's sell
+
+
+def test_the_portfolio_dates_a_live_replay_quote_as_the_replay_s_time(market) -> None:
+    svc, logins = market
+    priya = who(svc, logins, "priya")
+    account_id = account(svc, priya, "Priya · Trading").id
+    svc.orders.place(priya, OrderRequest(account_id, "INFY", Side.BUY, 2, OrderType.MARKET,
+                                         Product.MIS))
+    fill_pending(svc)
+    with svc.db.transaction() as session:  # the demo's replay plays 2021 sessions
+        session.execute(update(QuoteRow).where(QuoteRow.instrument_id == select(
+            InstrumentRow.id).where(InstrumentRow.symbol == "INFY").scalar_subquery()).values(
+            quote_time=datetime(2021, 3, 19, 8, 1, tzinfo=UTC), source="replay:sample 5-minute",
+            updated_at=now_ist()))
+    at = on_page(app_as(market, "priya"), "pages/portfolio.py")
+    positions = table_of(at, "MTM [₹]").set_index("Symbol")
+    assert positions.loc["INFY", "Price as of (IST)"] == "replay 2021-03-19 13:31"
 
 
 def test_the_portfolio_names_each_price_s_source_and_lists_the_unpriced(market) -> None:

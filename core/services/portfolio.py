@@ -37,6 +37,8 @@ from db.models import BarRow, InstrumentRow, QuoteRow
 CLOSED = " (closed)"
 #: The answer to a member who may view no account (every figure needs one).
 NO_ACCOUNT = "You may not view any account yet; ask a household admin"
+#: How the replay feed's quote sources begin ("replay:sample 5-minute", "replay:imported …").
+REPLAY_PREFIX = "replay:"
 MAX_DEPOSIT = Decimal("100000000")  # ₹10 crore per transfer: a typo guard, not a rule of law
 
 
@@ -50,7 +52,8 @@ def last_prices(db: Database, symbols: Iterable[str]) -> dict[str, Decimal]:
 
 
 # Built once: the risk gate reads the prices of an account's symbols before most orders.
-_LAST_QUOTES = (select(InstrumentRow.symbol, QuoteRow.ltp, QuoteRow.quote_time)
+_LAST_QUOTES = (select(InstrumentRow.symbol, QuoteRow.ltp, QuoteRow.quote_time,
+                       QuoteRow.source, QuoteRow.updated_at)
                 .join(QuoteRow, QuoteRow.instrument_id == InstrumentRow.id)
                 .where(InstrumentRow.symbol.in_(bindparam("symbols", expanding=True))))
 
@@ -64,13 +67,16 @@ def read_last_prices(session: Session | Connection, symbols: Iterable[str]
 def read_price_marks(session: Session | Connection, symbols: Iterable[str]
                      ) -> dict[str, views.PriceMark]:
     """Return each priced symbol's LTP with its source and time: the feed's quote (at its quote
-    time), else the last stored daily close (at its bar's time). Symbols without either are
-    left out."""
+    time; a replay quote, whose time is the replay's simulated time, marked as such, with when
+    it was written), else the last stored daily close (at its bar's time). Symbols without
+    either are left out."""
     wanted = sorted(set(symbols))
     if not wanted:
         return {}
-    marks = {symbol: views.PriceMark(ltp, at, views.QUOTE) for symbol, ltp, at
-             in session.execute(_LAST_QUOTES, {"symbols": wanted}).all()}
+    marks = {symbol: views.PriceMark(
+        ltp, at, views.REPLAY if source.startswith(REPLAY_PREFIX) else views.QUOTE, written)
+        for symbol, ltp, at, source, written
+        in session.execute(_LAST_QUOTES, {"symbols": wanted}).all()}
     missing = [s for s in wanted if s not in marks]
     if missing:
         last = (select(BarRow.instrument_id, func.max(BarRow.ts).label("ts"))

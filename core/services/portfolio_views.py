@@ -22,28 +22,37 @@ POSITION_COLUMNS = ["Account", "Symbol", "Product", "Net qty", "Avg price [₹]"
 HOLDING_COLUMNS = ["Account", "Symbol", "Qty", "Avg price [₹]", "LTP [₹]", "Value [₹]",
                    "Unrealized [₹]", PRICE_AS_OF]
 QUOTE = "quote"
+#: A quote the replay feed wrote: its time is the replay's simulated time, not the wall clock.
+REPLAY = "replay"
 DAILY_CLOSE = "daily close"
 NO_PRICE = "no price (counted at cost)"
 
 
 class PriceMark(NamedTuple):
-    """A symbol's LTP and where it comes from: the feed's ``quote`` or the last ``daily close``."""
+    """A symbol's LTP and where it comes from: the feed's ``quote`` (a ``replay`` one if the
+    replay feed wrote it) or the last ``daily close``. ``written`` is when (wall clock) the
+    quote was written, if known."""
 
     price: Decimal
     as_of: datetime
     source: str
+    written: datetime | None = None
 
 
 def price_as_of(mark: PriceMark | None, today: date) -> str:
-    """Return where a price comes from and when: ``today 14:05``, ``2026-11-16 15:29 (old
+    """Return where a price comes from and when: ``today 14:05``, ``replay 2021-03-19 13:31``
+    (a replay quote written today, at the replay's simulated time), ``2026-11-16 15:29 (old
     quote)``, ``2026-11-16 (daily close)``, or :data:`NO_PRICE`."""
     if mark is None:
         return NO_PRICE
     moment = to_ist(mark.as_of)
-    if mark.source != QUOTE:
+    if mark.source not in (QUOTE, REPLAY):
         return f"{moment:%Y-%m-%d} ({mark.source})"
     if moment.date() == today:
         return f"today {moment:%H:%M}"
+    if mark.source == REPLAY:
+        live = mark.written is not None and to_ist(mark.written).date() == today
+        return f"replay {moment:%Y-%m-%d %H:%M}" + ("" if live else " (old quote)")
     return f"{moment:%Y-%m-%d %H:%M} (old quote)"
 
 
