@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from core.audit import verify
+from core.audit import canonical_details, verify
 from core.config import PROJECT_ROOT
-from core.services import Services
+from core.services import AuditFilter, Services
+from core.services.audit_log import readable_details
 from db.models import AuditHeadRow, AuditRow
 
 APPEND_ONLY = "audit_log is append-only"
@@ -144,3 +145,24 @@ def test_every_audit_row_carries_a_timezone_aware_created_at(services: Services)
     for stamp in stamps:
         assert stamp.tzinfo is not None
         assert stamp.utcoffset() is not None
+
+
+def test_indian_script_text_reads_as_typed_in_the_log_and_its_csv_and_the_chain_still_verifies(
+    services: Services, login
+) -> None:
+    rahul = login("rahul")
+    sunita = services.household.add_member(rahul, "सुनीता शर्मा", "parent")
+    services.household.create_account(rahul, sunita.id, "सुनीता · पेंशन", "Long-term")
+    with services.db.transaction() as session:  # what is stored and hashed is unchanged
+        stored = session.scalar(select(AuditRow.details).where(AuditRow.action == "members.add"))
+    assert stored == canonical_details({"name": "सुनीता शर्मा", "relationship": "parent"})
+    assert "\\u0938\\u0941" in stored
+    entries = services.audit.entries(rahul, AuditFilter(action_prefix="members.add"))
+    assert list(entries["details"]) == ['{"name":"सुनीता शर्मा","relationship":"parent"}']
+    accounts = services.audit.entries(rahul, AuditFilter(action_prefix="accounts.create"))
+    assert "सुनीता · पेंशन" in accounts["details"].iloc[0]
+    assert "\\u" not in accounts.to_csv(index=False)
+    stored_mixed = '{"a":1.5,"b":[1,null],"c":"\\u0905"}'
+    assert readable_details(stored_mixed) == '{"a":1.5,"b":[1,null],"c":"अ"}'
+    assert readable_details("not json") == "not json"
+    assert verify(services.db).ok

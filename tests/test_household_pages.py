@@ -127,3 +127,14 @@ def test_opening_an_account_keeps_the_page_on_the_accounts_tab_with_its_message(
     members, accounts, grants = at.tabs
     assert [s.value for s in accounts.success] == ["Opened Rahul · Options."]
     assert not members.success and not grants.success
+
+
+def test_the_audit_log_page_shows_a_devanagari_name_as_typed(desk) -> None:
+    svc, _ = desk
+    at = app_as(desk, "rahul")
+    svc.household.add_member(_rahul(desk, at), "अनाया शर्मा", "child")
+    at.switch_page(page("pages/audit_log.py")).run()
+    assert not at.exception
+    table = next(f.value for f in at.dataframe if "details" in f.value.columns)
+    added = table[table["action"] == "members.add"]["details"]
+    assert list(added) == ['{"name":"अनाया शर्मा","relationship":"child"}']

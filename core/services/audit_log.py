@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
@@ -27,6 +28,20 @@ class AuditFilter:
     action_prefix: str = ""
     username: str = ""
     outcome: str = ""
+
+
+def readable_details(stored: str) -> str:
+    """Return a row's stored details for people: the same JSON with every script as typed.
+
+    The stored text, which the hash chain covers, escapes each non-ASCII character
+    ('\\u0938\\u0941…' for 'सु…'); it stays as it is, only the table and the CSV show it decoded.
+    Decoding and re-encoding keeps the keys, their order and every value (numbers round-trip).
+    """
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return stored
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 class AuditLogService(ServiceBase):
@@ -74,7 +89,7 @@ class AuditLogService(ServiceBase):
                     "action": r.action,
                     "resource": r.resource,
                     "outcome": r.outcome,
-                    "details": r.details,
+                    "details": readable_details(r.details),
                     "client": r.client,
                 }
                 for r in rows
