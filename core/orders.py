@@ -28,7 +28,6 @@ account?) is the service layer's job: :class:`core.services.orders.OrderService`
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -85,7 +84,7 @@ from core.trading import (
 )
 from db.base import utcnow
 from db.engine import Database
-from db.models import AccountRow, AuditRow, OrderRow, TradeRow, UserRow
+from db.models import AccountRow, OrderRow, TradeRow, UserRow
 from engines import costs
 from engines.risk_types import OrderAction, PreTradeDecision
 
@@ -245,12 +244,6 @@ _ORDER_KEYS = tuple(column.key for column in _ORDERS.c)
 _ORDER_COLUMNS = tuple(key for key in _ORDER_KEYS if key != "id")
 _KNOWN_FILLS = select(TradeRow.broker_trade_id).where(
     TradeRow.order_id.in_(bindparam("orders", expanding=True)))
-#: The risk gate's notes of the orders whose size it cut, from their ``orders.place`` audit
-#: rows (``requested_quantity``, ``risk_gate``): a mirrored change's alert says them too.
-_RISK_NOTES = select(AuditRow.resource, AuditRow.details).where(
-    AuditRow.action == "orders.place",
-    AuditRow.resource.in_(bindparam("resources", expanding=True)),
-    AuditRow.details.like('%"requested_quantity"%'))
 
 
 def load_order(session: Session, order_id: int) -> Order:
@@ -569,8 +562,11 @@ class OrderManager:
 
     @staticmethod
     def _pending_row(request: OrderRequest, instrument: Instrument, broker: Broker,
-                     placed_by: Actor | None, source: str, gtt_id: int | None) -> OrderRow:
+                     placed_by: Actor | None, source: str, gtt_id: int | None,
+                     risk_note: dict[str, object] | None = None) -> OrderRow:
         assert request.client_order_id is not None  # noqa: S101 - normalise sets it
+        note = risk_note or {}
+        asked = note.get("requested_quantity")
         return OrderRow(
             client_order_id=request.client_order_id, account_id=request.account_id,
             instrument_id=instrument.id, symbol=request.symbol, side=request.side,
@@ -579,8 +575,10 @@ class OrderManager:
             trigger_price=request.trigger_price, is_amo=request.amo,
             status=OrderStatus.PENDING, broker=broker.name, source=source,
             gtt_id=gtt_id, placed_by_user_id=placed_by.user_id if placed_by else None,
-            strategy=request.strategy, filled_quantity=0, created_at=utcnow(),
-            updated_at=utcnow())
+            strategy=request.strategy, filled_quantity=0,
+            requested_quantity=asked if isinstance(asked, int) else None,
+            risk_note=str(note.get("risk_gate") or "")[:_REASON_CHARS] if asked else None,
+            created_at=utcnow(), updated_at=utcnow())
 
     def _household(self, session: Session, account_id: int) -> int | None:
         """Return the household of an account (fixed for its life, so read once)."""
@@ -606,7 +604,8 @@ class OrderManager:
                  risk_note: dict[str, object] | None = None) -> int | None:
         try:
             with self.db.transaction() as session:
-                row = self._pending_row(request, instrument, broker, placed_by, source, gtt_id)
+                row = self._pending_row(request, instrument, broker, placed_by, source, gtt_id,
+                                        risk_note)
                 session.add(row)
                 session.flush()
                 audit.append(session, self._placed_event(session, row, placed_by, source,
@@ -638,7 +637,8 @@ class OrderManager:
                 pre = desk.pre_trade_in(session, request.symbol)
                 request, risk_note = self._checked(request, instrument, broker, pre, placed_by,
                                                    source, gtt_id, session)
-                row = self._pending_row(request, instrument, broker, placed_by, source, gtt_id)
+                row = self._pending_row(request, instrument, broker, placed_by, source, gtt_id,
+                                        risk_note)
                 # One transaction: the row is written once, with the broker's answer, and
                 # commits with the broker's order or not at all. Its client order id is unique
                 # in both books, so a repeat fails the insert and is answered by _existing.
@@ -910,7 +910,6 @@ class OrderManager:
                   if update.order.filled_quantity != row.filled_quantity and row.filled_quantity]
         known = set(session.connection().execute(_KNOWN_FILLS, {"orders": filled}).scalars()
                     ) if filled else set()
-        notes = _risk_notes(session, [row.id for row, _update in changed]) if changed else {}
         mirrored = 0
         for row, update in changed:
             new_fills = sum(t.quantity for t in update.trades
@@ -920,7 +919,7 @@ class OrderManager:
                 incomplete.append(row.id)
                 continue
             self._mirror(session, row, update, known, actor, (why or {}).get(row.id),
-                         notes.get(row.id))
+                         _risk_note_of(row))
             mirrored += 1
         return mirrored, incomplete
 
@@ -951,16 +950,11 @@ class OrderManager:
                 "mirrored_id": row.id, **{name: getattr(row, name) for name in _MIRRORED}})
 
 
-def _risk_notes(session: Session, order_ids: list[int]) -> dict[int, dict[str, object]]:
-    """Return the gate's note of each of ``order_ids`` whose size it cut (see _RISK_NOTES)."""
-    found = session.connection().execute(_RISK_NOTES, {
-        "resources": [f"order:{order_id}" for order_id in order_ids]})
-    notes = {}
-    for resource, details in found:
-        note = json.loads(details)
-        notes[int(resource.removeprefix("order:"))] = {
-            key: note[key] for key in ("requested_quantity", "risk_gate") if key in note}
-    return notes
+def _risk_note_of(row: OrderRow) -> dict[str, object] | None:
+    """Return the gate's note of an order whose size it cut (as audited), else None."""
+    if row.requested_quantity is None:
+        return None
+    return {"requested_quantity": row.requested_quantity, "risk_gate": row.risk_note or ""}
 
 
 def _event(actor: Actor | None, action: str, order_id: int, household_id: int | None,

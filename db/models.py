@@ -306,6 +306,10 @@ class OrderRow(Base):
     gtt_id: Mapped[int | None] = mapped_column(ForeignKey("gtt_orders.id"))
     placed_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     strategy: Mapped[str | None] = mapped_column(String(40))  # tag of the strategy that sent it
+    #: When the risk gate cut the size: the quantity asked and the gate's reasons (alerts say
+    #: them on every change of the order). NULL when the order went at the size asked.
+    requested_quantity: Mapped[int | None]
+    risk_note: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,6 +187,18 @@ def test_downgrading_to_base_and_upgrading_again_rebuilds_the_schema(
     assert _triggers(engine) == TRIGGERS
 
 
+def _one_account(conn: Any, at: str) -> None:
+    """Insert household 1 with member 1 (Priya) and her paper account 1, at ``at``."""
+    conn.execute(text(f"INSERT INTO households (id, name, created_at, updated_at) "
+                      f"VALUES (1, 'Sharma', {at}, {at})"))
+    conn.execute(text(f"INSERT INTO members (id, household_id, full_name, relationship, "
+                      f"verification_status, created_at, updated_at) VALUES "
+                      f"(1, 1, 'Priya', 'self', 'verified', {at}, {at})"))
+    conn.execute(text(f"INSERT INTO accounts (id, household_id, owner_member_id, broker, "
+                      f"label, account_group, is_active, created_at, updated_at) VALUES "
+                      f"(1, 1, 1, 'paper', 'Trading', 'Trading', true, {at}, {at})"))
+
+
 def test_an_accounts_stored_limits_keep_as_its_own_only_those_unlike_the_households(
     unmigrated_url: str, engine_for: Any
 ) -> None:
@@ -201,14 +214,7 @@ def test_an_accounts_stored_limits_keep_as_its_own_only_those_unlike_the_househo
            "5000, 10, '15:15:00'")
     at = "'2026-11-20 10:00:00+05:30'"
     with engine.begin() as conn:
-        conn.execute(text(f"INSERT INTO households (id, name, created_at, updated_at) "
-                          f"VALUES (1, 'Sharma', {at}, {at})"))
-        conn.execute(text(f"INSERT INTO members (id, household_id, full_name, relationship, "
-                          f"verification_status, created_at, updated_at) VALUES "
-                          f"(1, 1, 'Priya', 'self', 'verified', {at}, {at})"))
-        conn.execute(text(f"INSERT INTO accounts (id, household_id, owner_member_id, broker, "
-                          f"label, account_group, is_active, created_at, updated_at) VALUES "
-                          f"(1, 1, 1, 'paper', 'Trading', 'Trading', true, {at}, {at})"))
+        _one_account(conn, at)
         for key, account, values in (("household:1", "NULL", row.format(positions=10,
                                                                          daily="1.5")),
                                      ("account:1", "1", row.format(positions=5, daily="1.5"))):
@@ -221,3 +227,40 @@ def test_an_accounts_stored_limits_keep_as_its_own_only_those_unlike_the_househo
                                 "ORDER BY scope_key")).all()
     assert own == [("account:1", '["max_open_positions"]'), ("household:1", None)]
     command.downgrade(alembic_config(unmigrated_url), "0012_orders_account_status")
+
+
+def test_an_order_the_gate_cut_gets_its_asked_size_and_note_from_its_audit_row(
+    unmigrated_url: str, engine_for: Any
+) -> None:
+    command.upgrade(alembic_config(unmigrated_url), "0013_risk_limits_own_fields")
+    engine = engine_for(unmigrated_url)
+    at = "'2026-11-20 10:00:00+05:30'"
+    note = json.dumps({"quantity": 5, "requested_quantity": 10,
+                       "risk_gate": "market regime CHOPPY: size × 0.5 → 5 shares"})
+    with engine.begin() as conn:
+        _one_account(conn, at)
+        conn.execute(text(f"INSERT INTO instruments (id, symbol, exchange, segment, tick_size, "
+                          f"lot_size, is_active, created_at, updated_at) VALUES "
+                          f"(1, 'INFY', 'NSE', 'EQ', 0.05, 1, true, {at}, {at})"))
+        for order_id, quantity in ((1, 5), (2, 3)):
+            conn.execute(text(
+                f"INSERT INTO orders (id, client_order_id, account_id, instrument_id, symbol, "
+                f"side, quantity, order_type, product, validity, is_amo, status, "
+                f"filled_quantity, broker, source, created_at, updated_at) VALUES ({order_id}, "
+                f"'c{order_id}', 1, 1, 'INFY', 'BUY', {quantity}, 'MARKET', 'MIS', 'DAY', false, "
+                f"'OPEN', 0, 'paper', 'web', {at}, {at})"))
+        for audit_id, resource, details in ((1, "order:1", note),
+                                            (2, "order:2", json.dumps({"quantity": 3}))):
+            conn.execute(text(
+                "INSERT INTO audit_log (id, created_at, household_id, action, resource, outcome, "
+                "details, client, prev_hash, row_hash) VALUES (:id, :at, 1, 'orders.place', "
+                ":resource, 'ok', :details, 'test', '0', '0')"),
+                {"id": audit_id, "at": "2026-11-20 10:00:00+05:30", "resource": resource,
+                 "details": details})
+    command.upgrade(alembic_config(unmigrated_url), "head")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, requested_quantity, risk_note FROM orders "
+                                 "ORDER BY id")).all()
+    assert [tuple(row) for row in rows] == [
+        (1, 10, "market regime CHOPPY: size × 0.5 → 5 shares"), (2, None, None)]
+    command.downgrade(alembic_config(unmigrated_url), "0013_risk_limits_own_fields")
