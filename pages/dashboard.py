@@ -37,6 +37,12 @@ if desk is not None:
 st.subheader("Your accounts")
 if accounts:
     st.dataframe(accounts_table(accounts), hide_index=True, key="dashboard_accounts")
+elif me.member_id is None:  # a login of no member: no account can be opened or granted to it
+    st.info(
+        "No accounts are visible to you yet: your login is not linked to a household member, "
+        "and accounts belong to members and are granted to them. A household admin links your "
+        "login to a member on the Users page."
+    )
 else:
     st.info(
         "No accounts are visible to you yet. The account's owner or a household admin "

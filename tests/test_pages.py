@@ -315,3 +315,19 @@ def test_a_locked_login_is_refused_on_the_login_page_with_the_time_the_lockout_e
         f"Login locked for 'priya': {svc.settings.login_max_failures} failed attempts within "
         f"{svc.settings.login_lockout_minutes} minutes; try again after {format_ist(until)}"]
     assert format_ist(until).endswith("IST")
+
+
+def test_a_login_of_no_member_is_told_an_admin_links_it_not_to_ask_for_a_grant(desk) -> None:
+    svc, logins = desk
+    admin = svc.auth.check_session(svc.auth.login("rahul", logins["rahul"].password,
+                                                  TEST_CLIENT).session_id)
+    svc.users.create_user(admin, "ramesh", "Ramesh Sharma", "Parent-Pension-2026!", "viewer")
+    result = svc.auth.login("ramesh", "Parent-Pension-2026!", TEST_CLIENT)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["sher_session_id"] = result.session_id
+    at.run()
+    assert not at.exception
+    shown = texts(at)
+    assert "your login is not linked to a household member" in shown
+    assert "links your login to a member on the Users page" in shown
+    assert "grant you access" not in shown  # no grant can reach a login of no member
