@@ -10,7 +10,7 @@ import time_machine
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
-from core.clock import format_ist
+from core.clock import format_ist, now_ist
 from core.domain import Role
 from core.errors import AuthenticationError
 from db.models import AccountRow, AuditRow, UserRow
@@ -25,12 +25,15 @@ ROLE_OF = {"ops": Role.SUPER_ADMIN, "rahul": Role.ADMIN, "priya": Role.TRADER,
 
 @pytest.mark.parametrize("username", list(ROLE_OF))
 def test_every_page_renders_for_each_role_that_may_see_it(desk, username) -> None:
-    at = app_as(desk, username)
-    for spec in pages_for(ROLE_OF[username]):
-        at.switch_page(str(ROOT / spec.path)).run()
-        assert not at.exception, f"{spec.path} raised for {username}: {at.exception}"
-        assert at.title[0].value.startswith(spec.title.split(" ")[0])
-        assert DISCLAIMER in texts(at), f"{spec.path} lacks the disclaimer footer"
+    # Walking every page takes a while: run it at noon IST today, far from the 03:00 IST session
+    # expiry (SESSION_EXPIRY_TIME), which would otherwise log the user out halfway through.
+    with time_machine.travel(now_ist().replace(hour=12, minute=0), tick=True):
+        at = app_as(desk, username)
+        for spec in pages_for(ROLE_OF[username]):
+            at.switch_page(str(ROOT / spec.path)).run()
+            assert not at.exception, f"{spec.path} raised for {username}: {at.exception}"
+            assert at.title[0].value.startswith(spec.title.split(" ")[0])
+            assert DISCLAIMER in texts(at), f"{spec.path} lacks the disclaimer footer"
 
 
 @pytest.mark.parametrize("username", ["priya", "kamla", "aarav"])
