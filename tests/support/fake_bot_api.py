@@ -393,6 +393,11 @@ class FakeBotApi:
 
 
 class _Server(ThreadingHTTPServer):
+    #: Pending connections the listening socket holds (socketserver's default is 5): the flood
+    #: tests open some 30 connections at once, and on a loaded machine the rest of a backlog of
+    #: 5 waited for the kernel's SYN retries or failed the send as a network error.
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Ignore a client that hung up (a bot stopping mid long-poll); print anything else."""
         if not isinstance(sys.exc_info()[1], ConnectionError):
