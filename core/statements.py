@@ -27,9 +27,8 @@ import pandas as pd
 
 from core.clock import to_ist
 from core.errors import ValidationError
-from core.money import paise_adding_up
 from core.portfolio import FamilySummary, Lot, replay
-from core.trading import CHARGE_FIELDS, ZERO, Charges, Trade
+from core.trading import ZERO, Charges, Trade
 
 PAISA = Decimal("0.01")
 #: Longest statement range, in days (ten years and change).
@@ -220,7 +219,7 @@ def charges_statement(trades: Iterable[Trade], start: date, end: date) -> pd.Dat
     :class:`~core.trading.Charges`, and their total. The last row is the total (``Date`` =
     ``"Total"``). A row's total is its exact charges rounded once to the paisa (as the cash was
     charged); its parts are rounded so that they add up to it
-    (:func:`~core.money.paise_adding_up`), each within a paisa of its exact value.
+    (:meth:`~core.trading.Charges.shown_parts`), each within a paisa of its exact value.
 
     Raises
     ------
@@ -243,8 +242,7 @@ def charges_statement(trades: Iterable[Trade], start: date, end: date) -> pd.Dat
 def _charges_row(label: str, count: int, turnover: Decimal, charges: Charges) -> list[object]:
     # The total is the exact sum to the paisa (what the cash was charged); the parts are
     # rounded so that they add up to it (each within a paisa of its exact value).
-    parts = paise_adding_up([getattr(charges, name) for name in CHARGE_FIELDS])
-    return [label, count, paise(turnover), *parts, paise(charges.total)]
+    return [label, count, paise(turnover), *charges.shown_parts(), paise(charges.total)]
 
 
 def family_frame(summary: FamilySummary, labels: Mapping[int, str] | None = None

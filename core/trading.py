@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from core.domain import Instrument
 from core.errors import ValidationError
-from core.money import as_typed, inr
+from core.money import as_typed, inr, paise_adding_up
 
 ZERO = Decimal("0")
 
@@ -234,6 +234,12 @@ class Charges:
         """Return the fields in declaration order."""
         return (self.brokerage, self.stt, self.exchange_txn, self.ipft, self.sebi_fee,
                 self.stamp_duty, self.gst, self.dp_charge)
+
+    def shown_parts(self) -> list[Decimal]:
+        """Return each charge to the paisa (in :data:`CHARGE_FIELDS` order) for a breakdown
+        shown beside the total: the parts add up to the exact total rounded once, each within a
+        paisa of its own value (:func:`core.money.paise_adding_up`)."""
+        return paise_adding_up(list(self.as_tuple()))
 
 
 CHARGE_FIELDS = ("brokerage", "stt", "exchange_txn", "ipft", "sebi_fee", "stamp_duty", "gst",

@@ -12,7 +12,6 @@ import streamlit as st
 
 from core.clock import format_ist
 from core.domain import Account, Actor
-from core.money import paise_adding_up
 from core.orders import OrderEstimate, new_client_order_id
 from core.trading import (
     CHARGE_FIELDS,
@@ -209,10 +208,9 @@ def show_estimate(request: OrderRequest, est: OrderEstimate, asked: int | None =
     for warning in est.warnings:
         st.warning(warning)
     with st.expander("Charges breakdown"):
-        parts = paise_adding_up([getattr(est.charges, name) for name in CHARGE_FIELDS])
         st.dataframe(
             {"Charge": [CHARGE_NAMES[name] for name in CHARGE_FIELDS],
-             "Amount [₹]": [rupees(part) for part in parts]},
+             "Amount [₹]": [rupees(part) for part in est.charges.shown_parts()]},
             hide_index=True, key="trade_charges")
         st.caption("Each charge to the paisa, rounded so that they add up to the charges above: "
                    "their exact sum, rounded once, which is what the order is charged.")
