@@ -62,6 +62,7 @@ from db.models import AlertOutboxRow
 from jobs.telegram_dispatch import TelegramDispatcher
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi, SentMessage
 from tests.support.pg import PostgresServer
+from tests.support.telegram_links import link_code
 
 PASSWORD = f"Bench-{secrets.token_hex(8)}-Tg9!"  # for the bench members, never shown
 CHAT_BASE = 880_000
@@ -92,7 +93,7 @@ def link_members(services: Services, admin: Actor, chats: int) -> dict[int, int]
         services.users.create_user(admin, name, f"Bench member {n + 1}", PASSWORD, "viewer")
         result = services.auth.login(name, PASSWORD, ClientInfo(channel="bench"))
         member = services.auth.check_session(result.session_id or "")
-        code = services.telegram.create_link_code(member)
+        code = link_code(services, member)  # the desk runs with the fake bot's token
         services.telegram.link_chat(code.code, CHAT_BASE + n, f"{name}_tg", None)
         linked[member.user_id] = CHAT_BASE + n
     return linked

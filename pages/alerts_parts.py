@@ -150,7 +150,11 @@ def connect_section(me: Actor) -> None:
             flash(FLASH, "Telegram unlinked: no more alerts reach that chat.")
         return
     st.info(link_text(status))
-    if st.button("Connect", key="alerts_connect", icon=":material/link:", type="primary"):
+    # A bot whose @username is known is running; otherwise ask whether any bot is set up.
+    bot = None if status.bot_username else fetch(lambda: tg.bot_info(me))
+    no_bot = bot is not None and not bot.configured  # a code would have no bot to go to
+    if st.button("Connect", key="alerts_connect", icon=":material/link:", type="primary",
+                 disabled=no_bot, help=NO_BOT if no_bot else None):
         code = fetch(lambda: tg.create_link_code(me))
         if code is not None:
             st.session_state[CODE] = code
@@ -170,8 +174,7 @@ def connect_section(me: Actor) -> None:
                    "This page updates by itself once the bot links your chat.")
         await_link(me, code.expires_at)
     if not status.bot_username:
-        bot = fetch(lambda: tg.bot_info(me))
-        st.warning(NO_BOT if bot is not None and not bot.configured else NO_NAME)
+        st.warning(NO_BOT if no_bot else NO_NAME)
 
 
 @st.fragment(run_every=LINK_POLL_S)

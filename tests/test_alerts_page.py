@@ -32,6 +32,7 @@ from pages.alerts_parts import (
 )
 from pages.nav import pages_for
 from tests.support.apptest import app_as, page, texts
+from tests.support.telegram_links import link_code
 from tests.test_trading_pages import table_of, who
 
 PAGE = "pages/alerts.py"
@@ -169,8 +170,19 @@ def test_a_viewer_has_no_bot_form_but_may_link_and_choose_settings(desk) -> None
                                           "Recent alerts"]
 
 
-def test_connect_shows_a_code_that_links_the_chat_and_unlink_undoes_it(desk) -> None:
+def test_without_a_bot_connect_is_off_and_says_an_admin_must_set_one_up(desk) -> None:
+    at = on_alerts(desk, "aarav")
+    assert "Telegram is not linked" in texts(at)
+    connect = at.button(key="alerts_connect")
+    assert connect.disabled and connect.help == NO_BOT
+    assert NO_BOT in texts(at)  # no token yet: the member is told an admin must set it up
+    assert CODE not in at.session_state
+
+
+def test_connect_shows_a_code_that_links_the_chat_and_unlink_undoes_it(
+        desk, monkeypatch) -> None:
     svc, logins = desk
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)  # the desk runs with a bot
     at = on_alerts(desk, "aarav")
     assert "Telegram is not linked" in texts(at)
     at.button(key="alerts_connect").click().run()
@@ -178,7 +190,7 @@ def test_connect_shows_a_code_that_links_the_chat_and_unlink_undoes_it(desk) -> 
     shown = texts(at)
     assert f"Send `/start {code}` to the household's Telegram bot." in shown
     assert "expires at" in shown and " IST (" in shown
-    assert NO_BOT in shown  # no token yet: the member is told an admin must set it up
+    assert NO_NAME in shown and NO_BOT not in shown  # the bot has not started yet
 
     linked = svc.telegram.link_chat(code, 424242, "aarav_t", None)  # as the bot would
     assert linked.username == "aarav"
@@ -301,7 +313,7 @@ def test_a_malformed_token_is_refused_by_the_rule_without_echoing_it(desk) -> No
 def test_recent_alerts_show_the_outbox_status_and_each_recipients_delivery(desk) -> None:
     svc, logins = desk
     priya = who(svc, logins, "priya")
-    code = svc.telegram.create_link_code(priya).code
+    code = link_code(svc, priya).code
     svc.telegram.link_chat(code, 515151, "priya_s", None)
     with svc.db.transaction() as session:
         alerts.enqueue(session, kind="feed_stalled", household_id=priya.household_id,

@@ -56,6 +56,7 @@ from jobs.telegram_bot import RedactTokens, TelegramBotProcess
 from tests.conftest import TEST_SECRET, make_settings
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi, SentMessage
 from tests.support.market import load_instruments, open_market, tick
+from tests.support.telegram_links import link_code
 
 pytestmark = pytest.mark.usefixtures("backend")
 PRICES = {"INFY": "1500.00", "TCS": "3000.00", "SBIN": "800.00"}
@@ -437,7 +438,7 @@ def ask(fake: FakeBotApi, chat: int, text: str, replies: int = 1) -> list[SentMe
 
 
 def link(services: Services, fake: FakeBotApi, actor: Actor, chat: int) -> str:
-    code = services.telegram.create_link_code(actor).code
+    code = link_code(services, actor).code
     return _text(ask(fake, chat, f"/start {code}")[0].text)
 
 
@@ -457,11 +458,11 @@ def test_an_expired_code_and_a_reused_code_are_refused_with_the_rule(
     services: Services, bot: Services, fake: FakeBotApi, login,
 ) -> None:
     kamla = login("kamla")
-    old = services.telegram.create_link_code(kamla, now=now_ist() - timedelta(minutes=11))
+    old = link_code(services, kamla, now=now_ist() - timedelta(minutes=11))
     reply = _text(ask(fake, CHATS["kamla"], f"/start {old.code}")[0].text)
     assert f"Link code {old.code} expired at" in reply and "IST" in reply
     assert not services.telegram.link_status(kamla).linked
-    code = services.telegram.create_link_code(kamla).code
+    code = link_code(services, kamla).code
     assert "Telegram linked" in _text(ask(fake, CHATS["kamla"], f"/start {code}")[0].text)
     again = _text(ask(fake, STRANGER, f"/start {code}")[0].text)
     assert f"Link code {code} was already used" in again
@@ -653,7 +654,7 @@ def test_a_refused_token_is_one_log_line_without_the_token_and_other_bots_still_
             api.wait_for(lambda: (OTHER_TOKEN, "getUpdates") in api.calls)
             time.sleep(1.0)  # several re-checks: the refused bot waits out its 60 s
             chat = CHATS["kamla"]
-            code = services.telegram.create_link_code(login("kamla")).code
+            code = link_code(services, login("kamla")).code
             api.push_message(chat, f"/start {code}")
             api.wait_for(lambda: bool(api.messages_to(chat)))
         bot_services.db.dispose()

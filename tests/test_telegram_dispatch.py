@@ -31,6 +31,7 @@ from jobs.alert_jobs import AlertJobs
 from jobs.telegram_dispatch import NO_BOT, FloodControl, RateLimits, TelegramDispatcher
 from tests.conftest import make_settings
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi, SentMessage
+from tests.support.telegram_links import link_code
 
 T = TypeVar("T")
 Login = Callable[[str], Actor]
@@ -49,7 +50,7 @@ def _link(services: Services, login: Login, *names: str) -> dict[str, Actor]:
     actors = {}
     for name in names:
         actor = login(name)
-        code = services.telegram.create_link_code(actor)
+        code = link_code(services, actor)
         services.telegram.link_chat(code.code, CHATS[name], None, None)
         actors[name] = actor
     return actors

@@ -41,6 +41,7 @@ from jobs.telegram_dispatch import TelegramDispatcher
 from tests.conftest import TEST_CLIENT, make_settings
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
 from tests.support.pg import PostgresServer, require_postgres_or_skip
+from tests.support.telegram_links import link_code
 from tests.test_telegram_bot import RunningBot
 from tests.test_telegram_dispatch import CHATS as DISPATCH_CHATS
 from tests.test_telegram_dispatch import _dispatch, _link, _row
@@ -147,7 +148,7 @@ def test_a_postgresql_restart_loses_no_alert_doubles_none_and_commands_answer_ag
             with RunningBot(process) as running:
                 fake.wait_for(lambda: (TOKEN, "getUpdates") in fake.calls, timeout=20)
                 for name, chat in CHATS.items():
-                    code = services.telegram.create_link_code(actors[name]).code
+                    code = link_code(services, actors[name]).code
                     assert "Telegram linked" in _ask(fake, chat, f"/start {code}")
                 _enqueue(services, household, "BUY 1 INFY @ 1,500.00")
                 for chat in CHATS.values():

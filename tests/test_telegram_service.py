@@ -19,7 +19,14 @@ from core.clock import now_ist
 from core.domain import Actor
 from core.errors import PermissionDenied, ValidationError
 from core.services import Services
-from core.services.telegram import CODE_ALPHABET, BotTarget, LinkCode, TelegramService, code_hash
+from core.services.telegram import (
+    CODE_ALPHABET,
+    NO_BOT_FOR_LINK,
+    BotTarget,
+    LinkCode,
+    TelegramService,
+    code_hash,
+)
 from core.services.telegram_delivery import NOT_LINKED
 from db.models import (
     AccountRow,
@@ -33,6 +40,7 @@ from db.models import (
     TelegramLinkRow,
     UserRow,
 )
+from tests.support.telegram_links import link_code
 
 Login = Callable[[str], Actor]
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_x"
@@ -52,7 +60,7 @@ def _audits(services: Services, prefix: str) -> list[AuditRow]:
 
 
 def _link(services: Services, actor: Actor, chat_id: int) -> Actor:
-    code = services.telegram.create_link_code(actor)
+    code = link_code(services, actor)
     return services.telegram.link_chat(code.code, chat_id, f"@{actor.username}_tg", None)
 
 
@@ -173,9 +181,24 @@ def test_a_malformed_token_is_refused_with_the_rule_without_echoing_it(
 
 
 # -- link codes and links ---------------------------------------------------------------------
+def test_no_link_code_is_made_while_no_bot_serves_the_household(
+        services: Services, login: Login) -> None:
+    kamla = login("kamla")
+    assert services.telegram.bot_info(kamla).configured is False
+    with pytest.raises(ValidationError) as refused:
+        services.telegram.create_link_code(kamla)
+    assert str(refused.value) == NO_BOT_FOR_LINK
+    assert "household admin" in str(refused.value) and "TELEGRAM_BOT_TOKEN" in str(refused.value)
+    assert _count(services, TelegramLinkCodeRow) == 0 and _audits(services, "telegram") == []
+
+    services.telegram.set_bot_token(login("rahul"), TOKEN)  # an admin sets the household's bot
+    code = services.telegram.create_link_code(kamla)
+    assert len(code.code) == 8 and _count(services, TelegramLinkCodeRow) == 1
+
+
 def test_a_member_links_their_chat_with_a_one_time_code(services: Services, login: Login) -> None:
     kamla = login("kamla")
-    code = services.telegram.create_link_code(kamla)
+    code = link_code(services, kamla)
     assert len(code.code) == 8 and set(code.code) <= set(CODE_ALPHABET)
     assert timedelta(minutes=9) < code.expires_at - now_ist() <= timedelta(minutes=10)
     with services.db.transaction() as session:
@@ -193,7 +216,7 @@ def test_a_member_links_their_chat_with_a_one_time_code(services: Services, logi
 
 
 def test_a_used_code_cannot_link_again(services: Services, login: Login) -> None:
-    code = services.telegram.create_link_code(login("priya"))
+    code = link_code(services, login("priya"))
     services.telegram.link_chat(code.code, 42, None, None)
     with pytest.raises(ValidationError, match=rf"Link code {code.code} was already used at "
                                               r"\d\d:\d\d IST"):
@@ -203,7 +226,7 @@ def test_a_used_code_cannot_link_again(services: Services, login: Login) -> None
 
 def test_an_expired_code_says_when_it_expired(services: Services, login: Login) -> None:
     start = now_ist().replace(hour=19, minute=22, second=0, microsecond=0)
-    code = services.telegram.create_link_code(login("priya"), now=start)
+    code = link_code(services, login("priya"), now=start)
     with pytest.raises(ValidationError, match=r"expired at 19:32 IST"):
         services.telegram.link_chat(code.code, 42, None, None, now=start + timedelta(minutes=10))
     assert _count(services, TelegramLinkRow) == 0
@@ -212,8 +235,8 @@ def test_an_expired_code_says_when_it_expired(services: Services, login: Login) 
 
 def test_a_new_code_replaces_the_users_unused_ones(services: Services, login: Login) -> None:
     priya = login("priya")
-    first = services.telegram.create_link_code(priya)
-    second = services.telegram.create_link_code(priya)
+    first = link_code(services, priya)
+    second = link_code(services, priya)
     with pytest.raises(ValidationError, match=rf"Link code {first.code} is not known"):
         services.telegram.link_chat(first.code, 42, None, None)
     assert services.telegram.link_chat(second.code, 42, None, None).username == "priya"
@@ -234,7 +257,7 @@ def test_a_malformed_code_states_the_rule_and_writes_nothing(
 def test_a_chat_linked_to_one_member_cannot_be_taken_by_another(
         services: Services, login: Login) -> None:
     _link(services, login("priya"), 42)
-    code = services.telegram.create_link_code(login("kamla"))
+    code = link_code(services, login("kamla"))
     with pytest.raises(ValidationError, match="already linked to 'priya'"):
         services.telegram.link_chat(code.code, 42, None, None)
     # nothing was written: the code still works from the member's own chat
@@ -256,7 +279,7 @@ def test_an_inactive_user_can_neither_link_nor_act_from_a_chat(
         services: Services, login: Login) -> None:
     aarav = login("aarav")
     _link(services, aarav, 44)
-    code = services.telegram.create_link_code(aarav)
+    code = link_code(services, aarav)
     with services.db.transaction() as session:
         user = session.get(UserRow, aarav.user_id)
         assert user is not None
@@ -272,7 +295,7 @@ def test_a_bot_only_serves_its_own_households(services: Services, login: Login) 
     mine = frozenset({rahul.household_id})
     assert services.telegram.actor_for_chat(1001, mine) is not None
     assert services.telegram.actor_for_chat(1001, frozenset({rahul.household_id + 99})) is None
-    code = services.telegram.create_link_code(login("priya"))
+    code = link_code(services, login("priya"))
     with pytest.raises(ValidationError, match="This bot does not serve 'priya'"):
         services.telegram.link_chat(code.code, 1002, None, frozenset({rahul.household_id + 99}))
     # once the household has its own bot, the environment's bot no longer serves it
@@ -478,7 +501,7 @@ def test_a_token_sealed_under_another_secret_key_is_skipped_and_named_without_th
 
 def test_a_code_used_by_two_chats_at_once_links_only_one(
         services: Services, login: Login) -> None:
-    code = services.telegram.create_link_code(login("priya")).code
+    code = link_code(services, login("priya")).code
     results: list[object] = []
 
     def use(chat_id: int) -> None:

@@ -52,6 +52,10 @@ _TOKEN_RE = re.compile(TOKEN_RULE)
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 8
 CODE_TTL = timedelta(minutes=10)
+#: Why no link code is made while no bot serves the household.
+NO_BOT_FOR_LINK = ("No Telegram bot is set up for your household, so there is no chat to link "
+                   "yet: a household admin must first enter the bot's token from @BotFather "
+                   "(Alerts page) or the desk must run with TELEGRAM_BOT_TOKEN set")
 _CODE_RE = re.compile(f"^[{CODE_ALPHABET}]{{{CODE_LENGTH}}}$")
 _BOX_PURPOSE = "telegram-bot"
 TELEGRAM_CLIENT = ClientInfo(channel="telegram")
@@ -273,11 +277,19 @@ class TelegramService(TelegramPrefs, TelegramDeliveries):
         """Return a new one-time code linking the actor's chat (any role; 10 minutes).
 
         Only the code's SHA-256 is stored; the actor's earlier unused codes stop working.
+
+        Raises
+        ------
+        ValidationError
+            When no bot serves the actor's household (no token stored for it and no
+            ``TELEGRAM_BOT_TOKEN``): a code would have no bot to be sent to.
         """
         now = now or now_ist()
         code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
         with self.db.transaction() as session:
             self._fresh_role(session, actor)
+            if not self._bot_info(session, actor.household_id).configured:
+                raise ValidationError(NO_BOT_FOR_LINK)
             session.execute(delete(TelegramLinkCodeRow).where(
                 TelegramLinkCodeRow.user_id == actor.user_id,
                 TelegramLinkCodeRow.used_at.is_(None)))
