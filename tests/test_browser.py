@@ -30,6 +30,7 @@ from db.engine import Database
 from db.migrate import upgrade
 from pages.trading_parts import rupees
 from tests.conftest import TEST_CLIENT, TEST_SECRET, make_settings
+from tests.support.fake_bot_api import DEFAULT_TOKEN as BOT_TOKEN
 
 pytestmark = pytest.mark.browser
 
@@ -502,6 +503,14 @@ def test_a_trader_presses_account_panic_confirms_sees_the_report_and_re_enables(
 
 def test_a_member_connects_telegram_with_a_code_the_bot_links_and_then_unlinks(
         desk: App, context: sync_api.BrowserContext) -> None:
+    admin = Services(Database(desk.db_url), make_settings(desk.db_url))
+    try:  # the household admin sets up the bot first (README, Telegram step 1)
+        rahul = admin.auth.check_session(admin.auth.login(
+            "rahul", desk.logins["rahul"].password, TEST_CLIENT).session_id or "")
+        admin.telegram.set_bot_token(rahul, BOT_TOKEN)
+        served = frozenset({rahul.household_id})  # the households that bot serves
+    finally:
+        admin.db.dispose()
     page = _open(context, desk, "kamla", "Alerts")
     expect(page.get_by_text("Telegram is not linked", exact=False)).to_be_visible(
         timeout=WAIT_MS)
@@ -518,7 +527,7 @@ def test_a_member_connects_telegram_with_a_code_the_bot_links_and_then_unlinks(
     page.screenshot(path=str(desk.log_dir / "alerts_code.png"), full_page=True)  # for a human
     services = Services(Database(desk.db_url), make_settings(desk.db_url))
     try:
-        linked = services.telegram.link_chat(code, 777001, "kamla_t", None)  # as the bot does
+        linked = services.telegram.link_chat(code, 777001, "kamla_t", served)  # as the bot does
         assert linked.username == "kamla"
         # no reload: the page looks for the link every few seconds while the code is shown
         expect(page.get_by_text("Linked to @kamla_t since", exact=False)).to_be_visible(
