@@ -29,7 +29,7 @@ labels = {a.id: a.label for a in accounts}
 admin = me.role in authz.HOUSEHOLD_MANAGERS
 
 names = ["Connect Telegram", "My alert settings", "Recent alerts"]
-tabs = st.tabs([*names, "Bot"] if admin else names)
+tabs = st.tabs([*names, "Bot"] if admin else names, key="alerts_tab", on_change="rerun")
 with tabs[0]:
     connect_section(me)
 with tabs[1]:

@@ -46,7 +46,8 @@ managed = [a for a in accounts if a.can_manage and a.is_active]
 if managed:
     st.subheader("Paper funds")
     labels = {a.id: a.label for a in managed}
-    tab_add, tab_withdraw = st.tabs(["Add funds", "Withdraw funds"])
+    tab_add, tab_withdraw = st.tabs(["Add funds", "Withdraw funds"], key="funds_tab",
+                                     on_change="rerun")
     with tab_add:  # a refusal shows in its tab, beside the form
         added = add_funds_form(managed)
         if added is not None:

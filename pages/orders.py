@@ -26,7 +26,8 @@ def order_book(me: Actor, account_id: int | None) -> None:
     table(frame, "orders_book", "order_book", "No orders yet. Place one on the Trade page.")
 
 
-tab_orders, tab_trades, tab_gtts = st.tabs(["Order book", "Trade book", "GTT"])
+tab_orders, tab_trades, tab_gtts = st.tabs(["Order book", "Trade book", "GTT"], key="orders_tab",
+                                           on_change="rerun")
 with tab_orders:
     order_book(me, account_id)
     open_orders = fetch(lambda: svc.orders.order_book(me, account_id, open_only=True)) or []

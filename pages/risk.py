@@ -41,7 +41,8 @@ else:
     usage_panel(me, account.id)
 
 tab_states, tab_limits, tab_controls, tab_mtm, tab_alerts = st.tabs(
-    ["States & panic", "Limits", "Position controls", "MTM limits", "Alerts"])
+    ["States & panic", "Limits", "Position controls", "MTM limits", "Alerts"], key="risk_tab",
+    on_change="rerun")
 with tab_states:
     if admin or tradable:
         panic_section(me, account, labels, admin=admin, may_trade=may_trade,

@@ -23,7 +23,7 @@ show_flash(FLASH)
 in_use = model_banner(fetch(lambda: svc.models.state(me)))
 
 tab_signal, tab_scan, tab_perf, tab_model = st.tabs(
-    ["Signal", "Scan", "Past performance", "Model"])
+    ["Signal", "Scan", "Past performance", "Model"], key="signals_tab", on_change="rerun")
 with tab_signal:
     symbols = fetch(lambda: svc.signals.symbols(me)) or []
     with st.form("signals_generate"):

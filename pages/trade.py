@@ -31,7 +31,7 @@ if not symbols:
     st.stop()
 
 session_panel(me, st.session_state.get("trade_account") or accounts[0].id)
-tab_order, tab_gtt = st.tabs(["Order", "GTT"])
+tab_order, tab_gtt = st.tabs(["Order", "GTT"], key="trade_tab", on_change="rerun")
 with tab_order:
     order_ticket(me, accounts, symbols)
 with tab_gtt:

@@ -31,7 +31,7 @@ from pages.alerts_parts import (
     start_command,
 )
 from pages.nav import pages_for
-from tests.support.apptest import app_as, page, texts
+from tests.support.apptest import app_as, open_tab_index, page, texts
 from tests.support.telegram_links import link_code
 from tests.test_trading_pages import table_of, who
 
@@ -278,11 +278,14 @@ def _rendered(at: AppTest) -> str:
 def test_an_admin_sets_the_bot_token_which_is_never_shown_again(desk) -> None:
     svc, logins = desk
     at = on_alerts(desk, "rahul")
+    at.session_state["alerts_tab"] = "Bot"  # he opened the Bot tab
+    at.run()
     at.text_input(key="alerts_bot_token").input(TOKEN)
     at.button(key="alerts_bot_save").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert "Bot token saved." in texts(at)
+    assert open_tab_index(at) == 3  # still on the Bot tab, below the message
     assert at.text_input(key="alerts_bot_token").value == ""
     secret = TOKEN.partition(":")[2]
     rendered = _rendered(at)

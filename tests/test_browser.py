@@ -545,3 +545,25 @@ def test_a_member_connects_telegram_with_a_code_the_bot_links_and_then_unlinks(
         assert services.telegram.link_status(kamla).linked is False
     finally:
         services.db.dispose()
+
+
+def test_a_withdrawal_leaves_the_funds_page_on_the_withdraw_tab_with_its_message(
+        desk: App, context: sync_api.BrowserContext) -> None:
+    page = _open(context, desk, "priya", "Funds & statements")
+    _settled(page)
+    withdraw = page.get_by_role("tab", name="Withdraw funds")
+    withdraw.click()
+    expect(withdraw).to_have_attribute("aria-selected", "true", timeout=WAIT_MS)
+    _settled(page)
+    amount = page.get_by_role("textbox", name="Amount [₹]").last  # the Withdraw tab's form
+    amount.fill("1,000")
+    amount.press("Tab")
+    page.get_by_role("button", name="Withdraw funds", exact=True).click()
+    expect(page.get_by_text("Withdrew ₹1,000.00 of paper funds", exact=False)).to_be_visible(
+        timeout=WAIT_MS)
+    _settled(page)
+    # The message above the tabs moved them down the page; the browser keeps Withdraw open.
+    expect(page.get_by_role("tab", name="Withdraw funds")).to_have_attribute(
+        "aria-selected", "true")
+    expect(page.get_by_role("tab", name="Add funds")).to_have_attribute(
+        "aria-selected", "false")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.domain import Actor
 from tests.conftest import TEST_CLIENT
-from tests.support.apptest import app_as, page, texts
+from tests.support.apptest import app_as, open_tab_index, page, texts
 
 PASSWORD = "Goodpass-456!"
 
@@ -80,20 +80,6 @@ def test_a_member_added_twice_is_refused_and_the_pickers_tell_members_apart(desk
     assert "Aarav Sharma (child, login aarav)" in at.selectbox(key="household_grant_member").options
 
 
-def _tab_container(at):  # type: ignore[no-untyped-def]
-    """Return the block proto of the page's tabs (what the browser is told to show)."""
-    stack = list(at.main.children.values())
-    while stack:
-        node = stack.pop()
-        proto = getattr(node, "proto", None)
-        if getattr(node, "type", None) == "tab_container" or (
-                proto is not None and proto.DESCRIPTOR.name == "Block"
-                and proto.WhichOneof("type") == "tab_container"):
-            return proto
-        stack.extend(getattr(node, "children", {}).values())
-    raise AssertionError("no tabs on the page")
-
-
 def test_an_action_on_the_grants_tab_keeps_the_page_on_that_tab_with_its_message(desk) -> None:
     svc, _ = desk
     at = app_as(desk, "rahul")
@@ -108,7 +94,7 @@ def test_an_action_on_the_grants_tab_keeps_the_page_on_that_tab_with_its_message
     next(b for b in at.button if b.label == "Revoke").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.session_state["household_tab"] == "Grants"
-    assert _tab_container(at).tab_container.default_tab_index == 2  # the browser stays there
+    assert open_tab_index(at) == 2  # the browser stays there
     members, accounts, grants = at.tabs
     assert [s.value for s in grants.success] == ["Access revoked."]
     assert not members.success and not accounts.success
@@ -123,7 +109,7 @@ def test_opening_an_account_keeps_the_page_on_the_accounts_tab_with_its_message(
     at.text_input(key="household_account_label").input("Rahul · Options")
     next(b for b in at.button if b.label == "Open account").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert _tab_container(at).tab_container.default_tab_index == 1
+    assert open_tab_index(at) == 1
     members, accounts, grants = at.tabs
     assert [s.value for s in accounts.success] == ["Opened Rahul · Options."]
     assert not members.success and not grants.success

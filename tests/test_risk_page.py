@@ -34,7 +34,7 @@ from pages.risk_parts import (
 )
 from pages.signals_parts import signal_request
 from tests.conftest import make_settings
-from tests.support.apptest import app_as, page, texts
+from tests.support.apptest import app_as, open_tab_index, page, texts
 from tests.support.market import open_market, tick
 from tests.test_trading_pages import account, fill_ticket, stock_instruments, table_of, who
 
@@ -246,6 +246,19 @@ def test_a_trader_makes_her_limits_stricter_and_sees_what_changed(desk) -> None:
     assert "The limits of Priya · Trading are the household defaults again." in texts(admin)
     assert admin.text_input(key=f"{stem}_risk_per_trade_pct").value == "1"
     assert svc.risk.limits(priya, mine).limits == RiskLimits()
+
+
+def test_saving_limits_keeps_the_page_on_the_limits_tab(desk) -> None:
+    svc, logins = desk
+    at = on_risk(desk, "priya", show="Priya · Trading")
+    at.session_state["risk_tab"] = "Limits"  # she opened the Limits tab
+    at.run()
+    mine = account(svc, who(svc, logins, "priya"), "Priya · Trading").id
+    at.text_input(key=f"risk_limit_{mine}_max_open_positions").input("8")
+    at.button(key="risk_limits_save").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert "Saved the limits of Priya · Trading" in texts(at)
+    assert at.session_state["risk_tab"] == "Limits" and open_tab_index(at) == 1
 
 
 def test_a_trader_who_tightens_one_limit_keeps_following_the_household_in_the_others(

@@ -46,7 +46,7 @@ from pages.nav import pages_for
 from pages.trade_parts import ticket_request
 from pages.trading_parts import csv_bytes, rupees
 from tests.conftest import TEST_CLIENT, make_settings
-from tests.support.apptest import app_as, page, texts
+from tests.support.apptest import app_as, open_tab_index, page, texts
 
 TRADING_PAGES = ["pages/trade.py", "pages/orders.py", "pages/portfolio.py", "pages/funds.py"]
 PRICES = {"INFY": "1500", "TCS": "3000", "SBIN": "800"}
@@ -701,11 +701,14 @@ def test_an_oco_gtt_is_created_on_the_trade_page_listed_and_cancelled_on_orders(
     assert f"GTT #{gtt_id} on INFY is active (oco)" in texts(at)
 
     on_page(at, "pages/orders.py")
+    at.session_state["orders_tab"] = "GTT"  # she opened the GTT tab
+    at.run()
     assert list(table_of(at, "Legs")["GTT"]) == [gtt_id]
     at.button(key="orders_gtt_cancel_button").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert f"GTT #{gtt_id} cancelled." in texts(at)
     assert list(table_of(at, "Legs")["Status"]) == ["cancelled"]
+    assert open_tab_index(at) == 2  # the message above the tabs did not send her to Order book
 
 
 def _hold_infy(market, quantity: int) -> None:
@@ -869,6 +872,18 @@ def test_an_account_manager_withdraws_paper_funds_and_too_much_is_refused(stocke
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "Withdrew ₹40,000.00 of paper funds from Priya · Trading." in texts(at)
     assert svc.portfolio.funds(priya, trading).deposits == 960000
+
+
+def test_a_withdrawal_keeps_the_page_on_the_withdraw_tab(stocked) -> None:
+    at = on_page(app_as(stocked, "priya"), "pages/funds.py")
+    at.session_state["funds_tab"] = "Withdraw funds"  # she opened the Withdraw tab
+    at.run()
+    at.text_input(key="funds_withdraw_amount").input("40000")
+    at.button(key="funds_withdraw_submit").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Withdrew ₹40,000.00 of paper funds from Priya · Trading." in texts(at)
+    # The message above the tabs moved them down; the browser still shows Withdraw funds.
+    assert at.session_state["funds_tab"] == "Withdraw funds" and open_tab_index(at) == 1
 
 
 def test_one_account_s_funds_show_as_rupee_metrics(stocked) -> None:

@@ -38,3 +38,21 @@ def texts(at: AppTest) -> str:
                   *at.success)
     ]
     return "\n".join(str(p) for p in parts)
+
+
+def open_tab_index(at: AppTest) -> int:
+    """Return which tab the last run tells the browser to show (0: the first).
+
+    Tracked tabs (``st.tabs(key=..., on_change="rerun")``) send the open tab with every run, so
+    a rerun after an action reopens the tab it was taken in; untracked tabs send 0.
+    """
+    stack = list(at.main.children.values())
+    while stack:
+        node = stack.pop()
+        proto = getattr(node, "proto", None)
+        if getattr(node, "type", None) == "tab_container" or (
+                proto is not None and proto.DESCRIPTOR.name == "Block"
+                and proto.WhichOneof("type") == "tab_container"):
+            return int(proto.tab_container.default_tab_index)
+        stack.extend(getattr(node, "children", {}).values())
+    raise AssertionError("no tabs on the page")
