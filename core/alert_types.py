@@ -185,6 +185,19 @@ DEFAULT_PREFS = NotificationPrefs(
 )
 
 
+def probability_text(value: Decimal) -> str:
+    """Return a probability or signal threshold with every digit it is stored with.
+
+    At least 2 decimals and no trailing zeros beyond them (``0.5`` -> ``0.50``, ``0.755`` ->
+    ``0.755``, ``0.2996`` -> ``0.2996``): nothing is rounded, so two values shown side by side
+    differ whenever they differ.
+    """
+    digits = f"{value:f}"
+    whole, _point, fraction = digits.partition(".")
+    fraction = fraction.rstrip("0").ljust(2, "0")
+    return f"{whole}.{fraction}"
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Whether to send one alert to one member, with or without sound, and why not."""

@@ -21,6 +21,7 @@ from core.alert_types import (
     alert_text,
     alert_type_of,
     decide,
+    probability_text,
 )
 from core.alerts import Alert
 from core.clock import IST
@@ -132,6 +133,15 @@ LUNCH = (time(13, 0), time(14, 30))
 def test_decide_applies_modes_dnd_and_thresholds(alert: Alert, prefs: NotificationPrefs,
                                                 at: datetime, expected: Decision) -> None:
     assert decide(alert, prefs, at) == expected
+
+
+@pytest.mark.parametrize(("stored", "shown"), [
+    ("0.5", "0.50"), ("0.500", "0.50"), ("0.00", "0.00"), ("0", "0.00"), ("0.755", "0.755"),
+    ("0.750", "0.75"), ("0.99", "0.99"), ("0.2996", "0.2996"), ("0.3000", "0.30"),
+])
+def test_a_threshold_or_probability_is_shown_with_every_stored_digit_and_at_least_two(
+        stored: str, shown: str) -> None:
+    assert probability_text(Decimal(stored)) == shown
 
 
 def test_the_dnd_window_is_read_in_ist_whatever_the_zone_of_the_time_given() -> None:

@@ -239,6 +239,9 @@ def test_the_threshold_notes_say_how_high_the_model_in_use_goes(svc: Services, l
     high = svc.signal_alerts.threshold_notes(rahul, Decimal("0.70"))
     assert Note(True, "Your threshold 0.70 is above them: no signal alert will reach you. "
                       "0.00 lets every BUY and SELL through.") in high
+    # a threshold stored with 3 decimals is named with all 3, not rounded to 2
+    assert any(n.text.startswith("Your threshold 0.755 is above them")
+               for n in svc.signal_alerts.threshold_notes(rahul, Decimal("0.755")))
     top = Decimal(str(round(max(long_top, short_top), 3)))
     assert not any(n.text.startswith("Your threshold")
                    for n in svc.signal_alerts.threshold_notes(rahul, top))

@@ -335,6 +335,16 @@ def test_settings_show_every_type_s_mode_and_one_changes_by_name(
     assert max(_pre_widths(replies.settings_text(kamla))) <= 36
 
 
+def test_settings_show_the_signal_threshold_with_every_decimal_it_is_stored_with(
+    services: Services, replies: TelegramReplies, login,
+) -> None:
+    kamla = login("kamla")
+    services.telegram.update_prefs(kamla, signal_min_probability=Decimal("0.755"))
+    assert "Signals from probability: 0.755" in _text(replies.settings_text(kamla))
+    services.telegram.update_prefs(kamla, signal_min_probability=Decimal("0.5"))
+    assert "Signals from probability: 0.50" in _text(replies.settings_text(kamla))
+
+
 def test_an_unknown_alert_type_or_mode_is_refused_naming_the_choices(
     replies: TelegramReplies, login,
 ) -> None:

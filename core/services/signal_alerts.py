@@ -27,6 +27,7 @@ from typing import NamedTuple, Protocol
 from sqlalchemy import select
 
 from core import alerts
+from core.alert_types import probability_text
 from core.clock import is_trading_day, now_ist, to_ist
 from core.config import Settings
 from core.domain import Actor
@@ -94,8 +95,9 @@ def threshold_notes(state: ModelState, threshold: Decimal) -> tuple[Note, ...]:
                          "before a 1·ATR stop is reached about a third of the time, so "
                          "probabilities stay small.")]
     if threshold > Decimal(str(round(max(long_top, short_top), 3))):
-        notes.append(Note(True, f"Your threshold {threshold:.2f} is above them: no signal "
-                                "alert will reach you. 0.00 lets every BUY and SELL through."))
+        notes.append(Note(True, f"Your threshold {probability_text(threshold)} is above them: "
+                                "no signal alert will reach you. 0.00 lets every BUY and SELL "
+                                "through."))
     notes.extend(Note(True, ceiling) for ceiling in state.ceilings)
     return tuple(notes)
 

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from core import telegram_format as tf
-from core.alert_types import AlertType
+from core.alert_types import AlertType, probability_text
 from core.clock import MarketStatus, now_ist, to_ist
 from core.domain import Actor, Role
 from core.errors import PermissionDenied, TradingError, ValidationError
@@ -418,7 +418,8 @@ class TelegramReplies(ServiceBase):
             "Alert settings",
             tf.table(["Alert", "Mode"], rows, align="ll"),
             tf.key_values([("Do not disturb", dnd), ("Daily summary", summary),
-                           ("Signals from probability", f"{prefs.signal_min_probability:.2f}")]),
+                           ("Signals from probability",
+                            probability_text(prefs.signal_min_probability))]),
             "Change one: <code>/settings TYPE on|silent|off</code>, e.g. "
             "<code>/settings signal off</code>. Types: "
             + ", ".join(tf.code(t.value) for t in AlertType) + ".")
