@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, time
-from decimal import Decimal
 
 import pandas as pd
 import streamlit as st
 
-from core.alert_types import AlertType, Mode, NotificationPrefs, alert_type_of
+from core.alert_types import AlertType, Mode, NotificationPrefs, alert_type_of, probability_text
 from core.alerts import Alert
 from core.clock import format_ist, now_ist, to_ist
 from core.domain import Actor
 from core.errors import TradingError
 from core.services.telegram import BotInfo, DeliveryView, LinkStatus
+from core.services.telegram_prefs import THRESHOLD_RULE
 from pages.common import attempt, fetch, services
-from pages.trading_parts import flash, table, to_decimal
+from pages.trading_parts import flash, table
 
 FLASH = "alerts_flash"
 CODE = "alerts_link_code"
@@ -217,10 +217,12 @@ def settings_section(me: Actor) -> None:
                                  help="After the market closes (from 15:35 IST); untick for none.")
         summary_at = st.time_input("Daily summary at (IST)", key="alerts_summary_at", step=900,
                                    value=prefs.daily_summary_time or time(16, 0))
-        threshold = st.number_input(
-            "Signal alerts from a probability of [0.00-0.99] (0.00: every BUY and SELL)",
-            value=float(prefs.signal_min_probability), min_value=0.0, max_value=1.0, step=0.01,
-            format="%.2f", key="alerts_signal_threshold")
+        # Text the service judges as typed: a number widget kept its last valid value when
+        # given -1 or 1.5, and Save then said "saved" without saving it.
+        threshold = st.text_input(
+            "Signal alerts from a probability of (0.00-0.99, at most 3 decimals; 0.00: every "
+            "BUY and SELL)", value=probability_text(prefs.signal_min_probability),
+            placeholder="e.g. 0.35", help=f"{THRESHOLD_RULE}.", key="alerts_signal_threshold")
         for note in notes:
             if note.warn:
                 st.warning(note.text)
@@ -230,10 +232,9 @@ def settings_section(me: Actor) -> None:
                                  type="primary"):
             dnd = (dnd_start, dnd_end) if dnd_on else None
             summary = summary_at if summary_on else None
-            probability = to_decimal(threshold) or Decimal(0)
             if attempt(lambda: tg.update_prefs(
                     me, modes=modes, dnd=dnd, daily_summary_time=summary,
-                    signal_min_probability=probability)):
+                    signal_min_probability=threshold)):
                 flash(FLASH, "Alert settings saved.")
 
 

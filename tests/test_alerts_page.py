@@ -19,6 +19,7 @@ from core.alert_types import AlertType, Mode
 from core.clock import IST
 from core.domain import Role
 from core.services.telegram import BotInfo, DeliveryView, LinkCode, LinkStatus
+from core.services.telegram_prefs import THRESHOLD_RULE
 from pages.alerts_parts import (
     CODE,
     NO_BOT,
@@ -223,7 +224,7 @@ def test_saving_settings_stores_modes_dnd_summary_and_threshold(desk) -> None:
     at.time_input(key="alerts_dnd_start").set_value(time(22, 30))
     at.time_input(key="alerts_dnd_end").set_value(time(6, 45))
     at.checkbox(key="alerts_summary_on").uncheck()
-    at.number_input(key="alerts_signal_threshold").set_value(0.85)
+    at.text_input(key="alerts_signal_threshold").input("0.85")
     at.button(key="alerts_settings_save").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -239,7 +240,7 @@ def test_saving_settings_stores_modes_dnd_summary_and_threshold(desk) -> None:
     again = on_alerts(desk, "kamla")
     assert again.radio(key="alerts_mode_order_filled").value == "silent"
     assert again.checkbox(key="alerts_dnd_on").value is True
-    assert again.number_input(key="alerts_signal_threshold").value == pytest.approx(0.85)
+    assert again.text_input(key="alerts_signal_threshold").value == "0.85"
 
 
 def test_a_threshold_outside_the_rule_is_refused_with_the_rule_and_nothing_is_saved(
@@ -247,7 +248,7 @@ def test_a_threshold_outside_the_rule_is_refused_with_the_rule_and_nothing_is_sa
     svc, logins = desk
     at = on_alerts(desk, "priya")
     at.radio(key="alerts_mode_order_placed").set_value("off")
-    at.number_input(key="alerts_signal_threshold").set_value(0.995)
+    at.text_input(key="alerts_signal_threshold").input("0.995")
     at.button(key="alerts_settings_save").click().run()
     assert not at.exception, at.exception
     [error] = at.error
@@ -256,6 +257,43 @@ def test_a_threshold_outside_the_rule_is_refused_with_the_rule_and_nothing_is_sa
     prefs = svc.telegram.notification_prefs(who(svc, logins, "priya"))
     assert prefs.mode(AlertType.ORDER_PLACED) is Mode.ON
     assert prefs.signal_min_probability == Decimal("0.00")
+
+
+@pytest.mark.parametrize("typed", ["-1", "1.5", "75%"])
+def test_a_threshold_the_field_would_not_take_is_refused_as_typed_and_the_old_one_kept(
+        desk, typed: str) -> None:
+    # The QA pass: at 0.50, typing -1 (or 1.5) and saving said "saved" and kept 0.50.
+    svc, logins = desk
+    priya = who(svc, logins, "priya")
+    svc.telegram.update_prefs(priya, signal_min_probability=Decimal("0.50"))
+    at = on_alerts(desk, "priya")
+    field = at.text_input(key="alerts_signal_threshold")
+    assert field.value == "0.50"
+    assert "(0.00-0.99, at most 3 decimals;" in field.label  # as the rule: no 1.00
+    assert field.help == f"{THRESHOLD_RULE}."
+    at.radio(key="alerts_mode_order_placed").set_value("off")
+    field.input(typed)
+    at.button(key="alerts_settings_save").click().run()
+    assert not at.exception, at.exception
+    [error] = at.error
+    assert error.value == f"{THRESHOLD_RULE}; got {typed}"
+    assert "Alert settings saved." not in texts(at)
+    assert at.text_input(key="alerts_signal_threshold").value == typed  # left to correct
+    prefs = svc.telegram.notification_prefs(priya)
+    assert prefs.signal_min_probability == Decimal("0.50")
+    assert prefs.mode(AlertType.ORDER_PLACED) is Mode.ON
+
+
+def test_the_threshold_field_shows_every_stored_decimal_and_saving_keeps_them(desk) -> None:
+    svc, logins = desk
+    priya = who(svc, logins, "priya")
+    svc.telegram.update_prefs(priya, signal_min_probability=Decimal("0.755"))
+    at = on_alerts(desk, "priya")
+    assert at.text_input(key="alerts_signal_threshold").value == "0.755"
+    at.radio(key="alerts_mode_order_placed").set_value("off")  # save something else
+    at.button(key="alerts_settings_save").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert svc.telegram.notification_prefs(priya).signal_min_probability == Decimal("0.755")
 
 
 def test_a_dnd_window_that_starts_when_it_ends_is_refused_with_the_times(desk) -> None:
@@ -362,6 +400,6 @@ def test_with_the_telegram_channel_and_an_environment_bot_the_page_says_so(
 
 def test_the_signal_threshold_says_when_no_signal_alert_can_come(desk) -> None:
     at = on_alerts(desk, "priya")  # the demo desk has no model yet
-    assert at.number_input(key="alerts_signal_threshold").value == pytest.approx(0.0)
+    assert at.text_input(key="alerts_signal_threshold").value == "0.00"
     assert any(w.value.startswith("No model is in use, so no signal alert comes now")
                for w in at.warning)

@@ -28,6 +28,7 @@ from core.services.telegram import (
     code_hash,
 )
 from core.services.telegram_delivery import NOT_LINKED
+from core.services.telegram_prefs import THRESHOLD_RULE
 from db.models import (
     AccountRow,
     AlertDeliveryRow,
@@ -367,6 +368,42 @@ def test_bad_preferences_state_the_rule_and_write_nothing(
         services.telegram.update_prefs(kamla, modes=modes, **given)
     assert _count(services, AlertPreferenceRow) == 0
     assert _count(services, NotificationSettingsRow) == 0
+
+
+@pytest.mark.parametrize("typed", ["-1", "1.5", "1", "75%", "0,75", "abc", "0.7555", "1e-1",
+                                   "\u0966.\u096b"])  # the last: Devanagari digits 0.5
+def test_a_typed_threshold_the_rule_refuses_is_quoted_with_the_rule_and_nothing_is_written(
+        services: Services, login: Login, typed: str) -> None:
+    kamla = login("kamla")
+    services.telegram.update_prefs(kamla, signal_min_probability="0.50")
+    before = services.telegram.notification_prefs(kamla)
+    with pytest.raises(ValidationError) as refused:
+        services.telegram.update_prefs(kamla, modes={"signal": "off"},
+                                       signal_min_probability=f" {typed} ")
+    assert str(refused.value) == (
+        "Signal threshold must be between 0.00 and 0.99 (a probability: 0.75, not 75%) with at "
+        f"most 3 decimals; got {typed}")
+    assert str(refused.value).startswith(THRESHOLD_RULE)
+    assert services.telegram.notification_prefs(kamla) == before
+    assert len(_audits(services, "telegram.prefs")) == 1
+
+
+def test_an_empty_typed_threshold_is_refused_with_the_rule(
+        services: Services, login: Login) -> None:
+    with pytest.raises(ValidationError, match=r"at most 3 decimals; got nothing \(0.00 lets"):
+        services.telegram.update_prefs(login("kamla"), signal_min_probability="  ")
+    assert _count(services, NotificationSettingsRow) == 0
+
+
+@pytest.mark.parametrize(("typed", "stored"), [
+    ("0.75", "0.75"), (" .5 ", "0.5"), ("0.755", "0.755"), ("0", "0"), ("0.99", "0.99"),
+    ("0.990000", "0.990"),
+])
+def test_a_typed_threshold_within_the_rule_is_stored_as_typed(
+        services: Services, login: Login, typed: str, stored: str) -> None:
+    kamla = login("kamla")
+    services.telegram.update_prefs(kamla, signal_min_probability=typed)
+    assert services.telegram.notification_prefs(kamla).signal_min_probability == Decimal(stored)
 
 
 # -- delivery planning ------------------------------------------------------------------------

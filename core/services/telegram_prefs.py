@@ -6,6 +6,7 @@ settings; a bad value is refused with the rule and nothing is written.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import time
 from decimal import Decimal, InvalidOperation
@@ -22,6 +23,11 @@ from core.services.telegram_delivery import load_prefs
 from db.models import AlertPreferenceRow, NotificationSettingsRow
 
 THRESHOLD_MIN, THRESHOLD_MAX = Decimal("0.00"), Decimal("0.99")
+#: The signal threshold's rule, as the Alerts page shows it and refusals state it.
+THRESHOLD_RULE = (f"Signal threshold must be between {THRESHOLD_MIN} and {THRESHOLD_MAX} "
+                  "(a probability: 0.75, not 75%) with at most 3 decimals")
+# A typed threshold: ASCII digits and at most one point (no sign, exponent, '%' or ',').
+_TYPED = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _MILLI = Decimal("0.001")
 # A widget's float (0.71 -> 0.7100000000000001) is rounded to 3 decimals when this close.
 _FLOAT_NOISE = Decimal("1e-9")
@@ -51,19 +57,21 @@ class TelegramPrefs(ServiceBase):
         modes: Mapping[str, str] | None = None,
         dnd: tuple[time, time] | _Unchanged | None = UNCHANGED,
         daily_summary_time: time | _Unchanged | None = UNCHANGED,
-        signal_min_probability: Decimal | _Unchanged = UNCHANGED,
+        signal_min_probability: Decimal | str | _Unchanged = UNCHANGED,
     ) -> NotificationPrefs:
         """Change the actor's own notification settings; return them as now stored.
 
         ``modes`` maps alert types (``"order_filled"``) to ``"on"``, ``"silent"`` or ``"off"``;
         types left out keep their mode. ``dnd`` None removes the window.
+        ``signal_min_probability`` may be the text a person typed (``"0.75"``); it is judged as
+        typed (:data:`THRESHOLD_RULE`).
 
         Raises
         ------
         ValidationError
             For an unknown type or mode, a DND window that starts when it ends, a daily summary
-            time before the summaries start (15:35 IST), or a signal threshold outside
-            0.50-0.99; nothing is written.
+            time before the summaries start (15:35 IST), or a signal threshold that is no
+            number from 0.00 to 0.99 with at most 3 decimals; nothing is written.
         """
         parsed = {parse_choice(AlertType, key, "alert type"): parse_choice(Mode, value, "mode")
                   for key, value in (modes or {}).items()}
@@ -117,15 +125,27 @@ class TelegramPrefs(ServiceBase):
 
 
 def _threshold(value: object) -> Decimal:
-    """Return a signal threshold as a Decimal, or raise ValidationError with the rule."""
-    try:
-        parsed = value if isinstance(value, Decimal) else Decimal(str(value))
-    except InvalidOperation:
-        parsed = Decimal("NaN")
-    if parsed.is_finite() and abs(parsed - parsed.quantize(_MILLI)) < _FLOAT_NOISE:
-        parsed = parsed.quantize(_MILLI)
+    """Return a signal threshold as a Decimal, or raise ValidationError with the rule.
+
+    Text is judged as typed (``"0.75"``; surrounding spaces aside) and quoted in the refusal;
+    a widget's float is first rounded to 3 decimals when it is that close.
+    """
+    shown = value.strip() if isinstance(value, str) else value
+    if isinstance(shown, str):
+        if not shown:
+            raise ValidationError(f"{THRESHOLD_RULE}; got nothing (0.00 lets every BUY and "
+                                  "SELL through)")
+        parsed = Decimal(shown) if _TYPED.fullmatch(shown) else Decimal("NaN")
+    else:
+        try:
+            parsed = value if isinstance(value, Decimal) else Decimal(str(value))
+        except InvalidOperation:
+            parsed = Decimal("NaN")
+        if parsed.is_finite() and abs(parsed - parsed.quantize(_MILLI)) < _FLOAT_NOISE:
+            parsed = parsed.quantize(_MILLI)
     if not parsed.is_finite() or not THRESHOLD_MIN <= parsed <= THRESHOLD_MAX \
             or parsed != parsed.quantize(_MILLI):
-        raise ValidationError(f"Signal threshold must be between {THRESHOLD_MIN} and "
-                              f"{THRESHOLD_MAX} with at most 3 decimals; got {value}")
-    return parsed
+        raise ValidationError(f"{THRESHOLD_RULE}; got {shown}")
+    # Keep the decimals typed, but none past the third (0.990000 -> 0.990; 0.5 stays 0.5).
+    quantized = parsed.quantize(_MILLI)
+    return quantized if len(str(quantized)) < len(str(parsed)) else parsed
