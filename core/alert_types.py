@@ -234,8 +234,8 @@ def decide(alert: Alert, prefs: NotificationPrefs, at: datetime) -> Decision:
     if alert_type is AlertType.SIGNAL and alert.probability is not None \
             and alert.probability < threshold:
         return Decision(send=False, silent=False,
-                        reason=f"Signal probability {alert.probability:.2f} is below your "
-                               f"threshold {threshold:.2f}")
+                        reason=f"Signal probability {probability_text(alert.probability)} is "
+                               f"below your threshold {probability_text(threshold)}")
     if mode is Mode.SILENT:
         return Decision(send=True, silent=True, reason=f"{alert_type.label} alerts are silent")
     if prefs.in_dnd(at) and alert.severity != CRITICAL:

@@ -123,6 +123,11 @@ LUNCH = (time(13, 0), time(14, 30))
     # signals against the member's threshold
     (_alert("signal.new", probability=Decimal("0.65")), _prefs(threshold="0.70"), AT,
      Decision(False, False, "Signal probability 0.65 is below your threshold 0.70")),
+    # both numbers with every stored digit: a probability just below never reads as equal
+    (_alert("signal.new", probability=Decimal("0.2996")), _prefs(threshold="0.30"), AT,
+     Decision(False, False, "Signal probability 0.2996 is below your threshold 0.30")),
+    (_alert("signal.new", probability=Decimal("0.7549")), _prefs(threshold="0.755"), AT,
+     Decision(False, False, "Signal probability 0.7549 is below your threshold 0.755")),
     (_alert("signal.new", probability=Decimal("0.70")), _prefs(threshold="0.70"), AT,
      Decision(True, False, None)),
     (_alert("signal.new", probability=Decimal("0.91")), _prefs(threshold="0.90"), AT,

@@ -469,6 +469,18 @@ def test_a_signal_reaches_only_members_whose_threshold_it_meets(
     assert planned["priya"].skip_reason == "Signal probability 0.82 is below your threshold 0.90"
 
 
+def test_a_signal_just_below_a_threshold_is_skipped_with_numbers_that_differ(
+        services: Services, login: Login) -> None:
+    # The QA pass read "Signal probability 0.30 is below your threshold 0.30".
+    priya = _link_all(services, login, "priya")["priya"]
+    services.telegram.update_prefs(priya, signal_min_probability="0.30")
+    alert = _enqueue(services, key="s2", kind="signal.new", title="BUY INFY",
+                     probability=Decimal("0.2996"))
+    planned = _by_user(services, services.telegram.plan(alert, now_ist()))
+    assert planned["priya"].skip_reason == ("Signal probability 0.2996 is below your threshold "
+                                            "0.30")
+
+
 def test_a_recorded_recipient_is_never_planned_again(services: Services, login: Login) -> None:
     _link_all(services, login, "rahul", "priya")
     alert = _enqueue(services, key="r1")
