@@ -438,9 +438,23 @@ def _model_evidence(p: Prediction, direction: Direction) -> Evidence:
         "model",
         f"P({direction.value.lower()})",
         f"model {p.model_version}: P({direction.value} reaches target 1 before the stop) "
-        f"{prob:.2f} against the expected hit rate now of {base:.2f} (edge {prob - base:+.2f})",
+        f"{_edge_words(prob, base)}",
         float(prob),
     )
+
+
+def _edge_words(prob: float, base: float) -> str:
+    """Return ``0.322 against the expected hit rate now of 0.295 (edge +0.027)``.
+
+    The edge has 3 decimals, as the action rule's evidence gives it; the probability and the
+    rate have 3 decimals, or 4 where 3 would not visibly subtract to the edge shown.
+    """
+    edge = f"{prob - base:+.3f}"
+    places = 3
+    if f"{round(prob, places) - round(base, places):+.3f}" != edge:
+        places = 4
+    return (f"{prob:.{places}f} against the expected hit rate now of {base:.{places}f} "
+            f"(edge {edge})")
 
 
 def _contribution_evidence(p: Prediction, direction: Direction, top: int) -> list[Evidence]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -631,5 +632,8 @@ def test_the_held_out_hit_rate_and_the_expected_hit_rate_now_are_named_apart(
     signal = trained.signals.generate(login("priya"), "INFY")
     model = next(e for e in signal.evidence if e.source == "model" and e.name.startswith("P("))
     base = (artifact.base_rate_long if model.name == "P(long)" else artifact.base_rate_short)
-    assert f"against the expected hit rate now of {base:.2f} (edge " in model.detail
+    # the rate to 3 decimals (4 where 3 would not subtract to the edge), the edge to 3
+    shown = re.search(r"against the expected hit rate now of (0\.\d{3,4}) \(edge [+-]0\.\d{3}\)",
+                      model.detail)
+    assert shown is not None and float(shown.group(1)) == pytest.approx(base, abs=5e-4)
     assert "base rate" not in " ".join(e.detail for e in signal.evidence)

@@ -7,6 +7,7 @@ import math
 import random
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 
 import numpy as np
@@ -235,7 +236,7 @@ def test_a_long_edge_the_ensemble_backs_gives_a_buy_with_every_field() -> None:
     pushes = [e.value for e in signal.evidence[5:]]
     assert pushes == [-0.30, 0.12, 0.05, -0.02, 0.01]  # largest |push| first, top 5
     assert signal.evidence[6].detail.startswith("roc_20 = -0.08 pushed the probability up")
-    assert ("0.36 against the expected hit rate now of 0.28 (edge +0.08)"
+    assert ("0.360 against the expected hit rate now of 0.280 (edge +0.080)"
             in signal.evidence[3].detail)
 
 
@@ -288,6 +289,24 @@ def test_too_small_an_edge_holds_with_the_edges_in_the_evidence() -> None:
         "HOLD: no direction beats its expected hit rate by 0.03 and the other direction "
         "(edge LONG +0.010, SHORT +0.010)"
     )
+
+
+@pytest.mark.parametrize(("p_long", "base_long", "words"), [
+    # the QA pass: the model line said 0.32 against 0.29 (edge +0.03), the rule line +0.026
+    (0.322, 0.296, "0.322 against the expected hit rate now of 0.296 (edge +0.026)"),
+    # 3 decimals would read 0.321 - 0.295 = 0.026 beside an edge of +0.027: 4 are shown
+    (0.3214, 0.2946, "0.3214 against the expected hit rate now of 0.2946 (edge +0.027)"),
+])
+def test_a_hold_s_model_evidence_gives_the_edge_the_rule_line_gives(
+        p_long: float, base_long: float, words: str) -> None:
+    prediction = replace(_prediction(p_long, 0.27), base_rate_long=base_long)
+    signal = build_signal("ADANIENT", sample_bars("ADANIENT"), prediction)
+    assert signal.action is HOLD
+    model = next(e for e in signal.evidence if e.name == "P(long)")
+    assert model.detail.endswith(words)
+    edge = re.search(r"\(edge ([+-]0\.\d{3})\)$", model.detail)
+    assert edge is not None
+    assert f"(edge LONG {edge.group(1)}, SHORT +0.010)" in signal.evidence[-1].detail
 
 
 def test_too_little_history_names_the_bars_needed() -> None:
