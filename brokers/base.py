@@ -130,6 +130,10 @@ class PreTrade:
     #: A desk-database broker's own record of this read (``pre_trade_in``), which its
     #: ``place_in`` in the same transaction reuses instead of reading everything again.
     token: object | None = None
+    #: Whether the account already sold the symbol from delivery today: the depository (DP)
+    #: charge is once per scrip per day, so another delivery sell today pays none. False
+    #: (the DP charge is counted) when the broker does not say.
+    dp_paid: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,12 +181,17 @@ class OrderEstimate:
         return max(self.required_funds - self.available_funds, Decimal(0))
 
 
-def charges_estimate(request: OrderRequest, price: Decimal, trade_date: date) -> Charges:
-    """Return the charges of executing ``request`` in full at ``price`` (paper profile)."""
+def charges_estimate(request: OrderRequest, price: Decimal, trade_date: date,
+                     dp_applies: bool = True) -> Charges:
+    """Return the charges of executing ``request`` in full at ``price`` (paper profile).
+
+    ``dp_applies`` False: the account already paid today's DP charge on the symbol (a delivery
+    sell earlier today), so this delivery sell pays none.
+    """
     segment = (costs.Segment.EQUITY_INTRADAY if request.product is Product.MIS
                else costs.Segment.EQUITY_DELIVERY)
     leg = costs.leg_charges(segment, request.side.value.lower(), price, request.quantity,
-                            trade_date, costs.DEFAULT_PROFILE)
+                            trade_date, costs.DEFAULT_PROFILE, dp_applies=dp_applies)
     return Charges(*(getattr(leg, name) for name in CHARGE_FIELDS))
 
 
@@ -340,7 +345,8 @@ class OrderManager:
                 "market feed, which has not priced this symbol (see the Market page)")
         price = at if at is not None else expected_price(
             request, quote.ltp, self.slippage_bps, instrument.tick_size)
-        charges = charges_estimate(request, price, session_state.trading_day)
+        charges = charges_estimate(request, price, session_state.trading_day,
+                                   dp_applies=not pre.dp_paid)
         needed = required_funds(request, price, charges, self.mis_leverage, pre.open_mis)
         if not session_state.is_open and not request.amo and at is None:
             warnings.append(f"Market closed ({session_state.detail}): tick AMO to queue it")

@@ -19,7 +19,7 @@ from datetime import date
 from decimal import Decimal
 
 from core import portfolio
-from core.trading import Position, Trade
+from core.trading import Position, Product, Side, Trade
 
 
 def _merge_rows(old: Position | None, new: Position | None,
@@ -110,12 +110,20 @@ class AccountBook:
         """Start with no fills."""
         self.count = 0
         self._queues: dict[tuple[str, str], QueueBook] = {}
+        #: (symbol, trade date) of every delivery (CNC) sell: the DP charge is once a day each.
+        self._delivery_sells: set[tuple[str, date]] = set()
         self._summed: tuple[tuple[portfolio.Book, ...], portfolio.Book] | None = None
 
     def add(self, trade: Trade) -> None:
         """Add one fill to its queue."""
         self._queues.setdefault((trade.symbol, trade.product), QueueBook()).add(trade)
         self.count += 1
+        if trade.product is Product.CNC and trade.side is Side.SELL:
+            self._delivery_sells.add((trade.symbol, trade.trade_date))
+
+    def delivery_sold(self, day: date) -> frozenset[str]:
+        """Return the symbols sold from delivery on ``day`` (their DP charge is paid)."""
+        return frozenset(symbol for symbol, sold_on in self._delivery_sells if sold_on == day)
 
     def book(self, ltp: Mapping[str, Decimal] | None, today: date) -> portfolio.Book:
         """Return the book on ``today`` marked at ``ltp`` (None: at each queue's last marks).

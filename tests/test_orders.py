@@ -706,3 +706,28 @@ def test_an_account_with_open_orders_gtts_or_shares_cannot_be_closed(
     close()  # flat: it closes
     assert not next(a for a in services.household.list_accounts(rahul, include_closed=True)
                     if a.id == priya_account).is_active
+
+
+def test_a_second_delivery_sell_of_a_scrip_today_is_estimated_without_the_dp_charge(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    def sell(quantity: int) -> OrderRequest:
+        return _buy(priya_account, side=Side.SELL, quantity=quantity,
+                    order_type=OrderType.MARKET, price=None)
+
+    services.orders.place(priya, _buy(priya_account, order_type=OrderType.MARKET, price=None))
+    tick(services.db, "INFY", "1500.00")
+    services.orders.step()  # 10 INFY bought for delivery today
+    first = services.orders.estimate(priya, sell(4))
+    assert first.charges.dp_charge == Decimal("13.5")  # the day's first delivery sell pays DP
+    services.orders.place(priya, sell(4))
+    tick(services.db, "INFY", "1501.00")
+    services.orders.step()
+    second = services.orders.estimate(priya, sell(3))
+    assert second.charges.dp_charge == 0  # once per scrip per day: already paid
+    order = services.orders.place(priya, sell(3))
+    tick(services.db, "INFY", "1502.00")
+    services.orders.step()
+    with services.db.transaction() as session:
+        [trade] = session.scalars(select(TradeRow).where(TradeRow.order_id == order.id))
+        assert (trade.quantity, trade.dp_charge) == (3, 0)  # the fill agrees with the Review

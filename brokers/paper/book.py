@@ -76,6 +76,11 @@ class FillCache:
                          int(last or 0))
             return Decimal(paid_in or 0), Decimal(blocked or 0), self._fills.book(None, today)
 
+    def delivery_sold(self, day: date) -> frozenset[str]:
+        """Return the symbols this account sold from delivery on ``day``, as last read."""
+        with self._lock:
+            return self._fills.delivery_sold(day)
+
     def _refresh(self, session: Session) -> None:
         """Read the fills added since the last read (all of them if the count disagrees)."""
         count, last = session.execute(_VERSION, {"account": self.account_id}).one()

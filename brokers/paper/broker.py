@@ -158,7 +158,8 @@ class PaperBroker:
         held, bought = state.delivery_quantity(instrument.symbol)
         token = _Prepared(session, self.account_id, instrument, now, market, quote, state)
         return PreTrade(market, quote, state.mis_quantity(instrument.symbol), held, bought,
-                        state.funds.available, token)
+                        state.funds.available, token,
+                        dp_paid=instrument.symbol in state.dp_paid)
 
     def place_in(self, session: Session, request: OrderRequest,
                  pre: PreTrade | None = None) -> str:
@@ -418,7 +419,7 @@ class PaperBroker:
             account = self._state(session, to_ist(now).date())
         held, bought = account.delivery_quantity(symbol)
         return PreTrade(state, quote, account.mis_quantity(symbol), held, bought,
-                        account.funds.available)
+                        account.funds.available, dp_paid=symbol in account.dp_paid)
 
     # -- capital (paper only) -------------------------------------------------------------
     def deposits(self) -> Decimal:

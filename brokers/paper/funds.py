@@ -47,6 +47,8 @@ class AccountState:
 
     book: portfolio.Book
     funds: Funds
+    #: Symbols already sold from delivery today: their DP charge is paid (once a day each).
+    dp_paid: frozenset[str] = frozenset()
 
     def mis_quantity(self, symbol: str) -> int:
         """Return the signed open MIS quantity of ``symbol`` (+ long, − short)."""
@@ -68,7 +70,7 @@ def account_state(
     paid_in, blocked, book = fills.money_and_book(session, today)
     funds = portfolio.compute_funds(fills.account_id, paid_in, book, blocked,
                                     config.mis_leverage)
-    return AccountState(book, funds)
+    return AccountState(book, funds, fills.delivery_sold(today))
 
 
 def needed_funds(
@@ -78,7 +80,8 @@ def needed_funds(
     """Return what ``request`` blocks (rupees, rounded up to 4 decimals); see the module doc."""
     price = expected_price(request, ltp, config.slippage_bps, tick)
     charges = leg_charges(config.profile, request.product, request.side, price,
-                          request.quantity, today)
+                          request.quantity, today,
+                          dp_applies=request.symbol not in state.dp_paid)
     needed = required_funds(request, price, charges, config.mis_leverage,
                             state.mis_quantity(request.symbol))
     return needed.quantize(MONEY_QUANTUM, rounding=ROUND_CEILING)
