@@ -339,15 +339,19 @@ def test_an_admin_sets_the_bot_token_which_is_never_shown_again(desk) -> None:
     assert svc.telegram.bot_info(who(svc, logins, "rahul")).configured is False
 
 
-def test_a_malformed_token_is_refused_by_the_rule_without_echoing_it(desk) -> None:
+@pytest.mark.parametrize("bad", [
+    "12345:short-secret-value",
+    # the QA pass: the bot's id in Devanagari digits was saved and audited
+    "\u0967\u0968\u0969\u096a\u096b\u096c\u096d\u096e\u096f:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+])
+def test_a_malformed_token_is_refused_by_the_rule_without_echoing_it(desk, bad: str) -> None:
     svc, logins = desk
     at = on_alerts(desk, "rahul")
-    bad = "12345:short-secret-value"
     at.text_input(key="alerts_bot_token").input(bad)
     at.button(key="alerts_bot_save").click().run()
     [error] = at.error
     assert "A Telegram bot token is the bot's id (5-12 digits)" in error.value
-    assert "short-secret-value" not in _rendered(at)
+    assert bad.partition(":")[2] not in _rendered(at)
     assert svc.telegram.bot_info(who(svc, logins, "rahul")).configured is False
 
 

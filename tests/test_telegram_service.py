@@ -170,6 +170,9 @@ def test_only_household_admins_may_set_or_clear_the_bot_token(
     "1234:AAHdqTcvCH1vGWJxfSeofSAs0K5PAL",
     "123456789:short", "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw x",
     "123456789:" + "A" * 65,
+    # the bot's id in other scripts' digits (Devanagari, fullwidth): Telegram never issues them
+    "\u0967\u0968\u0969\u096a\u096b\u096c\u096d\u096e\u096f:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_x",
+    "\uff11\uff12\uff13\uff14\uff15\uff16:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_x",
 ])
 def test_a_malformed_token_is_refused_with_the_rule_without_echoing_it(
         services: Services, login: Login, bad: str) -> None:

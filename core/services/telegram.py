@@ -45,8 +45,9 @@ __all__ = ["UNCHANGED", "BotInfo", "BotTarget", "ChatLink", "DeliveryView", "Lin
 
 log = logging.getLogger("sher.telegram")
 
-#: Bot API token shape: the bot's numeric id, a colon, the secret part.
-TOKEN_RULE = r"^\d{5,12}:[A-Za-z0-9_-]{30,64}$"  # noqa: S105 - a pattern, not a secret
+#: Bot API token shape: the bot's numeric id, a colon, the secret part. ASCII digits only:
+#: ``\d`` would take any script's digits (१२३...), which Telegram never issues.
+TOKEN_RULE = r"^[0-9]{5,12}:[A-Za-z0-9_-]{30,64}$"  # noqa: S105 - a pattern, not a secret
 _TOKEN_RE = re.compile(TOKEN_RULE)
 #: Link codes use letters and digits people cannot confuse (no 0/O, 1/I/L).
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
