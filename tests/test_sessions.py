@@ -403,7 +403,8 @@ def test_with_totp_enabled_login_asks_for_the_code_and_refuses_a_replay(
     assert replay.details == '{"reason":"wrong or reused 2FA code"}'
 
 
-@pytest.mark.parametrize("code", ["12ab56", "12345"])
+@pytest.mark.parametrize("code", ["12ab56", "12345",
+                                  "\u0967\u0968\u0969\u096a\u096b\u096c"])  # Devanagari
 def test_a_malformed_totp_code_is_refused_as_not_6_digits_and_writes_nothing(
     services: Services, demo_logins: dict[str, DemoLogin], code: str
 ) -> None:

@@ -27,7 +27,8 @@ from core.passwords import check_policy, hash_password, verify_password
 from core.services.base import ServiceBase
 from db.models import AuditRow, MemberRow, SessionRow, UserRow
 
-TOTP_PATTERN = re.compile(r"^\d{6}$")
+# ASCII digits: \d would take any script's (१२३४५६), and such a code could only be "wrong".
+TOTP_PATTERN = re.compile(r"^[0-9]{6}$")
 TOTP_ISSUER = "SHER"
 END_LOGOUT = "logout"
 END_PASSWORD = "password changed"  # noqa: S105 - a reason label, not a secret
