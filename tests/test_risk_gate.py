@@ -115,6 +115,24 @@ def test_a_duplicate_order_within_the_window_is_refused_and_passes_after_it(
     assert services.orders.place(priya, _mis(account)).status is not OrderStatus.REJECTED
 
 
+def test_asking_again_for_an_order_the_gate_cut_is_refused_as_a_duplicate(
+    services: Services, priya: Actor, account: int, demo_url: str,
+) -> None:
+    first = services.orders.place(priya, _mis(account, quantity=300))
+    assert 0 < first.quantity < 300  # ₹4.5 lakh of INFY: cut to the 30% sector limit
+    with pytest.raises(RiskRejected, match=r"the same order \(BUY 300 shares of INFY\)"):
+        services.orders.place(priya, _mis(account, quantity=300))
+    # Another process (the app beside the worker, a second tab's server) reads the order back
+    # from the database, where it stands at the size placed; the size asked counts there too.
+    other = Services(Database(demo_url), make_settings(demo_url))
+    try:
+        with pytest.raises(RiskRejected, match="duplicate"):
+            other.orders.place(priya, _mis(account, quantity=300))
+    finally:
+        other.db.dispose()
+    assert _orders(services) == 1
+
+
 def test_a_state_engaged_by_another_process_stops_this_processs_next_order(
     services: Services, priya: Actor, account: int, demo_url: str,
 ) -> None:

@@ -147,9 +147,11 @@ _NEW_FILLS = (select(*cast(Table, TradeRow.__table__).c)
               .order_by(TradeRow.executed_at, TradeRow.id))
 #: What the orders/second count and the duplicate window read of each recent order, and the
 #: exposure checks of each open one (its unfilled part may still fill: see _with_open_orders).
+#: The last is the size the person asked for when the gate cut it (else NULL): a repeat of
+#: the request is a duplicate whatever size the first one was placed at.
 _RECENT_COLUMNS = (OrderRow.created_at, OrderRow.symbol, OrderRow.side, OrderRow.quantity,
                    OrderRow.status, OrderRow.client_order_id, OrderRow.filled_quantity,
-                   OrderRow.price, OrderRow.trigger_price)
+                   OrderRow.price, OrderRow.trigger_price, OrderRow.requested_quantity)
 _OPEN_STATUSES = (OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
 #: Recent or open (a union: each part has its index; an OR would read every order of the
 #: account).
@@ -232,7 +234,9 @@ class DeskRiskGate:
         self._paid_in: dict[int, tuple[float, Decimal]] = {}
         self._ledgered: set[int] = set()  # accounts whose paid-in is a ledger's (paper)
         self._limits: dict[int, tuple[float, RiskLimits, str, int]] = {}
-        self._approved: dict[int, deque[tuple[float, str, Side, int, str | None]]] = {}
+        #: Per account: (when, symbol, side, quantity approved, client order id, quantity
+        #: asked) of each approval, for the orders/second count and the duplicate window.
+        self._approved: dict[int, deque[tuple[float, str, Side, int, str | None, int]]] = {}
 
     # -- the RiskGate protocol ---------------------------------------------------------------
     def check(self, request: OrderRequest, context: RiskContext) -> RiskDecision:
@@ -244,7 +248,7 @@ class DeskRiskGate:
             if decision.approved:
                 self._approved.setdefault(request.account_id, deque()).append(
                     (time.monotonic(), request.symbol, request.side, decision.quantity,
-                     request.client_order_id))
+                     request.client_order_id, request.quantity))
         # A refusal gives its rules only: sizing notes of an order that is not placed confuse.
         reasons = decision.reasons if decision.approved else tuple(
             r.message for r in decision.rejections)
@@ -475,7 +479,11 @@ class DeskRiskGate:
 
     def _recent(self, request: OrderRequest, limits: RiskLimits,
                 rows: list[Any] | None = None) -> tuple[int, float | None]:
-        """Return (orders in the last second, seconds since an identical order or None)."""
+        """Return (orders in the last second, seconds since an identical order or None).
+
+        Identical: the same symbol, side and quantity, the quantity being the one placed or
+        the one asked for when the gate cut it (so asking for the same again is a repeat).
+        """
         now_mono = time.monotonic()
         window = max(limits.duplicate_window_s, 1)
         if rows is None:
@@ -485,12 +493,12 @@ class DeskRiskGate:
         now = datetime.now(UTC)
         db_rate, ages = 0, []
         written = {row[5] for row in rows}
-        for created, symbol, side, quantity, status, client_id, *_ in rows:
+        for created, symbol, side, quantity, status, client_id, *_, asked in rows:
             age = (now - _aware(created)).total_seconds()
             if age < 1.0:
                 db_rate += 1
             if (status not in _NOT_DUPLICATES and symbol == request.symbol
-                    and side is request.side and quantity == request.quantity
+                    and side is request.side and request.quantity in (quantity, asked)
                     and client_id != request.client_order_id):
                 ages.append(age)
         approvals = self._approved.get(request.account_id)
@@ -498,11 +506,12 @@ class DeskRiskGate:
         if approvals is not None:
             while approvals and now_mono - approvals[0][0] > window:
                 approvals.popleft()
-            for at, symbol, side, quantity, approved_id in approvals:
+            for at, symbol, side, quantity, approved_id, asked in approvals:
                 age = now_mono - at
                 if age < 1.0:
                     mem_rate += 1
-                if ((symbol, side, quantity) == (request.symbol, request.side, request.quantity)
+                if ((symbol, side) == (request.symbol, request.side)
+                        and request.quantity in (quantity, asked)
                         and approved_id != request.client_order_id
                         and approved_id not in written):  # written: its status decides
                     ages.append(age)
