@@ -294,6 +294,7 @@ def test_a_trader_who_tightens_one_limit_keeps_following_the_household_in_the_ot
     ("max_orders_per_second", "20", "'Orders per second at most' must be between 1 and 10"),
     ("daily_loss_pct", "lots", "'Daily loss limit [% of capital]' must be a number"),
     ("mis_square_off_at", "16:00", "'MIS square-off at [HH:MM IST]' must be within market hours"),
+    ("mis_square_off_at", "15:25", "'MIS square-off at [HH:MM IST]' must be at most 15:19 IST"),
     ("risk_per_trade_pct", "0,5", "'Risk per trade [% of capital]' must be a number (e.g. 1 or "
      "0.5); got '0,5': this limit takes no digit grouping, and a comma is no decimal point"),
     ("max_order_value", "1,5", "'Order value at most [₹]' must be a number (e.g. 1 or 0.5); got "

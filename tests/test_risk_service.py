@@ -173,6 +173,9 @@ BAD_VALUES = [
                  "got '25:00'", id="bad-time"),
     pytest.param("mis_square_off_at", "16:00", f"{SQUARE_OFF} must be within market hours "
                  "09:15-15:29 IST; got 16:00", id="after-close"),
+    pytest.param("mis_square_off_at", "15:25", f"{SQUARE_OFF} must be at most 15:19 IST, before "
+                 "the brokers' own MIS auto square-off at 15:20 (Zerodha, Dhan: ₹50 + GST an "
+                 "order, and no fresh MIS after it); got 15:25", id="after-the-brokers"),
     pytest.param("risk_per_trade_pct", "11", f"{RISK_PCT} must be between 0.01 and 10; got 11",
                  id="above-range"),
     pytest.param("weekly_loss_pct", "0.5", "'Weekly loss limit [% of capital]' (0.5) must be at "
@@ -251,7 +254,7 @@ def test_a_trader_may_tighten_her_account_but_never_loosen_it(
                                   "account's current 1 (lower is stricter)"),  # the default
         ({"duplicate_window_s": "5"}, "'Duplicate-order window [s]' 5 is looser than the "
                                       "account's current 30 (higher is stricter)"),
-        ({"mis_square_off_at": "15:20"}, "'MIS square-off at [HH:MM IST]' 15:20 is looser than "
+        ({"mis_square_off_at": "15:18"}, "'MIS square-off at [HH:MM IST]' 15:18 is looser than "
                                          "the household's 15:15"),
     ]
     for values, message in looser:

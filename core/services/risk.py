@@ -141,8 +141,8 @@ EXPLANATIONS: dict[str, str] = {
                                "account [none]",
     "portfolio_mtm_target": "Day MTM profit in rupees that closes every position of the "
                             "account [none]",
-    "mis_square_off_at": "Time (IST) the intraday (MIS) positions are squared off, before the "
-                         "broker's own 15:20 [15:15]",
+    "mis_square_off_at": "Time (IST) the intraday (MIS) positions are squared off, 09:15-15:19: "
+                         "before the broker's own 15:20 [15:15]",
 }
 
 #: Limits where a larger value is stricter (a wider assumed stop gives a smaller size ...).
@@ -337,6 +337,22 @@ def parse_limits(values: Mapping[str, object]) -> dict[str, object]:
     return parsed
 
 
+#: The latest MIS square-off time a person may set: the minute before the brokers' own
+#: intraday auto square-off at 15:20 IST (MARKET_FACTS.md §4). A later time stored before this
+#: rule (up to 15:29, still valid) stays until changed.
+LAST_SQUARE_OFF_AT = time(15, 19)
+
+
+def _square_off_problems(parsed: Mapping[str, object], current: RiskLimits) -> list[str]:
+    """Refuse a new MIS square-off time after :data:`LAST_SQUARE_OFF_AT` (up to 15:29)."""
+    square_off = parsed.get("mis_square_off_at")
+    if (not isinstance(square_off, time) or square_off == current.mis_square_off_at
+            or not LAST_SQUARE_OFF_AT < square_off <= time(15, 29)):
+        return []  # unchanged, in time, or after the close (limit_problems says so)
+    return [f"{limit_label('mis_square_off_at')} must be at most 15:19 IST, before the brokers' "
+            "own MIS auto square-off at 15:20 (Zerodha, Dhan: ₹50 + GST an order, and no fresh "
+            f"MIS after it); got {square_off:%H:%M}"]
+
 def _parse_all(values: Mapping[str, object]) -> tuple[dict[str, object], list[str]]:
     """Return the values that parse and a sentence for each that does not."""
     unknown = sorted(set(values) - set(LIMIT_FIELDS))
@@ -498,6 +514,7 @@ class RiskService(ServiceBase):
             # Every problem at once: the values that do not parse, then the ranges and
             # relations of the rest (a value that did not parse keeps its current value).
             problems += limit_problems(SimpleNamespace(**merged))
+            problems += _square_off_problems(parsed, current)
             if problems:
                 raise ValidationError(_limits_refusal(problems))
             new = RiskLimits(**merged)
