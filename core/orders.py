@@ -488,8 +488,22 @@ class OrderManager:
         Raises
         ------
         ValidationError, InsufficientFunds, RiskRejected
-            Before anything is written; the message states the rule and the values.
+            Before anything is written; the message states the rule and the values. A
+            refusal by the risk gate is audited (``orders.place``, outcome denied), except
+            the orders-per-second limit's alone (:class:`RateLimited`: paced exits retry it).
         """
+        try:
+            return self._submit(request, placed_by, source, gtt_id, on_recorded, account_label)
+        except RateLimited:
+            raise
+        except RiskRejected as refused:
+            self._audit_refusal(placed_by, "orders.place", f"account:{request.account_id}",
+                                request, refused, source)
+            raise
+
+    def _submit(self, request: OrderRequest, placed_by: Actor | None, source: str,
+                gtt_id: int | None, on_recorded: Callable[[Session, Order], None] | None,
+                account_label: str | None) -> Order:
         given_id = request.client_order_id
         request, instrument = self.normalise(request)
         existing = self._existing(request) if given_id is not None else None
@@ -553,6 +567,23 @@ class OrderManager:
             return request, None
         return gated, {"requested_quantity": request.quantity,
                        "risk_gate": "; ".join(decision.reasons)[:_REASON_CHARS]}
+
+    def _audit_refusal(self, actor: Actor | None, action: str, resource: str,
+                       request: OrderRequest, refused: RiskRejected, source: str) -> None:
+        """Audit a refusal by the risk gate, in a transaction of its own (the order's rolled
+        back): who asked for what, from where, and the gate's reasons."""
+        with self.db.transaction() as session:
+            audit.append(session, audit.AuditEvent(
+                action=action, resource=resource,
+                actor_user_id=actor.user_id if actor else None,
+                actor_username=actor.username if actor else None,
+                household_id=self._household(session, request.account_id),
+                outcome=audit.DENIED, client=actor.client if actor else None, details={
+                    "account_id": request.account_id, "symbol": request.symbol,
+                    "side": request.side.value, "quantity": request.quantity,
+                    "order_type": request.order_type.value, "product": request.product.value,
+                    "price": request.price, "trigger_price": request.trigger_price,
+                    "source": source, "refused": str(refused)[:_REASON_CHARS]}))
 
     def _existing(self, request: OrderRequest) -> Order | None:
         with self.db.transaction() as session:
@@ -787,17 +818,24 @@ class OrderManager:
                 f"New quantity {request.quantity} must be above the {filled} already filled")
         _, instrument = self.normalise(request)
         estimate = self.estimate(request, instrument)
-        gated, decision = self._gate(request, OrderAction.MODIFY, actor.user_id, estimate,
-                                     instrument)
-        # The gate sized this order when it was placed: a change that adds no shares keeps that
-        # size (a reduction the gate would make now, such as a CHOPPY market's half size, was
-        # made then). More shares are sized as a new order of the new quantity would be.
-        if request.quantity > current and gated.quantity < request.quantity:
-            most = max(gated.quantity, current)
-            raise RiskRejected(
-                f"Risk gate allows at most {most} {request.symbol} for this order, not "
-                f"{request.quantity}: a new order of {request.quantity} would be cut to "
-                f"{gated.quantity} ({'; '.join(decision.reasons)}); modify to {most} or fewer")
+        try:
+            gated, decision = self._gate(request, OrderAction.MODIFY, actor.user_id, estimate,
+                                         instrument)
+            # The gate sized this order when it was placed: a change that adds no shares keeps
+            # that size (a reduction the gate would make now, such as a CHOPPY market's half
+            # size, was made then). More shares are sized as a new order of the new quantity
+            # would be.
+            if request.quantity > current and gated.quantity < request.quantity:
+                most = max(gated.quantity, current)
+                raise RiskRejected(
+                    f"Risk gate allows at most {most} {request.symbol} for this order, not "
+                    f"{request.quantity}: a new order of {request.quantity} would be cut to "
+                    f"{gated.quantity} ({'; '.join(decision.reasons)}); modify to {most} or "
+                    "fewer")
+        except RiskRejected as refused:
+            self._audit_refusal(actor, "orders.modify", f"order:{order_id}", request, refused,
+                                "modify")
+            raise
         assert broker_order_id is not None  # noqa: S101 - _open_row checked
         try:
             self.broker_for(request.account_id).modify_order(broker_order_id, change)

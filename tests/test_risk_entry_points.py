@@ -312,12 +312,14 @@ def test_every_public_method_that_can_send_an_order_is_listed_and_gated() -> Non
 
     assert "self._gate(" in source("modify"), "OrderManager.modify no longer calls the gate"
     assert "self._gate(" in source("_checked"), "OrderManager._checked no longer calls the gate"
-    # submit's two ways (the desk's one transaction, or persist-then-send) both check first
-    assert "self._checked(" in source("submit")
-    assert "self._submit_in_one_transaction(" in source("submit")
+    # submit audits a refusal around _submit, whose two ways (the desk's one transaction, or
+    # persist-then-send) both check first
+    assert "self._submit(" in source("submit")
+    assert "self._checked(" in source("_submit")
+    assert "self._submit_in_one_transaction(" in source("_submit")
     assert "self._checked(" in source("_submit_in_one_transaction")
-    assert source("submit").count("self._persist(") == 1
-    assert source("submit").index("self._checked(") < source("submit").index("self._persist(")
+    assert source("_submit").count("self._persist(") == 1
+    assert source("_submit").index("self._checked(") < source("_submit").index("self._persist(")
     assert {"submit"} <= {n for n in dir(OrderManager) if not n.startswith("_")}
 
 

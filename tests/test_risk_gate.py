@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import replace
@@ -131,6 +132,30 @@ def test_asking_again_for_an_order_the_gate_cut_is_refused_as_a_duplicate(
     finally:
         other.db.dispose()
     assert _orders(services) == 1
+
+
+def test_a_refusal_by_the_gate_is_audited_with_who_what_and_why_and_nothing_else_is_written(
+    services: Services, priya: Actor, account: int, login,
+) -> None:
+    services.risk.set_limits(login("rahul"), account, {"max_order_value": "50000"})
+    services.risk_gate.forget_limits()
+    with pytest.raises(RiskRejected, match="above the limit") as refused:
+        services.orders.place(priya, _mis(account, quantity=50))  # ₹75,000 of INFY
+    placed = services.orders.place(priya, _mis(account, quantity=20))
+    with pytest.raises(RiskRejected, match="above the limit") as modify_refused:
+        services.orders.modify(priya, placed.id, quantity=40)
+    with services.db.transaction() as session:
+        denied = list(session.scalars(select(AuditRow).where(AuditRow.outcome == "denied")
+                                      .order_by(AuditRow.id)))
+        orders = session.scalar(select(func.count()).select_from(OrderRow))
+    assert [(a.action, a.resource, a.actor_username, a.household_id) for a in denied] == [
+        ("orders.place", f"account:{account}", "priya", priya.household_id),
+        ("orders.modify", f"order:{placed.id}", "priya", priya.household_id)]
+    place, modify = (json.loads(a.details) for a in denied)
+    assert (place["refused"], place["symbol"], place["side"], place["quantity"],
+            place["source"]) == (str(refused.value), "INFY", "BUY", 50, "web")
+    assert (modify["refused"], modify["quantity"]) == (str(modify_refused.value), 40)
+    assert orders == 1  # the refused order left no row
 
 
 def test_a_state_engaged_by_another_process_stops_this_processs_next_order(
