@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 
 from core.errors import ValidationError
@@ -33,6 +33,46 @@ def paise_adding_up(parts: Sequence[Decimal]) -> list[Decimal]:
     for index in largest[:lacking]:
         floors[index] += PAISA
     return floors
+
+
+def accounts_total(figures: Iterable[Decimal]) -> Decimal:
+    """Return a figure of several accounts as the desk shows it: their figures to the paisa, added.
+
+    The rule for money shown or downloaded, one way everywhere:
+
+    - Money is rounded to the paisa **per account**, where the money lives: an account's figure
+      is its exact amount rounded once (half up, :func:`paise`), as the account's own views
+      show it.
+    - A **family** (or any multi-account) figure is the sum of its accounts' rounded figures
+      (this function), so a reader can add up the rows shown and every screen gives the family
+      the same number; it may differ by a paisa or so from the exact sum rounded once.
+    - The **parts of one account's figure** (its fills in a trade book, its charge components
+      or symbols in a statement) are rounded so that they add up to that account's figure
+      (:func:`paise_adding_up`; across accounts, :func:`paise_adding_up_by`).
+
+    Stored values and the exact arithmetic (risk gate, P&L) are never rounded by this rule.
+    """
+    return sum((paise(figure) for figure in figures), Decimal(0))
+
+
+def paise_adding_up_by(parts: Sequence[Decimal], groups: Sequence[Hashable]) -> list[Decimal]:
+    """Return ``parts`` to the paisa so that each group's add up to its own rounded sum.
+
+    ``groups[i]`` names the account of ``parts[i]``: each account's parts are rounded with
+    :func:`paise_adding_up`, so they add up to that account's figure and all of them to the
+    sum of the accounts' figures (:func:`accounts_total`). Order is kept.
+    """
+    if len(parts) != len(groups):
+        raise ValueError(f"{len(parts)} parts but {len(groups)} groups")
+    members: dict[Hashable, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    shown = [Decimal(0)] * len(parts)
+    for indexes in members.values():
+        for index, value in zip(indexes, paise_adding_up([parts[i] for i in indexes]),
+                                strict=True):
+            shown[index] = value
+    return shown
 
 
 def inr(value: Decimal | int | None, symbol: bool = True) -> str:

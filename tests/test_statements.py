@@ -149,11 +149,18 @@ def test_the_family_table_has_one_row_per_account_and_a_family_row() -> None:
 def test_pnl_statement_totals_over_all_time_equal_the_books_realized_and_charges(
     trades: list[Trade]
 ) -> None:
-    book = build_book(trades, {}, date(2026, 11, 27))
-    total = pnl_statement(trades, date(2026, 11, 1), date(2026, 11, 30)).iloc[-1]
-    assert total["Realized [₹]"] == paise(book.realized_pnl) == book.realized_pnl
-    assert total["Charges [₹]"] == paise(book.charges)
-    assert total["Net [₹]"] == paise(book.realized_pnl - book.charges)
+    # Each account's figure rounded once, the family's the sum of its accounts' (the rule of
+    # core.money.accounts_total); realized P&L of tick prices is exact anyway.
+    books = [build_book([t for t in trades if t.account_id == a], {}, date(2026, 11, 27))
+             for a in (1, 2)]
+    frame = pnl_statement(trades, date(2026, 11, 1), date(2026, 11, 30))
+    total = frame.iloc[-1]
+    assert total["Realized [₹]"] == sum(b.realized_pnl for b in books) == (
+        build_book(trades, {}, date(2026, 11, 27)).realized_pnl)
+    assert total["Charges [₹]"] == sum(paise(b.charges) for b in books)
+    assert total["Net [₹]"] == sum(paise(b.realized_pnl - b.charges) for b in books)
+    for column in ("Realized [₹]", "Charges [₹]", "Net [₹]"):  # the rows add up to it
+        assert sum(frame[column].iloc[:-1], D(0)) == total[column]
 
 
 @PROPERTY
@@ -175,15 +182,82 @@ def test_realized_pnl_of_two_adjacent_ranges_adds_up_to_that_of_both(
 def test_charges_statement_totals_equal_the_sum_of_the_trades_charges(
     trades: list[Trade]
 ) -> None:
+    # Each account's total rounded once, the family's the sum of its accounts' (the rule of
+    # core.money.accounts_total); each part within a paisa of its exact value per account.
     total = charges_statement(trades, *NOV).iloc[-1]
-    summed = sum((t.charges for t in trades), Charges())
-    assert total["Total [₹]"] == paise(summed.total)
+    own = [[t for t in trades if t.account_id == a] for a in (1, 2)]
+    summed = [sum((t.charges for t in mine), Charges()) for mine in own]
+    assert total["Total [₹]"] == sum(paise(charges.total) for charges in summed)
     for name, column in zip(CHARGE_FIELDS, CHARGES_COLUMNS[3:-1], strict=True):
-        assert abs(total[column] - getattr(summed, name)) < D("0.01")
+        assert abs(total[column] - sum(getattr(c, name) for c in summed)) < D("0.02")
     for _, row in charges_statement(trades, *NOV).iterrows():  # every row adds up
         assert sum(row[column] for column in CHARGES_COLUMNS[3:-1]) == row["Total [₹]"]
     assert total["Trades"] == len(trades)
-    assert total["Turnover [₹]"] == paise(sum((t.value for t in trades), D(0)))
+    assert total["Turnover [₹]"] == sum(paise(sum((t.value for t in mine), D(0)))
+                                        for mine in own)
+
+
+# --- a family and an account's parts add up as shown ------------------------------------------
+
+
+def _fill_charged(account: int, total: str, minute: int) -> Trade:
+    """Return a 2026-11-22 intraday buy of ``account`` whose charges are exactly ``total``."""
+    return fill(BUY, 1, "100", account=account, day=date(2026, 11, 22), at=at(22, 10, minute),
+                charges=Charges(brokerage=D(total)))
+
+
+# Rahul · Long-term's day: five fills whose charges rounded one by one (81.06 + 18.51 + 58.35 +
+# 22.40 + 3.24 = 183.56) overshoot the account's charges rounded once (183.549 -> 183.55).
+OVERSHOOT = [_fill_charged(1, total, minute) for minute, total in enumerate(
+    ("81.057", "18.507", "58.346", "22.398", "3.241"))]
+
+
+def test_a_trade_books_charges_add_up_to_the_accounts_charges_as_the_statements_show_them(
+) -> None:
+    other = [_fill_charged(2, "1.005", 30), _fill_charged(2, "2.005", 31)]  # 3.01, not 3.02
+    day = date(2026, 11, 22), date(2026, 11, 22)
+    frame = trade_book_frame([*OVERSHOOT, *other], {1: "Rahul · Long-term", 2: "Kamla"})
+    mine = frame[frame["Account"] == "Rahul · Long-term"]["Charges [₹]"]
+    assert sum(paise(t.charges.total) for t in OVERSHOOT) == D("183.56")  # the old rows
+    book = build_book(OVERSHOOT, {}, date(2026, 11, 22))
+    assert sum(mine, D(0)) == paise(book.charges_today) == D("183.55")
+    assert sum(mine, D(0)) == charges_statement(OVERSHOOT, *day).iloc[-1]["Total [₹]"]
+    assert sum(mine, D(0)) == pnl_statement(OVERSHOOT, *day).iloc[-1]["Charges [₹]"]
+    assert all(abs(shown - t.charges.total) < D("0.01")
+               for shown, t in zip(mine, OVERSHOOT, strict=True))
+    assert sum(frame[frame["Account"] == "Kamla"]["Charges [₹]"], D(0)) == D("3.01")
+    family = charges_statement([*OVERSHOOT, *other], *day)  # the sum of the two accounts'
+    assert list(family["Total [₹]"]) == [D("186.56"), D("186.56")]
+    assert sum(frame["Charges [₹]"], D(0)) == D("186.56")
+    assert pnl_statement([*OVERSHOOT, *other], *day).iloc[-1]["Charges [₹]"] == D("186.56")
+
+
+def test_a_family_row_is_the_sum_of_its_account_rows_as_shown() -> None:
+    # Three accounts each charged x.xx5: the exact total 3.015 rounds to 3.02, the rows to 3.03.
+    trades = [_fill_charged(account, "1.005", account) for account in (1, 2, 3)]
+    books = {a: build_book([t for t in trades if t.account_id == a], {"INFY": D("100")},
+                           date(2026, 11, 22)) for a in (1, 2, 3)}
+    frame = family_frame(consolidate(books, {1: D("1"), 2: D("2"), 3: D("3")}))
+    assert list(frame["Charges [₹]"]) == [D("1.01"), D("1.01"), D("1.01"), D("3.03")]
+    assert list(frame["Net P&L [₹]"]) == [D("-1.01"), D("-1.01"), D("-1.01"), D("-3.03")]
+    assert list(frame["Day P&L [₹]"]) == [D("-1.01"), D("-1.01"), D("-1.01"), D("-3.03")]
+
+
+@PROPERTY
+@given(fills(accounts=(1, 2, 3)))
+def test_every_money_column_of_a_statement_adds_up_to_its_total(trades: list[Trade]) -> None:
+    book = trade_book_frame(trades)
+    charges = charges_statement(trades, *NOV)
+    assert sum(book["Charges [₹]"], D(0)) == charges.iloc[-1]["Total [₹]"]
+    for account in (1, 2, 3):
+        mine = [t for t in trades if t.account_id == account]
+        shown = book[book["Account"] == f"Account {account}"]["Charges [₹]"]
+        assert sum(shown, D(0)) == paise(sum((t.charges.total for t in mine), D(0)))
+    pnl = pnl_statement(trades, *NOV, ltp={"INFY": D("1500.05")})
+    for column in ("Realized [₹]", "Charges [₹]", "Net [₹]", "Unrealized [₹]"):
+        rows = pnl[column].iloc[:-1]
+        assert sum((v for v in rows if v is not None), D(0)) == pnl.iloc[-1][column]
+    assert pnl.iloc[-1]["Charges [₹]"] == charges.iloc[-1]["Total [₹]"]
 
 
 # --- periods and bad ranges -------------------------------------------------------------------

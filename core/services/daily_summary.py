@@ -32,7 +32,7 @@ from core import alerts, portfolio
 from core.alert_types import AlertType, Mode
 from core.clock import is_trading_day, to_ist
 from core.domain import Account, Actor
-from core.money import inr
+from core.money import inr, paise
 from core.services.base import ServiceBase
 from core.services.pnl_snapshots import PnlSnapshotService, account_key
 from core.services.trade_book import load_trades
@@ -64,6 +64,11 @@ class DayFigures:
     charges: Decimal
     net: Decimal
     open_positions: int
+
+    def shown(self) -> DayFigures:
+        """Return the figures as the summary shows them: each to the paisa."""
+        return DayFigures(paise(self.realized), paise(self.unrealized), paise(self.charges),
+                          paise(self.net), self.open_positions)
 
     def __add__(self, other: DayFigures) -> DayFigures:
         """Return the sum of two accounts' figures."""
@@ -107,8 +112,12 @@ def _signed(value: Decimal) -> str:
 
 def summary_text(day: date, rows: Sequence[tuple[str, DayFigures]], source: str,
                  held: HeldShares | None = None) -> tuple[str, str]:
-    """Return the summary's title and body: each account, the total, holdings (phone width)."""
-    total = sum((figures for _, figures in rows), NOTHING)
+    """Return the summary's title and body: each account, the total, holdings (phone width).
+
+    The total's figures are the sums of the accounts' figures as shown, to the paisa
+    (:func:`core.money.accounts_total`), so a reader's sum of the rows matches them.
+    """
+    total = sum((figures.shown() for _, figures in rows), NOTHING)
     title = f"Day P&L {day:%d %b}: {_signed(total.net)} net"
     lines = [f"{day:%a %d %b %Y} · after the close"]
     for label, figures in rows:

@@ -11,7 +11,8 @@ import pandas as pd
 
 from core.clock import to_ist
 from core.money import inr
-from core.portfolio import AccountSummary, FamilySummary
+from core.portfolio import FamilySummary
+from core.statements import family_figures
 from core.trading import Funds, Holding, Position
 
 #: Where an LTP comes from and when (IST); see :func:`price_as_of`.
@@ -111,20 +112,19 @@ def holdings_frame(holdings: list[Holding], labels: Mapping[int, str],
     )
 
 
-def _family_row(row: AccountSummary, label: str) -> dict[str, object]:
-    return {
-        "Account": label, "Deposits [₹]": money(row.deposits),
-        "Realized [₹]": money(row.realized_pnl), "Unrealized [₹]": money(row.unrealized_pnl),
-        "Charges [₹]": money(row.charges), "Net P&L [₹]": money(row.net_pnl),
-        "Day P&L [₹]": money(row.day_pnl), "Open value [₹]": money(row.market_value),
-    }
+#: Family table column -> the :class:`AccountSummary` figure it shows.
+_FAMILY_FIELDS = {"Deposits [₹]": "deposits", "Realized [₹]": "realized_pnl",
+                  "Unrealized [₹]": "unrealized_pnl", "Charges [₹]": "charges",
+                  "Net P&L [₹]": "net_pnl", "Day P&L [₹]": "day_pnl",
+                  "Open value [₹]": "market_value"}
 
 
 def family_frame(summary: FamilySummary, labels: Mapping[int, str]) -> pd.DataFrame:
-    """Return one row per account and the family total last."""
-    rows = [_family_row(r, labels.get(r.account_id or 0, str(r.account_id)))
-            for r in summary.accounts]
-    rows.append(_family_row(summary.total, "Whole family"))
+    """Return one row per account and the family last: the sum of the rows shown above it."""
+    names = list(_FAMILY_FIELDS.values())
+    rows = [[labels.get(r.account_id or 0, str(r.account_id)),
+             *(money(getattr(r, name)) for name in names)] for r in summary.accounts]
+    rows.append(["Whole family", *map(money, family_figures(summary.accounts, names))])
     return pd.DataFrame(rows, columns=FAMILY_COLUMNS)
 
 
@@ -134,9 +134,10 @@ _FUND_FIELDS = ("available", "used_margin", "cash", "deposits", "charges_today",
 
 
 def funds_frame(rows: list[tuple[str, str, Funds]]) -> pd.DataFrame:
-    """Return (label, owner, funds) rows as a table with a family total last."""
+    """Return (label, owner, funds) rows as a table with the family last: the sum of the rows
+    shown above it (:func:`family_figures`)."""
     table = [[label, owner, *(money(getattr(f, name)) for name in _FUND_FIELDS)]
              for label, owner, f in rows]
-    totals = [sum((getattr(f, name) for _, _, f in rows), Decimal(0)) for name in _FUND_FIELDS]
+    totals = family_figures([f for _, _, f in rows], _FUND_FIELDS)
     table.append(["Whole family", "", *(money(t) for t in totals)])
     return pd.DataFrame(table, columns=FUNDS_COLUMNS)
