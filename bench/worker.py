@@ -8,7 +8,8 @@ the demo household and then, through the services (nothing is written by hand):
   per symbol (a random walk from the symbol's last sample close, stored with
   :func:`core.marketdata.store.upsert_bars`, as the 5-minute import stores bars);
 - ``--accounts`` paper accounts of the household admin, ₹1 crore each, whose limits allow
-  the positions (``max_open_positions``) and keep the EOD MIS square-off at 15:29;
+  the positions (``max_open_positions``) and keep the EOD MIS square-off at 15:19, the latest
+  an account may set (the cycles' clock keeps out of its window: see :class:`VirtualClock`);
 - ``--positions`` open positions spread evenly over the accounts (one per symbol, MIS and CNC,
   a fifth of the MIS ones short, a quarter tagged with a strategy), each opened by a MARKET
   order through ``services.orders.place`` (the risk gate decides every one) and filled by
@@ -73,6 +74,8 @@ SESSIONS = (date(2025, 9, 29), date(2025, 9, 30))  # two NSE trading days (Mon, 
 DAILY = Path(__file__).resolve().parent.parent / "data" / "sample" / "nse_daily"
 REPLAY_SPEED = 100.0  # one 1-second step = 100 simulated s: every symbol ticks each cycle
 STEP = timedelta(seconds=1)
+#: From when to the close the cycles' clock starts at the first instead of now (IST).
+SQUARE_OFF_GUARD = (time_of_day(14, 30), time_of_day(15, 30))
 TICK = Decimal("0.05")
 CAPITAL = Decimal(10_000_000)
 POSITION_VALUE = 100_000  # rupees per position, about
@@ -118,10 +121,18 @@ def synthetic_bars(price: float, rng: random.Random) -> pd.DataFrame:
 
 
 class VirtualClock:
-    """The worker's wall clock for the feed: one second a cycle, starting now."""
+    """The worker's wall clock for the feed and the risk watch: one second a cycle.
+
+    It starts now, except between 14:30 and 15:30 IST, when it starts at 14:30 today: the
+    cycles then never reach the EOD MIS square-off (15:19 on the bench's accounts), which
+    would close the positions being measured whenever the bench ran late in the session.
+    """
 
     def __init__(self) -> None:
-        self.now = now_ist()
+        now = now_ist()
+        if SQUARE_OFF_GUARD[0] <= now.time() < SQUARE_OFF_GUARD[1]:
+            now = now.replace(hour=14, minute=30, second=0, microsecond=0)
+        self.now = now
 
     def step(self) -> datetime:
         """Move on one second and return the new time."""
@@ -189,7 +200,7 @@ def cycle(desk: Desk, counter: list[int] | None = None) -> Cycle:
     marks.append((time.perf_counter(), counter[0]))
     services.orders.step()
     marks.append((time.perf_counter(), counter[0]))
-    report = services.risk_watch.run()
+    report = services.risk_watch.run(desk.clock.now)
     marks.append((time.perf_counter(), counter[0]))
     if report.failures:
         raise SystemExit(f"risk watch failed: {report.failures[:3]}")
@@ -235,7 +246,7 @@ def seed(url: str, accounts: int, positions: int, symbols: int,
                                                      "Trading").id
         services.portfolio.add_funds(actor, account, CAPITAL, "bench capital")
         services.risk.set_limits(actor, account, {
-            "max_open_positions": max(10, per_account + 5), "mis_square_off_at": "15:29"})
+            "max_open_positions": max(10, per_account + 5), "mis_square_off_at": "15:19"})
         desk.accounts.append(account)
     services.feed.step(desk.clock.now)  # the replay's baseline
     services.feed.step(desk.clock.step())  # 09:15: every symbol's first tick
