@@ -72,6 +72,16 @@ def ist_clock(moment: datetime | None) -> str:
     return _ist(moment, "%H:%M IST")
 
 
+def ist_since(moment: datetime | None, now: datetime) -> str:
+    """Return ``17:13 IST`` for a moment of ``now``'s IST day, else ``20 Nov 17:13 IST``.
+
+    For "since when" texts: a time alone reads as today's. None as an em dash.
+    """
+    if moment is not None and to_ist(moment).date() != to_ist(now).date():
+        return _ist(moment, "%d %b %H:%M IST")
+    return ist_clock(moment)
+
+
 def ist_short(moment: datetime | None) -> str:
     """Return ``21 Nov 19:32`` for a table cell (the header says IST); None as an em dash."""
     return _ist(moment, "%d %b %H:%M")

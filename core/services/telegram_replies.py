@@ -178,21 +178,29 @@ class TelegramReplies(ServiceBase):
                       "the rows."))
 
     def positions(self, actor: Actor) -> str:
-        """Return open and today's positions of every viewable account."""
+        """Return open and today's positions of every viewable account.
+
+        Grouped under their account's label, as /orders groups orders; each row names the
+        product (an account may hold a symbol both intraday and for delivery).
+        """
         labels = self._labels(actor)
         positions = self.services.portfolio.positions(actor)
         if not positions:
             return tf.message("Positions", "No positions: nothing open and nothing traded today.")
-        rows = [[f"{_short(labels.get(p.account_id, ''))} {p.symbol}", f"{p.quantity:+d}",
-                 tf.rupees(p.ltp, symbol=False),
-                 tf.rupees(p.mtm, signed=True, symbol=False)] for p in positions[:TABLE_ROWS]]
+        by_account: dict[int, list[list[str]]] = {}
+        for p in positions[:TABLE_ROWS]:
+            by_account.setdefault(p.account_id, []).append([
+                f"{p.symbol} {p.product.value}", f"{p.quantity:+d}",
+                tf.rupees(p.ltp, symbol=False), tf.rupees(p.mtm, signed=True, symbol=False)])
+        tables = [tf.bold(labels.get(account_id, f"account {account_id}")) + "\n"
+                  + tf.table(["Symbol", "Qty", "LTP ₹", "MTM ₹"], rows)
+                  for account_id, rows in by_account.items()]
         return tf.message(
-            f"Positions · {tf.ist_clock(self.clock())}",
-            tf.table(["Acct Symbol", "Qty", "LTP ₹", "MTM ₹"], rows),
+            f"Positions · {tf.ist_clock(self.clock())}", *tables,
             tf.italic("MTM: realized + unrealized P&L before charges, as the Portfolio page "
                       "shows it (a flat row, qty +0: the day's realized P&L). /pnl nets the "
                       "charges."),
-            tf.more_line(len(rows), len(positions), "Portfolio in the app"))
+            tf.more_line(min(len(positions), TABLE_ROWS), len(positions), "Portfolio in the app"))
 
     def orders(self, actor: Actor) -> str:
         """Return open orders (any day) first, then today's others, each newest first.
@@ -261,7 +269,8 @@ class TelegramReplies(ServiceBase):
         states = [s for s in self.services.risk.states(actor) if s.scope is Scope.STRATEGY]
         limits = [m for m in self.services.risk.mtm_limits(actor) if m.scope is Scope.STRATEGY]
         lines = [f"{tf.bold(s.strategy or '?')}: {tf.esc(KIND_TITLES[s.kind])} "
-                 f"({tf.esc(s.phase.value.lower())}) since {tf.ist_clock(s.engaged_at)}"
+                 f"({tf.esc(s.phase.value.lower())}) since "
+                 f"{tf.ist_since(s.engaged_at, self.clock())}"
                  for s in states]
         lines += [f"{tf.bold(m.key)}: MTM stop {tf.rupees(m.stop_loss)}, target "
                   f"{tf.rupees(m.target)}" for m in limits]
@@ -373,7 +382,8 @@ class TelegramReplies(ServiceBase):
         return tf.message(
             "Panic already active",
             tf.esc(f"{what} is already {first.phase.value.lower()} (since "
-                   f"{tf.ist_clock(first.engaged_at)}{by}): trading is stopped and there is "
+                   f"{tf.ist_since(first.engaged_at, self.clock())}{by}): trading is stopped "
+                   "and there is "
                    "nothing more for /panic to do. The Risk page in the app shows its steps and "
                    "re-enables trading."))
 
@@ -434,11 +444,6 @@ class TelegramReplies(ServiceBase):
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _short(label: str, width: int = 6) -> str:
-    """Return an account label's first word, cut (``Rahul · Intraday`` -> ``Rahul``)."""
-    return tf.cut(label.split(" ")[0], width) if label else "?"
 
 
 def _price(order: Order) -> str:
