@@ -3,7 +3,9 @@
 Every handler starts from the chat: ``services.telegram.actor_for_chat(chat_id, households)``.
 A chat that is not linked (or whose member is of a household this bot does not serve) gets one
 polite refusal telling how to link, and nothing else; a member whose SHER login is disabled is
-told so (and may ``/unlink``), and nothing else. Linked members get what
+told so (and may ``/unlink``), and nothing else. A group, supergroup or channel is no
+member's chat: a ``/command`` for this bot there gets :data:`NOT_PRIVATE` (where to ask
+instead; no data, no look-up), anything else there gets nothing. Linked members get what
 their role allows, because every answer comes from the services with their actor
 (:class:`core.services.telegram_replies.TelegramReplies`).
 
@@ -83,6 +85,9 @@ REPLY_RETRY_MAX_S = 60.0
 SOMETHING_WRONG = "Something went wrong; the desk logged it. Try again in a minute."
 #: Shown when the desk's database does not answer (a restart, an outage).
 DATABASE_AWAY = "The desk's database is not answering right now. Try again in a minute."
+#: What a /command in a group, supergroup or channel is told ({bot}: the bot's username).
+NOT_PRIVATE = ("I answer only in a private chat with me: open a chat with @{bot} and send "
+               "/start CODE there.")
 SHOWN_ERRORS = (ValidationError, PermissionDenied, AuthenticationError)
 PANIC_PREFIX = "panic"
 #: Commands answered by the replies method of the same name with the member's actor.
@@ -180,6 +185,9 @@ class CommandHandlers:
         chat = update.effective_chat
         if chat is None:
             return None
+        if chat.type != ChatType.PRIVATE:  # several people read it: no member, no data
+            await self._not_private(update)
+            return None
         try:
             link = await self._link(chat.id)
         except Exception as exc:  # the database is down, say: tell the user, log one line
@@ -191,6 +199,22 @@ class CommandHandlers:
             await self._send(update, self._refusal(link))
             return None
         return chat.id, link.actor
+
+    async def _not_private(self, update: Update) -> None:
+        """Answer a /command for this bot in a group or channel with :data:`NOT_PRIVATE`.
+
+        Any other message there (a family's chatter, a channel post, an edit, a command for
+        another bot) gets nothing: the bot must not answer every message of a group.
+        """
+        message = update.message or update.channel_post
+        word = (message.text or "").split(maxsplit=1) if message is not None else []
+        if not word or not word[0].startswith("/"):
+            return
+        bot = update.get_bot().username
+        _command, _at, to = word[0].partition("@")
+        if to and to.lower() != bot.lower():
+            return
+        await self._send(update, tf.esc(NOT_PRIVATE.format(bot=bot)))
 
     async def _answer(self, update: Update, what: str, reply: Callable[[Actor], str],
                       disabled_too: bool = False) -> None:
@@ -289,7 +313,8 @@ class CommandHandlers:
     async def anything_else(self, update: Update, context: Context) -> None:
         """Any other message: the refusal for a stranger, the command list for a member.
 
-        An unknown ``/command`` is named as unknown, with a pointer to /help.
+        An unknown ``/command`` is named as unknown, with a pointer to /help. In a group or
+        channel only a /command gets an answer (:meth:`_not_private`).
         """
         message = update.effective_message
         if update.effective_chat is None or message is None:
@@ -439,5 +464,5 @@ class CommandHandlers:
         await query.edit_message_text(tf.clip(html_text), parse_mode=ParseMode.HTML)
 
 
-__all__ = ["DATABASE_AWAY", "PANIC_CONFIRM_S", "SOMETHING_WRONG", "CommandHandlers",
+__all__ = ["DATABASE_AWAY", "NOT_PRIVATE", "PANIC_CONFIRM_S", "SOMETHING_WRONG", "CommandHandlers",
            "PendingPanic", "bot_commands", "trouble"]

@@ -435,10 +435,14 @@ def bot(services: Services, demo_url: str, fake: FakeBotApi) -> Iterator[Service
     bot_services.db.dispose()
 
 
-def ask(fake: FakeBotApi, chat: int, text: str, replies: int = 1) -> list[SentMessage]:
-    """Send ``text`` from ``chat``; return the bot's next ``replies`` messages to it."""
+def ask(fake: FakeBotApi, chat: int, text: str, replies: int = 1,
+        from_id: int | None = None) -> list[SentMessage]:
+    """Send ``text`` in ``chat``; return the bot's next ``replies`` messages to it.
+
+    ``from_id``: who writes (default the chat's own user, as in a private chat).
+    """
     before = len(fake.messages_to(chat))
-    fake.push_message(chat, text, username=f"user{chat}")
+    fake.push_message(chat, text, username=f"user{chat}", from_id=from_id)
     fake.wait_for(lambda: len(fake.messages_to(chat)) >= before + replies)
     new = fake.messages_to(chat)[before:]
     for message in new:

@@ -15,7 +15,7 @@ import html
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -29,6 +29,7 @@ from core.services import risk_gate as risk_gate_module
 from core.services.telegram_replies import DISABLED, REFUSAL, TelegramReplies
 from core.trading import Side
 from engines.risk_types import Scope
+from jobs.telegram_commands import NOT_PRIVATE
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.market import tick
 from tests.test_telegram_bot import (  # noqa: F401 - fixtures used by name
@@ -49,16 +50,23 @@ from tests.test_telegram_bot import (  # noqa: F401 - fixtures used by name
 
 pytestmark = pytest.mark.usefixtures("backend")
 GROUP = -100_123
+SUPERGROUP = -1_001_234_567_890
+CHANNEL = -1_009_876_543_210
+SHARED = {SUPERGROUP: "supergroup", CHANNEL: "channel"}
 
 
 class GroupFake(FakeBotApi):
-    """The fake Bot API, with chats of negative id shown as groups (as Telegram numbers them)."""
+    """The fake Bot API, with chats of negative id shown as groups (as Telegram numbers them).
+
+    :data:`SUPERGROUP` is a supergroup and :data:`CHANNEL` a channel; any other negative id a
+    group.
+    """
 
     @staticmethod
     def _chat(chat_id: int, username: str | None) -> dict[str, Any]:
         if chat_id >= 0:
             return FakeBotApi._chat(chat_id, username)
-        return {"id": chat_id, "type": "group", "title": "Family group"}
+        return {"id": chat_id, "type": SHARED.get(chat_id, "group"), "title": "Family group"}
 
 
 @pytest.fixture
@@ -166,6 +174,54 @@ def test_start_in_a_group_says_only_to_link_in_a_private_chat(
     (reply,) = ask(fake, GROUP, text)
     assert _text(reply.text).startswith("Link SHER in a private chat with the bot")
     assert "/start CODE" not in _text(reply.text)
+
+
+def _quiet(fake: FakeBotApi, chat: int, push: Callable[[], object]) -> None:
+    """Assert ``push()`` gets no reply in ``chat``: a /help pushed after it gets the only one."""
+    before = len(fake.messages_to(chat))
+    push()
+    if chat == CHANNEL:
+        fake.push_channel_post(chat, "/help")
+    else:
+        fake.push_message(chat, "/help", from_id=CHATS["priya"])
+    fake.wait_for(lambda: len(fake.messages_to(chat)) > before)
+    time.sleep(0.3)
+    (only,) = fake.messages_to(chat)[before:]
+    assert _text(only.text) == NOT_PRIVATE.format(bot="sher_test_bot")
+
+
+def test_a_linked_member_s_command_in_a_group_is_pointed_once_to_a_private_chat(
+    services: Services, bot: Services, fake: FakeBotApi, login, trading_day,
+) -> None:
+    link(services, fake, login("priya"), CHATS["priya"])
+    link(services, fake, login("rahul"), CHATS["rahul"])
+    expected = "I answer only in a private chat with me: open a chat with @sher_test_bot and " \
+               "send /start CODE there."
+    for chat, who in ((GROUP, "priya"), (SUPERGROUP, "rahul")):
+        for command in ("/pnl", "/help", "/positions", "/panic", "/settings", "/unlink",
+                        "/foo", "/pnl@sher_test_bot"):
+            (reply,) = ask(fake, chat, command, from_id=CHATS[who])
+            assert _text(reply.text) == expected, (chat, command)
+            assert reply.reply_markup is None
+        time.sleep(0.3)
+        assert len(fake.messages_to(chat)) == 8, chat  # once each, no refusal after it
+    assert services.telegram.chat_link(CHATS["priya"], None).actor is not None  # still linked
+    fake.push_channel_post(CHANNEL, "/pnl")  # a command posted in a channel: the same, once
+    fake.wait_for(lambda: len(fake.messages_to(CHANNEL)) == 1)
+    time.sleep(0.3)
+    assert [_text(m.text) for m in fake.messages_to(CHANNEL)] == [expected]
+
+
+def test_plain_messages_and_channel_posts_in_a_group_get_no_answer(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    link(services, fake, login("priya"), CHATS["priya"])
+    for chat in (GROUP, SUPERGROUP):
+        for text in ("hello", "who bought INFY?", "/pnl@another_bot"):
+            _quiet(fake, chat, lambda c=chat, t=text: fake.push_message(
+                c, t, from_id=CHATS["priya"]))
+    for text in ("market opens at 9:15", "hello"):
+        _quiet(fake, CHANNEL, lambda t=text: fake.push_channel_post(CHANNEL, t))
 
 
 # ----------------------------------------------------------------------------------------------

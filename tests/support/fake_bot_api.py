@@ -172,23 +172,25 @@ class FakeBotApi:
     # -- what a user does --------------------------------------------------------------------
 
     def push_message(self, chat_id: int, text: str, username: str | None = None,
-                     token: str | None = None) -> int:
-        """Queue a private-chat text message from user ``chat_id``; return its message id.
+                     token: str | None = None, from_id: int | None = None) -> int:
+        """Queue a text message in chat ``chat_id`` from user ``from_id`` (default: the chat's).
 
-        A text starting with ``/`` carries a ``bot_command`` entity, as Telegram sends it.
+        Return its message id. In a private chat the user's id is the chat's; in a group
+        (see ``_chat``) ``from_id`` names the member writing there. A text starting with ``/``
+        carries a ``bot_command`` entity, as Telegram sends it.
         """
         with self._cond:
-            message_id = self._new_message_id()
-            message: dict[str, Any] = {
-                "message_id": message_id, "date": int(time.time()),
-                "chat": self._chat(chat_id, username), "from": self._user(chat_id, username),
-                "text": text,
-            }
-            if text.startswith("/"):
-                length = len(text.split(maxsplit=1)[0])
-                message["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
+            message = self._text_message(chat_id, text, username)
+            message["from"] = self._user(chat_id if from_id is None else from_id, username)
             self._queue(token, {"message": message})
-            return message_id
+            return int(message["message_id"])
+
+    def push_channel_post(self, chat_id: int, text: str, token: str | None = None) -> int:
+        """Queue a post (sent by no user) in channel ``chat_id``; return its message id."""
+        with self._cond:
+            message = self._text_message(chat_id, text, None)
+            self._queue(token, {"channel_post": message})
+            return int(message["message_id"])
 
     def push_callback(self, chat_id: int, message_id: int, data: str,
                       token: str | None = None) -> int:
@@ -358,6 +360,15 @@ class FakeBotApi:
         self._updates[token].append({"update_id": self._next_update_id, **body})
         self._next_update_id += 1
         self._cond.notify_all()
+
+    def _text_message(self, chat_id: int, text: str, username: str | None) -> dict[str, Any]:
+        message: dict[str, Any] = {"message_id": self._new_message_id(),
+                                   "date": int(time.time()),
+                                   "chat": self._chat(chat_id, username), "text": text}
+        if text.startswith("/"):
+            length = len(text.split(maxsplit=1)[0])
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
+        return message
 
     def _new_message_id(self) -> int:
         message_id = self._next_message_id
