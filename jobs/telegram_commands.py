@@ -18,8 +18,10 @@ else as "Something went wrong; the desk logged it". Each failure is one log line
 ``/panic`` asks first: an inline keyboard Confirm / Cancel whose buttons name a one-time
 nonce. Only the same chat and Telegram user may answer it, within :data:`PANIC_CONFIRM_S`;
 confirming runs the risk service's panic with the member's actor (which checks the right
-again) and replies with each step; a refusal replaces the question. A later press of an
-answered question only gets a popup ("Already confirmed at 10:36 IST").
+again) and replies with each step, unless a panic already stops what it would (an earlier
+question confirmed, say): then the question says so, as /panic would; a refusal replaces
+the question. A later press of an answered question only gets a popup ("Already confirmed at
+10:36 IST").
 
 Every reply is clipped to Telegram's 4,096 characters. A reply Telegram refuses with 429
 (flood control) is sent once more after its ``retry_after`` (at most :data:`REPLY_RETRY_MAX_S`).
@@ -421,10 +423,39 @@ class CommandHandlers:
             await self._finish(query, nonce, tf.esc("Panic cancelled: nothing was done."),
                                f"Already cancelled at {clock}")
             return
+        if await self._in_force(query, nonce, actor, pending.plan, clock):
+            return
         await self._finish(query, nonce, tf.esc(f"Panic confirmed by {actor.display_name} at "
                                                 f"{clock}: cancelling and closing now…"),
                            f"Already confirmed at {clock}")
         await self._run_panic(update, query, nonce, actor, pending.plan, clock)
+
+    async def _in_force(self, query: CallbackQuery, nonce: str, actor: Actor, plan: PanicPlan,
+                        clock: str) -> bool:
+        """Answer a Confirm whose panic already holds (an earlier question's, say) as /panic does.
+
+        Return True when the question now says so (or why nothing was done): there is nothing
+        to cancel or close again, and no report to send.
+        """
+        try:
+            in_force = await asyncio.to_thread(self.services.telegram_replies.panic_in_force,
+                                               actor, plan)
+        except SHOWN_ERRORS as exc:
+            await self._finish(query, nonce, tf.esc(f"Panic refused at {clock}: {exc}"),
+                               f"Already refused at {clock}")
+            return True
+        except Exception as exc:  # the database is down, say: nothing was done
+            log.error("telegram: checking the panics in force for %s failed: %s: %s",
+                      actor.display_name, type(exc).__name__, safe_error(exc))
+            await self._finish(query, nonce, tf.esc(trouble(exc) + " Nothing was done; send "
+                                                    "/panic again."),
+                               f"Already answered at {clock}: nothing was done")
+            return True
+        if in_force is None:
+            return False
+        await self._finish(query, nonce, in_force,
+                           f"Already answered at {clock}: a panic was already active")
+        return True
 
     async def _run_panic(self, update: Update, query: CallbackQuery, nonce: str, actor: Actor,
                          plan: PanicPlan, clock: str) -> None:

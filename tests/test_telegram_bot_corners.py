@@ -356,3 +356,28 @@ def test_panic_while_a_household_panic_holds_says_so_and_asks_nothing(
         assert text.startswith("Panic already active") and "A household panic" in text, who
         assert reply.reply_markup is None
     assert len(_states(services)) == 1
+
+
+def test_confirming_an_older_panic_question_after_a_panic_ran_says_it_is_active_and_runs_nothing(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    chat = CHATS["rahul"]
+    link(services, fake, login("rahul"), chat)
+    # asked twice, then the first confirmed
+    first, second = (ask(fake, chat, "/panic")[0] for _ in range(2))
+    before = len(fake.messages_to(chat))
+    _press(fake, chat, first, "Confirm panic")
+    fake.wait_for(lambda: len(fake.messages_to(chat)) > before, timeout=30)
+    assert _text(fake.messages_to(chat)[before].text).startswith("Panic done")
+    _press(fake, chat, second, "Confirm panic")
+    fake.wait_for(lambda: bool(_edits_of(fake, second.message_id)))
+    time.sleep(0.5)
+    (edit,) = _edits_of(fake, second.message_id)  # one answer, never "cancelling and closing"
+    assert edit.startswith("Panic already active") and "A household panic is already" in edit
+    assert "nothing more for /panic to do" in edit
+    assert len(fake.messages_to(chat)) == before + 1  # the first's report only, not re-sent
+    assert len(_states(services)) == 1
+    assert _text(ask(fake, chat, "/panic")[0].text) == edit  # what /panic says now
+    _press(fake, chat, second, "Confirm panic")
+    assert re.fullmatch(r"Already answered at \d\d:\d\d IST: a panic was already active",
+                        fake.callback_answers[-1].get("text", ""))
