@@ -846,12 +846,15 @@ class OrderManager:
             changed = session.get(OrderRow, order_id, with_for_update=True)
             assert changed is not None  # noqa: S101
             row = changed
+            # What the order was, beside what it is now: an auditor reads the change itself.
+            before = {"quantity": row.quantity, "price": row.price,
+                      "trigger_price": row.trigger_price}
             row.quantity, row.price = request.quantity, request.price
             row.trigger_price = request.trigger_price
             _audit(session, actor, "orders.modify", row.id,
                    self._household(session, row.account_id),
                    {"quantity": row.quantity, "price": row.price,
-                    "trigger_price": row.trigger_price})
+                    "trigger_price": row.trigger_price, "before": before})
         self.sync([order_id])
         with self.db.transaction() as session:
             return load_order(session, order_id)

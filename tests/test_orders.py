@@ -6,6 +6,7 @@ manager; the market is driven by writing what the feed would write (tests/suppor
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -731,3 +732,18 @@ def test_a_second_delivery_sell_of_a_scrip_today_is_estimated_without_the_dp_cha
     with services.db.transaction() as session:
         [trade] = session.scalars(select(TradeRow).where(TradeRow.order_id == order.id))
         assert (trade.quantity, trade.dp_charge) == (3, 0)  # the fill agrees with the Review
+
+
+def test_a_modify_is_audited_with_what_the_order_was_and_what_it_is_now(
+    services: Services, priya: Actor, priya_account: int,
+) -> None:
+    order = services.orders.place(priya, _buy(priya_account, price=Decimal("1400.00")))
+    services.orders.modify(priya, order.id, quantity=12, price=Decimal("1405.00"))
+    with services.db.transaction() as session:
+        [details] = session.scalars(select(AuditRow.details).where(
+            AuditRow.action == "orders.modify", AuditRow.resource == f"order:{order.id}"))
+    recorded = json.loads(details)
+    assert (recorded["quantity"], Decimal(recorded["price"])) == (12, Decimal("1405"))
+    before = recorded["before"]
+    assert (before["quantity"], Decimal(before["price"]), before["trigger_price"]) == (
+        10, Decimal("1400"), None)
