@@ -261,7 +261,7 @@ class CommandHandlers:
                 link = self.services.telegram.chat_link(chat.id, self.household_ids)
                 if link.actor is None:
                     return "Welcome to SHER. " + HOW_TO_LINK
-                return replies.welcome(link.actor) if link.active else tf.esc(DISABLED)
+                return replies.already_linked(link.actor) if link.active else tf.esc(DISABLED)
 
             await self._send(update, await self._safely("/start", chat.id, greet))
             return

@@ -16,13 +16,13 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from core.clock import IST
+from core.clock import IST, now_ist
 from core.errors import ValidationError
 from core.services import Services
 from core.services import risk_gate as risk_gate_module
@@ -32,6 +32,7 @@ from engines.risk_types import Scope
 from jobs.telegram_commands import NOT_PRIVATE
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.market import tick
+from tests.support.telegram_links import link_code
 from tests.test_telegram_bot import (  # noqa: F401 - fixtures used by name
     CHATS,
     OTHER_TOKEN,
@@ -165,6 +166,23 @@ def test_a_disabled_member_is_told_so_with_no_data_and_may_still_unlink(
     assert "Telegram unlinked" in _text(unlinked.text)
     assert services.telegram.chat_link(chat, None).actor is None
     assert _text(ask(fake, chat, "/pnl")[0].text) == _text(REFUSAL)
+
+
+def test_start_without_a_code_in_a_linked_chat_says_it_is_already_linked_and_since_when(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    chat = CHATS["priya"]
+    priya = login("priya")
+    yesterday = now_ist() - timedelta(days=1)
+    code = link_code(services, priya, now=yesterday).code
+    services.telegram.link_chat(code, chat, "priya_phone", None, now=yesterday)
+    (reply,) = ask(fake, chat, "/start")
+    text = _text(reply.text)
+    assert text.startswith("Telegram already linked\n\nThis chat is already linked to "
+                           f"Priya Sharma (priya, trader; since {yesterday:%d %b %H:%M} IST).")
+    assert "now belongs" not in text and "Telegram linked" not in text
+    assert "/pnl" in text and "/settings" in text  # the same help as when it linked
+    assert services.telegram.link_status(priya).linked_at == yesterday  # /start changed nothing
 
 
 @pytest.mark.parametrize("text", ["/start", "/start ABCDEFGH"])

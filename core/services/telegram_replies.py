@@ -120,10 +120,20 @@ class TelegramReplies(ServiceBase):
     # -- linking and help ---------------------------------------------------------------------
     def welcome(self, actor: Actor) -> str:
         """Return the reply to a successful ``/start CODE``: who is linked, what comes next."""
+        return self._linked(actor, "Telegram linked", "This chat now belongs to", "")
+
+    def already_linked(self, actor: Actor) -> str:
+        """Return the reply to ``/start`` (no code) in a chat linked to ``actor``: since when."""
+        since = self.services.telegram.link_status(actor).linked_at
+        return self._linked(actor, "Telegram already linked", "This chat is already linked to",
+                            f"; since {tf.ist_since(since, self.clock())}")
+
+    def _linked(self, actor: Actor, title: str, lead: str, since: str) -> str:
+        """Return a linked chat's note: ``lead`` the member (role, ``since``), then the help."""
         return tf.message(
-            "Telegram linked",
-            f"This chat now belongs to {tf.bold(actor.display_name)} "
-            f"({tf.esc(actor.username)}, {tf.esc(actor.role.value.replace('_', ' '))}). "
+            title,
+            f"{tf.esc(lead)} {tf.bold(actor.display_name)} ({tf.esc(actor.username)}, "
+            f"{tf.esc(actor.role.value.replace('_', ' '))}{tf.esc(since)}). "
             "Alerts you may see arrive here; change them with /settings.",
             self.help_lines(actor))
 
