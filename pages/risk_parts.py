@@ -389,6 +389,10 @@ def states_section(me: Actor, account_id: int | None, labels: Mapping[int, str])
         return
     st.dataframe(states_frame(states), hide_index=True, key="risk_states_table")
     allowed = {s.id: s for s in states if s.may_reenable and s.phase is not StatePhase.CLEARED}
+    for state in states:  # a stop this member cannot lift: say who can
+        if state.phase is StatePhase.ACTIVE and not state.may_reenable:
+            st.caption(f"{_state_label(state)}: only {state.reenable_by} may re-enable "
+                       "trading.")
     if allowed:
         with st.form("risk_reenable"):
             choices = keep_pick("risk_reenable_state",

@@ -447,6 +447,9 @@ def test_an_admin_panics_the_household_and_a_trader_cannot_re_enable_it(desk) ->
 
     trader = on_risk(desk, "priya")
     assert "risk_reenable_go" not in keys(trader)
+    # ... and is told who can, instead of finding no button
+    assert (f"#{row.id} Panic · whole household: only an admin may re-enable trading."
+            in [c.value for c in trader.caption])
     with pytest.raises(PermissionDenied):
         svc.risk.reenable(who(svc, logins, "priya"), row.id)
 

@@ -242,6 +242,8 @@ class RiskStateView:
     clear_note: str | None
     steps: tuple[PanicStep, ...]
     may_reenable: bool
+    #: Who may lift it (:func:`reenable_needs`), for the page to tell those who may not.
+    reenable_by: str = ""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -628,7 +630,8 @@ class RiskService(ServiceBase):
             steps=tuple(s for s in _steps(row)
                         if viewable is None or s.account_id is None or s.account_id in viewable),
             may_reenable=actor is not None and _may_reenable(session, row, role, actor,
-                                                             trade_ids))
+                                                             trade_ids),
+            reenable_by=reenable_needs(row.kind, row.scope))
 
     def lift_lapsed(self) -> int:
         """Clear loss-limit states whose day or week is over (audited, alerted); return how many."""
@@ -703,10 +706,7 @@ class RiskService(ServiceBase):
             allowed = _may_reenable(session, row, role, actor, trade_ids)
             scope_name = _scope_text(session, row)
         if not allowed:
-            who = ("an admin" if row.kind is StateKind.KILL_SWITCH or row.scope is Scope.HOUSEHOLD
-                   else "an admin or a member who trades the account" if row.scope is Scope.ACCOUNT
-                   else "an admin or a member who trades every account of the household (the "
-                        "strategy is stopped on all of them)")
+            who = reenable_needs(row.kind, row.scope)
             self._deny(actor, "risk.reenable", f"risk_state:{state_id}",
                        f"Your role {role.value!r} may not re-enable {KIND_TITLES[row.kind]} of "
                        f"{scope_name}: it needs {who}")
@@ -1239,6 +1239,16 @@ def _covered_accounts(session: Session, row: RiskStateRow) -> set[int]:
         return {row.account_id} if row.account_id is not None else set()
     return set(session.scalars(select(AccountRow.id).where(
         AccountRow.household_id == row.household_id, AccountRow.is_active.is_(True))))
+
+
+def reenable_needs(kind: StateKind, scope: Scope) -> str:
+    """Return who may lift a state of ``kind`` on ``scope`` (see :func:`_may_reenable`)."""
+    if kind is StateKind.KILL_SWITCH or scope is Scope.HOUSEHOLD:
+        return "an admin"
+    if scope is Scope.ACCOUNT:
+        return "an admin or a member who trades the account"
+    return ("an admin or a member who trades every account of the household (the strategy is "
+            "stopped on all of them)")
 
 
 def _may_reenable(session: Session, row: RiskStateRow, role: Role, actor: Actor,
