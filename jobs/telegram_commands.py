@@ -269,8 +269,9 @@ class CommandHandlers:
         username = user.username if user is not None else None
 
         def link() -> str:
-            actor = self.services.telegram.link_chat(context.args[0] if context.args else "",
-                                                     chat.id, username, self.household_ids)
+            code = " ".join(context.args or [])  # "/start DGTB RHN6": the words are one code
+            actor = self.services.telegram.link_chat(code, chat.id, username,
+                                                     self.household_ids)
             return replies.welcome(actor)
 
         await self._send(update, await self._safely("/start", chat.id, link))

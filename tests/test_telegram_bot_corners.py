@@ -36,6 +36,7 @@ from tests.support.telegram_links import link_code
 from tests.test_telegram_bot import (  # noqa: F401 - fixtures used by name
     CHATS,
     OTHER_TOKEN,
+    STRANGER,
     TOKEN,
     _order,
     _press,
@@ -183,6 +184,24 @@ def test_start_without_a_code_in_a_linked_chat_says_it_is_already_linked_and_sin
     assert "now belongs" not in text and "Telegram linked" not in text
     assert "/pnl" in text and "/settings" in text  # the same help as when it linked
     assert services.telegram.link_status(priya).linked_at == yesterday  # /start changed nothing
+
+
+def test_a_link_code_typed_with_spaces_or_hyphens_links_and_a_wrong_one_gets_the_rule(
+    services: Services, bot: Services, fake: FakeBotApi, login,
+) -> None:
+    for who, typed in (("priya", "{a} {b}"), ("kamla", "{a}-{b}"), ("rahul", " {a} - {b} "),
+                       ("aarav", "{a}\u2013{b}")):
+        code = link_code(services, login(who)).code
+        lower = typed.format(a=code[:4], b=code[4:]).lower()
+        (reply,) = ask(fake, CHATS[who], f"/start {lower}")
+        assert _text(reply.text).startswith("Telegram linked"), (who, lower)
+        assert services.telegram.chat_link(CHATS[who], None).actor.username == who
+    for typed, got in (("DGTB RHN6X", 9), ("DGTB-RHN", 7), ("DGTB_RHN6", 9), ("DGTB RHN0", 8)):
+        (reply,) = ask(fake, STRANGER, f"/start {typed}")
+        assert _text(reply.text) == (
+            "A link code is 8 characters from ABCDEFGHJKMNPQRSTUVWXYZ23456789; got "
+            f"{got} characters that do not match. Copy it from the Alerts page"), typed
+    assert services.telegram.chat_link(STRANGER, None).actor is None
 
 
 @pytest.mark.parametrize("text", ["/start", "/start ABCDEFGH"])

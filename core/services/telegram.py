@@ -58,6 +58,9 @@ NO_BOT_FOR_LINK = ("No Telegram bot is set up for your household, so there is no
                    "yet: a household admin must first enter the bot's token from @BotFather "
                    "(Alerts page) or the desk must run with TELEGRAM_BOT_TOKEN set")
 _CODE_RE = re.compile(f"^[{CODE_ALPHABET}]{{{CODE_LENGTH}}}$")
+#: What a person may type between a code's characters (as phones copy "DGTB RHN6", "DGTB-RHN6"):
+#: spaces and hyphens (also Unicode's hyphens and dashes a keyboard may put for "-").
+_CODE_SEPARATORS = re.compile("[\\s\\-\u2010-\u2014]+")
 _BOX_PURPOSE = "telegram-bot"
 TELEGRAM_CLIENT = ClientInfo(channel="telegram")
 
@@ -304,7 +307,8 @@ class TelegramService(TelegramPrefs, TelegramDeliveries):
                   household_ids: frozenset[int] | None, now: datetime | None = None) -> Actor:
         """Bind ``chat_id`` to the user who created ``code``; return that user's actor.
 
-        A user linking again moves to the new chat. Atomic and audited.
+        A user linking again moves to the new chat. Atomic and audited. ``code`` is read
+        without its spaces and hyphens and case-insensitively ("dgtb-rhn6" is DGTBRHN6).
 
         Raises
         ------
@@ -313,7 +317,7 @@ class TelegramService(TelegramPrefs, TelegramDeliveries):
             a user of a household this bot does not serve, or a chat linked to someone else.
         """
         now = now or now_ist()
-        code = code.strip().upper()
+        code = _CODE_SEPARATORS.sub("", code).upper()
         if not _CODE_RE.match(code):
             raise ValidationError(
                 f"A link code is {CODE_LENGTH} characters from {CODE_ALPHABET}; got "
