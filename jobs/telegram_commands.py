@@ -23,8 +23,10 @@ question confirmed, say): then the question says so, as /panic would; a refusal 
 the question. A later press of an answered question only gets a popup ("Already confirmed at
 10:36 IST").
 
-Every reply is clipped to Telegram's 4,096 characters. A reply Telegram refuses with 429
-(flood control) is sent once more after its ``retry_after`` (at most :data:`REPLY_RETRY_MAX_S`).
+The bot acts on new messages only: an edit of a sent message gets nothing (it would run the
+command again). Every reply is clipped to Telegram's 4,096 characters. A reply Telegram
+refuses with 429 (flood control) is sent once more after its ``retry_after`` (at most
+:data:`REPLY_RETRY_MAX_S`).
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ NOT_PRIVATE = ("I answer only in a private chat with me: open a chat with @{bot}
                "/start CODE there.")
 SHOWN_ERRORS = (ValidationError, PermissionDenied, AuthenticationError)
 PANIC_PREFIX = "panic"
+#: What the commands answer: new messages only. An edit of a sent message (an edited /pnl or
+#: /panic) is no new request, so it gets nothing (python-telegram-bot's default handles edits).
+NEW_MESSAGES = filters.UpdateType.MESSAGE
 #: Commands answered by the replies method of the same name with the member's actor.
 READ_ONLY = ("help", "pnl", "positions", "orders", "signals", "strategies", "status")
 
@@ -142,9 +147,10 @@ class CommandHandlers:
             **{name: self._read_only(name) for name in READ_ONLY},
         }
         for name, callback in commands.items():
-            app.add_handler(CommandHandler(name, callback))
+            app.add_handler(CommandHandler(name, callback, filters=NEW_MESSAGES))
         app.add_handler(CallbackQueryHandler(self.panic_button, pattern=f"^{PANIC_PREFIX}:"))
-        app.add_handler(MessageHandler(filters.ALL, self.anything_else))
+        app.add_handler(MessageHandler(NEW_MESSAGES | filters.UpdateType.CHANNEL_POST,
+                                       self.anything_else))
         app.add_error_handler(self.on_error)
 
     # -- plumbing -----------------------------------------------------------------------------

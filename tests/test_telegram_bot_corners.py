@@ -261,6 +261,31 @@ def test_plain_messages_and_channel_posts_in_a_group_get_no_answer(
         _quiet(fake, CHANNEL, lambda t=text: fake.push_channel_post(CHANNEL, t))
 
 
+def test_editing_a_sent_command_or_message_gets_no_answer_and_asks_no_panic(
+    services: Services, bot: Services, fake: FakeBotApi, login, trading_day,
+) -> None:
+    chat = CHATS["rahul"]
+    link(services, fake, login("rahul"), chat)
+    before = len(fake.messages_to(chat))
+    sent = {text: fake.push_message(chat, text) for text in ("/pnl", "/panic", "hello")}
+    fake.wait_for(lambda: len(fake.messages_to(chat)) == before + 3)
+    for text, message_id in sent.items():  # each edited, to itself and to another command
+        for edited in (text, "/panic", "/pnl", "/foo", "/start ABCDEFGH", "hi there"):
+            fake.push_edit(chat, message_id, edited)
+    channel_post = fake.push_channel_post(CHANNEL, "hello")
+    fake.push_edit(CHANNEL, channel_post, "/pnl", channel=True)
+    fake.push_edit(GROUP, fake.push_message(GROUP, "hi", from_id=chat), "/pnl", from_id=chat)
+    (reply,) = ask(fake, chat, "/help")  # answered after the edits: they got nothing
+    assert _text(reply.text).startswith("SHER for Rahul")
+    time.sleep(0.5)
+    assert len(fake.messages_to(chat)) == before + 4
+    assert [m.reply_markup is not None for m in fake.messages_to(chat)[before:]] == [
+        False, True, False, False]  # the one panic question is the first /panic's
+    assert fake.messages_to(CHANNEL) == [] and fake.messages_to(GROUP) == []
+    _quiet(fake, CHANNEL, lambda: None)  # a new command there still gets its one answer
+    _quiet(fake, GROUP, lambda: None)
+
+
 # ----------------------------------------------------------------------------------------------
 # Telegram's 4,096 characters
 # ----------------------------------------------------------------------------------------------

@@ -192,6 +192,23 @@ class FakeBotApi:
             self._queue(token, {"channel_post": message})
             return int(message["message_id"])
 
+    def push_edit(self, chat_id: int, message_id: int, text: str, *, channel: bool = False,
+                  token: str | None = None, from_id: int | None = None) -> None:
+        """Queue an edit of message ``message_id`` (pushed earlier) to read ``text`` now.
+
+        An ``edited_message`` from user ``from_id`` (default: the chat's), or with ``channel``
+        an ``edited_channel_post``, as Telegram sends an edit.
+        """
+        with self._cond:
+            message = self._text_message(chat_id, text, None)
+            message["message_id"] = message_id
+            message["edit_date"] = int(time.time())
+            if channel:
+                self._queue(token, {"edited_channel_post": message})
+            else:
+                message["from"] = self._user(chat_id if from_id is None else from_id, None)
+                self._queue(token, {"edited_message": message})
+
     def push_callback(self, chat_id: int, message_id: int, data: str,
                       token: str | None = None) -> int:
         """Queue a press of an inline button with ``data`` under bot message ``message_id``.
