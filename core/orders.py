@@ -573,17 +573,14 @@ class OrderManager:
         """Audit a refusal by the risk gate, in a transaction of its own (the order's rolled
         back): who asked for what, from where, and the gate's reasons."""
         with self.db.transaction() as session:
-            audit.append(session, audit.AuditEvent(
-                action=action, resource=resource,
-                actor_user_id=actor.user_id if actor else None,
-                actor_username=actor.username if actor else None,
-                household_id=self._household(session, request.account_id),
-                outcome=audit.DENIED, client=actor.client if actor else None, details={
+            audit.append(session, _event(
+                actor, action, None, self._household(session, request.account_id), {
                     "account_id": request.account_id, "symbol": request.symbol,
                     "side": request.side.value, "quantity": request.quantity,
                     "order_type": request.order_type.value, "product": request.product.value,
                     "price": request.price, "trigger_price": request.trigger_price,
-                    "source": source, "refused": str(refused)[:_REASON_CHARS]}))
+                    "source": source, "refused": str(refused)[:_REASON_CHARS]},
+                resource=resource, outcome=audit.DENIED))
 
     def _existing(self, request: OrderRequest) -> Order | None:
         with self.db.transaction() as session:
@@ -1004,13 +1001,15 @@ def _risk_note_of(row: OrderRow) -> dict[str, object] | None:
     return {"requested_quantity": row.requested_quantity, "risk_gate": row.risk_note or ""}
 
 
-def _event(actor: Actor | None, action: str, order_id: int, household_id: int | None,
-           details: dict[str, object]) -> audit.AuditEvent:
+def _event(actor: Actor | None, action: str, order_id: int | None, household_id: int | None,
+           details: dict[str, object], *, resource: str | None = None,
+           outcome: str = audit.OK) -> audit.AuditEvent:
+    """Return an audit event of an order (``resource`` instead: of something else)."""
     return audit.AuditEvent(
-        action=action, resource=f"order:{order_id}",
+        action=action, resource=resource or f"order:{order_id}",
         actor_user_id=actor.user_id if actor else None,
         actor_username=actor.username if actor else None,
-        household_id=household_id, outcome=audit.OK, details=details,
+        household_id=household_id, outcome=outcome, details=details,
         client=actor.client if actor else None)
 
 

@@ -110,8 +110,8 @@ class AccountBook:
         """Start with no fills."""
         self.count = 0
         self._queues: dict[tuple[str, str], QueueBook] = {}
-        #: (symbol, trade date) of every delivery (CNC) sell: the DP charge is once a day each.
-        self._delivery_sells: set[tuple[str, date]] = set()
+        #: Symbols sold from delivery (CNC), by trade date: the DP charge is once a day each.
+        self._delivery_sells: dict[date, set[str]] = {}
         self._summed: tuple[tuple[portfolio.Book, ...], portfolio.Book] | None = None
 
     def add(self, trade: Trade) -> None:
@@ -119,11 +119,11 @@ class AccountBook:
         self._queues.setdefault((trade.symbol, trade.product), QueueBook()).add(trade)
         self.count += 1
         if trade.product is Product.CNC and trade.side is Side.SELL:
-            self._delivery_sells.add((trade.symbol, trade.trade_date))
+            self._delivery_sells.setdefault(trade.trade_date, set()).add(trade.symbol)
 
     def delivery_sold(self, day: date) -> frozenset[str]:
         """Return the symbols sold from delivery on ``day`` (their DP charge is paid)."""
-        return frozenset(symbol for symbol, sold_on in self._delivery_sells if sold_on == day)
+        return frozenset(self._delivery_sells.get(day, ()))
 
     def book(self, ltp: Mapping[str, Decimal] | None, today: date) -> portfolio.Book:
         """Return the book on ``today`` marked at ``ltp`` (None: at each queue's last marks).

@@ -297,13 +297,9 @@ def charges_statement(trades: Iterable[Trade], start: date, end: date) -> pd.Dat
 
 
 def _charges_row(label: str, accounts: Sequence[_Day]) -> list[object]:
-    # Each account's total is its exact sum to the paisa (what the cash was charged) and its
-    # parts are rounded so that they add up to it (each within a paisa of its exact value); a
-    # row of several accounts is the sum of theirs (core.money.accounts_total).
-    parts = [sum(column, ZERO) for column in
-             zip(*(charges.shown_parts() for _, _, charges in accounts), strict=True)]
-    if not accounts:
-        parts = Charges().shown_parts()
+    """Return one row of :func:`charges_statement` from its accounts' figures (see there)."""
+    shown = [charges.shown_parts() for _, _, charges in accounts] or [Charges().shown_parts()]
+    parts = [sum(column, ZERO) for column in zip(*shown, strict=True)]
     return [label, sum(count for count, _, _ in accounts),
             accounts_total(turnover for _, turnover, _ in accounts), *parts,
             accounts_total(charges.total for _, _, charges in accounts)]

@@ -351,9 +351,10 @@ def _square_off_problems(parsed: Mapping[str, object], current: RiskLimits) -> l
     if (not isinstance(square_off, time) or square_off == current.mis_square_off_at
             or not LAST_SQUARE_OFF_AT < square_off <= time(15, 29)):
         return []  # unchanged, in time, or after the close (limit_problems says so)
-    return [f"{limit_label('mis_square_off_at')} must be at most 15:19 IST, before the brokers' "
-            "own MIS auto square-off at 15:20 (Zerodha, Dhan: ₹50 + GST an order, and no fresh "
-            f"MIS after it); got {square_off:%H:%M}"]
+    return [f"{limit_label('mis_square_off_at')} must be at most {LAST_SQUARE_OFF_AT:%H:%M} IST, "
+            "before the brokers' own MIS auto square-off at 15:20 (Zerodha, Dhan: ₹50 + GST an "
+            f"order, and no fresh MIS after it); got {square_off:%H:%M}"]
+
 
 def _parse_all(values: Mapping[str, object]) -> tuple[dict[str, object], list[str]]:
     """Return the values that parse and a sentence for each that does not."""
